@@ -1,0 +1,107 @@
+"""actorflow: an embeddable, durable workflow engine built as an actor-model runtime.
+
+Layers, bottom to top (each imports only those below it)::
+
+    errors, _types, _clock, config      shared vocabulary
+    store                               durable state (LMDB, in-memory twin), codecs, keys
+    definition -> graph                 fluent builder -> immutable spec -> compiled plan
+    workers                             worker processes and their wire protocol
+    runtime                             engine facade, supervisors, dispatcher, writer, scheduler
+    cli                                 the ``actorflow`` command
+
+Quick start::
+
+    import actorflow as af
+
+    engine = af.Engine(data_dir=".actorflow")
+    (engine.define("greet")
+        .step("hello", lambda ctx: f"hello {ctx.payload['name']}")
+        .step("shout", lambda ctx: ctx.last.upper()))
+    with engine:
+        print(engine.trigger("greet", {"name": "ada"}).result(timeout=30))
+"""
+
+from __future__ import annotations
+
+from actorflow._clock import Clock, ManualClock, SystemClock
+from actorflow._types import RunStatus, StepStatus
+from actorflow.config import EngineConfig
+from actorflow.definition import Retry, Workflow
+from actorflow.errors import (
+    ActorflowError,
+    ClientError,
+    ConfigError,
+    DefinitionError,
+    EngineNotRunning,
+    GraphError,
+    InvalidPayload,
+    PoolUnavailable,
+    RemoteError,
+    RemoteTraceback,
+    ResultTimeout,
+    RunCancelled,
+    RunError,
+    RunNotFound,
+    RunTimeout,
+    StepFailed,
+    StepTimeout,
+    StoreCorrupted,
+    StoreError,
+    WorkerCrashed,
+    WorkflowNotFound,
+)
+from actorflow.runtime import (
+    AttemptDetails,
+    Engine,
+    ErrorDetails,
+    RunDetails,
+    RunHandle,
+    RunSummary,
+    StepDetails,
+)
+from actorflow.workers._context import RunInfo, StepContext, StepOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorflowError",
+    "AttemptDetails",
+    "ClientError",
+    "Clock",
+    "ConfigError",
+    "DefinitionError",
+    "Engine",
+    "EngineConfig",
+    "EngineNotRunning",
+    "ErrorDetails",
+    "GraphError",
+    "InvalidPayload",
+    "ManualClock",
+    "PoolUnavailable",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultTimeout",
+    "Retry",
+    "RunCancelled",
+    "RunDetails",
+    "RunError",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFound",
+    "RunStatus",
+    "RunSummary",
+    "RunTimeout",
+    "StepContext",
+    "StepDetails",
+    "StepFailed",
+    "StepOutput",
+    "StepStatus",
+    "StepTimeout",
+    "StoreCorrupted",
+    "StoreError",
+    "SystemClock",
+    "WorkerCrashed",
+    "Workflow",
+    "WorkflowNotFound",
+    "__version__",
+]

@@ -1,0 +1,69 @@
+"""Identifiers and status enums shared by every layer.
+
+Run ids are time-ordered (48-bit milliseconds, then 48 random bits, in hex) so that the runs
+database iterates oldest to newest and ``engine.runs()`` can read newest first without an index.
+Within one process ids are strictly increasing even within one millisecond.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import threading
+import time
+from typing import NewType
+
+__all__ = ["RunId", "RunStatus", "StepKey", "StepStatus", "new_run_id"]
+
+RunId = NewType("RunId", str)
+StepKey = NewType("StepKey", str)
+
+
+class RunStatus(enum.StrEnum):
+    """Where a run is in its life."""
+
+    QUEUED = "queued"  # waiting for a slot under the workflow's concurrency limit
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for completed, failed and cancelled."""
+        return self in _TERMINAL_RUN
+
+
+_TERMINAL_RUN = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class StepStatus(enum.StrEnum):
+    """Where a step is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"  # dispatch recorded; the work is queued or executing in a worker
+    RETRYING = "retrying"  # failed, waiting on a durable backoff timer
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+_lock = threading.Lock()
+_last = (0, 0)
+
+
+def new_run_id() -> RunId:
+    """Return a new time-ordered run id (24 hex digits)."""
+    global _last
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(6), "big")
+    with _lock:
+        last_ms, last_rand = _last
+        if ms <= last_ms:
+            # Same (or earlier: clock stepped back) millisecond: stay ordered by counting up.
+            ms, rand = last_ms, last_rand + 1
+            if rand >= 1 << 48:
+                ms, rand = ms + 1, 0
+        _last = (ms, rand)
+    return RunId(f"{ms:012x}{rand:012x}")

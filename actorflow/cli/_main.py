@@ -1,0 +1,152 @@
+"""``actorflow`` commands. Store-reading commands open the store read-only, so they work
+while an engine is running on it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from actorflow.errors import ActorflowError
+from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs
+from actorflow.store import LmdbStore
+from actorflow.store import _keys as K
+
+__all__ = ["main"]
+
+
+def _default_data_dir() -> str:
+    return os.environ.get("ACTORFLOW_DATA_DIR") or ".actorflow"
+
+
+def _time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _secs(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return f"{t * 1000:.1f}ms" if t < 1 else f"{t:.2f}s"
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
+
+
+def _resolve(store: LmdbStore, prefix: str) -> str:
+    if store.get(K.RUNS, K.run_key(prefix)) is not None:
+        return prefix
+    matches = [k.decode() for k, _ in store.scan(K.RUNS, prefix.encode(), limit=2)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ActorflowError(f"no run with id or id prefix {prefix!r}")
+    raise ActorflowError(f"run id prefix {prefix!r} is ambiguous; give more characters")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = LmdbStore(args.data_dir, read_only=True)
+    try:
+        runs: list[RunSummary] = list_runs(store, args.workflow, args.status, args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(_json([asdict(r) for r in runs]))
+        return 0
+    if not runs:
+        print("no runs")
+        return 0
+    print(f"{'RUN':<26}{'WORKFLOW':<20}{'STATUS':<11}{'CREATED':<21}DURATION")
+    for r in runs:
+        took = (r.ended_at - r.created_at) if r.ended_at is not None else None
+        print(f"{r.id:<26}{r.workflow_id[:19]:<20}{r.status.value:<11}{_time(r.created_at):<21}{_secs(took)}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = LmdbStore(args.data_dir, read_only=True)
+    try:
+        run: RunDetails = inspect_run(store, _resolve(store, args.run))
+    finally:
+        store.close()
+    if args.json:
+        print(_json(run.to_dict()))
+        return 0
+    print(f"run       {run.id}")
+    print(f"workflow  {run.workflow_id}")
+    print(f"status    {run.status.value}")
+    print(f"created   {_time(run.created_at)}   duration {_secs(run.duration)}")
+    if run.idempotency_key:
+        print(f"key       {run.idempotency_key}")
+    print(f"payload   {run.payload}")
+    if run.result is not None:
+        print(f"result    {run.result}")
+    if run.cancel_reason is not None:
+        print(f"cancelled {run.cancel_reason or '(no reason given)'}")
+    print(f"\n{'STEP':<20}{'STATUS':<11}{'ATTEMPT':<9}{'DURATION':<11}OUTPUT / ERROR")
+    for s in run.steps:
+        detail = s.output or ""
+        if s.error is not None:
+            detail = f"{s.error.type.rpartition('.')[2]}: {s.error.message}"
+        print(f"{s.name[:19]:<20}{s.status.value:<11}{s.attempt:<9}{_secs(s.duration):<11}{detail[:80]}")
+        for a in s.attempts:
+            if a.status != "succeeded":
+                print(f"{'':<20}  attempt {a.attempt}: {a.status}" + (f" - {a.error}" if a.error else ""))
+    if run.error is not None:
+        print(f"\nerror: {run.error.type}: {run.error.message}")
+        if run.error.traceback:
+            print(run.error.traceback.rstrip())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from actorflow.cli._demo import run_demo
+
+    run_demo(args.data_dir, args.orders)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``actorflow`` command."""
+    parser = argparse.ArgumentParser(prog="actorflow", description=__doc__)
+    parser.add_argument(
+        "--data-dir",
+        default=_default_data_dir(),
+        help="the store directory (default: $ACTORFLOW_DATA_DIR or .actorflow)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the quick-start example on the embedded store")
+    demo.add_argument("--orders", type=int, default=3, help="how many runs to trigger")
+    demo.set_defaults(func=cmd_demo)
+
+    runs = sub.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--workflow", help="only this workflow's runs")
+    runs.add_argument("--status", help="queued, running, completed, failed or cancelled")
+    runs.add_argument("--limit", type=int, default=50)
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="one run: steps, attempts, timings, errors")
+    show.add_argument("run", help="run id (or a unique prefix of it)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``actorflow`` command; return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ActorflowError as exc:
+        print(f"actorflow: {exc}", file=sys.stderr)
+        return 1
+    return code

@@ -1,0 +1,163 @@
+"""Engine configuration: constructor arguments, overridable by ``ACTORFLOW_*`` variables.
+
+Precedence, strongest first: an explicit argument to :class:`~actorflow.Engine`, then the
+environment variable, then the default. Every field is validated on construction and a bad one
+raises :class:`~actorflow.errors.ConfigError` naming the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from actorflow.errors import ConfigError
+
+__all__ = ["EngineConfig"]
+
+Durability = Literal["sync", "fast"]
+StoreKind = Literal["lmdb", "memory"]
+StartMethod = Literal["forkserver", "spawn"]
+
+_ENV_PREFIX = "ACTORFLOW_"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every setting of an engine.
+
+    Attributes:
+        data_dir: directory of the embedded LMDB store (``ACTORFLOW_DATA_DIR``).
+        store: ``"lmdb"`` (durable, default) or ``"memory"`` (the in-memory twin, for tests).
+        durability: ``"sync"`` fsyncs every group commit; ``"fast"`` leaves flushing to the OS
+            (survives a crash of the process, not of the machine).
+        workers: worker processes, or ``"auto"`` for the CPU count.
+        shards: supervisor shard actors; runs are spread over them by id.
+        start_method: ``"forkserver"`` (default) or ``"spawn"``; never plain fork.
+        map_size: initial LMDB map size in bytes; it grows on demand.
+        max_batch: most writes in one group commit.
+        prefetch: tasks queued ahead per busy worker, so it never waits for the engine.
+        kill_grace: seconds between SIGTERM and SIGKILL when a worker must die.
+        restart_limit: worker deaths tolerated within ``restart_window`` seconds before the
+            restart breaker opens.
+        restart_window: the window of ``restart_limit``, in seconds.
+        breaker_cooldown: seconds the breaker stays open before workers are started again.
+        preload: modules each worker imports at start, so a replacement is ready at once.
+        worker_start_timeout: seconds to wait for the initial workers at ``start()``.
+    """
+
+    data_dir: Path = Path(".actorflow")
+    store: StoreKind = "lmdb"
+    durability: Durability = "sync"
+    workers: int = 0  # 0 means "auto"
+    shards: int = 4
+    start_method: StartMethod = "forkserver"
+    map_size: int = 64 << 20
+    max_batch: int = 4096
+    prefetch: int = 1
+    kill_grace: float = 0.5
+    restart_limit: int = 20
+    restart_window: float = 10.0
+    breaker_cooldown: float = 5.0
+    preload: tuple[str, ...] = ()
+    worker_start_timeout: float = 60.0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.store not in ("lmdb", "memory"):
+            problems.append(f"store: expected 'lmdb' or 'memory', got {self.store!r}")
+        if self.durability not in ("sync", "fast"):
+            problems.append(f"durability: expected 'sync' or 'fast', got {self.durability!r}")
+        if self.start_method not in ("forkserver", "spawn"):
+            problems.append(
+                f"start_method: expected 'forkserver' or 'spawn', got {self.start_method!r}"
+            )
+        for name in ("workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit"):
+            value = getattr(self, name)
+            low = 0 if name in ("workers", "prefetch") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
+        for name in ("kill_grace", "restart_window", "breaker_cooldown", "worker_start_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name}: expected a positive number of seconds, got {value!r}")
+        if not all(isinstance(m, str) and m for m in self.preload):
+            problems.append(f"preload: expected module names, got {self.preload!r}")
+        if problems:
+            raise ConfigError("invalid engine configuration: " + "; ".join(problems))
+
+    @property
+    def worker_count(self) -> int:
+        """The number of worker processes (``workers``, or the CPU count for auto)."""
+        if self.workers:
+            return self.workers
+        return psutil.cpu_count(logical=True) or 1
+
+    @classmethod
+    def from_sources(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> EngineConfig:
+        """Build a config from defaults, then ``ACTORFLOW_*`` variables, then ``overrides``.
+
+        Args:
+            env: the environment to read (default ``os.environ``).
+            **overrides: explicit values; None means "not given".
+
+        Raises:
+            ConfigError: an unknown field, or a value that cannot be parsed or is out of range.
+        """
+        env = os.environ if env is None else env
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        values: dict[str, Any] = {}
+        for name, f in fields.items():
+            raw = env.get(_ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _parse(name, f.type, raw)
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"unknown engine setting(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(fields))}"
+            )
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            values[name] = _coerce(name, value)
+        return cls(**values)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name == "data_dir":
+        if not isinstance(value, str | os.PathLike):
+            raise ConfigError(f"data_dir: expected a path, got {value!r}")
+        return Path(value)
+    if name == "workers" and value == "auto":
+        return 0
+    if name == "preload":
+        if isinstance(value, str):
+            return tuple(m for m in value.split(",") if m)
+        return tuple(value)
+    return value
+
+
+def _parse(name: str, type_: Any, raw: str) -> Any:
+    var = _ENV_PREFIX + name.upper()
+    text = str(type_)
+    try:
+        if name in ("data_dir", "preload", "store", "durability", "start_method"):
+            return _coerce(name, raw)
+        if name == "workers" and raw.strip() == "auto":
+            return 0
+        if text == "int":
+            return int(raw)
+        if text == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{var}: expected a {text}, got {raw!r}") from None
+    raise ConfigError(f"{var}: cannot be set from the environment")

@@ -1,0 +1,186 @@
+"""Step options: durations and the retry policy."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from actorflow.errors import DefinitionError
+
+__all__ = ["Retry", "parse_duration", "qualified_name"]
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(us|ms|s|m|h|d|w)")
+
+Duration = float | int | str | _dt.timedelta
+
+
+def parse_duration(value: Any, what: str, *, allow_zero: bool = False) -> float:
+    """Parse a duration into seconds.
+
+    Accepts numbers (seconds), ``datetime.timedelta``, and strings such as ``"500ms"``,
+    ``"5s"``, ``"10m"``, ``"24h"``, ``"2d"``, ``"1h30m"``, ``"1.5s"``.
+
+    Args:
+        value: the duration.
+        what: the field's name, used in the error message.
+        allow_zero: accept 0 (delays may be zero; timeouts may not).
+
+    Raises:
+        DefinitionError: naming ``what`` and the accepted forms.
+    """
+    seconds: float | None = None
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, _dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        pos, total = 0, 0.0
+        for m in _PART.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if text and pos == len(text):
+            seconds = total
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise DefinitionError(
+            f"{what}: expected a duration such as 500ms, 5s, 10m, 24h or a number of seconds, "
+            f"got {value!r}"
+        )
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        low = "zero or positive" if allow_zero else "positive"
+        raise DefinitionError(f"{what}: expected a {low} duration, got {value!r}")
+    return seconds
+
+
+def qualified_name(t: type) -> str:
+    """``module.QualName`` of a type, as used to match exception types across processes."""
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a failed step is retried.
+
+    Args:
+        attempts: total executions allowed, the first included (``attempts=3``: up to two
+            retries). 1 means no retry.
+        backoff: ``"fixed"`` waits ``delay`` each time; ``"exponential"`` doubles it after
+            every failure, up to ``max_delay``.
+        delay: wait before the first retry (a duration; 0 retries at once).
+        max_delay: cap on any single wait; default (None) is 100 times ``delay``, as
+            Temporal's maximum interval.
+        jitter: fraction (0..1) of each wait that is randomised downwards; ``True`` means 1
+            (full jitter), which spreads retries of many runs that failed together.
+        non_retryable: exception types (or their names, ``"ValueError"`` or
+            ``"mymod.MyError"``) that fail the step at once. Subclasses match too.
+
+    Raises:
+        DefinitionError: listing every invalid field.
+    """
+
+    attempts: int = 3
+    backoff: Literal["fixed", "exponential"] = "exponential"
+    delay: Duration = 1.0
+    max_delay: Duration | None = None
+    jitter: float | bool = 0.0
+    non_retryable: Sequence[type[BaseException] | str] = ()
+    _names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
+            problems.append(f"retry.attempts: expected an integer >= 1, got {self.attempts!r}")
+        elif self.attempts < 1:
+            problems.append(f"retry.attempts: expected an integer >= 1, got {self.attempts}")
+        if self.backoff not in ("fixed", "exponential"):
+            problems.append(
+                f"retry.backoff: expected 'fixed' or 'exponential', got {self.backoff!r}"
+            )
+        if self.max_delay is None:
+            try:
+                base = parse_duration(self.delay, "retry.delay", allow_zero=True)
+            except DefinitionError:
+                base = 0.0  # reported below
+            object.__setattr__(self, "max_delay", base * 100)
+        for name in ("delay", "max_delay"):
+            try:
+                seconds = parse_duration(getattr(self, name), f"retry.{name}", allow_zero=True)
+                object.__setattr__(self, name, seconds)
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+        jitter = self.jitter
+        if isinstance(jitter, bool):
+            object.__setattr__(self, "jitter", 1.0 if jitter else 0.0)
+        elif not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
+            problems.append(f"retry.jitter: expected a fraction from 0 to 1, got {jitter!r}")
+        else:
+            object.__setattr__(self, "jitter", float(jitter))
+        names: set[str] = set()
+        items = (
+            (self.non_retryable,)
+            if isinstance(self.non_retryable, str | type)
+            else tuple(self.non_retryable)
+        )
+        for item in items:
+            if isinstance(item, type) and issubclass(item, BaseException):
+                names.add(qualified_name(item))
+            elif isinstance(item, str) and item:
+                names.add(item)
+            else:
+                problems.append(
+                    "retry.non_retryable: expected exception types or their names, "
+                    f"got {item!r}"
+                )
+        object.__setattr__(self, "non_retryable", tuple(items))
+        object.__setattr__(self, "_names", frozenset(names))
+        if problems:
+            raise DefinitionError(problems)
+
+    def delay_for(self, failures: int, random: float = 0.0) -> float:
+        """Seconds to wait after the ``failures``-th failure (1-based).
+
+        Args:
+            failures: how many attempts have failed so far.
+            random: a number in [0, 1) for jitter.
+        """
+        base = float(self.delay)  # normalised to seconds in __post_init__
+        if self.backoff == "exponential":
+            base *= 2.0 ** max(0, failures - 1)
+        wait = min(base, float(self.max_delay or 0.0))
+        return wait * (1.0 - float(self.jitter) * random)
+
+    def is_retryable(self, type_names: Sequence[str]) -> bool:
+        """False if any of the error's type names (its MRO) is marked non-retryable.
+
+        Args:
+            type_names: qualified names of the exception's class and its bases.
+        """
+        if not self._names:
+            return True
+        for qual in type_names:
+            if qual in self._names or qual.rpartition(".")[2] in self._names:
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible description, for the stored definition."""
+        return {
+            "attempts": self.attempts,
+            "backoff": self.backoff,
+            "delay": self.delay,
+            "max_delay": self.max_delay,
+            "jitter": self.jitter,
+            "non_retryable": sorted(self._names),
+        }
+
+
+#: The policy of a step that names none and whose workflow names none: run once.
+NO_RETRY = Retry(attempts=1)

@@ -1,0 +1,305 @@
+"""The one exception tree of actorflow.
+
+Every error actorflow raises on purpose derives from :class:`ActorflowError`; errors from
+third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
+
+    ActorflowError
+    ├── ConfigError                  bad EngineConfig field or ACTORFLOW_* variable
+    ├── DefinitionError              a workflow definition is invalid (lists every problem)
+    │   └── GraphError               the compiled graph is invalid
+    ├── RunError                     a run did not produce a result
+    │   ├── StepFailed               a step failed after its retries (step, attempt, traceback)
+    │   │   ├── StepTimeout          ... because it ran past its timeout and was killed
+    │   │   └── WorkerCrashed        ... because its worker process died (exit code / signal)
+    │   ├── RunCancelled             the run was cancelled (reason)
+    │   └── RunTimeout               the whole run ran past the workflow's timeout
+    ├── StoreError                   the store cannot be used (I/O, locked, newer format)
+    │   └── StoreCorrupted           the store's files or records are not what was written
+    ├── ClientError                  a client call was given something it cannot use
+    │   ├── RunNotFound
+    │   ├── WorkflowNotFound
+    │   ├── InvalidPayload
+    │   └── EngineNotRunning
+    ├── PoolUnavailable              the worker pool's restart breaker is open
+    ├── ResultTimeout                RunHandle.result() waited past its timeout (also TimeoutError)
+    ├── RemoteTraceback              traceback text from a worker, chained as a ``__cause__``
+    └── RemoteError                  stands in for a step exception that could not be unpickled
+
+Exceptions raised inside step functions are not wrapped in the worker: they come back to the
+engine as the ``__cause__`` of :class:`StepFailed`, with the worker's traceback attached as
+their own ``__cause__`` (a :class:`RemoteTraceback`), as ``concurrent.futures`` does.
+
+No class here derives from ``BaseException`` alone: under pykka a ``BaseException`` escaping an
+actor stops every actor, so none is used for control flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "ActorflowError",
+    "ClientError",
+    "ConfigError",
+    "DefinitionError",
+    "EngineNotRunning",
+    "GraphError",
+    "InvalidPayload",
+    "PoolUnavailable",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultTimeout",
+    "RunCancelled",
+    "RunError",
+    "RunNotFound",
+    "RunTimeout",
+    "StepFailed",
+    "StepTimeout",
+    "StoreCorrupted",
+    "StoreError",
+    "WorkerCrashed",
+    "WorkflowNotFound",
+]
+
+
+class ActorflowError(Exception):
+    """Root of every error actorflow raises on purpose."""
+
+
+class ConfigError(ActorflowError):
+    """An engine setting (argument, environment variable) is invalid."""
+
+
+class DefinitionError(ActorflowError):
+    """A workflow definition is invalid.
+
+    Attributes:
+        problems: every problem found, each naming the field and what was expected.
+        workflow: the workflow id, when known.
+    """
+
+    def __init__(self, problems: str | Iterable[str], workflow: str | None = None) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        self.workflow = workflow
+        where = f"workflow {workflow!r}" if workflow is not None else "definition"
+        if len(self.problems) == 1:
+            message = f"{where}: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{where} has {len(self.problems)} problems:\n{lines}"
+        super().__init__(message)
+
+
+class GraphError(DefinitionError):
+    """The workflow's graph cannot be compiled (unclosed blocks, unknown references...)."""
+
+
+class RunError(ActorflowError):
+    """A run ended without a result.
+
+    Attributes:
+        run_id: the run, when known.
+    """
+
+    run_id: str | None = None
+
+
+class StepFailed(RunError):
+    """A step failed for good (its retries, if any, are used up).
+
+    The step's own exception is this error's ``__cause__``; that exception's ``__cause__`` is
+    a :class:`RemoteTraceback` holding the traceback text from the worker process.
+
+    Attributes:
+        step: the step's name.
+        attempt: the attempt that failed last (1-based).
+        error_type: qualified name of the step's exception type, e.g. ``builtins.ValueError``.
+        error_message: ``str()`` of the step's exception.
+        traceback: the traceback text from the worker, if any.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        attempt: int,
+        error_type: str = "",
+        error_message: str = "",
+        traceback: str = "",
+        run_id: str | None = None,
+    ) -> None:
+        self.step = step
+        self.attempt = attempt
+        self.error_type = error_type
+        self.error_message = error_message
+        self.traceback = traceback
+        self.run_id = run_id
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        return (
+            f"step {self.step!r} failed on attempt {self.attempt}: "
+            f"{self.error_type}: {self.error_message}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            type(self)._rebuild,
+            (type(self), dict(self.__dict__)),
+        )
+
+    @staticmethod
+    def _rebuild(cls: type[StepFailed], state: dict[str, object]) -> StepFailed:
+        obj = cls.__new__(cls)
+        obj.__dict__.update(state)
+        Exception.__init__(obj, obj._describe())
+        return obj
+
+
+class StepTimeout(StepFailed):
+    """A step ran past its timeout; its worker was killed and replaced.
+
+    Attributes:
+        timeout: the timeout in seconds.
+    """
+
+    def __init__(
+        self, step: str, attempt: int, timeout: float, run_id: str | None = None
+    ) -> None:
+        self.timeout = timeout
+        super().__init__(
+            step,
+            attempt,
+            "actorflow.errors.StepTimeout",
+            f"timed out after {timeout:g}s (worker killed)",
+            run_id=run_id,
+        )
+
+
+class WorkerCrashed(StepFailed):
+    """The worker process running a step died (exit, signal, out of memory).
+
+    Attributes:
+        exitcode: the process exit code; negative for a signal, as in ``multiprocessing``.
+        signal_name: the signal's name (``SIGKILL``...) when the process was killed by one.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        attempt: int,
+        exitcode: int | None,
+        signal_name: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.exitcode = exitcode
+        self.signal_name = signal_name
+        how = f"killed by {signal_name}" if signal_name else f"exit code {exitcode}"
+        super().__init__(
+            step,
+            attempt,
+            "actorflow.errors.WorkerCrashed",
+            f"worker process died ({how})",
+            run_id=run_id,
+        )
+
+
+class RunCancelled(RunError):
+    """The run was cancelled.
+
+    Attributes:
+        reason: the reason given to ``cancel``.
+    """
+
+    def __init__(self, reason: str = "", run_id: str | None = None) -> None:
+        self.reason = reason
+        self.run_id = run_id
+        super().__init__(f"run {run_id or ''} cancelled" + (f": {reason}" if reason else ""))
+
+
+class RunTimeout(RunError):
+    """The run ran past its workflow's ``timeout``; in-flight steps were killed.
+
+    Attributes:
+        timeout: the workflow timeout in seconds.
+    """
+
+    def __init__(self, timeout: float, run_id: str | None = None) -> None:
+        self.timeout = timeout
+        self.run_id = run_id
+        super().__init__(f"run {run_id or ''} exceeded the workflow timeout of {timeout:g}s")
+
+
+class StoreError(ActorflowError):
+    """The store cannot be opened, read or written."""
+
+
+class StoreCorrupted(StoreError):
+    """The store's files or records are not what actorflow wrote."""
+
+
+class ClientError(ActorflowError):
+    """A client call got an argument it cannot use."""
+
+
+class RunNotFound(ClientError, KeyError):
+    """No run has this id."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class WorkflowNotFound(ClientError, KeyError):
+    """No workflow has this id."""
+
+    def __init__(self, workflow: str, known: Sequence[str] = ()) -> None:
+        self.workflow = workflow
+        hint = f"; defined: {', '.join(sorted(known))}" if known else "; none are defined"
+        super().__init__(f"no workflow {workflow!r}{hint}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidPayload(ClientError, ValueError):
+    """A payload or argument cannot be stored (not JSON-compatible and not picklable)."""
+
+
+class EngineNotRunning(ClientError):
+    """The call needs a started engine (``with engine:`` or ``engine.start()``)."""
+
+
+class PoolUnavailable(ActorflowError):
+    """The worker pool's restart breaker is open after a restart storm."""
+
+
+class ResultTimeout(ActorflowError, TimeoutError):
+    """``RunHandle.result(timeout=...)`` returned before the run finished."""
+
+
+class RemoteTraceback(ActorflowError):
+    """The traceback text of an exception raised in a worker process."""
+
+    def __init__(self, tb: str) -> None:
+        self.tb = tb
+        super().__init__(tb)
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class RemoteError(ActorflowError):
+    """Stands in for a step's exception that could not be pickled back to the engine.
+
+    Attributes:
+        type_name: the qualified name of the original exception type.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}")

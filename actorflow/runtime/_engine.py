@@ -1,0 +1,613 @@
+"""The Engine facade: define workflows, start the actors, trigger and inspect runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import pykka
+
+from actorflow._clock import Clock, SystemClock
+from actorflow._types import RunStatus, new_run_id
+from actorflow.config import EngineConfig
+from actorflow.definition._builder import Workflow
+from actorflow.definition._options import Retry
+from actorflow.errors import (
+    ActorflowError,
+    ClientError,
+    DefinitionError,
+    EngineNotRunning,
+    RunNotFound,
+    StoreError,
+    WorkflowNotFound,
+)
+from actorflow.graph import compile_plan, evaluator
+from actorflow.runtime._core import Admission, Compiled, Core, Waiters
+from actorflow.runtime._dispatcher import Dispatcher
+from actorflow.runtime._handle import RunHandle, _wait
+from actorflow.runtime._messages import ActivateRun, CancelRun, Drain, Flush, StartRun, Write
+from actorflow.runtime._scheduler import Scheduler, stored_timers
+from actorflow.runtime._shard import Shard
+from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
+from actorflow.runtime._writer import StoreWriter
+from actorflow.store import _keys as K
+from actorflow.store._codec import encode_value
+from actorflow.store._lmdb import LmdbStore
+from actorflow.store._memory import MemoryStore
+from actorflow.store._protocol import Op, Store, ensure_format
+from actorflow.store._records import dump_record, load_record
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("actorflow.engine")
+
+_MAX_IDEMPOTENCY_KEY = 1024
+
+
+class Engine:
+    """An embedded durable workflow engine.
+
+    Define workflows with :meth:`define`, start the engine (``with engine:`` or
+    :meth:`start`), then :meth:`trigger` runs. All state lives in the store: a new engine on
+    the same ``data_dir`` resumes every unfinished run.
+
+    Args:
+        data_dir: directory of the embedded LMDB store (default ``.actorflow``, or
+            ``ACTORFLOW_DATA_DIR``).
+        store: ``"lmdb"`` (default), ``"memory"``, or a :class:`~actorflow.store.Store`.
+        clock: the clock for durable timers (default: the system clock; tests pass a
+            :class:`~actorflow.ManualClock`).
+        config: a complete :class:`~actorflow.EngineConfig`; other settings are then ignored.
+        **settings: any :class:`~actorflow.EngineConfig` field, e.g. ``durability="fast"``,
+            ``workers=4``.
+
+    Raises:
+        ConfigError: a setting is invalid.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        store: str | Store | None = None,
+        clock: Clock | None = None,
+        config: EngineConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        custom_store: Store | None = None
+        if store is not None and not isinstance(store, str):
+            custom_store = store
+            store = None
+        if config is None:
+            config = EngineConfig.from_sources(data_dir=data_dir, store=store, **settings)
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self._custom_store = custom_store
+        self._memory_store: MemoryStore | None = None
+        self._definitions: dict[str, Workflow] = {}
+        self._lock = threading.RLock()
+        self._core: Core | None = None
+        self._store: Store | None = None
+        self._read_store: Store | None = None
+        self._actors: list[pykka.ActorRef[Any]] = []
+        self._failure: BaseException | None = None
+        self._idem_lock = threading.Lock()
+        self._idem_pending: dict[tuple[str, str], tuple[str, Future[None]]] = {}
+
+    # -- definitions -----------------------------------------------------------------------
+
+    def define(
+        self,
+        workflow_id: str,
+        *,
+        retry: Retry | None = None,
+        timeout: Any = None,
+        step_timeout: Any = None,
+        concurrency: int | None = None,
+        description: str = "",
+    ) -> Workflow:
+        """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
+
+        Args:
+            workflow_id: unique name of the workflow.
+            retry: default retry policy of its steps (default: run once).
+            timeout: the whole run's time limit (a duration such as ``"10m"``).
+            step_timeout: default time limit of each step.
+            concurrency: most runs active at once; later ones queue.
+            description: free text.
+
+        Returns:
+            The workflow builder.
+
+        Raises:
+            DefinitionError: the id is already defined.
+        """
+        with self._lock:
+            if workflow_id in self._definitions:
+                raise DefinitionError("is already defined on this engine", workflow_id)
+            wf = Workflow(
+                workflow_id,
+                retry=retry,
+                timeout=timeout,
+                step_timeout=step_timeout,
+                concurrency=concurrency,
+                description=description,
+            )
+            self._definitions[workflow_id] = wf
+            return wf
+
+    @property
+    def workflows(self) -> list[str]:
+        """Ids of the defined workflows."""
+        return sorted(self._definitions)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._core is not None
+
+    def start(self) -> Self:
+        """Open the store, start the actors and worker pool, and resume unfinished runs.
+
+        Raises:
+            DefinitionError: a workflow definition is invalid (every problem listed).
+            StoreError: the store cannot be opened (locked, corrupted, newer format).
+            PoolUnavailable: worker processes could not be started.
+        """
+        with self._lock:
+            if self._core is not None:
+                return self
+            compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
+            self._close_reader()
+            store = self._open_store()
+            try:
+                ensure_format(store)
+                store.write(self._definition_ops(compiled.values()))
+                self._failure = None
+                core = Core(
+                    config=self.config,
+                    store=store,
+                    clock=self.clock,
+                    evaluator=evaluator,
+                    workflows=compiled,
+                    waiters=Waiters(),
+                    admission=Admission({k: c.spec.concurrency for k, c in compiled.items()}),
+                    on_run_finished=self._on_run_finished,
+                )
+                self._store = store
+                self._core = core
+                self._start_actors(core)
+                self._recover(core)
+            except BaseException:
+                self._stop_actors(drain=False, timeout=5.0)
+                self._core = None
+                self._store = None
+                self._release_store(store)
+                raise
+            log.info(
+                "engine started: %d workflows, %d workers, store %s",
+                len(compiled),
+                self.config.worker_count,
+                self._store_label(),
+            )
+            return self
+
+    def _start_actors(self, core: Core) -> None:
+        cfg = self.config
+        writer = StoreWriter.start(
+            core.store, cfg.max_batch, cfg.durability == "fast", self._on_store_failure
+        )
+        self._actors.append(writer)
+        core.writer = writer
+        scheduler = Scheduler.start(core.clock, core.route)
+        self._actors.append(scheduler)
+        core.scheduler = scheduler
+        for i in range(cfg.shards):
+            shard = Shard.start(core, i)
+            self._actors.append(shard)
+            core.shards.append(shard)
+        ready: Future[None] = Future()
+        dispatcher = Dispatcher.start(cfg, core.route, core.store, ready)
+        self._actors.append(dispatcher)
+        core.dispatcher = dispatcher
+        try:
+            ready.result(cfg.worker_start_timeout)
+        except FutureTimeout:
+            raise ActorflowError(
+                f"worker processes did not start within {cfg.worker_start_timeout:g}s"
+            ) from None
+
+    def _recover(self, core: Core) -> None:
+        store = core.store
+        resumed = queued = 0
+        for status in (RunStatus.RUNNING, RunStatus.QUEUED):
+            prefix = K.status_index_prefix(status)
+            for key, _ in store.scan(K.INDEX, prefix):
+                run_id = key[len(prefix) :].decode()
+                try:
+                    workflow = read_run(store, run_id)["workflow"]
+                except RunNotFound:
+                    continue
+                if workflow not in core.workflows:
+                    log.warning(
+                        "run %s of workflow %r is unfinished, but the workflow is not defined "
+                        "on this engine; it resumes when an engine that defines it starts",
+                        run_id,
+                        workflow,
+                    )
+                    continue
+                if status == RunStatus.RUNNING:
+                    core.admission.adopt(workflow, run_id)
+                    core.route(run_id).tell(ActivateRun(run_id))
+                    resumed += 1
+                elif core.admission.try_acquire(workflow, run_id):
+                    core.route(run_id).tell(ActivateRun(run_id))
+                    queued += 1
+        assert core.scheduler is not None
+        timers = stored_timers(store)
+        core.scheduler.tell(timers)
+        if resumed or queued or timers.timers:
+            log.info(
+                "recovery: %d running runs resumed, %d queued runs admitted, %d timers loaded",
+                resumed,
+                queued,
+                len(timers.timers),
+            )
+
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        """Stop the engine. Unfinished runs stay in the store and resume at the next start.
+
+        Args:
+            drain: first let the steps in flight finish and record their results (no new
+                step starts); False kills them at once (they are retried on recovery).
+            timeout: seconds to wait for the drain before stopping anyway.
+        """
+        with self._lock:
+            core = self._core
+            if core is None:
+                return
+            self._stop_actors(drain, timeout)
+            self._core = None
+            core.waiters.fail_all(
+                EngineNotRunning(
+                    "the engine stopped before the run finished; it resumes when an engine "
+                    "starts on the same store"
+                )
+            )
+            store, self._store = self._store, None
+            if store is not None:
+                self._release_store(store)
+            log.info("engine stopped")
+
+    def _stop_actors(self, drain: bool, timeout: float) -> None:
+        core = self._core
+        if core is not None and drain and core.dispatcher is not None and self._failure is None:
+            done: Future[None] = Future()
+            try:
+                core.dispatcher.tell(Drain(done))
+                done.result(timeout)
+                flushed = []
+                for shard in core.shards:
+                    f: Future[None] = Future()
+                    shard.tell(Flush(f))
+                    flushed.append(f)
+                for f in flushed:
+                    f.result(timeout)
+            except (FutureTimeout, pykka.ActorDeadError):
+                log.warning("drain did not finish within %gs; stopping anyway", timeout)
+        # Dispatcher first (no more results), writer last (it commits what the others sent).
+        order = sorted(
+            self._actors,
+            key=lambda ref: {
+                Dispatcher: 0,
+                Scheduler: 1,
+                Shard: 2,
+                StoreWriter: 3,
+            }.get(ref.actor_class, 2),
+        )
+        for ref in order:
+            try:
+                ref.stop(block=True, timeout=max(timeout, 10.0))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
+        self._actors.clear()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop(drain=True)
+
+    # -- triggering ------------------------------------------------------------------------
+
+    def trigger(
+        self, workflow: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> RunHandle:
+        """Start a run of ``workflow``; returns once the run is durably recorded.
+
+        Args:
+            workflow: the workflow id.
+            payload: the run's input (``ctx.payload``): JSON-compatible data or any picklable
+                object.
+            idempotency_key: runs triggered with the same key (per workflow) are one run: the
+                second call returns the first run's handle.
+
+        Raises:
+            WorkflowNotFound: no such workflow.
+            InvalidPayload: the payload cannot be stored.
+            EngineNotRunning: the engine is not started.
+        """
+        run_id, fut = self._submit(workflow, payload, idempotency_key)
+        fut.result()
+        return RunHandle(self, run_id, workflow)
+
+    async def trigger_async(
+        self, workflow: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> RunHandle:
+        """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits."""
+        run_id, fut = self._submit(workflow, payload, idempotency_key)
+        await _wait(fut)
+        return RunHandle(self, run_id, workflow)
+
+    def _submit(
+        self, workflow: str, payload: Any, idempotency_key: str | None
+    ) -> tuple[str, Future[None]]:
+        core = self._require_core()
+        compiled = self._compiled(core, workflow)
+        data = encode_value(payload, "payload")
+        if idempotency_key is None:
+            run_id = new_run_id()
+            fut: Future[None] = Future()
+            core.route(run_id).tell(StartRun(run_id, compiled.spec.id, data, None, fut))
+            return run_id, fut
+        if not isinstance(idempotency_key, str) or not idempotency_key:
+            raise ClientError(
+                f"idempotency_key: expected a non-empty string, got {idempotency_key!r}"
+            )
+        if len(idempotency_key) > _MAX_IDEMPOTENCY_KEY:
+            raise ClientError(
+                f"idempotency_key: expected at most {_MAX_IDEMPOTENCY_KEY} characters, "
+                f"got {len(idempotency_key)}"
+            )
+        slot = (workflow, idempotency_key)
+        with self._idem_lock:
+            existing = core.store.get(K.IDEMPOTENCY, K.idempotency_key(workflow, idempotency_key))
+            if existing is not None:
+                done: Future[None] = Future()
+                done.set_result(None)
+                return existing.decode(), done
+            pending = self._idem_pending.get(slot)
+            if pending is not None:
+                return pending
+            run_id = new_run_id()
+            fut = Future()
+            self._idem_pending[slot] = (run_id, fut)
+
+        def forget(_: Future[None]) -> None:
+            with self._idem_lock:
+                self._idem_pending.pop(slot, None)
+
+        fut.add_done_callback(forget)
+        core.route(run_id).tell(StartRun(run_id, compiled.spec.id, data, idempotency_key, fut))
+        return run_id, fut
+
+    def run(self, run_id: str) -> RunHandle:
+        """A handle for an existing run.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        rec = read_run(self._reader(), run_id)
+        return RunHandle(self, run_id, rec["workflow"])
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def inspect(self, run_id: str) -> RunDetails:
+        """Everything recorded about a run: status, timings, steps, attempts, errors.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        return inspect_run(self._reader(), run_id)
+
+    def runs(
+        self,
+        workflow: str | None = None,
+        status: str | RunStatus | None = None,
+        limit: int | None = 50,
+    ) -> list[RunSummary]:
+        """Runs, newest first.
+
+        Args:
+            workflow: only this workflow's runs.
+            status: only runs in this status (``"failed"``, ``RunStatus.RUNNING``...).
+            limit: at most this many (None: all).
+        """
+        return list_runs(self._reader(), workflow, status, limit)
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters of the pool, the store writer and the shards (not for hot loops)."""
+        core = self._require_core()
+        out: dict[str, Any] = {}
+        assert core.dispatcher is not None and core.writer is not None
+        out["pool"] = core.dispatcher.proxy().statistics().get(timeout=10).__dict__
+        writer: StoreWriter = core.writer._actor_weakref()  # type: ignore[attr-defined]
+        out["store"] = writer.stats.as_dict() if writer is not None else {}
+        out["live_runs"] = sum(s.proxy().live_runs.get(timeout=10) for s in core.shards)
+        return out
+
+    # -- internals used by RunHandle -------------------------------------------------------
+
+    def _watch(self, run_id: str) -> Future[None]:
+        core = self._core
+        if core is None:
+            fut: Future[None] = Future()
+            fut.set_exception(
+                EngineNotRunning(
+                    f"run {run_id} is unfinished and no engine is running to finish it; "
+                    "start the engine (with engine: ...) to resume it"
+                )
+            )
+            return fut
+        if self._failure is not None:
+            fut = Future()
+            fut.set_exception(StoreError(f"the engine halted: {self._failure}"))
+            return fut
+        return core.waiters.watch(run_id)
+
+    def _cancel(self, run_id: str, reason: str) -> Future[bool]:
+        core = self._require_core()
+        read_run(core.store, run_id)  # RunNotFound for an unknown id
+        fut: Future[bool] = Future()
+        core.route(run_id).tell(CancelRun(run_id, str(reason), fut))
+        return fut
+
+    def _reader(self) -> Store:
+        """The store to read: the live one, or a read-only view when stopped."""
+        if self._store is not None:
+            return self._store
+        with self._lock:
+            if self._store is not None:
+                return self._store
+            if self._custom_store is not None:
+                return self._custom_store
+            if self.config.store == "memory":
+                if self._memory_store is None:
+                    self._memory_store = MemoryStore()
+                return self._memory_store
+            if self._read_store is None:
+                self._read_store = LmdbStore(self.config.data_dir, read_only=True)
+            return self._read_store
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require_core(self) -> Core:
+        core = self._core
+        if core is None:
+            raise EngineNotRunning(
+                "the engine is not running: use `with engine:` or call engine.start() first"
+            )
+        if self._failure is not None:
+            raise StoreError(f"the engine halted after a store failure: {self._failure}")
+        return core
+
+    def _compile(self, wf: Workflow) -> Compiled:
+        spec = wf.build()
+        return Compiled(spec, compile_plan(spec))
+
+    def _compiled(self, core: Core, workflow: str) -> Compiled:
+        compiled = core.workflows.get(workflow)
+        if compiled is not None:
+            return compiled
+        if not isinstance(workflow, str):
+            raise ClientError(f"workflow: expected a workflow id (str), got {workflow!r}")
+        with self._lock:
+            compiled = core.workflows.get(workflow)
+            if compiled is not None:
+                return compiled
+            wf = self._definitions.get(workflow)
+            if wf is None:
+                raise WorkflowNotFound(workflow, list(self._definitions))
+            # Defined after start: compile now and record the definition before any run.
+            compiled = self._compile(wf)
+            done: Future[None] = Future()
+            assert core.writer is not None
+            core.writer.tell(
+                Write(
+                    self._definition_ops([compiled]),
+                    (lambda: done.set_result(None),),
+                    done.set_exception,
+                )
+            )
+            done.result()
+            core.admission.set_limit(workflow, compiled.spec.concurrency)
+            core.workflows = {**core.workflows, workflow: compiled}
+            return compiled
+
+    def _definition_ops(self, compiled: Any) -> list[Op]:
+        now = self.clock.now()
+        return [
+            (
+                K.DEFINITIONS,
+                c.spec.id.encode(),
+                dump_record({**c.spec.to_dict(), "fingerprint": c.spec.fingerprint, "at": now}),
+            )
+            for c in compiled
+        ]
+
+    def definition(self, workflow: str) -> dict[str, Any]:
+        """The stored description of a workflow (steps, options), as JSON-compatible data.
+
+        Raises:
+            WorkflowNotFound: the store has no such definition.
+        """
+        raw = self._reader().get(K.DEFINITIONS, workflow.encode())
+        if raw is None:
+            raise WorkflowNotFound(workflow, list(self._definitions))
+        return load_record(raw, f"definition {workflow}")
+
+    def _on_run_finished(self, run_id: str, workflow: str) -> None:
+        core = self._core
+        if core is None:
+            return
+        core.waiters.resolve(run_id)
+        nxt = core.admission.release(workflow, run_id)
+        if nxt is not None:
+            try:
+                core.route(nxt).tell(ActivateRun(nxt))
+            except pykka.ActorDeadError:
+                pass  # stopping: the queued run is admitted again at the next start
+
+    def _on_store_failure(self, exc: BaseException) -> None:
+        self._failure = exc
+        core = self._core
+        if core is not None:
+            core.waiters.fail_all(StoreError(f"the engine halted after a store failure: {exc}"))
+
+    def _open_store(self) -> Store:
+        if self._custom_store is not None:
+            return self._custom_store
+        if self.config.store == "memory":
+            if self._memory_store is None:
+                self._memory_store = MemoryStore()
+            return self._memory_store
+        return LmdbStore(
+            self.config.data_dir,
+            durability=self.config.durability,
+            map_size=self.config.map_size,
+        )
+
+    def _release_store(self, store: Store) -> None:
+        # The in-memory store (and a store the caller passed in) outlive a stop, so that a
+        # restarted engine sees the same data; an LMDB store is closed.
+        if isinstance(store, LmdbStore):
+            store.close()
+
+    def _close_reader(self) -> None:
+        if self._read_store is not None:
+            self._read_store.close()
+            self._read_store = None
+
+    def _store_label(self) -> str:
+        if self._custom_store is not None:
+            return type(self._custom_store).__name__
+        if self.config.store == "memory":
+            return "in memory"
+        return f"{self.config.data_dir} ({self.config.durability})"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Engine {state}, store {self._store_label()}>"
+

@@ -1,0 +1,214 @@
+"""Messages between the engine's actors: commands are imperative, events past tense.
+
+All are frozen dataclasses. Futures carried in messages are ``concurrent.futures.Future``s that
+the receiver completes only after the effect is durable; no actor ever blocks on another's
+reply (no pykka ``ask`` on the hot path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from actorflow.definition._spec import FunctionRef
+from actorflow.store._protocol import Op
+
+__all__ = [
+    "ActivateRun",
+    "AddTimers",
+    "CancelRun",
+    "CancelTasks",
+    "Dispatch",
+    "Drain",
+    "ErrorInfo",
+    "FailureKind",
+    "Flush",
+    "Passivate",
+    "StartRun",
+    "StepFailed",
+    "StepSucceeded",
+    "TaskSpec",
+    "TimerFired",
+    "Write",
+]
+
+FailureKind = Literal["error", "timeout", "crash", "pool", "cancelled", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """A step failure as reported to its supervisor and recorded in the store.
+
+    Attributes:
+        kind: ``error`` (the step raised), ``timeout``, ``crash`` (worker died), ``pool``
+            (no worker could run it: restart breaker open).
+        type: qualified name of the exception type.
+        types: qualified names of the exception's MRO, for ``non_retryable`` matching.
+        message: the exception's message.
+        traceback: traceback text from the worker.
+        pickled: the pickled exception, when it survived a round trip.
+        exitcode: for crashes, the worker's exit code (negative: signal number).
+        timeout: for timeouts, the step's timeout in seconds.
+    """
+
+    kind: FailureKind
+    type: str
+    types: tuple[str, ...]
+    message: str
+    traceback: str = ""
+    pickled: bytes | None = None
+    exitcode: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One step attempt to run in the pool; its dispatch is already recorded.
+
+    Attributes:
+        run_id: the run.
+        step: the step's name.
+        attempt: this attempt's number.
+        workflow_id: the workflow.
+        fn: the function to call.
+        payload: the run's encoded payload.
+        last: the encoded ``ctx.last``, or None.
+        timeout: seconds before the worker is killed, or None.
+    """
+
+    run_id: str
+    step: str
+    attempt: int
+    workflow_id: str
+    fn: FunctionRef
+    payload: bytes
+    last: bytes | None
+    timeout: float | None
+
+
+# -- to the dispatcher -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Run these tasks (their dispatch records are durable)."""
+
+    tasks: tuple[TaskSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTasks:
+    """Drop queued tasks of a run and kill the workers running its tasks; report nothing."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Start no new task; complete ``done`` once no task is in flight."""
+
+    done: Future[None]
+
+
+# -- to shards (supervisors) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """Create a run; ``reply`` completes once it is durably recorded."""
+
+    run_id: str
+    workflow_id: str
+    payload: bytes
+    idempotency_key: str | None
+    reply: Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivateRun:
+    """Load a run from the store and drive it (recovery, or admission of a queued run)."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepSucceeded:
+    """A step attempt returned; ``output`` is its encoded value."""
+
+    run_id: str
+    step: str
+    attempt: int
+    output: bytes
+    started_at: float
+    ended_at: float
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed:
+    """A step attempt failed (raised, timed out, crashed, or could not be run)."""
+
+    run_id: str
+    step: str
+    attempt: int
+    error: ErrorInfo
+    started_at: float | None
+    ended_at: float
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A durable timer is due."""
+
+    run_id: str
+    name: str
+    due: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRun:
+    """Cancel a run; ``reply`` gets True if it was active, once the cancel is durable."""
+
+    run_id: str
+    reason: str
+    reply: Future[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Complete ``done`` after every write this shard sent before it is durable."""
+
+    done: Future[None]
+
+
+@dataclass(frozen=True, slots=True)
+class Passivate:
+    """The final write of a finished run is durable: drop it from memory."""
+
+    run_id: str
+
+
+# -- to the scheduler and the writer ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddTimers:
+    """Fire ``TimerFired`` for each (due, run id, name) when due (records already durable)."""
+
+    timers: tuple[tuple[float, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Ops to commit in the next group; then call ``then`` (durable) or ``on_error``.
+
+    Callbacks run on the writer's thread and must be quick and non-blocking (``tell``,
+    ``Future.set_result``).
+    """
+
+    ops: tuple[Op, ...] | list[Op]
+    then: tuple[Callable[[], Any], ...] = ()
+    on_error: Callable[[BaseException], Any] | None = field(default=None)

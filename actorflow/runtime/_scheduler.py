@@ -1,0 +1,78 @@
+"""The scheduler: fires durable timers (retry backoff, run deadlines) when they are due.
+
+Timer records live in the store's ``timers`` database, written by supervisors together with the
+state that needs them; this actor only keeps a heap of due times. At start it loads every stored
+timer, so backoffs and deadlines survive restarts; timers already past are fired at once. A
+timer that fires twice, or after its run moved on, is ignored by the supervisor, which is why
+nothing here needs to be deleted.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from actorflow._clock import Clock
+from actorflow.runtime._inbox import Actor, ClockInbox, Tick
+from actorflow.runtime._messages import AddTimers, TimerFired
+from actorflow.store import _keys as K
+from actorflow.store._protocol import Store
+
+__all__ = ["Scheduler", "stored_timers"]
+
+
+class Scheduler(Actor):
+    """Keeps the heap of pending timers and tells supervisors when one is due.
+
+    Args:
+        clock: the clock timers are measured on.
+        route: maps a run id to its shard's actor ref.
+    """
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return ClockInbox()
+
+    def __init__(self, clock: Clock, route: Callable[[str], pykka.ActorRef[Any]]) -> None:
+        super().__init__()
+        self._clock = clock
+        self._route = route
+        self._heap: list[tuple[float, str, str]] = []
+        inbox: ClockInbox = self.actor_inbox  # type: ignore[assignment]
+        inbox.clock = clock
+        inbox.due_fn = self._next_due
+
+    def _next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, Tick):
+            self._fire_due()
+        elif isinstance(message, AddTimers):
+            for timer in message.timers:
+                heapq.heappush(self._heap, timer)
+        else:
+            super().on_receive(message)
+
+    def _fire_due(self) -> None:
+        now = self._clock.now()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, run_id, name = heapq.heappop(heap)
+            try:
+                self._route(run_id).tell(TimerFired(run_id, name, due))
+            except pykka.ActorDeadError:
+                return  # shutting down; the timer is still in the store for next start
+
+    @property
+    def pending(self) -> int:
+        """Timers waiting in the heap."""
+        return len(self._heap)
+
+
+def stored_timers(store: Store) -> AddTimers:
+    """Every timer recorded in ``store``, as a message for a freshly started scheduler."""
+    return AddTimers(tuple(K.decode_timer_key(key) for key, _ in store.scan(K.TIMERS)))

@@ -1,0 +1,438 @@
+"""The read side: runs and steps as users see them, built from store records alone.
+
+These functions read the store and never need the user's code (pickled values are shown as a
+placeholder, never unpickled) except :func:`run_outcome`, which decodes a run's result for
+:meth:`RunHandle.result`. The CLI uses them on a store opened read-only while an engine runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import pickle
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from actorflow._types import RunStatus, StepStatus
+from actorflow.errors import (
+    ActorflowError,
+    ClientError,
+    PoolUnavailable,
+    RemoteError,
+    RemoteTraceback,
+    RunCancelled,
+    RunNotFound,
+    RunTimeout,
+    StepFailed,
+    StepTimeout,
+    WorkerCrashed,
+)
+from actorflow.store import _keys as K
+from actorflow.store._codec import decode_value, describe_value
+from actorflow.store._protocol import Store
+from actorflow.store._records import load_record
+
+__all__ = [
+    "AttemptDetails",
+    "ErrorDetails",
+    "RunDetails",
+    "RunSummary",
+    "StepDetails",
+    "error_from_record",
+    "inspect_run",
+    "list_runs",
+    "parse_status",
+    "read_run",
+    "run_outcome",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetails:
+    """A recorded failure.
+
+    Attributes:
+        kind: ``error``, ``timeout``, ``crash``, ``pool``, ``run_timeout`` or ``internal``.
+        type: qualified exception type name.
+        message: the message.
+        traceback: the worker's traceback text, if any.
+        step: the failing step, if any.
+        attempt: the failing attempt, if any.
+        exitcode: a crashed worker's exit code.
+        signal: the signal that killed a crashed worker.
+    """
+
+    kind: str
+    type: str
+    message: str
+    traceback: str = ""
+    step: str | None = None
+    attempt: int | None = None
+    exitcode: int | None = None
+    signal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDetails:
+    """One execution of a step.
+
+    Attributes:
+        attempt: its number, from 1.
+        status: ``succeeded``, ``failed``, ``interrupted`` (engine stopped) or ``cancelled``.
+        kind: for failures, ``error``, ``timeout``, ``crash`` or ``pool``.
+        started_at: wall-clock start in the worker, if known.
+        ended_at: wall-clock end, if known.
+        error: a one-line summary of the failure.
+        pid: the worker process id.
+    """
+
+    attempt: int
+    status: str
+    kind: str | None
+    started_at: float | None
+    ended_at: float | None
+    error: str | None
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepDetails:
+    """A step of a run as recorded.
+
+    Attributes:
+        name: the step's name.
+        kind: ``step`` or ``action``.
+        status: its :class:`~actorflow.StepStatus`.
+        attempt: the current (or last) attempt number; 0 if never dispatched.
+        failures: failed attempts so far.
+        dispatched_at: when the current attempt was recorded as dispatched.
+        started_at: when the last attempt started in its worker.
+        ended_at: when the last attempt ended.
+        duration: ``ended_at - started_at`` in seconds, when both are known.
+        next_retry_at: when a retrying step runs again.
+        error: the last failure.
+        attempts: every attempt so far.
+        output: a short rendering of the output (JSON text, or a placeholder for pickles).
+    """
+
+    name: str
+    kind: str
+    status: StepStatus
+    attempt: int
+    failures: int
+    dispatched_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    duration: float | None
+    next_retry_at: float | None
+    error: ErrorDetails | None
+    attempts: tuple[AttemptDetails, ...]
+    output: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run in a listing.
+
+    Attributes:
+        id: the run id.
+        workflow_id: its workflow.
+        status: its :class:`~actorflow.RunStatus`.
+        created_at: when it was triggered.
+        ended_at: when it finished, if it has.
+    """
+
+    id: str
+    workflow_id: str
+    status: RunStatus
+    created_at: float
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetails:
+    """Everything recorded about a run.
+
+    Attributes:
+        id: the run id.
+        workflow_id: its workflow.
+        status: its :class:`~actorflow.RunStatus`.
+        created_at: when it was triggered.
+        started_at: when it was admitted and began.
+        ended_at: when it finished.
+        duration: ``ended_at - created_at``, when finished.
+        idempotency_key: the key given to ``trigger``, if any.
+        payload: a short rendering of the payload.
+        result: a short rendering of the result, when completed.
+        error: why it failed, when failed.
+        cancel_reason: why it was cancelled, when cancelled.
+        steps: its steps in workflow order (including those not yet started).
+    """
+
+    id: str
+    workflow_id: str
+    status: RunStatus
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    duration: float | None
+    idempotency_key: str | None
+    payload: str
+    result: str | None
+    error: ErrorDetails | None
+    cancel_reason: str | None
+    steps: tuple[StepDetails, ...]
+
+    def step(self, name: str) -> StepDetails:
+        """The step called ``name``.
+
+        Raises:
+            KeyError: no such step.
+        """
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(f"run {self.id} has no step {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict."""
+        return asdict(self)
+
+
+def parse_status(status: str | RunStatus | None) -> RunStatus | None:
+    """Validate a status filter.
+
+    Raises:
+        ClientError: not a run status.
+    """
+    if status is None or isinstance(status, RunStatus):
+        return status
+    try:
+        return RunStatus(status)
+    except ValueError:
+        known = ", ".join(s.value for s in RunStatus)
+        raise ClientError(f"status: expected one of {known}, got {status!r}") from None
+
+
+def read_run(store: Store, run_id: str) -> dict[str, Any]:
+    """The run record of ``run_id``.
+
+    Raises:
+        RunNotFound: no such run.
+    """
+    if not isinstance(run_id, str) or not run_id:
+        raise RunNotFound(str(run_id))
+    raw = store.get(K.RUNS, K.run_key(run_id))
+    if raw is None:
+        raise RunNotFound(run_id)
+    return load_record(raw, f"run {run_id}")
+
+
+def _summary(rec: dict[str, Any]) -> RunSummary:
+    return RunSummary(
+        id=rec["id"],
+        workflow_id=rec["workflow"],
+        status=RunStatus(rec["status"]),
+        created_at=rec["created_at"],
+        ended_at=rec.get("ended_at"),
+    )
+
+
+def list_runs(
+    store: Store,
+    workflow: str | None = None,
+    status: str | RunStatus | None = None,
+    limit: int | None = 50,
+) -> list[RunSummary]:
+    """Runs, newest first, optionally filtered by workflow and status."""
+    wanted = parse_status(status)
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise ClientError(f"limit: expected a non-negative integer or None, got {limit!r}")
+    out: list[RunSummary] = []
+    if wanted is not None:
+        prefix = K.status_index_prefix(wanted)
+        db = K.INDEX
+    elif workflow is not None:
+        prefix = K.workflow_index_prefix(workflow)
+        db = K.INDEX
+    else:
+        prefix, db = b"", K.RUNS
+    after: bytes | None = None
+    page = max(64, limit or 0)
+    while limit is None or len(out) < limit:
+        rows = store.scan(db, prefix, after=after, reverse=True, limit=page)
+        if not rows:
+            break
+        for key, value in rows:
+            if db == K.RUNS:
+                rec = load_record(value, "run")
+            else:
+                run_id = key[len(prefix) :].decode()
+                raw = store.get(K.RUNS, K.run_key(run_id))
+                if raw is None:
+                    continue
+                rec = load_record(raw, f"run {run_id}")
+            if workflow is not None and rec["workflow"] != workflow:
+                continue
+            if wanted is not None and rec["status"] != wanted.value:
+                continue  # the index moved on since this page was read
+            out.append(_summary(rec))
+            if limit is not None and len(out) >= limit:
+                break
+        after = rows[-1][0]
+    return out
+
+
+def _error(err: dict[str, Any] | None) -> ErrorDetails | None:
+    if not err:
+        return None
+    return ErrorDetails(
+        kind=err.get("kind", "error"),
+        type=err.get("type", ""),
+        message=err.get("message", ""),
+        traceback=err.get("traceback") or "",
+        step=err.get("step"),
+        attempt=err.get("attempt"),
+        exitcode=err.get("exitcode"),
+        signal=err.get("signal"),
+    )
+
+
+def _step(rec: dict[str, Any], output: bytes | None) -> StepDetails:
+    started, ended = rec.get("started_at"), rec.get("ended_at")
+    return StepDetails(
+        name=rec["name"],
+        kind=rec.get("kind", "step"),
+        status=StepStatus(rec["status"]),
+        attempt=rec.get("attempt", 0),
+        failures=rec.get("failures", 0),
+        dispatched_at=rec.get("dispatched_at"),
+        started_at=started,
+        ended_at=ended,
+        duration=(ended - started) if started is not None and ended is not None else None,
+        next_retry_at=rec.get("next_retry_at"),
+        error=_error(rec.get("error")),
+        attempts=tuple(
+            AttemptDetails(
+                attempt=a.get("attempt", 0),
+                status=a.get("status", ""),
+                kind=a.get("kind"),
+                started_at=a.get("started_at"),
+                ended_at=a.get("ended_at"),
+                error=a.get("error"),
+                pid=a.get("pid"),
+            )
+            for a in rec.get("attempts", [])
+        ),
+        output=describe_value(output) if output is not None else None,
+    )
+
+
+def inspect_run(store: Store, run_id: str) -> RunDetails:
+    """Everything recorded about ``run_id``, steps in workflow order.
+
+    Raises:
+        RunNotFound: no such run.
+    """
+    rec = read_run(store, run_id)
+    recorded: dict[str, dict[str, Any]] = {}
+    for _, value in store.scan(K.STEPS, K.step_prefix(run_id)):
+        srec = load_record(value, f"step of run {run_id}")
+        recorded[srec["name"]] = srec
+    # Steps not yet dispatched have no record: take them from the stored definition.
+    order: list[tuple[str, str]] = []
+    raw_def = store.get(K.DEFINITIONS, rec["workflow"].encode())
+    if raw_def is not None:
+        definition = load_record(raw_def, f"definition {rec['workflow']}")
+        order = [(s["name"], s.get("kind", "step")) for s in definition.get("steps", [])]
+    known = {name for name, _ in order}
+    extra = sorted(
+        (r for n, r in recorded.items() if n not in known), key=lambda r: r.get("node", 0)
+    )
+    steps: list[StepDetails] = []
+    for name, kind in order:
+        srec = recorded.get(name)
+        if srec is None:
+            steps.append(_step({"name": name, "kind": kind, "status": "pending"}, None))
+        else:
+            steps.append(_step(srec, store.get(K.VALUES, K.step_key(run_id, name))))
+    for srec in extra:
+        steps.append(_step(srec, store.get(K.VALUES, K.step_key(run_id, srec["name"]))))
+    status = RunStatus(rec["status"])
+    result: str | None = None
+    if status == RunStatus.COMPLETED and rec.get("result_step"):
+        raw = store.get(K.VALUES, K.step_key(run_id, rec["result_step"]))
+        result = describe_value(raw) if raw is not None else None
+    payload = store.get(K.VALUES, K.payload_key(run_id))
+    ended = rec.get("ended_at")
+    return RunDetails(
+        id=run_id,
+        workflow_id=rec["workflow"],
+        status=status,
+        created_at=rec["created_at"],
+        started_at=rec.get("started_at"),
+        ended_at=ended,
+        duration=(ended - rec["created_at"]) if ended is not None else None,
+        idempotency_key=rec.get("idempotency_key"),
+        payload=describe_value(payload) if payload is not None else "null",
+        result=result,
+        error=_error(rec.get("error")),
+        cancel_reason=rec.get("cancel_reason"),
+        steps=tuple(steps),
+    )
+
+
+def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
+    """Rebuild the exception a failed run raises from ``RunHandle.result()``."""
+    kind = err.get("kind", "error")
+    step = err.get("step") or ""
+    attempt = err.get("attempt") or 0
+    message = err.get("message", "")
+    if kind == "run_timeout":
+        return RunTimeout(float(err.get("timeout") or 0.0), run_id)
+    if kind == "timeout":
+        return StepTimeout(step, attempt, float(err.get("timeout") or 0.0), run_id)
+    if kind == "crash":
+        return WorkerCrashed(step, attempt, err.get("exitcode"), err.get("signal"), run_id)
+    if kind == "pool":
+        exc: BaseException = PoolUnavailable(message)
+        failed = StepFailed(step, attempt, err.get("type", ""), message, "", run_id)
+        failed.__cause__ = exc
+        return failed
+    if kind == "internal":
+        return ActorflowError(message)
+    original = _unpickle_error(err)
+    tb = err.get("traceback") or ""
+    if tb:
+        original.__cause__ = RemoteTraceback(tb)
+    failed = StepFailed(step, attempt, err.get("type", ""), message, tb, run_id)
+    failed.__cause__ = original
+    return failed
+
+
+def _unpickle_error(err: dict[str, Any]) -> BaseException:
+    blob = err.get("exc")
+    if blob:
+        try:
+            exc = pickle.loads(base64.b64decode(blob))
+            if isinstance(exc, BaseException):
+                return exc
+        except Exception:  # the class may not be importable here
+            pass
+    return RemoteError(err.get("type", "Exception"), err.get("message", ""))
+
+
+def run_outcome(store: Store, run_id: str) -> tuple[RunStatus, Any, ActorflowError | None]:
+    """(status, result, error) of a run; result and error only once it has finished."""
+    rec = read_run(store, run_id)
+    status = RunStatus(rec["status"])
+    if status == RunStatus.COMPLETED:
+        step = rec.get("result_step")
+        if not step:
+            return status, None, None
+        raw = store.get(K.VALUES, K.step_key(run_id, step))
+        return status, (decode_value(raw, f"result of run {run_id}") if raw else None), None
+    if status == RunStatus.FAILED:
+        return status, None, error_from_record(rec.get("error") or {}, run_id)
+    if status == RunStatus.CANCELLED:
+        return status, None, RunCancelled(rec.get("cancel_reason") or "", run_id)
+    return status, None, None

@@ -1,0 +1,134 @@
+"""The key layout of the store: every named database and how its keys are built.
+
+Names (workflow ids, step names, run ids) never contain NUL (definitions reject it), so NUL
+separates key parts and a prefix scan on ``part + NUL`` never matches a longer sibling.
+
+==============  ================================================  ===============================
+database        key                                               value
+==============  ================================================  ===============================
+meta            ``format``                                        format version, ASCII int
+definitions     workflow id                                       JSON summary of the plan
+runs            run id                                            JSON run record
+steps           run id NUL step name                              JSON step record
+values          run id NUL            (the run's payload)         encoded value (see _codec)
+                run id NUL step name  (a step's output)
+index           ``s`` NUL status NUL run id                       empty (runs by status)
+                ``w`` NUL workflow NUL run id                     empty (runs by workflow)
+timers          due ms (8 bytes, big-endian) run id NUL name      JSON timer record
+idempotency     workflow NUL key                                  run id
+==============  ================================================  ===============================
+
+Run ids are time-ordered, so every run-keyed scan is chronological.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Final
+
+__all__ = [
+    "ALL_DBS",
+    "DEFINITIONS",
+    "FORMAT_KEY",
+    "FORMAT_VERSION",
+    "IDEMPOTENCY",
+    "INDEX",
+    "META",
+    "RUNS",
+    "STEPS",
+    "TIMERS",
+    "VALUES",
+    "decode_timer_key",
+    "idempotency_key",
+    "payload_key",
+    "run_key",
+    "status_index_key",
+    "status_index_prefix",
+    "step_key",
+    "step_prefix",
+    "timer_key",
+    "workflow_index_key",
+    "workflow_index_prefix",
+]
+
+META: Final = "meta"
+DEFINITIONS: Final = "definitions"
+RUNS: Final = "runs"
+STEPS: Final = "steps"
+VALUES: Final = "values"
+INDEX: Final = "index"
+TIMERS: Final = "timers"
+IDEMPOTENCY: Final = "idempotency"
+
+ALL_DBS: Final = (META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY)
+
+FORMAT_KEY: Final = b"format"
+#: The store format this code writes; a store with a higher number is refused.
+FORMAT_VERSION: Final = 1
+
+_SEP = b"\x00"
+_DUE = struct.Struct(">Q")
+
+
+def run_key(run_id: str) -> bytes:
+    """Key of a run record in ``runs``."""
+    return run_id.encode()
+
+
+def step_prefix(run_id: str) -> bytes:
+    """Prefix of all step records (and values) of a run."""
+    return run_id.encode() + _SEP
+
+
+def step_key(run_id: str, step: str) -> bytes:
+    """Key of a step record in ``steps``, and of the step's output in ``values``."""
+    return run_id.encode() + _SEP + step.encode()
+
+
+def payload_key(run_id: str) -> bytes:
+    """Key of a run's payload in ``values``."""
+    return run_id.encode() + _SEP
+
+
+def status_index_prefix(status: str) -> bytes:
+    """Prefix of the runs in ``status``, in the ``index`` database."""
+    return b"s" + _SEP + status.encode() + _SEP
+
+
+def status_index_key(status: str, run_id: str) -> bytes:
+    """Index entry of a run under its status."""
+    return status_index_prefix(status) + run_id.encode()
+
+
+def workflow_index_prefix(workflow: str) -> bytes:
+    """Prefix of the runs of a workflow, in the ``index`` database."""
+    return b"w" + _SEP + workflow.encode() + _SEP
+
+
+def workflow_index_key(workflow: str, run_id: str) -> bytes:
+    """Index entry of a run under its workflow."""
+    return workflow_index_prefix(workflow) + run_id.encode()
+
+
+def timer_key(due: float, run_id: str, name: str) -> bytes:
+    """Key of a durable timer; ordered by due time (milliseconds)."""
+    return _DUE.pack(max(0, round(due * 1000))) + run_id.encode() + _SEP + name.encode()
+
+
+def decode_timer_key(key: bytes) -> tuple[float, str, str]:
+    """Split a timer key into (due seconds, run id, timer name)."""
+    (due_ms,) = _DUE.unpack_from(key)
+    run_id, _, name = key[_DUE.size :].partition(_SEP)
+    return due_ms / 1000.0, run_id.decode(), name.decode()
+
+
+def idempotency_key(workflow: str, key: str) -> bytes:
+    """Key mapping (workflow, idempotency key) to a run id.
+
+    Long user keys are replaced by their SHA-256 so the whole key stays under LMDB's limit.
+    """
+    raw = key.encode()
+    if len(raw) > 256:
+        raw = b"#sha256:" + hashlib.sha256(raw).hexdigest().encode()
+    return workflow.encode() + _SEP + raw

@@ -1,0 +1,358 @@
+"""The LMDB store: one environment in ``data_dir``, one named database per kind of record.
+
+Durability modes:
+
+- ``"sync"``: every committed transaction is fsynced (LMDB's default). One commit costs a
+  few hundred microseconds, which is why the engine commits in groups.
+- ``"fast"``: no fsync at commit (``sync=False`` with a write map); a crash of the process
+  loses nothing, a crash of the machine may lose the last moments. The writer actor flushes
+  every second to bound that window.
+
+The map grows on demand: a transaction that hits ``MDB_MAP_FULL`` is aborted, the map doubled,
+and the whole batch retried, so a batch is never half-written. Growing needs no read
+transaction open in this process, so reads pass through a gate that a resize closes briefly.
+
+Only one engine may write a store: a writable open takes an exclusive ``flock`` on
+``engine.lock``. Read-only opens (the CLI, while an engine runs) take no lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from actorflow.errors import StoreCorrupted, StoreError
+from actorflow.store import _keys as K
+from actorflow.store._protocol import Op, check_ops
+
+__all__ = ["LmdbStore"]
+
+_MAX_KEY = 511  # LMDB's compile-time key limit
+
+
+class _ReadGate:
+    """Lets any number of readers in, except while the writer resizes the map."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0 and self._resizing:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._resizing = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+class LmdbStore:
+    """A store backed by an LMDB environment in a directory.
+
+    Args:
+        path: the data directory (created if missing, unless read-only).
+        durability: ``"sync"`` or ``"fast"`` (see the module docstring).
+        map_size: initial map size in bytes; it doubles whenever a write needs more.
+        read_only: open for reading only; takes no engine lock, and follows a map that the
+            writing process grows.
+
+    Raises:
+        StoreError: the directory cannot be used, or another engine holds it.
+        StoreCorrupted: the files are not a valid LMDB environment.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "sync",
+        map_size: int = 64 << 20,
+        read_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.durability = durability
+        self.commits = 0
+        self.ops_written = 0
+        self._gate = _ReadGate()
+        self._lock_fd: int | None = None
+        self._closed = False
+        if read_only:
+            if not (self.path / "data.mdb").exists():
+                raise StoreError(f"no actorflow store at {self.path} (data.mdb not found)")
+        else:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create store directory {self.path}: {exc}") from exc
+            self._take_engine_lock()
+        try:
+            self._env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=len(K.ALL_DBS) + 8,
+                readonly=read_only,
+                create=not read_only,
+                sync=durability == "sync",
+                # A write map makes unsynced commits several times cheaper; with sync it is
+                # slower, so only the fast mode uses it.
+                writemap=durability == "fast" and not read_only,
+                readahead=False,
+                meminit=False,
+                max_readers=512,
+                lock=True,
+            )
+        except lmdb.InvalidError as exc:
+            self._release_engine_lock()
+            raise StoreCorrupted(
+                f"{self.path / 'data.mdb'} is not a valid LMDB store or is damaged ({exc}); "
+                "it was left untouched: restore it from a backup or move it aside"
+            ) from exc
+        except lmdb.Error as exc:
+            self._release_engine_lock()
+            raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
+        if not read_only:
+            # Reader slots left by a killed process would otherwise pin old pages forever.
+            self._env.reader_check()
+        self._dbs: dict[str, Any] = {}
+        self._known = frozenset(K.ALL_DBS)
+        for name in K.ALL_DBS:
+            try:
+                self._dbs[name] = self._env.open_db(name.encode(), create=not read_only)
+            except lmdb.NotFoundError:
+                self._dbs[name] = None  # read-only view of a store that never wrote it
+            except lmdb.Error as exc:
+                self.close()
+                raise StoreCorrupted(f"store at {self.path}: database {name!r}: {exc}") from exc
+
+    # -- locking -----------------------------------------------------------------------------
+
+    def _take_engine_lock(self) -> None:
+        lock_path = self.path / "engine.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StoreError(
+                    f"store at {self.path} is in use by another engine (pid {holder}); "
+                    "open it read-only or stop that engine"
+                ) from None
+            raise StoreError(f"cannot lock store at {self.path}: {exc}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_engine_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _db(self, db: str) -> Any:
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            return self._dbs[db]
+        except KeyError:
+            raise StoreError(f"unknown database {db!r}") from None
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        handle = self._db(db)
+        if handle is None:
+            return None
+        for _ in range(3):
+            try:
+                with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
+                    value: bytes | None = txn.get(key)
+                    return value
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                raise _translate(exc, f"reading {db}") from exc
+        raise StoreError(f"reading {db}: the map kept being resized")
+
+    def scan(
+        self,
+        db: str,
+        prefix: bytes = b"",
+        *,
+        after: bytes | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        handle = self._db(db)
+        if handle is None:
+            return []
+        for _ in range(3):
+            try:
+                with self._gate.read(), self._env.begin(db=handle) as txn:
+                    return _scan(txn.cursor(), prefix, after, reverse, limit)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                raise _translate(exc, f"scanning {db}") from exc
+        raise StoreError(f"scanning {db}: the map kept being resized")
+
+    def _adopt_map_size(self) -> None:
+        # Another process grew the map; a size of 0 adopts the file's current size.
+        with self._gate.exclusive():
+            self._env.set_mapsize(0)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def write(self, ops: Sequence[Op]) -> None:
+        if self.read_only:
+            raise StoreError(f"store at {self.path} is open read-only")
+        if self._closed:
+            raise StoreError("store is closed")
+        dbs = self._dbs
+        while True:
+            # No pre-validation on this hot path: a bad op raises inside the transaction,
+            # which is then aborted, so a batch is still all-or-nothing.
+            txn = self._env.begin(write=True)
+            try:
+                for db, key, value in ops:
+                    if value is None:
+                        txn.delete(key, db=dbs[db])
+                    else:
+                        txn.put(key, value, db=dbs[db])
+                txn.commit()
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+                continue
+            except lmdb.BadValsizeError as exc:
+                txn.abort()
+                check_ops(ops, self._known)  # names the bad op if it is malformed
+                long = next((k for _, k, _ in ops if len(k) > _MAX_KEY), None)
+                if long is not None:
+                    raise StoreError(
+                        f"key too long ({len(long)} bytes > {_MAX_KEY}): {long[:40]!r}..."
+                    ) from exc
+                raise StoreError(f"write refused by LMDB: {exc}") from exc
+            except lmdb.Error as exc:
+                txn.abort()
+                raise _translate(exc, "writing") from exc
+            except (KeyError, TypeError, ValueError) as exc:
+                txn.abort()
+                check_ops(ops, self._known)
+                raise StoreError(f"invalid write batch: {exc}") from exc
+            except BaseException:
+                txn.abort()
+                raise
+            self.commits += 1
+            self.ops_written += len(ops)
+            return
+
+    def _grow(self) -> None:
+        with self._gate.exclusive():
+            size = int(self._env.info()["map_size"])
+            self._env.set_mapsize(size * 2)
+
+    @property
+    def map_size(self) -> int:
+        """The current map size in bytes."""
+        return int(self._env.info()["map_size"])
+
+    def sync(self) -> None:
+        if not self._closed and not self.read_only:
+            self._env.sync(True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._env.close()
+        finally:
+            self._release_engine_lock()
+
+
+def _scan(
+    cur: Any, prefix: bytes, after: bytes | None, reverse: bool, limit: int | None
+) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    if limit is not None and limit <= 0:
+        return out
+    if not reverse:
+        start = prefix if after is None or after < prefix else after
+        if not cur.set_range(start):
+            return out
+        if after is not None and cur.key() == after and not cur.next():
+            return out
+        for key, value in cur.iternext():
+            if not key.startswith(prefix):
+                break
+            out.append((key, value))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+    # Reverse: position on the last key <= the upper bound, then walk back.
+    upper = _successor(prefix) if prefix else None
+    bound = after if after is not None and (upper is None or after < upper) else upper
+    if bound is None:
+        positioned = cur.last()
+    elif cur.set_range(bound):
+        positioned = cur.prev()
+    else:
+        positioned = cur.last()
+    if not positioned:
+        return out
+    for key, value in cur.iterprev():
+        if after is not None and key >= after:
+            continue
+        if not key.startswith(prefix):
+            if key < prefix:
+                break
+            continue
+        out.append((key, value))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _successor(prefix: bytes) -> bytes | None:
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _translate(exc: Exception, doing: str) -> StoreError:
+    if isinstance(exc, lmdb.CorruptedError | lmdb.PageNotFoundError | lmdb.InvalidError):
+        return StoreCorrupted(f"store corrupted while {doing}: {exc}")
+    if isinstance(exc, lmdb.DiskError):
+        return StoreError(f"disk error while {doing}: {exc}")
+    return StoreError(f"store error while {doing}: {exc}")

@@ -1,0 +1,112 @@
+"""The Store protocol: what both the LMDB store and its in-memory twin promise.
+
+A store is a set of named databases of sorted byte keys. Reads are safe from any thread; all
+writes go through :meth:`Store.write`, one atomic transaction per call, and only the engine's
+store-writer actor calls it while an engine runs (it batches every actor's writes into one call:
+group commit). The contract tests in ``tests/store/test_contract.py`` run on both
+implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from actorflow.errors import StoreCorrupted, StoreError
+from actorflow.store import _keys as K
+
+__all__ = ["Op", "Store", "check_ops", "ensure_format"]
+
+#: One write: (database, key, value), or value None to delete the key.
+Op = tuple[str, bytes, bytes | None]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable, sorted key-value databases with atomic batched writes."""
+
+    read_only: bool
+    #: Number of write transactions committed since open (for group-commit statistics).
+    commits: int
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        """Return the value of ``key`` in ``db``, or None."""
+        ...
+
+    def scan(
+        self,
+        db: str,
+        prefix: bytes = b"",
+        *,
+        after: bytes | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Return (key, value) pairs whose key starts with ``prefix``, in key order.
+
+        Args:
+            db: the database name.
+            prefix: only keys starting with this.
+            after: exclusive bound to continue from (in scan direction), for pagination.
+            reverse: newest (largest key) first.
+            limit: at most this many pairs.
+        """
+        ...
+
+    def write(self, ops: Sequence[Op]) -> None:
+        """Apply ``ops`` atomically: all of them durably (per the durability mode) or none."""
+        ...
+
+    def sync(self) -> None:
+        """Flush everything committed so far to disk (a no-op where not applicable)."""
+        ...
+
+    def close(self) -> None:
+        """Release the store; further calls raise :class:`StoreError`."""
+        ...
+
+
+def check_ops(ops: Sequence[Op], known: frozenset[str]) -> None:
+    """Validate a batch before any of it is applied, so a bad op never half-writes a batch.
+
+    Raises:
+        StoreError: naming the first bad op and what was expected.
+    """
+    for i, op in enumerate(ops):
+        if not isinstance(op, tuple) or len(op) != 3:
+            raise StoreError(f"write op {i}: expected (db, key, value), got {op!r}")
+        db, key, value = op
+        if db not in known:
+            raise StoreError(f"write op {i}: unknown database {db!r}")
+        if not isinstance(key, bytes) or not key:
+            raise StoreError(f"write op {i}: key must be non-empty bytes, got {key!r}")
+        if value is not None and not isinstance(value, bytes | bytearray | memoryview):
+            raise StoreError(f"write op {i}: value must be bytes or None, got {type(value)}")
+
+
+def ensure_format(store: Store) -> int:
+    """Check (or, on a new writable store, record) the store format version.
+
+    Returns:
+        The store's format version.
+
+    Raises:
+        StoreError: the store was written by a newer actorflow.
+        StoreCorrupted: the meta record is unreadable.
+    """
+    raw = store.get(K.META, K.FORMAT_KEY)
+    if raw is None:
+        if store.read_only:
+            return K.FORMAT_VERSION
+        store.write([(K.META, K.FORMAT_KEY, str(K.FORMAT_VERSION).encode())])
+        return K.FORMAT_VERSION
+    try:
+        version = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StoreCorrupted(f"store meta record 'format' is unreadable: {raw[:32]!r}") from exc
+    if version > K.FORMAT_VERSION:
+        raise StoreError(
+            f"store format {version} is newer than this actorflow supports "
+            f"({K.FORMAT_VERSION}); upgrade actorflow to open it"
+        )
+    return version

@@ -1,0 +1,201 @@
+"""The worker process: receive tasks on its pipe, run step functions, send results back.
+
+A worker imports nothing of the engine beyond this package and the codec; it never opens the
+store. Step functions arrive by reference or as cloudpickle bytes and are cached by key, so a
+function is imported or unpickled once per worker. SIGINT is ignored (a Ctrl-C in the terminal
+is the engine's to handle); SIGTERM keeps its default action, so a timed-out step dies at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib
+import inspect
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from actorflow.store._codec import encode_value
+from actorflow.workers import _protocol as W
+from actorflow.workers._context import RunInfo, StepContext
+
+__all__ = ["error_tuple", "worker_main"]
+
+_step_logger = logging.getLogger("actorflow.step")
+_PR_SET_PDEATHSIG = 1
+
+
+def error_tuple(exc: BaseException) -> W.ErrorTuple:
+    """Describe an exception so the engine can match, show and (if possible) re-raise it."""
+    t = type(exc)
+    qual = f"{t.__module__}.{t.__qualname__}"
+    mro = tuple(
+        f"{c.__module__}.{c.__qualname__}" for c in t.__mro__ if issubclass(c, BaseException)
+    )
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not lose the error
+        message = f"<unprintable {t.__qualname__}>"
+    tb = "".join(traceback.format_exception(t, exc, exc.__traceback__))
+    blob: bytes | None
+    try:
+        blob = pickle.dumps(exc, protocol=5)
+        pickle.loads(blob)  # exceptions with required init args pickle but do not unpickle
+    except Exception:
+        blob = None
+    return qual, mro, message, tb, blob
+
+
+class _Worker:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.send_lock = threading.Lock()
+        self.functions: dict[str, Callable[[Any], Any]] = {}
+        self.backlog: deque[tuple[Any, ...]] = deque()
+        self.next_req = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task_id = -1
+        self.log_level = logging.NOTSET
+        handler = _PipeLogHandler(self)
+        _step_logger.handlers[:] = [handler]
+        _step_logger.propagate = False
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        data = pickle.dumps(msg, 5)
+        with self.send_lock:
+            self.conn.send_bytes(data)
+
+    def recv(self) -> tuple[Any, ...]:
+        if self.backlog:
+            return self.backlog.popleft()
+        msg: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
+        return msg
+
+    def request(self, op: str, arg: Any) -> Any:
+        """Ask the engine something and wait for the reply, keeping other messages queued."""
+        self.next_req += 1
+        req_id = self.next_req
+        self.send((W.REQUEST, req_id, self.task_id, op, arg))
+        while True:
+            msg: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
+            if msg[0] == W.REPLY and msg[1] == req_id:
+                if not msg[2]:
+                    raise RuntimeError(f"engine could not answer {op!r}: {msg[3]}")
+                return msg[3]
+            self.backlog.append(msg)  # a prefetched task: run it after this one
+
+    def function(self, key: str, ref: str | None, blob: bytes | None) -> Callable[[Any], Any]:
+        fn = self.functions.get(key)
+        if fn is None:
+            if blob is not None:
+                fn = pickle.loads(blob)
+            elif ref is not None:
+                module, _, qualname = ref.partition(":")
+                target: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    target = getattr(target, part)
+                fn = target
+            else:
+                raise RuntimeError(f"worker has no function {key!r} and none was sent")
+            self.functions[key] = fn
+        assert fn is not None
+        return fn
+
+    def run(self, msg: tuple[Any, ...]) -> None:
+        (_, task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level) = (
+            msg
+        )
+        self.task_id = task_id
+        if level != self.log_level:  # setLevel clears every logger's cache: only on change
+            _step_logger.setLevel(level)
+            self.log_level = level
+        started = time.time()
+        try:
+            fn = self.function(key, ref, blob)
+            ctx = StepContext(
+                RunInfo(run_id, workflow_id, step, attempt), payload, last, self.fetch_output
+            )
+            result = fn(ctx)
+            if inspect.iscoroutine(result):
+                if self.loop is None:
+                    self.loop = asyncio.new_event_loop()
+                result = self.loop.run_until_complete(result)
+            data = encode_value(result, f"output of step {step!r}")
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a step is a step failure
+            self.send((W.DONE, task_id, False, error_tuple(exc), started, time.time()))
+        else:
+            self.send((W.DONE, task_id, True, data, started, time.time()))
+        finally:
+            self.task_id = -1
+
+    def fetch_output(self, step: str) -> bytes | None:
+        value: bytes | None = self.request("output", step)
+        return value
+
+
+class _PipeLogHandler(logging.Handler):
+    """Forwards ``ctx.log`` records to the engine, which re-emits them with run fields."""
+
+    def __init__(self, worker: _Worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.worker.send((W.LOG, self.worker.task_id, record.levelno, record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies (an engine killed by SIGKILL
+    must not leave workers running steps that the next engine will run again)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_main(conn: Connection, sys_path: list[str], preload: tuple[str, ...]) -> None:
+    """Entry point of a worker process.
+
+    Args:
+        conn: this worker's end of its pipe.
+        sys_path: the engine's ``sys.path``, so that step functions import as they do there.
+        preload: modules to import before announcing readiness.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    for entry in reversed(sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    for module in preload:
+        importlib.import_module(module)
+    worker = _Worker(conn)
+    worker.send((W.HELLO, os.getpid()))
+    while True:
+        try:
+            msg = worker.recv()
+        except (EOFError, OSError):
+            return  # the engine went away
+        op = msg[0]
+        if op == W.TASK:
+            worker.run(msg)
+        elif op == W.STOP:
+            return

@@ -1,0 +1,68 @@
+"""The command line, run as a separate process (as users run it), reading the store read-only
+while the test's engine is still running on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import actorflow as af
+from tests import steps
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actorflow", "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_runs_and_show_while_the_engine_runs(engine: af.Engine, data_dir: Path) -> None:
+    engine.define("ok").step("one", steps.add_one).step("two", steps.add_one)
+    engine.define("bad").step("boom", steps.fail_always)
+    with engine:
+        ok = engine.trigger("ok", {"n": 1})
+        ok.result(timeout=30)
+        bad = engine.trigger("bad", {})
+        try:
+            bad.result(timeout=30)
+        except af.StepFailed:
+            pass
+        listed = cli(data_dir, "runs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        rows = json.loads(listed.stdout)
+        assert [(r["id"], r["status"]) for r in rows] == [(bad.id, "failed"), (ok.id, "completed")]
+        table = cli(data_dir, "runs", "--status", "failed")
+        assert bad.id in table.stdout and ok.id not in table.stdout
+        shown = cli(data_dir, "show", ok.id[:20])  # a unique prefix is enough
+        assert shown.returncode == 0, shown.stderr
+        assert "completed" in shown.stdout and "one" in shown.stdout and "two" in shown.stdout
+        detail = json.loads(cli(data_dir, "show", bad.id, "--json").stdout)
+        assert detail["status"] == "failed"
+        assert detail["error"]["type"] == "tests.steps.Boom"
+        assert "fail_always" in detail["error"]["traceback"]
+        missing = cli(data_dir, "show", "ffffffff")
+        assert missing.returncode == 1 and "no run with id" in missing.stderr
+
+
+def test_runs_on_a_missing_store(tmp_path: Path) -> None:
+    out = cli(tmp_path / "nowhere", "runs")
+    assert out.returncode == 1 and "no actorflow store" in out.stderr
+
+
+def test_demo(tmp_path: Path) -> None:
+    out = cli(tmp_path / "demo-store", "demo", "--orders", "2")
+    assert out.returncode == 0, out.stderr
+    assert "2 runs completed" in out.stdout
+    assert "failed (ConnectionError: fraud service timed out), succeeded" in out.stdout
+    listed = json.loads(cli(tmp_path / "demo-store", "runs", "--json").stdout)
+    assert len(listed) == 2 and all(r["status"] == "completed" for r in listed)

@@ -1,0 +1,84 @@
+"""An engine in its own process, for crash tests: the parent SIGKILLs it and starts it again.
+
+Usage: python -m tests.crash_child DATA_DIR LOG MODE [ARGS...]
+
+Modes:
+  twenty          trigger (idempotently) a 20-step run and wait for it; print RESULT <value>
+  twenty-kill     like twenty, but step s7 SIGKILLs the engine (once: a marker file)
+  retry           a step fails once then waits on a 2 s durable backoff; print RETRYING when
+                  the retry is scheduled, then wait; print RESULT when done
+  writes N        tell the store writer N writes one by one; print ACK i as each is durable
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import actorflow as af
+from tests import steps
+
+
+def twenty(data_dir: str, log: str, kill: bool) -> None:
+    engine = af.Engine(data_dir=data_dir, workers=2)
+    wf = engine.define("twenty")
+    for i in range(20):
+        wf.step(f"s{i}", steps.kill_engine if kill and i == 7 else steps.numbered)
+    payload = {"log": log, "engine_pid": os.getpid(), "marker": log + ".marker"}
+    with engine:
+        run = engine.trigger("twenty", payload, idempotency_key="the-run")
+        print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120), flush=True)
+
+
+def retry(data_dir: str, log: str) -> None:
+    engine = af.Engine(data_dir=data_dir, workers=1)
+    engine.define("retry").step(
+        "flaky", steps.fail_until, retry=af.Retry(attempts=3, backoff="fixed", delay="2s")
+    )
+    with engine:
+        run = engine.trigger("retry", {"log": log, "succeed_on": 2}, idempotency_key="r")
+        print("RUN", run.id, flush=True)
+        while run.inspect().step("flaky").status != af.StepStatus.RETRYING:
+            if run.status().terminal:
+                break
+            time.sleep(0.01)
+        print("RETRYING", flush=True)
+        print("RESULT", run.result(timeout=120), flush=True)
+
+
+def writes(data_dir: str, n: int) -> None:
+    from actorflow.runtime._messages import Write
+    from actorflow.runtime._writer import StoreWriter
+    from actorflow.store import LmdbStore
+    from actorflow.store import _keys as K
+
+    store = LmdbStore(data_dir)
+    writer = StoreWriter.start(store, 4096, False, lambda exc: None)
+    for i in range(n):
+        done: Future[None] = Future()
+        writer.tell(
+            Write([(K.RUNS, f"key{i:06d}".encode(), b"v" * 100)], (lambda d=done: d.set_result(None),))
+        )
+        done.result()
+        print("ACK", i, flush=True)
+    writer.stop()
+    store.close()
+
+
+if __name__ == "__main__":
+    data_dir, log, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    Path(log).touch()
+    if mode == "twenty":
+        twenty(data_dir, log, kill=False)
+    elif mode == "twenty-kill":
+        twenty(data_dir, log, kill=True)
+    elif mode == "retry":
+        retry(data_dir, log)
+    elif mode == "writes":
+        writes(data_dir, int(sys.argv[4]))
+    else:
+        raise SystemExit(f"unknown mode {mode}")

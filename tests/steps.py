@@ -1,0 +1,148 @@
+"""Step functions used by the tests, importable so that workers load them by reference."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+
+def record(ctx: Any, name: str | None = None) -> None:
+    """Append one line per execution to the file named in the payload."""
+    path = ctx.payload.get("log") if isinstance(ctx.payload, dict) else None
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{name or ctx.run.step} {ctx.run.attempt} {os.getpid()}\n")
+
+
+def add_one(ctx: Any) -> int:
+    record(ctx)
+    base = ctx.last if ctx.last is not None else ctx.payload["n"]
+    return int(base) + 1
+
+
+def echo_payload(ctx: Any) -> Any:
+    return ctx.payload
+
+
+def context_view(ctx: Any) -> dict[str, Any]:
+    return {
+        "run_id": ctx.run.id,
+        "workflow_id": ctx.run.workflow_id,
+        "step": ctx.run.step,
+        "attempt": ctx.run.attempt,
+        "idempotency_key": ctx.idempotency_key,
+        "last": ctx.last,
+        "first": ctx.steps["first"].output,
+    }
+
+
+def first(ctx: Any) -> dict[str, Any]:
+    return {"value": ctx.payload["value"] * 10}
+
+
+def noop(ctx: Any) -> None:
+    return None
+
+
+def slow(ctx: Any) -> str:
+    record(ctx)
+    time.sleep(float(ctx.payload.get("sleep", 0.3)))
+    return "slow done"
+
+
+def sleep_forever(ctx: Any) -> None:
+    record(ctx)
+    while True:
+        time.sleep(0.05)
+
+
+def spin_forever(ctx: Any) -> None:
+    record(ctx)
+    while True:  # a pure-Python busy loop: only killing the process stops it
+        pass
+
+
+def exit_hard(ctx: Any) -> None:
+    record(ctx)
+    os._exit(3)
+
+
+def segfault(ctx: Any) -> None:
+    record(ctx)
+    ctypes.string_at(0)
+
+
+def sigkill_self(ctx: Any) -> None:
+    record(ctx)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_first_attempt(ctx: Any) -> str:
+    record(ctx)
+    if ctx.run.attempt == 1:
+        os._exit(9)
+    return f"survived on attempt {ctx.run.attempt}"
+
+
+class Boom(Exception):
+    """A step error."""
+
+
+class NotRetryable(Exception):
+    """A step error the tests mark non-retryable."""
+
+
+def fail_always(ctx: Any) -> None:
+    record(ctx)
+    raise Boom(f"boom on attempt {ctx.run.attempt}")
+
+
+def fail_not_retryable(ctx: Any) -> None:
+    record(ctx)
+    raise NotRetryable("do not retry me")
+
+
+def fail_until(ctx: Any) -> str:
+    """Fail until attempt ``ctx.payload['succeed_on']``."""
+    record(ctx)
+    if ctx.run.attempt < int(ctx.payload["succeed_on"]):
+        raise Boom(f"not yet (attempt {ctx.run.attempt})")
+    return f"ok on attempt {ctx.run.attempt}"
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # two required args: does not unpickle
+        super().__init__(f"{a}-{b}")
+        self.a, self.b = a, b
+
+
+def fail_unpicklable(ctx: Any) -> None:
+    raise Unpicklable(1, 2)
+
+
+def kill_engine(ctx: Any) -> None:
+    """Mid-step: SIGKILL the engine process (its pid is in the payload)."""
+    record(ctx)
+    marker = Path(ctx.payload["marker"])
+    if not marker.exists():
+        marker.write_text("killed")
+        os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
+        time.sleep(5)  # the engine is gone; its death takes this worker with it
+
+
+def logs(ctx: Any) -> str:
+    ctx.log.warning("hello from %s", ctx.run.step)
+    return "logged"
+
+
+def numbered(ctx: Any) -> int:
+    """Record the execution and return the step's position (its name is s<N>)."""
+    record(ctx)
+    pause = float(ctx.payload.get("pause", 0))
+    if pause:
+        time.sleep(pause)
+    return int(ctx.run.step[1:])

@@ -1,0 +1,23 @@
+"""Every example runs as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_orders_example_survives_its_own_sigkill(tmp_path: Path) -> None:
+    env = {**os.environ, "ORDERS_DATA_DIR": str(tmp_path / "store")}
+    cmd = [sys.executable, str(ROOT / "examples" / "orders.py")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "shipped 3 items, charged 49.0" in second.stdout
+    assert "reserve  succeeded  attempts: succeeded\n" in second.stdout  # never ran again
+    assert "charge   succeeded  attempts: interrupted, succeeded" in second.stdout

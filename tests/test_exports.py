@@ -1,0 +1,39 @@
+"""Pins the public surface: a change here is a change of the API."""
+
+from __future__ import annotations
+
+import actorflow as af
+
+PUBLIC = {
+    "ActorflowError", "AttemptDetails", "ClientError", "Clock", "ConfigError", "DefinitionError",
+    "Engine", "EngineConfig", "EngineNotRunning", "ErrorDetails", "GraphError", "InvalidPayload",
+    "ManualClock", "PoolUnavailable", "RemoteError", "RemoteTraceback", "ResultTimeout", "Retry",
+    "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo", "RunNotFound", "RunStatus",
+    "RunSummary", "RunTimeout", "StepContext", "StepDetails", "StepFailed", "StepOutput",
+    "StepStatus", "StepTimeout", "StoreCorrupted", "StoreError", "SystemClock", "WorkerCrashed",
+    "Workflow", "WorkflowNotFound", "__version__",
+}  # fmt: skip
+
+
+def test_public_names() -> None:
+    assert set(af.__all__) == PUBLIC
+    for name in af.__all__:
+        assert getattr(af, name) is not None
+
+
+def test_one_exception_tree() -> None:
+    for name in af.__all__:
+        obj = getattr(af, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, af.ActorflowError), name
+    assert issubclass(af.StepTimeout, af.StepFailed)
+    assert issubclass(af.WorkerCrashed, af.StepFailed)
+    assert issubclass(af.GraphError, af.DefinitionError)
+    assert issubclass(af.ResultTimeout, TimeoutError)
+
+
+def test_public_names_are_documented() -> None:
+    for name in af.__all__:
+        obj = getattr(af, name)
+        if isinstance(obj, type):
+            assert obj.__doc__, name

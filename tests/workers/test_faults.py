@@ -1,0 +1,127 @@
+"""Worker faults with real processes: exits, segfaults, SIGKILL, endless loops past a timeout.
+
+In each case only the step that was running on that worker fails or retries; a step running
+on the other worker at the same time finishes normally, and the pool is back at full size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import actorflow as af
+from tests import steps
+from tests.conftest import executions, wait_until
+
+NO_RETRY = af.Retry(attempts=1)
+
+
+def _with_bystander(engine: af.Engine, log: Path, fn: Callable[[Any], Any], **step: Any) -> None:
+    engine.define("faulty").step("bad", fn, retry=NO_RETRY, **step)
+    engine.define("bystander").step("slow", steps.slow)
+
+
+@pytest.mark.parametrize(
+    ("fn", "exitcode", "signal_name"),
+    [
+        (steps.exit_hard, 3, None),
+        (steps.segfault, -11, "SIGSEGV"),
+        (steps.sigkill_self, -9, "SIGKILL"),
+    ],
+)
+def test_worker_crash_fails_only_its_step(
+    engine: af.Engine,
+    counter_file: Path,
+    fn: Callable[[Any], Any],
+    exitcode: int,
+    signal_name: str | None,
+) -> None:
+    _with_bystander(engine, counter_file, fn)
+    with engine:
+        bystander = engine.trigger("bystander", {"sleep": 1.0, "log": str(counter_file)})
+        wait_until(lambda: executions(counter_file).get("slow") == 1)
+        bad = engine.trigger("faulty", {"log": str(counter_file)})
+        with pytest.raises(af.WorkerCrashed) as info:
+            bad.result(timeout=30)
+        assert info.value.exitcode == exitcode
+        assert info.value.signal_name == signal_name
+        assert info.value.step == "bad" and info.value.attempt == 1
+        assert bystander.result(timeout=30) == "slow done"
+        err = engine.inspect(bad.id).error
+        assert err is not None and err.kind == "crash" and err.exitcode == exitcode
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
+        # the replacement works
+        engine.define("after").step("one", steps.add_one)
+        assert engine.trigger("after", {"n": 1}).result(timeout=30) == 2
+    assert executions(counter_file) == {"slow": 1, "bad": 1}
+
+
+def test_endless_loop_is_killed_at_its_timeout(engine: af.Engine, counter_file: Path) -> None:
+    _with_bystander(engine, counter_file, steps.spin_forever, timeout="500ms")
+    with engine:
+        bystander = engine.trigger("bystander", {"sleep": 1.5, "log": str(counter_file)})
+        wait_until(lambda: executions(counter_file).get("slow") == 1)
+        bad = engine.trigger("faulty", {"log": str(counter_file)})
+        wait_until(lambda: "bad" in executions(counter_file))
+        pid = int(counter_file.read_text().splitlines()[-1].split()[2])
+        with pytest.raises(af.StepTimeout) as info:
+            bad.result(timeout=30)
+        assert info.value.timeout == 0.5
+        assert bystander.result(timeout=30) == "slow done"
+        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        assert engine.inspect(bad.id).error.kind == "timeout"  # type: ignore[union-attr]
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
+
+
+def test_sleeping_step_is_killed_at_its_timeout(engine: af.Engine) -> None:
+    engine.define("hang").step("hang", steps.sleep_forever, timeout=0.3)
+    with engine, pytest.raises(af.StepTimeout):
+        engine.trigger("hang", {}).result(timeout=30)
+
+
+def test_crash_is_retried_with_the_step_policy(engine: af.Engine, counter_file: Path) -> None:
+    engine.define("retry").step(
+        "flaky", steps.crash_first_attempt, retry=af.Retry(attempts=2, delay=0)
+    )
+    with engine:
+        run = engine.trigger("retry", {"log": str(counter_file)})
+        assert run.result(timeout=30) == "survived on attempt 2"
+        attempts = run.inspect().step("flaky").attempts
+        assert [(a.status, a.kind) for a in attempts] == [("failed", "crash"), ("succeeded", None)]
+    assert executions(counter_file) == {"flaky": 2}
+
+
+def test_timeout_is_retried_then_fails(engine: af.Engine, counter_file: Path) -> None:
+    engine.define("t").step(
+        "hang", steps.sleep_forever, timeout=0.2, retry=af.Retry(attempts=3, delay=0)
+    )
+    with engine:
+        with pytest.raises(af.StepTimeout) as info:
+            engine.trigger("t", {"log": str(counter_file)}).result(timeout=30)
+        assert info.value.attempt == 3
+    assert executions(counter_file) == {"hang": 3}
+
+
+def test_restart_breaker_opens_after_a_storm(make_engine: Callable[..., af.Engine]) -> None:
+    engine = make_engine(workers=1, restart_limit=2, restart_window=60, breaker_cooldown=1.0)
+    engine.define("storm").step(
+        "crash", steps.exit_hard, retry=af.Retry(attempts=6, delay=0)
+    )
+    engine.define("fine").step("one", steps.add_one)
+    with engine:
+        with pytest.raises(af.StepFailed) as info:
+            engine.trigger("storm", {}).result(timeout=30)
+        assert isinstance(info.value.__cause__, af.PoolUnavailable)
+        assert "restart breaker is open" in str(info.value.__cause__)
+        stats = engine.statistics()["pool"]
+        assert stats["breaker_opened"] == 1 and stats["crashes"] == 3
+        # while the breaker is open, new work fails fast with the same clear error
+        with pytest.raises(af.StepFailed, match="restart breaker is open"):
+            engine.trigger("fine", {"n": 1}).result(timeout=30)
+        # after the cooldown the pool comes back
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 1)
+        assert engine.trigger("fine", {"n": 1}).result(timeout=30) == 2
