@@ -100,9 +100,7 @@ class EngineConfig:
         return psutil.cpu_count(logical=True) or 1
 
     @classmethod
-    def from_sources(
-        cls, env: Mapping[str, str] | None = None, **overrides: Any
-    ) -> EngineConfig:
+    def from_sources(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> EngineConfig:
         """Build a config from defaults, then ``ACTORFLOW_*`` variables, then ``overrides``.
 
         Args:

@@ -164,9 +164,7 @@ class StepTimeout(StepFailed):
         timeout: the timeout in seconds.
     """
 
-    def __init__(
-        self, step: str, attempt: int, timeout: float, run_id: str | None = None
-    ) -> None:
+    def __init__(self, step: str, attempt: int, timeout: float, run_id: str | None = None) -> None:
         self.timeout = timeout
         super().__init__(
             step,

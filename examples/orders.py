@@ -53,8 +53,10 @@ def main() -> int:
         run = engine.trigger("orders", order, idempotency_key="order-A-1001")
         print(f"run {run.id}: {run.result(timeout=60)}")
         for step in engine.inspect(run.id).steps:
-            print(f"  {step.name:<8} {step.status.value:<10} attempts: "
-                  + ", ".join(a.status for a in step.attempts))
+            print(
+                f"  {step.name:<8} {step.status.value:<10} attempts: "
+                + ", ".join(a.status for a in step.attempts)
+            )
     return 0
 
 

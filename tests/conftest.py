@@ -66,7 +66,9 @@ def executions(path: Path) -> dict[str, int]:
     return counts
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.01) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.01
+) -> None:
     """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -61,7 +61,9 @@ def writes(data_dir: str, n: int) -> None:
     for i in range(n):
         done: Future[None] = Future()
         writer.tell(
-            Write([(K.RUNS, f"key{i:06d}".encode(), b"v" * 100)], (lambda d=done: d.set_result(None),))
+            Write(
+                [(K.RUNS, f"key{i:06d}".encode(), b"v" * 100)], (lambda d=done: d.set_result(None),)
+            )
         )
         done.result()
         print("ACK", i, flush=True)

@@ -66,7 +66,8 @@ def run_demo(data_dir: str | Path = ".actorflow", orders: int = 3) -> list[dict[
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
     with engine:
-        print(f"actorflow demo: store {Path(data_dir).resolve()}, {engine.config.worker_count} workers")
+        workers = engine.config.worker_count
+        print(f"actorflow demo: store {Path(data_dir).resolve()}, {workers} workers")
         handles = [
             engine.trigger(
                 "orders-demo",
@@ -83,9 +84,7 @@ def run_demo(data_dir: str | Path = ".actorflow", orders: int = 3) -> list[dict[
     print(f"{orders} runs completed in {time.perf_counter() - started:.2f}s\n")
     print(f"run {details.id} ({details.status.value}):")
     for s in details.steps:
-        tries = ", ".join(
-            a.status + (f" ({a.error})" if a.error else "") for a in s.attempts
-        )
+        tries = ", ".join(a.status + (f" ({a.error})" if a.error else "") for a in s.attempts)
         print(f"  {s.name:<9} {s.status.value:<10} attempts: {tries}")
     print("\nSee every run with `actorflow runs`, one run with `actorflow show RUN_ID`.")
     return results

@@ -1,5 +1,7 @@
-"""``actorflow`` commands. Store-reading commands open the store read-only, so they work
-while an engine is running on it."""
+"""The ``actorflow`` commands.
+
+Store-reading commands open the store read-only, so they work while an engine runs on it.
+"""
 
 from __future__ import annotations
 
@@ -66,7 +68,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     print(f"{'RUN':<26}{'WORKFLOW':<20}{'STATUS':<11}{'CREATED':<21}DURATION")
     for r in runs:
         took = (r.ended_at - r.created_at) if r.ended_at is not None else None
-        print(f"{r.id:<26}{r.workflow_id[:19]:<20}{r.status.value:<11}{_time(r.created_at):<21}{_secs(took)}")
+        print(
+            f"{r.id:<26}{r.workflow_id[:19]:<20}{r.status.value:<11}{_time(r.created_at):<21}{_secs(took)}"
+        )
     return 0
 
 
@@ -95,10 +99,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         detail = s.output or ""
         if s.error is not None:
             detail = f"{s.error.type.rpartition('.')[2]}: {s.error.message}"
-        print(f"{s.name[:19]:<20}{s.status.value:<11}{s.attempt:<9}{_secs(s.duration):<11}{detail[:80]}")
+        print(
+            f"{s.name[:19]:<20}{s.status.value:<11}{s.attempt:<9}{_secs(s.duration):<11}{detail[:80]}"
+        )
         for a in s.attempts:
             if a.status != "succeeded":
-                print(f"{'':<20}  attempt {a.attempt}: {a.status}" + (f" - {a.error}" if a.error else ""))
+                print(
+                    f"{'':<20}  attempt {a.attempt}: {a.status}"
+                    + (f" - {a.error}" if a.error else "")
+                )
     if run.error is not None:
         print(f"\nerror: {run.error.type}: {run.error.message}")
         if run.error.traceback:

@@ -69,12 +69,13 @@ class Workflow:
         concurrency: int | None = None,
         description: str = "",
     ) -> None:
-        self._id = workflow_id
-        self._retry = retry
-        self._timeout = timeout
-        self._step_timeout = step_timeout
-        self._concurrency = concurrency
-        self._description = description
+        # Raw values, validated all at once by build(): callers may be untyped.
+        self._id: Any = workflow_id
+        self._retry: Any = retry
+        self._timeout: Any = timeout
+        self._step_timeout: Any = step_timeout
+        self._concurrency: Any = concurrency
+        self._description: Any = description
         self._steps: list[_RawStep] = []
         self._spec: WorkflowSpec | None = None
         self._lock = threading.Lock()
@@ -82,7 +83,7 @@ class Workflow:
     @property
     def id(self) -> str:
         """The workflow id."""
-        return self._id
+        return str(self._id)
 
     def step(
         self,

@@ -6,7 +6,7 @@ import datetime as _dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from actorflow.errors import DefinitionError
 
@@ -136,8 +136,7 @@ class Retry:
                 names.add(item)
             else:
                 problems.append(
-                    "retry.non_retryable: expected exception types or their names, "
-                    f"got {item!r}"
+                    f"retry.non_retryable: expected exception types or their names, got {item!r}"
                 )
         object.__setattr__(self, "non_retryable", tuple(items))
         object.__setattr__(self, "_names", frozenset(names))
@@ -151,10 +150,10 @@ class Retry:
             failures: how many attempts have failed so far.
             random: a number in [0, 1) for jitter.
         """
-        base = float(self.delay)  # normalised to seconds in __post_init__
+        base = cast(float, self.delay)  # normalised to seconds in __post_init__
         if self.backoff == "exponential":
             base *= 2.0 ** max(0, failures - 1)
-        wait = min(base, float(self.max_delay or 0.0))
+        wait = min(base, cast(float, self.max_delay))
         return wait * (1.0 - float(self.jitter) * random)
 
     def is_retryable(self, type_names: Sequence[str]) -> bool:

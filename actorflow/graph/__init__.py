@@ -7,6 +7,7 @@ compiled one when it loaded, unless ``ACTORFLOW_NO_EXTENSIONS=1`` forces pure Py
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -27,12 +28,11 @@ def load_evaluator(native: bool | None = None) -> ModuleType:
     if native is False or (native is None and os.environ.get("ACTORFLOW_NO_EXTENSIONS") == "1"):
         return _evaluator_py
     try:
-        from actorflow.graph import _evaluator_c
+        return importlib.import_module("actorflow.graph._evaluator_c")
     except ImportError:
         if native:
             raise
         return _evaluator_py
-    return _evaluator_c
 
 
 evaluator: ModuleType = load_evaluator()

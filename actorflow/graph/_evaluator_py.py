@@ -123,10 +123,10 @@ def rebuild(
         waiting[i] = pred_count[i]
     for i in range(n):
         st = status[i]
-        if st == NODE_SUCCEEDED or st == NODE_SKIPPED:
+        if st in (NODE_SUCCEEDED, NODE_SKIPPED):
             for j in range(succ_start[i], succ_start[i + 1]):
                 waiting[succ[j]] -= 1
-        elif st == NODE_PENDING or st == NODE_RUNNING:
+        elif st in (NODE_PENDING, NODE_RUNNING):
             unfinished += 1
     counters[0] = unfinished
     ready: list[int] = []

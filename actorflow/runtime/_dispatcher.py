@@ -14,6 +14,7 @@ with kind ``crash``; nothing else is affected. Every death is replaced, unless m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import signal
@@ -188,10 +189,8 @@ class Dispatcher(Actor):
         self._stopping = True
         self._spawner.close()
         for w in list(self._workers.values()):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 w.conn.send_bytes(_dumps((W.STOP,), 5))
-            except (OSError, ValueError):
-                pass
         deadline = time.monotonic() + self._config.kill_grace
         for w in list(self._workers.values()):
             w.proc.join(max(0.0, deadline - time.monotonic()))
@@ -367,10 +366,8 @@ class Dispatcher(Actor):
         if w.inflight and w.inflight[0] is entry:
             w.inflight.popleft()
         else:
-            try:
+            with contextlib.suppress(ValueError):
                 w.inflight.remove(entry)
-            except ValueError:
-                pass
         w.deadline = None
         if not w.inflight and w.state == _READY:
             self._idle.append(w)
@@ -427,9 +424,7 @@ class Dispatcher(Actor):
             for t in (w.deadline, w.kill_at):
                 if t is not None and (nearest is None or t < nearest):
                     nearest = t
-        if self._breaker_until is not None and (
-            nearest is None or self._breaker_until < nearest
-        ):
+        if self._breaker_until is not None and (nearest is None or self._breaker_until < nearest):
             nearest = self._breaker_until
         return None if nearest is None else nearest - time.monotonic()
 
@@ -493,10 +488,8 @@ class Dispatcher(Actor):
         w.deadline = None
         w.state = _KILLING
         w.kill_at = time.monotonic() + self._config.kill_grace
-        try:
+        with contextlib.suppress(OSError, ValueError):
             w.proc.terminate()
-        except (OSError, ValueError):
-            pass
 
     def _exited(self, w: _Worker) -> None:
         # Results the worker sent just before dying are still in the pipe: take them first.
@@ -558,10 +551,8 @@ class Dispatcher(Actor):
         self._by_conn.pop(w.conn, None)
         if w.proc.sentinel in self._by_sentinel:
             del self._by_sentinel[w.proc.sentinel]
-        try:
+        with contextlib.suppress(OSError):
             w.conn.close()
-        except OSError:
-            pass
         try:
             w.proc.close()
         except ValueError:

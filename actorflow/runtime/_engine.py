@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from concurrent.futures import Future
@@ -303,20 +304,14 @@ class Engine:
             except (FutureTimeout, pykka.ActorDeadError):
                 log.warning("drain did not finish within %gs; stopping anyway", timeout)
         # Dispatcher first (no more results), writer last (it commits what the others sent).
+        rank: list[type] = [Dispatcher, Scheduler, Shard, StoreWriter]
         order = sorted(
             self._actors,
-            key=lambda ref: {
-                Dispatcher: 0,
-                Scheduler: 1,
-                Shard: 2,
-                StoreWriter: 3,
-            }.get(ref.actor_class, 2),
+            key=lambda ref: rank.index(ref.actor_class) if ref.actor_class in rank else 2,
         )
         for ref in order:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                 ref.stop(block=True, timeout=max(timeout, 10.0))
-            except (pykka.ActorDeadError, pykka.Timeout):
-                pass
         self._actors.clear()
 
     def __enter__(self) -> Self:
@@ -443,8 +438,7 @@ class Engine:
         out: dict[str, Any] = {}
         assert core.dispatcher is not None and core.writer is not None
         out["pool"] = core.dispatcher.proxy().statistics().get(timeout=10).__dict__
-        writer: StoreWriter = core.writer._actor_weakref()  # type: ignore[attr-defined]
-        out["store"] = writer.stats.as_dict() if writer is not None else {}
+        out["store"] = core.writer.proxy().stats.get(timeout=10).as_dict()
         out["live_runs"] = sum(s.proxy().live_runs.get(timeout=10) for s in core.shards)
         return out
 
@@ -476,11 +470,10 @@ class Engine:
 
     def _reader(self) -> Store:
         """The store to read: the live one, or a read-only view when stopped."""
-        if self._store is not None:
-            return self._store
+        live = self._store
+        if live is not None:
+            return live
         with self._lock:
-            if self._store is not None:
-                return self._store
             if self._custom_store is not None:
                 return self._custom_store
             if self.config.store == "memory":
@@ -610,4 +603,3 @@ class Engine:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Engine {state}, store {self._store_label()}>"
-

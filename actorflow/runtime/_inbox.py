@@ -13,6 +13,7 @@ pykka lets an actor choose its inbox (anything with ``put``, ``get`` and ``empty
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import select
@@ -132,20 +133,16 @@ class SelectorInbox:
             by_fd = self._by_fd
             io = tuple(by_fd[fd] for fd, _ in events if fd in by_fd)
             if len(io) != len(events):
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self._rfd, 4096)
-                except BlockingIOError:
-                    pass
             if io:
                 return _Envelope(IoReady(io))
 
     def close(self) -> None:
         """Close the wake-up pipe (after the actor stopped)."""
         for fd in (self._rfd, self._wfd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 class ClockInbox:

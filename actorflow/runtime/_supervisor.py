@@ -211,7 +211,11 @@ class Supervisor:
         ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
         if idempotency_key is not None:
             ops.append(
-                (K.IDEMPOTENCY, K.idempotency_key(sup.workflow_id, idempotency_key), run_id.encode())
+                (
+                    K.IDEMPOTENCY,
+                    K.idempotency_key(sup.workflow_id, idempotency_key),
+                    run_id.encode(),
+                )
             )
         if admitted:
             sup._begin(now)
@@ -503,7 +507,9 @@ class Supervisor:
                     self.fx.cancel_tasks = True
                 if st.next_retry_at is not None:
                     name = "retry:" + st.name
-                    self.fx.ops.append((K.TIMERS, K.timer_key(st.next_retry_at, self.run_id, name), None))
+                    self.fx.ops.append(
+                        (K.TIMERS, K.timer_key(st.next_retry_at, self.run_id, name), None)
+                    )
                     st.next_retry_at = None
                 st.attempts.append(
                     {

@@ -350,13 +350,13 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
     )
     steps: list[StepDetails] = []
     for name, kind in order:
-        srec = recorded.get(name)
-        if srec is None:
+        found = recorded.get(name)
+        if found is None:
             steps.append(_step({"name": name, "kind": kind, "status": "pending"}, None))
         else:
-            steps.append(_step(srec, store.get(K.VALUES, K.step_key(run_id, name))))
-    for srec in extra:
-        steps.append(_step(srec, store.get(K.VALUES, K.step_key(run_id, srec["name"]))))
+            steps.append(_step(found, store.get(K.VALUES, K.step_key(run_id, name))))
+    for rec_ in extra:
+        steps.append(_step(rec_, store.get(K.VALUES, K.step_key(run_id, rec_["name"]))))
     status = RunStatus(rec["status"])
     result: str | None = None
     if status == RunStatus.COMPLETED and rec.get("result_step"):

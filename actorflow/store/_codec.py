@@ -47,7 +47,7 @@ def is_json_compatible(value: Any, _depth: int = 0) -> bool:
     if t in _SCALARS:
         return True
     if t is int:
-        return _INT_MIN <= value <= _INT_MAX
+        return bool(_INT_MIN <= value <= _INT_MAX)
     if t is float:
         return math.isfinite(value)
     if _depth > 200:  # deeper than json's own recursion comfort: let pickle handle it
@@ -55,9 +55,7 @@ def is_json_compatible(value: Any, _depth: int = 0) -> bool:
     if t is list:
         return all(is_json_compatible(v, _depth + 1) for v in value)
     if t is dict:
-        return all(
-            type(k) is str and is_json_compatible(v, _depth + 1) for k, v in value.items()
-        )
+        return all(type(k) is str and is_json_compatible(v, _depth + 1) for k, v in value.items())
     return False
 
 
@@ -84,7 +82,8 @@ def encode_value(value: Any, what: str = "value") -> bytes:
     except Exception:
         pass
     try:
-        return b"P" + cloudpickle.dumps(value, protocol=5)
+        blob: bytes = cloudpickle.dumps(value, protocol=5)
+        return b"P" + blob
     except Exception as exc:
         raise InvalidPayload(
             f"{what}: cannot be stored: expected JSON-compatible data or a picklable "

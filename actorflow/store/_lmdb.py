@@ -55,10 +55,13 @@ class _ReadGate:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0 and self._resizing:
-                    self._cond.notify_all()
+            self._leave()
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0 and self._resizing:
+                self._cond.notify_all()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

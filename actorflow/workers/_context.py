@@ -103,9 +103,9 @@ class StepContext:
     __slots__ = (
         "_last",
         "_last_raw",
+        "_log",
         "_payload",
         "_payload_raw",
-        "_log",
         "idempotency_key",
         "run",
         "steps",
@@ -129,8 +129,10 @@ class StepContext:
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records reach the engine's ``actorflow.step`` logger, with the run
-        id, step name and attempt attached."""
+        """A logger whose records reach the engine's ``actorflow.step`` logger.
+
+        Records carry the run id, step name and attempt as extra fields.
+        """
         if self._log is None:
             self._log = logging.LoggerAdapter(
                 logging.getLogger("actorflow.step"),

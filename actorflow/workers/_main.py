@@ -112,9 +112,7 @@ class _Worker:
         return fn
 
     def run(self, msg: tuple[Any, ...]) -> None:
-        (_, task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level) = (
-            msg
-        )
+        (_, task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level) = msg
         self.task_id = task_id
         if level != self.log_level:  # setLevel clears every logger's cache: only on change
             _step_logger.setLevel(level)
@@ -131,7 +129,7 @@ class _Worker:
                     self.loop = asyncio.new_event_loop()
                 result = self.loop.run_until_complete(result)
             data = encode_value(result, f"output of step {step!r}")
-        except BaseException as exc:  # noqa: BLE001 - SystemExit in a step is a step failure
+        except BaseException as exc:
             self.send((W.DONE, task_id, False, error_tuple(exc), started, time.time()))
         else:
             self.send((W.DONE, task_id, True, data, started, time.time()))
@@ -158,8 +156,11 @@ class _PipeLogHandler(logging.Handler):
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its parent dies (an engine killed by SIGKILL
-    must not leave workers running steps that the next engine will run again)."""
+    """Ask Linux to SIGKILL this worker when its parent dies.
+
+    An engine killed by SIGKILL must not leave workers running steps that the next engine will
+    run again.
+    """
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()

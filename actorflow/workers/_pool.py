@@ -42,7 +42,7 @@ def mp_context(start_method: str, preload: tuple[str, ...] = ()) -> BaseContext:
         raise ValueError(f"start_method: expected 'forkserver' or 'spawn', got {start_method!r}")
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload([_WORKER_MODULE, *preload])  # type: ignore[attr-defined]
+        ctx.set_forkserver_preload([_WORKER_MODULE, *preload])
     return ctx
 
 

@@ -75,7 +75,13 @@ def test_sequence_runs_in_order(ev: ModuleType) -> None:
     node = 0
     while True:
         ready, outcome = ev.advance(
-            plan.succ_start, plan.succ, state.status, state.waiting, state.counters, node, EV_SUCCEEDED
+            plan.succ_start,
+            plan.succ,
+            state.status,
+            state.waiting,
+            state.counters,
+            node,
+            EV_SUCCEEDED,
         )
         if outcome == RUN_COMPLETED:
             assert ready == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -144,9 +145,7 @@ def test_awaitable_twins(engine: af.Engine) -> None:
     engine.define("inc").step("one", steps.add_one)
 
     async def main() -> list[int]:
-        handles = await asyncio.gather(
-            *(engine.trigger_async("inc", {"n": i}) for i in range(20))
-        )
+        handles = await asyncio.gather(*(engine.trigger_async("inc", {"n": i}) for i in range(20)))
         return list(await asyncio.gather(*(h.result_async(timeout=30) for h in handles)))
 
     with engine:
@@ -172,7 +171,7 @@ def test_result_timeout_and_cancel(engine: af.Engine, counter_file: Path) -> Non
         # the worker running it was really stopped: the pool still works at full size
         engine.define("quick").step("one", steps.add_one)
         assert engine.trigger("quick", {"n": 1}).result(timeout=30) == 2
-        assert engine.statistics()["pool"]["workers"] == 2
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
 
 
 def test_async_cancel(engine: af.Engine) -> None:
@@ -205,7 +204,7 @@ def test_concurrency_limit_queues_runs(engine: af.Engine, counter_file: Path) ->
         assert [r.result(timeout=30) for r in runs] == ["slow done"] * 3
         ends = [engine.inspect(r.id) for r in runs]
         # one at a time: each started after the previous one ended
-        for before, after in zip(ends, ends[1:], strict=False):
+        for before, after in itertools.pairwise(ends):
             assert after.steps[0].started_at >= before.steps[0].ended_at  # type: ignore[operator]
 
 

@@ -13,21 +13,19 @@ from tests.conftest import executions, wait_until
 
 def test_attempts_are_exact(engine: af.Engine, counter_file: Path) -> None:
     engine.define("w").step("boom", steps.fail_always, retry=af.Retry(attempts=3, delay=0))
-    with engine:
-        with pytest.raises(af.StepFailed) as info:
-            engine.trigger("w", {"log": str(counter_file)}).result(timeout=30)
+    with engine, pytest.raises(af.StepFailed) as info:
+        engine.trigger("w", {"log": str(counter_file)}).result(timeout=30)
     assert executions(counter_file) == {"boom": 3}
     assert info.value.attempt == 3
     assert "boom on attempt 3" in str(info.value.__cause__)  # the last error
 
 
 def test_non_retryable_stops_at_once(engine: af.Engine, counter_file: Path) -> None:
-    engine.define("w", retry=af.Retry(attempts=5, delay=0, non_retryable=(steps.NotRetryable,))).step(
-        "nr", steps.fail_not_retryable
-    )
-    with engine:
-        with pytest.raises(af.StepFailed) as info:
-            engine.trigger("w", {"log": str(counter_file)}).result(timeout=30)
+    engine.define(
+        "w", retry=af.Retry(attempts=5, delay=0, non_retryable=(steps.NotRetryable,))
+    ).step("nr", steps.fail_not_retryable)
+    with engine, pytest.raises(af.StepFailed) as info:
+        engine.trigger("w", {"log": str(counter_file)}).result(timeout=30)
     assert executions(counter_file) == {"nr": 1}
     assert isinstance(info.value.__cause__, steps.NotRetryable)
 

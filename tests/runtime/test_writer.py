@@ -27,7 +27,10 @@ def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
             with lock:
                 futures.append(done)
             writer.tell(
-                Write([(K.RUNS, f"{t}-{i}".encode(), b"x" * 200)], (lambda d=done: d.set_result(None),))
+                Write(
+                    [(K.RUNS, f"{t}-{i}".encode(), b"x" * 200)],
+                    (lambda d=done: d.set_result(None),),
+                )
             )
 
     threads = [threading.Thread(target=sender, args=(t,)) for t in range(10)]

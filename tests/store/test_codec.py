@@ -12,7 +12,10 @@ from actorflow.errors import InvalidPayload, StoreCorrupted
 from actorflow.store import decode_value, describe_value, encode_value, is_json_compatible
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.text()
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
@@ -49,7 +52,7 @@ def test_lambda_travels_by_cloudpickle() -> None:
 def test_unpicklable_names_the_field() -> None:
     import threading
 
-    with pytest.raises(InvalidPayload, match="payload: cannot be stored.*lock"):
+    with pytest.raises(InvalidPayload, match=r"payload: cannot be stored.*lock"):
         encode_value(threading.Lock(), "payload")
 
 

@@ -64,7 +64,11 @@ def test_scan_order_prefix_reverse_limit_after(store: Store) -> None:
     limit=st.none() | st.integers(min_value=0, max_value=10),
 )
 def test_scan_matches_a_sorted_filter(
-    keys: list[bytes], prefix: bytes, reverse: bool, limit: int | None, tmp_path_factory: pytest.TempPathFactory
+    keys: list[bytes],
+    prefix: bytes,
+    reverse: bool,
+    limit: int | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     expected = sorted(k for k in keys if k.startswith(prefix))
     if reverse:

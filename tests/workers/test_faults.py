@@ -108,9 +108,7 @@ def test_timeout_is_retried_then_fails(engine: af.Engine, counter_file: Path) ->
 
 def test_restart_breaker_opens_after_a_storm(make_engine: Callable[..., af.Engine]) -> None:
     engine = make_engine(workers=1, restart_limit=2, restart_window=60, breaker_cooldown=1.0)
-    engine.define("storm").step(
-        "crash", steps.exit_hard, retry=af.Retry(attempts=6, delay=0)
-    )
+    engine.define("storm").step("crash", steps.exit_hard, retry=af.Retry(attempts=6, delay=0))
     engine.define("fine").step("one", steps.add_one)
     with engine:
         with pytest.raises(af.StepFailed) as info:
