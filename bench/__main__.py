@@ -1,0 +1,62 @@
+"""``python -m bench`` (``make bench``): run the suite, print a table, write JSON results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.suite import run_all
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def table(results: dict[str, Any]) -> str:
+    b1, b2, b3, l1, l2 = (results[k] for k in ("B1", "B2", "B3", "L1", "L2"))
+    rows = [
+        ("B1 sequential, sync", f"{b1['sync_ms']:.3f} ms/step", f"{b1['baseline_ms']:.3f} ms/step",
+         f"{b1['speedup_sync']:.2f}x faster", "<= 0.35 ms"),
+        ("B1 sequential, fast", f"{b1['fast_ms']:.3f} ms/step", f"{b1['baseline_ms']:.3f} ms/step",
+         f"{b1['speedup_fast']:.2f}x faster", "<= 0.10 ms"),
+        ("B2 concurrent, sync", f"{b2['sync_wf_s']:.0f} wf/s", f"{b2['baseline_wf_s']:.0f} wf/s",
+         f"{b2['ratio_sync']:.2f}x", ">= 1500 wf/s"),
+        ("B2 concurrent, fast", f"{b2['fast_wf_s']:.0f} wf/s", f"{b2['baseline_wf_s']:.0f} wf/s",
+         f"{b2['ratio_fast']:.2f}x", ">= 1500 wf/s"),
+        ("B3 fan-out efficiency", f"{b3['engine_efficiency']:.3f}",
+         f"{b3['pool_map_efficiency']:.3f} (Pool.map)", f"{b3['ratio']:.3f}x", ">= 0.97x"),
+        ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
+        ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
+    ]  # fmt: skip
+    head = ("benchmark", "actorflow", "baseline (same run)", "ratio", "target")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    return "\n".join([line.format(*head), line.format(*("-" * w for w in widths))] +
+                     [line.format(*r) for r in rows])  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    started = time.time()
+    results = run_all(quick=args.quick)
+    record = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(time.time() - started, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"core-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(record, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
+    print(table(results))
+    print(f"\nwritten to {path}")
+
+
+if __name__ == "__main__":
+    main()

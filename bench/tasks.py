@@ -1,0 +1,38 @@
+"""Work that benchmarks run in worker processes (importable, so it travels by reference)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def noop(ctx: Any = None) -> None:
+    return None
+
+
+def burn(ms: float) -> int:
+    """Spin the CPU for about ``ms`` milliseconds of thread time."""
+    end = time.thread_time() + ms / 1000.0
+    n = 0
+    while time.thread_time() < end:
+        n += 1
+    return n
+
+
+def burn_step(ctx: Any) -> int:
+    return burn(float(ctx.payload))
+
+
+def hang(ctx: Any) -> None:
+    while True:
+        pass
+
+
+def crash_once(ctx: Any) -> float:
+    marker = ctx.payload
+    if ctx.run.attempt == 1:
+        with open(marker, "w") as f:
+            f.write(repr(time.time()))
+        os._exit(1)
+    return time.time()
