@@ -41,7 +41,8 @@ class EngineConfig:
         start_method: ``"forkserver"`` (default) or ``"spawn"``; never plain fork.
         map_size: initial LMDB map size in bytes; it grows on demand.
         max_batch: most writes in one group commit.
-        prefetch: tasks queued ahead per busy worker, so it never waits for the engine.
+        prefetch: most tasks queued inside a busy worker behind the one it runs, so it never
+            waits for the engine (the dispatcher aims at ~2 ms of queued work; 0 disables).
         kill_grace: seconds between SIGTERM and SIGKILL when a worker must die.
         restart_limit: worker deaths tolerated within ``restart_window`` seconds before the
             restart breaker opens.
@@ -59,7 +60,7 @@ class EngineConfig:
     start_method: StartMethod = "forkserver"
     map_size: int = 64 << 20
     max_batch: int = 4096
-    prefetch: int = 1
+    prefetch: int = 32
     kill_grace: float = 0.5
     restart_limit: int = 20
     restart_window: float = 10.0

@@ -62,7 +62,8 @@ def writes(data_dir: str, n: int) -> None:
         done: Future[None] = Future()
         writer.tell(
             Write(
-                [(K.RUNS, f"key{i:06d}".encode(), b"v" * 100)], (lambda d=done: d.set_result(None),)
+                [(K.RUNS, f"key{i:06d}".encode(), b"v" * 100)],
+                then=(lambda d=done: d.set_result(None),),
             )
         )
         done.result()

@@ -11,7 +11,6 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -22,6 +21,7 @@ from actorflow._clock import Clock
 from actorflow.config import EngineConfig
 from actorflow.definition._spec import WorkflowSpec
 from actorflow.graph._plan import Plan
+from actorflow.runtime._promise import Promise
 from actorflow.store._protocol import Store
 
 __all__ = ["Admission", "Compiled", "Core", "Waiters"]
@@ -40,14 +40,14 @@ class Waiters:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._futures: dict[str, Future[None]] = {}
+        self._futures: dict[str, Promise[None]] = {}
 
-    def watch(self, run_id: str) -> Future[None]:
+    def watch(self, run_id: str) -> Promise[None]:
         """Return the future completed when ``run_id`` finishes (shared by all waiters)."""
         with self._lock:
             fut = self._futures.get(run_id)
             if fut is None:
-                fut = self._futures[run_id] = Future()
+                fut = self._futures[run_id] = Promise()
             return fut
 
     def resolve(self, run_id: str) -> None:

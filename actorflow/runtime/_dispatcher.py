@@ -6,22 +6,27 @@ results, crashes and timeouts arrive as messages and the pool state has a single
 
 Per worker, the life is: starting (process launched) -> ready (said hello) -> killing (timed
 out or cancelled: SIGTERM, then SIGKILL after ``kill_grace``) -> gone (sentinel fired). A worker
-whose sentinel fires while it was not being killed crashed: the one task it was running fails
-with kind ``crash``; nothing else is affected. Every death is replaced, unless more than
-``restart_limit`` happened within ``restart_window`` seconds: then the restart breaker opens for
-``breaker_cooldown`` seconds and, if no worker is left, queued tasks fail with kind ``pool``.
+whose sentinel fires while it was not being killed crashed: the one task it was running (the
+head of its in-flight queue) fails with kind ``crash``; tasks queued behind it go back to the
+queue unstarted. Every death is replaced, unless more than ``restart_limit`` happened within
+``restart_window`` seconds: then the restart breaker opens for ``breaker_cooldown`` seconds
+and, if no worker is left, queued tasks fail with kind ``pool``.
+
+Costs are per message, not per task, so work moves in batches: a busy worker gets up to
+``prefetch`` tasks queued behind the one it runs (sent in one frame, so it never waits for the
+engine between tasks), a wake-up reads every result a worker has written in one system call,
+and results go to each shard as one message per wake-up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import pickle
+import select
 import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -40,11 +45,13 @@ from actorflow.runtime._messages import (
     Drain,
     ErrorInfo,
     StepFailed,
+    StepResults,
     StepSucceeded,
     TaskSpec,
 )
-from actorflow.store import _keys as K
+from actorflow.runtime._promise import Promise
 from actorflow.store._protocol import Store
+from actorflow.store._records import step_output
 from actorflow.workers import _protocol as W
 from actorflow.workers._pool import Spawner, mp_context
 
@@ -53,11 +60,15 @@ __all__ = ["Dispatcher", "DispatcherStats"]
 log = logging.getLogger("actorflow.dispatcher")
 step_log = logging.getLogger("actorflow.step")
 
-_STARTING, _READY, _KILLING, _STOPPING = range(4)
-# Plain pickle over send_bytes: Connection.send builds a ForkingPickler (and copies the copyreg
-# table) for every message, several microseconds on the hottest path.
+_STARTING, _READY, _KILLING = range(3)
 _dumps = pickle.dumps
-_loads = pickle.loads
+#: Only tasks this small are queued behind a running one: a large frame could fill the pipe
+#: and block the dispatcher until the worker reads it.
+_PREFETCH_MAX_BYTES = 32 * 1024
+#: Queue about this much work (seconds, by the worker's recent task durations) in a worker.
+_PREFETCH_WORK = 0.002
+#: Queued tasks per worker before its task durations are known.
+_PREFETCH_MIN = 1
 
 
 def _mro_names(cls: type) -> tuple[str, ...]:
@@ -70,23 +81,25 @@ _POOL_TYPES = _mro_names(PoolUnavailable)
 
 
 class _Inflight:
-    __slots__ = ("spec", "task_id")
+    __slots__ = ("cancelled", "spec", "task_id")
 
     def __init__(self, task_id: int, spec: TaskSpec) -> None:
         self.task_id = task_id
         self.spec = spec
+        self.cancelled = False  # its run was cancelled: whatever it reports is dropped
 
 
 class _Worker:
     __slots__ = (
         "conn",
         "deadline",
+        "ema",
         "fns",
         "inflight",
         "kill_at",
         "pid",
         "proc",
-        "started",
+        "reader",
         "state",
         "wid",
     )
@@ -95,13 +108,14 @@ class _Worker:
         self.wid = wid
         self.proc = proc
         self.conn = conn
+        self.reader = W.FrameReader(conn.fileno())
         self.pid = proc.pid or 0
         self.state = _STARTING
-        self.inflight: deque[_Inflight] = deque()
+        self.inflight: deque[_Inflight] = deque()  # head: running; the rest: queued in it
         self.deadline: float | None = None  # monotonic; of the task at the head
         self.kill_at: float | None = None  # monotonic; SIGKILL if still alive then
         self.fns: set[str] = set()  # function keys this worker has cached
-        self.started = time.monotonic()
+        self.ema: float | None = None  # moving average of its task durations, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +161,7 @@ class Dispatcher(Actor):
         config: EngineConfig,
         route: Callable[[str], pykka.ActorRef[Any]],
         store: Store,
-        ready: Future[None],
+        ready: Promise[None],
     ) -> None:
         super().__init__()
         self._config = config
@@ -155,19 +169,21 @@ class Dispatcher(Actor):
         self._store = store
         self._ready = ready
         self._target = config.worker_count
+        self._prefetch = config.prefetch
         self._workers: dict[int, _Worker] = {}
         self._by_conn: dict[Connection, _Worker] = {}
         self._by_sentinel: dict[int, _Worker] = {}
         self._idle: list[_Worker] = []  # a stack: reuse the warmest worker first
         self._queue: deque[TaskSpec] = deque()
         self._tasks: dict[int, tuple[_Worker, _Inflight]] = {}
+        self._reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]] = {}
         self._next_task = 0
         self._next_wid = 0
         self._deaths: deque[float] = deque()
         self._breaker_until: float | None = None
         self._spawn_failures = 0
         self._starting = 0  # spawn requests not yet answered
-        self._drain: Future[None] | None = None
+        self._drain: Promise[None] | None = None
         self._stopping = False
         self.stats = DispatcherStats()
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
@@ -189,8 +205,10 @@ class Dispatcher(Actor):
         self._stopping = True
         self._spawner.close()
         for w in list(self._workers.values()):
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 w.conn.send_bytes(_dumps((W.STOP,), 5))
+            except (OSError, ValueError):
+                pass
         deadline = time.monotonic() + self._config.kill_grace
         for w in list(self._workers.values()):
             w.proc.join(max(0.0, deadline - time.monotonic()))
@@ -241,12 +259,14 @@ class Dispatcher(Actor):
         elif t is _Spawned:
             self._spawned(message)
         elif t is CancelTasks:
-            self._cancel(message.run_id)
+            self._cancel(frozenset(message.run_ids))
         elif t is Drain:
             self._drain = message.done
             self._check_drained()
         else:
             return super().on_receive(message)
+        if self._reports:
+            self._send_reports()
         return None
 
     def statistics(self) -> DispatcherStats:
@@ -263,75 +283,116 @@ class Dispatcher(Actor):
         if self._drain is not None:
             return
         queue, idle = self._queue, self._idle
-        while queue and idle:
-            w = idle.pop()
-            if w.state != _READY or w.inflight:
-                continue
-            self._send(w, queue.popleft())
+        if queue:
+            ready = self._ready_count() or 1
+            while queue and idle:  # idle workers first, the warmest first
+                w = idle.pop()
+                if w.state == _READY and not w.inflight:
+                    self._fill(w, -(-len(queue) // ready))
+            if queue and self._prefetch:
+                for w in self._workers.values():  # then top up the busy ones
+                    if not queue:
+                        break
+                    if w.state == _READY and w.inflight:
+                        self._fill(w, -(-len(queue) // ready))
         if queue and self._breaker_until is not None and not self._live_workers():
             self._fail_queued()
 
-    def _send(self, w: _Worker, spec: TaskSpec) -> None:
+    def _fill(self, w: _Worker, share: int) -> None:
+        """Send ``w`` up to ``share`` tasks: one to run, and some to queue behind it.
+
+        How many may wait in a worker adapts to how long its tasks take (about 2 ms of work,
+        at most ``prefetch``): tiny tasks travel in large batches, long ones one at a time so
+        that the last tasks of a fan-out are not stuck behind a busy worker. A busy worker is
+        topped up only once its queue is half empty, so each frame carries several tasks.
+        """
+        allowed = _PREFETCH_MIN
+        if w.ema is not None and self._prefetch:
+            allowed = max(1, min(self._prefetch, int(_PREFETCH_WORK / max(w.ema, 1e-6))))
+        elif not self._prefetch:
+            allowed = 0
+        queued = len(w.inflight) - 1  # -1: idle
+        if queued >= 0 and queued >= max(1, allowed // 2):
+            return
+        room = min(1 + allowed - len(w.inflight), share)
+        queue = self._queue
+        batch: list[TaskSpec] = []
+        while room > 0 and queue:
+            if (batch or w.inflight) and not _small(queue[0]):
+                break  # only small tasks wait inside a worker
+            batch.append(queue.popleft())
+            room -= 1
+        if batch:
+            self._send(w, batch)
+
+    def _send(self, w: _Worker, specs: list[TaskSpec]) -> None:
         if _faults.ACTIVE:
             _faults.crash_point("dispatcher.before_send")
-        self._next_task += 1
-        task_id = self._next_task
-        fn = spec.fn
-        first = fn.key not in w.fns
-        msg = (
-            W.TASK,
-            task_id,
-            spec.run_id,
-            spec.step,
-            spec.attempt,
-            spec.workflow_id,
-            fn.key,
-            fn.ref if first else None,
-            fn.blob if first else None,
-            spec.payload,
-            spec.last,
-            step_log.getEffectiveLevel(),
-        )
+        level = step_log.getEffectiveLevel()
+        frames = []
+        entries = []
+        for spec in specs:
+            self._next_task += 1
+            task_id = self._next_task
+            fn = spec.fn
+            first = fn.key not in w.fns
+            if first:
+                w.fns.add(fn.key)
+            frames.append(
+                (
+                    task_id,
+                    spec.run_id,
+                    spec.step,
+                    spec.attempt,
+                    spec.workflow_id,
+                    fn.key,
+                    fn.ref if first else None,
+                    fn.blob if first else None,
+                    spec.payload,
+                    spec.last,
+                    level,
+                )
+            )
+            entries.append(_Inflight(task_id, spec))
         try:
-            w.conn.send_bytes(_dumps(msg, 5))
+            w.conn.send_bytes(_dumps((W.TASKS, frames), 5))
         except (OSError, ValueError):
-            # The worker is dying; its sentinel will report it. The task was not started.
-            self._queue.appendleft(spec)
+            # The worker is dying; its sentinel will report it. No task was started.
+            self._queue.extendleft(reversed(specs))
+            w.fns.clear()
             w.state = _KILLING
             return
-        if first:
-            w.fns.add(fn.key)
-        entry = _Inflight(task_id, spec)
-        w.inflight.append(entry)
-        self._tasks[task_id] = (w, entry)
-        if spec.timeout is not None:
-            w.deadline = time.monotonic() + spec.timeout
-        self.stats.dispatched += 1
+        was_idle = not w.inflight
+        for entry in entries:
+            w.inflight.append(entry)
+            self._tasks[entry.task_id] = (w, entry)
+        if was_idle:
+            timeout = entries[0].spec.timeout
+            w.deadline = None if timeout is None else time.monotonic() + timeout
+        self.stats.dispatched += len(entries)
 
     # -- receiving -------------------------------------------------------------------------
 
     def _read(self, w: _Worker) -> None:
-        conn = w.conn
-        while True:
-            try:
-                msg = _loads(conn.recv_bytes())
-            except (EOFError, OSError):
-                # The worker closed its pipe: it is exiting. Stop polling the pipe; the
-                # sentinel reports the death.
-                self._by_conn.pop(conn, None)
-                self._refresh_waitables()
-                return
+        try:
+            messages = w.reader.read()
+        except (EOFError, OSError):
+            # The worker closed its pipe: it is exiting. Stop polling the pipe; the
+            # sentinel reports the death.
+            self._by_conn.pop(w.conn, None)
+            self._refresh_waitables()
+            return
+        for msg in messages:
             self._handle(w, msg)
-            try:
-                if not conn.poll():
-                    return
-            except (EOFError, OSError):
-                return
 
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         op = msg[0]
         if op == W.DONE:
             self._done(w, msg)
+        elif op == W.SKIPPED:
+            found = self._tasks.pop(msg[1], None)
+            if found is not None:
+                self._pop_entry(w, found[1])
         elif op == W.REQUEST:
             self._answer(w, msg)
         elif op == W.LOG:
@@ -357,24 +418,41 @@ class Dispatcher(Actor):
                 if not self._ready.done() and self._ready_count() >= self._target:
                     self._ready.set_result(None)
 
+    def _pop_entry(self, w: _Worker, entry: _Inflight) -> None:
+        """A task of ``w`` ended: the next one in its queue (if any) is now running."""
+        inflight = w.inflight
+        if inflight and inflight[0] is entry:
+            inflight.popleft()
+        else:
+            try:
+                inflight.remove(entry)
+            except ValueError:
+                pass
+        if inflight:
+            timeout = inflight[0].spec.timeout
+            w.deadline = None if timeout is None else time.monotonic() + timeout
+        else:
+            w.deadline = None
+            if w.state == _READY:
+                self._idle.append(w)
+        if self._drain is not None:
+            self._check_drained()
+
     def _done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, task_id, ok, data, started, ended = msg
         found = self._tasks.pop(task_id, None)
         if found is None:
-            return  # its run was cancelled, or it already timed out
+            return  # it already timed out
         entry = found[1]
-        if w.inflight and w.inflight[0] is entry:
-            w.inflight.popleft()
-        else:
-            with contextlib.suppress(ValueError):
-                w.inflight.remove(entry)
-        w.deadline = None
-        if not w.inflight and w.state == _READY:
-            self._idle.append(w)
+        self._pop_entry(w, entry)
+        took = ended - started
+        w.ema = took if w.ema is None else 0.8 * w.ema + 0.2 * took
+        if entry.cancelled:
+            return
         spec = entry.spec
         if ok:
             self.stats.succeeded += 1
-            report: Any = StepSucceeded(
+            report: StepSucceeded | StepFailed = StepSucceeded(
                 spec.run_id, spec.step, spec.attempt, data, started, ended, w.pid
             )
         else:
@@ -390,8 +468,6 @@ class Dispatcher(Actor):
                 w.pid,
             )
         self._report(spec.run_id, report)
-        if self._drain is not None:
-            self._check_drained()
 
     def _answer(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, req_id, task_id, op, arg = msg
@@ -401,7 +477,7 @@ class Dispatcher(Actor):
                 raise LookupError("the task is no longer running")
             if op != "output":
                 raise ValueError(f"unknown request {op!r}")
-            value = self._store.get(K.VALUES, K.step_key(found[1].spec.run_id, str(arg)))
+            value = step_output(self._store, found[1].spec.run_id, str(arg))
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)
         except Exception as exc:
             reply = (W.REPLY, req_id, False, f"{type(exc).__name__}: {exc}")
@@ -410,15 +486,27 @@ class Dispatcher(Actor):
         except (OSError, ValueError):
             pass  # the worker died meanwhile; its sentinel reports it
 
-    def _report(self, run_id: str, message: Any) -> None:
-        try:
-            self._route(run_id).tell(message)
-        except pykka.ActorDeadError:
-            pass  # engine stopping: the step stays recorded as running; recovery retries it
+    def _report(self, run_id: str, message: StepSucceeded | StepFailed) -> None:
+        shard = self._route(run_id)
+        batch = self._reports.get(shard)
+        if batch is None:
+            self._reports[shard] = [message]
+        else:
+            batch.append(message)
+
+    def _send_reports(self) -> None:
+        reports, self._reports = self._reports, {}
+        for shard, batch in reports.items():
+            try:
+                shard.tell(batch[0] if len(batch) == 1 else StepResults(tuple(batch)))
+            except pykka.ActorDeadError:
+                pass  # stopping: the steps stay recorded as running; recovery retries them
 
     # -- deadlines, kills, crashes ---------------------------------------------------------
 
     def _timeout(self) -> float | None:
+        if self._reports:
+            self._send_reports()  # never sleep on undelivered results
         nearest: float | None = None
         for w in self._workers.values():
             for t in (w.deadline, w.kill_at):
@@ -447,62 +535,70 @@ class Dispatcher(Actor):
         self._pump()
 
     def _timed_out(self, w: _Worker) -> None:
-        entry = w.inflight[0]
+        entry = w.inflight.popleft()
         spec = entry.spec
-        self.stats.timeouts += 1
         self._tasks.pop(entry.task_id, None)
-        log.warning(
-            "step %r of run %s timed out after %gs; killing worker %d",
-            spec.step,
-            spec.run_id,
-            spec.timeout,
-            w.pid,
-        )
-        self._report(
-            spec.run_id,
-            StepFailed(
-                spec.run_id,
+        if not entry.cancelled:
+            self.stats.timeouts += 1
+            log.warning(
+                "step %r of run %s timed out after %gs; killing worker %d",
                 spec.step,
-                spec.attempt,
-                ErrorInfo(
-                    "timeout",
-                    _TIMEOUT_TYPES[0],
-                    _TIMEOUT_TYPES,
-                    f"timed out after {spec.timeout:g}s (worker killed)",
-                    timeout=spec.timeout,
-                ),
-                None,
-                time.time(),
+                spec.run_id,
+                spec.timeout,
                 w.pid,
-            ),
-        )
-        w.inflight.popleft()
+            )
+            self._report(
+                spec.run_id,
+                StepFailed(
+                    spec.run_id,
+                    spec.step,
+                    spec.attempt,
+                    ErrorInfo(
+                        "timeout",
+                        _TIMEOUT_TYPES[0],
+                        _TIMEOUT_TYPES,
+                        f"timed out after {spec.timeout:g}s (worker killed)",
+                        timeout=spec.timeout,
+                    ),
+                    None,
+                    time.time(),
+                    w.pid,
+                ),
+            )
         self._kill(w)
 
     def _kill(self, w: _Worker) -> None:
         """Terminate a worker on purpose; tasks queued behind its head go back to the queue."""
-        for entry in reversed(w.inflight):
-            self._tasks.pop(entry.task_id, None)
-            self._queue.appendleft(entry.spec)
-        w.inflight.clear()
+        self._requeue(w)
         w.deadline = None
         w.state = _KILLING
         w.kill_at = time.monotonic() + self._config.kill_grace
-        with contextlib.suppress(OSError, ValueError):
+        try:
             w.proc.terminate()
+        except (OSError, ValueError):
+            pass
+
+    def _requeue(self, w: _Worker) -> None:
+        """Put ``w``'s unstarted tasks back at the front of the queue, in order."""
+        for entry in reversed(w.inflight):
+            self._tasks.pop(entry.task_id, None)
+            if not entry.cancelled:
+                self._queue.appendleft(entry.spec)
+        w.inflight.clear()
 
     def _exited(self, w: _Worker) -> None:
         # Results the worker sent just before dying are still in the pipe: take them first.
         if w.conn in self._by_conn:
+            fd = w.conn.fileno()
             try:
-                while w.conn.poll():
-                    self._handle(w, _loads(w.conn.recv_bytes()))
+                while select.select([fd], [], [], 0)[0]:
+                    for msg in w.reader.read():
+                        self._handle(w, msg)
             except (EOFError, OSError):
                 pass
         w.proc.join(0.5)
         code = w.proc.exitcode
-        expected = w.state in (_KILLING, _STOPPING)
-        if not expected:
+        if w.state != _KILLING:
             self.stats.crashes += 1
             how = _describe_exit(code)
             if w.inflight:
@@ -516,30 +612,28 @@ class Dispatcher(Actor):
                     spec.step,
                     spec.run_id,
                 )
-                self._report(
-                    spec.run_id,
-                    StepFailed(
+                if not entry.cancelled:
+                    self._report(
                         spec.run_id,
-                        spec.step,
-                        spec.attempt,
-                        ErrorInfo(
-                            "crash",
-                            _CRASH_TYPES[0],
-                            _CRASH_TYPES,
-                            f"worker process died ({how})",
-                            exitcode=code,
+                        StepFailed(
+                            spec.run_id,
+                            spec.step,
+                            spec.attempt,
+                            ErrorInfo(
+                                "crash",
+                                _CRASH_TYPES[0],
+                                _CRASH_TYPES,
+                                f"worker process died ({how})",
+                                exitcode=code,
+                            ),
+                            None,
+                            time.time(),
+                            w.pid,
                         ),
-                        None,
-                        time.time(),
-                        w.pid,
-                    ),
-                )
+                    )
             else:
                 log.error("idle worker %d died (%s)", w.pid, how)
-        for entry in reversed(w.inflight):  # not started: back to the queue
-            self._tasks.pop(entry.task_id, None)
-            self._queue.appendleft(entry.spec)
-        w.inflight.clear()
+        self._requeue(w)
         self._forget(w)
         if not self._stopping:
             self._replace()
@@ -549,10 +643,11 @@ class Dispatcher(Actor):
     def _forget(self, w: _Worker) -> None:
         self._workers.pop(w.wid, None)
         self._by_conn.pop(w.conn, None)
-        if w.proc.sentinel in self._by_sentinel:
-            del self._by_sentinel[w.proc.sentinel]
-        with contextlib.suppress(OSError):
+        self._by_sentinel.pop(w.proc.sentinel, None)
+        try:
             w.conn.close()
+        except OSError:
+            pass
         try:
             w.proc.close()
         except ValueError:
@@ -606,13 +701,23 @@ class Dispatcher(Actor):
                 ),
             )
 
-    def _cancel(self, run_id: str) -> None:
-        self._queue = deque(s for s in self._queue if s.run_id != run_id)
+    def _cancel(self, run_ids: frozenset[str]) -> None:
+        self._queue = deque(s for s in self._queue if s.run_id not in run_ids)
         for w in list(self._workers.values()):
-            if w.inflight and w.inflight[0].spec.run_id == run_id:
+            for i, entry in enumerate(w.inflight):
+                if entry.spec.run_id not in run_ids or entry.cancelled:
+                    continue
+                entry.cancelled = True
+                if i > 0:
+                    # Queued in the worker, not started: ask it to drop the task.
+                    try:
+                        w.conn.send_bytes(_dumps((W.CANCEL, entry.task_id), 5))
+                    except (OSError, ValueError):
+                        pass
+            if w.inflight and w.inflight[0].cancelled and w.state == _READY:
                 head = w.inflight.popleft()
                 self._tasks.pop(head.task_id, None)
-                log.info("killing worker %d: the run %s of its step was cancelled", w.pid, run_id)
+                log.info("killing worker %d: the run of its step was cancelled", w.pid)
                 self._kill(w)
         if self._drain is not None:
             self._check_drained()
@@ -657,6 +762,10 @@ class Dispatcher(Actor):
 
     def _ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.state == _READY)
+
+
+def _small(spec: TaskSpec) -> bool:
+    return len(spec.payload) + len(spec.last or b"") <= _PREFETCH_MAX_BYTES
 
 
 def _describe_exit(code: int | None) -> str:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 import time
-from concurrent.futures import Future
+import weakref
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus
 from actorflow.errors import ResultTimeout
+from actorflow.runtime._promise import Promise
 from actorflow.runtime._views import RunDetails, inspect_run, read_run, run_outcome
 
 if TYPE_CHECKING:
@@ -121,7 +125,7 @@ class RunHandle:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _watch(self) -> Future[None]:
+    def _watch(self) -> Promise[None]:
         return self._engine._watch(self.id)
 
     def _outcome(self) -> tuple[bool, Any]:
@@ -132,19 +136,61 @@ class RunHandle:
         return status.terminal, result
 
 
-async def _wait(fut: Future[Any]) -> None:
+class _LoopBridge:
+    """Completes asyncio futures from other threads with one loop wake-up per burst.
+
+    ``call_soon_threadsafe`` writes to the loop's self-pipe on every call; when a group
+    commit finishes four hundred runs at once, one wake-up serves them all.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: deque[tuple[asyncio.Future[None], Promise[Any]]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def complete(self, waiter: asyncio.Future[None], fut: Promise[Any]) -> None:
+        """Called on any thread when ``fut`` is done: settle ``waiter`` on the loop."""
+        self._pending.append((waiter, fut))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            pass  # the loop is closed: nobody awaits any more
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._scheduled = False  # before draining: a later append schedules again
+        pending = self._pending
+        while pending:
+            waiter, fut = pending.popleft()
+            _settle(waiter, fut)
+
+
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBridge] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _wait(fut: Promise[Any]) -> None:
     """Await a concurrent future without ever cancelling it (other waiters share it)."""
     loop = asyncio.get_running_loop()
+    if fut.done():
+        if fut.exception() is not None:
+            raise fut.exception()  # type: ignore[misc]
+        return
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = _bridges[loop] = _LoopBridge(loop)
     waiter: asyncio.Future[None] = loop.create_future()
-
-    def done(_: Future[Any]) -> None:
-        loop.call_soon_threadsafe(_settle, waiter, fut)
-
-    fut.add_done_callback(done)
+    fut.add_done_callback(functools.partial(bridge.complete, waiter))
     await waiter
 
 
-def _settle(waiter: asyncio.Future[None], fut: Future[Any]) -> None:
+def _settle(waiter: asyncio.Future[None], fut: Promise[Any]) -> None:
     if waiter.done():
         return
     exc = fut.exception()

@@ -1,18 +1,18 @@
 """Messages between the engine's actors: commands are imperative, events past tense.
 
-All are frozen dataclasses. Futures carried in messages are ``concurrent.futures.Future``s that
-the receiver completes only after the effect is durable; no actor ever blocks on another's
-reply (no pykka ``ask`` on the hot path).
+All are frozen dataclasses. A promise carried in a message (see :mod:`._promise`) is completed
+by the receiver only after the effect is durable; no actor ever blocks on another's reply (no
+pykka ``ask`` on the hot path).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from actorflow.definition._spec import FunctionRef
+from actorflow.runtime._promise import Countdown, Promise
 from actorflow.store._protocol import Op
 
 __all__ = [
@@ -25,9 +25,9 @@ __all__ = [
     "ErrorInfo",
     "FailureKind",
     "Flush",
-    "Passivate",
     "StartRun",
     "StepFailed",
+    "StepResults",
     "StepSucceeded",
     "TaskSpec",
     "TimerFired",
@@ -100,16 +100,16 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class CancelTasks:
-    """Drop queued tasks of a run and kill the workers running its tasks; report nothing."""
+    """Drop queued tasks of these runs and stop their running tasks; report nothing."""
 
-    run_id: str
+    run_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Drain:
     """Start no new task; complete ``done`` once no task is in flight."""
 
-    done: Future[None]
+    done: Promise[None]
 
 
 # -- to shards (supervisors) -----------------------------------------------------------------
@@ -123,7 +123,7 @@ class StartRun:
     workflow_id: str
     payload: bytes
     idempotency_key: str | None
-    reply: Future[None]
+    reply: Promise[None] | Countdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +160,13 @@ class StepFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class StepResults:
+    """Several step outcomes at once (the dispatcher sends one per shard per wake-up)."""
+
+    results: tuple[StepSucceeded | StepFailed, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     """A durable timer is due."""
 
@@ -174,21 +181,14 @@ class CancelRun:
 
     run_id: str
     reason: str
-    reply: Future[bool]
+    reply: Promise[bool]
 
 
 @dataclass(frozen=True, slots=True)
 class Flush:
     """Complete ``done`` after every write this shard sent before it is durable."""
 
-    done: Future[None]
-
-
-@dataclass(frozen=True, slots=True)
-class Passivate:
-    """The final write of a finished run is durable: drop it from memory."""
-
-    run_id: str
+    done: Promise[None]
 
 
 # -- to the scheduler and the writer ---------------------------------------------------------
@@ -203,12 +203,18 @@ class AddTimers:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Ops to commit in the next group; then call ``then`` (durable) or ``on_error``.
+    """Ops to commit in the next group, and what to do once they are durable.
 
-    Callbacks run on the writer's thread and must be quick and non-blocking (``tell``,
-    ``Future.set_result``).
+    The writer merges the effects of a whole group: one ``Dispatch`` for every task in it, one
+    ``AddTimers``, one ``CancelTasks``, so the other actors get one message per commit instead
+    of one per run. ``then`` callbacks run on the writer's thread and must be quick and
+    non-blocking (``tell``, ``Promise.set_result``); ``on_error`` gets the error if the commit
+    fails.
     """
 
     ops: tuple[Op, ...] | list[Op]
-    then: tuple[Callable[[], Any], ...] = ()
+    dispatch: tuple[TaskSpec, ...] | list[TaskSpec] = ()
+    timers: tuple[tuple[float, str, str], ...] | list[tuple[float, str, str]] = ()
+    cancel: tuple[str, ...] | list[str] = ()
+    then: tuple[Callable[[], Any], ...] | list[Callable[[], Any]] = ()
     on_error: Callable[[BaseException], Any] | None = field(default=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,27 +22,34 @@ from actorflow.runtime._core import Core
 from actorflow.runtime._inbox import Actor
 from actorflow.runtime._messages import (
     ActivateRun,
-    AddTimers,
     CancelRun,
-    CancelTasks,
-    Dispatch,
     Flush,
-    Passivate,
     StartRun,
     StepFailed,
+    StepResults,
     StepSucceeded,
+    TaskSpec,
     TimerFired,
     Write,
 )
 from actorflow.runtime._supervisor import Effects, Supervisor
+from actorflow.store._protocol import Op
 
 __all__ = ["Shard"]
 
 log = logging.getLogger("actorflow.runtime")
 
+#: Most messages whose effects one write carries (bounds the latency batching adds).
+_MAX_PENDING = 256
+
 
 class Shard(Actor):
     """Hosts supervisors and commits their effects.
+
+    While more messages wait in its inbox, a shard keeps adding their effects to one pending
+    :class:`Write` and sends it when the inbox is empty (or :data:`_MAX_PENDING` messages were
+    folded in): under load, many runs' steps share one message to the writer and one to the
+    dispatcher.
 
     Args:
         core: the engine core.
@@ -53,13 +61,46 @@ class Shard(Actor):
         self._core = core
         self._index = index
         self._runs: dict[str, Supervisor] = {}
+        # Runs whose final (or queued) record is durable: the writer appends, this actor
+        # drops them from memory at its next message (no extra wake-up per finished run).
+        self._durable: deque[str] = deque()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._ops: list[Op] = []
+        self._dispatch: list[TaskSpec] = []
+        self._timers: list[tuple[float, str, str]] = []
+        self._cancel: list[str] = []
+        self._then: list[Callable[[], Any]] = []
+        self._on_error: list[Callable[[BaseException], Any]] = []
+        self._folded = 0
 
     @property
     def live_runs(self) -> int:
         """Runs in memory."""
+        while self._durable:
+            self._passivate(self._durable.popleft())
         return len(self._runs)
 
     def on_receive(self, message: Any) -> Any:
+        durable = self._durable
+        while durable:
+            self._passivate(durable.popleft())
+        t = type(message)
+        if t is StepResults:
+            for result in message.results:
+                self._handle(result)
+        else:
+            self._handle(message)
+        self._folded += 1
+        if self._folded >= _MAX_PENDING or self.actor_inbox.empty():
+            self._flush()
+        return None
+
+    def on_stop(self) -> None:
+        self._flush()
+
+    def _handle(self, message: Any) -> None:
         t = type(message)
         try:
             if t is StepSucceeded:
@@ -84,15 +125,11 @@ class Shard(Actor):
             elif t is ActivateRun:
                 self._activate(message.run_id, admit=True)
             elif t is CancelRun:
-                self._cancel(message)
-            elif t is Passivate:
-                sup = self._runs.get(message.run_id)
-                if sup is not None and (sup.finished or sup.status == RunStatus.QUEUED):
-                    del self._runs[message.run_id]
+                self._cancel_run(message)
             elif t is Flush:
-                self._write(Write((), (functools.partial(message.done.set_result, None),)))
+                self._then.append(functools.partial(message.done.set_result, None))
             else:
-                return super().on_receive(message)
+                super().on_receive(message)
         except Exception as exc:
             # A bug handling one run must neither stop this actor (and with it every run on
             # this shard) nor leave the run hanging: fail that run and go on.
@@ -108,9 +145,13 @@ class Shard(Actor):
             reply = getattr(message, "reply", None)
             if reply is not None and not reply.done():
                 reply.set_exception(exc)
-        return None
 
     # -- handlers --------------------------------------------------------------------------
+
+    def _passivate(self, run_id: str) -> None:
+        sup = self._runs.get(run_id)
+        if sup is not None and (sup.finished or sup.status == RunStatus.QUEUED):
+            del self._runs[run_id]
 
     def _start(self, msg: StartRun) -> None:
         compiled = self._core.workflows[msg.workflow_id]
@@ -118,7 +159,7 @@ class Shard(Actor):
         self._runs[msg.run_id] = sup
         reply = msg.reply
         self._commit(
-            sup, after=(functools.partial(reply.set_result, None),), on_error=reply.set_exception
+            sup, after=functools.partial(reply.set_result, None), on_error=reply.set_exception
         )
 
     def _activate(self, run_id: str, admit: bool = False) -> Supervisor | None:
@@ -142,7 +183,7 @@ class Shard(Actor):
         self._commit(sup)
         return sup
 
-    def _cancel(self, msg: CancelRun) -> None:
+    def _cancel_run(self, msg: CancelRun) -> None:
         sup = self._runs.get(msg.run_id)
         if sup is None:
             # Not live: queued, or never activated since a restart. Load without resuming.
@@ -154,7 +195,7 @@ class Shard(Actor):
             return
         reply = msg.reply
         self._commit(
-            sup, after=(functools.partial(reply.set_result, True),), on_error=reply.set_exception
+            sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
         )
 
     # -- committing effects ----------------------------------------------------------------
@@ -162,31 +203,48 @@ class Shard(Actor):
     def _commit(
         self,
         sup: Supervisor,
-        after: tuple[Callable[[], Any], ...] = (),
+        after: Callable[[], Any] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
     ) -> None:
+        """Fold the supervisor's effects into the pending write."""
         fx, sup.fx = sup.fx, Effects()
-        if not fx.ops and not after:
-            return
-        core = self._core
-        then: list[Callable[[], Any]] = []
+        self._ops.extend(fx.ops)
         if fx.tasks:
-            assert core.dispatcher is not None
-            then.append(functools.partial(core.dispatcher.tell, Dispatch(tuple(fx.tasks))))
+            self._dispatch.extend(fx.tasks)
         if fx.timers:
-            assert core.scheduler is not None
-            then.append(functools.partial(core.scheduler.tell, AddTimers(tuple(fx.timers))))
+            self._timers.extend(fx.timers)
         if fx.cancel_tasks:
-            assert core.dispatcher is not None
-            then.append(functools.partial(core.dispatcher.tell, CancelTasks(sup.run_id)))
-        then.extend(after)
+            self._cancel.append(sup.run_id)
+        if after is not None:
+            self._then.append(after)
+        if on_error is not None:
+            self._on_error.append(on_error)
         if fx.finished:
-            then.append(functools.partial(core.on_run_finished, sup.run_id, sup.workflow_id))
+            self._then.append(
+                functools.partial(self._core.on_run_finished, sup.run_id, sup.workflow_id)
+            )
         if fx.finished or sup.status == RunStatus.QUEUED:
             # Out of memory once durable: finished for good, or queued until admitted.
-            then.append(functools.partial(self.actor_ref.tell, Passivate(sup.run_id)))
-        self._write(Write(fx.ops, tuple(then), on_error))
+            self._then.append(functools.partial(self._durable.append, sup.run_id))
 
-    def _write(self, write: Write) -> None:
+    def _flush(self) -> None:
+        if not (self._ops or self._then):
+            self._folded = 0
+            return
+        errors = self._on_error
+        write = Write(
+            self._ops,
+            self._dispatch,
+            self._timers,
+            self._cancel,
+            self._then,
+            functools.partial(_fail_all, errors) if errors else None,
+        )
+        self._reset()
         assert self._core.writer is not None
         self._core.writer.tell(write)
+
+
+def _fail_all(callbacks: list[Callable[[BaseException], Any]], exc: BaseException) -> None:
+    for callback in callbacks:
+        callback(exc)

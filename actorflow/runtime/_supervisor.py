@@ -22,6 +22,8 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from actorflow._types import RunStatus, StepStatus
 from actorflow.graph._codes import (
     EV_FAILED,
@@ -39,7 +41,7 @@ from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._messages import ErrorInfo, StepFailed, StepSucceeded, TaskSpec
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
-from actorflow.store._records import dump_record, load_record
+from actorflow.store._records import dump_record, inline_output, load_record, output_of
 
 __all__ = ["Effects", "Supervisor"]
 
@@ -77,6 +79,7 @@ class _Step:
         "ended_at",
         "error",
         "failures",
+        "inline",
         "kind",
         "name",
         "next_retry_at",
@@ -98,24 +101,26 @@ class _Step:
         self.next_retry_at: float | None = None
         self.error: dict[str, Any] | None = None
         self.attempts: list[dict[str, Any]] = []
+        self.inline: orjson.Fragment | None = None  # a small JSON output, kept in the record
 
     def record(self) -> bytes:
-        return dump_record(
-            {
-                "name": self.name,
-                "node": self.node,
-                "kind": self.kind,
-                "status": self.status.value,
-                "attempt": self.attempt,
-                "failures": self.failures,
-                "dispatched_at": self.dispatched_at,
-                "started_at": self.started_at,
-                "ended_at": self.ended_at,
-                "next_retry_at": self.next_retry_at,
-                "error": self.error,
-                "attempts": self.attempts,
-            }
-        )
+        rec = {
+            "name": self.name,
+            "node": self.node,
+            "kind": self.kind,
+            "status": self.status.value,
+            "attempt": self.attempt,
+            "failures": self.failures,
+            "dispatched_at": self.dispatched_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "next_retry_at": self.next_retry_at,
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+        if self.inline is not None:
+            rec["output"] = self.inline
+        return dump_record(rec)
 
     @classmethod
     def from_record(cls, rec: dict[str, Any], node: int, kind: str) -> _Step:
@@ -129,6 +134,8 @@ class _Step:
         st.next_retry_at = rec.get("next_retry_at")
         st.error = rec.get("error")
         st.attempts = list(rec.get("attempts", []))
+        if "output" in rec:
+            st.inline = orjson.Fragment(orjson.dumps(rec["output"]))
         return st
 
 
@@ -252,7 +259,7 @@ class Supervisor:
             sup.steps[node] = _Step.from_record(srec, node, sup.steps[node].kind)
             sup.state.status[node] = _NODE_OF_STATUS[sup.steps[node].status]
             if sup.steps[node].status == StepStatus.SUCCEEDED:
-                out = core.store.get(K.VALUES, K.step_key(run_id, srec["name"]))
+                out = output_of(srec, core.store, run_id)
                 if out is not None:
                     sup.outputs[node] = out
         return sup
@@ -328,8 +335,11 @@ class Supervisor:
         )
         self.outputs[node] = msg.output
         ops = self.fx.ops
-        ops.append((K.VALUES, K.step_key(self.run_id, st.name), msg.output))
-        ops.append((K.STEPS, K.step_key(self.run_id, st.name), st.record()))
+        key = K.step_key(self.run_id, st.name)
+        st.inline = inline_output(msg.output)
+        if st.inline is None:  # large or pickled: in its own record
+            ops.append((K.VALUES, key, msg.output))
+        ops.append((K.STEPS, key, st.record()))
         plan, state = self.plan, self.state
         ready, outcome = self.core.evaluator.advance(
             plan.succ_start,
@@ -548,25 +558,22 @@ class Supervisor:
 
     def _put_run(self) -> None:
         result_node = self.plan.result_node
-        self.fx.ops.append(
-            (
-                K.RUNS,
-                K.run_key(self.run_id),
-                dump_record(
-                    {
-                        "id": self.run_id,
-                        "workflow": self.workflow_id,
-                        "status": self.status.value,
-                        "created_at": self.created_at,
-                        "started_at": self.started_at,
-                        "ended_at": self.ended_at,
-                        "idempotency_key": self.idempotency_key,
-                        "plan": self.plan.fingerprint,
-                        "deadline": self.deadline,
-                        "result_step": self.plan.names[result_node] if result_node >= 0 else None,
-                        "error": self.error,
-                        "cancel_reason": self.cancel_reason,
-                    }
-                ),
-            )
-        )
+        rec: dict[str, Any] = {
+            "id": self.run_id,
+            "workflow": self.workflow_id,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "idempotency_key": self.idempotency_key,
+            "plan": self.plan.fingerprint,
+            "deadline": self.deadline,
+            "result_step": self.plan.names[result_node] if result_node >= 0 else None,
+            "error": self.error,
+            "cancel_reason": self.cancel_reason,
+        }
+        if self.status == RunStatus.COMPLETED and result_node >= 0:
+            inline = self.steps[result_node].inline
+            if inline is not None:  # small JSON: RunHandle.result() reads one record
+                rec["result"] = inline
+        self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))

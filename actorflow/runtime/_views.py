@@ -29,7 +29,7 @@ from actorflow.errors import (
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, describe_value
 from actorflow.store._protocol import Store
-from actorflow.store._records import load_record
+from actorflow.store._records import load_record, output_of, step_output
 
 __all__ = [
     "AttemptDetails",
@@ -354,13 +354,13 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         if found is None:
             steps.append(_step({"name": name, "kind": kind, "status": "pending"}, None))
         else:
-            steps.append(_step(found, store.get(K.VALUES, K.step_key(run_id, name))))
+            steps.append(_step(found, output_of(found, store, run_id)))
     for rec_ in extra:
-        steps.append(_step(rec_, store.get(K.VALUES, K.step_key(run_id, rec_["name"]))))
+        steps.append(_step(rec_, output_of(rec_, store, run_id)))
     status = RunStatus(rec["status"])
     result: str | None = None
     if status == RunStatus.COMPLETED and rec.get("result_step"):
-        raw = store.get(K.VALUES, K.step_key(run_id, rec["result_step"]))
+        raw = step_output(store, run_id, rec["result_step"])
         result = describe_value(raw) if raw is not None else None
     payload = store.get(K.VALUES, K.payload_key(run_id))
     ended = rec.get("ended_at")
@@ -426,10 +426,12 @@ def run_outcome(store: Store, run_id: str) -> tuple[RunStatus, Any, ActorflowErr
     rec = read_run(store, run_id)
     status = RunStatus(rec["status"])
     if status == RunStatus.COMPLETED:
+        if "result" in rec:
+            return status, rec["result"], None
         step = rec.get("result_step")
         if not step:
             return status, None, None
-        raw = store.get(K.VALUES, K.step_key(run_id, step))
+        raw = step_output(store, run_id, step)
         return status, (decode_value(raw, f"result of run {run_id}") if raw else None), None
     if status == RunStatus.FAILED:
         return status, None, error_from_record(rec.get("error") or {}, run_id)

@@ -12,18 +12,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+import pykka
 
 from actorflow import _faults
 from actorflow.runtime._inbox import Actor
-from actorflow.runtime._messages import Write
+from actorflow.runtime._messages import AddTimers, CancelTasks, Dispatch, Write
 from actorflow.store._protocol import Op, Store
 
-__all__ = ["StoreWriter", "WriterStats"]
+__all__ = ["StoreWriter", "Targets", "WriterStats"]
 
 log = logging.getLogger("actorflow.store")
 
 _SYNC_EVERY = 1.0  # seconds between fsyncs in "fast" mode
+
+
+class Targets(Protocol):
+    """Where the writer delivers a group's effects (the engine core)."""
+
+    dispatcher: Any
+    scheduler: Any
 
 
 class WriterStats:
@@ -65,8 +74,10 @@ class StoreWriter(Actor):
         max_batch: int,
         periodic_sync: bool,
         on_failure: Callable[[BaseException], Any],
+        targets: Targets | None = None,
     ) -> None:
         super().__init__()
+        self._targets = targets
         self._store = store
         self._max_batch = max_batch
         self._periodic_sync = periodic_sync
@@ -124,12 +135,34 @@ class StoreWriter(Actor):
             if now - self._last_sync >= _SYNC_EVERY:
                 self._store.sync()
                 self._last_sync = now
+        self._deliver(batch)
         for w in batch:
             for callback in w.then:
                 try:
                     callback()
                 except Exception:  # a stopped receiver at shutdown; never lose the others
                     log.debug("write callback failed", exc_info=True)
+
+    def _deliver(self, batch: list[Write]) -> None:
+        """Carry out the group's effects: one message per receiver for the whole group."""
+        tasks = [t for w in batch for t in w.dispatch]
+        timers = [t for w in batch for t in w.timers]
+        cancels = [r for w in batch for r in w.cancel]
+        if not (tasks or timers or cancels):
+            return
+        targets = self._targets
+        if targets is None:
+            raise RuntimeError("this writer has no dispatcher or scheduler to deliver to")
+        try:
+            # Dispatch before cancel: a run cancelled in the same group loses its new tasks.
+            if tasks:
+                targets.dispatcher.tell(Dispatch(tuple(tasks)))
+            if cancels:
+                targets.dispatcher.tell(CancelTasks(tuple(cancels)))
+            if timers:
+                targets.scheduler.tell(AddTimers(tuple(timers)))
+        except pykka.ActorDeadError:
+            log.debug("engine stopping: effects left to recovery")
 
     @staticmethod
     def _fail(batch: list[Write], exc: BaseException) -> None:

@@ -3,13 +3,19 @@
 A run record (``runs`` database)::
 
     {"id", "workflow", "status", "created_at", "started_at", "ended_at", "idempotency_key",
-     "plan", "deadline", "result_step", "error", "cancel_reason"}
+     "plan", "deadline", "result_step", "result", "error", "cancel_reason"}
+
+``result`` (a completed run's result) is present when it is small JSON; otherwise it is the
+output of ``result_step``.
 
 A step record (``steps`` database)::
 
     {"name", "node", "kind", "status", "attempt", "failures", "dispatched_at", "started_at",
-     "ended_at", "next_retry_at", "error",
+     "ended_at", "next_retry_at", "error", "output",
      "attempts": [{"attempt", "status", "kind", "started_at", "ended_at", "error", "pid"}]}
+
+A completed step's output is inline in ``output`` when it is small JSON (saving a write per
+step); otherwise ``output`` is absent and the encoded value is in the ``values`` database.
 
 ``error`` objects: ``{"kind", "type", "types", "message", "traceback", "exc", "exitcode",
 "signal", "timeout", "step", "attempt"}`` where ``exc`` is the base64 pickled exception, if it
@@ -23,8 +29,19 @@ from typing import Any
 import orjson
 
 from actorflow.errors import StoreCorrupted
+from actorflow.store import _keys
 
-__all__ = ["dump_record", "load_record"]
+__all__ = [
+    "INLINE_OUTPUT_MAX",
+    "dump_record",
+    "inline_output",
+    "load_record",
+    "output_of",
+    "step_output",
+]
+
+#: Encoded JSON outputs up to this size live inside their step record.
+INLINE_OUTPUT_MAX = 2048
 
 # orjson: records are written on every state change, and it is ten times faster than json.
 dump_record = orjson.dumps
@@ -39,3 +56,27 @@ def load_record(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise StoreCorrupted(f"{what}: record is not a JSON object")
     return record
+
+
+def inline_output(encoded: bytes) -> orjson.Fragment | None:
+    """The fragment to embed in a step record, or None if the output goes to ``values``."""
+    if len(encoded) <= INLINE_OUTPUT_MAX and encoded[:1] == b"J":
+        return orjson.Fragment(encoded[1:])
+    return None
+
+
+def output_of(record: dict[str, Any], store: Any, run_id: str) -> bytes | None:
+    """The encoded output of the step ``record`` describes, or None if it has none."""
+    if "output" in record:
+        return b"J" + orjson.dumps(record["output"])
+    if record.get("status") != "succeeded":
+        return None
+    return store.get(_keys.VALUES, _keys.step_key(run_id, record["name"]))  # type: ignore[no-any-return]
+
+
+def step_output(store: Any, run_id: str, step: str) -> bytes | None:
+    """The encoded output of step ``step`` of ``run_id``, or None if it has not completed."""
+    raw = store.get(_keys.STEPS, _keys.step_key(run_id, step))
+    if raw is None:
+        return None
+    return output_of(load_record(raw, f"step {step!r} of run {run_id}"), store, run_id)

@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -59,9 +60,14 @@ def error_tuple(exc: BaseException) -> W.ErrorTuple:
 class _Worker:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.poller = select.poll()
+        self.poller.register(conn.fileno(), select.POLLIN)
         self.send_lock = threading.Lock()
         self.functions: dict[str, Callable[[Any], Any]] = {}
-        self.backlog: deque[tuple[Any, ...]] = deque()
+        self.tasks: deque[tuple[Any, ...]] = deque()  # received, not started
+        self.cancelled: set[int] = set()
+        self.replies: dict[int, tuple[Any, ...]] = {}
+        self.stopping = False
         self.next_req = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task_id = -1
@@ -75,24 +81,52 @@ class _Worker:
         with self.send_lock:
             self.conn.send_bytes(data)
 
-    def recv(self) -> tuple[Any, ...]:
-        if self.backlog:
-            return self.backlog.popleft()
-        msg: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
-        return msg
+    def take(self, msg: tuple[Any, ...]) -> None:
+        """File one incoming message."""
+        op = msg[0]
+        if op == W.TASKS:
+            self.tasks.extend(msg[1])
+        elif op == W.CANCEL:
+            self.cancelled.add(msg[1])
+        elif op == W.REPLY:
+            self.replies[msg[1]] = msg
+        elif op == W.STOP:
+            self.stopping = True
+
+    def receive(self, block: bool) -> None:
+        """Take every message waiting in the pipe (waiting for one if ``block``)."""
+        conn = self.conn
+        if block:
+            self.take(pickle.loads(conn.recv_bytes()))
+        # A persistent poll object: Connection.poll() builds a selector on every call.
+        while self.poller.poll(0):
+            self.take(pickle.loads(conn.recv_bytes()))
+
+    def serve(self) -> None:
+        while not self.stopping:
+            if not self.tasks:
+                self.receive(block=True)
+                continue
+            # Cancels for queued tasks may be in the pipe behind them: read before starting.
+            self.receive(block=False)
+            task = self.tasks.popleft()
+            if task[0] in self.cancelled:
+                self.cancelled.discard(task[0])
+                self.send((W.SKIPPED, task[0]))
+                continue
+            self.run(task)
 
     def request(self, op: str, arg: Any) -> Any:
-        """Ask the engine something and wait for the reply, keeping other messages queued."""
+        """Ask the engine something and wait for the reply; other messages are filed."""
         self.next_req += 1
         req_id = self.next_req
         self.send((W.REQUEST, req_id, self.task_id, op, arg))
-        while True:
-            msg: tuple[Any, ...] = pickle.loads(self.conn.recv_bytes())
-            if msg[0] == W.REPLY and msg[1] == req_id:
-                if not msg[2]:
-                    raise RuntimeError(f"engine could not answer {op!r}: {msg[3]}")
-                return msg[3]
-            self.backlog.append(msg)  # a prefetched task: run it after this one
+        while req_id not in self.replies:
+            self.receive(block=True)
+        msg = self.replies.pop(req_id)
+        if not msg[2]:
+            raise RuntimeError(f"engine could not answer {op!r}: {msg[3]}")
+        return msg[3]
 
     def function(self, key: str, ref: str | None, blob: bytes | None) -> Callable[[Any], Any]:
         fn = self.functions.get(key)
@@ -111,8 +145,8 @@ class _Worker:
         assert fn is not None
         return fn
 
-    def run(self, msg: tuple[Any, ...]) -> None:
-        (_, task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level) = msg
+    def run(self, task: tuple[Any, ...]) -> None:
+        (task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level) = task
         self.task_id = task_id
         if level != self.log_level:  # setLevel clears every logger's cache: only on change
             _step_logger.setLevel(level)
@@ -190,13 +224,7 @@ def worker_main(conn: Connection, sys_path: list[str], preload: tuple[str, ...])
         importlib.import_module(module)
     worker = _Worker(conn)
     worker.send((W.HELLO, os.getpid()))
-    while True:
-        try:
-            msg = worker.recv()
-        except (EOFError, OSError):
-            return  # the engine went away
-        op = msg[0]
-        if op == W.TASK:
-            worker.run(msg)
-        elif op == W.STOP:
-            return
+    try:
+        worker.serve()
+    except (EOFError, OSError):
+        return  # the engine went away

@@ -1,14 +1,18 @@
 """The wire protocol between the engine and a worker process.
 
-Each worker has its own duplex pipe. Messages are plain tuples (they pickle several times faster
-than dataclasses, and this is the hottest path in the engine), tagged by their first element:
+Each worker has its own duplex pipe carrying length-prefixed frames (the framing of
+``multiprocessing.Connection.send_bytes``), each a pickled tuple tagged by its first element.
+Tuples pickle several times faster than dataclasses, and this is the engine's hottest path.
 
 Engine to worker:
 
-- ``(TASK, task_id, run_id, step, attempt, workflow_id, fn_key, fn_ref, fn_blob, payload,
-  last, log_level)``: run a step. ``fn_ref``/``fn_blob`` are sent only the first time this
-  worker sees ``fn_key`` (else None: the worker has it cached). ``payload`` and ``last`` are
-  encoded values (see :mod:`actorflow.store._codec`), decoded only if the step reads them.
+- ``(TASKS, [task, ...])``: run these in order. A task is ``(task_id, run_id, step, attempt,
+  workflow_id, fn_key, fn_ref, fn_blob, payload, last, log_level)``; ``fn_ref``/``fn_blob``
+  are sent only the first time this worker sees ``fn_key`` (else None: it has it cached).
+  ``payload`` and ``last`` are encoded values (:mod:`actorflow.store._codec`), decoded only if
+  the step reads them. Several tasks in one frame is how a busy worker is kept fed (prefetch)
+  without one system call per task.
+- ``(CANCEL, task_id)``: do not start this queued task (answered with ``SKIPPED``).
 - ``(REPLY, req_id, ok, value)``: the answer to a worker's request.
 - ``(STOP,)``: exit after the current task.
 
@@ -17,6 +21,7 @@ Worker to engine:
 - ``(HELLO, pid)``: started and ready for tasks.
 - ``(DONE, task_id, ok, data, started, ended)``: a task finished. ``ok``: ``data`` is the
   encoded output; else ``data`` is an :data:`ErrorTuple`. Times are wall clock.
+- ``(SKIPPED, task_id)``: a cancelled task was dropped unstarted.
 - ``(REQUEST, req_id, task_id, op, arg)``: a question for the engine while a task runs
   (``op`` ``"output"``: the encoded output of step ``arg`` of the task's run).
 - ``(LOG, task_id, levelno, message)``: a record logged through ``ctx.log``.
@@ -24,17 +29,95 @@ Worker to engine:
 
 from __future__ import annotations
 
-from typing import Final
+import os
+import pickle
+import struct
+from typing import Any, Final
 
-__all__ = ["DONE", "HELLO", "LOG", "REPLY", "REQUEST", "STOP", "TASK", "ErrorTuple"]
+__all__ = [
+    "CANCEL",
+    "DONE",
+    "HELLO",
+    "LOG",
+    "REPLY",
+    "REQUEST",
+    "SKIPPED",
+    "STOP",
+    "TASKS",
+    "ErrorTuple",
+    "FrameReader",
+    "encode_frame",
+]
 
-TASK: Final = "T"
+TASKS: Final = "T"
+CANCEL: Final = "C"
 REPLY: Final = "R"
 STOP: Final = "X"
 HELLO: Final = "H"
 DONE: Final = "D"
+SKIPPED: Final = "S"
 REQUEST: Final = "Q"
 LOG: Final = "L"
 
 #: (type qualified name, MRO qualified names, message, traceback text, pickled exception|None)
 ErrorTuple = tuple[str, tuple[str, ...], str, str, bytes | None]
+
+_I32 = struct.Struct("!i")
+_U64 = struct.Struct("!Q")
+
+
+def encode_frame(msg: tuple[Any, ...]) -> bytes:
+    """One frame, as ``Connection.send_bytes`` would write it (4-byte length, then pickle)."""
+    body = pickle.dumps(msg, 5)
+    n = len(body)
+    if n > 0x7FFFFFFF:
+        return _I32.pack(-1) + _U64.pack(n) + body
+    return _I32.pack(n) + body
+
+
+class FrameReader:
+    """Reads whatever a pipe holds in one system call and splits it into messages.
+
+    ``Connection.recv_bytes`` costs two reads per message (header, then body); a busy worker
+    may have several results waiting, so one large read serves them all.
+
+    Args:
+        fd: the pipe's file descriptor (the caller keeps it open).
+    """
+
+    __slots__ = ("_buf", "_fd")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = bytearray()
+
+    def read(self) -> list[tuple[Any, ...]]:
+        """Read what is available and return every complete message (maybe none).
+
+        Raises:
+            EOFError: the other end closed the pipe.
+        """
+        chunk = os.read(self._fd, 1 << 16)
+        if not chunk:
+            raise EOFError("worker pipe closed")
+        buf = self._buf
+        buf += chunk
+        out: list[tuple[Any, ...]] = []
+        pos, end = 0, len(buf)
+        with memoryview(buf) as view:  # no copy per message; released before the resize
+            while end - pos >= 4:
+                (n,) = _I32.unpack_from(view, pos)
+                head = 4
+                if n == -1:
+                    if end - pos < 12:
+                        break
+                    (n,) = _U64.unpack_from(view, pos + 4)
+                    head = 12
+                if end - pos - head < n:
+                    break
+                start = pos + head
+                out.append(pickle.loads(view[start : start + n]))
+                pos = start + n
+        if pos:
+            del buf[:pos]
+        return out

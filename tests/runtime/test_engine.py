@@ -281,3 +281,21 @@ def test_result_without_a_running_engine(engine: af.Engine) -> None:
     engine.stop(drain=False)  # kill the step: it is retried when an engine starts again
     with pytest.raises(af.EngineNotRunning, match="no engine is running"):
         run.result(timeout=1)
+
+
+def test_trigger_many(engine: af.Engine) -> None:
+    engine.define("inc").step("one", steps.add_one)
+    with engine:
+        handles = engine.trigger_many("inc", [{"n": i} for i in range(50)])
+        assert [h.result(timeout=30) for h in handles] == [i + 1 for i in range(50)]
+        keyed = engine.trigger_many(
+            "inc", [{"n": 1}, {"n": 2}, {"n": 3}], idempotency_keys=["a", None, "a"]
+        )
+        assert keyed[0].id == keyed[2].id != keyed[1].id
+        assert [h.result(timeout=30) for h in keyed] == [2, 3, 2]
+        before = len(engine.runs(limit=None))
+        with pytest.raises(af.InvalidPayload, match=r"payloads\[1\]"):
+            engine.trigger_many("inc", [{"n": 1}, threading.Lock()])
+        with pytest.raises(af.ClientError, match="idempotency_keys"):
+            engine.trigger_many("inc", [{"n": 1}], idempotency_keys=[])
+        assert len(engine.runs(limit=None)) == before  # nothing was started

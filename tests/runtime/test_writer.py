@@ -29,7 +29,7 @@ def test_concurrent_writes_share_transactions(tmp_path: Path) -> None:
             writer.tell(
                 Write(
                     [(K.RUNS, f"{t}-{i}".encode(), b"x" * 200)],
-                    (lambda d=done: d.set_result(None),),
+                    then=(lambda d=done: d.set_result(None),),
                 )
             )
 
@@ -61,12 +61,18 @@ def test_ack_only_after_commit_and_failure_is_reported(tmp_path: Path) -> None:
     failures: list[BaseException] = []
     writer = StoreWriter.start(store, 4096, False, failures.append)
     ok: Future[None] = Future()
-    writer.tell(Write([(K.RUNS, b"a", b"1")], (lambda: ok.set_result(None),)))
+    writer.tell(Write([(K.RUNS, b"a", b"1")], then=(lambda: ok.set_result(None),)))
     ok.result(timeout=10)
     assert store.get(K.RUNS, b"a") == b"1"
     store.fail = True
     bad: Future[None] = Future()
-    writer.tell(Write([(K.RUNS, b"b", b"1")], (lambda: bad.set_result(None),), bad.set_exception))
+    writer.tell(
+        Write(
+            [(K.RUNS, b"b", b"1")],
+            then=(lambda: bad.set_result(None),),
+            on_error=bad.set_exception,
+        )
+    )
     with pytest.raises(StoreError, match="disk full"):
         bad.result(timeout=10)
     writer.stop()
