@@ -33,7 +33,7 @@ def table(results: dict[str, Any]) -> str:
     ]  # fmt: skip
     head = ("benchmark", "actorflow", "baseline (same run)", "ratio", "target")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     return "\n".join([line.format(*head), line.format(*("-" * w for w in widths))] +
                      [line.format(*r) for r in rows])  # fmt: skip
 
