@@ -25,6 +25,7 @@ StoreKind = Literal["lmdb", "memory"]
 StartMethod = Literal["forkserver", "spawn"]
 
 _ENV_PREFIX = "ACTORFLOW_"
+_ARTICLE = {"int": "an", "float": "a"}
 
 
 @dataclass(frozen=True)
@@ -158,5 +159,7 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
         if text == "float":
             return float(raw)
     except ValueError:
-        raise ConfigError(f"{var}: expected a {text}, got {raw!r}") from None
+        raise ConfigError(
+            f"{var}: expected {_ARTICLE.get(text, 'a')} {text}, got {raw!r}"
+        ) from None
     raise ConfigError(f"{var}: cannot be set from the environment")

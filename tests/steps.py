@@ -146,3 +146,8 @@ def numbered(ctx: Any) -> int:
     if pause:
         time.sleep(pause)
     return int(ctx.run.step[1:])
+
+
+def shout(ctx: Any) -> str:
+    record(ctx)
+    return str(ctx.last).upper()

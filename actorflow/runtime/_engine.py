@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import pykka
 
@@ -44,6 +44,8 @@ from actorflow.store._protocol import Op, Store, ensure_format
 from actorflow.store._records import dump_record, load_record
 
 __all__ = ["Engine"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("actorflow.engine")
 
@@ -94,7 +96,6 @@ class Engine:
         self._lock = threading.RLock()
         self._core: Core | None = None
         self._store: Store | None = None
-        self._read_store: Store | None = None
         self._actors: list[pykka.ActorRef[Any]] = []
         self._failure: BaseException | None = None
         self._idem_lock = threading.Lock()
@@ -166,7 +167,6 @@ class Engine:
             if self._core is not None:
                 return self
             compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
-            self._close_reader()
             store = self._open_store()
             try:
                 ensure_format(store)
@@ -448,7 +448,7 @@ class Engine:
         Raises:
             RunNotFound: no such run.
         """
-        rec = read_run(self._reader(), run_id)
+        rec = self._read(read_run, run_id)
         return RunHandle(self, run_id, rec["workflow"])
 
     # -- inspection ------------------------------------------------------------------------
@@ -459,7 +459,7 @@ class Engine:
         Raises:
             RunNotFound: no such run.
         """
-        return inspect_run(self._reader(), run_id)
+        return self._read(inspect_run, run_id)
 
     def runs(
         self,
@@ -474,7 +474,7 @@ class Engine:
             status: only runs in this status (``"failed"``, ``RunStatus.RUNNING``...).
             limit: at most this many (None: all).
         """
-        return list_runs(self._reader(), workflow, status, limit)
+        return self._read(list_runs, workflow, status, limit)
 
     def statistics(self) -> dict[str, Any]:
         """Counters of the pool, the store writer and the shards (not for hot loops)."""
@@ -512,21 +512,28 @@ class Engine:
         core.route(run_id).tell(CancelRun(run_id, str(reason), fut))
         return fut
 
-    def _reader(self) -> Store:
-        """The store to read: the live one, or a read-only view when stopped."""
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Call ``fn(store, *args)`` on the store to read.
+
+        While running, that is the live store. When stopped, an LMDB store is opened read-only
+        for the call and closed after it: LMDB allows one environment per file per process,
+        so a lingering read-only handle would keep any engine from opening the store later.
+        """
         live = self._store
         if live is not None:
-            return live
-        with self._lock:
-            if self._custom_store is not None:
-                return self._custom_store
-            if self.config.store == "memory":
+            return fn(live, *args)
+        if self._custom_store is not None:
+            return fn(self._custom_store, *args)
+        if self.config.store == "memory":
+            with self._lock:
                 if self._memory_store is None:
                     self._memory_store = MemoryStore()
-                return self._memory_store
-            if self._read_store is None:
-                self._read_store = LmdbStore(self.config.data_dir, read_only=True)
-            return self._read_store
+            return fn(self._memory_store, *args)
+        reader = LmdbStore(self.config.data_dir, read_only=True)
+        try:
+            return fn(reader, *args)
+        finally:
+            reader.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -590,7 +597,7 @@ class Engine:
         Raises:
             WorkflowNotFound: the store has no such definition.
         """
-        raw = self._reader().get(K.DEFINITIONS, workflow.encode())
+        raw = self._read(lambda store: store.get(K.DEFINITIONS, workflow.encode()))
         if raw is None:
             raise WorkflowNotFound(workflow, list(self._definitions))
         return load_record(raw, f"definition {workflow}")
@@ -631,11 +638,6 @@ class Engine:
         # restarted engine sees the same data; an LMDB store is closed.
         if isinstance(store, LmdbStore):
             store.close()
-
-    def _close_reader(self) -> None:
-        if self._read_store is not None:
-            self._read_store.close()
-            self._read_store = None
 
     def _store_label(self) -> str:
         if self._custom_store is not None:

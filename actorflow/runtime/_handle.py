@@ -51,7 +51,7 @@ class RunHandle:
         Raises:
             RunNotFound: the run does not exist.
         """
-        return RunStatus(read_run(self._engine._reader(), self.id)["status"])
+        return RunStatus(self._engine._read(read_run, self.id)["status"])
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish and return its result (the last step's output).
@@ -121,7 +121,7 @@ class RunHandle:
 
     def inspect(self) -> RunDetails:
         """Everything recorded about the run (same as ``engine.inspect(run.id)``)."""
-        return inspect_run(self._engine._reader(), self.id)
+        return self._engine._read(inspect_run, self.id)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class RunHandle:
 
     def _outcome(self) -> tuple[bool, Any]:
         """(True, result) once finished, raising the run's error if it failed."""
-        status, result, error = run_outcome(self._engine._reader(), self.id)
+        status, result, error = self._engine._read(run_outcome, self.id)
         if error is not None:
             raise error
         return status.terminal, result

@@ -299,3 +299,102 @@ def test_trigger_many(engine: af.Engine) -> None:
         with pytest.raises(af.ClientError, match="idempotency_keys"):
             engine.trigger_many("inc", [{"n": 1}], idempotency_keys=[])
         assert len(engine.runs(limit=None)) == before  # nothing was started
+
+
+def test_corrupted_store_is_refused_and_left_intact(
+    make_engine: Callable[..., af.Engine], data_dir: Path
+) -> None:
+    engine = make_engine()
+    engine.define("w").step("one", steps.add_one)
+    with engine:
+        engine.trigger("w", {"n": 1}).result(timeout=30)
+    data = data_dir / "data.mdb"
+    original = data.read_bytes()
+    data.write_bytes(b"\x00garbage" * 4096)
+    broken = make_engine()
+    broken.define("w").step("one", steps.add_one)
+    with pytest.raises(af.StoreCorrupted, match="not a valid LMDB store"):
+        broken.start()
+    assert not broken.running
+    assert data.read_bytes() == b"\x00garbage" * 4096  # untouched: restore from backup
+    data.write_bytes(original)  # restored, everything is still there
+    again = make_engine()
+    again.define("w").step("one", steps.add_one)
+    with again:
+        assert again.runs()[0].status == af.RunStatus.COMPLETED
+
+
+def test_second_engine_on_the_same_store_is_refused(make_engine: Callable[..., af.Engine]) -> None:
+    first = make_engine()
+    first.define("w").step("one", steps.add_one)
+    second = make_engine()
+    second.define("w").step("one", steps.add_one)
+    with first:
+        with pytest.raises(af.StoreError, match="in use by another engine"):
+            second.start()
+        assert first.trigger("w", {"n": 1}).result(timeout=30) == 2
+
+
+def test_newer_store_format_is_refused(
+    make_engine: Callable[..., af.Engine], data_dir: Path
+) -> None:
+    from actorflow.store import LmdbStore
+    from actorflow.store import _keys as K
+
+    store = LmdbStore(data_dir)
+    store.write([(K.META, K.FORMAT_KEY, b"99")])
+    store.close()
+    engine = make_engine()
+    engine.define("w").step("one", steps.add_one)
+    with pytest.raises(af.StoreError, match="format 99 is newer"):
+        engine.start()
+
+
+def test_store_failure_halts_the_engine_cleanly(make_engine: Callable[..., af.Engine]) -> None:
+    from actorflow.store import MemoryStore
+
+    class DiskFull(MemoryStore):
+        fail = False
+
+        def write(self, ops):  # type: ignore[no-untyped-def]
+            if self.fail:
+                raise af.StoreError("disk full")
+            super().write(ops)
+
+    store = DiskFull()
+    engine = make_engine(store=store)
+    engine.define("slow").step("slow", steps.slow)
+    with engine:
+        run = engine.trigger("slow", {"sleep": 0.3})
+        store.fail = True
+        with pytest.raises(af.StoreError, match="disk full"):
+            run.result(timeout=30)
+        with pytest.raises(af.StoreError, match="halted"):
+            engine.trigger("slow", {})
+    store.fail = False
+    assert engine.inspect(run.id).status == af.RunStatus.RUNNING  # nothing half-written
+
+
+def test_drain_finishes_in_flight_steps_and_recovery_continues(
+    make_engine: Callable[..., af.Engine], counter_file: Path
+) -> None:
+    engine = make_engine()
+    engine.define("two").step("slow", steps.slow).step("after", steps.shout)
+    engine.start()
+    run = engine.trigger("two", {"sleep": 0.5, "log": str(counter_file), "n": 0})
+    wait_until(lambda: executions(counter_file).get("slow") == 1)
+    engine.stop(drain=True, timeout=30)
+    details = engine.inspect(run.id)
+    assert details.step("slow").status == af.StepStatus.SUCCEEDED  # finished and recorded
+    assert details.status == af.RunStatus.RUNNING
+    assert executions(counter_file) == {"slow": 1}  # "after" was not started
+    again = make_engine()
+    again.define("two").step("slow", steps.slow).step("after", steps.shout)
+    with again:
+        assert again.run(run.id).result(timeout=30) == "SLOW DONE"
+        # attempt 1 of "after" was recorded but never sent (the engine was draining)
+        assert [a.status for a in again.inspect(run.id).step("after").attempts] == [
+            "interrupted",
+            "succeeded",
+        ]
+    assert executions(counter_file) == {"slow": 1, "after": 1}
