@@ -66,7 +66,7 @@ _dumps = pickle.dumps
 #: and block the dispatcher until the worker reads it.
 _PREFETCH_MAX_BYTES = 32 * 1024
 #: Queue about this much work (seconds, by the worker's recent task durations) in a worker.
-_PREFETCH_WORK = 0.002
+_PREFETCH_WORK = 0.02
 #: Queued tasks per worker before its task durations are known.
 _PREFETCH_MIN = 1
 
