@@ -151,3 +151,12 @@ def numbered(ctx: Any) -> int:
 def shout(ctx: Any) -> str:
     record(ctx)
     return str(ctx.last).upper()
+
+
+def wait_for_marker(ctx: Any) -> str:
+    """Block until the file named in the payload exists (the test decides when)."""
+    record(ctx)
+    marker = Path(ctx.payload["marker"])
+    while not marker.exists():
+        time.sleep(0.01)
+    return "released"

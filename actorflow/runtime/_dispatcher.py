@@ -65,10 +65,10 @@ _dumps = pickle.dumps
 #: Only tasks this small are queued behind a running one: a large frame could fill the pipe
 #: and block the dispatcher until the worker reads it.
 _PREFETCH_MAX_BYTES = 32 * 1024
-#: Queue about this much work (seconds, by the worker's recent task durations) in a worker.
+#: Queue about this much work (seconds, by recent task durations) inside a worker.
 _PREFETCH_WORK = 0.02
-#: Queued tasks per worker before its task durations are known.
-_PREFETCH_MIN = 1
+#: Queue tasks only behind a task whose function usually takes at most this long.
+_PREFETCH_HEAD_MAX = 0.05
 
 
 def _mro_names(cls: type) -> tuple[str, ...]:
@@ -93,7 +93,6 @@ class _Worker:
     __slots__ = (
         "conn",
         "deadline",
-        "ema",
         "fns",
         "inflight",
         "kill_at",
@@ -115,7 +114,6 @@ class _Worker:
         self.deadline: float | None = None  # monotonic; of the task at the head
         self.kill_at: float | None = None  # monotonic; SIGKILL if still alive then
         self.fns: set[str] = set()  # function keys this worker has cached
-        self.ema: float | None = None  # moving average of its task durations, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +174,7 @@ class Dispatcher(Actor):
         self._idle: list[_Worker] = []  # a stack: reuse the warmest worker first
         self._queue: deque[TaskSpec] = deque()
         self._tasks: dict[int, tuple[_Worker, _Inflight]] = {}
+        self._fn_ema: dict[str, float] = {}  # recent task duration by function, seconds
         self._reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]] = {}
         self._next_task = 0
         self._next_wid = 0
@@ -299,31 +298,41 @@ class Dispatcher(Actor):
             self._fail_queued()
 
     def _fill(self, w: _Worker, share: int) -> None:
-        """Send ``w`` up to ``share`` tasks: one to run, and some to queue behind it.
+        """Send ``w`` up to ``share`` tasks: one to run, and maybe some to queue behind it.
 
-        How many may wait in a worker adapts to how long its tasks take (about 2 ms of work,
-        at most ``prefetch``): tiny tasks travel in large batches, long ones one at a time so
-        that the last tasks of a fan-out are not stuck behind a busy worker. A busy worker is
-        topped up only once its queue is half empty, so each frame carries several tasks.
+        Tasks wait inside a worker only behind a task known to be short (its function's
+        recent durations), so nothing is stuck behind a long task while another worker idles.
+        How many may wait adapts to those durations (about :data:`_PREFETCH_WORK` of work, at
+        most ``prefetch``): tiny tasks travel in large batches, 10 ms tasks one or two at a
+        time. A busy worker is topped up only once its queue is half empty, so each frame
+        carries several tasks.
         """
-        allowed = _PREFETCH_MIN
-        if w.ema is not None and self._prefetch:
-            allowed = max(1, min(self._prefetch, int(_PREFETCH_WORK / max(w.ema, 1e-6))))
-        elif not self._prefetch:
-            allowed = 0
+        head = w.inflight[0].spec if w.inflight else self._queue[0]
+        allowed = 0
+        if self._prefetch and self._short(head):
+            ema = self._fn_ema[head.fn.key]
+            allowed = max(1, min(self._prefetch, int(_PREFETCH_WORK / max(ema, 1e-6))))
+        if w.inflight and not allowed:
+            return
         queued = len(w.inflight) - 1  # -1: idle
         if queued >= 0 and queued >= max(1, allowed // 2):
             return
         room = min(1 + allowed - len(w.inflight), share)
         queue = self._queue
         batch: list[TaskSpec] = []
+        last = w.inflight[-1].spec if w.inflight else None
         while room > 0 and queue:
-            if (batch or w.inflight) and not _small(queue[0]):
-                break  # only small tasks wait inside a worker
-            batch.append(queue.popleft())
+            if last is not None and not (_small(queue[0]) and self._short(last)):
+                break  # only small tasks wait, and only behind tasks known to be short
+            last = queue.popleft()
+            batch.append(last)
             room -= 1
         if batch:
             self._send(w, batch)
+
+    def _short(self, spec: TaskSpec) -> bool:
+        ema = self._fn_ema.get(spec.fn.key)
+        return ema is not None and ema <= _PREFETCH_HEAD_MAX
 
     def _send(self, w: _Worker, specs: list[TaskSpec]) -> None:
         if _faults.ACTIVE:
@@ -446,7 +455,9 @@ class Dispatcher(Actor):
         entry = found[1]
         self._pop_entry(w, entry)
         took = ended - started
-        w.ema = took if w.ema is None else 0.8 * w.ema + 0.2 * took
+        key = entry.spec.fn.key
+        ema = self._fn_ema.get(key)
+        self._fn_ema[key] = took if ema is None else 0.8 * ema + 0.2 * took
         if entry.cancelled:
             return
         spec = entry.spec

@@ -123,3 +123,20 @@ def test_restart_breaker_opens_after_a_storm(make_engine: Callable[..., af.Engin
         # after the cooldown the pool comes back
         wait_until(lambda: engine.statistics()["pool"]["workers"] == 1)
         assert engine.trigger("fine", {"n": 1}).result(timeout=30) == 2
+
+
+def test_no_task_waits_behind_a_long_one(engine: af.Engine, tmp_path: Path) -> None:
+    """Prefetching never queues work behind a long task while another worker could run it."""
+    marker = tmp_path / "release"
+    engine.define("long").step("block", steps.wait_for_marker)
+    engine.define("short").step("one", steps.add_one)
+    with engine:
+        for i in range(5):  # the short step's duration becomes known: it may be prefetched
+            assert engine.trigger("short", {"n": i}).result(timeout=30) == i + 1
+        blocked = engine.trigger("long", {"marker": str(marker)})
+        handles = engine.trigger_many("short", [{"n": i} for i in range(200)])
+        # all complete on the other worker while the long one still blocks its own
+        assert [h.result(timeout=60) for h in handles] == [i + 1 for i in range(200)]
+        assert blocked.status() == af.RunStatus.RUNNING
+        marker.touch()
+        assert blocked.result(timeout=30) == "released"
