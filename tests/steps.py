@@ -160,3 +160,27 @@ def wait_for_marker(ctx: Any) -> str:
     while not marker.exists():
         time.sleep(0.01)
     return "released"
+
+
+def ignore_sigterm_and_hang(ctx: Any) -> None:
+    """A step that shrugs off SIGTERM: only SIGKILL stops it."""
+    record(ctx)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.05)
+
+
+def _note_unpickled(path: str) -> UnpickleCounter:
+    with open(path, "a") as f:
+        f.write(f"unpickled {os.getpid()}\n")
+    return UnpickleCounter(path)
+
+
+class UnpickleCounter:
+    """Appends a line to ``path`` every time it is unpickled (to count function transfers)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_note_unpickled, (self.path,))

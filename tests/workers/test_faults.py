@@ -140,3 +140,33 @@ def test_no_task_waits_behind_a_long_one(engine: af.Engine, tmp_path: Path) -> N
         assert blocked.status() == af.RunStatus.RUNNING
         marker.touch()
         assert blocked.result(timeout=30) == "released"
+
+
+def test_sigterm_is_followed_by_sigkill(
+    make_engine: Callable[..., af.Engine], counter_file: Path
+) -> None:
+    engine = make_engine(kill_grace=0.3)
+    engine.define("stubborn").step("hang", steps.ignore_sigterm_and_hang, timeout=0.3)
+    with engine:
+        run = engine.trigger("stubborn", {"log": str(counter_file)})
+        with pytest.raises(af.StepTimeout):
+            run.result(timeout=30)
+        pid = int(counter_file.read_text().split()[2])
+        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
+
+
+def test_functions_by_value_are_sent_once_per_worker(engine: af.Engine, tmp_path: Path) -> None:
+    log = tmp_path / "unpickled.log"
+    counter = steps.UnpickleCounter(str(log))
+
+    def closure(ctx: af.StepContext) -> str:  # not importable: travels by cloudpickle
+        return type(counter).__name__
+
+    engine.define("byvalue").step("c", closure)
+    with engine:
+        handles = engine.trigger_many("byvalue", [None] * 30)
+        assert {h.result(timeout=30) for h in handles} == {"UnpickleCounter"}
+    lines = log.read_text().splitlines()
+    assert 1 <= len(lines) <= 2  # once per worker that ran it, not once per task
+    assert len({line.split()[1] for line in lines}) == len(lines)
