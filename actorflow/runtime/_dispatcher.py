@@ -558,23 +558,16 @@ class Dispatcher(Actor):
                 spec.timeout,
                 w.pid,
             )
-            self._report(
-                spec.run_id,
-                StepFailed(
-                    spec.run_id,
-                    spec.step,
-                    spec.attempt,
-                    ErrorInfo(
-                        "timeout",
-                        _TIMEOUT_TYPES[0],
-                        _TIMEOUT_TYPES,
-                        f"timed out after {spec.timeout:g}s (worker killed)",
-                        timeout=spec.timeout,
-                    ),
-                    None,
-                    time.time(),
-                    w.pid,
+            self._fail(
+                spec,
+                ErrorInfo(
+                    "timeout",
+                    _TIMEOUT_TYPES[0],
+                    _TIMEOUT_TYPES,
+                    f"timed out after {spec.timeout:g}s (worker killed)",
+                    timeout=spec.timeout,
                 ),
+                w.pid,
             )
         self._kill(w)
 
@@ -624,23 +617,16 @@ class Dispatcher(Actor):
                     spec.run_id,
                 )
                 if not entry.cancelled:
-                    self._report(
-                        spec.run_id,
-                        StepFailed(
-                            spec.run_id,
-                            spec.step,
-                            spec.attempt,
-                            ErrorInfo(
-                                "crash",
-                                _CRASH_TYPES[0],
-                                _CRASH_TYPES,
-                                f"worker process died ({how})",
-                                exitcode=code,
-                            ),
-                            None,
-                            time.time(),
-                            w.pid,
+                    self._fail(
+                        spec,
+                        ErrorInfo(
+                            "crash",
+                            _CRASH_TYPES[0],
+                            _CRASH_TYPES,
+                            f"worker process died ({how})",
+                            exitcode=code,
                         ),
+                        w.pid,
                     )
             else:
                 log.error("idle worker %d died (%s)", w.pid, how)
@@ -699,18 +685,14 @@ class Dispatcher(Actor):
         )
         while self._queue:
             spec = self._queue.popleft()
-            self._report(
-                spec.run_id,
-                StepFailed(
-                    spec.run_id,
-                    spec.step,
-                    spec.attempt,
-                    ErrorInfo("pool", _POOL_TYPES[0], _POOL_TYPES, message),
-                    None,
-                    time.time(),
-                    None,
-                ),
-            )
+            self._fail(spec, ErrorInfo("pool", _POOL_TYPES[0], _POOL_TYPES, message), None)
+
+    def _fail(self, spec: TaskSpec, error: ErrorInfo, pid: int | None) -> None:
+        """Report a failure the engine observed (not one the step raised)."""
+        self._report(
+            spec.run_id,
+            StepFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid),
+        )
 
     def _cancel(self, run_ids: frozenset[str]) -> None:
         self._queue = deque(s for s in self._queue if s.run_id not in run_ids)
