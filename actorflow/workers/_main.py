@@ -60,6 +60,8 @@ def error_tuple(exc: BaseException) -> W.ErrorTuple:
 class _Worker:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.fd = conn.fileno()
+        self.reader = W.FrameReader(self.fd)
         self.poller = select.poll()
         self.poller.register(conn.fileno(), select.POLLIN)
         self.send_lock = threading.Lock()
@@ -77,9 +79,11 @@ class _Worker:
         _step_logger.propagate = False
 
     def send(self, msg: tuple[Any, ...]) -> None:
-        data = pickle.dumps(msg, 5)
+        frame = W.encode_frame(msg)
         with self.send_lock:
-            self.conn.send_bytes(data)
+            view = memoryview(frame)
+            while view:  # a blocking pipe takes it all; the loop only guards against EINTR
+                view = view[os.write(self.fd, view) :]
 
     def take(self, msg: tuple[Any, ...]) -> None:
         """File one incoming message."""
@@ -94,21 +98,31 @@ class _Worker:
             self.stopping = True
 
     def receive(self, block: bool) -> None:
-        """Take every message waiting in the pipe (waiting for one if ``block``)."""
-        conn = self.conn
-        if block:
-            self.take(pickle.loads(conn.recv_bytes()))
-        # A persistent poll object: Connection.poll() builds a selector on every call.
-        while self.poller.poll(0):
-            self.take(pickle.loads(conn.recv_bytes()))
+        """Take every message waiting in the pipe (waiting for at least one if ``block``).
+
+        One read takes whatever the pipe holds; a persistent poll object tells whether it
+        holds anything (``Connection.poll`` builds a selector on every call).
+        """
+        if not block and not self.poller.poll(0):
+            return
+        while True:
+            messages = self.reader.read()
+            for msg in messages:
+                self.take(msg)
+            if messages or not block:
+                return  # a partial frame is finished by the next read
 
     def serve(self) -> None:
+        fresh = False
         while not self.stopping:
             if not self.tasks:
                 self.receive(block=True)
+                fresh = True  # just drained the pipe: nothing more to look for yet
                 continue
-            # Cancels for queued tasks may be in the pipe behind them: read before starting.
-            self.receive(block=False)
+            if not fresh:
+                # Cancels for queued tasks may be in the pipe behind them: read them first.
+                self.receive(block=False)
+            fresh = False
             task = self.tasks.popleft()
             if task[0] in self.cancelled:
                 self.cancelled.discard(task[0])
