@@ -398,3 +398,10 @@ def test_drain_finishes_in_flight_steps_and_recovery_continues(
             "succeeded",
         ]
     assert executions(counter_file) == {"slow": 1, "after": 1}
+
+
+def test_spawn_start_method(make_engine: Callable[..., af.Engine]) -> None:
+    engine = make_engine(start_method="spawn", workers=1)
+    engine.define("w").step("one", steps.add_one).step("two", lambda ctx: ctx.last * 10)
+    with engine:
+        assert engine.trigger("w", {"n": 1}).result(timeout=60) == 20
