@@ -602,6 +602,17 @@ class Dispatcher(Actor):
                 pass
         w.proc.join(0.5)
         code = w.proc.exitcode
+        if w.state == _STARTING and not self._ready.done():
+            # Dying before hello, at engine start: an import or environment problem that a
+            # restart will not fix. Fail start() now rather than after its timeout.
+            self._spawn_failures += 1
+            if self._spawn_failures >= 3:
+                self._ready.set_exception(
+                    PoolUnavailable(
+                        f"worker processes exit while starting ({_describe_exit(code)}); "
+                        "their error output is above"
+                    )
+                )
         if w.state != _KILLING:
             self.stats.crashes += 1
             how = _describe_exit(code)

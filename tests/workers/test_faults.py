@@ -170,3 +170,11 @@ def test_functions_by_value_are_sent_once_per_worker(engine: af.Engine, tmp_path
     lines = log.read_text().splitlines()
     assert 1 <= len(lines) <= 2  # once per worker that ran it, not once per task
     assert len({line.split()[1] for line in lines}) == len(lines)
+
+
+def test_workers_that_cannot_start_fail_start_fast(make_engine: Callable[..., af.Engine]) -> None:
+    engine = make_engine(preload=("a_module_that_does_not_exist",), worker_start_timeout=60)
+    engine.define("w").step("one", steps.add_one)
+    with pytest.raises(af.PoolUnavailable, match="exit while starting"):
+        engine.start()
+    assert not engine.running
