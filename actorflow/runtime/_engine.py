@@ -18,10 +18,10 @@ from actorflow.config import EngineConfig
 from actorflow.definition._builder import Workflow
 from actorflow.definition._options import Retry
 from actorflow.errors import (
-    ActorflowError,
     ClientError,
     DefinitionError,
     EngineNotRunning,
+    PoolUnavailable,
     RunNotFound,
     StoreError,
     WorkflowNotFound,
@@ -221,8 +221,9 @@ class Engine:
         try:
             ready.result(cfg.worker_start_timeout)
         except TimeoutError:
-            raise ActorflowError(
-                f"worker processes did not start within {cfg.worker_start_timeout:g}s"
+            raise PoolUnavailable(
+                f"worker processes did not start within {cfg.worker_start_timeout:g}s "
+                "(worker_start_timeout)"
             ) from None
 
     def _recover(self, core: Core) -> None:
