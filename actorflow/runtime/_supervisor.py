@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import signal
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -58,21 +57,28 @@ _NODE_OF_STATUS = {
 }
 
 
-@dataclass(slots=True)
 class Effects:
-    """What one event produced: ops to commit, then actions once they are durable."""
+    """What one event produced: ops to commit, then actions once they are durable.
 
-    ops: list[Op] = field(default_factory=list)
-    tasks: list[TaskSpec] = field(default_factory=list)
-    timers: list[tuple[float, str, str]] = field(default_factory=list)
-    cancel_tasks: bool = False
-    finished: bool = False
+    A plain slotted class: one is made per event, and a dataclass with default factories
+    costs several times more to build.
+    """
+
+    __slots__ = ("cancel_tasks", "finished", "ops", "tasks", "timers")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.tasks: list[TaskSpec] = []
+        self.timers: list[tuple[float, str, str]] = []
+        self.cancel_tasks = False
+        self.finished = False
 
 
 class _Step:
     """A step's state in a live run (mirrors its step record)."""
 
     __slots__ = (
+        "_key",
         "attempt",
         "attempts",
         "dispatched_at",
@@ -102,13 +108,21 @@ class _Step:
         self.error: dict[str, Any] | None = None
         self.attempts: list[dict[str, Any]] = []
         self.inline: orjson.Fragment | None = None  # a small JSON output, kept in the record
+        self._key: bytes | None = None
+
+    def key(self, run_id: str) -> bytes:
+        """This step's key in ``steps`` (and its output's in ``values``), built once."""
+        key = self._key
+        if key is None:
+            key = self._key = K.step_key(run_id, self.name)
+        return key
 
     def record(self) -> bytes:
         rec = {
             "name": self.name,
             "node": self.node,
             "kind": self.kind,
-            "status": self.status.value,
+            "status": self.status,  # a StrEnum: orjson writes it as its string
             "attempt": self.attempt,
             "failures": self.failures,
             "dispatched_at": self.dispatched_at,
@@ -335,7 +349,7 @@ class Supervisor:
         )
         self.outputs[node] = msg.output
         ops = self.fx.ops
-        key = K.step_key(self.run_id, st.name)
+        key = st.key(self.run_id)
         st.inline = inline_output(msg.output)
         if st.inline is None:  # large or pickled: in its own record
             ops.append((K.VALUES, key, msg.output))
@@ -389,7 +403,7 @@ class Supervisor:
             st.status = StepStatus.RETRYING
             st.next_retry_at = now + delay
             name = "retry:" + st.name
-            self.fx.ops.append((K.STEPS, K.step_key(self.run_id, st.name), st.record()))
+            self.fx.ops.append((K.STEPS, st.key(self.run_id), st.record()))
             self.fx.ops.append(
                 (
                     K.TIMERS,
@@ -400,7 +414,7 @@ class Supervisor:
             self.fx.timers.append((st.next_retry_at, self.run_id, name))
             return
         st.status = StepStatus.FAILED
-        self.fx.ops.append((K.STEPS, K.step_key(self.run_id, st.name), st.record()))
+        self.fx.ops.append((K.STEPS, st.key(self.run_id), st.record()))
         plan, state = self.plan, self.state
         self.core.evaluator.advance(
             plan.succ_start, plan.succ, state.status, state.waiting, state.counters, node, EV_FAILED
@@ -494,7 +508,7 @@ class Supervisor:
             st.status = StepStatus.RUNNING
             st.dispatched_at = now
             st.next_retry_at = None
-            ops.append((K.STEPS, K.step_key(self.run_id, st.name), st.record()))
+            ops.append((K.STEPS, st.key(self.run_id), st.record()))
             src = last_source[node]
             spec = specs[node]
             tasks.append(
@@ -534,7 +548,7 @@ class Supervisor:
                 )
                 st.status = StepStatus.CANCELLED
                 self.state.status[st.node] = NODE_CANCELLED
-                self.fx.ops.append((K.STEPS, K.step_key(self.run_id, st.name), st.record()))
+                self.fx.ops.append((K.STEPS, st.key(self.run_id), st.record()))
 
     def _finish(self, status: RunStatus, now: float) -> None:
         old = self.status

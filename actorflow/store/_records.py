@@ -60,7 +60,7 @@ def load_record(data: bytes, what: str) -> dict[str, Any]:
 
 def inline_output(encoded: bytes) -> orjson.Fragment | None:
     """The fragment to embed in a step record, or None if the output goes to ``values``."""
-    if len(encoded) <= INLINE_OUTPUT_MAX and encoded[:1] == b"J":
+    if len(encoded) <= INLINE_OUTPUT_MAX and encoded[0] == 0x4A:  # "J": JSON
         return orjson.Fragment(encoded[1:])
     return None
 
