@@ -26,7 +26,7 @@ from __future__ import annotations
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
 from actorflow.config import EngineConfig
-from actorflow.definition import Retry, Workflow
+from actorflow.definition import Flow, Retry, Workflow
 from actorflow.errors import (
     ActorflowError,
     ClientError,
@@ -74,6 +74,7 @@ __all__ = [
     "EngineConfig",
     "EngineNotRunning",
     "ErrorDetails",
+    "Flow",
     "GraphError",
     "InvalidPayload",
     "ManualClock",

@@ -6,7 +6,7 @@ import actorflow as af
 
 PUBLIC = {
     "ActorflowError", "AttemptDetails", "ClientError", "Clock", "ConfigError", "DefinitionError",
-    "Engine", "EngineConfig", "EngineNotRunning", "ErrorDetails", "GraphError", "InvalidPayload",
+    "Engine", "EngineConfig", "EngineNotRunning", "ErrorDetails", "Flow", "GraphError", "InvalidPayload",
     "ManualClock", "PoolUnavailable", "RemoteError", "RemoteTraceback", "ResultTimeout", "Retry",
     "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo", "RunNotFound", "RunStatus",
     "RunSummary", "RunTimeout", "StepContext", "StepDetails", "StepFailed", "StepOutput",

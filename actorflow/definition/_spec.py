@@ -1,8 +1,14 @@
 """Immutable workflow specs: what a builder compiles to, and how functions travel.
 
+A workflow is a *block*: a sequence of nodes. Leaves (steps, actions, subflows, sleeps,
+cancels) do one thing; composites hold blocks of their own: a branch has arms, parallel and
+race have arms, while / for_each / batch have a body that runs once per iteration, item or
+chunk.
+
 A step function travels to workers by reference (``module:qualname``) when the worker can
 import it, else as cloudpickle bytes; either way it is identified by a ``key`` so that a worker
-unpickles or imports it once and caches it.
+unpickles or imports it once and caches it. Predicates and item selectors never travel: they
+run in the engine.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import hashlib
 import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,9 +25,26 @@ import cloudpickle
 
 from actorflow.definition._options import Retry
 
-__all__ = ["FunctionRef", "StepSpec", "WorkflowSpec", "function_ref"]
+__all__ = [
+    "ArmSpec",
+    "BranchSpec",
+    "CancelSpec",
+    "ForEachSpec",
+    "FunctionRef",
+    "NodeSpec",
+    "ParallelSpec",
+    "SleepSpec",
+    "StepSpec",
+    "SubflowSpec",
+    "WhileSpec",
+    "WorkflowSpec",
+    "function_ref",
+    "walk",
+]
 
 StepKind = Literal["step", "action"]
+CallMode = Literal["ctx", "item"]
+Predicate = Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +86,7 @@ def function_ref(fn: Callable[..., Any]) -> FunctionRef:
 
 @dataclass(frozen=True, slots=True)
 class StepSpec:
-    """One step (or action) of a workflow.
+    """A step (or action): a function run in a worker.
 
     Attributes:
         name: unique within the workflow.
@@ -72,6 +95,10 @@ class StepSpec:
         fn: how workers find the function.
         timeout: seconds before the worker is killed, or None for no limit.
         retry: the retry policy.
+        on_error: a handler run (in a worker) when the step has failed for good: it returns a
+            fallback output or raises.
+        call: ``"ctx"`` calls ``fn(ctx)``; ``"item"`` calls ``fn(ctx.item, ctx)`` (a for_each
+            or batch body given as a plain function).
     """
 
     name: str
@@ -79,16 +106,168 @@ class StepSpec:
     fn: FunctionRef
     timeout: float | None
     retry: Retry
+    on_error: FunctionRef | None = None
+    call: CallMode = "ctx"
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible description (no code), for the stored definition."""
+
+@dataclass(frozen=True, slots=True)
+class ArmSpec:
+    """One arm of a branch, parallel or race.
+
+    Attributes:
+        name: the arm's name (the key of its output in a parallel's dict).
+        block: its nodes (may be empty).
+        pred: for a branch arm, the predicate (None for ``else_``).
+    """
+
+    name: str
+    block: tuple[NodeSpec, ...]
+    pred: Predicate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BranchSpec:
+    """``if_`` / ``elif_`` / ``else_`` / ``endif``: the first arm whose predicate holds runs."""
+
+    name: str
+    arms: tuple[ArmSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelSpec:
+    """``parallel`` or ``race``: arms running at once.
+
+    A parallel's output is a dict of its arms' outputs by name; a race's, the output of the
+    first arm to succeed (the others are cancelled).
+    """
+
+    name: str
+    arms: tuple[ArmSpec, ...]
+    race: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WhileSpec:
+    """``while_``: run ``body`` while ``pred(ctx)`` holds, at most ``max_iterations`` times."""
+
+    name: str
+    pred: Predicate
+    body: tuple[NodeSpec, ...]
+    max_iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForEachSpec:
+    """``for_each`` or ``batch``: a body run per item or chunk.
+
+    A for_each runs ``concurrency`` items at a time and outputs their results in item order;
+    a batch runs chunks of ``size`` items one after another.
+    """
+
+    name: str
+    items: Predicate
+    body: tuple[NodeSpec, ...]
+    concurrency: int
+    size: int | None = None  # set: a batch of chunks of this size
+
+
+@dataclass(frozen=True, slots=True)
+class SubflowSpec:
+    """``subflow``: a child run of another workflow; its result is this node's output."""
+
+    name: str
+    workflow_id: str
+    input: Predicate | None
+    on_error: FunctionRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SleepSpec:
+    """``sleep``: a durable timer; the run is out of memory while it waits."""
+
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSpec:
+    """``cancel``: ends the run as cancelled, with ``reason``."""
+
+    name: str
+    reason: str
+
+
+NodeSpec = (
+    StepSpec | BranchSpec | ParallelSpec | WhileSpec | ForEachSpec | SubflowSpec | SleepSpec
+    | CancelSpec
+)  # fmt: skip
+
+
+def walk(block: tuple[NodeSpec, ...]) -> Iterator[NodeSpec]:
+    """Every node of ``block``, depth first, in definition order."""
+    for node in block:
+        yield node
+        if isinstance(node, BranchSpec | ParallelSpec):
+            for arm in node.arms:
+                yield from walk(arm.block)
+        elif isinstance(node, WhileSpec | ForEachSpec):
+            yield from walk(node.body)
+
+
+def _describe(node: NodeSpec) -> dict[str, Any]:
+    """A JSON-compatible description (no code), for the stored definition and fingerprints."""
+    if isinstance(node, StepSpec):
         return {
-            "name": self.name,
-            "kind": self.kind,
-            "fn": self.fn.display,
-            "timeout": self.timeout,
-            "retry": self.retry.to_dict(),
+            "name": node.name,
+            "kind": node.kind,
+            "fn": node.fn.display,
+            "timeout": node.timeout,
+            "retry": node.retry.to_dict(),
+            "on_error": node.on_error.display if node.on_error else None,
+            "call": node.call,
         }
+    if isinstance(node, BranchSpec):
+        arms = [
+            {"name": a.name, "else": a.pred is None, "block": _block(a.block)} for a in node.arms
+        ]
+        return {"name": node.name, "kind": "branch", "arms": arms}
+    if isinstance(node, ParallelSpec):
+        arms = [{"name": a.name, "block": _block(a.block)} for a in node.arms]
+        return {"name": node.name, "kind": "race" if node.race else "parallel", "arms": arms}
+    if isinstance(node, WhileSpec):
+        return {
+            "name": node.name,
+            "kind": "while",
+            "max_iterations": node.max_iterations,
+            "body": _block(node.body),
+        }
+    if isinstance(node, ForEachSpec):
+        return {
+            "name": node.name,
+            "kind": "batch" if node.size is not None else "for_each",
+            "concurrency": node.concurrency,
+            "size": node.size,
+            "body": _block(node.body),
+        }
+    if isinstance(node, SubflowSpec):
+        return {"name": node.name, "kind": "subflow", "workflow": node.workflow_id}
+    if isinstance(node, SleepSpec):
+        return {"name": node.name, "kind": "sleep", "seconds": node.seconds}
+    return {"name": node.name, "kind": "cancel", "reason": node.reason}
+
+
+def _block(block: tuple[NodeSpec, ...]) -> list[dict[str, Any]]:
+    return [_describe(n) for n in block]
+
+
+def _shape(desc: Any) -> Any:
+    """Only what replaying a run's history depends on: kinds, names, nesting, fan-out sizes."""
+    if isinstance(desc, list):
+        return [_shape(d) for d in desc]
+    if isinstance(desc, dict):
+        keep = ("name", "kind", "arms", "else", "block", "body", "concurrency", "size")
+        return {k: _shape(v) for k, v in desc.items() if k in keep}
+    return desc
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +276,24 @@ class WorkflowSpec:
 
     Attributes:
         id: the workflow id.
-        steps: the steps in order.
+        block: the top-level nodes in order.
         timeout: seconds the whole run may take, or None.
         concurrency: most runs of this workflow active at once, or None for no limit.
         description: free text.
+        on_error: the workflow's default error handler for steps without their own.
     """
 
     id: str
-    steps: tuple[StepSpec, ...]
+    block: tuple[NodeSpec, ...]
     timeout: float | None
     concurrency: int | None
     description: str
+    on_error: FunctionRef | None = None
+
+    @property
+    def steps(self) -> tuple[StepSpec, ...]:
+        """Every step and action, at any depth, in definition order."""
+        return tuple(n for n in walk(self.block) if isinstance(n, StepSpec))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible description (no code), for the stored definition."""
@@ -116,11 +302,22 @@ class WorkflowSpec:
             "description": self.description,
             "timeout": self.timeout,
             "concurrency": self.concurrency,
-            "steps": [s.to_dict() for s in self.steps],
+            "on_error": self.on_error.display if self.on_error else None,
+            "nodes": _block(self.block),
         }
 
     @property
     def fingerprint(self) -> str:
-        """A short hash of the definition's shape, stored with each run."""
+        """A short hash of the whole definition, stored with the definition record."""
         text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+    @property
+    def shape(self) -> str:
+        """A short hash of the structure alone.
+
+        A run's history replays only onto a plan of the same shape; code, timeouts and retry
+        policies may change between restarts.
+        """
+        text = json.dumps(_shape(_block(self.block)), sort_keys=True)
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]

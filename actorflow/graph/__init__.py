@@ -13,9 +13,9 @@ from types import ModuleType
 
 from actorflow.graph import _evaluator_py
 from actorflow.graph._compile import compile_plan
-from actorflow.graph._plan import Plan, RunState
+from actorflow.graph._plan import Plan
 
-__all__ = ["NATIVE", "Plan", "RunState", "compile_plan", "evaluator", "load_evaluator"]
+__all__ = ["NATIVE", "Plan", "compile_plan", "evaluator", "load_evaluator"]
 
 
 def load_evaluator(native: bool | None = None) -> ModuleType:

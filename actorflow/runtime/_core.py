@@ -18,10 +18,12 @@ from typing import Any
 import pykka
 
 from actorflow._clock import Clock
+from actorflow._types import new_run_id
 from actorflow.config import EngineConfig
 from actorflow.definition._spec import WorkflowSpec
 from actorflow.graph._plan import Plan
 from actorflow.runtime._promise import Promise
+from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 
 __all__ = ["Admission", "Compiled", "Core", "Waiters"]
@@ -29,10 +31,11 @@ __all__ = ["Admission", "Compiled", "Core", "Waiters"]
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """A workflow ready to run: its spec and its plan."""
+    """A workflow ready to run: its spec, its plan, and the plan in the evaluator's form."""
 
     spec: WorkflowSpec
     plan: Plan
+    prepared: Any
 
 
 class Waiters:
@@ -135,6 +138,8 @@ class Core:
     admission: Admission
     on_run_finished: Callable[[str, str], Any]
     rng: random.Random = field(default_factory=random.Random)
+    _idem_lock: threading.Lock = field(default_factory=threading.Lock)
+    _idem_pending: dict[tuple[str, str], tuple[str, Promise[None]]] = field(default_factory=dict)
     shards: list[pykka.ActorRef[Any]] = field(default_factory=list)
     writer: pykka.ActorRef[Any] | None = None
     dispatcher: pykka.ActorRef[Any] | None = None
@@ -150,3 +155,64 @@ class Core:
         except ValueError:  # not an id this engine made; any stable choice will do
             h = sum(run_id.encode())
         return shards[h % len(shards)]
+
+    # -- starting runs (triggers and child runs) -------------------------------------------
+
+    def submit(
+        self,
+        workflow: str,
+        payload: bytes,
+        idempotency_key: str | None,
+        parent: tuple[str, str] | None = None,
+    ) -> tuple[str, Promise[None]]:
+        """Start a run (once per idempotency key); the promise completes when it is durable."""
+        from actorflow.runtime._messages import StartRun
+
+        if idempotency_key is None:
+            new_id = str(new_run_id())
+            fut: Promise[None] = Promise()
+            self.route(new_id).tell(StartRun(new_id, workflow, payload, None, fut, parent))
+            return new_id, fut
+        run_id, fut, fresh = self._reserve(workflow, idempotency_key)
+        if fresh:
+            self.route(run_id).tell(
+                StartRun(run_id, workflow, payload, idempotency_key, fut, parent)
+            )
+        return run_id, fut
+
+    def child_run_id(self, workflow: str, key: str) -> str:
+        """The id of the child run with this idempotency key: existing, or reserved now."""
+        return self._reserve(workflow, key)[0]
+
+    def start_child(
+        self, run_id: str, workflow: str, payload: bytes, key: str, parent: tuple[str, str]
+    ) -> None:
+        """Start a child run reserved by :meth:`child_run_id` (a no-op if it exists)."""
+        from actorflow.runtime._messages import StartRun
+
+        with self._idem_lock:
+            pending = self._idem_pending.get((workflow, key))
+        fut = pending[1] if pending is not None and pending[0] == run_id else Promise()
+        self.route(run_id).tell(StartRun(run_id, workflow, payload, key, fut, parent))
+
+    def _reserve(self, workflow: str, key: str) -> tuple[str, Promise[None], bool]:
+        slot = (workflow, key)
+        with self._idem_lock:
+            existing = self.store.get(K.IDEMPOTENCY, K.idempotency_key(workflow, key))
+            if existing is not None:
+                done: Promise[None] = Promise()
+                done.set_result(None)
+                return str(existing.decode()), done, False
+            pending = self._idem_pending.get(slot)
+            if pending is not None:
+                return pending[0], pending[1], False
+            fresh = str(new_run_id())
+            fut: Promise[None] = Promise()
+            self._idem_pending[slot] = (fresh, fut)
+
+        def forget(_: Promise[None]) -> None:
+            with self._idem_lock:
+                self._idem_pending.pop(slot, None)
+
+        fut.add_done_callback(forget)
+        return fresh, fut, True

@@ -258,7 +258,7 @@ class Dispatcher(Actor):
         elif t is _Spawned:
             self._spawned(message)
         elif t is CancelTasks:
-            self._cancel(frozenset(message.run_ids))
+            self._cancel(frozenset(message.run_ids), frozenset(message.tasks))
         elif t is Drain:
             self._drain = message.done
             self._check_drained()
@@ -360,6 +360,10 @@ class Dispatcher(Actor):
                     spec.payload,
                     spec.last,
                     level,
+                    spec.item,
+                    spec.index,
+                    spec.call,
+                    spec.error,
                 )
             )
             entries.append(_Inflight(task_id, spec))
@@ -488,7 +492,7 @@ class Dispatcher(Actor):
                 raise LookupError("the task is no longer running")
             if op != "output":
                 raise ValueError(f"unknown request {op!r}")
-            value = step_output(self._store, found[1].spec.run_id, str(arg))
+            value = _resolve_output(self._store, found[1].spec, str(arg))
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)
         except Exception as exc:
             reply = (W.REPLY, req_id, False, f"{type(exc).__name__}: {exc}")
@@ -705,11 +709,14 @@ class Dispatcher(Actor):
             StepFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid),
         )
 
-    def _cancel(self, run_ids: frozenset[str]) -> None:
-        self._queue = deque(s for s in self._queue if s.run_id not in run_ids)
+    def _cancel(self, run_ids: frozenset[str], tasks: frozenset[tuple[str, str]]) -> None:
+        def doomed(spec: TaskSpec) -> bool:
+            return spec.run_id in run_ids or (spec.run_id, spec.step) in tasks
+
+        self._queue = deque(s for s in self._queue if not doomed(s))
         for w in list(self._workers.values()):
             for i, entry in enumerate(w.inflight):
-                if entry.spec.run_id not in run_ids or entry.cancelled:
+                if entry.cancelled or not doomed(entry.spec):
                     continue
                 entry.cancelled = True
                 if i > 0:
@@ -769,7 +776,22 @@ class Dispatcher(Actor):
 
 
 def _small(spec: TaskSpec) -> bool:
-    return len(spec.payload) + len(spec.last or b"") <= _PREFETCH_MAX_BYTES
+    return len(spec.payload) + len(spec.last or b"") + len(spec.item or b"") <= _PREFETCH_MAX_BYTES
+
+
+def _resolve_output(store: Store, spec: TaskSpec, name: str) -> bytes | None:
+    """``ctx.steps[name]`` for a task: its own frame first, then the enclosing ones.
+
+    ``lines[3]/price`` asking for ``tax`` tries ``lines[3]/tax``, then ``tax``.
+    """
+    prefix = spec.step
+    while True:
+        cut = prefix.rfind("/")
+        prefix = prefix[: cut + 1] if cut >= 0 else ""
+        value = step_output(store, spec.run_id, prefix + name)
+        if value is not None or not prefix:
+            return value
+        prefix = prefix[:-1]
 
 
 def _describe_exit(code: int | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -98,8 +98,6 @@ class Engine:
         self._store: Store | None = None
         self._actors: list[pykka.ActorRef[Any]] = []
         self._failure: BaseException | None = None
-        self._idem_lock = threading.Lock()
-        self._idem_pending: dict[tuple[str, str], tuple[str, Promise[None]]] = {}
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -408,10 +406,7 @@ class Engine:
         compiled = self._compiled(core, workflow)
         data = encode_value(payload, "payload")
         if idempotency_key is None:
-            run_id = new_run_id()
-            fut: Promise[None] = Promise()
-            core.route(run_id).tell(StartRun(run_id, compiled.spec.id, data, None, fut))
-            return run_id, fut
+            return core.submit(compiled.spec.id, data, None)
         if not isinstance(idempotency_key, str) or not idempotency_key:
             raise ClientError(
                 f"idempotency_key: expected a non-empty string, got {idempotency_key!r}"
@@ -421,27 +416,7 @@ class Engine:
                 f"idempotency_key: expected at most {_MAX_IDEMPOTENCY_KEY} characters, "
                 f"got {len(idempotency_key)}"
             )
-        slot = (workflow, idempotency_key)
-        with self._idem_lock:
-            existing = core.store.get(K.IDEMPOTENCY, K.idempotency_key(workflow, idempotency_key))
-            if existing is not None:
-                done: Promise[None] = Promise()
-                done.set_result(None)
-                return existing.decode(), done
-            pending = self._idem_pending.get(slot)
-            if pending is not None:
-                return pending
-            run_id = new_run_id()
-            fut = Promise()
-            self._idem_pending[slot] = (run_id, fut)
-
-        def forget(_: Promise[None]) -> None:
-            with self._idem_lock:
-                self._idem_pending.pop(slot, None)
-
-        fut.add_done_callback(forget)
-        core.route(run_id).tell(StartRun(run_id, compiled.spec.id, data, idempotency_key, fut))
-        return run_id, fut
+        return core.submit(compiled.spec.id, data, idempotency_key)
 
     def run(self, run_id: str) -> RunHandle:
         """A handle for an existing run.
@@ -548,9 +523,10 @@ class Engine:
             raise StoreError(f"the engine halted after a store failure: {self._failure}")
         return core
 
-    def _compile(self, wf: Workflow) -> Compiled:
+    def _compile(self, wf: Workflow, known: Collection[str] | None = None) -> Compiled:
         spec = wf.build()
-        return Compiled(spec, compile_plan(spec))
+        plan = compile_plan(spec, known if known is not None else list(self._definitions))
+        return Compiled(spec, plan, evaluator.prepare(plan))
 
     def _compiled(self, core: Core, workflow: str) -> Compiled:
         compiled = core.workflows.get(workflow)

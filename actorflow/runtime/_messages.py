@@ -20,6 +20,7 @@ __all__ = [
     "AddTimers",
     "CancelRun",
     "CancelTasks",
+    "ChildFinished",
     "Dispatch",
     "Drain",
     "ErrorInfo",
@@ -69,13 +70,17 @@ class TaskSpec:
 
     Attributes:
         run_id: the run.
-        step: the step's name.
+        step: the step's path (``name``, or ``lines[3]/name`` inside a loop body).
         attempt: this attempt's number.
         workflow_id: the workflow.
         fn: the function to call.
         payload: the run's encoded payload.
         last: the encoded ``ctx.last``, or None.
         timeout: seconds before the worker is killed, or None.
+        item: the encoded current item (chunk) inside a for_each (batch) body, or None.
+        index: the item's position or the while iteration, or None.
+        call: 1 to call ``fn(item, ctx)``, 0 for ``fn(ctx)``.
+        error: for an error handler, the encoded exception the step failed with.
     """
 
     run_id: str
@@ -86,6 +91,10 @@ class TaskSpec:
     payload: bytes
     last: bytes | None
     timeout: float | None
+    item: bytes | None = None
+    index: int | None = None
+    call: int = 0
+    error: bytes | None = None
 
 
 # -- to the dispatcher -----------------------------------------------------------------------
@@ -100,9 +109,13 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class CancelTasks:
-    """Drop queued tasks of these runs and stop their running tasks; report nothing."""
+    """Drop queued tasks and stop running ones, reporting nothing.
 
-    run_ids: tuple[str, ...]
+    Targets: every task of ``run_ids``, and the tasks ``(run_id, step path)`` in ``tasks``.
+    """
+
+    run_ids: tuple[str, ...] = ()
+    tasks: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,7 @@ class StartRun:
     payload: bytes
     idempotency_key: str | None
     reply: Promise[None] | Countdown
+    parent: tuple[str, str] | None = None  # (parent run id, path of its subflow node)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +190,15 @@ class TimerFired:
 
 
 @dataclass(frozen=True, slots=True)
+class ChildFinished:
+    """A child run's final state is durable; tells the parent's subflow node."""
+
+    run_id: str  # the parent
+    path: str  # the parent's subflow node
+    child_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRun:
     """Cancel a run; ``reply`` gets True if it was active, once the cancel is durable."""
 
@@ -216,5 +239,6 @@ class Write:
     dispatch: tuple[TaskSpec, ...] | list[TaskSpec] = ()
     timers: tuple[tuple[float, str, str], ...] | list[tuple[float, str, str]] = ()
     cancel: tuple[str, ...] | list[str] = ()
+    cancel_tasks: tuple[tuple[str, str], ...] | list[tuple[str, str]] = ()
     then: tuple[Callable[[], Any], ...] | list[Callable[[], Any]] = ()
     on_error: Callable[[BaseException], Any] | None = field(default=None)

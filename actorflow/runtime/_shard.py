@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import pykka
+
 from actorflow import _faults
 from actorflow._types import RunStatus
 from actorflow.runtime._core import Core
@@ -23,6 +25,7 @@ from actorflow.runtime._inbox import Actor
 from actorflow.runtime._messages import (
     ActivateRun,
     CancelRun,
+    ChildFinished,
     Flush,
     StartRun,
     StepFailed,
@@ -32,7 +35,9 @@ from actorflow.runtime._messages import (
     TimerFired,
     Write,
 )
+from actorflow.runtime._promise import Promise
 from actorflow.runtime._supervisor import Effects, Supervisor
+from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 
 __all__ = ["Shard"]
@@ -71,6 +76,7 @@ class Shard(Actor):
         self._dispatch: list[TaskSpec] = []
         self._timers: list[tuple[float, str, str]] = []
         self._cancel: list[str] = []
+        self._stops: list[tuple[str, str]] = []
         self._then: list[Callable[[], Any]] = []
         self._on_error: list[Callable[[BaseException], Any]] = []
         self._folded = 0
@@ -120,6 +126,11 @@ class Shard(Actor):
                 if sup is not None:
                     sup.on_timer(message.name, message.due)
                     self._commit(sup)
+            elif t is ChildFinished:
+                sup = self._activate(message.run_id)
+                if sup is not None:
+                    sup.on_child_finished(message)
+                    self._commit(sup)
             elif t is StartRun:
                 self._start(message)
             elif t is ActivateRun:
@@ -150,12 +161,18 @@ class Shard(Actor):
 
     def _passivate(self, run_id: str) -> None:
         sup = self._runs.get(run_id)
-        if sup is not None and (sup.finished or sup.status == RunStatus.QUEUED):
+        if sup is not None and (sup.finished or sup.status == RunStatus.QUEUED or sup.passive()):
             del self._runs[run_id]
 
     def _start(self, msg: StartRun) -> None:
+        if msg.run_id in self._runs or self._core.store.get(K.RUNS, K.run_key(msg.run_id)):
+            # A child run started again after a restart: it exists, nothing to do.
+            self._then.append(functools.partial(msg.reply.set_result, None))
+            return
         compiled = self._core.workflows[msg.workflow_id]
-        sup = Supervisor.new(self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key)
+        sup = Supervisor.new(
+            self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key, msg.parent
+        )
         self._runs[msg.run_id] = sup
         reply = msg.reply
         self._commit(
@@ -207,6 +224,7 @@ class Shard(Actor):
         on_error: Callable[[BaseException], Any] | None = None,
     ) -> None:
         """Fold the supervisor's effects into the pending write."""
+        sup.take_history()
         fx, sup.fx = sup.fx, Effects()
         self._ops.extend(fx.ops)
         if fx.tasks:
@@ -215,17 +233,34 @@ class Shard(Actor):
             self._timers.extend(fx.timers)
         if fx.cancel_tasks:
             self._cancel.append(sup.run_id)
+        if fx.stop:
+            self._stops.extend(fx.stop)
+        core = self._core
+        for child in fx.children:
+            if child[0] == "start":
+                self._then.append(functools.partial(core.start_child, *child[1:]))
+            else:
+                self._then.append(functools.partial(self._cancel_child, child[1]))
         if after is not None:
             self._then.append(after)
         if on_error is not None:
             self._on_error.append(on_error)
         if fx.finished:
-            self._then.append(
-                functools.partial(self._core.on_run_finished, sup.run_id, sup.workflow_id)
-            )
-        if fx.finished or sup.status == RunStatus.QUEUED:
-            # Out of memory once durable: finished for good, or queued until admitted.
+            self._then.append(functools.partial(core.on_run_finished, sup.run_id, sup.workflow_id))
+            if sup.parent is not None:
+                parent, path = sup.parent
+                message = ChildFinished(parent, path, sup.run_id)
+                self._then.append(functools.partial(_tell, core.route(parent), message))
+        if fx.finished or sup.status == RunStatus.QUEUED or sup.passive():
+            # Out of memory once durable: finished for good, queued until admitted, or only
+            # waiting on timers and children (reloaded from its history when woken).
             self._then.append(functools.partial(self._durable.append, sup.run_id))
+
+    def _cancel_child(self, child_run_id: str) -> None:
+        _tell(
+            self._core.route(child_run_id),
+            CancelRun(child_run_id, "its parent run stopped it", Promise()),
+        )
 
     def _flush(self) -> None:
         if not (self._ops or self._then):
@@ -237,12 +272,20 @@ class Shard(Actor):
             self._dispatch,
             self._timers,
             self._cancel,
+            self._stops,
             self._then,
             functools.partial(_fail_all, errors) if errors else None,
         )
         self._reset()
         assert self._core.writer is not None
         self._core.writer.tell(write)
+
+
+def _tell(ref: Any, message: Any) -> None:
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass  # stopping: recovery takes it up
 
 
 def _fail_all(callbacks: list[Callable[[BaseException], Any]], exc: BaseException) -> None:

@@ -1,185 +1,115 @@
 """The supervisor: one run's state machine.
 
-A supervisor handles its run's events one at a time (on its shard's thread) and turns each
-into :class:`Effects`: store ops to commit, and actions to take only once they are durable
-(dispatch tasks, arm timers, kill work, wake waiters). It never blocks and never touches the
-store for writing; the shard sends the effects to the store writer as one :class:`Write`.
+A supervisor handles its run's events one at a time (on its shard's thread). It feeds them to
+the graph evaluator, carries out the commands that come back (dispatch a step, evaluate a
+predicate, arm a timer, start a child run...), and turns everything into :class:`Effects`:
+store ops to commit, and actions to take only once they are durable. It never blocks and never
+writes the store itself; the shard sends the effects to the store writer as one write.
+
+Every event the evaluator applies is also appended to the run's history (one record per
+write), so a run can be rebuilt exactly by replaying it (``_replay.py``): after a restart,
+when a sleeping run is woken, or when a child run finishes.
 
 The durability rules (docs/design.md) live here:
 
 1. A step's dispatch record is in the same write as whatever made it ready (the previous
    step's result), and the task is sent only after that write is durable.
-2. A completed step is never dispatched again: events for an attempt that is no longer the
-   step's current running attempt are ignored.
-3. Recovery (:meth:`Supervisor.resume`) re-dispatches steps recorded as running, as new
-   attempts, through the same path as new work.
+2. A completed step is never dispatched again: reports for an attempt that is not the step's
+   current running attempt are ignored.
+3. Recovery re-dispatches steps recorded as running, as new attempts, through the same path as
+   new work.
 """
 
 from __future__ import annotations
 
-import base64
-import signal
+import struct
+from collections import deque
 from typing import Any
 
-import orjson
-
 from actorflow._types import RunStatus, StepStatus
-from actorflow.graph._codes import (
-    EV_FAILED,
-    EV_SUCCEEDED,
-    NODE_CANCELLED,
-    NODE_FAILED,
-    NODE_PENDING,
-    NODE_RUNNING,
-    NODE_SKIPPED,
-    NODE_SUCCEEDED,
-    RUN_COMPLETED,
+from actorflow.definition._options import NO_RETRY
+from actorflow.definition._spec import (
+    BranchSpec,
+    CancelSpec,
+    ForEachSpec,
+    FunctionRef,
+    ParallelSpec,
+    SleepSpec,
+    StepSpec,
+    SubflowSpec,
+    WhileSpec,
 )
-from actorflow.graph._plan import RunState
+from actorflow.graph import _codes as G
 from actorflow.runtime._core import Compiled, Core
-from actorflow.runtime._messages import ErrorInfo, StepFailed, StepSucceeded, TaskSpec
+from actorflow.runtime._messages import (
+    ChildFinished,
+    ErrorInfo,
+    StepFailed,
+    StepSucceeded,
+    TaskSpec,
+)
+from actorflow.runtime._nodes import (
+    MaxIterationsExceeded,
+    call_user,
+    encode_dict,
+    encode_list,
+    engine_context,
+    error_info,
+    items_of,
+)
+from actorflow.runtime._steps import Leaf, attempt_summary, error_record
 from actorflow.store import _keys as K
+from actorflow.store._codec import encode_value
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
+from actorflow.workers._context import RunInfo
 
 __all__ = ["Effects", "Supervisor"]
 
-_MAX_ATTEMPT_MESSAGE = 300
-
-_NODE_OF_STATUS = {
-    StepStatus.PENDING: NODE_PENDING,
-    StepStatus.RUNNING: NODE_RUNNING,
-    StepStatus.RETRYING: NODE_RUNNING,
-    StepStatus.SUCCEEDED: NODE_SUCCEEDED,
-    StepStatus.FAILED: NODE_FAILED,
-    StepStatus.SKIPPED: NODE_SKIPPED,
-    StepStatus.CANCELLED: NODE_CANCELLED,
+Key = tuple[int, int]  # (frame, node)
+_SAME: Any = object()  # "as usual" for _ctx's optional arguments
+_LEAF_KIND = {
+    G.K_STEP: "step",
+    G.K_ACTION: "action",
+    G.K_SUBFLOW: "subflow",
+    G.K_SLEEP: "sleep",
 }
 
 
 class Effects:
-    """What one event produced: ops to commit, then actions once they are durable.
+    """What handling one event produced: ops to commit, then actions once they are durable.
 
     A plain slotted class: one is made per event, and a dataclass with default factories
     costs several times more to build.
     """
 
-    __slots__ = ("cancel_tasks", "finished", "ops", "tasks", "timers")
+    __slots__ = ("cancel_tasks", "children", "finished", "ops", "stop", "tasks", "timers")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self.tasks: list[TaskSpec] = []
         self.timers: list[tuple[float, str, str]] = []
-        self.cancel_tasks = False
+        self.cancel_tasks = False  # every task of the run
+        self.stop: list[tuple[str, str]] = []  # (run id, step path) tasks to stop
+        self.children: list[Any] = []  # messages to child runs' shards: ("start"|"cancel", ...)
         self.finished = False
 
 
-class _Step:
-    """A step's state in a live run (mirrors its step record)."""
+class _Frame:
+    __slots__ = ("id", "index", "owner", "parent", "prefix")
 
-    __slots__ = (
-        "_key",
-        "attempt",
-        "attempts",
-        "dispatched_at",
-        "ended_at",
-        "error",
-        "failures",
-        "inline",
-        "kind",
-        "name",
-        "next_retry_at",
-        "node",
-        "started_at",
-        "status",
-    )
-
-    def __init__(self, node: int, name: str, kind: str) -> None:
-        self.node = node
-        self.name = name
-        self.kind = kind
-        self.status = StepStatus.PENDING
-        self.attempt = 0
-        self.failures = 0
-        self.dispatched_at: float | None = None
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.next_retry_at: float | None = None
-        self.error: dict[str, Any] | None = None
-        self.attempts: list[dict[str, Any]] = []
-        self.inline: orjson.Fragment | None = None  # a small JSON output, kept in the record
-        self._key: bytes | None = None
-
-    def key(self, run_id: str) -> bytes:
-        """This step's key in ``steps`` (and its output's in ``values``), built once."""
-        key = self._key
-        if key is None:
-            key = self._key = K.step_key(run_id, self.name)
-        return key
-
-    def record(self) -> bytes:
-        rec = {
-            "name": self.name,
-            "node": self.node,
-            "kind": self.kind,
-            "status": self.status,  # a StrEnum: orjson writes it as its string
-            "attempt": self.attempt,
-            "failures": self.failures,
-            "dispatched_at": self.dispatched_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "next_retry_at": self.next_retry_at,
-            "error": self.error,
-            "attempts": self.attempts,
-        }
-        if self.inline is not None:
-            rec["output"] = self.inline
-        return dump_record(rec)
-
-    @classmethod
-    def from_record(cls, rec: dict[str, Any], node: int, kind: str) -> _Step:
-        st = cls(node, rec["name"], kind)
-        st.status = StepStatus(rec["status"])
-        st.attempt = int(rec.get("attempt", 0))
-        st.failures = int(rec.get("failures", 0))
-        st.dispatched_at = rec.get("dispatched_at")
-        st.started_at = rec.get("started_at")
-        st.ended_at = rec.get("ended_at")
-        st.next_retry_at = rec.get("next_retry_at")
-        st.error = rec.get("error")
-        st.attempts = list(rec.get("attempts", []))
-        if "output" in rec:
-            st.inline = orjson.Fragment(orjson.dumps(rec["output"]))
-        return st
-
-
-def error_record(err: ErrorInfo, step: str, attempt: int) -> dict[str, Any]:
-    """The stored form of a step failure."""
-    sig = None
-    if err.exitcode is not None and err.exitcode < 0:
-        try:
-            sig = signal.Signals(-err.exitcode).name
-        except ValueError:
-            sig = str(-err.exitcode)
-    return {
-        "kind": err.kind,
-        "type": err.type,
-        "types": list(err.types),
-        "message": err.message,
-        "traceback": err.traceback,
-        "exc": base64.b64encode(err.pickled).decode() if err.pickled else None,
-        "exitcode": err.exitcode,
-        "signal": sig,
-        "timeout": err.timeout,
-        "step": step,
-        "attempt": attempt,
-    }
+    def __init__(self, fid: int, parent: int, owner: int, index: int, prefix: str) -> None:
+        self.id = fid
+        self.parent = parent
+        self.owner = owner
+        self.index = index
+        self.prefix = prefix
 
 
 class Supervisor:
-    """Owns one run: its record, its steps' states, and the evaluator state.
+    """Owns one run: its record, its live frames and leaves, and the evaluator state.
 
-    Build with :meth:`new` (a trigger) or :meth:`load` (from the store), then feed events.
+    Build with :meth:`new` (a trigger) or ``_replay.load`` (from the store), then feed events.
     After each call the owner takes :attr:`fx` and commits it.
     """
 
@@ -187,14 +117,27 @@ class Supervisor:
         self.core = core
         self.compiled = compiled
         self.plan = compiled.plan
+        self.ev = core.evaluator
+        self.pp = compiled.prepared
         self.run_id = run_id
         self.workflow_id = compiled.spec.id
-        self.state = RunState(self.plan)
-        self.steps = [
-            _Step(i, name, "action" if s.kind == "action" else "step")
-            for i, (name, s) in enumerate(zip(self.plan.names, compiled.spec.steps, strict=True))
-        ]
-        self.outputs: dict[int, bytes] = {}
+        self.state = self.ev.new_state(self.pp)
+        self.frames: dict[int, _Frame] = {0: _Frame(0, -1, -1, 0, "")}
+        self.leaves: dict[Key, Leaf] = {}
+        self.by_path: dict[str, Key] = {}
+        self.outputs: dict[Key, bytes] = {}
+        self.pending: dict[Key, int] = {}
+        self.items: dict[Key, list[Any]] = {}
+        self.collected: dict[Key, dict[int, bytes | None]] = {}
+        self.progress: dict[Key, list[int]] = {}  # [total, succeeded, failed, cancelled]
+        self.dirty: set[Key] = set()
+        self.loop_last: dict[Key, bytes | None] = {}
+        self.loop_iter: dict[Key, int] = {}  # replayed: the iteration a pending C_LOOP is for
+        self.hist: list[int] = []
+        self.seq = 0
+        self.replaying = False
+        self._queue: deque[tuple[int, int, int, int]] = deque()
+        self._applying = False
         self.payload = b"Jnull"
         self.status = RunStatus.RUNNING
         self.created_at = 0.0
@@ -203,7 +146,10 @@ class Supervisor:
         self.idempotency_key: str | None = None
         self.deadline: float | None = None
         self.error: dict[str, Any] | None = None
+        self.last_error: dict[str, Any] | None = None
         self.cancel_reason: str | None = None
+        self.parent: tuple[str, str] | None = None
+        self.shape = self.plan.shape
         self.finished = False
         self.fx = Effects()
 
@@ -217,13 +163,15 @@ class Supervisor:
         run_id: str,
         payload: bytes,
         idempotency_key: str | None,
+        parent: tuple[str, str] | None = None,
     ) -> Supervisor:
-        """A new run: record it (queued or running) and choose its first steps."""
+        """A new run: record it (queued or running) and start its first nodes."""
         sup = cls(core, compiled, run_id)
         now = core.clock.now()
         sup.payload = payload
         sup.created_at = now
         sup.idempotency_key = idempotency_key
+        sup.parent = parent
         admitted = core.admission.try_acquire(sup.workflow_id, run_id)
         sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
         ops = sup.fx.ops
@@ -231,13 +179,8 @@ class Supervisor:
         ops.append((K.INDEX, K.status_index_key(sup.status, run_id), b""))
         ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
         if idempotency_key is not None:
-            ops.append(
-                (
-                    K.IDEMPOTENCY,
-                    K.idempotency_key(sup.workflow_id, idempotency_key),
-                    run_id.encode(),
-                )
-            )
+            key = K.idempotency_key(sup.workflow_id, idempotency_key)
+            ops.append((K.IDEMPOTENCY, key, run_id.encode()))
         if admitted:
             sup._begin(now)
         else:
@@ -246,191 +189,639 @@ class Supervisor:
 
     @classmethod
     def load(cls, core: Core, run_id: str) -> Supervisor | None:
-        """Rebuild a run from the store; None if it is unknown, finished, or undefined here."""
-        raw = core.store.get(K.RUNS, K.run_key(run_id))
-        if raw is None:
-            return None
-        rec = load_record(raw, f"run {run_id}")
-        status = RunStatus(rec["status"])
-        if status.terminal:
-            return None
-        compiled = core.workflows.get(rec["workflow"])
-        if compiled is None:
-            return None
-        sup = cls(core, compiled, run_id)
-        sup.status = status
-        sup.created_at = rec["created_at"]
-        sup.started_at = rec.get("started_at")
-        sup.idempotency_key = rec.get("idempotency_key")
-        sup.deadline = rec.get("deadline")
-        sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
-        index = sup.plan.index
-        for _, value in core.store.scan(K.STEPS, K.step_prefix(run_id)):
-            srec = load_record(value, f"step of run {run_id}")
-            node = index.get(srec.get("name", ""))
-            if node is None:
-                continue  # a step the current definition no longer has
-            sup.steps[node] = _Step.from_record(srec, node, sup.steps[node].kind)
-            sup.state.status[node] = _NODE_OF_STATUS[sup.steps[node].status]
-            if sup.steps[node].status == StepStatus.SUCCEEDED:
-                out = output_of(srec, core.store, run_id)
-                if out is not None:
-                    sup.outputs[node] = out
-        return sup
+        """Rebuild a run from the store by replaying its history (see ``_replay.py``)."""
+        from actorflow.runtime._replay import load
 
-    # -- events ----------------------------------------------------------------------------
+        return load(core, run_id)
 
     def resume(self) -> None:
-        """Drive a loaded run: start a queued one, re-dispatch what was running."""
-        now = self.core.clock.now()
-        if self.status == RunStatus.QUEUED:
-            self.status = RunStatus.RUNNING
-            self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.QUEUED, self.run_id), None))
-            self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.RUNNING, self.run_id), b""))
-            self._begin(now)
+        """Start a queued run, or take up again what a loaded run had in flight."""
+        from actorflow.runtime._replay import resume
+
+        resume(self)
+
+    def _begin(self, now: float) -> None:
+        self.started_at = now
+        timeout = self.compiled.spec.timeout
+        if timeout is not None:
+            self.deadline = now + timeout
+            self._timer(self.deadline, "deadline", {"kind": "deadline"})
+        self._put_run()
+        self._commands(self.ev.start(self.pp, self.state))
+        self._check_outcome()
+
+    # -- the event loop --------------------------------------------------------------------
+
+    def _apply(self, event: int, frame: int, node: int, arg: int = 0) -> None:
+        """Apply an event (and, in order, any it leads to) and carry out the commands."""
+        self._queue.append((event, frame, node, arg))
+        if self._applying:
             return
-        ev = self.core.evaluator
+        self._applying = True
+        try:
+            while self._queue:
+                e = self._queue.popleft()
+                if not self.replaying:
+                    self.hist.extend(e)
+                self.pending.pop((e[1], e[2]), None)
+                self._commands(self.ev.advance(self.pp, self.state, *e))
+        finally:
+            self._applying = False
+        if not self.replaying:
+            self._check_outcome()
+
+    def _commands(self, cmds: Any) -> None:
         plan = self.plan
-        state = self.state
-        ready = ev.rebuild(
-            plan.succ_start, plan.succ, plan.pred_count, state.status, state.waiting, state.counters
-        )
-        interrupted = [st.node for st in self.steps if st.status == StepStatus.RUNNING]
-        for node in interrupted:
-            st = self.steps[node]
-            st.attempts.append(
-                {
-                    "attempt": st.attempt,
-                    "status": "interrupted",
-                    "kind": "interrupted",
-                    "started_at": st.started_at,
-                    "ended_at": now,
-                    "error": "the engine stopped while this attempt was in flight",
-                    "pid": None,
-                }
-            )
-        for st in self.steps:
-            if st.status == StepStatus.RETRYING and st.next_retry_at is not None:
-                self.fx.timers.append((st.next_retry_at, self.run_id, "retry:" + st.name))
-        if self.deadline is not None:
-            self.fx.timers.append((self.deadline, self.run_id, "deadline"))
-        failed = [st for st in self.steps if st.status == StepStatus.FAILED]
-        if failed:  # the failure was recorded but not the run's end: finish it now
-            self.error = failed[0].error
-            self._cancel_steps(now, "the run failed")
-            self._finish(RunStatus.FAILED, now)
+        for i in range(0, len(cmds), 4):
+            op, frame, node, arg = cmds[i], cmds[i + 1], cmds[i + 2], cmds[i + 3]
+            if op == G.C_FRAME:
+                self._frame_started(frame, node, arg)
+            elif op == G.C_FRAME_END:
+                self._frame_ended(frame, node, arg)
+            elif op == G.C_ABORT:
+                self._abort(frame, node)
+            elif self.replaying:
+                if op in (G.C_RUN, G.C_DECIDE, G.C_EXPAND, G.C_LOOP, G.C_SLEEP, G.C_CHILD):
+                    self.pending[(frame, node)] = op
+                    if op == G.C_LOOP:
+                        self.loop_iter[(frame, node)] = arg
+            elif op == G.C_RUN:
+                self._run(frame, node)
+            elif op == G.C_DECIDE:
+                self._decide(frame, node)
+            elif op == G.C_EXPAND:
+                self._expand(frame, node)
+            elif op == G.C_LOOP:
+                self._loop(frame, node, arg)
+            elif op == G.C_SLEEP:
+                self._sleep(frame, node)
+            elif op == G.C_CHILD:
+                self._child(frame, node)
+            elif op == G.C_CANCEL_RUN:
+                spec = plan.specs[node]
+                assert isinstance(spec, CancelSpec)
+                self.cancel(spec.reason)
+            elif op == G.C_DONE:
+                self._done(frame, node, arg)
+            elif op == G.C_NODE_FAILED:
+                self._composite_failed(frame, node)
+            elif op == G.C_SKIP:
+                self._skipped(frame, node)
+
+    def _check_outcome(self) -> None:
+        if self.finished:
             return
-        self._dispatch(sorted([*interrupted, *ready]), now)
-        if state.counters[0] == 0:
-            self._finish(RunStatus.COMPLETED, now)
+        outcome = self.ev.outcome(self.state)
+        if outcome == G.R_COMPLETED:
+            self._finish(RunStatus.COMPLETED)
+        elif outcome == G.R_FAILED:
+            self.error = self.error or self.last_error
+            self._finish(RunStatus.FAILED)
+        elif outcome == G.R_CANCELLED and self.status != RunStatus.CANCELLED:
+            self._finish(RunStatus.CANCELLED)
+
+    # -- paths, inputs and outputs ---------------------------------------------------------
+
+    def path(self, frame: int, node: int) -> str:
+        return self.frames[frame].prefix + self.plan.names[node]
+
+    def output(self, frame: int, node: int) -> bytes | None:
+        """The encoded output of a finished node of a live frame."""
+        key = (frame, node)
+        value = self.outputs.get(key)
+        if value is None and key not in self.outputs:
+            raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, self.path(frame, node)))
+            if raw is not None:
+                value = output_of(load_record(raw, "step"), self.core.store, self.run_id)
+            self.outputs[key] = value  # type: ignore[assignment]
+        return value
+
+    def source(self, frame: int, src: int) -> bytes | None:
+        """``src``'s output in ``frame``, or the frame's input when ``src`` is -1."""
+        return self.output(frame, src) if src >= 0 else self.frame_input(frame)
+
+    def frame_input(self, frame: int) -> bytes | None:
+        """What a frame starts from: the item (chunk), the previous iteration's output."""
+        if frame == 0:
+            return None
+        f = self.frames[frame]
+        kind = self.plan.kind[f.owner]
+        if kind == G.K_WHILE:
+            if f.index == 0:
+                return self.source(f.parent, self.plan.last_source[f.owner])
+            return self._loop_last(f.parent, f.owner)
+        return encode_value(self._item(f.parent, f.owner, f.index), "item")
+
+    def _item(self, frame: int, owner: int, index: int) -> Any:
+        items = self._items(frame, owner)
+        spec = self.plan.specs[owner]
+        assert isinstance(spec, ForEachSpec)
+        if spec.size is not None:
+            return items[index * spec.size : (index + 1) * spec.size]
+        return items[index]
+
+    def _items(self, frame: int, owner: int) -> list[Any]:
+        key = (frame, owner)
+        items = self.items.get(key)
+        if items is None:
+            raw = self.core.store.get(K.VALUES, self._items_key(frame, owner))
+            from actorflow.store._codec import decode_value
+
+            items = self.items[key] = list(decode_value(raw, "items")) if raw else []
+        return items
+
+    def _items_key(self, frame: int, owner: int) -> bytes:
+        return K.step_key(self.run_id, self.path(frame, owner) + "#items")
+
+    def _loop_last(self, frame: int, owner: int) -> bytes | None:
+        key = (frame, owner)
+        if key in self.loop_last:
+            return self.loop_last[key]
+        value = self.core.store.get(K.VALUES, self._last_key(frame, owner))
+        self.loop_last[key] = value
+        return value
+
+    def _last_key(self, frame: int, owner: int) -> bytes:
+        return K.step_key(self.run_id, self.path(frame, owner) + "#last")
+
+    def _ctx_item(self, frame: int) -> tuple[bytes | None, int | None]:
+        """The item and index a step in ``frame`` sees (the innermost loop's)."""
+        fid = frame
+        while fid != 0:
+            f = self.frames[fid]
+            kind = self.plan.kind[f.owner]
+            if kind in (G.K_FOR_EACH, G.K_BATCH):
+                return self.frame_input(fid), f.index
+            if kind == G.K_WHILE:
+                return None, f.index
+            fid = f.parent
+        return None, None
+
+    def _fetch(self, frame: int) -> Any:
+        """``ctx.steps[name]`` for engine-side code running in ``frame``."""
+
+        def fetch(name: str) -> bytes | None:
+            node = self.plan.index.get(name)
+            if node is None:
+                return None
+            fid = frame  # this frame first, then the enclosing ones
+            while True:
+                if self.plan.scope[node] == self._scope(fid):
+                    return self.output(fid, node)
+                if fid == 0:
+                    return None
+                fid = self.frames[fid].parent
+
+        return fetch
+
+    def _scope(self, frame: int) -> int:
+        return 0 if frame == 0 else self.plan.body[self.frames[frame].owner]
+
+    def _ctx(self, frame: int, node: int, last: Any = _SAME, index: Any = _SAME) -> Any:
+        item, item_index = self._ctx_item(frame)
+        return engine_context(
+            RunInfo(self.run_id, self.workflow_id, self.path(frame, node), 1),
+            self.payload,
+            self.source(frame, self.plan.last_source[node]) if last is _SAME else last,
+            self._fetch(frame),
+            item,
+            item_index if index is _SAME else index,
+        )
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def _frame_started(self, frame: int, owner: int, index: int) -> None:
+        parent = self.ev.frame_info(self.state, frame)[1]
+        prefix = f"{self.frames[parent].prefix}{self.plan.names[owner]}[{index}]/"
+        self.frames[frame] = _Frame(frame, parent, owner, index, prefix)
+
+    def _frame_ended(self, frame: int, owner: int, outcome: int) -> None:
+        f = self.frames[frame]
+        key = (f.parent, owner)
+        if outcome == G.S_SUCCEEDED and not self.replaying:
+            result = self.plan.scope_result[self.plan.body[owner]]
+            value = self.output(frame, result) if result >= 0 else self.frame_input(frame)
+            if self.plan.kind[owner] == G.K_WHILE:
+                self.loop_last[key] = value
+                self.fx.ops.append((K.VALUES, self._last_key(f.parent, owner), value or b"Jnull"))
+            else:
+                self.collected.setdefault(key, {})[f.index] = value
+        if not self.replaying and self.plan.kind[owner] != G.K_WHILE:
+            counts = self._progress(key)
+            counts[{G.S_SUCCEEDED: 1, G.S_FAILED: 2}.get(outcome, 3)] += 1
+            self.dirty.add(key)
+        # Forget the frame: its records are in the store, its id will be reused.
+        for k in [k for k in self.leaves if k[0] == frame]:
+            self.by_path.pop(self.leaves.pop(k).path, None)
+        for k in [k for k in self.outputs if k[0] == frame]:
+            del self.outputs[k]
+        for k in [k for k in self.pending if k[0] == frame]:
+            del self.pending[k]
+        for cache in (self.items, self.collected, self.progress, self.loop_last):
+            for k in [k for k in cache if k[0] == frame]:
+                del cache[k]
+        self.dirty = {k for k in self.dirty if k[0] != frame}
+        del self.frames[frame]
+
+    def _run(self, frame: int, node: int) -> None:
+        key = (frame, node)
+        leaf = self.leaves.get(key)
+        if leaf is None:
+            leaf = self._leaf(frame, node)
+        self.pending[key] = G.C_RUN
+        self._dispatch(leaf)
+
+    def load_leaf(self, frame: int, node: int) -> Leaf:
+        """The leaf at (frame, node), from its record when it has one (after a reload)."""
+        path = self.path(frame, node)
+        raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, path))
+        if raw is None:
+            return self._leaf(frame, node)
+        leaf = Leaf.from_record(self.run_id, load_record(raw, f"step {path}"), frame, node)
+        self.leaves[(frame, node)] = leaf
+        self.by_path[path] = (frame, node)
+        return leaf
+
+    def _leaf(self, frame: int, node: int) -> Leaf:
+        path = self.path(frame, node)
+        leaf = Leaf(self.run_id, frame, node, path, _LEAF_KIND[self.plan.kind[node]])
+        self.leaves[(frame, node)] = leaf
+        self.by_path[path] = (frame, node)
+        return leaf
+
+    def _dispatch(
+        self, leaf: Leaf, handler: FunctionRef | None = None, error: bytes | None = None
+    ) -> None:
+        """Record a new attempt of ``leaf`` (or of its error handler) and queue its task."""
+        now = self.core.clock.now()
+        leaf.attempt += 1
+        leaf.status = StepStatus.RUNNING
+        leaf.dispatched_at = now
+        leaf.next_retry_at = None
+        leaf.handling = handler is not None
+        self.fx.ops.append(leaf.put())
+        spec = self.plan.specs[leaf.node]
+        item, index = self._ctx_item(leaf.frame)
+        if handler is None:
+            assert isinstance(spec, StepSpec)
+            fn, call = spec.fn, 1 if spec.call == "item" else 0
+        else:
+            fn, call = handler, 0
+        self.fx.tasks.append(
+            TaskSpec(
+                self.run_id,
+                leaf.path,
+                leaf.attempt,
+                self.workflow_id,
+                fn,
+                self.payload,
+                self.source(leaf.frame, self.plan.last_source[leaf.node]),
+                spec.timeout if isinstance(spec, StepSpec) else None,
+                item,
+                index,
+                call,
+                error,
+            )
+        )
+
+    def _decide(self, frame: int, node: int) -> None:
+        spec = self.plan.specs[node]
+        assert isinstance(spec, BranchSpec)
+        ctx = self._ctx(frame, node)
+        chosen = -1
+        for i, arm in enumerate(spec.arms):
+            if arm.pred is None:
+                chosen = i
+                break
+            value, err = call_user(arm.pred, ctx)
+            if err is not None:
+                self._node_error(frame, node, err)
+                self._apply(G.E_FAILED, frame, node)
+                return
+            if value:
+                chosen = i
+                break
+        branch = spec.arms[chosen].name if chosen >= 0 else None
+        self._put_composite(frame, node, StepStatus.RUNNING, branch=branch)
+        self._apply(G.E_CHOSEN, frame, node, chosen)
+
+    def _expand(self, frame: int, node: int) -> None:
+        spec = self.plan.specs[node]
+        assert isinstance(spec, ForEachSpec)
+        key = (frame, node)
+        # The items are stored in the same write as the E_ITEMS event: after a restart that
+        # lost them, the selector runs again.
+        value, err = call_user(spec.items, self._ctx(frame, node))
+        if err is None:
+            try:
+                items = items_of(value)
+                data = encode_value(items, f"items of {spec.name!r}")
+            except Exception as exc:
+                err = error_info(exc)
+        if err is not None:
+            self._node_error(frame, node, err)
+            self._apply(G.E_FAILED, frame, node)
+            return
+        self.items[key] = items
+        self.fx.ops.append((K.VALUES, self._items_key(frame, node), data))
+        n = len(items) if spec.size is None else -(-len(items) // spec.size)
+        self.progress[key] = [n, 0, 0, 0]
+        self.collected[key] = {}
+        self._put_composite(frame, node, StepStatus.RUNNING)
+        self._apply(G.E_ITEMS, frame, node, n)
+
+    def _loop(self, frame: int, node: int, iteration: int) -> None:
+        spec = self.plan.specs[node]
+        assert isinstance(spec, WhileSpec)
+        # The predicate sees the previous iteration's output as ctx.last (the loop's input
+        # before the first one) and the iteration about to start as ctx.iteration.
+        last = self._loop_last(frame, node) if iteration else _SAME
+        value, err = call_user(spec.pred, self._ctx(frame, node, last=last, index=iteration))
+        if err is None and value and iteration >= spec.max_iterations:
+            err = error_info(
+                MaxIterationsExceeded(
+                    f"while_ {spec.name!r} would run more than max_iterations="
+                    f"{spec.max_iterations} times"
+                )
+            )
+        if err is not None:
+            self._node_error(frame, node, err)
+            self._apply(G.E_FAILED, frame, node)
+            return
+        self.progress.setdefault((frame, node), [0, 0, 0, 0])[0] = iteration + (1 if value else 0)
+        self._put_composite(frame, node, StepStatus.RUNNING)
+        self._apply(G.E_LOOP, frame, node, 1 if value else 0)
+
+    def _sleep(self, frame: int, node: int) -> None:
+        spec = self.plan.specs[node]
+        assert isinstance(spec, SleepSpec)
+        leaf = self.leaves.get((frame, node)) or self._leaf(frame, node)
+        self.pending[(frame, node)] = G.C_SLEEP
+        now = self.core.clock.now()
+        leaf.status = StepStatus.RUNNING
+        leaf.dispatched_at = now
+        leaf.wake_at = now + spec.seconds
+        self.fx.ops.append(leaf.put())
+        self._timer(leaf.wake_at, "sleep:" + leaf.path, {"kind": "sleep", "step": leaf.path})
+
+    def _child(self, frame: int, node: int) -> None:
+        spec = self.plan.specs[node]
+        assert isinstance(spec, SubflowSpec)
+        leaf = self.leaves.get((frame, node)) or self._leaf(frame, node)
+        self.pending[(frame, node)] = G.C_CHILD
+        payload = self.payload
+        if spec.input is not None:
+            value, err = call_user(spec.input, self._ctx(frame, node))
+            if err is None:
+                try:
+                    payload = encode_value(value, f"input of subflow {spec.name!r}")
+                except Exception as exc:
+                    err = error_info(exc)
+            if err is not None:
+                self._leaf_failed_for_good(leaf, err)
+                return
+        now = self.core.clock.now()
+        leaf.status = StepStatus.RUNNING
+        leaf.dispatched_at = now
+        leaf.attempt += 1
+        key = f"{self.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
+        leaf.child = self.core.child_run_id(spec.workflow_id, key)
+        self.fx.ops.append(leaf.put())
+        self.fx.children.append(
+            ("start", leaf.child, spec.workflow_id, payload, key, (self.run_id, leaf.path))
+        )
+
+    def _abort(self, frame: int, node: int) -> None:
+        key = (frame, node)
+        op = self.pending.pop(key, None)
+        if self.replaying or self.plan.kind[node] not in _LEAF_KIND:
+            return
+        leaf = self.leaves.get(key) or self.load_leaf(frame, node)
+        if op == G.C_RUN and leaf.status == StepStatus.RUNNING:
+            self.fx.stop.append((self.run_id, leaf.path))
+        elif leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
+            self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
+        elif op == G.C_SLEEP and leaf.wake_at is not None:
+            self._drop_timer(leaf.wake_at, "sleep:" + leaf.path)
+        elif op == G.C_CHILD and leaf.child is not None:
+            self.fx.children.append(("cancel", leaf.child))
+        now = self.core.clock.now()
+        leaf.attempts.append(
+            {
+                "attempt": leaf.attempt,
+                "status": "cancelled",
+                "kind": "cancelled",
+                "started_at": leaf.started_at,
+                "ended_at": now,
+                "error": self.cancel_reason or "stopped: its run, race or loop ended first",
+                "pid": None,
+            }
+        )
+        leaf.status = StepStatus.CANCELLED
+        leaf.next_retry_at = None
+        self.fx.ops.append(leaf.put())
+
+    def _done(self, frame: int, node: int, arg: int) -> None:
+        """A composite succeeded: assemble its output and record it."""
+        if self.replaying:
+            return
+        plan = self.plan
+        kind = plan.kind[node]
+        extra: dict[str, Any] = {}
+        if kind in (G.K_BRANCH, G.K_RACE):
+            if arg >= 0:
+                k = plan.arm_start[node] + arg
+                r = plan.arm_result[k]
+                value = (
+                    self.output(frame, r) if r >= 0 else self.source(frame, plan.last_source[node])
+                )
+                spec = plan.specs[node]
+                assert isinstance(spec, BranchSpec | ParallelSpec)
+                extra["branch" if kind == G.K_BRANCH else "winner"] = spec.arms[arg].name
+            else:
+                value = self.source(frame, plan.last_source[node])
+                extra["branch"] = None
+        elif kind == G.K_PARALLEL:
+            spec = plan.specs[node]
+            assert isinstance(spec, ParallelSpec)
+            parts = []
+            for k in plan.arms(node):
+                r = plan.arm_result[k]
+                parts.append(
+                    self.output(frame, r) if r >= 0 else self.source(frame, plan.last_source[node])
+                )
+            value = encode_dict([a.name for a in spec.arms], parts)
+        elif kind == G.K_WHILE:
+            extra["iterations"] = arg
+            value = (
+                self._loop_last(frame, node) if arg else self.source(frame, plan.last_source[node])
+            )
+        else:  # for_each, batch
+            got = self.collected.get((frame, node), {})
+            value = encode_list(
+                [got[i] if i in got else self._item_output(frame, node, i) for i in range(arg)]
+            )
+        if value is None:
+            value = b"Jnull"
+        self.outputs[(frame, node)] = value
+        self._put_composite(frame, node, StepStatus.SUCCEEDED, output=value, **extra)
+
+    def _progress(self, key: Key) -> list[int]:
+        """A fan-out's counts; after a replay, as its last durable record has them."""
+        counts = self.progress.get(key)
+        if counts is None:
+            counts = [0, 0, 0, 0]
+            raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, self.path(*key)))
+            if raw is not None:
+                items = load_record(raw, "step").get("items") or {}
+                counts = [items.get(k, 0) for k in ("total", "succeeded", "failed", "cancelled")]
+            self.progress[key] = counts
+        return counts
+
+    def _item_output(self, frame: int, owner: int, index: int) -> bytes | None:
+        """The output of a finished item (after a restart it is no longer in memory)."""
+        body = self.plan.body[owner]
+        result = self.plan.scope_result[body]
+        prefix = f"{self.frames[frame].prefix}{self.plan.names[owner]}[{index}]/"
+        if result < 0:
+            return encode_value(self._item(frame, owner, index), "item")
+        raw = self.core.store.get(
+            K.STEPS, K.step_key(self.run_id, prefix + self.plan.names[result])
+        )
+        if raw is None:
+            return None
+        return output_of(load_record(raw, "step"), self.core.store, self.run_id)
+
+    def _composite_failed(self, frame: int, node: int) -> None:
+        if self.replaying:
+            return
+        self._put_composite(frame, node, StepStatus.FAILED, error=self.last_error)
+
+    def _skipped(self, frame: int, node: int) -> None:
+        if self.replaying or self.plan.kind[node] not in _LEAF_KIND:
+            return
+        leaf = self.leaves.get((frame, node)) or self._leaf(frame, node)
+        leaf.status = StepStatus.SKIPPED
+        self.fx.ops.append(leaf.put())
+
+    def _node_error(self, frame: int, node: int, err: ErrorInfo) -> None:
+        """A predicate, selector or input of a composite raised."""
+        self.last_error = error_record(err, self.path(frame, node), 1)
+        self.error = self.error or self.last_error
+
+    # -- worker reports ----------------------------------------------------------------------
 
     def on_succeeded(self, msg: StepSucceeded) -> None:
-        node = self.plan.index.get(msg.step)
-        if node is None or self.finished:
+        leaf = self._reported(msg.step, msg.attempt)
+        if leaf is None:
             return
-        st = self.steps[node]
-        if st.status != StepStatus.RUNNING or st.attempt != msg.attempt:
-            return  # a late report for an attempt that already ended: never record twice
-        now = self.core.clock.now()
-        st.status = StepStatus.SUCCEEDED
-        st.started_at = msg.started_at
-        st.ended_at = msg.ended_at
-        st.error = None
-        st.attempts.append(
+        leaf.status = StepStatus.SUCCEEDED
+        leaf.started_at = msg.started_at
+        leaf.ended_at = msg.ended_at
+        leaf.error = None if not leaf.handling else leaf.error
+        leaf.recovered = leaf.handling
+        leaf.handling = False
+        leaf.attempts.append(
             {
                 "attempt": msg.attempt,
-                "status": "succeeded",
-                "kind": None,
+                "status": "recovered" if leaf.recovered else "succeeded",
+                "kind": "handler" if leaf.recovered else None,
                 "started_at": msg.started_at,
                 "ended_at": msg.ended_at,
                 "error": None,
                 "pid": msg.pid,
             }
         )
-        self.outputs[node] = msg.output
-        ops = self.fx.ops
-        key = st.key(self.run_id)
-        st.inline = inline_output(msg.output)
-        if st.inline is None:  # large or pickled: in its own record
-            ops.append((K.VALUES, key, msg.output))
-        ops.append((K.STEPS, key, st.record()))
-        plan, state = self.plan, self.state
-        ready, outcome = self.core.evaluator.advance(
-            plan.succ_start,
-            plan.succ,
-            state.status,
-            state.waiting,
-            state.counters,
-            node,
-            EV_SUCCEEDED,
-        )
-        if ready:
-            self._dispatch(ready, now)
-        if outcome == RUN_COMPLETED:
-            self._finish(RunStatus.COMPLETED, now)
+        self._succeed(leaf, msg.output)
+
+    def _succeed(self, leaf: Leaf, output: bytes) -> None:
+        key = (leaf.frame, leaf.node)
+        self.outputs[key] = output
+        leaf.inline = inline_output(output)
+        if leaf.inline is None:  # large or pickled: in its own record
+            self.fx.ops.append((K.VALUES, leaf.key, output))
+        self.fx.ops.append(leaf.put())
+        self._apply(G.E_SUCCEEDED, leaf.frame, leaf.node)
 
     def on_failed(self, msg: StepFailed) -> None:
-        node = self.plan.index.get(msg.step)
-        if node is None or self.finished:
-            return
-        st = self.steps[node]
-        if st.status != StepStatus.RUNNING or st.attempt != msg.attempt:
+        leaf = self._reported(msg.step, msg.attempt)
+        if leaf is None:
             return
         now = self.core.clock.now()
         err = msg.error
-        st.started_at = msg.started_at
-        st.ended_at = msg.ended_at
-        st.failures += 1
-        st.error = error_record(err, st.name, msg.attempt)
-        summary = f"{err.type.rpartition('.')[2]}: {err.message}"
-        st.attempts.append(
+        leaf.started_at = msg.started_at
+        leaf.ended_at = msg.ended_at
+        leaf.attempts.append(
             {
                 "attempt": msg.attempt,
                 "status": "failed",
-                "kind": err.kind,
+                "kind": "handler" if leaf.handling else err.kind,
                 "started_at": msg.started_at,
                 "ended_at": msg.ended_at,
-                "error": summary[:_MAX_ATTEMPT_MESSAGE],
+                "error": attempt_summary(err),
                 "pid": msg.pid,
             }
         )
-        retry = self.compiled.spec.steps[node].retry
-        if st.failures < retry.attempts and retry.is_retryable(err.types):
-            delay = retry.delay_for(st.failures, self.core.rng.random())
-            if delay <= 0:
-                self._dispatch([node], now)
-                return
-            st.status = StepStatus.RETRYING
-            st.next_retry_at = now + delay
-            name = "retry:" + st.name
-            self.fx.ops.append((K.STEPS, st.key(self.run_id), st.record()))
-            self.fx.ops.append(
-                (
-                    K.TIMERS,
-                    K.timer_key(st.next_retry_at, self.run_id, name),
-                    dump_record({"kind": "retry", "step": st.name}),
-                )
-            )
-            self.fx.timers.append((st.next_retry_at, self.run_id, name))
+        if leaf.handling:  # the error handler itself failed: the step fails with its error
+            leaf.failures += 1
+            self._leaf_failed_for_good(leaf, err)
             return
-        st.status = StepStatus.FAILED
-        self.fx.ops.append((K.STEPS, st.key(self.run_id), st.record()))
-        plan, state = self.plan, self.state
-        self.core.evaluator.advance(
-            plan.succ_start, plan.succ, state.status, state.waiting, state.counters, node, EV_FAILED
-        )
-        self.error = st.error
-        self._finish(RunStatus.FAILED, now)
+        leaf.failures += 1
+        leaf.error = error_record(err, leaf.path, msg.attempt)
+        spec = self.plan.specs[leaf.node]
+        retry = spec.retry if isinstance(spec, StepSpec) else NO_RETRY
+        if leaf.failures < retry.attempts and retry.is_retryable(err.types):
+            delay = retry.delay_for(leaf.failures, self.core.rng.random())
+            if delay <= 0:
+                self._dispatch(leaf)
+                return
+            leaf.status = StepStatus.RETRYING
+            leaf.next_retry_at = now + delay
+            self.fx.ops.append(leaf.put())
+            self._timer(
+                leaf.next_retry_at, "retry:" + leaf.path, {"kind": "retry", "step": leaf.path}
+            )
+            return
+        self._leaf_failed_for_good(leaf, err)
+
+    def _leaf_failed_for_good(self, leaf: Leaf, err: ErrorInfo) -> None:
+        """No retry left: run the error handler if there is one, else fail the node."""
+        spec = self.plan.specs[leaf.node]
+        handler = getattr(spec, "on_error", None) or self.compiled.spec.on_error
+        if handler is not None and not leaf.handling and isinstance(spec, StepSpec | SubflowSpec):
+            if leaf.error is None:
+                leaf.error = error_record(err, leaf.path, leaf.attempt)
+            if isinstance(spec, SubflowSpec):
+                self.pending[(leaf.frame, leaf.node)] = G.C_RUN  # the handler is a task now
+            self._dispatch(leaf, handler, _exception_bytes(err))
+            return
+        leaf.handling = False
+        leaf.status = StepStatus.FAILED
+        leaf.error = error_record(err, leaf.path, leaf.attempt)
+        self.last_error = leaf.error
+        self.error = self.error or leaf.error
+        self.fx.ops.append(leaf.put())
+        self._apply(G.E_FAILED, leaf.frame, leaf.node)
+
+    def _reported(self, path: str, attempt: int) -> Leaf | None:
+        """The leaf a worker's report is about, if that attempt is still the current one."""
+        if self.finished:
+            return None
+        key = self.by_path.get(path)
+        if key is None or self.pending.get(key) != G.C_RUN:
+            return None
+        leaf = self.leaves[key]
+        if leaf.status != StepStatus.RUNNING or leaf.attempt != attempt:
+            return None  # a late report for an attempt that already ended: never record twice
+        return leaf
 
     def on_timer(self, name: str, due: float) -> None:
         if self.finished:
             return
-        now = self.core.clock.now()
         if name == "deadline":
             if self.deadline is None or abs(self.deadline - due) > 1e-3:
                 return
             timeout = self.compiled.spec.timeout or 0.0
-            self._cancel_steps(now, "the run exceeded its timeout")
             self.error = {
                 "kind": "run_timeout",
                 "type": "actorflow.errors.RunTimeout",
@@ -438,29 +829,100 @@ class Supervisor:
                 "message": f"the run exceeded the workflow timeout of {timeout:g}s",
                 "timeout": timeout,
             }
-            self._finish(RunStatus.FAILED, now)
+            self.cancel_reason = "the run exceeded its timeout"
+            self._apply(G.E_CANCEL, 0, 0)
+            self._finish(RunStatus.FAILED)
             return
-        if name.startswith("retry:"):
-            node = self.plan.index.get(name[6:])
-            if node is None:
+        kind, _, path = name.partition(":")
+        key = self.by_path.get(path)
+        leaf = self.leaves.get(key) if key is not None else None
+        if leaf is None:
+            return
+        if kind == "retry":
+            if leaf.status != StepStatus.RETRYING or leaf.next_retry_at is None:
                 return
-            st = self.steps[node]
-            if st.status != StepStatus.RETRYING or st.next_retry_at is None:
-                return
-            if abs(st.next_retry_at - due) > 1e-3:
+            if abs(leaf.next_retry_at - due) > 1e-3:
                 return  # a stale timer from an earlier retry
             self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
-            st.next_retry_at = None
-            self._dispatch([node], now)
+            self._dispatch(leaf)
+        elif kind == "sleep":
+            if self.pending.get(key) != G.C_SLEEP or leaf.wake_at is None:  # type: ignore[arg-type]
+                return
+            if abs(leaf.wake_at - due) > 1e-3:
+                return
+            self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
+            leaf.status = StepStatus.SUCCEEDED
+            leaf.ended_at = self.core.clock.now()
+            leaf.attempts.append(_attempt(1, "succeeded", None, leaf.dispatched_at, leaf.ended_at))
+            self.fx.ops.append(leaf.put())
+            self._apply(G.E_SUCCEEDED, leaf.frame, leaf.node)
+
+    def on_child_finished(self, msg: ChildFinished) -> None:
+        if self.finished:
+            return
+        key = self.by_path.get(msg.path)
+        if key is None or self.pending.get(key) != G.C_CHILD:
+            return
+        leaf = self.leaves[key]
+        if leaf.child != msg.child_run_id:
+            return
+        self._child_outcome(leaf)
+
+    def _child_outcome(self, leaf: Leaf) -> bool:
+        """Apply the child's final state, if it has one; False while it still runs."""
+        raw = self.core.store.get(K.RUNS, K.run_key(leaf.child or ""))
+        if raw is None:
+            return False
+        rec = load_record(raw, f"run {leaf.child}")
+        status = RunStatus(rec["status"])
+        if not status.terminal:
+            return False
+        now = self.core.clock.now()
+        leaf.ended_at = now
+        if status == RunStatus.COMPLETED:
+            from actorflow.runtime._views import run_outcome
+
+            _, result, _ = run_outcome(self.core.store, leaf.child or "")
+            leaf.status = StepStatus.SUCCEEDED
+            leaf.attempts.append(_attempt(leaf.attempt, "succeeded", None, leaf.dispatched_at, now))
+            self._succeed(leaf, encode_value(result, f"result of child run {leaf.child}"))
+            return True
+        err = rec.get("error") or {}
+        if status == RunStatus.CANCELLED:
+            reason = rec.get("cancel_reason") or ""
+            err = {
+                "kind": "error",
+                "type": "actorflow.errors.RunCancelled",
+                "types": ["actorflow.errors.RunCancelled", "actorflow.errors.RunError"],
+                "message": f"child run {leaf.child} was cancelled: {reason}",
+            }
+        info = ErrorInfo(
+            "error",
+            err.get("type", "actorflow.errors.RunError"),
+            tuple(err.get("types") or ()),
+            f"child run {leaf.child} failed: {err.get('message', '')}",
+            err.get("traceback") or "",
+            None,
+        )
+        leaf.attempts.append(
+            _attempt(
+                leaf.attempt, "failed", "child", leaf.dispatched_at, now, attempt_summary(info)
+            )
+        )
+        leaf.failures += 1
+        self._leaf_failed_for_good(leaf, info)
+        return True
+
+    # -- ending ----------------------------------------------------------------------------
 
     def cancel(self, reason: str) -> bool:
         """Cancel the run; False if it had already finished."""
         if self.finished:
             return False
-        now = self.core.clock.now()
-        self._cancel_steps(now, "the run was cancelled" + (f": {reason}" if reason else ""))
         self.cancel_reason = reason
-        self._finish(RunStatus.CANCELLED, now)
+        self._apply(G.E_CANCEL, 0, 0)
+        if not self.finished:
+            self._finish(RunStatus.CANCELLED)
         return True
 
     def fail_internal(self, exc: BaseException) -> None:
@@ -468,92 +930,19 @@ class Supervisor:
         if self.finished:
             return
         self.fx = Effects()
-        now = self.core.clock.now()
-        self._cancel_steps(now, "internal engine error")
         self.error = {
             "kind": "internal",
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "types": [],
             "message": f"internal engine error: {exc}",
         }
-        self._finish(RunStatus.FAILED, now)
+        self.fx.cancel_tasks = True
+        self._finish(RunStatus.FAILED)
 
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _begin(self, now: float) -> None:
-        self.started_at = now
-        timeout = self.compiled.spec.timeout
-        if timeout is not None:
-            self.deadline = now + timeout
-            self.fx.ops.append(
-                (
-                    K.TIMERS,
-                    K.timer_key(self.deadline, self.run_id, "deadline"),
-                    dump_record({"kind": "deadline"}),
-                )
-            )
-            self.fx.timers.append((self.deadline, self.run_id, "deadline"))
-        ready = self.core.evaluator.start(self.plan.roots, self.state.status, self.state.counters)
-        self._put_run()
-        self._dispatch(ready, now)
-
-    def _dispatch(self, nodes: list[int], now: float) -> None:
-        specs = self.compiled.spec.steps
-        last_source = self.plan.last_source
-        ops = self.fx.ops
-        tasks = self.fx.tasks
-        for node in nodes:
-            st = self.steps[node]
-            st.attempt += 1
-            st.status = StepStatus.RUNNING
-            st.dispatched_at = now
-            st.next_retry_at = None
-            ops.append((K.STEPS, st.key(self.run_id), st.record()))
-            src = last_source[node]
-            spec = specs[node]
-            tasks.append(
-                TaskSpec(
-                    self.run_id,
-                    st.name,
-                    st.attempt,
-                    self.workflow_id,
-                    spec.fn,
-                    self.payload,
-                    self.outputs.get(src) if src >= 0 else None,
-                    spec.timeout,
-                )
-            )
-
-    def _cancel_steps(self, now: float, why: str) -> None:
-        for st in self.steps:
-            if st.status in (StepStatus.RUNNING, StepStatus.RETRYING):
-                if st.status == StepStatus.RUNNING:
-                    self.fx.cancel_tasks = True
-                if st.next_retry_at is not None:
-                    name = "retry:" + st.name
-                    self.fx.ops.append(
-                        (K.TIMERS, K.timer_key(st.next_retry_at, self.run_id, name), None)
-                    )
-                    st.next_retry_at = None
-                st.attempts.append(
-                    {
-                        "attempt": st.attempt,
-                        "status": "cancelled",
-                        "kind": "cancelled",
-                        "started_at": st.started_at,
-                        "ended_at": now,
-                        "error": why,
-                        "pid": None,
-                    }
-                )
-                st.status = StepStatus.CANCELLED
-                self.state.status[st.node] = NODE_CANCELLED
-                self.fx.ops.append((K.STEPS, st.key(self.run_id), st.record()))
-
-    def _finish(self, status: RunStatus, now: float) -> None:
+    def _finish(self, status: RunStatus) -> None:
         old = self.status
         self.status = status
-        self.ended_at = now
+        self.ended_at = self.core.clock.now()
         self.finished = True
         ops = self.fx.ops
         if old != status:
@@ -561,33 +950,141 @@ class Supervisor:
             ops.append((K.INDEX, K.status_index_key(status, self.run_id), b""))
         if self.deadline is not None:
             ops.append((K.TIMERS, K.timer_key(self.deadline, self.run_id, "deadline"), None))
-        for st in self.steps:
-            if st.next_retry_at is not None:
-                ops.append(
-                    (K.TIMERS, K.timer_key(st.next_retry_at, self.run_id, "retry:" + st.name), None)
-                )
-                st.next_retry_at = None
+        for leaf in self.leaves.values():
+            if leaf.next_retry_at is not None:
+                self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
+                leaf.next_retry_at = None
         self._put_run()
         self.fx.finished = True
+        self.fx.cancel_tasks = self.fx.cancel_tasks or status != RunStatus.COMPLETED
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _timer(self, due: float, name: str, record: dict[str, Any]) -> None:
+        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), dump_record(record)))
+        self.fx.timers.append((due, self.run_id, name))
+
+    def _drop_timer(self, due: float, name: str) -> None:
+        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
+
+    def _put_composite(self, frame: int, node: int, status: StepStatus, **extra: Any) -> None:
+        path = self.path(frame, node)
+        now = self.core.clock.now()
+        rec: dict[str, Any] = {
+            "name": self.plan.names[node],
+            "path": path,
+            "node": node,
+            "kind": G.KIND_NAMES[self.plan.kind[node]],
+            "status": status,
+            "ended_at": now if status in (StepStatus.SUCCEEDED, StepStatus.FAILED) else None,
+        }
+        counts = self.progress.get((frame, node))
+        if counts is not None and self.plan.kind[node] != G.K_WHILE:
+            total, ok, failed, cancelled = counts
+            rec["items"] = {
+                "total": total,
+                "succeeded": ok,
+                "failed": failed,
+                "cancelled": cancelled,
+                "pending": total - ok - failed - cancelled,
+            }
+        elif counts is not None:
+            rec["iterations"] = counts[0]
+        output = extra.pop("output", None)
+        for k, v in extra.items():
+            rec[k] = v
+        key = K.step_key(self.run_id, path)
+        if output is not None:
+            inline = inline_output(output)
+            if inline is None:
+                self.fx.ops.append((K.VALUES, key, output))
+            else:
+                rec["output"] = inline
+        self.fx.ops.append((K.STEPS, key, dump_record(rec)))
+        self.dirty.discard((frame, node))
+
+    def take_history(self) -> None:
+        """Fold pending progress records and this write's history into the effects."""
+        for frame, node in list(self.dirty):
+            self._put_composite(frame, node, StepStatus.RUNNING)
+        self.dirty.clear()
+        if self.hist:
+            events = self.hist
+            self.hist = []
+            self.fx.ops.append(
+                (
+                    K.HISTORY,
+                    K.history_key(self.run_id, self.seq),
+                    struct.pack(f"<{len(events)}i", *events),
+                )
+            )
+            self.seq += 1
+
+    def passive(self) -> bool:
+        """True when nothing of the run is in a worker: it only waits on timers or children."""
+        if self.finished or self.status == RunStatus.QUEUED:
+            return False
+        for key, op in self.pending.items():
+            if op != G.C_RUN:
+                if op not in (G.C_SLEEP, G.C_CHILD):
+                    return False
+                continue
+            if self.leaves[key].status != StepStatus.RETRYING:
+                return False
+        return True
 
     def _put_run(self) -> None:
-        result_node = self.plan.result_node
         rec: dict[str, Any] = {
             "id": self.run_id,
             "workflow": self.workflow_id,
-            "status": self.status.value,
+            "status": self.status,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "idempotency_key": self.idempotency_key,
-            "plan": self.plan.fingerprint,
+            "plan": self.shape,
             "deadline": self.deadline,
-            "result_step": self.plan.names[result_node] if result_node >= 0 else None,
             "error": self.error,
             "cancel_reason": self.cancel_reason,
+            "parent": list(self.parent) if self.parent else None,
         }
-        if self.status == RunStatus.COMPLETED and result_node >= 0:
-            inline = self.steps[result_node].inline
-            if inline is not None:  # small JSON: RunHandle.result() reads one record
+        if self.status == RunStatus.COMPLETED:
+            result = self.plan.scope_result[0]
+            value = self.output(0, result) if result >= 0 else None
+            inline = inline_output(value) if value is not None else None
+            if value is None:
+                rec["result"] = None
+            elif inline is not None:
                 rec["result"] = inline
+            else:
+                rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
+
+
+def _attempt(
+    n: int,
+    status: str,
+    kind: str | None,
+    started: float | None,
+    ended: float | None,
+    error: str | None = None,
+    pid: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "attempt": n,
+        "status": status,
+        "kind": kind,
+        "started_at": started,
+        "ended_at": ended,
+        "error": error,
+        "pid": pid,
+    }
+
+
+def _exception_bytes(err: ErrorInfo) -> bytes:
+    """The step's exception, encoded for its error handler's ``ctx.error``."""
+    if err.pickled is not None:
+        return b"P" + err.pickled
+    from actorflow.errors import RemoteError
+
+    return encode_value(RemoteError(err.type, err.message), "error")

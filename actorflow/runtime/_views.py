@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from actorflow.errors import (
     WorkerCrashed,
 )
 from actorflow.store import _keys as K
-from actorflow.store._codec import decode_value, describe_value
+from actorflow.store._codec import decode_value, describe_value, encode_value
 from actorflow.store._protocol import Store
 from actorflow.store._records import load_record, output_of, step_output
 
@@ -96,11 +97,12 @@ class AttemptDetails:
 
 @dataclass(frozen=True, slots=True)
 class StepDetails:
-    """A step of a run as recorded.
+    """A node of a run (a step, or a control-flow construct) as recorded.
 
     Attributes:
-        name: the step's name.
-        kind: ``step`` or ``action``.
+        name: the node's name.
+        kind: ``step``, ``action``, ``branch``, ``parallel``, ``race``, ``while``,
+            ``for_each``, ``batch``, ``subflow``, ``sleep`` or ``cancel``.
         status: its :class:`~actorflow.StepStatus`.
         attempt: the current (or last) attempt number; 0 if never dispatched.
         failures: failed attempts so far.
@@ -112,6 +114,13 @@ class StepDetails:
         error: the last failure.
         attempts: every attempt so far.
         output: a short rendering of the output (JSON text, or a placeholder for pickles).
+        path: where it is: its name, or ``lines[3]/price`` inside item 3 of for_each ``lines``.
+        branch: for a branch, the arm it took (None: none matched).
+        winner: for a race, the arm that won.
+        items: for a for_each or batch, counts: total, succeeded, failed, cancelled, pending.
+        iterations: for a while, the iterations started.
+        child_run_id: for a subflow, the child run.
+        recovered: its output came from its ``on_error`` handler.
     """
 
     name: str
@@ -127,6 +136,13 @@ class StepDetails:
     error: ErrorDetails | None
     attempts: tuple[AttemptDetails, ...]
     output: str | None
+    path: str = ""
+    branch: str | None = None
+    winner: str | None = None
+    items: dict[str, int] | None = None
+    iterations: int | None = None
+    child_run_id: str | None = None
+    recovered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,16 +198,19 @@ class RunDetails:
     cancel_reason: str | None
     steps: tuple[StepDetails, ...]
 
-    def step(self, name: str) -> StepDetails:
-        """The step called ``name``.
+    def step(self, path: str) -> StepDetails:
+        """The node at ``path`` (a name, or ``lines[3]/price`` inside a loop body).
 
         Raises:
-            KeyError: no such step.
+            KeyError: no such node.
         """
         for s in self.steps:
-            if s.name == name:
+            if s.path == path:
                 return s
-        raise KeyError(f"run {self.id} has no step {name!r}")
+        for s in self.steps:
+            if s.name == path and "/" not in s.path:
+                return s
+        raise KeyError(f"run {self.id} has no step {path!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict."""
@@ -324,11 +343,22 @@ def _step(rec: dict[str, Any], output: bytes | None) -> StepDetails:
             for a in rec.get("attempts", [])
         ),
         output=describe_value(output) if output is not None else None,
+        path=rec.get("path", rec["name"]),
+        branch=rec.get("branch"),
+        winner=rec.get("winner"),
+        items=rec.get("items"),
+        iterations=rec.get("iterations"),
+        child_run_id=rec.get("child_run_id"),
+        recovered=bool(rec.get("recovered")),
     )
 
 
 def inspect_run(store: Store, run_id: str) -> RunDetails:
-    """Everything recorded about ``run_id``, steps in workflow order.
+    """Everything recorded about ``run_id``.
+
+    ``steps`` lists the workflow's nodes in definition order (those not started yet as
+    pending), each followed by what ran inside it: the iterations and items of loops, in
+    order, as paths like ``lines[3]/price``.
 
     Raises:
         RunNotFound: no such run.
@@ -337,31 +367,30 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
     recorded: dict[str, dict[str, Any]] = {}
     for _, value in store.scan(K.STEPS, K.step_prefix(run_id)):
         srec = load_record(value, f"step of run {run_id}")
-        recorded[srec["name"]] = srec
-    # Steps not yet dispatched have no record: take them from the stored definition.
+        recorded[srec.get("path", srec["name"])] = srec
+    # Nodes not yet reached have no record: take them (and the order) from the definition.
     order: list[tuple[str, str]] = []
     raw_def = store.get(K.DEFINITIONS, rec["workflow"].encode())
     if raw_def is not None:
         definition = load_record(raw_def, f"definition {rec['workflow']}")
-        order = [(s["name"], s.get("kind", "step")) for s in definition.get("steps", [])]
-    known = {name for name, _ in order}
-    extra = sorted(
-        (r for n, r in recorded.items() if n not in known), key=lambda r: r.get("node", 0)
-    )
+        order = list(_top_level(definition.get("nodes", definition.get("steps", []))))
+    position = {name: i for i, (name, _) in enumerate(order)}
+    for path, srec in recorded.items():
+        if "/" not in path and path not in position:
+            position[path] = len(position) + srec.get("node", 0)
     steps: list[StepDetails] = []
     for name, kind in order:
-        found = recorded.get(name)
-        if found is None:
+        if name not in recorded:
             steps.append(_step({"name": name, "kind": kind, "status": "pending"}, None))
-        else:
-            steps.append(_step(found, output_of(found, store, run_id)))
-    for rec_ in extra:
-        steps.append(_step(rec_, output_of(rec_, store, run_id)))
+    nested = sorted(recorded.items(), key=lambda kv: _path_key(kv[0], position))
+    for _, srec in nested:
+        steps.append(_step(srec, output_of(srec, store, run_id)))
+    steps.sort(key=lambda s: _path_key(s.path or s.name, position))
     status = RunStatus(rec["status"])
     result: str | None = None
-    if status == RunStatus.COMPLETED and rec.get("result_step"):
-        raw = step_output(store, run_id, rec["result_step"])
-        result = describe_value(raw) if raw is not None else None
+    if status == RunStatus.COMPLETED:
+        raw = _result_bytes(store, run_id, rec)
+        result = describe_value(raw) if raw is not None else "null"
     payload = store.get(K.VALUES, K.payload_key(run_id))
     ended = rec.get("ended_at")
     return RunDetails(
@@ -379,6 +408,37 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         cancel_reason=rec.get("cancel_reason"),
         steps=tuple(steps),
     )
+
+
+def _top_level(nodes: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+    """The nodes that run in the workflow's own frame, in definition order.
+
+    That is the top-level ones and those in branch/parallel/race arms; loop bodies run per
+    item or iteration and appear as paths.
+    """
+    for node in nodes:
+        yield node["name"], node.get("kind", "step")
+        for arm in node.get("arms", []):
+            yield from _top_level(arm.get("block", []))
+
+
+def _path_key(path: str, position: dict[str, int]) -> tuple[Any, ...]:
+    """Sort key: definition order, then item / iteration index, then order inside."""
+    key: list[Any] = []
+    for part in path.split("/"):
+        name, _, index = part.partition("[")
+        key.append(position.get(name, len(position)))
+        key.append(name)
+        key.append(int(index[:-1]) if index.endswith("]") and index[:-1].isdigit() else -1)
+    return tuple(key)
+
+
+def _result_bytes(store: Store, run_id: str, rec: dict[str, Any]) -> bytes | None:
+    if "result" in rec:
+        value = rec["result"]
+        return None if value is None else encode_value(value)
+    step = rec.get("result_step")
+    return step_output(store, run_id, step) if step else None
 
 
 def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
@@ -428,10 +488,7 @@ def run_outcome(store: Store, run_id: str) -> tuple[RunStatus, Any, ActorflowErr
     if status == RunStatus.COMPLETED:
         if "result" in rec:
             return status, rec["result"], None
-        step = rec.get("result_step")
-        if not step:
-            return status, None, None
-        raw = step_output(store, run_id, step)
+        raw = _result_bytes(store, run_id, rec)
         return status, (decode_value(raw, f"result of run {run_id}") if raw else None), None
     if status == RunStatus.FAILED:
         return status, None, error_from_record(rec.get("error") or {}, run_id)

@@ -148,7 +148,8 @@ class StoreWriter(Actor):
         tasks = [t for w in batch for t in w.dispatch]
         timers = [t for w in batch for t in w.timers]
         cancels = [r for w in batch for r in w.cancel]
-        if not (tasks or timers or cancels):
+        stops = [t for w in batch for t in w.cancel_tasks]
+        if not (tasks or timers or cancels or stops):
             return
         targets = self._targets
         if targets is None:
@@ -157,8 +158,8 @@ class StoreWriter(Actor):
             # Dispatch before cancel: a run cancelled in the same group loses its new tasks.
             if tasks:
                 targets.dispatcher.tell(Dispatch(tuple(tasks)))
-            if cancels:
-                targets.dispatcher.tell(CancelTasks(tuple(cancels)))
+            if cancels or stops:
+                targets.dispatcher.tell(CancelTasks(tuple(cancels), tuple(stops)))
             if timers:
                 targets.scheduler.tell(AddTimers(tuple(timers)))
         except pykka.ActorDeadError:

@@ -15,6 +15,7 @@ values          run id NUL            (the run's payload)         encoded value 
 index           ``s`` NUL status NUL run id                       empty (runs by status)
                 ``w`` NUL workflow NUL run id                     empty (runs by workflow)
 timers          due ms (8 bytes, big-endian) run id NUL name      JSON timer record
+history         run id NUL seq (8 bytes, big-endian)              events, little-endian int32s
 idempotency     workflow NUL key                                  run id
 ==============  ================================================  ===============================
 
@@ -32,6 +33,7 @@ __all__ = [
     "DEFINITIONS",
     "FORMAT_KEY",
     "FORMAT_VERSION",
+    "HISTORY",
     "IDEMPOTENCY",
     "INDEX",
     "META",
@@ -39,7 +41,10 @@ __all__ = [
     "STEPS",
     "TIMERS",
     "VALUES",
+    "decode_history_seq",
     "decode_timer_key",
+    "history_key",
+    "history_prefix",
     "idempotency_key",
     "payload_key",
     "run_key",
@@ -60,12 +65,13 @@ VALUES: Final = "values"
 INDEX: Final = "index"
 TIMERS: Final = "timers"
 IDEMPOTENCY: Final = "idempotency"
+HISTORY: Final = "history"
 
-ALL_DBS: Final = (META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY)
+ALL_DBS: Final = (META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY, HISTORY)
 
 FORMAT_KEY: Final = b"format"
 #: The store format this code writes; a store with a higher number is refused.
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 _SEP = b"\x00"
 _DUE = struct.Struct(">Q")
@@ -121,6 +127,22 @@ def decode_timer_key(key: bytes) -> tuple[float, str, str]:
     (due_ms,) = _DUE.unpack_from(key)
     run_id, _, name = key[_DUE.size :].partition(_SEP)
     return due_ms / 1000.0, run_id.decode(), name.decode()
+
+
+def history_prefix(run_id: str) -> bytes:
+    """Prefix of a run's history records."""
+    return run_id.encode() + _SEP
+
+
+def history_key(run_id: str, seq: int) -> bytes:
+    """Key of a run's ``seq``-th history record (records sort in order)."""
+    return history_prefix(run_id) + _DUE.pack(seq)
+
+
+def decode_history_seq(key: bytes) -> int:
+    """The sequence number of a history key."""
+    (seq,) = _DUE.unpack_from(key, len(key) - _DUE.size)
+    return int(seq)
 
 
 def idempotency_key(workflow: str, key: str) -> bytes:

@@ -91,22 +91,27 @@ class _Steps:
 
 
 class StepContext:
-    """What a step function receives as ``ctx``.
+    """What a step function (and a predicate, item selector or error handler) receives as ``ctx``.
 
     Attributes:
-        run: run id, workflow id, step name and attempt.
-        steps: ``ctx.steps[name].output`` is the recorded output of an earlier step.
+        run: run id, workflow id, step (its path: ``lines[3]/price`` inside a for_each) and
+            attempt.
+        steps: ``ctx.steps[name].output`` is the recorded output of an earlier step; inside a
+            loop body, names resolve in the current iteration or item first.
         idempotency_key: stable across attempts of this step in this run; pass it to outside
             systems so that a retried step does not act twice.
+        index: inside a for_each or batch body, the item's (chunk's) position; inside a while
+            body, the iteration number; else None.
     """
 
     __slots__ = (
+        "_error",
+        "_item",
         "_last",
-        "_last_raw",
         "_log",
         "_payload",
-        "_payload_raw",
         "idempotency_key",
+        "index",
         "run",
         "steps",
     )
@@ -114,15 +119,23 @@ class StepContext:
     def __init__(
         self,
         run: RunInfo,
-        payload: bytes,
-        last: bytes | None,
+        payload: Any,
+        last: Any,
         fetch: Callable[[str], bytes | None],
+        item: Any = None,
+        index: int | None = None,
+        error: Any = None,
+        *,
+        encoded: bool = True,
     ) -> None:
         self.run = run
-        self._payload_raw = payload
-        self._last_raw = last
-        self._payload: Any = _MISSING
-        self._last: Any = _MISSING
+        # Values arrive encoded (in a worker) and are decoded on first use; the engine passes
+        # values it already holds (encoded=False).
+        self._payload = _Lazy(payload, "payload", encoded)
+        self._last = _Lazy(last, "ctx.last", encoded)
+        self._item = _Lazy(item, "ctx.item", encoded)
+        self._error = _Lazy(error, "ctx.error", encoded)
+        self.index = index
         self.steps = _Steps(fetch)
         self.idempotency_key = f"{run.id}:{run.step}"
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -143,17 +156,48 @@ class StepContext:
     @property
     def payload(self) -> Any:
         """The run's input, as given to ``engine.trigger``."""
-        if self._payload is _MISSING:
-            self._payload = decode_value(self._payload_raw, "payload")
-        return self._payload
+        return self._payload.get()
 
     @property
     def last(self) -> Any:
-        """The output of the previous step (actions excepted); None for the first step."""
-        if self._last is _MISSING:
-            raw = self._last_raw
-            self._last = None if raw is None else decode_value(raw, "ctx.last")
-        return self._last
+        """The output of the previous step (actions and sleeps passed over).
+
+        For the first step of a for_each body it is the item; of a while body, the previous
+        iteration's output; of the workflow, None.
+        """
+        return self._last.get()
+
+    @property
+    def item(self) -> Any:
+        """Inside a for_each (batch) body, the current item (chunk); else None."""
+        return self._item.get()
+
+    @property
+    def iteration(self) -> int | None:
+        """Inside a while body (and in its predicate), the iteration number; else the index."""
+        return self.index
+
+    @property
+    def error(self) -> BaseException | None:
+        """In an ``on_error`` handler, the exception the step failed with; else None."""
+        value = self._error.get()
+        return value if isinstance(value, BaseException) else None
 
     def __repr__(self) -> str:
         return f"<StepContext run={self.run.id} step={self.run.step!r} attempt={self.run.attempt}>"
+
+
+class _Lazy:
+    """A value received encoded, decoded once when first read."""
+
+    __slots__ = ("_raw", "_value", "_what")
+
+    def __init__(self, raw: Any, what: str, encoded: bool) -> None:
+        self._raw = raw
+        self._what = what
+        self._value: Any = _MISSING if encoded and raw is not None else raw
+
+    def get(self) -> Any:
+        if self._value is _MISSING:
+            self._value = decode_value(self._raw, self._what)
+        return self._value

@@ -65,7 +65,7 @@ class _Worker:
         self.poller = select.poll()
         self.poller.register(conn.fileno(), select.POLLIN)
         self.send_lock = threading.Lock()
-        self.functions: dict[str, Callable[[Any], Any]] = {}
+        self.functions: dict[str, Callable[..., Any]] = {}
         self.tasks: deque[tuple[Any, ...]] = deque()  # received, not started
         self.cancelled: set[int] = set()
         self.replies: dict[int, tuple[Any, ...]] = {}
@@ -142,7 +142,7 @@ class _Worker:
             raise RuntimeError(f"engine could not answer {op!r}: {msg[3]}")
         return msg[3]
 
-    def function(self, key: str, ref: str | None, blob: bytes | None) -> Callable[[Any], Any]:
+    def function(self, key: str, ref: str | None, blob: bytes | None) -> Callable[..., Any]:
         fn = self.functions.get(key)
         if fn is None:
             if blob is not None:
@@ -160,7 +160,8 @@ class _Worker:
         return fn
 
     def run(self, task: tuple[Any, ...]) -> None:
-        (task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level) = task
+        (task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level,
+         item, index, call, error) = task  # fmt: skip
         self.task_id = task_id
         if level != self.log_level:  # setLevel clears every logger's cache: only on change
             _step_logger.setLevel(level)
@@ -169,9 +170,15 @@ class _Worker:
         try:
             fn = self.function(key, ref, blob)
             ctx = StepContext(
-                RunInfo(run_id, workflow_id, step, attempt), payload, last, self.fetch_output
+                RunInfo(run_id, workflow_id, step, attempt),
+                payload,
+                last,
+                self.fetch_output,
+                item,
+                index,
+                error,
             )
-            result = fn(ctx)
+            result = fn(ctx.item, ctx) if call else fn(ctx)
             if inspect.iscoroutine(result):
                 if self.loop is None:
                     self.loop = asyncio.new_event_loop()

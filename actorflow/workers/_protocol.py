@@ -7,11 +7,12 @@ Tuples pickle several times faster than dataclasses, and this is the engine's ho
 Engine to worker:
 
 - ``(TASKS, [task, ...])``: run these in order. A task is ``(task_id, run_id, step, attempt,
-  workflow_id, fn_key, fn_ref, fn_blob, payload, last, log_level)``; ``fn_ref``/``fn_blob``
-  are sent only the first time this worker sees ``fn_key`` (else None: it has it cached).
-  ``payload`` and ``last`` are encoded values (:mod:`actorflow.store._codec`), decoded only if
-  the step reads them. Several tasks in one frame is how a busy worker is kept fed (prefetch)
-  without one system call per task.
+  workflow_id, fn_key, fn_ref, fn_blob, payload, last, log_level, item, index, call, error)``;
+  ``fn_ref``/``fn_blob`` are sent only the first time this worker sees ``fn_key`` (else None:
+  it has it cached). ``payload``, ``last``, ``item`` and ``error`` (for an error handler, the
+  step's exception) are encoded values (:mod:`actorflow.store._codec`) or None, decoded only
+  if the step reads them. ``call`` 1 calls ``fn(item, ctx)``, 0 ``fn(ctx)``. Several tasks in
+  one frame is how a busy worker is kept fed (prefetch) without one system call per task.
 - ``(CANCEL, task_id)``: do not start this queued task (answered with ``SKIPPED``).
 - ``(REPLY, req_id, ok, value)``: the answer to a worker's request.
 - ``(STOP,)``: exit after the current task.

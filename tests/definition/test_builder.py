@@ -55,7 +55,7 @@ def test_every_problem_is_listed_once() -> None:
     assert any("timeout" in p and "soon" in p for p in problems)
     assert any("name" in p and "non-empty" in p for p in problems)
     assert any("'b'" in p and "callable" in p for p in problems)
-    assert any("'c'" in p and "one argument" in p for p in problems)
+    assert any("'c'" in p and "(ctx)" in p and "signature" in p for p in problems)
     assert any("'d'" in p and "positive duration" in p for p in problems)
     assert any("'e'" in p and "af.Retry" in p for p in problems)
 

@@ -235,7 +235,7 @@ def test_define_after_start(engine: af.Engine) -> None:
     with engine:
         engine.define("late").step("one", steps.add_one)
         assert engine.trigger("late", {"n": 1}).result(timeout=30) == 2
-        assert engine.definition("late")["steps"][0]["name"] == "one"
+        assert engine.definition("late")["nodes"][0]["name"] == "one"
 
 
 def test_memory_store_engine(make_engine: Callable[..., af.Engine]) -> None:

@@ -1,0 +1,168 @@
+"""Rebuilding a run from the store: replay its history, then resume what was in flight.
+
+A run's history is the list of events its evaluator applied, written with the state changes
+they caused. Replaying them into a fresh evaluator state gives the same frames and node states
+as before, without running anything (commands are only noted). What is left pending at the end
+is what was in flight: steps recorded as running are dispatched again as new attempts, timers
+are re-armed, decisions that were not recorded are taken again, children are looked up.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from actorflow._types import RunStatus, StepStatus
+from actorflow.definition._spec import StepSpec, SubflowSpec
+from actorflow.graph import _codes as G
+from actorflow.runtime._core import Core
+from actorflow.runtime._messages import ErrorInfo
+from actorflow.runtime._supervisor import Supervisor
+from actorflow.store import _keys as K
+from actorflow.store._codec import encode_value
+from actorflow.store._records import load_record, output_of
+
+__all__ = ["load", "resume"]
+
+
+def load(core: Core, run_id: str) -> Supervisor | None:
+    """Rebuild a run from the store; None if it is unknown, finished, or undefined here."""
+    raw = core.store.get(K.RUNS, K.run_key(run_id))
+    if raw is None:
+        return None
+    rec = load_record(raw, f"run {run_id}")
+    status = RunStatus(rec["status"])
+    if status.terminal:
+        return None
+    compiled = core.workflows.get(rec["workflow"])
+    if compiled is None:
+        return None
+    sup = Supervisor(core, compiled, run_id)
+    sup.status = status
+    sup.created_at = rec["created_at"]
+    sup.started_at = rec.get("started_at")
+    sup.idempotency_key = rec.get("idempotency_key")
+    sup.deadline = rec.get("deadline")
+    parent = rec.get("parent")
+    sup.parent = (parent[0], parent[1]) if parent else None
+    sup.shape = rec.get("plan") or sup.plan.shape
+    sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
+    if status == RunStatus.QUEUED or sup.shape != sup.plan.shape:
+        return sup  # not started yet / cannot replay: resume() decides
+    sup.replaying = True
+    try:
+        sup._commands(sup.ev.start(sup.pp, sup.state))
+        for key, value in core.store.scan(K.HISTORY, K.history_prefix(run_id)):
+            events = struct.unpack(f"<{len(value) // 4}i", value)
+            for i in range(0, len(events), 4):
+                sup._apply(events[i], events[i + 1], events[i + 2], events[i + 3])
+            sup.seq = K.decode_history_seq(key) + 1
+    finally:
+        sup.replaying = False
+    return sup
+
+
+def resume(sup: Supervisor) -> None:
+    """Drive a loaded run: start a queued one, take up again what was in flight."""
+    now = sup.core.clock.now()
+    if sup.status == RunStatus.QUEUED:
+        sup.status = RunStatus.RUNNING
+        sup.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.QUEUED, sup.run_id), None))
+        sup.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.RUNNING, sup.run_id), b""))
+        sup._begin(now)
+        return
+    if sup.shape != sup.plan.shape:
+        sup.error = {
+            "kind": "definition_changed",
+            "type": "actorflow.errors.DefinitionError",
+            "types": ["actorflow.errors.DefinitionError"],
+            "message": (
+                f"workflow {sup.workflow_id!r} changed shape since this run started "
+                f"(plan {sup.shape} -> {sup.plan.shape}); its history cannot be replayed"
+            ),
+        }
+        sup._finish(RunStatus.FAILED)
+        return
+    ev, state = sup.ev, sup.state
+    for (frame, node), op in list(sup.pending.items()):
+        if ev.status(sup.pp, state, frame, node) != G.S_RUNNING:
+            del sup.pending[(frame, node)]
+            continue
+        if op == G.C_RUN:
+            _resume_leaf(sup, frame, node, now)
+        elif op == G.C_SLEEP:
+            leaf = sup.load_leaf(frame, node)
+            if leaf.wake_at is None:
+                sup._sleep(frame, node)
+            else:
+                sup.fx.timers.append((leaf.wake_at, sup.run_id, "sleep:" + leaf.path))
+        elif op == G.C_CHILD:
+            leaf = sup.load_leaf(frame, node)
+            if leaf.child is None:
+                sup._child(frame, node)
+            elif not sup._child_outcome(leaf):
+                spec = sup.plan.specs[node]
+                assert isinstance(spec, SubflowSpec)
+                key = f"{sup.run_id}/{leaf.path}"
+                # Start it (again): a child that exists already ignores the duplicate.
+                sup.fx.children.append(
+                    (
+                        "start",
+                        leaf.child,
+                        spec.workflow_id,
+                        sup.payload,
+                        key,
+                        (sup.run_id, leaf.path),
+                    )
+                )
+        elif op == G.C_DECIDE:
+            sup._decide(frame, node)
+        elif op == G.C_EXPAND:
+            sup._expand(frame, node)
+        elif op == G.C_LOOP:
+            sup._loop(frame, node, sup.loop_iter.pop((frame, node), 0))
+    if sup.deadline is not None and not sup.finished:
+        sup.fx.timers.append((sup.deadline, sup.run_id, "deadline"))
+    sup._check_outcome()
+
+
+def _resume_leaf(sup: Supervisor, frame: int, node: int, now: float) -> None:
+    leaf = sup.load_leaf(frame, node)
+    sup.pending[(frame, node)] = G.C_RUN
+    if leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
+        sup.fx.timers.append((leaf.next_retry_at, sup.run_id, "retry:" + leaf.path))
+        return
+    if leaf.status == StepStatus.SUCCEEDED:  # the result is recorded; only its event was not
+        out = output_of(load_record(leaf.record(), "step"), sup.core.store, sup.run_id)
+        sup._succeed(leaf, out if out is not None else b"Jnull")
+        return
+    if leaf.status == StepStatus.RUNNING:
+        leaf.attempts.append(
+            {
+                "attempt": leaf.attempt,
+                "status": "interrupted",
+                "kind": "interrupted",
+                "started_at": leaf.started_at,
+                "ended_at": now,
+                "error": "the engine stopped while this attempt was in flight",
+                "pid": None,
+            }
+        )
+    spec = sup.plan.specs[node]
+    if leaf.handling:  # its error handler was running: run it again
+        handler = getattr(spec, "on_error", None) or sup.compiled.spec.on_error
+        err = leaf.error or {}
+        blob = base64.b64decode(err["exc"]) if err.get("exc") else None
+        error = b"P" + blob if blob else _remote(err)
+        leaf.handling = False
+        sup._dispatch(leaf, handler, error)
+        return
+    if isinstance(spec, StepSpec):
+        sup._dispatch(leaf)
+
+
+def _remote(err: dict[str, object]) -> bytes:
+    from actorflow.errors import RemoteError
+
+    info = ErrorInfo("error", str(err.get("type", "")), (), str(err.get("message", "")))
+    return encode_value(RemoteError(info.type, info.message), "error")

@@ -1,0 +1,148 @@
+"""The per-node records a supervisor keeps and writes.
+
+Leaves (steps, actions, subflows, sleeps) carry their attempts; composites their progress.
+"""
+
+from __future__ import annotations
+
+import base64
+import signal
+from typing import Any
+
+import orjson
+
+from actorflow._types import StepStatus
+from actorflow.runtime._messages import ErrorInfo
+from actorflow.store import _keys as K
+from actorflow.store._protocol import Op
+from actorflow.store._records import dump_record
+
+__all__ = ["Leaf", "error_record"]
+
+_MAX_ATTEMPT_MESSAGE = 300
+
+
+def error_record(err: ErrorInfo, step: str, attempt: int) -> dict[str, Any]:
+    """The stored form of a failure."""
+    sig = None
+    if err.exitcode is not None and err.exitcode < 0:
+        try:
+            sig = signal.Signals(-err.exitcode).name
+        except ValueError:
+            sig = str(-err.exitcode)
+    return {
+        "kind": err.kind,
+        "type": err.type,
+        "types": list(err.types),
+        "message": err.message,
+        "traceback": err.traceback,
+        "exc": base64.b64encode(err.pickled).decode() if err.pickled else None,
+        "exitcode": err.exitcode,
+        "signal": sig,
+        "timeout": err.timeout,
+        "step": step,
+        "attempt": attempt,
+    }
+
+
+def attempt_summary(err: ErrorInfo) -> str:
+    """A one-line summary of a failed attempt."""
+    return f"{err.type.rpartition('.')[2]}: {err.message}"[:_MAX_ATTEMPT_MESSAGE]
+
+
+class Leaf:
+    """A step, action, subflow or sleep of a live run (mirrors its record in ``steps``)."""
+
+    __slots__ = (
+        "attempt",
+        "attempts",
+        "child",
+        "dispatched_at",
+        "ended_at",
+        "error",
+        "failures",
+        "frame",
+        "handling",
+        "inline",
+        "key",
+        "kind",
+        "next_retry_at",
+        "node",
+        "path",
+        "recovered",
+        "started_at",
+        "status",
+        "wake_at",
+    )
+
+    def __init__(self, run_id: str, frame: int, node: int, path: str, kind: str) -> None:
+        self.frame = frame
+        self.node = node
+        self.path = path
+        self.key = K.step_key(run_id, path)
+        self.kind = kind
+        self.status = StepStatus.PENDING
+        self.attempt = 0
+        self.failures = 0
+        self.dispatched_at: float | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.next_retry_at: float | None = None
+        self.error: dict[str, Any] | None = None
+        self.attempts: list[dict[str, Any]] = []
+        self.inline: orjson.Fragment | None = None  # a small JSON output, kept in the record
+        self.handling = False  # its error handler is running
+        self.recovered = False  # its output came from its error handler
+        self.child: str | None = None  # a subflow's child run id
+        self.wake_at: float | None = None  # a sleep's due time
+
+    def record(self) -> bytes:
+        rec: dict[str, Any] = {
+            "name": self.path.rpartition("/")[2],
+            "path": self.path,
+            "node": self.node,
+            "kind": self.kind,
+            "status": self.status,  # a StrEnum: orjson writes it as its string
+            "attempt": self.attempt,
+            "failures": self.failures,
+            "dispatched_at": self.dispatched_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "next_retry_at": self.next_retry_at,
+            "error": self.error,
+            "attempts": self.attempts,
+        }
+        if self.inline is not None:
+            rec["output"] = self.inline
+        if self.handling:
+            rec["handling"] = True
+        if self.recovered:
+            rec["recovered"] = True
+        if self.child is not None:
+            rec["child_run_id"] = self.child
+        if self.wake_at is not None:
+            rec["wake_at"] = self.wake_at
+        return dump_record(rec)
+
+    def put(self) -> Op:
+        return (K.STEPS, self.key, self.record())
+
+    @classmethod
+    def from_record(cls, run_id: str, rec: dict[str, Any], frame: int, node: int) -> Leaf:
+        leaf = cls(run_id, frame, node, rec["path"], rec.get("kind", "step"))
+        leaf.status = StepStatus(rec["status"])
+        leaf.attempt = int(rec.get("attempt", 0))
+        leaf.failures = int(rec.get("failures", 0))
+        leaf.dispatched_at = rec.get("dispatched_at")
+        leaf.started_at = rec.get("started_at")
+        leaf.ended_at = rec.get("ended_at")
+        leaf.next_retry_at = rec.get("next_retry_at")
+        leaf.error = rec.get("error")
+        leaf.attempts = list(rec.get("attempts", []))
+        leaf.handling = bool(rec.get("handling"))
+        leaf.recovered = bool(rec.get("recovered"))
+        leaf.child = rec.get("child_run_id")
+        leaf.wake_at = rec.get("wake_at")
+        if "output" in rec:
+            leaf.inline = orjson.Fragment(orjson.dumps(rec["output"]))
+        return leaf
