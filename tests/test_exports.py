@@ -6,12 +6,12 @@ import actorflow as af
 
 PUBLIC = {
     "ActorflowError", "AttemptDetails", "ClientError", "Clock", "ConfigError", "DefinitionError",
-    "Engine", "EngineConfig", "EngineNotRunning", "ErrorDetails", "Flow", "GraphError", "InvalidPayload",
-    "ManualClock", "PoolUnavailable", "RemoteError", "RemoteTraceback", "ResultTimeout", "Retry",
-    "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo", "RunNotFound", "RunStatus",
-    "RunSummary", "RunTimeout", "StepContext", "StepDetails", "StepFailed", "StepOutput",
-    "StepStatus", "StepTimeout", "StoreCorrupted", "StoreError", "SystemClock", "WorkerCrashed",
-    "Workflow", "WorkflowNotFound", "__version__",
+    "Engine", "EngineConfig", "EngineNotRunning", "ErrorDetails", "Flow", "GraphError",
+    "InvalidPayload", "ManualClock", "PoolUnavailable", "RemoteError", "RemoteTraceback",
+    "ResultTimeout", "Retry", "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo",
+    "RunNotFound", "RunStatus", "RunSummary", "RunTimeout", "StepContext", "StepDetails",
+    "StepFailed", "StepOutput", "StepStatus", "StepTimeout", "StoreCorrupted", "StoreError",
+    "SystemClock", "WorkerCrashed", "Workflow", "WorkflowNotFound", "__version__",
 }  # fmt: skip
 
 
