@@ -34,6 +34,18 @@ def twenty(data_dir: str, log: str, kill: bool) -> None:
         print("RESULT", run.result(timeout=120), flush=True)
 
 
+def foreach(data_dir: str, log: str) -> None:
+    engine = af.Engine(data_dir=data_dir, workers=2)
+    engine.define("fan").for_each(
+        "items", lambda ctx: list(range(40)), steps.item_crash_engine, concurrency=4
+    )
+    payload = {"log": log, "engine_pid": os.getpid(), "marker": log + ".marker"}
+    with engine:
+        run = engine.trigger("fan", payload, idempotency_key="the-fan")
+        print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120), flush=True)
+
+
 def retry(data_dir: str, log: str) -> None:
     engine = af.Engine(data_dir=data_dir, workers=1)
     engine.define("retry").step(
@@ -79,6 +91,8 @@ if __name__ == "__main__":
         twenty(data_dir, log, kill=False)
     elif mode == "twenty-kill":
         twenty(data_dir, log, kill=True)
+    elif mode == "foreach":
+        foreach(data_dir, log)
     elif mode == "retry":
         retry(data_dir, log)
     elif mode == "writes":

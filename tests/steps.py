@@ -184,3 +184,87 @@ class UnpickleCounter:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_note_unpickled, (self.path,))
+
+
+# -- control flow ------------------------------------------------------------------------------
+
+
+def double_item(item: Any, ctx: Any) -> Any:
+    record(ctx, f"item{ctx.index}")
+    return item * 2
+
+
+def item_from_ctx(ctx: Any) -> Any:
+    return {"item": ctx.item, "index": ctx.index, "last": ctx.last, "path": ctx.run.step}
+
+
+def sum_chunk(chunk: Any, ctx: Any) -> int:
+    return int(sum(chunk))
+
+
+def plus_ten(ctx: Any) -> int:
+    return int(ctx.last) + 10
+
+
+def label(ctx: Any) -> str:
+    return f"{ctx.run.step}:{ctx.last}"
+
+
+def incr(ctx: Any) -> int:
+    return int(ctx.last or 0) + 1
+
+
+def slow_item(item: Any, ctx: Any) -> Any:
+    """Record start and end (to measure concurrency), sleeping a little in between."""
+    path = ctx.payload["log"]
+    with open(path, "a") as f:
+        f.write(f"start {item} {time.time()}\n")
+    time.sleep(0.05)
+    with open(path, "a") as f:
+        f.write(f"end {item} {time.time()}\n")
+    return item
+
+
+def pid_and_hang(ctx: Any) -> None:
+    """Write this worker's pid to the payload's file, then never finish."""
+    with open(ctx.payload["pid_file"], "w") as f:
+        f.write(str(os.getpid()))
+    while True:
+        time.sleep(0.05)
+
+
+def quick(ctx: Any) -> str:
+    marker = Path(ctx.payload["pid_file"])
+    while not marker.exists():  # let the loser start first
+        time.sleep(0.01)
+    return "quick won"
+
+
+def fallback(ctx: Any) -> Any:
+    return {"fallback": True, "error": type(ctx.error).__name__, "msg": str(ctx.error)}
+
+
+def reraise(ctx: Any) -> None:
+    raise RuntimeError(f"handler gave up on {ctx.error}")
+
+
+def child_total(ctx: Any) -> int:
+    return int(sum(ctx.payload["values"]))
+
+
+def item_with_log(item: Any, ctx: Any) -> Any:
+    record(ctx, f"item{ctx.index}")
+    return item + 1
+
+
+def item_crash_engine(item: Any, ctx: Any) -> Any:
+    """Item 5 SIGKILLs the engine once (a marker file), mid fan-out."""
+    record(ctx, f"item{ctx.index}")
+    if ctx.index == 5:
+        marker = Path(ctx.payload["marker"])
+        if not marker.exists():
+            marker.write_text("killed")
+            os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
+            time.sleep(5)
+    time.sleep(0.002)
+    return item

@@ -223,7 +223,7 @@ def _parallel(raw: RawParallel, ctx: Context) -> ParallelSpec | None:
     elif isinstance(branches, list | tuple):
         pairs = [(_name_of(b), b) for b in branches]
     else:
-        ctx.problems.append(f"{where}: expected a list or dict of branches, got {branches!r}")
+        ctx.graph(f"{where}: expected a list or dict of branches, got {branches!r}")
         return None
     if not pairs:
         ctx.graph(f"{where}: needs at least one branch")
@@ -233,9 +233,7 @@ def _parallel(raw: RawParallel, ctx: Context) -> ParallelSpec | None:
     for i, (name, body) in enumerate(pairs):
         arm_where = f"{where}, branch {i + 1}"
         if name is None:
-            ctx.problems.append(
-                f"{arm_where}: needs a name: use a named function or flow, or a dict by name"
-            )
+            ctx.graph(f"{arm_where}: needs a name: use a named function or flow, or a dict by name")
             ok = False
             continue
         if (p := validate_name(name, f"{arm_where}: name")) is not None:
@@ -311,7 +309,7 @@ def _body(
         step = _step(raw, ctx, f"{where}: step {step_name!r}")
         return (step,) if step is not None else None
     else:
-        ctx.problems.append(f"{where}: expected a step function, a flow or a builder, got {body!r}")
+        ctx.graph(f"{where}: expected a step function, a flow or a builder, got {body!r}")
         return None
     if not block:
         ctx.graph(f"{where}: has no steps")

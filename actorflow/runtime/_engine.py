@@ -110,6 +110,7 @@ class Engine:
         step_timeout: Any = None,
         concurrency: int | None = None,
         description: str = "",
+        on_error: Callable[[Any], Any] | None = None,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -120,6 +121,8 @@ class Engine:
             step_timeout: default time limit of each step.
             concurrency: most runs active at once; later ones queue.
             description: free text.
+            on_error: default ``handler(ctx)`` for steps that fail for good and have none of
+                their own (it runs in a worker; ``ctx.error`` is the exception).
 
         Returns:
             The workflow builder.
@@ -137,6 +140,7 @@ class Engine:
                 step_timeout=step_timeout,
                 concurrency=concurrency,
                 description=description,
+                on_error=on_error,
             )
             self._definitions[workflow_id] = wf
             return wf

@@ -228,6 +228,26 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _watch_engine(conn: Connection) -> None:
+    """Exit as soon as the engine's end of the pipe closes, even in the middle of a step.
+
+    The parent-death signal does not cover forkserver workers: their parent is the forkserver,
+    which every worker keeps alive (each holds a copy of its "alive" pipe). A thread blocked
+    in poll for the pipe's hang-up costs nothing until the engine dies.
+    """
+    hangup = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
+    poller = select.poll()
+    poller.register(conn.fileno(), hangup)
+
+    def watch() -> None:
+        while True:
+            for _, event in poller.poll():
+                if event & hangup:
+                    os._exit(0)
+
+    threading.Thread(target=watch, name="actorflow-engine-watch", daemon=True).start()
+
+
 def worker_main(conn: Connection, sys_path: list[str], preload: tuple[str, ...]) -> None:
     """Entry point of a worker process.
 
@@ -243,6 +263,7 @@ def worker_main(conn: Connection, sys_path: list[str], preload: tuple[str, ...])
             sys.path.insert(0, entry)
     for module in preload:
         importlib.import_module(module)
+    _watch_engine(conn)
     worker = _Worker(conn)
     worker.send((W.HELLO, os.getpid()))
     try:

@@ -125,3 +125,99 @@ def test_retry_lists_every_bad_field() -> None:
     assert len(info.value.problems) == 5
     for field in ("attempts", "backoff", "delay", "jitter", "non_retryable"):
         assert any(f"retry.{field}" in p for p in info.value.problems)
+
+
+# -- control flow: every GraphError ---------------------------------------------------------
+
+
+def _graph_problems(wf: af.Workflow) -> tuple[str, ...]:
+    with pytest.raises(af.GraphError) as info:
+        wf.build()
+    return info.value.problems
+
+
+def test_unclosed_and_stray_blocks() -> None:
+    problems = _graph_problems(
+        af.Workflow("w").step("a", steps.noop).if_("open", lambda c: True).step("b", steps.noop)
+    )
+    assert any("if_ 'open' is not closed with endif()" in p for p in problems)
+    problems = _graph_problems(
+        af.Workflow("w").endif().elif_("x", lambda c: 1).else_().step("a", steps.noop)
+    )
+    assert any("endif() without an open if_" in p for p in problems)
+    assert any("elif_('x') without an open if_" in p for p in problems)
+    assert any("else_() without an open if_" in p for p in problems)
+
+
+def test_elif_after_else_and_double_else() -> None:
+    problems = _graph_problems(
+        af.Workflow("w")
+        .if_("a", lambda c: 1).step("s1", steps.noop)
+        .else_().step("s2", steps.noop)
+        .elif_("late", lambda c: 1).step("s3", steps.noop)
+        .else_()
+        .endif()
+    )  # fmt: skip
+    assert any("elif_('late') after else_()" in p for p in problems)
+    assert any("a second else_()" in p for p in problems)
+
+
+def test_duplicate_names_at_any_depth() -> None:
+    def body(item: Any, flow: af.Flow) -> None:
+        flow.step("same", steps.noop)
+
+    problems = _graph_problems(
+        af.Workflow("w")
+        .step("same", steps.noop)
+        .for_each("items", lambda c: [], body)
+        .parallel("p", {"x": af.Flow().step("same", steps.noop)})
+    )
+    assert sum("duplicate name 'same'" in p for p in problems) == 2
+
+
+def test_loop_limits() -> None:
+    problems = _graph_problems(
+        af.Workflow("w")
+        .while_("w1", lambda c: 1, steps.noop, max_iterations=None)  # type: ignore[arg-type]
+        .while_("w2", lambda c: 1, af.Flow().step("n2", steps.noop), max_iterations=0)
+        .for_each("f", lambda c: [], steps.double_item, concurrency=0)
+        .batch("b", lambda c: [], 0, steps.sum_chunk)
+        .for_each("empty", lambda c: [], af.Flow())
+        .parallel("none", [])
+    )
+    assert any("while_ 'w1': max_iterations" in p and "None" in p for p in problems)
+    assert any("while_ 'w2': max_iterations" in p and "0" in p for p in problems)
+    assert any("for_each 'f': concurrency" in p for p in problems)
+    assert any("batch 'b': size" in p for p in problems)
+    assert any("for_each 'empty'" in p and "has no steps" in p for p in problems)
+    assert any("parallel 'none': needs at least one branch" in p for p in problems)
+
+
+def test_unnamed_parallel_branches_and_bad_bodies() -> None:
+    problems = _graph_problems(
+        af.Workflow("w").parallel("p", [lambda ctx: 1]).race("r", {"a": 42})  # type: ignore[dict-item]
+    )
+    assert any("needs a name" in p for p in problems)
+    assert any("race 'r', branch 1 ('a'): expected a step function" in p for p in problems)
+
+
+def test_subflow_to_an_unknown_workflow_is_checked_at_start(tmp_path: Any) -> None:
+    engine = af.Engine(data_dir=tmp_path / "s", workers=1)
+    engine.define("known").step("a", steps.noop)
+    engine.define("parent").subflow("child", "nope")
+    with pytest.raises(af.GraphError, match="subflow 'child': unknown workflow 'nope'"):
+        engine.start()
+    assert not engine.running
+
+
+def test_builder_body_that_captures_the_item_fails_loudly() -> None:
+    from actorflow.definition import ITEM
+
+    with pytest.raises(TypeError, match=r"read the current item in a step as ctx\.item"):
+        ITEM.price  # noqa: B018
+
+
+def test_a_non_structural_problem_is_a_definition_error_not_a_graph_error() -> None:
+    with pytest.raises(af.DefinitionError) as info:
+        af.Workflow("w").step("a", steps.noop, timeout=-1).build()
+    assert not isinstance(info.value, af.GraphError)
