@@ -21,6 +21,7 @@ from actorflow._clock import Clock
 from actorflow._types import new_run_id
 from actorflow.config import EngineConfig
 from actorflow.definition._spec import WorkflowSpec
+from actorflow.graph._codes import K_BATCH, K_FOR_EACH, K_WHILE
 from actorflow.graph._plan import Plan
 from actorflow.runtime._promise import Promise
 from actorflow.store import _keys as K
@@ -36,6 +37,17 @@ class Compiled:
     spec: WorkflowSpec
     plan: Plan
     prepared: Any
+    #: Per scope, its while / for_each / batch nodes (the only nodes with state of their own).
+    loops_in: tuple[tuple[int, ...], ...] = ()
+
+    @classmethod
+    def of(cls, spec: WorkflowSpec, plan: Plan, prepared: Any) -> Compiled:
+        """Everything the supervisors need about a workflow, computed once."""
+        loops: list[list[int]] = [[] for _ in range(plan.scopes)]
+        for node, kind in enumerate(plan.kind):
+            if kind in (K_WHILE, K_FOR_EACH, K_BATCH):
+                loops[plan.scope[node]].append(node)
+        return cls(spec, plan, prepared, tuple(tuple(x) for x in loops))
 
 
 class Waiters:

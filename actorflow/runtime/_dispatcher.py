@@ -361,7 +361,7 @@ class Dispatcher(Actor):
                     spec.last,
                     level,
                     spec.item,
-                    spec.index,
+                    spec.position,
                     spec.call,
                     spec.error,
                 )

@@ -530,7 +530,7 @@ class Engine:
     def _compile(self, wf: Workflow, known: Collection[str] | None = None) -> Compiled:
         spec = wf.build()
         plan = compile_plan(spec, known if known is not None else list(self._definitions))
-        return Compiled(spec, plan, evaluator.prepare(plan))
+        return Compiled.of(spec, plan, evaluator.prepare(plan))
 
     def _compiled(self, core: Core, workflow: str) -> Compiled:
         compiled = core.workflows.get(workflow)

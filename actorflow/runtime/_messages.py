@@ -1,15 +1,17 @@
 """Messages between the engine's actors: commands are imperative, events past tense.
 
-All are frozen dataclasses. A promise carried in a message (see :mod:`._promise`) is completed
-by the receiver only after the effect is durable; no actor ever blocks on another's reply (no
-pykka ``ask`` on the hot path).
+All are immutable: frozen dataclasses, except the three made once per task (``TaskSpec``,
+``StepSucceeded``, ``StepFailed``), which are NamedTuples because they are built several times
+faster and a fan-out of 100,000 items makes 100,000 of each. A promise carried in a message
+(see :mod:`._promise`) is completed by the receiver only after the effect is durable; no actor
+ever blocks on another's reply (no pykka ``ask`` on the hot path).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from actorflow.definition._spec import FunctionRef
 from actorflow.runtime._promise import Countdown, Promise
@@ -64,8 +66,7 @@ class ErrorInfo:
     timeout: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
+class TaskSpec(NamedTuple):
     """One step attempt to run in the pool; its dispatch is already recorded.
 
     Attributes:
@@ -78,7 +79,7 @@ class TaskSpec:
         last: the encoded ``ctx.last``, or None.
         timeout: seconds before the worker is killed, or None.
         item: the encoded current item (chunk) inside a for_each (batch) body, or None.
-        index: the item's position or the while iteration, or None.
+        position: the item's index or the while iteration, or None (``ctx.index``).
         call: 1 to call ``fn(item, ctx)``, 0 for ``fn(ctx)``.
         error: for an error handler, the encoded exception the step failed with.
     """
@@ -92,7 +93,7 @@ class TaskSpec:
     last: bytes | None
     timeout: float | None
     item: bytes | None = None
-    index: int | None = None
+    position: int | None = None
     call: int = 0
     error: bytes | None = None
 
@@ -147,8 +148,7 @@ class ActivateRun:
     run_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class StepSucceeded:
+class StepSucceeded(NamedTuple):
     """A step attempt returned; ``output`` is its encoded value."""
 
     run_id: str
@@ -160,8 +160,7 @@ class StepSucceeded:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class StepFailed:
+class StepFailed(NamedTuple):
     """A step attempt failed (raised, timed out, crashed, or could not be run)."""
 
     run_id: str

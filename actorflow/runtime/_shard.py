@@ -69,6 +69,7 @@ class Shard(Actor):
         # Runs whose final (or queued) record is durable: the writer appends, this actor
         # drops them from memory at its next message (no extra wake-up per finished run).
         self._durable: deque[str] = deque()
+        self._touched: dict[str, Supervisor] = {}  # runs with effects not yet folded
         self._reset()
 
     def _reset(self) -> None:
@@ -98,6 +99,12 @@ class Shard(Actor):
                 self._handle(result)
         else:
             self._handle(message)
+        if self._touched:
+            # Results of one batch fold into one commit per run: one history record, one
+            # progress record, however many items finished.
+            touched, self._touched = self._touched, {}
+            for sup in touched.values():
+                self._commit(sup)
         self._folded += 1
         if self._folded >= _MAX_PENDING or self.actor_inbox.empty():
             self._flush()
@@ -115,12 +122,12 @@ class Shard(Actor):
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
                     sup.on_succeeded(message)
-                    self._commit(sup)
+                    self._touched[sup.run_id] = sup
             elif t is StepFailed:
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
                     sup.on_failed(message)
-                    self._commit(sup)
+                    self._touched[sup.run_id] = sup
             elif t is TimerFired:
                 sup = self._activate(message.run_id)
                 if sup is not None:
@@ -148,6 +155,7 @@ class Shard(Actor):
             log.exception("shard %d: error handling %s", self._index, t.__name__)
             sup = self._runs.get(run_id) if run_id else None
             if sup is not None:
+                self._touched.pop(sup.run_id, None)
                 try:
                     sup.fail_internal(exc)
                     self._commit(sup)
@@ -251,7 +259,7 @@ class Shard(Actor):
                 parent, path = sup.parent
                 message = ChildFinished(parent, path, sup.run_id)
                 self._then.append(functools.partial(_tell, core.route(parent), message))
-        if fx.finished or sup.status == RunStatus.QUEUED or sup.passive():
+        if fx.finished or sup.status == RunStatus.QUEUED or (not fx.tasks and sup.passive()):
             # Out of memory once durable: finished for good, queued until admitted, or only
             # waiting on timers and children (reloaded from its history when woken).
             self._then.append(functools.partial(self._durable.append, sup.run_id))

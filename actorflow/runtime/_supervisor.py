@@ -39,7 +39,43 @@ from actorflow.definition._spec import (
     SubflowSpec,
     WhileSpec,
 )
-from actorflow.graph import _codes as G
+from actorflow.graph._codes import (
+    C_ABORT,
+    C_CANCEL_RUN,
+    C_CHILD,
+    C_DECIDE,
+    C_DONE,
+    C_EXPAND,
+    C_FRAME,
+    C_FRAME_END,
+    C_LOOP,
+    C_NODE_FAILED,
+    C_RUN,
+    C_SKIP,
+    C_SLEEP,
+    E_CANCEL,
+    E_CHOSEN,
+    E_FAILED,
+    E_ITEMS,
+    E_LOOP,
+    E_SUCCEEDED,
+    K_ACTION,
+    K_BATCH,
+    K_BRANCH,
+    K_FOR_EACH,
+    K_PARALLEL,
+    K_RACE,
+    K_SLEEP,
+    K_STEP,
+    K_SUBFLOW,
+    K_WHILE,
+    KIND_NAMES,
+    R_CANCELLED,
+    R_COMPLETED,
+    R_FAILED,
+    S_FAILED,
+    S_SUCCEEDED,
+)
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._messages import (
     ChildFinished,
@@ -68,11 +104,14 @@ __all__ = ["Effects", "Supervisor"]
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
+_AWAITED = frozenset({C_RUN, C_DECIDE, C_EXPAND, C_LOOP, C_SLEEP, C_CHILD})
+_ITEM_LOOPS = frozenset({K_FOR_EACH, K_BATCH})
+_COUNT_SLOT = {S_SUCCEEDED: 1, S_FAILED: 2}  # where a finished item is counted
 _LEAF_KIND = {
-    G.K_STEP: "step",
-    G.K_ACTION: "action",
-    G.K_SUBFLOW: "subflow",
-    G.K_SLEEP: "sleep",
+    K_STEP: "step",
+    K_ACTION: "action",
+    K_SUBFLOW: "subflow",
+    K_SLEEP: "sleep",
 }
 
 
@@ -96,7 +135,7 @@ class Effects:
 
 
 class _Frame:
-    __slots__ = ("id", "index", "owner", "parent", "prefix")
+    __slots__ = ("id", "index", "input", "owner", "parent", "prefix")
 
     def __init__(self, fid: int, parent: int, owner: int, index: int, prefix: str) -> None:
         self.id = fid
@@ -104,6 +143,7 @@ class _Frame:
         self.owner = owner
         self.index = index
         self.prefix = prefix
+        self.input: Any = _SAME  # the encoded input, once computed
 
 
 class Supervisor:
@@ -231,53 +271,56 @@ class Supervisor:
             self._check_outcome()
 
     def _commands(self, cmds: Any) -> None:
-        plan = self.plan
         for i in range(0, len(cmds), 4):
             op, frame, node, arg = cmds[i], cmds[i + 1], cmds[i + 2], cmds[i + 3]
-            if op == G.C_FRAME:
-                self._frame_started(frame, node, arg)
-            elif op == G.C_FRAME_END:
+            # The three commands of every finished item come first.
+            if op == C_RUN:
+                if self.replaying:
+                    self.pending[(frame, node)] = op
+                else:
+                    self._run(frame, node)
+            elif op == C_FRAME_END:
                 self._frame_ended(frame, node, arg)
-            elif op == G.C_ABORT:
+            elif op == C_FRAME:
+                self._frame_started(frame, node, arg)
+            elif op == C_ABORT:
                 self._abort(frame, node)
             elif self.replaying:
-                if op in (G.C_RUN, G.C_DECIDE, G.C_EXPAND, G.C_LOOP, G.C_SLEEP, G.C_CHILD):
+                if op in _AWAITED:
                     self.pending[(frame, node)] = op
-                    if op == G.C_LOOP:
+                    if op == C_LOOP:
                         self.loop_iter[(frame, node)] = arg
-            elif op == G.C_RUN:
-                self._run(frame, node)
-            elif op == G.C_DECIDE:
+            elif op == C_DECIDE:
                 self._decide(frame, node)
-            elif op == G.C_EXPAND:
+            elif op == C_EXPAND:
                 self._expand(frame, node)
-            elif op == G.C_LOOP:
+            elif op == C_LOOP:
                 self._loop(frame, node, arg)
-            elif op == G.C_SLEEP:
+            elif op == C_SLEEP:
                 self._sleep(frame, node)
-            elif op == G.C_CHILD:
+            elif op == C_CHILD:
                 self._child(frame, node)
-            elif op == G.C_CANCEL_RUN:
-                spec = plan.specs[node]
+            elif op == C_CANCEL_RUN:
+                spec = self.plan.specs[node]
                 assert isinstance(spec, CancelSpec)
                 self.cancel(spec.reason)
-            elif op == G.C_DONE:
+            elif op == C_DONE:
                 self._done(frame, node, arg)
-            elif op == G.C_NODE_FAILED:
+            elif op == C_NODE_FAILED:
                 self._composite_failed(frame, node)
-            elif op == G.C_SKIP:
+            elif op == C_SKIP:
                 self._skipped(frame, node)
 
     def _check_outcome(self) -> None:
         if self.finished:
             return
         outcome = self.ev.outcome(self.state)
-        if outcome == G.R_COMPLETED:
+        if outcome == R_COMPLETED:
             self._finish(RunStatus.COMPLETED)
-        elif outcome == G.R_FAILED:
+        elif outcome == R_FAILED:
             self.error = self.error or self.last_error
             self._finish(RunStatus.FAILED)
-        elif outcome == G.R_CANCELLED and self.status != RunStatus.CANCELLED:
+        elif outcome == R_CANCELLED and self.status != RunStatus.CANCELLED:
             self._finish(RunStatus.CANCELLED)
 
     # -- paths, inputs and outputs ---------------------------------------------------------
@@ -305,12 +348,18 @@ class Supervisor:
         if frame == 0:
             return None
         f = self.frames[frame]
+        if f.input is not _SAME:
+            return f.input  # type: ignore[no-any-return]
         kind = self.plan.kind[f.owner]
-        if kind == G.K_WHILE:
+        if kind == K_WHILE:
             if f.index == 0:
-                return self.source(f.parent, self.plan.last_source[f.owner])
-            return self._loop_last(f.parent, f.owner)
-        return encode_value(self._item(f.parent, f.owner, f.index), "item")
+                value = self.source(f.parent, self.plan.last_source[f.owner])
+            else:
+                value = self._loop_last(f.parent, f.owner)
+        else:
+            value = encode_value(self._item(f.parent, f.owner, f.index), "item")
+        f.input = value
+        return value
 
     def _item(self, frame: int, owner: int, index: int) -> Any:
         items = self._items(frame, owner)
@@ -350,9 +399,9 @@ class Supervisor:
         while fid != 0:
             f = self.frames[fid]
             kind = self.plan.kind[f.owner]
-            if kind in (G.K_FOR_EACH, G.K_BATCH):
+            if kind in _ITEM_LOOPS:
                 return self.frame_input(fid), f.index
-            if kind == G.K_WHILE:
+            if kind == K_WHILE:
                 return None, f.index
             fid = f.parent
         return None, None
@@ -398,29 +447,36 @@ class Supervisor:
     def _frame_ended(self, frame: int, owner: int, outcome: int) -> None:
         f = self.frames[frame]
         key = (f.parent, owner)
-        if outcome == G.S_SUCCEEDED and not self.replaying:
+        if outcome == S_SUCCEEDED and not self.replaying:
             result = self.plan.scope_result[self.plan.body[owner]]
             value = self.output(frame, result) if result >= 0 else self.frame_input(frame)
-            if self.plan.kind[owner] == G.K_WHILE:
+            if self.plan.kind[owner] == K_WHILE:
                 self.loop_last[key] = value
                 self.fx.ops.append((K.VALUES, self._last_key(f.parent, owner), value or b"Jnull"))
             else:
                 self.collected.setdefault(key, {})[f.index] = value
-        if not self.replaying and self.plan.kind[owner] != G.K_WHILE:
+        if not self.replaying and self.plan.kind[owner] != K_WHILE:
             counts = self._progress(key)
-            counts[{G.S_SUCCEEDED: 1, G.S_FAILED: 2}.get(outcome, 3)] += 1
+            counts[_COUNT_SLOT.get(outcome, 3)] += 1
             self.dirty.add(key)
-        # Forget the frame: its records are in the store, its id will be reused.
-        for k in [k for k in self.leaves if k[0] == frame]:
-            self.by_path.pop(self.leaves.pop(k).path, None)
-        for k in [k for k in self.outputs if k[0] == frame]:
-            del self.outputs[k]
-        for k in [k for k in self.pending if k[0] == frame]:
-            del self.pending[k]
-        for cache in (self.items, self.collected, self.progress, self.loop_last):
-            for k in [k for k in cache if k[0] == frame]:
-                del cache[k]
-        self.dirty = {k for k in self.dirty if k[0] != frame}
+        # Forget the frame: its records are in the store, its id will be reused. Only its own
+        # scope's nodes can have entries, so this costs the scope's size, not the run's.
+        scope = self.plan.body[owner]
+        first = self.plan.scope_first[scope]
+        for node in range(first, first + self.plan.scope_size[scope]):
+            k = (frame, node)
+            leaf = self.leaves.pop(k, None)
+            if leaf is not None:
+                self.by_path.pop(leaf.path, None)
+            self.outputs.pop(k, None)
+            self.pending.pop(k, None)
+        for node in self.compiled.loops_in[scope]:  # only loops keep state of their own
+            k = (frame, node)
+            self.items.pop(k, None)
+            self.collected.pop(k, None)
+            self.progress.pop(k, None)
+            self.loop_last.pop(k, None)
+            self.dirty.discard(k)
         del self.frames[frame]
 
     def _run(self, frame: int, node: int) -> None:
@@ -428,7 +484,7 @@ class Supervisor:
         leaf = self.leaves.get(key)
         if leaf is None:
             leaf = self._leaf(frame, node)
-        self.pending[key] = G.C_RUN
+        self.pending[key] = C_RUN
         self._dispatch(leaf)
 
     def load_leaf(self, frame: int, node: int) -> Leaf:
@@ -496,14 +552,14 @@ class Supervisor:
             value, err = call_user(arm.pred, ctx)
             if err is not None:
                 self._node_error(frame, node, err)
-                self._apply(G.E_FAILED, frame, node)
+                self._apply(E_FAILED, frame, node)
                 return
             if value:
                 chosen = i
                 break
         branch = spec.arms[chosen].name if chosen >= 0 else None
         self._put_composite(frame, node, StepStatus.RUNNING, branch=branch)
-        self._apply(G.E_CHOSEN, frame, node, chosen)
+        self._apply(E_CHOSEN, frame, node, chosen)
 
     def _expand(self, frame: int, node: int) -> None:
         spec = self.plan.specs[node]
@@ -520,7 +576,7 @@ class Supervisor:
                 err = error_info(exc)
         if err is not None:
             self._node_error(frame, node, err)
-            self._apply(G.E_FAILED, frame, node)
+            self._apply(E_FAILED, frame, node)
             return
         self.items[key] = items
         self.fx.ops.append((K.VALUES, self._items_key(frame, node), data))
@@ -528,7 +584,7 @@ class Supervisor:
         self.progress[key] = [n, 0, 0, 0]
         self.collected[key] = {}
         self._put_composite(frame, node, StepStatus.RUNNING)
-        self._apply(G.E_ITEMS, frame, node, n)
+        self._apply(E_ITEMS, frame, node, n)
 
     def _loop(self, frame: int, node: int, iteration: int) -> None:
         spec = self.plan.specs[node]
@@ -546,17 +602,17 @@ class Supervisor:
             )
         if err is not None:
             self._node_error(frame, node, err)
-            self._apply(G.E_FAILED, frame, node)
+            self._apply(E_FAILED, frame, node)
             return
         self.progress.setdefault((frame, node), [0, 0, 0, 0])[0] = iteration + (1 if value else 0)
         self._put_composite(frame, node, StepStatus.RUNNING)
-        self._apply(G.E_LOOP, frame, node, 1 if value else 0)
+        self._apply(E_LOOP, frame, node, 1 if value else 0)
 
     def _sleep(self, frame: int, node: int) -> None:
         spec = self.plan.specs[node]
         assert isinstance(spec, SleepSpec)
         leaf = self.leaves.get((frame, node)) or self._leaf(frame, node)
-        self.pending[(frame, node)] = G.C_SLEEP
+        self.pending[(frame, node)] = C_SLEEP
         now = self.core.clock.now()
         leaf.status = StepStatus.RUNNING
         leaf.dispatched_at = now
@@ -568,7 +624,7 @@ class Supervisor:
         spec = self.plan.specs[node]
         assert isinstance(spec, SubflowSpec)
         leaf = self.leaves.get((frame, node)) or self._leaf(frame, node)
-        self.pending[(frame, node)] = G.C_CHILD
+        self.pending[(frame, node)] = C_CHILD
         payload = self.payload
         if spec.input is not None:
             value, err = call_user(spec.input, self._ctx(frame, node))
@@ -597,13 +653,13 @@ class Supervisor:
         if self.replaying or self.plan.kind[node] not in _LEAF_KIND:
             return
         leaf = self.leaves.get(key) or self.load_leaf(frame, node)
-        if op == G.C_RUN and leaf.status == StepStatus.RUNNING:
+        if op == C_RUN and leaf.status == StepStatus.RUNNING:
             self.fx.stop.append((self.run_id, leaf.path))
         elif leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
             self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
-        elif op == G.C_SLEEP and leaf.wake_at is not None:
+        elif op == C_SLEEP and leaf.wake_at is not None:
             self._drop_timer(leaf.wake_at, "sleep:" + leaf.path)
-        elif op == G.C_CHILD and leaf.child is not None:
+        elif op == C_CHILD and leaf.child is not None:
             self.fx.children.append(("cancel", leaf.child))
         now = self.core.clock.now()
         leaf.attempts.append(
@@ -628,7 +684,7 @@ class Supervisor:
         plan = self.plan
         kind = plan.kind[node]
         extra: dict[str, Any] = {}
-        if kind in (G.K_BRANCH, G.K_RACE):
+        if kind in (K_BRANCH, K_RACE):
             if arg >= 0:
                 k = plan.arm_start[node] + arg
                 r = plan.arm_result[k]
@@ -637,11 +693,11 @@ class Supervisor:
                 )
                 spec = plan.specs[node]
                 assert isinstance(spec, BranchSpec | ParallelSpec)
-                extra["branch" if kind == G.K_BRANCH else "winner"] = spec.arms[arg].name
+                extra["branch" if kind == K_BRANCH else "winner"] = spec.arms[arg].name
             else:
                 value = self.source(frame, plan.last_source[node])
                 extra["branch"] = None
-        elif kind == G.K_PARALLEL:
+        elif kind == K_PARALLEL:
             spec = plan.specs[node]
             assert isinstance(spec, ParallelSpec)
             parts = []
@@ -651,7 +707,7 @@ class Supervisor:
                     self.output(frame, r) if r >= 0 else self.source(frame, plan.last_source[node])
                 )
             value = encode_dict([a.name for a in spec.arms], parts)
-        elif kind == G.K_WHILE:
+        elif kind == K_WHILE:
             extra["iterations"] = arg
             value = (
                 self._loop_last(frame, node) if arg else self.source(frame, plan.last_source[node])
@@ -741,7 +797,7 @@ class Supervisor:
         if leaf.inline is None:  # large or pickled: in its own record
             self.fx.ops.append((K.VALUES, leaf.key, output))
         self.fx.ops.append(leaf.put())
-        self._apply(G.E_SUCCEEDED, leaf.frame, leaf.node)
+        self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
     def on_failed(self, msg: StepFailed) -> None:
         leaf = self._reported(msg.step, msg.attempt)
@@ -792,7 +848,7 @@ class Supervisor:
             if leaf.error is None:
                 leaf.error = error_record(err, leaf.path, leaf.attempt)
             if isinstance(spec, SubflowSpec):
-                self.pending[(leaf.frame, leaf.node)] = G.C_RUN  # the handler is a task now
+                self.pending[(leaf.frame, leaf.node)] = C_RUN  # the handler is a task now
             self._dispatch(leaf, handler, _exception_bytes(err))
             return
         leaf.handling = False
@@ -801,14 +857,14 @@ class Supervisor:
         self.last_error = leaf.error
         self.error = self.error or leaf.error
         self.fx.ops.append(leaf.put())
-        self._apply(G.E_FAILED, leaf.frame, leaf.node)
+        self._apply(E_FAILED, leaf.frame, leaf.node)
 
     def _reported(self, path: str, attempt: int) -> Leaf | None:
         """The leaf a worker's report is about, if that attempt is still the current one."""
         if self.finished:
             return None
         key = self.by_path.get(path)
-        if key is None or self.pending.get(key) != G.C_RUN:
+        if key is None or self.pending.get(key) != C_RUN:
             return None
         leaf = self.leaves[key]
         if leaf.status != StepStatus.RUNNING or leaf.attempt != attempt:
@@ -830,7 +886,7 @@ class Supervisor:
                 "timeout": timeout,
             }
             self.cancel_reason = "the run exceeded its timeout"
-            self._apply(G.E_CANCEL, 0, 0)
+            self._apply(E_CANCEL, 0, 0)
             self._finish(RunStatus.FAILED)
             return
         kind, _, path = name.partition(":")
@@ -846,7 +902,7 @@ class Supervisor:
             self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
             self._dispatch(leaf)
         elif kind == "sleep":
-            if self.pending.get(key) != G.C_SLEEP or leaf.wake_at is None:  # type: ignore[arg-type]
+            if self.pending.get(key) != C_SLEEP or leaf.wake_at is None:  # type: ignore[arg-type]
                 return
             if abs(leaf.wake_at - due) > 1e-3:
                 return
@@ -855,13 +911,13 @@ class Supervisor:
             leaf.ended_at = self.core.clock.now()
             leaf.attempts.append(_attempt(1, "succeeded", None, leaf.dispatched_at, leaf.ended_at))
             self.fx.ops.append(leaf.put())
-            self._apply(G.E_SUCCEEDED, leaf.frame, leaf.node)
+            self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
     def on_child_finished(self, msg: ChildFinished) -> None:
         if self.finished:
             return
         key = self.by_path.get(msg.path)
-        if key is None or self.pending.get(key) != G.C_CHILD:
+        if key is None or self.pending.get(key) != C_CHILD:
             return
         leaf = self.leaves[key]
         if leaf.child != msg.child_run_id:
@@ -920,7 +976,7 @@ class Supervisor:
         if self.finished:
             return False
         self.cancel_reason = reason
-        self._apply(G.E_CANCEL, 0, 0)
+        self._apply(E_CANCEL, 0, 0)
         if not self.finished:
             self._finish(RunStatus.CANCELLED)
         return True
@@ -974,12 +1030,12 @@ class Supervisor:
             "name": self.plan.names[node],
             "path": path,
             "node": node,
-            "kind": G.KIND_NAMES[self.plan.kind[node]],
+            "kind": KIND_NAMES[self.plan.kind[node]],
             "status": status,
             "ended_at": now if status in (StepStatus.SUCCEEDED, StepStatus.FAILED) else None,
         }
         counts = self.progress.get((frame, node))
-        if counts is not None and self.plan.kind[node] != G.K_WHILE:
+        if counts is not None and self.plan.kind[node] != K_WHILE:
             total, ok, failed, cancelled = counts
             rec["items"] = {
                 "total": total,
@@ -1022,11 +1078,11 @@ class Supervisor:
 
     def passive(self) -> bool:
         """True when nothing of the run is in a worker: it only waits on timers or children."""
-        if self.finished or self.status == RunStatus.QUEUED:
+        if self.finished or self.status == RunStatus.QUEUED or self.fx.tasks:
             return False
         for key, op in self.pending.items():
-            if op != G.C_RUN:
-                if op not in (G.C_SLEEP, G.C_CHILD):
+            if op != C_RUN:
+                if op not in (C_SLEEP, C_CHILD):
                     return False
                 continue
             if self.leaves[key].status != StepStatus.RETRYING:
