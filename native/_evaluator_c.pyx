@@ -7,6 +7,7 @@ in C arrays, and commands are gathered in a C buffer and turned into one Python 
 so an event costs a few hundred nanoseconds whatever the size of the run.
 """
 
+cimport cython
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.long cimport PyLong_FromLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -91,6 +92,7 @@ cdef int *_copy(list values) except NULL:
     return out
 
 
+@cython.final
 cdef class CPlan:
     """The plan's arrays, copied into C once per plan."""
 
@@ -177,6 +179,7 @@ cdef int *_grow(int *arr, Py_ssize_t n) except NULL:
     return out
 
 
+@cython.final
 cdef class CState:
     """A run's frames and per-node slots, in C arrays."""
 
