@@ -5,6 +5,8 @@ Usage: python -m tests.crash_child DATA_DIR LOG MODE [ARGS...]
 Modes:
   twenty          trigger (idempotently) a 20-step run and wait for it; print RESULT <value>
   twenty-kill     like twenty, but step s7 SIGKILLs the engine (once: a marker file)
+  foreach         a 40-item for_each (2 ms items, sent one by one); item 5 SIGKILLs the engine
+  foreach-tiny    a 3,000-item for_each of tiny items (sent in chunks); item 1500 SIGKILLs it
   retry           a step fails once then waits on a 2 s durable backoff; print RETRYING when
                   the retry is scheduled, then wait; print RESULT when done
   writes N        tell the store writer N writes one by one; print ACK i as each is durable
@@ -44,6 +46,18 @@ def foreach(data_dir: str, log: str) -> None:
         run = engine.trigger("fan", payload, idempotency_key="the-fan")
         print("RUN", run.id, flush=True)
         print("RESULT", run.result(timeout=120), flush=True)
+
+
+def foreach_tiny(data_dir: str, log: str) -> None:
+    engine = af.Engine(data_dir=data_dir, workers=2)
+    engine.define("warm").for_each("items", lambda ctx: list(range(20)), steps.tiny_logged)
+    engine.define("fan").for_each("items", lambda ctx: list(range(3000)), steps.tiny_logged)
+    payload = {"log": log, "engine_pid": os.getpid(), "marker": log + ".marker"}
+    with engine:
+        engine.trigger("warm", {}).result(timeout=60)  # learn the step's cost: chunks follow
+        run = engine.trigger("fan", payload, idempotency_key="the-fan")
+        print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120) == list(range(3000)), flush=True)
 
 
 def retry(data_dir: str, log: str) -> None:
@@ -93,6 +107,8 @@ if __name__ == "__main__":
         twenty(data_dir, log, kill=True)
     elif mode == "foreach":
         foreach(data_dir, log)
+    elif mode == "foreach-tiny":
+        foreach_tiny(data_dir, log)
     elif mode == "retry":
         retry(data_dir, log)
     elif mode == "writes":

@@ -268,3 +268,49 @@ def item_crash_engine(item: Any, ctx: Any) -> Any:
             time.sleep(5)
     time.sleep(0.002)
     return item
+
+
+# -- tiny item steps: the engine sends them to the pool in chunks ---------------------------
+
+
+def tiny_double(item: Any, ctx: Any) -> Any:
+    return item * 2
+
+
+def tiny_crash_twice(ctx: Any) -> Any:
+    """Item 7 kills its worker twice (counted in a file named in the payload); tiny otherwise."""
+    marker = Path(ctx.payload["marker"])
+    if ctx.item == 7:
+        crashes = len(marker.read_text()) if marker.exists() else 0
+        if crashes < 2:
+            marker.write_text("x" * (crashes + 1))
+            os._exit(3)
+    return ctx.item * 2
+
+
+def tiny_fail_some(ctx: Any) -> Any:
+    record(ctx, f"item{ctx.index}")
+    if ctx.item % 100 == 5:
+        raise Boom(f"bad item {ctx.item}")
+    return ctx.item * 2
+
+
+def tiny_first(item: Any, ctx: Any) -> Any:
+    return {"n": item, "path": ctx.run.step}
+
+
+def tiny_second(ctx: Any) -> Any:
+    # ctx.steps goes to the engine over the worker's pipe: it must resolve in this item.
+    return [ctx.last["n"], ctx.steps["tiny_first"].output["path"], ctx.index]
+
+
+def tiny_logged(item: Any, ctx: Any) -> Any:
+    """Tiny, logs each execution; item 1500 SIGKILLs the engine once (a marker file)."""
+    record(ctx, f"item{ctx.index}")
+    if ctx.index == 1500:
+        marker = Path(ctx.payload["marker"])
+        if not marker.exists():
+            marker.write_text("killed")
+            os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
+            time.sleep(5)
+    return item

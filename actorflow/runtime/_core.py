@@ -21,7 +21,7 @@ from actorflow._clock import Clock
 from actorflow._types import new_run_id
 from actorflow.config import EngineConfig
 from actorflow.definition._spec import WorkflowSpec
-from actorflow.graph._codes import K_BATCH, K_FOR_EACH, K_WHILE
+from actorflow.graph._codes import K_ACTION, K_BATCH, K_FOR_EACH, K_STEP, K_WHILE
 from actorflow.graph._plan import Plan
 from actorflow.runtime._promise import Promise
 from actorflow.store import _keys as K
@@ -39,6 +39,9 @@ class Compiled:
     prepared: Any
     #: Per scope, its while / for_each / batch nodes (the only nodes with state of their own).
     loops_in: tuple[tuple[int, ...], ...] = ()
+    #: Per node, True for a step directly in a for_each / batch body: its new attempts may
+    #: travel to the pool in chunks of many items (see ``Supervisor.flush``).
+    chunkable: tuple[bool, ...] = ()
 
     @classmethod
     def of(cls, spec: WorkflowSpec, plan: Plan, prepared: Any) -> Compiled:
@@ -47,7 +50,14 @@ class Compiled:
         for node, kind in enumerate(plan.kind):
             if kind in (K_WHILE, K_FOR_EACH, K_BATCH):
                 loops[plan.scope[node]].append(node)
-        return cls(spec, plan, prepared, tuple(tuple(x) for x in loops))
+        owner = plan.scope_owner
+        chunkable = tuple(
+            kind in (K_STEP, K_ACTION)
+            and owner[plan.scope[node]] >= 0
+            and plan.kind[owner[plan.scope[node]]] in (K_FOR_EACH, K_BATCH)
+            for node, kind in enumerate(plan.kind)
+        )
+        return cls(spec, plan, prepared, tuple(tuple(x) for x in loops), chunkable)
 
 
 class Waiters:
@@ -150,6 +160,9 @@ class Core:
     admission: Admission
     on_run_finished: Callable[[str, str], Any]
     rng: random.Random = field(default_factory=random.Random)
+    #: Recent seconds per call by function key, kept by the dispatcher (its only writer) and
+    #: read by supervisors to size chunks of tiny tasks. Plain dict reads are atomic.
+    costs: dict[str, float] = field(default_factory=dict)
     _idem_lock: threading.Lock = field(default_factory=threading.Lock)
     _idem_pending: dict[tuple[str, str], tuple[str, Promise[None]]] = field(default_factory=dict)
     shards: list[pykka.ActorRef[Any]] = field(default_factory=list)

@@ -41,6 +41,7 @@ from actorflow.errors import PoolUnavailable, StepTimeout, WorkerCrashed
 from actorflow.runtime._inbox import Actor, IoReady, SelectorInbox, Tick
 from actorflow.runtime._messages import (
     CancelTasks,
+    ChunkItem,
     Dispatch,
     Drain,
     ErrorInfo,
@@ -60,7 +61,9 @@ __all__ = ["Dispatcher", "DispatcherStats"]
 log = logging.getLogger("actorflow.dispatcher")
 step_log = logging.getLogger("actorflow.step")
 
-_STARTING, _READY, _KILLING = range(3)
+# _BROKEN: its pipe failed (it is dying) while it ran a task; its death is still a crash of
+# that task. _KILLING: the dispatcher is killing it; its death is expected.
+_STARTING, _READY, _KILLING, _BROKEN = range(4)
 _dumps = pickle.dumps
 #: Only tasks this small are queued behind a running one: a large frame could fill the pipe
 #: and block the dispatcher until the worker reads it.
@@ -148,6 +151,8 @@ class Dispatcher(Actor):
         route: maps a run id to its shard's actor ref.
         store: read to answer workers' ``ctx.steps[...]`` requests.
         ready: completed once the initial workers all said hello.
+        costs: where to keep each function's recent seconds per call (shared with the
+            supervisors, which size chunks of tiny item steps by it).
     """
 
     @staticmethod
@@ -160,6 +165,7 @@ class Dispatcher(Actor):
         route: Callable[[str], pykka.ActorRef[Any]],
         store: Store,
         ready: Promise[None],
+        costs: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self._config = config
@@ -174,7 +180,8 @@ class Dispatcher(Actor):
         self._idle: list[_Worker] = []  # a stack: reuse the warmest worker first
         self._queue: deque[TaskSpec] = deque()
         self._tasks: dict[int, tuple[_Worker, _Inflight]] = {}
-        self._fn_ema: dict[str, float] = {}  # recent task duration by function, seconds
+        # Recent seconds per call by function key; this actor is its only writer.
+        self._fn_ema: dict[str, float] = {} if costs is None else costs
         self._reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]] = {}
         self._next_task = 0
         self._next_wid = 0
@@ -310,7 +317,7 @@ class Dispatcher(Actor):
         head = w.inflight[0].spec if w.inflight else self._queue[0]
         allowed = 0
         if self._prefetch and self._short(head):
-            ema = self._fn_ema[head.fn.key]
+            ema = self._fn_ema[head.fn.key] * (len(head.chunk) if head.chunk else 1)
             allowed = max(1, min(self._prefetch, int(_PREFETCH_WORK / max(ema, 1e-6))))
         if w.inflight and not allowed:
             return
@@ -332,6 +339,8 @@ class Dispatcher(Actor):
 
     def _short(self, spec: TaskSpec) -> bool:
         ema = self._fn_ema.get(spec.fn.key)
+        if ema is not None and spec.chunk:
+            ema *= len(spec.chunk)
         return ema is not None and ema <= _PREFETCH_HEAD_MAX
 
     def _send(self, w: _Worker, specs: list[TaskSpec]) -> None:
@@ -360,9 +369,9 @@ class Dispatcher(Actor):
                     spec.payload,
                     spec.last,
                     level,
-                    spec.item,
+                    spec.item if spec.chunk is None else spec.chunk,
                     spec.position,
-                    spec.call,
+                    spec.call if spec.chunk is None else 2 | spec.call,
                     spec.error,
                 )
             )
@@ -370,10 +379,11 @@ class Dispatcher(Actor):
         try:
             w.conn.send_bytes(_dumps((W.TASKS, frames), 5))
         except (OSError, ValueError):
-            # The worker is dying; its sentinel will report it. No task was started.
+            # The worker is dying; its sentinel will report it. None of these tasks started,
+            # but the one it was running (if any) did: its death is that task's crash.
             self._queue.extendleft(reversed(specs))
             w.fns.clear()
-            w.state = _KILLING
+            w.state = _BROKEN if w.inflight else _KILLING
             return
         was_idle = not w.inflight
         for entry in entries:
@@ -417,7 +427,7 @@ class Dispatcher(Actor):
                     msg[3],
                     extra={
                         "run_id": spec.run_id,
-                        "step": spec.step,
+                        "step": _task_step(spec, msg[4]),
                         "attempt": spec.attempt,
                         "workflow_id": spec.workflow_id,
                     },
@@ -458,13 +468,19 @@ class Dispatcher(Actor):
             return  # it already timed out
         entry = found[1]
         self._pop_entry(w, entry)
+        spec = entry.spec
+        chunk = spec.chunk
         took = ended - started
-        key = entry.spec.fn.key
+        if chunk:
+            took /= len(chunk)
+        key = spec.fn.key
         ema = self._fn_ema.get(key)
         self._fn_ema[key] = took if ema is None else 0.8 * ema + 0.2 * took
         if entry.cancelled:
             return
-        spec = entry.spec
+        if chunk is not None and ok:
+            self._chunk_done(w, spec, chunk, data)
+            return
         if ok:
             self.stats.succeeded += 1
             report: StepSucceeded | StepFailed = StepSucceeded(
@@ -484,15 +500,34 @@ class Dispatcher(Actor):
             )
         self._report(spec.run_id, report)
 
+    def _chunk_done(
+        self, w: _Worker, spec: TaskSpec, chunk: tuple[ChunkItem, ...], outcomes: list[Any]
+    ) -> None:
+        """Report each item of a chunk as the step attempt it is."""
+        run_id, attempt, pid = spec.run_id, spec.attempt, w.pid
+        report = self._report
+        failed = 0
+        for item, (ok, data, started, ended) in zip(chunk, outcomes, strict=True):
+            if ok:
+                report(run_id, StepSucceeded(run_id, item[0], attempt, data, started, ended, pid))
+            else:
+                failed += 1
+                qual, mro, message, tb, blob = data
+                error = ErrorInfo("error", qual, tuple(mro), message, tb, blob)
+                report(run_id, StepFailed(run_id, item[0], attempt, error, started, ended, pid))
+        self.stats.succeeded += len(chunk) - failed
+        self.stats.failed += failed
+
     def _answer(self, w: _Worker, msg: tuple[Any, ...]) -> None:
-        _, req_id, task_id, op, arg = msg
+        _, req_id, task_id, op, arg, step = msg
         found = self._tasks.get(task_id)
         try:
             if found is None:
                 raise LookupError("the task is no longer running")
             if op != "output":
                 raise ValueError(f"unknown request {op!r}")
-            value = _resolve_output(self._store, found[1].spec, str(arg))
+            spec = found[1].spec
+            value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)
         except Exception as exc:
             reply = (W.REPLY, req_id, False, f"{type(exc).__name__}: {exc}")
@@ -776,19 +811,29 @@ class Dispatcher(Actor):
 
 
 def _small(spec: TaskSpec) -> bool:
-    return len(spec.payload) + len(spec.last or b"") + len(spec.item or b"") <= _PREFETCH_MAX_BYTES
+    size = len(spec.payload) + len(spec.last or b"") + len(spec.item or b"")
+    if spec.chunk:
+        size += sum(len(c[1] or b"") + len(c[2] or b"") for c in spec.chunk)
+    return size <= _PREFETCH_MAX_BYTES
 
 
-def _resolve_output(store: Store, spec: TaskSpec, name: str) -> bytes | None:
-    """``ctx.steps[name]`` for a task: its own frame first, then the enclosing ones.
+def _task_step(spec: TaskSpec, step: str) -> str:
+    """The step a worker says it is running: the task's own, or an item of its chunk."""
+    if spec.chunk and any(c[0] == step for c in spec.chunk):
+        return step
+    return spec.step
+
+
+def _resolve_output(store: Store, run_id: str, step: str, name: str) -> bytes | None:
+    """``ctx.steps[name]`` for step ``step``: its own frame first, then the enclosing ones.
 
     ``lines[3]/price`` asking for ``tax`` tries ``lines[3]/tax``, then ``tax``.
     """
-    prefix = spec.step
+    prefix = step
     while True:
         cut = prefix.rfind("/")
         prefix = prefix[: cut + 1] if cut >= 0 else ""
-        value = step_output(store, spec.run_id, prefix + name)
+        value = step_output(store, run_id, prefix + name)
         if value is not None or not prefix:
             return value
         prefix = prefix[:-1]

@@ -217,7 +217,7 @@ class Engine:
             self._actors.append(shard)
             core.shards.append(shard)
         ready: Promise[None] = Promise()
-        dispatcher = Dispatcher.start(cfg, core.route, core.store, ready)
+        dispatcher = Dispatcher.start(cfg, core.route, core.store, ready, core.costs)
         self._actors.append(dispatcher)
         core.dispatcher = dispatcher
         try:

@@ -23,6 +23,7 @@ __all__ = [
     "CancelRun",
     "CancelTasks",
     "ChildFinished",
+    "ChunkItem",
     "Dispatch",
     "Drain",
     "ErrorInfo",
@@ -66,6 +67,10 @@ class ErrorInfo:
     timeout: float | None = None
 
 
+#: One item of a chunk task: (step path, encoded ctx.last, encoded item, index).
+ChunkItem = tuple[str, bytes | None, bytes | None, int | None]
+
+
 class TaskSpec(NamedTuple):
     """One step attempt to run in the pool; its dispatch is already recorded.
 
@@ -82,6 +87,9 @@ class TaskSpec(NamedTuple):
         position: the item's index or the while iteration, or None (``ctx.index``).
         call: 1 to call ``fn(item, ctx)``, 0 for ``fn(ctx)``.
         error: for an error handler, the encoded exception the step failed with.
+        chunk: for a chunk of tiny item steps run as one task: per item, its step path, its
+            ``ctx.last``, its item and its index (``step`` is then the chunk's id, and
+            ``last``, ``item`` and ``position`` are unused). See ``Supervisor.flush``.
     """
 
     run_id: str
@@ -96,6 +104,7 @@ class TaskSpec(NamedTuple):
     position: int | None = None
     call: int = 0
     error: bytes | None = None
+    chunk: tuple[ChunkItem, ...] | None = None
 
 
 # -- to the dispatcher -----------------------------------------------------------------------

@@ -129,6 +129,14 @@ def resume(sup: Supervisor) -> None:
 def _resume_leaf(sup: Supervisor, frame: int, node: int, now: float) -> None:
     leaf = sup.load_leaf(frame, node)
     sup.pending[(frame, node)] = G.C_RUN
+    if leaf.attempt == 0 and sup.compiled.chunkable[node]:
+        sent = sup.chunked_before(frame, node)
+        if sent is None:
+            sup._run(frame, node)  # never sent: it may go in a chunk again
+            return
+        # Sent in a chunk whose outcome is lost: this item's attempt was interrupted.
+        leaf.attempt, leaf.dispatched_at = sent
+        leaf.status = StepStatus.RUNNING
     if leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
         sup.fx.timers.append((leaf.next_retry_at, sup.run_id, "retry:" + leaf.path))
         return

@@ -57,6 +57,7 @@ class Leaf:
         "attempt",
         "attempts",
         "child",
+        "chunk",
         "dispatched_at",
         "ended_at",
         "error",
@@ -95,6 +96,7 @@ class Leaf:
         self.recovered = False  # its output came from its error handler
         self.child: str | None = None  # a subflow's child run id
         self.wake_at: float | None = None  # a sleep's due time
+        self.chunk: str | None = None  # the chunk task it runs in (not recorded on its own)
 
     def record(self) -> bytes:
         rec: dict[str, Any] = {

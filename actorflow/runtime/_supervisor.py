@@ -104,6 +104,12 @@ __all__ = ["Effects", "Supervisor"]
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
+#: Chunking of tiny item steps: a chunk aims at this much work in its worker...
+_CHUNK_SECONDS = 0.005
+#: ...holds at most this many items...
+_CHUNK_MAX = 512
+#: ...and only steps this quick are chunked: above it, per-task overhead is already small.
+_CHUNK_COST_MAX = 0.001
 _AWAITED = frozenset({C_RUN, C_DECIDE, C_EXPAND, C_LOOP, C_SLEEP, C_CHILD})
 _ITEM_LOOPS = frozenset({K_FOR_EACH, K_BATCH})
 _COUNT_SLOT = {S_SUCCEEDED: 1, S_FAILED: 2}  # where a finished item is counted
@@ -146,6 +152,33 @@ class _Frame:
         self.input: Any = _SAME  # the encoded input, once computed
 
 
+class _Chunk:
+    """Fresh attempts of one step for many items of a fan-out, sent as one task."""
+
+    __slots__ = ("attempt", "id", "key", "leaves", "live")
+
+    def __init__(self, cid: str, key: bytes, leaves: list[Leaf]) -> None:
+        self.id = cid
+        self.key = key  # of its dispatch record in ``values``
+        self.leaves = leaves
+        self.live = len(leaves)  # members not yet reported, split off or aborted
+        self.attempt = 1
+
+
+def chunk_size(cost: float, ready: int, workers: int) -> int:
+    """How many items of a step that takes ``cost`` seconds go in one task (1: no chunking).
+
+    Enough items that the per-task overhead (a record, a message, a pipe frame: tens of
+    microseconds) is small next to the work, few enough that every worker gets at least two
+    chunks of the ``ready`` items and a lost chunk costs little to run again.
+    """
+    if cost > _CHUNK_COST_MAX:
+        return 1
+    return max(
+        1, min(_CHUNK_MAX, int(_CHUNK_SECONDS / max(cost, 1e-6)), -(-ready // (2 * workers)))
+    )
+
+
 class Supervisor:
     """Owns one run: its record, its live frames and leaves, and the evaluator state.
 
@@ -173,6 +206,12 @@ class Supervisor:
         self.dirty: set[Key] = set()
         self.loop_last: dict[Key, bytes | None] = {}
         self.loop_iter: dict[Key, int] = {}  # replayed: the iteration a pending C_LOOP is for
+        # Fresh item steps waiting to be sent, by (loop frame, step node): sent in chunks
+        # when the step is known to be tiny (see ``_send_held``).
+        self.held: dict[Key, list[Leaf]] = {}
+        self.probes: dict[Key, list[Leaf]] = {}  # items sent alone to learn a step's cost
+        self.chunks: dict[str, _Chunk] = {}
+        self._chunked: dict[Key, dict[int, tuple[int, float | None]]] = {}  # after a reload
         self.hist: list[int] = []
         self.seq = 0
         self.replaying = False
@@ -485,7 +524,157 @@ class Supervisor:
         if leaf is None:
             leaf = self._leaf(frame, node)
         self.pending[key] = C_RUN
+        if leaf.attempt == 0 and self.compiled.chunkable[node]:
+            group = (self.frames[frame].parent, node)
+            held = self.held.get(group)
+            if held is None:
+                self.held[group] = [leaf]
+            else:
+                held.append(leaf)
+            return
         self._dispatch(leaf)
+
+    def _send_held(self) -> None:
+        """Send the fresh item steps of this event: alone, or in chunks when they are tiny.
+
+        A step's cost (seconds per call, kept by the dispatcher) is unknown until it ran
+        once: then one item per worker goes first, alone, and the rest wait for the first
+        result. A chunk has one dispatch record (in ``values``, listing its items), not one
+        per item; each item is still recorded on its own when it finishes. A chunk that
+        fails as a whole (its worker died or it overran ``timeout`` x items) is split: its
+        unreported items run again one by one, so the item at fault fails alone.
+        """
+        held, self.held = self.held, {}
+        if self.finished:
+            return
+        costs = self.core.costs
+        workers = max(1, self.core.config.worker_count)
+        pending = self.pending
+        for group, leaves in held.items():
+            fresh = [
+                leaf
+                for leaf in leaves
+                if leaf.status is StepStatus.PENDING
+                and leaf.attempt == 0
+                and pending.get((leaf.frame, leaf.node)) == C_RUN
+            ]
+            if not fresh:
+                continue
+            spec = self.plan.specs[group[1]]
+            assert isinstance(spec, StepSpec)
+            cost = costs.get(spec.fn.key)
+            if cost is None:
+                probes = [
+                    p
+                    for p in self.probes.get(group, ())
+                    if p.status is StepStatus.RUNNING and p.attempt == 1
+                ]
+                if not probes:
+                    probes = fresh[:workers]
+                    fresh = fresh[workers:]
+                    for leaf in probes:
+                        self._dispatch(leaf)
+                self.probes[group] = probes
+                if fresh:
+                    self.held[group] = fresh
+                continue
+            self.probes.pop(group, None)
+            size = chunk_size(cost, len(fresh), workers)
+            if size < 2:
+                for leaf in fresh:
+                    self._dispatch(leaf)
+                continue
+            for i in range(0, len(fresh), size):
+                self._dispatch_chunk(group, spec, fresh[i : i + size])
+
+    def _dispatch_chunk(self, group: Key, spec: StepSpec, leaves: list[Leaf]) -> None:
+        loop_frame, node = group
+        first = self.frames[leaves[0].frame]
+        loop_path = self.path(loop_frame, first.owner)
+        cid = f"{loop_path}#chunk/{node}/{first.index}"
+        now = self.core.clock.now()
+        last_source = self.plan.last_source[node]
+        members = []
+        indices = []
+        for leaf in leaves:
+            leaf.attempt = 1
+            leaf.status = StepStatus.RUNNING
+            leaf.dispatched_at = now
+            leaf.chunk = cid
+            item, index = self._ctx_item(leaf.frame)
+            members.append((leaf.path, self.source(leaf.frame, last_source), item, index))
+            indices.append(self.frames[leaf.frame].index)
+        chunk = self.chunks[cid] = _Chunk(cid, K.step_key(self.run_id, cid), leaves)
+        record = {"kind": "chunk", "step": spec.name, "node": node, "attempt": 1}
+        record["dispatched_at"] = now
+        record["items"] = indices
+        self.fx.ops.append((K.VALUES, chunk.key, dump_record(record)))
+        self.fx.tasks.append(
+            TaskSpec(
+                self.run_id,
+                cid,
+                1,
+                self.workflow_id,
+                spec.fn,
+                self.payload,
+                None,
+                None if spec.timeout is None else spec.timeout * len(leaves),
+                None,
+                None,
+                1 if spec.call == "item" else 0,
+                None,
+                tuple(members),
+            )
+        )
+
+    def _left_chunk(self, leaf: Leaf) -> bool:
+        """``leaf`` no longer waits on its chunk; True if nothing of the chunk does."""
+        chunk = self.chunks.get(leaf.chunk or "")
+        leaf.chunk = None
+        if chunk is None:
+            return True
+        chunk.live -= 1
+        if chunk.live > 0:
+            return False
+        del self.chunks[chunk.id]
+        self.fx.ops.append((K.VALUES, chunk.key, None))
+        return True
+
+    def _chunk_failed(self, chunk: _Chunk, msg: StepFailed) -> None:
+        """A chunk failed as a whole: run its unreported items again, one by one."""
+        del self.chunks[chunk.id]
+        self.fx.ops.append((K.VALUES, chunk.key, None))
+        note = (
+            f"ran in a chunk of {len(chunk.leaves)} items that failed as a whole "
+            f"({attempt_summary(msg.error)}); it runs again on its own"
+        )
+        for leaf in chunk.leaves:
+            if leaf.chunk != chunk.id:
+                continue
+            leaf.chunk = None
+            key = (leaf.frame, leaf.node)
+            if self.pending.get(key) != C_RUN or leaf.status is not StepStatus.RUNNING:
+                continue
+            leaf.attempts.append(
+                _attempt(leaf.attempt, "interrupted", "chunk", msg.started_at, msg.ended_at, note)
+            )
+            self._dispatch(leaf)
+
+    def chunked_before(self, frame: int, node: int) -> tuple[int, float | None] | None:
+        """After a reload: the attempt and dispatch time of the chunk an item was sent in."""
+        f = self.frames[frame]
+        group = (f.parent, node)
+        found = self._chunked.get(group)
+        if found is None:
+            found = self._chunked[group] = {}
+            prefix = K.step_key(self.run_id, f"{self.path(f.parent, f.owner)}#chunk/{node}/")
+            for key, raw in self.core.store.scan(K.VALUES, prefix):
+                rec = load_record(raw, "chunk")
+                for index in rec["items"]:
+                    found[index] = (rec["attempt"], rec.get("dispatched_at"))
+                # Its items are recorded on their own from now on.
+                self.fx.ops.append((K.VALUES, key, None))
+        return found.get(f.index)
 
     def load_leaf(self, frame: int, node: int) -> Leaf:
         """The leaf at (frame, node), from its record when it has one (after a reload)."""
@@ -654,7 +843,12 @@ class Supervisor:
             return
         leaf = self.leaves.get(key) or self.load_leaf(frame, node)
         if op == C_RUN and leaf.status == StepStatus.RUNNING:
-            self.fx.stop.append((self.run_id, leaf.path))
+            if leaf.chunk is None:
+                self.fx.stop.append((self.run_id, leaf.path))
+            else:
+                cid = leaf.chunk
+                if self._left_chunk(leaf):  # stop it only once none of its items needs it
+                    self.fx.stop.append((self.run_id, cid))
         elif leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
             self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
         elif op == C_SLEEP and leaf.wake_at is not None:
@@ -800,6 +994,12 @@ class Supervisor:
         self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
     def on_failed(self, msg: StepFailed) -> None:
+        if self.chunks:
+            chunk = self.chunks.get(msg.step)
+            if chunk is not None:
+                if not self.finished:
+                    self._chunk_failed(chunk, msg)
+                return
         leaf = self._reported(msg.step, msg.attempt)
         if leaf is None:
             return
@@ -869,6 +1069,8 @@ class Supervisor:
         leaf = self.leaves[key]
         if leaf.status != StepStatus.RUNNING or leaf.attempt != attempt:
             return None  # a late report for an attempt that already ended: never record twice
+        if leaf.chunk is not None:
+            self._left_chunk(leaf)
         return leaf
 
     def on_timer(self, name: str, due: float) -> None:
@@ -1060,7 +1262,9 @@ class Supervisor:
         self.dirty.discard((frame, node))
 
     def take_history(self) -> None:
-        """Fold pending progress records and this write's history into the effects."""
+        """Send held item steps; fold progress records and this write's history into the effects."""
+        if self.held:
+            self._send_held()
         for frame, node in list(self.dirty):
             self._put_composite(frame, node, StepStatus.RUNNING)
         self.dirty.clear()

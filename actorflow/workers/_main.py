@@ -73,6 +73,7 @@ class _Worker:
         self.next_req = 0
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task_id = -1
+        self.step = ""  # the step running now (inside a chunk: the current item's)
         self.log_level = logging.NOTSET
         handler = _PipeLogHandler(self)
         _step_logger.handlers[:] = [handler]
@@ -134,7 +135,7 @@ class _Worker:
         """Ask the engine something and wait for the reply; other messages are filed."""
         self.next_req += 1
         req_id = self.next_req
-        self.send((W.REQUEST, req_id, self.task_id, op, arg))
+        self.send((W.REQUEST, req_id, self.task_id, op, arg, self.step))
         while req_id not in self.replies:
             self.receive(block=True)
         msg = self.replies.pop(req_id)
@@ -163,12 +164,18 @@ class _Worker:
         (task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level,
          item, index, call, error) = task  # fmt: skip
         self.task_id = task_id
+        self.step = step
         if level != self.log_level:  # setLevel clears every logger's cache: only on change
             _step_logger.setLevel(level)
             self.log_level = level
+        if call >= 2:
+            self.run_chunk(task)
+            return
         started = time.time()
         try:
             fn = self.function(key, ref, blob)
+            # From here: the first call's import is not the step's time (nor its cost).
+            started = time.time()
             ctx = StepContext(
                 RunInfo(run_id, workflow_id, step, attempt),
                 payload,
@@ -191,6 +198,52 @@ class _Worker:
         finally:
             self.task_id = -1
 
+    def run_chunk(self, task: tuple[Any, ...]) -> None:
+        """Run a chunk's items one after the other; report all their outcomes at once.
+
+        An item that raises is reported as failed and the next one runs. If the worker dies
+        (or is killed at the chunk's timeout), the engine reports the whole chunk as failed
+        and runs its items again one by one, so the item at fault is found.
+        """
+        (task_id, run_id, chunk_id, attempt, workflow_id, key, ref, blob, payload, _, _,
+         items, _, call, _) = task  # fmt: skip
+        started = time.time()
+        try:
+            fn = self.function(key, ref, blob)
+        except BaseException as exc:
+            self.send((W.DONE, task_id, False, error_tuple(exc), started, time.time()))
+            self.task_id = -1
+            return
+        started = time.time()
+        with_item = call & 1
+        outcomes: list[tuple[bool, Any, float, float]] = []
+        for step, last, item, index in items:
+            self.step = step
+            t = time.time()
+            try:
+                ctx = StepContext(
+                    RunInfo(run_id, workflow_id, step, attempt),
+                    payload,
+                    last,
+                    self.fetch_output,
+                    item,
+                    index,
+                    None,
+                )
+                result = fn(ctx.item, ctx) if with_item else fn(ctx)
+                if inspect.iscoroutine(result):
+                    if self.loop is None:
+                        self.loop = asyncio.new_event_loop()
+                    result = self.loop.run_until_complete(result)
+                outcomes.append(
+                    (True, encode_value(result, f"output of step {step!r}"), t, time.time())
+                )
+            except BaseException as exc:
+                outcomes.append((False, error_tuple(exc), t, time.time()))
+        self.step = chunk_id
+        self.task_id = -1
+        self.send((W.DONE, task_id, True, outcomes, started, time.time()))
+
     def fetch_output(self, step: str) -> bytes | None:
         value: bytes | None = self.request("output", step)
         return value
@@ -205,7 +258,8 @@ class _PipeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.worker.send((W.LOG, self.worker.task_id, record.levelno, record.getMessage()))
+            w = self.worker
+            w.send((W.LOG, w.task_id, record.levelno, record.getMessage(), w.step))
         except Exception:
             self.handleError(record)
 

@@ -11,7 +11,9 @@ Engine to worker:
   ``fn_ref``/``fn_blob`` are sent only the first time this worker sees ``fn_key`` (else None:
   it has it cached). ``payload``, ``last``, ``item`` and ``error`` (for an error handler, the
   step's exception) are encoded values (:mod:`actorflow.store._codec`) or None, decoded only
-  if the step reads them. ``call`` 1 calls ``fn(item, ctx)``, 0 ``fn(ctx)``. Several tasks in
+  if the step reads them. ``call`` 1 calls ``fn(item, ctx)``, 0 ``fn(ctx)``; 2 or 3 mark a
+  chunk of tiny item steps (then ``item`` is a list of ``(step, last, item, index)`` and the
+  low bit says how to call ``fn`` for each). Several tasks in
   one frame is how a busy worker is kept fed (prefetch) without one system call per task.
 - ``(CANCEL, task_id)``: do not start this queued task (answered with ``SKIPPED``).
 - ``(REPLY, req_id, ok, value)``: the answer to a worker's request.
@@ -21,11 +23,13 @@ Worker to engine:
 
 - ``(HELLO, pid)``: started and ready for tasks.
 - ``(DONE, task_id, ok, data, started, ended)``: a task finished. ``ok``: ``data`` is the
-  encoded output; else ``data`` is an :data:`ErrorTuple`. Times are wall clock.
+  encoded output; else ``data`` is an :data:`ErrorTuple`. Times are wall clock. For a chunk,
+  ``data`` is a list with one ``(ok, data, started, ended)`` per item.
 - ``(SKIPPED, task_id)``: a cancelled task was dropped unstarted.
-- ``(REQUEST, req_id, task_id, op, arg)``: a question for the engine while a task runs
-  (``op`` ``"output"``: the encoded output of step ``arg`` of the task's run).
-- ``(LOG, task_id, levelno, message)``: a record logged through ``ctx.log``.
+- ``(REQUEST, req_id, task_id, op, arg, step)``: a question for the engine while a task runs
+  (``op`` ``"output"``: the encoded output of step ``arg`` of the task's run, as seen from
+  ``step``, the step running: inside a chunk, the current item's).
+- ``(LOG, task_id, levelno, message, step)``: a record logged through ``ctx.log``.
 """
 
 from __future__ import annotations

@@ -192,3 +192,38 @@ def test_sigkill_mid_for_each_reruns_only_unfinished_items(tmp_path: Path) -> No
     assert {k: v for k, v in completions.items() if "/" in k} == {
         f"items[{i}]/item_crash_engine": 1 for i in range(40)
     }
+
+
+def test_sigkill_mid_chunked_for_each_reruns_only_unfinished_items(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "store", tmp_path / "exec.log"
+    code, out, err = finish(child(data_dir, log, "foreach-tiny"))
+    assert code == -signal.SIGKILL, (out, err)
+    code, out, err = finish(child(data_dir, log, "foreach-tiny"))
+    assert code == 0, err
+    assert result_line(out) == "True"
+    counts = executions(log)
+    assert set(counts) == {f"item{i}" for i in range(3000)}
+    store = LmdbStore(data_dir, read_only=True)
+    try:
+        records = {}
+        for _, value in store.scan(K.STEPS):
+            rec = load_record(value, "step")
+            if rec.get("path", "").startswith("items[") and "attempts" in rec:
+                records[rec["path"]] = rec
+        leftovers = [key for key, _ in store.scan(K.VALUES) if b"#chunk/" in key]
+    finally:
+        store.close()
+    assert leftovers == []
+    rerun = 0
+    for i in range(3000):
+        rec = records[f"items[{i}]/tiny_logged"]
+        done = [a for a in rec["attempts"] if a["status"] == "succeeded"]
+        assert len(done) == 1, rec  # recorded once
+        # Ran at most once per recorded attempt: items whose result was durable before the
+        # kill never ran again; items of chunks in flight ran again, as a new attempt.
+        assert counts[f"item{i}"] <= rec["attempt"] <= 2, (i, counts[f"item{i}"], rec)
+        if rec["attempt"] == 2:
+            rerun += 1
+            assert [a["status"] for a in rec["attempts"]] == ["interrupted", "succeeded"]
+    assert counts["item1500"] == 2 and records["items[1500]/tiny_logged"]["attempt"] == 2
+    assert rerun < 3000 // 2, rerun  # only what was in flight
