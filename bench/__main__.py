@@ -15,8 +15,22 @@ from bench.suite import run_all
 RESULTS = Path(__file__).parent / "results"
 
 
+def _b4_rows(b4: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for n in ("1000", "10000", "100000"):
+        f = b4[n]
+        if f["cython_us"] is None:
+            rows.append((f"B4 evaluator {int(n):,} items", "no compiled twin", "-", "-", ">= 10x"))
+            continue
+        rows.append((
+            f"B4 evaluator {int(n):,} items", f"{f['cython_us']:.3f} us/event (Cython)",
+            f"{f['python_us']:.3f} us/event (Python)", f"{f['speedup']:.1f}x faster", ">= 10x",
+        ))  # fmt: skip
+    return rows
+
+
 def table(results: dict[str, Any]) -> str:
-    b1, b2, b3, l1, l2 = (results[k] for k in ("B1", "B2", "B3", "L1", "L2"))
+    b1, b2, b3, b5, b6, l1, l2 = (results[k] for k in ("B1", "B2", "B3", "B5", "B6", "L1", "L2"))
     rows = [
         ("B1 sequential, sync", f"{b1['sync_ms']:.3f} ms/step", f"{b1['baseline_ms']:.3f} ms/step",
          f"{b1['speedup_sync']:.2f}x faster", "<= 0.35 ms"),
@@ -30,6 +44,12 @@ def table(results: dict[str, Any]) -> str:
          f"{b3['pool_map_efficiency']:.3f} (Pool.map)", f"{b3['floor_ratio']:.3f}x", ">= 0.97x"),
         ("B3 fan-out, durable runs", f"{b3['engine_efficiency']:.3f}",
          f"{b3['pool_map_efficiency']:.3f} (Pool.map)", f"{b3['ratio']:.3f}x", ">= 0.97x"),
+        *_b4_rows(results["B4"]),
+        ("B5 durable for_each 10 ms", f"{b5['engine_efficiency']:.3f}",
+         f"{b5['pool_map_efficiency']:.3f} (Pool.map)", f"{b5['ratio']:.3f}x", ">= 0.95x"),
+        ("B6 100k trivial items", f"{b6['items_s']:.0f} items/s",
+         f"{b6['pool_map_items_s']:.0f} items/s (Pool.map)", f"{b6['ratio']:.2f}x",
+         ">= 20000 items/s"),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

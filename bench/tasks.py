@@ -20,6 +20,14 @@ def burn(ms: float) -> int:
     return n
 
 
+def identity(x: Any) -> Any:
+    return x
+
+
+def burn_item(ms: float, ctx: Any) -> int:
+    return burn(ms)
+
+
 def burn_step(ctx: Any) -> int:
     return burn(float(ctx.payload))
 

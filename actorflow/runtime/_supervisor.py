@@ -170,7 +170,8 @@ def chunk_size(cost: float, ready: int, workers: int) -> int:
 
     Enough items that the per-task overhead (a record, a message, a pipe frame: tens of
     microseconds) is small next to the work, few enough that every worker gets at least two
-    chunks of the ``ready`` items and a lost chunk costs little to run again.
+    chunks of the ``ready`` items (those to send and those out in chunks) and a lost chunk
+    costs little to run again.
     """
     if cost > _CHUNK_COST_MAX:
         return 1
@@ -579,7 +580,10 @@ class Supervisor:
                     self.held[group] = fresh
                 continue
             self.probes.pop(group, None)
-            size = chunk_size(cost, len(fresh), workers)
+            # Items already out in chunks count too: as one chunk comes back, the next one
+            # is sized for the whole fan-out in flight, not just for the items it freed.
+            in_flight = sum(c.live for c in self.chunks.values())
+            size = chunk_size(cost, len(fresh) + in_flight, workers)
             if size < 2:
                 for leaf in fresh:
                     self._dispatch(leaf)
