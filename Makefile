@@ -19,11 +19,11 @@ $(VENV)/.installed: $(PY) $(SOURCES)
 demo: $(VENV)/.installed
 	$(VENV)/bin/actorflow demo
 
-# The whole suite, first with the compiled evaluator (and a test that fails if it did not
-# load), then the evaluator and engine tests again with the pure-Python twin.
+# The whole suite twice: with the compiled evaluator (and a test that fails if it did not
+# load), then with the pure-Python twin.
 test: $(VENV)/.installed
 	ACTORFLOW_REQUIRE_NATIVE=1 $(PY) -m pytest
-	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest tests/graph tests/runtime/test_engine.py -q
+	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

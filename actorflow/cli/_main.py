@@ -9,13 +9,14 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
 from actorflow.errors import ActorflowError
-from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs
+from actorflow.runtime._views import RunDetails, RunSummary, StepDetails, inspect_run, list_runs
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
 
@@ -74,6 +75,32 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+_ITEM_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def _detail(s: StepDetails) -> str:
+    """What to say about a node: its error, or what it chose, counted or started, or its output."""
+    if s.error is not None:
+        return f"{s.error.type.rpartition('.')[2]}: {s.error.message}"
+    parts = []
+    if s.kind == "branch":
+        parts.append(f"took {s.branch}" if s.branch else "no arm matched")
+    if s.winner is not None:
+        parts.append(f"winner {s.winner}")
+    if s.items is not None:
+        counts = ", ".join(f"{v} {k}" for k, v in s.items.items() if v or k == "total")
+        parts.append(f"items: {counts}")
+    if s.iterations is not None:
+        parts.append(f"{s.iterations} iterations")
+    if s.child_run_id is not None:
+        parts.append(f"child run {s.child_run_id}")
+    if s.recovered:
+        parts.append("recovered by on_error")
+    if s.output is not None and not parts:
+        parts.append(s.output)
+    return "; ".join(parts)
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     store = LmdbStore(args.data_dir, read_only=True)
     try:
@@ -94,20 +121,32 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"result    {run.result}")
     if run.cancel_reason is not None:
         print(f"cancelled {run.cancel_reason or '(no reason given)'}")
-    print(f"\n{'STEP':<20}{'STATUS':<11}{'ATTEMPT':<9}{'DURATION':<11}OUTPUT / ERROR")
+    print(f"\n{'STEP':<28}{'KIND':<10}{'STATUS':<11}{'ATTEMPT':<9}{'DURATION':<11}DETAIL")
+    hidden = 0
     for s in run.steps:
-        detail = s.output or ""
-        if s.error is not None:
-            detail = f"{s.error.type.rpartition('.')[2]}: {s.error.message}"
+        path = s.path or s.name
+        if any(int(i) >= args.items for i in _ITEM_INDEX.findall(path)):
+            hidden += 1  # an item beyond --items of some fan-out
+            continue
+        parts = path.split("/")
+        depth = len(parts) - 1
+        label = parts[-1]
+        if depth:  # inside item 3 of ``lines``: "[3] price", indented under its fan-out
+            label = f"{parts[-2][parts[-2].rfind('[') :]} {label}"
+        label = ("  " * depth + label)[:27]
         print(
-            f"{s.name[:19]:<20}{s.status.value:<11}{s.attempt:<9}{_secs(s.duration):<11}{detail[:80]}"
+            f"{label:<28}{s.kind:<10}{s.status.value:<11}{s.attempt or '':<9}"
+            f"{_secs(s.duration):<11}{_detail(s)[:80]}"
         )
         for a in s.attempts:
             if a.status != "succeeded":
                 print(
-                    f"{'':<20}  attempt {a.attempt}: {a.status}"
+                    f"{'':<28}  attempt {a.attempt}: {a.status}"
+                    + (f" ({a.kind})" if a.kind and a.kind != a.status else "")
                     + (f" - {a.error}" if a.error else "")
                 )
+    if hidden:
+        print(f"({hidden} steps of items past the first {args.items} not shown: --items N)")
     if run.error is not None:
         print(f"\nerror: {run.error.type}: {run.error.message}")
         if run.error.traceback:
@@ -146,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="one run: steps, attempts, timings, errors")
     show.add_argument("run", help="run id (or a unique prefix of it)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument(
+        "--items",
+        type=int,
+        default=10,
+        metavar="N",
+        help="show the steps of the first N items of each fan-out (default 10)",
+    )
     show.set_defaults(func=cmd_show)
     return parser
 

@@ -65,3 +65,30 @@ def test_demo(tmp_path: Path) -> None:
     assert "failed (ConnectionError: fraud service timed out), succeeded" in out.stdout
     listed = json.loads(cli(tmp_path / "demo-store", "runs", "--json").stdout)
     assert len(listed) == 2 and all(r["status"] == "completed" for r in listed)
+
+
+def test_show_tells_branches_items_and_children(engine: af.Engine, data_dir: Path) -> None:
+    engine.define("child").step("total", steps.child_total)
+    (
+        engine.define("flow")
+        .if_("big", lambda ctx: ctx.payload["n"] > 2)
+        .step("shout", lambda ctx: "BIG")
+        .else_()
+        .step("whisper", lambda ctx: "small")
+        .endif()
+        .for_each("items", lambda ctx: list(range(25)), steps.double_item)
+        .subflow("sub", "child", input=lambda ctx: {"values": [1, 2, 3]})
+    )
+    with engine:
+        run = engine.trigger("flow", {"n": 5})
+        assert run.result(timeout=60) == 6
+        child = run.inspect().step("sub").child_run_id
+        shown = cli(data_dir, "show", run.id, "--items", "3")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "took big" in out
+    assert "items: 25 total, 25 succeeded" in out
+    assert f"child run {child}" in out
+    assert "[2] double_item" in out and "[3] double_item" not in out
+    assert "(22 steps of items past the first 3 not shown" in out
+    assert "whisper" in out and "skipped" in out
