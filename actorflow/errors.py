@@ -45,6 +45,7 @@ __all__ = [
     "EngineNotRunning",
     "GraphError",
     "InvalidPayload",
+    "MaxIterationsExceeded",
     "PoolUnavailable",
     "RemoteError",
     "RemoteTraceback",
@@ -227,6 +228,13 @@ class RunTimeout(RunError):
         self.timeout = timeout
         self.run_id = run_id
         super().__init__(f"run {run_id or ''} exceeded the workflow timeout of {timeout:g}s")
+
+
+class MaxIterationsExceeded(ActorflowError):
+    """A ``while_`` loop's predicate wanted more iterations than its ``max_iterations``.
+
+    It fails the loop node (its error type in inspect), and the run with ``StepFailed``.
+    """
 
 
 class StoreError(ActorflowError):

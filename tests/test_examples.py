@@ -21,3 +21,14 @@ def test_orders_example_survives_its_own_sigkill(tmp_path: Path) -> None:
     assert "shipped 3 items, charged 49.0" in second.stdout
     assert "reserve  succeeded  attempts: succeeded\n" in second.stdout  # never ran again
     assert "charge   succeeded  attempts: interrupted, succeeded" in second.stdout
+
+
+def test_control_flow_example(tmp_path: Path) -> None:
+    env = {**os.environ, "FLOW_DATA_DIR": str(tmp_path / "store")}
+    cmd = [sys.executable, str(ROOT / "examples" / "control_flow.py")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "result: 499950" in out.stdout  # the child run's sum of the 10,000 scores
+    assert "branch taken: big | race winner: from_cache" in out.stdout
+    assert "halvings: 7 |" in out.stdout and "'succeeded': 10000" in out.stdout
+    assert "small run: cancelled - too small to report" in out.stdout

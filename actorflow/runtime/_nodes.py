@@ -20,7 +20,6 @@ from actorflow.store._codec import TAG_JSON, decode_value, encode_value
 from actorflow.workers._context import RunInfo, StepContext
 
 __all__ = [
-    "MaxIterationsExceeded",
     "call_user",
     "encode_dict",
     "encode_list",
@@ -29,10 +28,6 @@ __all__ = [
 ]
 
 _TAG = bytes([TAG_JSON])
-
-
-class MaxIterationsExceeded(Exception):
-    """A ``while_`` loop wanted more iterations than its ``max_iterations``."""
 
 
 def engine_context(

@@ -39,6 +39,7 @@ from actorflow.definition._spec import (
     SubflowSpec,
     WhileSpec,
 )
+from actorflow.errors import MaxIterationsExceeded
 from actorflow.graph._codes import (
     C_ABORT,
     C_CANCEL_RUN,
@@ -85,7 +86,6 @@ from actorflow.runtime._messages import (
     TaskSpec,
 )
 from actorflow.runtime._nodes import (
-    MaxIterationsExceeded,
     call_user,
     encode_dict,
     encode_list,

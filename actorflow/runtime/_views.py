@@ -379,9 +379,11 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         if "/" not in path and path not in position:
             position[path] = len(position) + srec.get("node", 0)
     steps: list[StepDetails] = []
+    # In a completed run, a node never reached was on a branch not taken.
+    unreached = "skipped" if rec["status"] == RunStatus.COMPLETED.value else "pending"
     for name, kind in order:
         if name not in recorded:
-            steps.append(_step({"name": name, "kind": kind, "status": "pending"}, None))
+            steps.append(_step({"name": name, "kind": kind, "status": unreached}, None))
     nested = sorted(recorded.items(), key=lambda kv: _path_key(kv[0], position))
     for _, srec in nested:
         steps.append(_step(srec, output_of(srec, store, run_id)))

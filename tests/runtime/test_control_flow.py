@@ -109,8 +109,13 @@ def test_while_loops_on_its_predicate(engine: af.Engine) -> None:
 
 def test_while_past_max_iterations_fails(engine: af.Engine) -> None:
     engine.define("forever").while_("loop", lambda ctx: True, steps.incr, max_iterations=3)
-    with engine, pytest.raises(af.StepFailed, match="max_iterations=3"):
-        engine.trigger("forever").result(timeout=30)
+    with engine:
+        run = engine.trigger("forever")
+        with pytest.raises(af.StepFailed, match="max_iterations=3"):
+            run.result(timeout=30)
+        loop = run.inspect().step("loop")
+    assert loop.status == af.StepStatus.FAILED and loop.iterations == 3
+    assert loop.error is not None and loop.error.type == "actorflow.errors.MaxIterationsExceeded"
 
 
 def test_for_each_results_in_item_order(engine: af.Engine, counter_file: Path) -> None:
