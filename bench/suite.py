@@ -156,19 +156,24 @@ def engine_concurrent(root: Path, durability: str, workflows: int, steps: int, r
         return max(asyncio.run(batch()) for _ in range(reps))
 
 
-def fanout(root: Path, n: int, ms: float, reps: int) -> dict[str, float]:
-    """Efficiency (ideal / actual) of Pool.map and of the engine for n CPU tasks of ms each."""
-    ideal = n * ms / 1000 / WORKERS
+def pool_map_efficiency(n: int, ms: float, ideal: float, reps: int) -> float:
+    """Best efficiency (ideal / actual) of Pool.map over n CPU tasks of ms each."""
     ctx = multiprocessing.get_context(BASELINE_START)
     with ctx.Pool(WORKERS) as pool:
-        pool.map(tasks.burn, [1.0] * 10)
+        pool.map(tasks.burn, [1.0] * 10)  # warm up
 
-        def pool_once() -> float:
+        def once() -> float:
             t = time.perf_counter()
             pool.map(tasks.burn, [ms] * n)
             return ideal / (time.perf_counter() - t)
 
-        pool_eff = max(pool_once() for _ in range(reps))
+        return max(once() for _ in range(reps))
+
+
+def fanout(root: Path, n: int, ms: float, reps: int) -> dict[str, float]:
+    """Efficiency (ideal / actual) of Pool.map and of the engine for n CPU tasks of ms each."""
+    ideal = n * ms / 1000 / WORKERS
+    pool_eff = pool_map_efficiency(n, ms, ideal, reps)
     floor = max(pool_floor(n, ms, ideal) for _ in range(reps))
     engine = _engine(root, "b3", durability="sync")
     engine.define("burn").step("burn", tasks.burn_step)
@@ -354,16 +359,7 @@ def _event_frames(plan: Any, items: int, n: int) -> list[int]:
 def durable_for_each(root: Path, n: int, ms: float, reps: int) -> dict[str, float]:
     """Efficiency (ideal / actual) of Pool.map and of a durable for_each of n CPU items."""
     ideal = n * ms / 1000 / WORKERS
-    ctx = multiprocessing.get_context(BASELINE_START)
-    with ctx.Pool(WORKERS) as pool:
-        pool.map(tasks.burn, [1.0] * 10)
-
-        def pool_once() -> float:
-            t = time.perf_counter()
-            pool.map(tasks.burn, [ms] * n)
-            return ideal / (time.perf_counter() - t)
-
-        pool_eff = max(pool_once() for _ in range(reps))
+    pool_eff = pool_map_efficiency(n, ms, ideal, reps)
     engine = _engine(root, "b5", durability="sync")
     engine.define("b5").for_each("items", lambda c: [ms] * c.payload, tasks.burn_item)
 

@@ -155,14 +155,13 @@ class _Frame:
 class _Chunk:
     """Fresh attempts of one step for many items of a fan-out, sent as one task."""
 
-    __slots__ = ("attempt", "id", "key", "leaves", "live")
+    __slots__ = ("id", "key", "leaves", "live")
 
     def __init__(self, cid: str, key: bytes, leaves: list[Leaf]) -> None:
         self.id = cid
         self.key = key  # of its dispatch record in ``values``
         self.leaves = leaves
         self.live = len(leaves)  # members not yet reported, split off or aborted
-        self.attempt = 1
 
 
 def chunk_size(cost: float, ready: int, workers: int) -> int:

@@ -176,21 +176,8 @@ class _Worker:
             fn = self.function(key, ref, blob)
             # From here: the first call's import is not the step's time (nor its cost).
             started = time.time()
-            ctx = StepContext(
-                RunInfo(run_id, workflow_id, step, attempt),
-                payload,
-                last,
-                self.fetch_output,
-                item,
-                index,
-                error,
-            )
-            result = fn(ctx.item, ctx) if call else fn(ctx)
-            if inspect.iscoroutine(result):
-                if self.loop is None:
-                    self.loop = asyncio.new_event_loop()
-                result = self.loop.run_until_complete(result)
-            data = encode_value(result, f"output of step {step!r}")
+            info = RunInfo(run_id, workflow_id, step, attempt)
+            data = self.call(fn, call, info, payload, last, item, index, error)
         except BaseException as exc:
             self.send((W.DONE, task_id, False, error_tuple(exc), started, time.time()))
         else:
@@ -221,28 +208,34 @@ class _Worker:
             self.step = step
             t = time.time()
             try:
-                ctx = StepContext(
-                    RunInfo(run_id, workflow_id, step, attempt),
-                    payload,
-                    last,
-                    self.fetch_output,
-                    item,
-                    index,
-                    None,
-                )
-                result = fn(ctx.item, ctx) if with_item else fn(ctx)
-                if inspect.iscoroutine(result):
-                    if self.loop is None:
-                        self.loop = asyncio.new_event_loop()
-                    result = self.loop.run_until_complete(result)
-                outcomes.append(
-                    (True, encode_value(result, f"output of step {step!r}"), t, time.time())
-                )
+                info = RunInfo(run_id, workflow_id, step, attempt)
+                data = self.call(fn, with_item, info, payload, last, item, index, None)
+                outcomes.append((True, data, t, time.time()))
             except BaseException as exc:
                 outcomes.append((False, error_tuple(exc), t, time.time()))
         self.step = chunk_id
         self.task_id = -1
         self.send((W.DONE, task_id, True, outcomes, started, time.time()))
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        with_item: int,
+        info: RunInfo,
+        payload: bytes,
+        last: bytes | None,
+        item: bytes | None,
+        index: int | None,
+        error: bytes | None,
+    ) -> bytes:
+        """Call a step function (awaiting it if async); return its encoded output."""
+        ctx = StepContext(info, payload, last, self.fetch_output, item, index, error)
+        result = fn(ctx.item, ctx) if with_item else fn(ctx)
+        if inspect.iscoroutine(result):
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+            result = self.loop.run_until_complete(result)
+        return encode_value(result, f"output of step {info.step!r}")
 
     def fetch_output(self, step: str) -> bytes | None:
         value: bytes | None = self.request("output", step)
