@@ -26,9 +26,13 @@ from __future__ import annotations
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
 from actorflow.config import EngineConfig
-from actorflow.definition import Flow, Retry, Workflow
+from actorflow.definition import Flow, Retry, Secret, Service, Workflow, define_service
 from actorflow.errors import (
     ActorflowError,
+    ApprovalAlreadyResolved,
+    ApprovalError,
+    ApprovalExpired,
+    ApprovalNotFound,
     ClientError,
     ConfigError,
     DefinitionError,
@@ -48,6 +52,7 @@ from actorflow.errors import (
     StepTimeout,
     StoreCorrupted,
     StoreError,
+    WaitTimeout,
     WorkerCrashed,
     WorkflowNotFound,
 )
@@ -61,11 +66,16 @@ from actorflow.runtime import (
     StepDetails,
 )
 from actorflow.workers._context import RunInfo, StepContext, StepOutput
+from actorflow.workers._state import State
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActorflowError",
+    "ApprovalAlreadyResolved",
+    "ApprovalError",
+    "ApprovalExpired",
+    "ApprovalNotFound",
     "AttemptDetails",
     "ClientError",
     "Clock",
@@ -94,6 +104,9 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "RunTimeout",
+    "Secret",
+    "Service",
+    "State",
     "StepContext",
     "StepDetails",
     "StepFailed",
@@ -103,8 +116,10 @@ __all__ = [
     "StoreCorrupted",
     "StoreError",
     "SystemClock",
+    "WaitTimeout",
     "WorkerCrashed",
     "Workflow",
     "WorkflowNotFound",
     "__version__",
+    "define_service",
 ]

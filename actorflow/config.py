@@ -51,6 +51,11 @@ class EngineConfig:
         breaker_cooldown: seconds the breaker stays open before workers are started again.
         preload: modules each worker imports at start, so a replacement is ready at once.
         worker_start_timeout: seconds to wait for the initial workers at ``start()``.
+        event_ttl: seconds a keyed event published before anyone waits for it is kept.
+        sweep_interval: seconds between background sweeps of expired state and events.
+        max_body: largest HTTP request body the ASGI app accepts, in bytes.
+        schedules: run the workflows' cron and interval schedules (False: only other
+            triggers start runs, e.g. on all but one engine of a deployment).
     """
 
     data_dir: Path = Path(".actorflow")
@@ -68,6 +73,10 @@ class EngineConfig:
     breaker_cooldown: float = 5.0
     preload: tuple[str, ...] = ()
     worker_start_timeout: float = 60.0
+    event_ttl: float = 86400.0
+    sweep_interval: float = 60.0
+    max_body: int = 1 << 20
+    schedules: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,15 +89,23 @@ class EngineConfig:
             problems.append(
                 f"start_method: expected 'forkserver' or 'spawn', got {self.start_method!r}"
             )
-        for name in ("workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit"):
+        for name in (
+            "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
+        ):  # fmt: skip
             value = getattr(self, name)
             low = 0 if name in ("workers", "prefetch") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
-        for name in ("kill_grace", "restart_window", "breaker_cooldown", "worker_start_timeout"):
+        for name in (
+            "kill_grace", "restart_window", "breaker_cooldown", "worker_start_timeout",
+            "event_ttl", "sweep_interval",
+        ):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name}: expected a positive number of seconds, got {value!r}")
+        schedules: Any = self.schedules  # typed bool, but callers may pass anything
+        if not isinstance(schedules, bool):
+            problems.append(f"schedules: expected True or False, got {schedules!r}")
         if not all(isinstance(m, str) and m for m in self.preload):
             problems.append(f"preload: expected module names, got {self.preload!r}")
         if problems:
@@ -158,6 +175,13 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
             return int(raw)
         if text == "float":
             return float(raw)
+        if text == "bool":
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
     except ValueError:
         raise ConfigError(
             f"{var}: expected {_ARTICLE.get(text, 'a')} {text}, got {raw!r}"

@@ -12,14 +12,19 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   │   ├── StepTimeout          ... because it ran past its timeout and was killed
     │   │   └── WorkerCrashed        ... because its worker process died (exit code / signal)
     │   ├── RunCancelled             the run was cancelled (reason)
-    │   └── RunTimeout               the whole run ran past the workflow's timeout
+    │   ├── RunTimeout               the whole run ran past the workflow's timeout
+    │   └── WaitTimeout              a wait_for_event / human_in_the_loop ran past its timeout
     ├── StoreError                   the store cannot be used (I/O, locked, newer format)
     │   └── StoreCorrupted           the store's files or records are not what was written
     ├── ClientError                  a client call was given something it cannot use
     │   ├── RunNotFound
     │   ├── WorkflowNotFound
     │   ├── InvalidPayload
-    │   └── EngineNotRunning
+    │   ├── EngineNotRunning
+    │   └── ApprovalError            engine.resume(token): unknown, already used or expired
+    │       ├── ApprovalNotFound
+    │       ├── ApprovalAlreadyResolved
+    │       └── ApprovalExpired
     ├── PoolUnavailable              the worker pool's restart breaker is open
     ├── ResultTimeout                RunHandle.result() waited past its timeout (also TimeoutError)
     ├── RemoteTraceback              traceback text from a worker, chained as a ``__cause__``
@@ -39,6 +44,10 @@ from collections.abc import Iterable, Sequence
 
 __all__ = [
     "ActorflowError",
+    "ApprovalAlreadyResolved",
+    "ApprovalError",
+    "ApprovalExpired",
+    "ApprovalNotFound",
     "ClientError",
     "ConfigError",
     "DefinitionError",
@@ -58,6 +67,7 @@ __all__ = [
     "StepTimeout",
     "StoreCorrupted",
     "StoreError",
+    "WaitTimeout",
     "WorkerCrashed",
     "WorkflowNotFound",
 ]
@@ -230,6 +240,10 @@ class RunTimeout(RunError):
         super().__init__(f"run {run_id or ''} exceeded the workflow timeout of {timeout:g}s")
 
 
+class WaitTimeout(RunError):
+    """A ``wait_for_event`` or ``human_in_the_loop`` node waited past its timeout."""
+
+
 class MaxIterationsExceeded(ActorflowError):
     """A ``while_`` loop's predicate wanted more iterations than its ``max_iterations``.
 
@@ -278,6 +292,25 @@ class InvalidPayload(ClientError, ValueError):
 
 class EngineNotRunning(ClientError):
     """The call needs a started engine (``with engine:`` or ``engine.start()``)."""
+
+
+class ApprovalError(ClientError):
+    """``engine.resume(token, ...)`` cannot resume anything with this token."""
+
+
+class ApprovalNotFound(ApprovalError, KeyError):
+    """No approval has this token."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "no such approval"
+
+
+class ApprovalAlreadyResolved(ApprovalError):
+    """The approval was already resumed (or its run ended); a token works once."""
+
+
+class ApprovalExpired(ApprovalError):
+    """The approval's timeout passed before it was resumed."""
 
 
 class PoolUnavailable(ActorflowError):

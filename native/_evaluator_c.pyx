@@ -29,6 +29,7 @@ cdef enum:
     K_SUBFLOW = 9
     K_SLEEP = 10
     K_CANCEL = 11
+    K_WAIT = 12
     J_ONE = 0
     J_ALL = 1
     J_FIRST = 2
@@ -68,6 +69,7 @@ CODES = {
     "K_STEP": K_STEP, "K_ACTION": K_ACTION, "K_BRANCH": K_BRANCH, "K_PARALLEL": K_PARALLEL,
     "K_RACE": K_RACE, "K_JOIN": K_JOIN, "K_WHILE": K_WHILE, "K_FOR_EACH": K_FOR_EACH,
     "K_BATCH": K_BATCH, "K_SUBFLOW": K_SUBFLOW, "K_SLEEP": K_SLEEP, "K_CANCEL": K_CANCEL,
+    "K_WAIT": K_WAIT,
     "J_ONE": J_ONE, "J_ALL": J_ALL, "J_FIRST": J_FIRST,
     "S_PENDING": S_PENDING, "S_RUNNING": S_RUNNING, "S_SUCCEEDED": S_SUCCEEDED,
     "S_FAILED": S_FAILED, "S_SKIPPED": S_SKIPPED, "S_CANCELLED": S_CANCELLED,
@@ -165,7 +167,7 @@ cdef class CPlan:
 
     cdef inline bint is_leaf(self, int node) noexcept:
         cdef int k = self.kind[node]
-        return k == K_STEP or k == K_ACTION or k == K_SUBFLOW or k == K_SLEEP
+        return k == K_STEP or k == K_ACTION or k == K_SUBFLOW or k == K_SLEEP or k == K_WAIT
 
     cdef inline bint is_loop(self, int node) noexcept:
         cdef int k = self.kind[node]
@@ -492,7 +494,7 @@ cdef int _activate(CPlan plan, CState s, int frame, int node) except -1:
         s.emit(C_RUN, frame, node, 0)
     elif kind == K_SUBFLOW:
         s.emit(C_CHILD, frame, node, 0)
-    elif kind == K_SLEEP:
+    elif kind == K_SLEEP or kind == K_WAIT:
         s.emit(C_SLEEP, frame, node, 0)
     elif kind == K_CANCEL:
         s.emit(C_CANCEL_RUN, frame, node, 0)

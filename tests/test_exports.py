@@ -13,6 +13,9 @@ PUBLIC = {
     "RunNotFound", "RunStatus", "RunSummary", "RunTimeout", "StepContext", "StepDetails",
     "StepFailed", "StepOutput", "StepStatus", "StepTimeout", "StoreCorrupted", "StoreError",
     "SystemClock", "WorkerCrashed", "Workflow", "WorkflowNotFound", "__version__",
+    # triggers, events, approvals, state and services
+    "ApprovalAlreadyResolved", "ApprovalError", "ApprovalExpired", "ApprovalNotFound", "Secret",
+    "Service", "State", "WaitTimeout", "define_service",
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from actorflow.definition._builder import Workflow
 from actorflow.definition._flow import ITEM, Flow
 from actorflow.definition._options import Retry, parse_duration
+from actorflow.definition._services import Secret, Service, ServiceInstance, define_service
 from actorflow.definition._spec import (
     ArmSpec,
     BranchSpec,
@@ -16,11 +17,13 @@ from actorflow.definition._spec import (
     SleepSpec,
     StepSpec,
     SubflowSpec,
+    WaitSpec,
     WhileSpec,
     WorkflowSpec,
     function_ref,
     walk,
 )
+from actorflow.definition._triggers import ScheduleSpec, WebhookSpec
 
 __all__ = [
     "ITEM",
@@ -33,12 +36,19 @@ __all__ = [
     "NodeSpec",
     "ParallelSpec",
     "Retry",
+    "ScheduleSpec",
+    "Secret",
+    "Service",
+    "ServiceInstance",
     "SleepSpec",
     "StepSpec",
     "SubflowSpec",
+    "WaitSpec",
+    "WebhookSpec",
     "WhileSpec",
     "Workflow",
     "WorkflowSpec",
+    "define_service",
     "function_ref",
     "parse_duration",
     "walk",

@@ -21,6 +21,7 @@ from actorflow.definition._flow import (
     RawSleep,
     RawStep,
     RawSubflow,
+    RawWait,
     RawWhile,
 )
 from actorflow.definition._options import NO_RETRY, Retry, parse_duration
@@ -35,6 +36,7 @@ from actorflow.definition._spec import (
     SleepSpec,
     StepSpec,
     SubflowSpec,
+    WaitSpec,
     WhileSpec,
     function_ref,
 )
@@ -124,6 +126,8 @@ def _node(raw: Any, ctx: Context) -> NodeSpec | None:
         return _subflow(raw, ctx)
     if isinstance(raw, RawSleep):
         return _sleep(raw, ctx)
+    if isinstance(raw, RawWait):
+        return _wait(raw, ctx)
     assert isinstance(raw, RawCancel)
     if not isinstance(raw.reason, str):
         ctx.problems.append(f"cancel: reason must be a string, got {raw.reason!r}")
@@ -186,6 +190,53 @@ def _sleep(raw: RawSleep, ctx: Context) -> SleepSpec | None:
             ctx.problems.append(f"{where}: duration: expected a duration, got None")
         return None
     return SleepSpec(raw.name, seconds)
+
+
+def _wait(raw: RawWait, ctx: Context) -> WaitSpec | None:
+    kind = "wait_for_event" if raw.kind == "event" else "human_in_the_loop"
+    where = f"{kind} {raw.name!r}"
+    ok = ctx.name(raw.name, f"{where}: name")
+    problems = ctx.problems
+    n = len(problems)
+    timeout = _duration(raw.timeout, f"{where}: timeout", ctx)
+    if raw.on_timeout not in ("fail", "continue"):
+        problems.append(
+            f"{where}: on_timeout: expected 'fail' or 'continue', got {raw.on_timeout!r}"
+        )
+    if raw.kind == "event":
+        if (p := validate_name(raw.event, f"{where}: event")) is not None:
+            problems.append(p)
+        if raw.key is not None and not isinstance(raw.key, str):
+            _check_callable(raw.key, 1, f"{where}: key", "(ctx) or a string", ctx)
+        if raw.match is not None:
+            _check_callable(raw.match, 2, f"{where}: match", "(ctx, payload)", ctx)
+    else:
+        if not isinstance(raw.description, str):
+            problems.append(f"{where}: description: expected a string, got {raw.description!r}")
+        if raw.on_pause is not None:
+            _check_callable(raw.on_pause, 2, f"{where}: on_pause", "(token, ctx)", ctx)
+        if raw.metadata is not None:
+            try:
+                import orjson
+
+                orjson.dumps(raw.metadata)
+            except TypeError as exc:
+                problems.append(f"{where}: metadata: expected JSON-compatible data ({exc})")
+    if not ok or len(problems) > n:
+        return None
+    return WaitSpec(
+        raw.name,
+        "event" if raw.kind == "event" else "approval",
+        event=raw.event,
+        key=raw.key,
+        match=raw.match,
+        timeout=timeout,
+        on_timeout=raw.on_timeout,
+        default=raw.default,
+        description=raw.description,
+        on_pause=raw.on_pause,
+        metadata=raw.metadata,
+    )
 
 
 # -- composites ------------------------------------------------------------------------------

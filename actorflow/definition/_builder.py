@@ -8,13 +8,16 @@ first trigger of a workflow defined later) checks everything at once and raises 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from actorflow.definition._build import Context, _check_callable, _ref, build_flow, validate_name
 from actorflow.definition._flow import Flow
 from actorflow.definition._options import Retry, parse_duration
+from actorflow.definition._services import Service, ServiceInstance
 from actorflow.definition._spec import WorkflowSpec
+from actorflow.definition._triggers import check_schedule, check_webhook
 from actorflow.errors import DefinitionError, GraphError
 
 __all__ = ["Workflow", "validate_name"]
@@ -35,6 +38,10 @@ class Workflow(Flow):
         concurrency: most runs active at once; more are queued in trigger order.
         description: free text shown by the CLI.
         on_error: default handler for steps that fail for good and have none of their own.
+        services: configured services (``svc.with_config(...)``) its steps reach as
+            ``ctx.services.<id>``.
+        rate_limit: most runs started per time window, e.g. ``"100/m"`` or ``"5/10s"``;
+            later runs queue durably and start in order as the window allows.
     """
 
     def __init__(
@@ -47,6 +54,8 @@ class Workflow(Flow):
         concurrency: int | None = None,
         description: str = "",
         on_error: Callable[[Any], Any] | None = None,
+        services: Sequence[Any] = (),
+        rate_limit: str | None = None,
     ) -> None:
         super().__init__(workflow_id if isinstance(workflow_id, str) else None)
         # Raw values, validated all at once by build(): callers may be untyped.
@@ -57,7 +66,84 @@ class Workflow(Flow):
         self._concurrency: Any = concurrency
         self._description: Any = description
         self._on_error: Any = on_error
+        self._services: Any = services
+        self._rate_limit: Any = rate_limit
+        self._webhooks: list[tuple[Any, ...]] = []
+        self._schedules: list[tuple[Any, ...]] = []
         self._spec: WorkflowSpec | None = None
+
+    # -- triggers --------------------------------------------------------------------------
+
+    def on_webhook(
+        self,
+        path: str,
+        method: str = "POST",
+        *,
+        secret_env: str | None = None,
+        signature: str | None = None,
+        schema: Any = None,
+    ) -> Self:
+        """Start a run for each HTTP request to ``path`` on ``engine.asgi()``.
+
+        The request body must be JSON; it becomes the run's payload. The request is answered
+        ``202`` with the run id once the run is durably recorded; an ``Idempotency-Key``
+        header makes repeated deliveries one run.
+
+        Args:
+            path: URL path, e.g. ``"/orders"``.
+            method: HTTP method.
+            secret_env: environment variable holding the signing secret.
+            signature: ``"hmac-sha256"`` (header ``X-Signature: sha256=<hex>``), ``"github"``
+                (``X-Hub-Signature-256``) or ``"stripe"`` (``Stripe-Signature``); default
+                ``"hmac-sha256"`` when ``secret_env`` is given.
+            schema: a JSON Schema (dict), a pydantic model, or ``fn(body) -> payload``.
+        """
+        with self._lock:
+            self._check_open()
+            self._webhooks.append((path, method, secret_env, signature, schema))
+        return self
+
+    def on_schedule(
+        self,
+        cron: str,
+        *,
+        tz: str = "UTC",
+        overlap: str = "skip",
+        catch_up: str = "none",
+    ) -> Self:
+        """Start a run at each slot of a cron expression, read in time zone ``tz``.
+
+        Fire times are recorded in the store: a restart never fires a slot twice, and slots
+        missed while no engine ran are handled per ``catch_up``. Across daylight-saving
+        changes a wall-clock time that does not exist fires once, at the shifted instant, and
+        one that occurs twice fires once (jobs with ``*`` in the hour field run every real
+        hour).
+
+        Args:
+            cron: five fields, e.g. ``"0 9 * * MON-FRI"``.
+            tz: IANA time zone name.
+            overlap: the previous run of this schedule is still active: ``"skip"`` the slot,
+                ``"queue"`` it until that run ends, or ``"allow"`` both.
+            catch_up: after downtime, fire ``"none"`` of the missed slots, the ``"latest"``
+                only, or ``"all"`` of them.
+        """
+        with self._lock:
+            self._check_open()
+            self._schedules.append((cron, None, tz, overlap, catch_up))
+        return self
+
+    def on_interval(self, every: Any, *, overlap: str = "skip", catch_up: str = "none") -> Self:
+        """Start a run every ``every`` (a duration such as ``"5m"``); see :meth:`on_schedule`."""
+        with self._lock:
+            self._check_open()
+            self._schedules.append((None, every, "UTC", overlap, catch_up))
+        return self
+
+    def _check_open(self) -> None:
+        if self._frozen:
+            raise DefinitionError(
+                "is already built (its engine has started); add triggers before that", self.id
+            )
 
     @property
     def id(self) -> str:
@@ -107,6 +193,16 @@ class Workflow(Flow):
             on_error = _ref(self._on_error, "on_error", ctx)
         if not self._block:
             problems.append("has no steps: add one with .step(name, fn)")
+        services = self._check_services(problems)
+        rate = _rate_limit(self._rate_limit, problems)
+        webhooks = tuple(
+            w for path, method, env, sig, schema in self._webhooks
+            if (w := check_webhook(path, method, env, sig, schema, problems))
+        )  # fmt: skip
+        schedules = tuple(
+            c for cron, every, tz, overlap, catch_up in self._schedules
+            if (c := check_schedule(cron, every, tz, overlap, catch_up, problems))
+        )  # fmt: skip
         block = build_flow(self, ctx, "workflow")
         if problems:
             error = GraphError if ctx.structural else DefinitionError
@@ -118,7 +214,36 @@ class Workflow(Flow):
             concurrency=concurrency,
             description=self._description,
             on_error=on_error,
+            services=services,
+            rate_limit=rate,
+            webhooks=webhooks,
+            schedules=schedules,
         )
+
+    def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
+        raw = self._services
+        if isinstance(raw, ServiceInstance | Service) or not isinstance(raw, Sequence):
+            raw = [raw]
+        out: list[ServiceInstance] = []
+        seen: set[str] = set()
+        for i, svc in enumerate(raw):
+            if isinstance(svc, Service):
+                try:
+                    svc = svc.with_config()  # no configuration needed, or it says what is
+                except DefinitionError as exc:
+                    problems.extend(exc.problems)
+                    continue
+            if not isinstance(svc, ServiceInstance):
+                problems.append(
+                    f"services[{i}]: expected a service (af.define_service(...).with_config"
+                    f"(...)), got {svc!r}"
+                )
+                continue
+            if svc.id in seen:
+                problems.append(f"services[{i}]: service {svc.id!r} is listed twice")
+            seen.add(svc.id)
+            out.append(svc)
+        return tuple(out)
 
     @staticmethod
     def _duration(value: Any, what: str, problems: list[str]) -> float | None:
@@ -132,3 +257,25 @@ class Workflow(Flow):
 
     def __repr__(self) -> str:
         return f"<Workflow {self._id!r}: {len(self._block)} nodes>"
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
+
+
+def _rate_limit(value: Any, problems: list[str]) -> tuple[int, float] | None:
+    """Parse ``"100/m"``, ``"5/10s"``... into (runs, window seconds)."""
+    if value is None:
+        return None
+    m = _RATE.match(value) if isinstance(value, str) else None
+    if m is not None:
+        count, unit = int(m.group(1)), m.group(2)
+        try:
+            window = parse_duration(unit if unit[0].isdigit() else "1" + unit, "rate_limit")
+        except DefinitionError:
+            window = 0.0
+        if count >= 1 and window > 0:
+            return count, window
+    problems.append(
+        f"rate_limit: expected runs per window such as '100/m', '10/s' or '5/10s', got {value!r}"
+    )
+    return None

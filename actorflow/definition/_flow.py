@@ -103,6 +103,21 @@ class RawSleep:
 
 
 @dataclass(slots=True)
+class RawWait:
+    name: Any
+    kind: str
+    event: Any = None
+    key: Any = None
+    match: Any = None
+    timeout: Any = None
+    on_timeout: Any = "fail"
+    default: Any = None
+    description: Any = ""
+    on_pause: Any = None
+    metadata: Any = None
+
+
+@dataclass(slots=True)
 class RawCancel:
     name: Any
     reason: Any
@@ -217,6 +232,88 @@ class Flow:
     def sleep(self, name: str, duration: Any) -> Self:
         """Wait ``duration`` on a durable timer (it survives restarts; the run leaves memory)."""
         return self._add(RawSleep(name, duration))
+
+    def wait_for_event(
+        self,
+        event: str,
+        *,
+        name: str | None = None,
+        timeout: Any = None,
+        key: str | Callable[[Any], Any] | None = None,
+        match: Callable[[Any, Any], Any] | None = None,
+        on_timeout: str = "fail",
+        default: Any = None,
+    ) -> Self:
+        """Wait until ``engine.publish(event, payload)``; the payload is this node's output.
+
+        The run leaves memory while it waits and survives restarts. An event published with
+        a ``key`` before the run got here is kept (for the engine's ``event_ttl``) and taken
+        when a wait with the same key starts, so an early event is not lost.
+
+        Args:
+            event: the event's name.
+            name: the node's name (default: ``event``).
+            timeout: how long to wait (a duration); None waits for ever.
+            key: take only events published with this key: a string, or ``key(ctx)``
+                computed in the engine when the wait starts.
+            match: ``match(ctx, payload) -> bool``, run in the engine: events that do not
+                match are ignored.
+            on_timeout: ``"fail"`` (the node fails with :class:`~actorflow.WaitTimeout`) or
+                ``"continue"`` (the node succeeds with ``default``).
+            default: the output after a timeout with ``on_timeout="continue"``.
+        """
+        return self._add(
+            RawWait(
+                event if name is None else name,
+                "event",
+                event=event,
+                key=key,
+                match=match,
+                timeout=timeout,
+                on_timeout=on_timeout,
+                default=default,
+            )
+        )
+
+    def human_in_the_loop(
+        self,
+        name: str,
+        *,
+        timeout: Any = None,
+        description: str = "",
+        on_pause: Callable[[str, Any], Any] | None = None,
+        metadata: Any = None,
+        on_timeout: str = "fail",
+        default: Any = None,
+    ) -> Self:
+        """Pause the run until a person resumes it with ``engine.resume(token, payload)``.
+
+        The pause is durable and gets an unguessable token; the payload given to ``resume``
+        becomes this node's output. A token works once; after ``timeout`` it has expired.
+
+        Args:
+            name: the node's name.
+            timeout: how long the approval may take (a duration); None waits for ever.
+            description: what the person is asked (stored with the pending approval).
+            on_pause: ``on_pause(token, ctx)``, called in the engine once the pause is
+                durable, e.g. to send the approval link; its errors are logged.
+            metadata: JSON-compatible data stored with the pending approval.
+            on_timeout: ``"fail"`` (the node fails with :class:`~actorflow.WaitTimeout`) or
+                ``"continue"`` (the node succeeds with ``default``, a fallback decision).
+            default: the output after a timeout with ``on_timeout="continue"``.
+        """
+        return self._add(
+            RawWait(
+                name,
+                "approval",
+                timeout=timeout,
+                on_timeout=on_timeout,
+                default=default,
+                description=description,
+                on_pause=on_pause,
+                metadata=metadata,
+            )
+        )
 
     def cancel(self, reason: str = "") -> Self:
         """End the run as cancelled (typically inside a branch)."""

@@ -36,6 +36,7 @@ __all__ = [
     "SleepSpec",
     "StepSpec",
     "SubflowSpec",
+    "WaitSpec",
     "WhileSpec",
     "WorkflowSpec",
     "function_ref",
@@ -190,6 +191,38 @@ class SleepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """``wait_for_event`` / ``human_in_the_loop``: the run waits, out of memory, for the world.
+
+    Attributes:
+        name: the node's name.
+        kind: ``event`` (a published event) or ``approval`` (``engine.resume(token, ...)``).
+        event: the event's name (``event`` waits).
+        key: the event key this wait takes: a string, ``fn(ctx) -> str`` (run in the engine),
+            or None for any key.
+        match: ``fn(ctx, payload) -> bool``: only matching events are taken.
+        timeout: seconds to wait, or None for ever.
+        on_timeout: ``fail`` the node, or ``continue`` with ``default`` as its output.
+        default: the output when continuing after a timeout.
+        description: shown with a pending approval.
+        on_pause: ``fn(token, ctx)`` called once the approval's pause is durable.
+        metadata: JSON-compatible data stored with a pending approval.
+    """
+
+    name: str
+    kind: Literal["event", "approval"]
+    event: str | None = None
+    key: Any = None
+    match: Callable[[Any, Any], Any] | None = None
+    timeout: float | None = None
+    on_timeout: Literal["fail", "continue"] = "fail"
+    default: Any = None
+    description: str = ""
+    on_pause: Callable[[str, Any], Any] | None = None
+    metadata: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class CancelSpec:
     """``cancel``: ends the run as cancelled, with ``reason``."""
 
@@ -199,7 +232,7 @@ class CancelSpec:
 
 NodeSpec = (
     StepSpec | BranchSpec | ParallelSpec | WhileSpec | ForEachSpec | SubflowSpec | SleepSpec
-    | CancelSpec
+    | WaitSpec | CancelSpec
 )  # fmt: skip
 
 
@@ -253,6 +286,18 @@ def _describe(node: NodeSpec) -> dict[str, Any]:
         return {"name": node.name, "kind": "subflow", "workflow": node.workflow_id}
     if isinstance(node, SleepSpec):
         return {"name": node.name, "kind": "sleep", "seconds": node.seconds}
+    if isinstance(node, WaitSpec):
+        desc: dict[str, Any] = {
+            "name": node.name,
+            "kind": "wait_for_event" if node.kind == "event" else "approval",
+            "timeout": node.timeout,
+            "on_timeout": node.on_timeout,
+        }
+        if node.kind == "event":
+            desc["event"] = node.event
+        else:
+            desc["description"] = node.description
+        return desc
     return {"name": node.name, "kind": "cancel", "reason": node.reason}
 
 
@@ -289,6 +334,12 @@ class WorkflowSpec:
     concurrency: int | None
     description: str
     on_error: FunctionRef | None = None
+    #: Configured services (``ctx.services.<id>``).
+    services: tuple[Any, ...] = ()
+    #: (runs, per seconds): most runs started per window; later ones queue.
+    rate_limit: tuple[int, float] | None = None
+    webhooks: tuple[Any, ...] = ()
+    schedules: tuple[Any, ...] = ()
 
     @property
     def steps(self) -> tuple[StepSpec, ...]:
@@ -304,6 +355,13 @@ class WorkflowSpec:
             "concurrency": self.concurrency,
             "on_error": self.on_error.display if self.on_error else None,
             "nodes": _block(self.block),
+            "services": [s.describe() for s in self.services],
+            "rate_limit": list(self.rate_limit) if self.rate_limit else None,
+            "webhooks": [
+                {"path": w.path, "method": w.method, "signature": w.signature}
+                for w in self.webhooks
+            ],
+            "schedules": [s.describe() for s in self.schedules],
         }
 
     @property

@@ -21,10 +21,11 @@ K_BATCH: Final = 8
 K_SUBFLOW: Final = 9
 K_SLEEP: Final = 10
 K_CANCEL: Final = 11
+K_WAIT: Final = 12  # wait_for_event or human_in_the_loop: like a sleep, ended from outside
 
 KIND_NAMES: Final = (
     "step", "action", "branch", "parallel", "race", "join", "while", "for_each", "batch",
-    "subflow", "sleep", "cancel",
+    "subflow", "sleep", "cancel", "wait",
 )  # fmt: skip
 
 # How a join fires.
@@ -54,7 +55,7 @@ C_RUN: Final = 1  # dispatch the step/action (frame, node)
 C_DECIDE: Final = 2  # evaluate the branch's predicates, then send E_CHOSEN
 C_EXPAND: Final = 3  # evaluate the items, then send E_ITEMS
 C_LOOP: Final = 4  # evaluate the while's predicate for iteration ``arg``, then send E_LOOP
-C_SLEEP: Final = 5  # arm the sleep's timer, then send E_SUCCEEDED
+C_SLEEP: Final = 5  # the leaf waits outside the pool (a sleep's timer, an event, an approval)
 C_CHILD: Final = 6  # start the child run, then send its outcome
 C_CANCEL_RUN: Final = 7  # a cancel node was reached: end the run as cancelled
 C_ABORT: Final = 8  # stop the running leaf (kill the task, drop the timer, cancel the child)
@@ -71,4 +72,4 @@ R_COMPLETED: Final = 1
 R_FAILED: Final = 2
 R_CANCELLED: Final = 3
 
-LEAF_KINDS: Final = frozenset({K_STEP, K_ACTION, K_SUBFLOW, K_SLEEP, K_CANCEL})
+LEAF_KINDS: Final = frozenset({K_STEP, K_ACTION, K_SUBFLOW, K_SLEEP, K_CANCEL, K_WAIT})

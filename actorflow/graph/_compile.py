@@ -18,6 +18,7 @@ from actorflow.definition._spec import (
     SleepSpec,
     StepSpec,
     SubflowSpec,
+    WaitSpec,
     WhileSpec,
     WorkflowSpec,
     walk,
@@ -38,6 +39,7 @@ from actorflow.graph._codes import (
     K_SLEEP,
     K_STEP,
     K_SUBFLOW,
+    K_WAIT,
     K_WHILE,
 )
 from actorflow.graph._plan import Plan
@@ -226,8 +228,13 @@ class _Compiler:
             kind = K_ACTION if spec.kind == "action" else K_STEP
             node = new(spec.name, spec, kind, sid, parent_arm, race_of, race_arm, last)
             return node, node
-        if isinstance(spec, SubflowSpec | SleepSpec | CancelSpec):
-            kind = {SubflowSpec: K_SUBFLOW, SleepSpec: K_SLEEP, CancelSpec: K_CANCEL}[type(spec)]
+        if isinstance(spec, SubflowSpec | SleepSpec | CancelSpec | WaitSpec):
+            kind = {
+                SubflowSpec: K_SUBFLOW,
+                SleepSpec: K_SLEEP,
+                CancelSpec: K_CANCEL,
+                WaitSpec: K_WAIT,
+            }[type(spec)]
             node = new(spec.name, spec, kind, sid, parent_arm, race_of, race_arm, last)
             return node, node
         if isinstance(spec, WhileSpec | ForEachSpec):

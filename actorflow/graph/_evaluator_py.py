@@ -58,6 +58,7 @@ from actorflow.graph._codes import (
     K_SLEEP,
     K_STEP,
     K_SUBFLOW,
+    K_WAIT,
     K_WHILE,
     R_ACTIVE,
     R_CANCELLED,
@@ -88,7 +89,7 @@ __all__ = [
 
 IMPLEMENTATION = "python"
 
-_LEAVES = (K_STEP, K_ACTION, K_SUBFLOW, K_SLEEP)
+_LEAVES = (K_STEP, K_ACTION, K_SUBFLOW, K_SLEEP, K_WAIT)
 _LOOPS = (K_WHILE, K_FOR_EACH, K_BATCH)
 
 
@@ -338,7 +339,7 @@ def _activate(plan: Plan, s: State, frame: int, node: int, cmds: list[int]) -> N
         cmds += (C_RUN, frame, node, 0)
     elif kind == K_SUBFLOW:
         cmds += (C_CHILD, frame, node, 0)
-    elif kind == K_SLEEP:
+    elif kind in (K_SLEEP, K_WAIT):
         cmds += (C_SLEEP, frame, node, 0)
     elif kind == K_CANCEL:
         cmds += (C_CANCEL_RUN, frame, node, 0)

@@ -7,10 +7,12 @@ that client threads and actors both touch, off the hot path.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -21,6 +23,7 @@ from actorflow._clock import Clock
 from actorflow._types import new_run_id
 from actorflow.config import EngineConfig
 from actorflow.definition._spec import WorkflowSpec
+from actorflow.errors import ClientError
 from actorflow.graph._codes import K_ACTION, K_BATCH, K_FOR_EACH, K_STEP, K_WHILE
 from actorflow.graph._plan import Plan
 from actorflow.runtime._promise import Promise
@@ -28,6 +31,8 @@ from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 
 __all__ = ["Admission", "Compiled", "Core", "Waiters"]
+
+log = logging.getLogger("actorflow.runtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,32 +97,85 @@ class Waiters:
 
 
 class Admission:
-    """Per-workflow concurrency limits: which runs may be active, which wait in line."""
+    """Per-workflow limits: how many runs may be active, how many may start per window.
 
-    def __init__(self, limits: dict[str, int | None]) -> None:
+    Runs over a limit are recorded as queued and admitted in trigger order, when a run
+    finishes (:meth:`release`) or when the rate window has room again (:meth:`admit_ready`,
+    driven by a timer the engine arms through ``on_wait``).
+
+    Args:
+        limits: workflow -> most active runs (None: no limit).
+        rates: workflow -> (runs, window seconds) (None: no limit).
+        clock: measures rate windows.
+    """
+
+    def __init__(
+        self,
+        limits: dict[str, int | None],
+        rates: dict[str, tuple[int, float] | None] | None = None,
+        clock: Any = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._limits = dict(limits)
+        self._rates = dict(rates or {})
+        self._clock = clock
         self._active: dict[str, set[str]] = {}
         self._queued: dict[str, deque[str]] = {}
+        self._starts: dict[str, deque[float]] = {}  # start times within the rate window
+        #: ``on_wait(workflow, due)``: queued runs wait for the rate window until ``due``.
+        self.on_wait: Callable[[str, float], Any] | None = None
 
-    def set_limit(self, workflow: str, limit: int | None) -> None:
-        """Record a workflow's limit (None: unlimited)."""
+    def set_limit(
+        self, workflow: str, limit: int | None, rate: tuple[int, float] | None = None
+    ) -> None:
+        """Record a workflow's limits (None: unlimited)."""
         with self._lock:
             self._limits[workflow] = limit
+            self._rates[workflow] = rate
+
+    def _limited(self, workflow: str) -> bool:
+        return self._limits.get(workflow) is not None or self._rates.get(workflow) is not None
+
+    def _room(self, workflow: str) -> float | None:
+        """0 if a run may start now, else when the rate window has room (inf: not by time)."""
+        limit = self._limits.get(workflow)
+        if limit is not None and len(self._active.setdefault(workflow, set())) >= limit:
+            return float("inf")
+        rate = self._rates.get(workflow)
+        if rate is None:
+            return 0.0
+        count, window = rate
+        now = self._clock.now()
+        starts = self._starts.setdefault(workflow, deque())
+        while starts and starts[0] <= now - window:
+            starts.popleft()
+        if len(starts) < count:
+            return 0.0
+        return starts[0] + window
+
+    def _admit(self, workflow: str, run_id: str) -> None:
+        self._active.setdefault(workflow, set()).add(run_id)
+        if self._rates.get(workflow) is not None:
+            self._starts.setdefault(workflow, deque()).append(self._clock.now())
 
     def try_acquire(self, workflow: str, run_id: str) -> bool:
         """Admit a new run now (True), or queue it behind earlier ones (False)."""
+        due: float | None = None
         with self._lock:
-            limit = self._limits.get(workflow)
-            if limit is None:
+            if not self._limited(workflow):
                 return True
-            active = self._active.setdefault(workflow, set())
             queue = self._queued.setdefault(workflow, deque())
-            if len(active) < limit and not queue:
-                active.add(run_id)
-                return True
+            if not queue:
+                room = self._room(workflow)
+                if room == 0.0:
+                    self._admit(workflow, run_id)
+                    return True
+                if room != float("inf"):
+                    due = room
             queue.append(run_id)
-            return False
+        if due is not None and self.on_wait is not None:
+            self.on_wait(workflow, due)
+        return False
 
     def adopt(self, workflow: str, run_id: str) -> None:
         """Count a recovered running run against its workflow's limit."""
@@ -125,26 +183,45 @@ class Admission:
             if self._limits.get(workflow) is not None:
                 self._active.setdefault(workflow, set()).add(run_id)
 
-    def release(self, workflow: str, run_id: str) -> str | None:
-        """A run finished: free its slot and return the queued run admitted in its place."""
+    def release(self, workflow: str, run_id: str) -> list[str]:
+        """A run finished: free its slot and return the queued runs admitted in its place."""
         with self._lock:
-            if self._limits.get(workflow) is None:
-                return None
+            if not self._limited(workflow):
+                return []
             active = self._active.setdefault(workflow, set())
-            queue = self._queued.setdefault(workflow, deque())
             if run_id in active:
                 active.discard(run_id)
             else:
                 try:
-                    queue.remove(run_id)  # a queued run was cancelled
+                    self._queued.setdefault(workflow, deque()).remove(run_id)  # cancelled
                 except ValueError:
                     pass
-                return None
-            if queue and len(active) < (self._limits[workflow] or 0):
+                return []
+        return self.admit_ready(workflow)
+
+    def admit_ready(self, workflow: str) -> list[str]:
+        """Admit queued runs while the limits allow; arm a wait if the rate window is full."""
+        admitted: list[str] = []
+        due: float | None = None
+        with self._lock:
+            queue = self._queued.setdefault(workflow, deque())
+            while queue:
+                room = self._room(workflow)
+                if room != 0.0:
+                    if room != float("inf"):
+                        due = room
+                    break
                 nxt = queue.popleft()
-                active.add(nxt)
-                return nxt
-            return None
+                self._admit(workflow, nxt)
+                admitted.append(nxt)
+        if due is not None and self.on_wait is not None:
+            self.on_wait(workflow, due)
+        return admitted
+
+    def queued(self, workflow: str) -> int:
+        """Runs of ``workflow`` waiting for admission."""
+        with self._lock:
+            return len(self._queued.get(workflow, ()))
 
 
 @dataclass
@@ -169,6 +246,49 @@ class Core:
     writer: pykka.ActorRef[Any] | None = None
     dispatcher: pykka.ActorRef[Any] | None = None
     scheduler: pykka.ActorRef[Any] | None = None
+    #: Waiting steps and buffered events (``_waits.EventHub``).
+    events: Any = None
+    #: The persistent key-value state (``_state.StateStore``).
+    state: Any = None
+    #: Answers ``ctx.state`` for user code run in the engine (``_external.EngineHost``).
+    host: Any = None
+    #: Runs user callbacks (``on_pause``) off the actors' threads.
+    callbacks: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="actorflow-callback")
+    )
+    _service_blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    def background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call a user callback on a helper thread; its errors are logged, never raised."""
+
+        def call() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("callback %s raised", getattr(fn, "__qualname__", fn))
+
+        try:
+            self.callbacks.submit(call)
+        except RuntimeError:
+            pass  # shutting down
+
+    def service_blob(self, workflow: str, service_id: str) -> bytes:
+        """A workflow's configured service, pickled for a worker (``ctx.services``)."""
+        key = (workflow, service_id)
+        blob = self._service_blobs.get(key)
+        if blob is None:
+            compiled = self.workflows.get(workflow)
+            found = [s for s in (compiled.spec.services if compiled else ()) if s.id == service_id]
+            if not found:
+                have = [s.id for s in compiled.spec.services] if compiled else []
+                raise ClientError(
+                    f"workflow {workflow!r} has no service {service_id!r} (it has {have}); "
+                    "pass it in engine.define(..., services=[...])"
+                )
+            import cloudpickle
+
+            blob = self._service_blobs[key] = cloudpickle.dumps(found[0])
+        return blob
 
     def route(self, run_id: str) -> pykka.ActorRef[Any]:
         """The shard that owns ``run_id`` (stable: a hash of the id's random part)."""

@@ -127,6 +127,22 @@ class _Spawned:
     error: BaseException | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An answer to a worker's request, computed on another thread."""
+
+    wid: int
+    conn: Connection
+    msg: tuple[Any, ...]
+
+
+def _error_reply(exc: BaseException) -> tuple[str, str]:
+    """(kind, message) of a request that failed: ``client`` errors are the caller's fault."""
+    from actorflow.errors import ClientError
+
+    return ("client" if isinstance(exc, ClientError) else "engine", f"{exc}")
+
+
 @dataclass
 class DispatcherStats:
     """Counters of the dispatcher."""
@@ -166,9 +182,12 @@ class Dispatcher(Actor):
         store: Store,
         ready: Promise[None],
         costs: dict[str, float] | None = None,
+        host: Any = None,
     ) -> None:
         super().__init__()
         self._config = config
+        # The engine core: answers requests that need more than the store (state, services).
+        self._host = host
         self._route = route
         self._store = store
         self._ready = ready
@@ -269,6 +288,10 @@ class Dispatcher(Actor):
         elif t is Drain:
             self._drain = message.done
             self._check_drained()
+        elif t is _Reply:
+            w = self._workers.get(message.wid)
+            if w is not None and w.conn is message.conn:
+                self._reply(w, message.msg)
         else:
             return super().on_receive(message)
         if self._reports:
@@ -524,13 +547,34 @@ class Dispatcher(Actor):
         try:
             if found is None:
                 raise LookupError("the task is no longer running")
-            if op != "output":
-                raise ValueError(f"unknown request {op!r}")
             spec = found[1].spec
-            value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
+            if op == "state" and self._host is not None:
+                # Answered once durable, from the writer's thread: back through this inbox,
+                # so that only this actor ever writes to a worker's pipe.
+                ref, wid, conn = self.actor_ref, w.wid, w.conn
+
+                def done(ok: bool, value: Any) -> None:
+                    answer = value if ok else _error_reply(value)
+                    try:
+                        ref.tell(_Reply(wid, conn, (W.REPLY, req_id, ok, answer)))
+                    except pykka.ActorDeadError:
+                        pass  # stopping: the step's worker is going away too
+
+                state_op, scope, args = arg
+                self._host.state.call(state_op, str(scope), tuple(args), done)
+                return
+            if op == "service" and self._host is not None:
+                value = self._host.service_blob(spec.workflow_id, str(arg))
+            elif op == "output":
+                value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
+            else:
+                raise ValueError(f"unknown request {op!r}")
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)
         except Exception as exc:
-            reply = (W.REPLY, req_id, False, f"{type(exc).__name__}: {exc}")
+            reply = (W.REPLY, req_id, False, _error_reply(exc))
+        self._reply(w, reply)
+
+    def _reply(self, w: _Worker, reply: tuple[Any, ...]) -> None:
         try:
             w.conn.send_bytes(_dumps(reply, 5))
         except (OSError, ValueError):

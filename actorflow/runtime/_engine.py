@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -27,14 +28,24 @@ from actorflow.errors import (
     WorkflowNotFound,
 )
 from actorflow.graph import compile_plan, evaluator
+from actorflow.runtime._background import Background
 from actorflow.runtime._core import Admission, Compiled, Core, Waiters
 from actorflow.runtime._dispatcher import Dispatcher
+from actorflow.runtime._external import (
+    EngineHost,
+    list_approvals,
+    publish,
+    resume,
+    state_call,
+)
 from actorflow.runtime._handle import RunHandle, _wait
 from actorflow.runtime._messages import ActivateRun, CancelRun, Drain, Flush, StartRun, Write
 from actorflow.runtime._promise import Countdown, Promise
 from actorflow.runtime._scheduler import Scheduler, stored_timers
 from actorflow.runtime._shard import Shard
+from actorflow.runtime._state import StateStore
 from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
+from actorflow.runtime._waits import EventHub
 from actorflow.runtime._writer import StoreWriter
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
@@ -42,6 +53,7 @@ from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
 from actorflow.store._protocol import Op, Store, ensure_format
 from actorflow.store._records import dump_record, load_record
+from actorflow.workers._state import State
 
 __all__ = ["Engine"]
 
@@ -98,6 +110,8 @@ class Engine:
         self._store: Store | None = None
         self._actors: list[pykka.ActorRef[Any]] = []
         self._failure: BaseException | None = None
+        self._background: Background | None = None
+        self._state = State(self._state_backend, "")
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -111,6 +125,8 @@ class Engine:
         concurrency: int | None = None,
         description: str = "",
         on_error: Callable[[Any], Any] | None = None,
+        services: Sequence[Any] = (),
+        rate_limit: str | None = None,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -123,6 +139,10 @@ class Engine:
             description: free text.
             on_error: default ``handler(ctx)`` for steps that fail for good and have none of
                 their own (it runs in a worker; ``ctx.error`` is the exception).
+            services: configured services (``af.define_service(...).with_config(...)``),
+                reached in steps as ``ctx.services.<id>.<action>(...)``.
+            rate_limit: most runs started per window, e.g. ``"100/m"``; the rest queue
+                durably and start in order.
 
         Returns:
             The workflow builder.
@@ -141,6 +161,8 @@ class Engine:
                 concurrency=concurrency,
                 description=description,
                 on_error=on_error,
+                services=services,
+                rate_limit=rate_limit,
             )
             self._definitions[workflow_id] = wf
             return wf
@@ -181,14 +203,27 @@ class Engine:
                     evaluator=evaluator,
                     workflows=compiled,
                     waiters=Waiters(),
-                    admission=Admission({k: c.spec.concurrency for k, c in compiled.items()}),
+                    admission=Admission(
+                        {k: c.spec.concurrency for k, c in compiled.items()},
+                        {k: c.spec.rate_limit for k, c in compiled.items()},
+                        self.clock,
+                    ),
                     on_run_finished=self._on_run_finished,
                 )
+                core.events = EventHub(store, self.clock.now)
+                core.events.load()
+                core.state = StateStore(store, self.clock, functools.partial(_submit, core))
+                core.host = EngineHost(core)
                 self._store = store
                 self._core = core
                 self._start_actors(core)
                 self._recover(core)
+                self._background = Background(core)
+                self._background.start()
             except BaseException:
+                if self._background is not None:
+                    self._background.stop()
+                    self._background = None
                 self._stop_actors(drain=False, timeout=5.0)
                 self._core = None
                 self._store = None
@@ -209,7 +244,7 @@ class Engine:
         )
         self._actors.append(writer)
         core.writer = writer
-        scheduler = Scheduler.start(core.clock, core.route)
+        scheduler = Scheduler.start(core.clock, core.route, self._engine_timer)
         self._actors.append(scheduler)
         core.scheduler = scheduler
         for i in range(cfg.shards):
@@ -217,7 +252,7 @@ class Engine:
             self._actors.append(shard)
             core.shards.append(shard)
         ready: Promise[None] = Promise()
-        dispatcher = Dispatcher.start(cfg, core.route, core.store, ready, core.costs)
+        dispatcher = Dispatcher.start(cfg, core.route, core.store, ready, core.costs, core)
         self._actors.append(dispatcher)
         core.dispatcher = dispatcher
         try:
@@ -277,7 +312,11 @@ class Engine:
             core = self._core
             if core is None:
                 return
+            if self._background is not None:
+                self._background.stop()
+                self._background = None
             self._stop_actors(drain, timeout)
+            core.callbacks.shutdown(wait=False, cancel_futures=True)
             self._core = None
             core.waiters.fail_all(
                 EngineNotRunning(
@@ -431,6 +470,84 @@ class Engine:
         rec = self._read(read_run, run_id)
         return RunHandle(self, run_id, rec["workflow"])
 
+    # -- events, approvals, state ----------------------------------------------------------
+
+    def publish(
+        self, event: str, payload: Any = None, *, key: str | None = None, ttl: Any = None
+    ) -> int:
+        """Publish an event; returns once it is durably recorded.
+
+        Every step waiting for ``event`` (``.wait_for_event``) whose key matches gets it. An
+        event with a ``key`` that no step with that key waits for yet is kept for ``ttl``
+        (default: the engine's ``event_ttl``) and taken by the first such wait.
+
+        Args:
+            event: the event's name.
+            payload: its data (the waiting step's output).
+            key: routes the event to waits with this key (e.g. an order id).
+            ttl: how long an untaken keyed event is kept (a duration).
+
+        Returns:
+            How many waiting steps it was delivered to.
+
+        Raises:
+            ClientError: a bad name, key or ttl.
+            InvalidPayload: the payload cannot be stored.
+        """
+        _, done, delivered = publish(self._require_core(), event, payload, key, ttl)
+        done.result()
+        return delivered
+
+    async def publish_async(
+        self, event: str, payload: Any = None, *, key: str | None = None, ttl: Any = None
+    ) -> int:
+        """Awaitable twin of :meth:`publish`."""
+        _, done, delivered = publish(self._require_core(), event, payload, key, ttl)
+        await _wait(done)
+        return delivered
+
+    def resume(self, token: str, payload: Any = None) -> None:
+        """Resume a run paused at ``human_in_the_loop``; ``payload`` is the node's output.
+
+        Returns once the resume is durable.
+
+        Raises:
+            ApprovalNotFound: no approval has this token.
+            ApprovalAlreadyResolved: it was resumed already (a token works once).
+            ApprovalExpired: its timeout passed.
+        """
+        resume(self._require_core(), token, payload).result()
+
+    async def resume_async(self, token: str, payload: Any = None) -> None:
+        """Awaitable twin of :meth:`resume`."""
+        await _wait(resume(self._require_core(), token, payload))
+
+    def approvals(
+        self, status: str | None = "waiting", run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Approvals (pending by default), oldest first, each a dict with its ``token``.
+
+        Args:
+            status: ``"waiting"``, ``"resumed"``, ``"expired"``, ``"cancelled"``, or None
+                for all.
+            run_id: only this run's.
+        """
+        return self._read(list_approvals, status, run_id)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """The schedules of the running engine: spec, last and next slot, counts."""
+        self._require_core()
+        background = self._background
+        return background.schedules.describe() if background is not None else []
+
+    @property
+    def state(self) -> State:
+        """The engine's global persistent state (``.of(workflow_id)``: a workflow's)."""
+        return self._state
+
+    def _state_backend(self, op: str, scope: str, args: tuple[Any, ...]) -> Any:
+        return state_call(self._require_core(), op, scope, args)
+
     # -- inspection ------------------------------------------------------------------------
 
     def inspect(self, run_id: str) -> RunDetails:
@@ -557,7 +674,7 @@ class Engine:
                 )
             )
             done.result()
-            core.admission.set_limit(workflow, compiled.spec.concurrency)
+            core.admission.set_limit(workflow, compiled.spec.concurrency, compiled.spec.rate_limit)
             core.workflows = {**core.workflows, workflow: compiled}
             return compiled
 
@@ -588,12 +705,15 @@ class Engine:
         if core is None:
             return
         core.waiters.resolve(run_id)
-        nxt = core.admission.release(workflow, run_id)
-        if nxt is not None:
-            try:
-                core.route(nxt).tell(ActivateRun(nxt))
-            except pykka.ActorDeadError:
-                pass  # stopping: the queued run is admitted again at the next start
+        _activate(core, core.admission.release(workflow, run_id))
+        background = self._background
+        if background is not None:
+            background.run_finished(run_id, workflow)
+
+    def _engine_timer(self, name: str, due: float) -> None:
+        background = self._background
+        if background is not None:
+            background.on_timer(name, due)
 
     def _on_store_failure(self, exc: BaseException) -> None:
         self._failure = exc
@@ -630,3 +750,17 @@ class Engine:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Engine {state}, store {self._store_label()}>"
+
+
+def _submit(core: Core, ops: list[Op], then: Callable[[], Any], on_error: Any) -> None:
+    assert core.writer is not None
+    core.writer.tell(Write(ops, then=(then,), on_error=on_error))
+
+
+def _activate(core: Core, run_ids: list[str]) -> None:
+    """Start queued runs that were just admitted."""
+    for run_id in run_ids:
+        try:
+            core.route(run_id).tell(ActivateRun(run_id))
+        except pykka.ActorDeadError:
+            pass  # stopping: the queued run is admitted again at the next start

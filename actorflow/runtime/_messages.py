@@ -27,8 +27,10 @@ __all__ = [
     "Dispatch",
     "Drain",
     "ErrorInfo",
+    "EventDelivered",
     "FailureKind",
     "Flush",
+    "ResumeApproval",
     "StartRun",
     "StepFailed",
     "StepResults",
@@ -212,6 +214,26 @@ class CancelRun:
 
     run_id: str
     reason: str
+    reply: Promise[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivered:
+    """A published event was recorded in a waiting step's inbox (``events`` db)."""
+
+    run_id: str
+    path: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeApproval:
+    """``engine.resume(token, payload)``: ``reply`` gets True once the resume is durable."""
+
+    run_id: str
+    path: str
+    token: str
+    payload: bytes
     reply: Promise[bool]
 
 

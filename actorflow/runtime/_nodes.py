@@ -37,9 +37,10 @@ def engine_context(
     fetch: Callable[[str], bytes | None],
     item: bytes | None,
     index: int | None,
+    host: Any = None,
 ) -> StepContext:
     """A context for code that runs in the engine (values decoded on first use)."""
-    return StepContext(run, payload, last, fetch, item, index)
+    return StepContext(run, payload, last, fetch, item, index, host=host)
 
 
 def error_info(exc: BaseException, kind: str = "error") -> ErrorInfo:

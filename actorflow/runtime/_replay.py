@@ -15,6 +15,7 @@ import struct
 from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
+from actorflow.runtime import _waits
 from actorflow.runtime._core import Core
 from actorflow.runtime._messages import ErrorInfo
 from actorflow.runtime._supervisor import Supervisor
@@ -90,6 +91,8 @@ def resume(sup: Supervisor) -> None:
             continue
         if op == G.C_RUN:
             _resume_leaf(sup, frame, node, now)
+        elif op == G.C_SLEEP and sup.plan.kind[node] == G.K_WAIT:
+            _waits.resume_wait(sup, frame, node)
         elif op == G.C_SLEEP:
             leaf = sup.load_leaf(frame, node)
             if leaf.wake_at is None:

@@ -10,6 +10,7 @@ nothing here needs to be deleted.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from actorflow.store._protocol import Store
 
 __all__ = ["Scheduler", "stored_timers"]
 
+log = logging.getLogger("actorflow.scheduler")
+
 
 class Scheduler(Actor):
     """Keeps the heap of pending timers and tells supervisors when one is due.
@@ -30,16 +33,24 @@ class Scheduler(Actor):
     Args:
         clock: the clock timers are measured on.
         route: maps a run id to its shard's actor ref.
+        engine_timer: called (on this actor's thread) for timers with an empty run id: the
+            engine's own, kept in memory only (schedules, rate windows, sweeps).
     """
 
     @staticmethod
     def _create_actor_inbox() -> Any:
         return ClockInbox()
 
-    def __init__(self, clock: Clock, route: Callable[[str], pykka.ActorRef[Any]]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        route: Callable[[str], pykka.ActorRef[Any]],
+        engine_timer: Callable[[str, float], Any] | None = None,
+    ) -> None:
         super().__init__()
         self._clock = clock
         self._route = route
+        self._engine_timer = engine_timer
         self._heap: list[tuple[float, str, str]] = []
         inbox: ClockInbox = self.actor_inbox  # type: ignore[assignment]
         inbox.clock = clock
@@ -62,6 +73,13 @@ class Scheduler(Actor):
         heap = self._heap
         while heap and heap[0][0] <= now:
             due, run_id, name = heapq.heappop(heap)
+            if not run_id:  # the engine's own (schedules, rate windows, sweeps)
+                if self._engine_timer is not None:
+                    try:
+                        self._engine_timer(name, due)
+                    except Exception:
+                        log.exception("engine timer %r failed", name)
+                continue
             try:
                 self._route(run_id).tell(TimerFired(run_id, name, due))
             except pykka.ActorDeadError:

@@ -26,7 +26,9 @@ from actorflow.runtime._messages import (
     ActivateRun,
     CancelRun,
     ChildFinished,
+    EventDelivered,
     Flush,
+    ResumeApproval,
     StartRun,
     StepFailed,
     StepResults,
@@ -138,6 +140,13 @@ class Shard(Actor):
                 if sup is not None:
                     sup.on_child_finished(message)
                     self._commit(sup)
+            elif t is EventDelivered:
+                sup = self._activate(message.run_id)
+                if sup is not None:
+                    sup.on_event(message)
+                    self._commit(sup)
+            elif t is ResumeApproval:
+                self._resume_approval(message)
             elif t is StartRun:
                 self._start(message)
             elif t is ActivateRun:
@@ -223,6 +232,26 @@ class Shard(Actor):
             sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
         )
 
+    def _resume_approval(self, msg: ResumeApproval) -> None:
+        from actorflow.errors import ApprovalAlreadyResolved
+
+        sup = self._activate(msg.run_id)
+        problem = "resolved" if sup is None else sup.on_resume(msg)
+        if sup is None or problem is not None:
+            msg.reply.set_exception(
+                ApprovalAlreadyResolved(
+                    f"approval {msg.path!r} of run {msg.run_id} is no longer waiting "
+                    "(already resumed, expired, or its run ended)"
+                )
+            )
+            if sup is not None:
+                self._commit(sup)
+            return
+        reply = msg.reply
+        self._commit(
+            sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
+        )
+
     # -- committing effects ----------------------------------------------------------------
 
     def _commit(
@@ -249,6 +278,8 @@ class Shard(Actor):
                 self._then.append(functools.partial(core.start_child, *child[1:]))
             else:
                 self._then.append(functools.partial(self._cancel_child, child[1]))
+        for call in fx.after:  # user callbacks (on_pause): never on the writer's thread
+            self._then.append(functools.partial(core.background, *call))
         if after is not None:
             self._then.append(after)
         if on_error is not None:

@@ -73,6 +73,7 @@ class Leaf:
         "recovered",
         "started_at",
         "status",
+        "wait",
         "wake_at",
     )
 
@@ -97,6 +98,7 @@ class Leaf:
         self.child: str | None = None  # a subflow's child run id
         self.wake_at: float | None = None  # a sleep's due time
         self.chunk: str | None = None  # the chunk task it runs in (not recorded on its own)
+        self.wait: dict[str, Any] | None = None  # a waiting event's name and key, or token
 
     def record(self) -> bytes:
         rec: dict[str, Any] = {
@@ -124,6 +126,8 @@ class Leaf:
             rec["child_run_id"] = self.child
         if self.wake_at is not None:
             rec["wake_at"] = self.wake_at
+        if self.wait is not None:
+            rec["wait"] = self.wait
         return dump_record(rec)
 
     def put(self) -> Op:
@@ -145,6 +149,7 @@ class Leaf:
         leaf.recovered = bool(rec.get("recovered"))
         leaf.child = rec.get("child_run_id")
         leaf.wake_at = rec.get("wake_at")
+        leaf.wait = rec.get("wait")
         if "output" in rec:
             leaf.inline = orjson.Fragment(orjson.dumps(rec["output"]))
         return leaf

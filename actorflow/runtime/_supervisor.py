@@ -37,6 +37,7 @@ from actorflow.definition._spec import (
     SleepSpec,
     StepSpec,
     SubflowSpec,
+    WaitSpec,
     WhileSpec,
 )
 from actorflow.errors import MaxIterationsExceeded
@@ -69,6 +70,7 @@ from actorflow.graph._codes import (
     K_SLEEP,
     K_STEP,
     K_SUBFLOW,
+    K_WAIT,
     K_WHILE,
     KIND_NAMES,
     R_CANCELLED,
@@ -77,10 +79,13 @@ from actorflow.graph._codes import (
     S_FAILED,
     S_SUCCEEDED,
 )
+from actorflow.runtime import _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._messages import (
     ChildFinished,
     ErrorInfo,
+    EventDelivered,
+    ResumeApproval,
     StepFailed,
     StepSucceeded,
     TaskSpec,
@@ -118,6 +123,7 @@ _LEAF_KIND = {
     K_ACTION: "action",
     K_SUBFLOW: "subflow",
     K_SLEEP: "sleep",
+    K_WAIT: "wait",  # recorded as wait_for_event or approval
 }
 
 
@@ -128,7 +134,16 @@ class Effects:
     costs several times more to build.
     """
 
-    __slots__ = ("cancel_tasks", "children", "finished", "ops", "stop", "tasks", "timers")
+    __slots__ = (
+        "after",
+        "cancel_tasks",
+        "children",
+        "finished",
+        "ops",
+        "stop",
+        "tasks",
+        "timers",
+    )
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
@@ -138,6 +153,7 @@ class Effects:
         self.stop: list[tuple[str, str]] = []  # (run id, step path) tasks to stop
         self.children: list[Any] = []  # messages to child runs' shards: ("start"|"cancel", ...)
         self.finished = False
+        self.after: list[tuple[Any, ...]] = []  # (user callback, *args) to call once durable
 
 
 class _Frame:
@@ -302,7 +318,8 @@ class Supervisor:
                 e = self._queue.popleft()
                 if not self.replaying:
                     self.hist.extend(e)
-                self.pending.pop((e[1], e[2]), None)
+                if e[0] != E_CANCEL:  # its (frame, node) is (0, 0) and names no node
+                    self.pending.pop((e[1], e[2]), None)
                 self._commands(self.ev.advance(self.pp, self.state, *e))
         finally:
             self._applying = False
@@ -336,7 +353,10 @@ class Supervisor:
             elif op == C_LOOP:
                 self._loop(frame, node, arg)
             elif op == C_SLEEP:
-                self._sleep(frame, node)
+                if self.plan.kind[node] == K_WAIT:
+                    _waits.start_wait(self, frame, node)
+                else:
+                    self._sleep(frame, node)
             elif op == C_CHILD:
                 self._child(frame, node)
             elif op == C_CANCEL_RUN:
@@ -474,6 +494,7 @@ class Supervisor:
             self._fetch(frame),
             item,
             item_index if index is _SAME else index,
+            self.core.host,
         )
 
     # -- commands ----------------------------------------------------------------------------
@@ -692,7 +713,12 @@ class Supervisor:
 
     def _leaf(self, frame: int, node: int) -> Leaf:
         path = self.path(frame, node)
-        leaf = Leaf(self.run_id, frame, node, path, _LEAF_KIND[self.plan.kind[node]])
+        kind = _LEAF_KIND[self.plan.kind[node]]
+        if kind == "wait":
+            spec = self.plan.specs[node]
+            assert isinstance(spec, WaitSpec)
+            kind = "wait_for_event" if spec.kind == "event" else "approval"
+        leaf = Leaf(self.run_id, frame, node, path, kind)
         self.leaves[(frame, node)] = leaf
         self.by_path[path] = (frame, node)
         return leaf
@@ -854,6 +880,8 @@ class Supervisor:
                     self.fx.stop.append((self.run_id, cid))
         elif leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
             self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
+        elif op == C_SLEEP and leaf.wait is not None:
+            _waits.abort_wait(self, leaf)
         elif op == C_SLEEP and leaf.wake_at is not None:
             self._drop_timer(leaf.wake_at, "sleep:" + leaf.path)
         elif op == C_CHILD and leaf.child is not None:
@@ -1106,6 +1134,8 @@ class Supervisor:
                 return  # a stale timer from an earlier retry
             self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
             self._dispatch(leaf)
+        elif kind == "wait":
+            _waits.on_wait_timer(self, leaf, due)
         elif kind == "sleep":
             if self.pending.get(key) != C_SLEEP or leaf.wake_at is None:  # type: ignore[arg-type]
                 return
@@ -1117,6 +1147,12 @@ class Supervisor:
             leaf.attempts.append(_attempt(1, "succeeded", None, leaf.dispatched_at, leaf.ended_at))
             self.fx.ops.append(leaf.put())
             self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
+
+    def on_event(self, msg: EventDelivered) -> None:
+        _waits.on_event(self, msg)
+
+    def on_resume(self, msg: ResumeApproval) -> str | None:
+        return _waits.on_resume(self, msg)
 
     def on_child_finished(self, msg: ChildFinished) -> None:
         if self.finished:

@@ -17,7 +17,16 @@ index           ``s`` NUL status NUL run id                       empty (runs by
 timers          due ms (8 bytes, big-endian) run id NUL name      JSON timer record
 history         run id NUL seq (8 bytes, big-endian)              events, little-endian int32s
 idempotency     workflow NUL key                                  run id
+state           ``d`` NUL scope NUL key                           expiry ms (8 bytes) + value
+                ``x`` due ms (8 bytes) scope NUL key              empty (expiry index)
+events          ``w`` NUL event NUL run id NUL step path          JSON waiter record
+                ``b`` NUL event NUL key NUL event id              buffered event (see _waits)
+                ``i`` NUL run id NUL step path NUL event id       event delivered to a waiter
+approvals       token                                             JSON approval record
+schedules       workflow NUL trigger index                        JSON schedule record
 ==============  ================================================  ===============================
+
+The scope of ``state`` is ``""`` for the engine's global state, else the workflow id.
 
 Run ids are time-ordered, so every run-keyed scan is chronological.
 """
@@ -30,7 +39,9 @@ from typing import Final
 
 __all__ = [
     "ALL_DBS",
+    "APPROVALS",
     "DEFINITIONS",
+    "EVENTS",
     "FORMAT_KEY",
     "FORMAT_VERSION",
     "HISTORY",
@@ -38,21 +49,32 @@ __all__ = [
     "INDEX",
     "META",
     "RUNS",
+    "SCHEDULES",
+    "STATE",
     "STEPS",
     "TIMERS",
     "VALUES",
+    "approval_key",
+    "buffered_prefix",
     "decode_history_seq",
+    "decode_state_expiry_key",
     "decode_timer_key",
     "history_key",
     "history_prefix",
     "idempotency_key",
+    "inbox_prefix",
     "payload_key",
     "run_key",
+    "schedule_key",
+    "state_expiry_key",
+    "state_key",
+    "state_prefix",
     "status_index_key",
     "status_index_prefix",
     "step_key",
     "step_prefix",
     "timer_key",
+    "waiter_key",
     "workflow_index_key",
     "workflow_index_prefix",
 ]
@@ -66,8 +88,15 @@ INDEX: Final = "index"
 TIMERS: Final = "timers"
 IDEMPOTENCY: Final = "idempotency"
 HISTORY: Final = "history"
+STATE: Final = "state"
+EVENTS: Final = "events"
+APPROVALS: Final = "approvals"
+SCHEDULES: Final = "schedules"
 
-ALL_DBS: Final = (META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY, HISTORY)
+ALL_DBS: Final = (
+    META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY, HISTORY,
+    STATE, EVENTS, APPROVALS, SCHEDULES,
+)  # fmt: skip
 
 FORMAT_KEY: Final = b"format"
 #: The store format this code writes; a store with a higher number is refused.
@@ -154,3 +183,50 @@ def idempotency_key(workflow: str, key: str) -> bytes:
     if len(raw) > 256:
         raw = b"#sha256:" + hashlib.sha256(raw).hexdigest().encode()
     return workflow.encode() + _SEP + raw
+
+
+def state_key(scope: str, key: str) -> bytes:
+    """Key of a state entry (``scope`` ``""`` is the engine's global state)."""
+    return b"d" + _SEP + scope.encode() + _SEP + key.encode()
+
+
+def state_prefix(scope: str, prefix: str = "") -> bytes:
+    """Prefix of a scope's state entries whose keys start with ``prefix``."""
+    return b"d" + _SEP + scope.encode() + _SEP + prefix.encode()
+
+
+def state_expiry_key(due: float, scope: str, key: str) -> bytes:
+    """Entry of the expiry index: state keys ordered by when they expire."""
+    return b"x" + _DUE.pack(max(0, round(due * 1000))) + scope.encode() + _SEP + key.encode()
+
+
+def decode_state_expiry_key(raw: bytes) -> tuple[float, str, str]:
+    """Split an expiry index key into (due seconds, scope, key)."""
+    (due_ms,) = _DUE.unpack_from(raw, 1)
+    scope, _, key = raw[1 + _DUE.size :].partition(_SEP)
+    return due_ms / 1000.0, scope.decode(), key.decode()
+
+
+def waiter_key(event: str, run_id: str, path: str) -> bytes:
+    """Key of a run's wait for ``event`` (rebuilds the waiter registry at start)."""
+    return b"w" + _SEP + event.encode() + _SEP + run_id.encode() + _SEP + path.encode()
+
+
+def buffered_prefix(event: str, key: str) -> bytes:
+    """Prefix of the buffered (not yet taken) events of one name and key."""
+    return b"b" + _SEP + event.encode() + _SEP + key.encode() + _SEP
+
+
+def inbox_prefix(run_id: str, path: str) -> bytes:
+    """Prefix of the events delivered to one waiting step and not yet taken."""
+    return b"i" + _SEP + run_id.encode() + _SEP + path.encode() + _SEP
+
+
+def approval_key(token: str) -> bytes:
+    """Key of an approval record (the token itself)."""
+    return token.encode()
+
+
+def schedule_key(workflow: str, index: int) -> bytes:
+    """Key of a schedule's record: its last fired slot and what waits."""
+    return workflow.encode() + _SEP + str(index).encode()

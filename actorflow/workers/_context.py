@@ -10,11 +10,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from actorflow.store._codec import decode_value
+from actorflow.workers._state import State
 
-__all__ = ["RunInfo", "StepContext", "StepOutput"]
+__all__ = ["Host", "RunInfo", "StepContext", "StepOutput"]
+
+
+class Host(Protocol):
+    """Who answers a context's requests: the worker (over its pipe) or the engine itself."""
+
+    def request(self, op: str, arg: Any) -> Any:
+        """Ask ``op`` with ``arg`` and wait for the answer."""
+        ...
+
 
 _MISSING: Any = object()
 
@@ -110,6 +120,9 @@ class StepContext:
         "_last",
         "_log",
         "_payload",
+        "_services",
+        "_state",
+        "host",
         "idempotency_key",
         "index",
         "run",
@@ -127,8 +140,10 @@ class StepContext:
         error: Any = None,
         *,
         encoded: bool = True,
+        host: Host | None = None,
     ) -> None:
         self.run = run
+        self.host = host  # answers requests for state and services
         # Values arrive encoded (in a worker) and are decoded on first use; the engine passes
         # values it already holds (encoded=False).
         self._payload = _Lazy(payload, "payload", encoded)
@@ -139,6 +154,41 @@ class StepContext:
         self.steps = _Steps(fetch)
         self.idempotency_key = f"{run.id}:{run.step}"
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self._state: State | None = None
+        self._services: Any = None
+
+    @property
+    def state(self) -> State:
+        """This workflow's persistent key-value state (see :class:`~actorflow.State`).
+
+        Calls go to the engine (over the worker's pipe, in a step) and a write is durable
+        before the call returns.
+        """
+        if self._state is None:
+            host = self._require_host("ctx.state")
+
+            def backend(op: str, scope: str, args: tuple[Any, ...]) -> Any:
+                return host.request("state", (op, scope, args))
+
+            self._state = State(backend, self.run.workflow_id)
+        return self._state
+
+    @property
+    def services(self) -> Any:
+        """The workflow's services: ``ctx.services.<id>.<action>(...)``.
+
+        A service is set up once per worker process, on first use.
+        """
+        if self._services is None:
+            from actorflow.workers._services import ServicesView
+
+            self._services = ServicesView(self._require_host("ctx.services"), self.run.workflow_id)
+        return self._services
+
+    def _require_host(self, what: str) -> Host:
+        if self.host is None:
+            raise RuntimeError(f"{what} is not available here (no engine to ask)")
+        return self.host
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from actorflow.errors import ClientError
 from actorflow.store._codec import encode_value
 from actorflow.workers import _protocol as W
 from actorflow.workers._context import RunInfo, StepContext
@@ -140,7 +141,10 @@ class _Worker:
             self.receive(block=True)
         msg = self.replies.pop(req_id)
         if not msg[2]:
-            raise RuntimeError(f"engine could not answer {op!r}: {msg[3]}")
+            kind, message = msg[3]
+            if kind == "client":
+                raise ClientError(message)
+            raise RuntimeError(f"engine could not answer {op!r}: {message}")
         return msg[3]
 
     def function(self, key: str, ref: str | None, blob: bytes | None) -> Callable[..., Any]:
@@ -229,7 +233,7 @@ class _Worker:
         error: bytes | None,
     ) -> bytes:
         """Call a step function (awaiting it if async); return its encoded output."""
-        ctx = StepContext(info, payload, last, self.fetch_output, item, index, error)
+        ctx = StepContext(info, payload, last, self.fetch_output, item, index, error, host=self)
         result = fn(ctx.item, ctx) if with_item else fn(ctx)
         if inspect.iscoroutine(result):
             if self.loop is None:

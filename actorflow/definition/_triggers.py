@@ -1,0 +1,212 @@
+"""Trigger specs (webhooks, schedules) and their checks, run when a workflow is built.
+
+Triggers do not change a workflow's graph; they say what starts its runs. Everything that can
+be checked without a request or a clock is checked at definition: cron syntax, time zone names,
+paths, methods, signature schemes, JSON schemas and the secret's environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from actorflow.definition._options import parse_duration
+from actorflow.errors import DefinitionError
+
+__all__ = [
+    "ScheduleSpec",
+    "WebhookSpec",
+    "check_schedule",
+    "check_webhook",
+    "validate_payload",
+]
+
+Signature = Literal["hmac-sha256", "github", "stripe"]
+_SIGNATURES = ("hmac-sha256", "github", "stripe")
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_OVERLAP = ("skip", "queue", "allow")
+_CATCH_UP = ("none", "latest", "all")
+_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSpec:
+    """An HTTP endpoint that starts a run with the request's JSON body as payload.
+
+    Attributes:
+        path: the URL path, e.g. ``/orders``.
+        method: the HTTP method.
+        secret_env: environment variable holding the signing secret (None: unsigned).
+        signature: how the body is signed (None: not checked).
+        schema: what the body must look like: a JSON Schema (dict), a class with
+            ``model_validate`` (pydantic), or ``fn(body) -> payload`` that raises on bad input.
+    """
+
+    path: str
+    method: str
+    secret_env: str | None
+    signature: Signature | None
+    schema: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """When a workflow starts by itself: a cron expression or a fixed interval.
+
+    Attributes:
+        cron: five-field cron expression (None for an interval).
+        interval: seconds between runs (None for cron).
+        tz: IANA time zone the cron expression is read in.
+        overlap: if the previous run of this schedule is still active when a slot comes:
+            ``skip`` the slot, ``queue`` it until that run ends, or ``allow`` both.
+        catch_up: slots missed while no engine ran: ``none``, only the ``latest``, or ``all``.
+    """
+
+    cron: str | None
+    interval: float | None
+    tz: str
+    overlap: Literal["skip", "queue", "allow"]
+    catch_up: Literal["none", "latest", "all"]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-compatible description for the stored definition."""
+        return {
+            "cron": self.cron,
+            "interval": self.interval,
+            "tz": self.tz,
+            "overlap": self.overlap,
+            "catch_up": self.catch_up,
+        }
+
+
+def check_webhook(
+    path: Any, method: Any, secret_env: Any, signature: Any, schema: Any, problems: list[str]
+) -> WebhookSpec | None:
+    """Validate webhook options; note each problem and return the spec if all are fine."""
+    where = f"on_webhook({path!r})"
+    n = len(problems)
+    if not isinstance(path, str) or not _PATH.match(path):
+        problems.append(f"{where}: path: expected a URL path starting with '/', got {path!r}")
+    elif path.startswith(("/api/", "/healthz")):
+        problems.append(f"{where}: path: /api/ and /healthz are the engine's own routes")
+    if not isinstance(method, str) or method.upper() not in _METHODS:
+        problems.append(f"{where}: method: expected one of {list(_METHODS)}, got {method!r}")
+    if signature is not None and signature not in _SIGNATURES:
+        problems.append(
+            f"{where}: signature: expected one of {list(_SIGNATURES)} or None, got {signature!r}"
+        )
+    if secret_env is not None and (not isinstance(secret_env, str) or not secret_env):
+        problems.append(f"{where}: secret_env: expected an environment variable name")
+    elif signature is not None and secret_env is None:
+        problems.append(f"{where}: signature {signature!r} needs secret_env (the secret's name)")
+    elif isinstance(secret_env, str) and os.environ.get(secret_env) is None:
+        problems.append(f"{where}: secret_env: environment variable {secret_env!r} is not set")
+    if schema is not None:
+        problem = _check_schema(schema)
+        if problem:
+            problems.append(f"{where}: schema: {problem}")
+    if len(problems) > n:
+        return None
+    if secret_env is not None and signature is None:
+        signature = "hmac-sha256"  # a secret without a scheme: the plain HMAC header
+    return WebhookSpec(path, method.upper(), secret_env, signature, schema)
+
+
+def _check_schema(schema: Any) -> str | None:
+    if isinstance(schema, dict):
+        import jsonschema
+
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            return f"not a valid JSON Schema: {exc.message}"
+        return None
+    if hasattr(schema, "model_validate") or callable(schema):
+        return None
+    return f"expected a JSON Schema dict, a pydantic model or a callable, got {schema!r}"
+
+
+def validate_payload(schema: Any, body: Any) -> Any:
+    """Check ``body`` against a webhook's schema and return the payload to start the run with.
+
+    Raises:
+        ValueError: naming where the body does not fit.
+    """
+    if schema is None:
+        return body
+    if isinstance(schema, dict):
+        import jsonschema
+
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(body))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise ValueError(f"body at {where}: {error.message}")
+        return body
+    if hasattr(schema, "model_validate"):
+        try:
+            model = schema.model_validate(body)
+        except Exception as exc:
+            raise ValueError(f"body does not match {schema.__name__}: {exc}") from None
+        return model.model_dump(mode="json") if hasattr(model, "model_dump") else body
+    fn: Callable[[Any], Any] = schema
+    try:
+        result = fn(body)
+    except Exception as exc:
+        raise ValueError(f"body rejected by the schema: {exc}") from None
+    return body if result is None else result
+
+
+def check_schedule(
+    cron: Any, interval: Any, tz: Any, overlap: Any, catch_up: Any, problems: list[str]
+) -> ScheduleSpec | None:
+    """Validate schedule options; note each problem and return the spec if all are fine."""
+    where = f"on_schedule({cron!r})" if interval is None else f"on_interval({interval!r})"
+    n = len(problems)
+    seconds: float | None = None
+    if interval is not None:
+        try:
+            seconds = parse_duration(interval, f"{where}: interval")
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+    else:
+        problem = _check_cron(cron)
+        if problem:
+            problems.append(f"{where}: cron: {problem}")
+    if not isinstance(tz, str) or not tz:
+        problems.append(f"{where}: tz: expected an IANA time zone name, got {tz!r}")
+    else:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(
+                f"{where}: tz: unknown time zone {tz!r} (expected an IANA name such as "
+                "'UTC' or 'Europe/Berlin')"
+            )
+    if overlap not in _OVERLAP:
+        problems.append(f"{where}: overlap: expected one of {list(_OVERLAP)}, got {overlap!r}")
+    if catch_up not in _CATCH_UP:
+        problems.append(f"{where}: catch_up: expected one of {list(_CATCH_UP)}, got {catch_up!r}")
+    if len(problems) > n:
+        return None
+    return ScheduleSpec(cron if interval is None else None, seconds, tz, overlap, catch_up)
+
+
+def _check_cron(cron: Any) -> str | None:
+    if not isinstance(cron, str) or not cron.strip():
+        return f"expected a cron expression such as '0 9 * * MON-FRI', got {cron!r}"
+    fields = cron.split()
+    if len(fields) != 5:
+        return (
+            f"expected 5 fields (minute hour day-of-month month day-of-week), "
+            f"got {len(fields)} in {cron!r}"
+        )
+    from croniter import croniter
+
+    if not croniter.is_valid(cron):
+        return f"{cron!r} is not a valid cron expression"
+    return None

@@ -1,0 +1,98 @@
+"""The engine's own timed work: schedules, rate-limit windows, and sweeps of expired data.
+
+These are timers with an empty run id in the scheduler's heap, kept in memory only: at start
+they are recomputed from the store (schedule records, queued runs), so nothing here needs a
+durable timer of its own. Handlers run on the scheduler's thread and must not block: they
+only tell other actors and hand writes to the store writer.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pykka
+
+from actorflow.runtime._core import Core
+from actorflow.runtime._messages import ActivateRun, AddTimers, Write
+from actorflow.triggers._schedules import Schedules
+
+__all__ = ["Background"]
+
+log = logging.getLogger("actorflow.runtime")
+
+
+class Background:
+    """Arms and handles the engine's own timers.
+
+    Args:
+        core: the engine core (its scheduler must be started).
+    """
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._armed: dict[str, float] = {}  # admit timers already in the heap
+        self.schedules = Schedules(core, self._arm)
+        core.admission.on_wait = self._rate_wait
+
+    def start(self) -> None:
+        """Arm the first sweep and the schedules (firing slots missed while stopped)."""
+        self._arm("sweep", self._core.clock.now() + self._core.config.sweep_interval)
+        if self._core.config.schedules:
+            self.schedules.start()
+        for workflow in self._core.workflows:
+            self._admit(workflow)  # runs queued behind a rate window before a restart
+
+    def stop(self) -> None:
+        """Stop firing (timers left in the heap are ignored)."""
+        self.schedules.stop()
+        self._core.admission.on_wait = None
+
+    def on_timer(self, name: str, due: float) -> None:
+        """A timer of the engine's is due."""
+        kind, _, arg = name.partition(":")
+        if kind == "sweep":
+            self.sweep()
+            self._arm("sweep", self._core.clock.now() + self._core.config.sweep_interval)
+        elif kind == "admit":
+            self._armed.pop(arg, None)
+            self._admit(arg)
+        elif kind == "schedule":
+            self.schedules.on_timer(arg, due)
+
+    def run_finished(self, run_id: str, workflow: str) -> None:
+        """A run's final state is durable (a schedule with queued slots may go on)."""
+        self.schedules.run_finished(run_id, workflow)
+
+    def sweep(self) -> None:
+        """Delete expired state entries and buffered events."""
+        core = self._core
+        removed = core.state.sweep()
+        ops = core.events.expired()
+        if ops and core.writer is not None:
+            core.writer.tell(Write(ops))
+        if removed or ops:
+            log.debug("sweep: %d state entries, %d buffered events expired", removed, len(ops))
+
+    def _admit(self, workflow: str) -> None:
+        for run_id in self._core.admission.admit_ready(workflow):
+            try:
+                self._core.route(run_id).tell(ActivateRun(run_id))
+            except pykka.ActorDeadError:
+                return
+
+    def _rate_wait(self, workflow: str, due: float) -> None:
+        armed = self._armed.get(workflow)
+        if armed is not None and armed <= due:
+            return
+        self._armed[workflow] = due
+        self._arm("admit:" + workflow, due)
+
+    def _arm(self, name: str, due: float) -> None:
+        scheduler: Any = self._core.scheduler
+        if scheduler is None:
+            return
+        try:
+            scheduler.tell(AddTimers(((due, "", name),)))
+        except pykka.ActorDeadError:
+            pass

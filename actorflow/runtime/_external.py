@@ -1,0 +1,159 @@
+"""What reaches runs from outside: published events, approval resumes and state calls.
+
+The :class:`~actorflow.Engine` methods (``publish``, ``resume``, ``approvals``, ``state``) are
+thin wrappers over these functions; the ASGI app calls the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from actorflow.definition._options import parse_duration
+from actorflow.errors import (
+    ApprovalAlreadyResolved,
+    ApprovalExpired,
+    ApprovalNotFound,
+    ClientError,
+    DefinitionError,
+    StoreError,
+)
+from actorflow.runtime._core import Core
+from actorflow.runtime._messages import EventDelivered, ResumeApproval, Write
+from actorflow.runtime._promise import Promise
+from actorflow.store import _keys as K
+from actorflow.store._codec import encode_value
+from actorflow.store._protocol import Op, Store
+from actorflow.store._records import load_record
+
+__all__ = [
+    "EngineHost",
+    "list_approvals",
+    "publish",
+    "resume",
+    "state_call",
+]
+
+_MAX_NAME = 200
+_STATE_TIMEOUT = 60.0
+
+
+def publish(
+    core: Core, event: str, payload: Any, key: str | None, ttl: Any
+) -> tuple[str, Promise[None], int]:
+    """Record an event; the promise completes once it is durable (then the runs are told).
+
+    Returns:
+        The event id, the promise, and how many waiting steps it was delivered to.
+    """
+    if not isinstance(event, str) or not event or len(event.encode()) > _MAX_NAME:
+        raise ClientError(f"event: expected a non-empty name of at most {_MAX_NAME} bytes")
+    if "\x00" in event:
+        raise ClientError("event: must not contain NUL")
+    if key is not None and (not isinstance(key, str) or not key or "\x00" in key):
+        raise ClientError(f"key: expected a non-empty string without NUL, got {key!r}")
+    seconds = core.config.event_ttl
+    if ttl is not None:
+        try:
+            seconds = parse_duration(ttl, "ttl")
+        except DefinitionError as exc:
+            raise ClientError("; ".join(exc.problems)) from None
+    data = encode_value(payload, "payload")
+    done: Promise[None] = Promise()
+    holder: dict[str, Any] = {}
+
+    def delivered() -> None:
+        for run_id, path in holder["targets"]:
+            try:
+                core.route(run_id).tell(EventDelivered(run_id, path, holder["eid"]))
+            except pykka.ActorDeadError:
+                pass  # stopping: the inbox entry is durable; the run takes it on resume
+        done.set_result(None)
+
+    def submit(ops: list[Op]) -> None:
+        assert core.writer is not None
+        core.writer.tell(Write(ops, then=(delivered,), on_error=done.set_exception))
+
+    eid, targets = core.events.publish(event, data, key, seconds, submit)
+    holder["eid"], holder["targets"] = eid, targets
+    return eid, done, len(targets)
+
+
+def resume(core: Core, token: Any, payload: Any) -> Promise[bool]:
+    """Resume the approval ``token`` with ``payload``; the promise completes once durable.
+
+    Raises:
+        ApprovalNotFound, ApprovalAlreadyResolved, ApprovalExpired: see the error tree.
+    """
+    if not isinstance(token, str) or not token or len(token) > 200:
+        raise ApprovalNotFound("token: expected the approval token string")
+    raw = core.store.get(K.APPROVALS, K.approval_key(token))
+    if raw is None:
+        raise ApprovalNotFound("no approval has this token")
+    rec = load_record(raw, "approval")
+    status = rec.get("status")
+    if status == "expired" or (
+        status == "waiting"
+        and rec.get("expires_at") is not None
+        and rec["expires_at"] <= core.clock.now()
+    ):
+        raise ApprovalExpired(
+            f"approval {rec['step']!r} of run {rec['run_id']} expired at {rec['expires_at']}"
+        )
+    if status != "waiting":
+        raise ApprovalAlreadyResolved(
+            f"approval {rec['step']!r} of run {rec['run_id']} was already {status}"
+        )
+    data = encode_value(payload, "payload")
+    reply: Promise[bool] = Promise()
+    core.route(rec["run_id"]).tell(ResumeApproval(rec["run_id"], rec["step"], token, data, reply))
+    return reply
+
+
+def list_approvals(store: Store, status: str | None, run_id: str | None) -> list[dict[str, Any]]:
+    """Approvals in the store, oldest first, filtered by status and run.
+
+    Each is a dict: token, run_id, workflow, step, status, created_at, expires_at,
+    description, metadata (and resolved_at once resolved).
+    """
+    out = []
+    for key, raw in store.scan(K.APPROVALS):
+        rec = load_record(raw, "approval")
+        if status is not None and rec.get("status") != status:
+            continue
+        if run_id is not None and rec.get("run_id") != run_id:
+            continue
+        out.append({"token": key.decode(), **rec})
+    out.sort(key=lambda r: r.get("created_at") or 0)
+    return out
+
+
+def state_call(core: Core, op: str, scope: str, args: tuple[Any, ...]) -> Any:
+    """A blocking state call from a client thread (or engine-side user code)."""
+    fut: Promise[Any] = Promise()
+
+    def done(ok: bool, value: Any) -> None:
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value if isinstance(value, BaseException) else StoreError(value))
+
+    core.state.call(op, scope, args, done)
+    try:
+        return fut.result(_STATE_TIMEOUT)
+    except TimeoutError:
+        raise StoreError(f"state {op!r} was not durable within {_STATE_TIMEOUT:g}s") from None
+
+
+class EngineHost:
+    """Answers ``ctx.state`` for code running in the engine (predicates, selectors, on_pause)."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+
+    def request(self, op: str, arg: Any) -> Any:
+        if op == "state":
+            state_op, scope, args = arg
+            return state_call(self._core, state_op, scope, tuple(args))
+        raise ClientError(f"{op} is only available inside steps (in worker processes)")

@@ -1,0 +1,78 @@
+"""``ctx.services`` inside a process: each service fetched and set up once, on first use.
+
+The configured service travels from the engine as cloudpickle bytes, asked for over the
+worker's pipe the first time a step of a workflow touches it; its client (``setup(config)``)
+is kept for the life of the process, so a connection pool or an SDK client is built once per
+worker, not once per step.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any
+
+__all__ = ["ServicesView"]
+
+_lock = threading.Lock()
+#: (workflow id, service id) -> the service's client and actions, for this process's life.
+_ready: dict[tuple[str, str], _Bound] = {}
+
+
+class _Bound:
+    """A set-up service: ``bound.action(*args)`` calls ``action(client, *args)``."""
+
+    def __init__(self, service_id: str, client: Any, actions: dict[str, Any]) -> None:
+        self._id = service_id
+        self._client = client
+        self._actions = actions
+
+    @property
+    def client(self) -> Any:
+        """What the service's ``setup(config)`` returned."""
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            fn = self._actions[name]
+        except KeyError:
+            raise AttributeError(
+                f"service {self._id!r} has no action {name!r} (it has {sorted(self._actions)})"
+            ) from None
+        client = self._client
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return fn(client, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def __repr__(self) -> str:
+        return f"<service {self._id!r}>"
+
+
+class ServicesView:
+    """``ctx.services``: attribute access by service id."""
+
+    def __init__(self, host: Any, workflow_id: str) -> None:
+        self._host = host
+        self._workflow = workflow_id
+
+    def __getattr__(self, service_id: str) -> Any:
+        if service_id.startswith("_"):
+            raise AttributeError(service_id)
+        key = (self._workflow, service_id)
+        bound = _ready.get(key)
+        if bound is None:
+            with _lock:
+                bound = _ready.get(key)
+                if bound is None:
+                    blob = self._host.request("service", service_id)
+                    instance = pickle.loads(blob)
+                    bound = _ready[key] = _Bound(
+                        service_id, instance.create(), dict(instance.service.actions)
+                    )
+        return bound
+
+    def __repr__(self) -> str:
+        return f"<services of {self._workflow!r}>"
