@@ -157,8 +157,10 @@ class Schedules:
         elif policy == "latest":
             self._slot(entry, missed[-1])
         else:
+            # Every missed slot runs: with overlap "skip" they queue behind each other
+            # rather than skip themselves (only "allow" runs them side by side).
             for slot in missed:
-                self._slot(entry, slot)
+                self._slot(entry, slot, catching_up=True)
         entry.rec["last"] = missed[-1]
 
     def _slots(self, entry: _Entry, after: float, until: float, limit: int) -> list[float]:
@@ -176,9 +178,9 @@ class Schedules:
     def _arm_next(self, entry: _Entry, after: float) -> None:
         self._arm("schedule:" + entry.name, self._next(entry, after))
 
-    def _slot(self, entry: _Entry, slot: float) -> None:
+    def _slot(self, entry: _Entry, slot: float, catching_up: bool = False) -> None:
         if entry.spec.overlap != "allow" and self._previous_active(entry):
-            if entry.spec.overlap == "queue":
+            if entry.spec.overlap == "queue" or catching_up:
                 entry.rec.setdefault("queued", []).append(slot)
             else:
                 entry.rec["skipped"] = entry.rec.get("skipped", 0) + 1
