@@ -50,6 +50,9 @@ def table(results: dict[str, Any]) -> str:
         ("B6 100k trivial items", f"{b6['items_s']:.0f} items/s",
          f"{b6['pool_map_items_s']:.0f} items/s (Pool.map)", f"{b6['ratio']:.4f}x",
          ">= 20000 items/s"),
+        ("B7 webhook triggers", f"{results['B7']['engine_req_s']:.0f} req/s",
+         f"{results['B7']['bare_req_s']:.0f} req/s (bare endpoint)",
+         f"{results['B7']['ratio']:.3f}x", ">= 2000 req/s"),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

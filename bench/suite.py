@@ -17,6 +17,10 @@ B5 durable for_each: 2,000 items x ~10 ms CPU through the engine (durability "sy
 B6 durable for_each of 100,000 trivial items (durability "sync"): items per second, end to
    end, after a first run taught the engine the step's cost (so items travel in chunks).
    Baseline: the same items through Pool.map with its default chunking, nothing recorded.
+B7 webhook triggers (``bench/webhooks.py``): POSTs to a webhook on loopback, accepted per
+   second, every run recorded (durability "sync") before its 202 and counted in the store
+   afterwards. Baseline: a bare Starlette endpoint (parse the JSON, answer 202) on the same
+   uvicorn/uvloop/httptools server.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -475,6 +479,16 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             "ratio": rate["engine"] / rate["pool"],
             "tasks_sent": rate["tasks"],
             "target_items_s": 20_000,
+        }
+        from bench.webhooks import webhook_throughput
+
+        b7 = webhook_throughput(root, 5_000 if quick else 10_000, 64, 1 if quick else 3)
+        results["B7"] = {
+            "what": "webhook POSTs on loopback over 64 keep-alive connections, accepted "
+            "requests/s, each run durable (sync) before its 202; baseline: a bare Starlette "
+            "endpoint on the same uvicorn (higher is better)",
+            **b7,
+            "target_req_s": 2000,
         }
         results["L1"] = {
             "what": "hung step with timeout 1 s: seconds from dispatch to recorded failure",

@@ -193,7 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the steps of the first N items of each fan-out (default 10)",
     )
     show.set_defaults(func=cmd_show)
+
+    serve = sub.add_parser(
+        "serve", help="serve an engine's webhooks and REST API (uvicorn on uvloop)"
+    )
+    serve.add_argument(
+        "app", help="module:attr or file.py:attr naming an Engine (attr default: engine)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from actorflow.cli._serve import serve
+
+    if not 0 < args.port < 65536:
+        raise ActorflowError(f"--port: expected 1 to 65535, got {args.port}")
+    serve(args.app, args.host, args.port, args.log_level)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

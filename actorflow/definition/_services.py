@@ -156,6 +156,17 @@ class ServiceInstance:
         """The service id (``ctx.services.<id>``)."""
         return self.service.id
 
+    def with_secrets(self) -> ServiceInstance:
+        """A copy with every :class:`Secret` replaced by its value in this process.
+
+        The engine sends this copy to a worker over its private pipe: a worker started by
+        the forkserver has the environment of when the forkserver started, not the engine's.
+        """
+        values = {
+            k: v.resolve() if isinstance(v, Secret) else v for k, v in self._config.items()
+        }
+        return ServiceInstance(self.service, values)
+
     def resolved_config(self) -> Any:
         """The configuration with secrets read from the environment, as the schema's type."""
         values = {k: v.resolve() if isinstance(v, Secret) else v for k, v in self._config.items()}

@@ -287,7 +287,7 @@ class Core:
                 )
             import cloudpickle
 
-            blob = self._service_blobs[key] = cloudpickle.dumps(found[0])
+            blob = self._service_blobs[key] = cloudpickle.dumps(found[0].with_secrets())
         return blob
 
     def route(self, run_id: str) -> pykka.ActorRef[Any]:

@@ -534,6 +534,41 @@ class Engine:
         """
         return self._read(list_approvals, status, run_id)
 
+    def asgi(self) -> Any:
+        """One ASGI app: the workflows' webhooks, a JSON REST API and ``/healthz``.
+
+        Mount it in a service, or run it with ``actorflow serve module:engine`` (uvicorn on
+        uvloop, bound to 127.0.0.1 unless told otherwise). Its lifespan starts the engine if
+        it is not running yet. Routes are listed in ``actorflow/triggers/_http.py``.
+
+        Raises:
+            DefinitionError: a definition is invalid, or two webhooks share a path and method.
+        """
+        from actorflow.triggers._http import build_app
+
+        return build_app(self)
+
+    def _webhooks(self) -> list[tuple[str, Any]]:
+        """(workflow id, webhook spec) of every defined workflow, checked for clashes."""
+        out: list[tuple[str, Any]] = []
+        seen: dict[tuple[str, str], str] = {}
+        problems = []
+        for wid, wf in sorted(self._definitions.items()):
+            for spec in wf.build().webhooks:
+                other = seen.setdefault((spec.path, spec.method), wid)
+                if other != wid or (spec.path, spec.method, wid) in [
+                    (s.path, s.method, w) for w, s in out
+                ]:
+                    problems.append(
+                        f"on_webhook({spec.path!r}, {spec.method!r}): also used by workflow "
+                        f"{other!r}; each path and method starts one workflow"
+                    )
+                    continue
+                out.append((wid, spec))
+        if problems:
+            raise DefinitionError(problems)
+        return out
+
     def schedules(self) -> list[dict[str, Any]]:
         """The schedules of the running engine: spec, last and next slot, counts."""
         self._require_core()

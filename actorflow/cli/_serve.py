@@ -1,0 +1,61 @@
+"""``actorflow serve APP``: the engine's ASGI app under uvicorn on uvloop."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from actorflow.errors import ClientError
+
+__all__ = ["load_app", "serve"]
+
+
+def load_app(target: str) -> Any:
+    """Resolve ``module:attr`` or ``path/to/file.py:attr`` (attr default ``engine``).
+
+    The attribute may be an :class:`~actorflow.Engine` (its ``asgi()`` app is served) or any
+    ASGI app.
+
+    Raises:
+        ClientError: the module or attribute cannot be found.
+    """
+    where, _, attr = target.partition(":")
+    attr = attr or "engine"
+    if where.endswith(".py") or os.sep in where:
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise ClientError(f"APP: no such file {where!r}")
+        sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None or spec.loader is None:
+            raise ClientError(f"APP: cannot import {where!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+    else:
+        sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise ClientError(f"APP: cannot import module {where!r}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ClientError(f"APP: module {where!r} has no attribute {attr!r}") from None
+    from actorflow.runtime._engine import Engine
+
+    return obj.asgi() if isinstance(obj, Engine) else obj
+
+
+def serve(target: str, host: str, port: int, log_level: str) -> None:
+    """Serve the app until interrupted (SIGINT/SIGTERM stop the engine cleanly)."""
+    import uvicorn
+
+    app = load_app(target)
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level)

@@ -1,0 +1,312 @@
+"""The ASGI app: webhooks, a small JSON REST API and ``/healthz`` (Starlette).
+
+Everything from the network is JSON, parsed with orjson and never unpickled. A webhook's run
+is durably recorded before the ``202`` is sent. Bad requests get a 4xx with a JSON body
+``{"error": ..., "detail": ...}`` naming the problem. Signatures are compared in constant time
+(``hmac.compare_digest``).
+
+Routes::
+
+    <webhook path>                        POST (or its method): start a run
+    GET  /healthz                         liveness of the engine
+    GET  /api/workflows                   defined workflows and their triggers
+    POST /api/workflows/{id}/trigger      start a run; body: the payload
+    GET  /api/runs?workflow=&status=&limit=
+    GET  /api/runs/{run_id}               everything recorded about a run
+    POST /api/runs/{run_id}/cancel        body: {"reason": "..."} (optional)
+    GET  /api/approvals?status=waiting
+    POST /api/approvals/{token}/resume    body: the payload (the approval step's output)
+    POST /api/events/{name}               body: {"payload": ..., "key": ..., "ttl": ...}
+    GET  /api/schedules
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from actorflow.definition._triggers import WebhookSpec, validate_payload
+from actorflow.errors import (
+    ActorflowError,
+    ApprovalError,
+    ApprovalNotFound,
+    ClientError,
+    EngineNotRunning,
+    RunNotFound,
+    WorkflowNotFound,
+)
+
+if TYPE_CHECKING:
+    from actorflow.runtime._engine import Engine
+
+__all__ = ["build_app"]
+
+#: Stripe's default tolerance between its signature timestamp and now.
+STRIPE_TOLERANCE = 300.0
+_MAX_KEY = 1024
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=str),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _error(status: int, error: str, detail: str) -> Response:
+    return _json({"error": error, "detail": detail}, status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(fn: Handler) -> Handler:
+    """Turn the engine's errors into JSON 4xx/5xx answers."""
+
+    async def handler(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except _HttpError as exc:
+            return _error(exc.status, exc.error, exc.detail)
+        except (RunNotFound, WorkflowNotFound, ApprovalNotFound) as exc:
+            return _error(404, "not_found", str(exc))
+        except ApprovalError as exc:
+            return _error(409, "approval", str(exc))
+        except EngineNotRunning as exc:
+            return _error(503, "engine_not_running", str(exc))
+        except ClientError as exc:
+            return _error(400, "bad_request", str(exc))
+        except ActorflowError as exc:
+            return _error(500, "engine_error", str(exc))
+
+    return handler
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (before reading it all)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise _HttpError(400, "bad_request", "Content-Length is not a number") from None
+        if size > limit:
+            raise _HttpError(413, "too_large", f"body of {size} bytes is over the {limit} limit")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _HttpError(413, "too_large", f"body is over the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(body: bytes, empty: Any = None) -> Any:
+    if not body.strip():
+        return empty
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _HttpError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and (not key or len(key) > _MAX_KEY):
+        raise _HttpError(
+            400, "bad_request", f"Idempotency-Key: expected 1 to {_MAX_KEY} characters"
+        )
+    return key
+
+
+def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) -> None:
+    """Raise a 401 unless ``body`` carries a valid signature for ``spec``."""
+    if spec.signature is None or spec.secret_env is None:
+        return
+    secret = os.environ.get(spec.secret_env)
+    if not secret:
+        raise _HttpError(500, "misconfigured", "the webhook's signing secret is not set")
+    key = secret.encode()
+    if spec.signature == "stripe":
+        header = headers.get("stripe-signature")
+        if not header:
+            raise _HttpError(401, "signature", "missing Stripe-Signature header")
+        parts: dict[str, list[str]] = {}
+        for item in header.split(","):
+            name, _, value = item.strip().partition("=")
+            parts.setdefault(name, []).append(value)
+        try:
+            stamp = int(parts["t"][0])
+        except (KeyError, ValueError):
+            raise _HttpError(401, "signature", "Stripe-Signature has no timestamp") from None
+        if abs(now - stamp) > STRIPE_TOLERANCE:
+            raise _HttpError(401, "signature", "Stripe-Signature timestamp is too old")
+        expected = hmac.new(key, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+        if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
+            raise _HttpError(401, "signature", "signature does not match")
+        return
+    name = "x-hub-signature-256" if spec.signature == "github" else "x-signature"
+    header = headers.get(name)
+    if not header:
+        raise _HttpError(401, "signature", f"missing {name} header")
+    given = header.removeprefix("sha256=")
+    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, given):
+        raise _HttpError(401, "signature", "signature does not match")
+
+
+def build_app(engine: Engine) -> Starlette:
+    """The ASGI app for ``engine`` (see the module docstring).
+
+    Its lifespan starts the engine if it is not running (and then stops it at shutdown), so
+    the app also runs under a plain ``uvicorn module:app``.
+    """
+    limit = engine.config.max_body
+
+    def webhook(workflow: str, spec: WebhookSpec) -> Handler:
+        @_guard
+        async def handle(request: Request) -> Response:
+            body = await _body(request, limit)
+            check_signature(spec, request.headers, body, time.time())
+            key = _idempotency_key(request)
+            data = _parse(body)
+            try:
+                payload = validate_payload(spec.schema, data)
+            except ValueError as exc:
+                raise _HttpError(422, "schema", str(exc)) from None
+            run = await engine.trigger_async(workflow, payload, idempotency_key=key)
+            return _json({"run_id": run.id, "workflow": workflow}, 202)
+
+        return handle
+
+    @_guard
+    async def healthz(request: Request) -> Response:
+        running = engine.running
+        return _json({"status": "ok" if running else "stopped"}, 200 if running else 503)
+
+    @_guard
+    async def workflows(request: Request) -> Response:
+        out = []
+        for wid in engine.workflows:
+            d = await run_in_threadpool(engine.definition, wid)
+            out.append(
+                {k: d.get(k) for k in ("id", "description", "webhooks", "schedules", "rate_limit")}
+            )
+        return _json(out)
+
+    @_guard
+    async def trigger(request: Request) -> Response:
+        body = await _body(request, limit)
+        key = _idempotency_key(request)
+        run = await engine.trigger_async(
+            request.path_params["workflow"], _parse(body), idempotency_key=key
+        )
+        return _json({"run_id": run.id, "workflow": run.workflow_id}, 202)
+
+    @_guard
+    async def runs(request: Request) -> Response:
+        q = request.query_params
+        try:
+            limit_n = int(q.get("limit", "50"))
+        except ValueError:
+            raise _HttpError(400, "bad_request", "limit: expected an integer") from None
+        if not 1 <= limit_n <= 1000:
+            raise _HttpError(400, "bad_request", "limit: expected 1 to 1000")
+        status = q.get("status")
+        items = await run_in_threadpool(engine.runs, q.get("workflow"), status, limit_n)
+        return _json(items)
+
+    @_guard
+    async def run_detail(request: Request) -> Response:
+        details = await run_in_threadpool(engine.inspect, request.path_params["run_id"])
+        return _json(details)
+
+    @_guard
+    async def cancel(request: Request) -> Response:
+        data = _parse(await _body(request, limit), {}) or {}
+        reason = data.get("reason", "cancelled over the API") if isinstance(data, dict) else ""
+        handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
+        cancelled = await handle.cancel_async(str(reason))
+        return _json({"run_id": handle.id, "cancelled": cancelled})
+
+    @_guard
+    async def approvals(request: Request) -> Response:
+        status = request.query_params.get("status", "waiting")
+        items = await run_in_threadpool(engine.approvals, None if status == "all" else status)
+        return _json(items)
+
+    @_guard
+    async def resume(request: Request) -> Response:
+        payload = _parse(await _body(request, limit))
+        await engine.resume_async(request.path_params["token"], payload)
+        return _json({"resumed": True})
+
+    @_guard
+    async def publish(request: Request) -> Response:
+        data = _parse(await _body(request, limit), {})
+        if not isinstance(data, dict):
+            raise _HttpError(400, "bad_request", 'body: expected {"payload": ..., "key": ...}')
+        unknown = set(data) - {"payload", "key", "ttl"}
+        if unknown:
+            raise _HttpError(400, "bad_request", f"body: unknown fields {sorted(unknown)}")
+        delivered = await engine.publish_async(
+            request.path_params["name"],
+            data.get("payload"),
+            key=data.get("key"),
+            ttl=data.get("ttl"),
+        )
+        return _json({"delivered": delivered}, 202)
+
+    @_guard
+    async def schedules(request: Request) -> Response:
+        return _json(await run_in_threadpool(engine.schedules))
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/api/workflows", workflows, methods=["GET"]),
+        Route("/api/workflows/{workflow}/trigger", trigger, methods=["POST"]),
+        Route("/api/runs", runs, methods=["GET"]),
+        Route("/api/runs/{run_id}", run_detail, methods=["GET"]),
+        Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"]),
+        Route("/api/approvals", approvals, methods=["GET"]),
+        Route("/api/approvals/{token}/resume", resume, methods=["POST"]),
+        Route("/api/events/{name}", publish, methods=["POST"]),
+        Route("/api/schedules", schedules, methods=["GET"]),
+    ]
+    for wid, spec in engine._webhooks():
+        routes.append(Route(spec.path, webhook(wid, spec), methods=[spec.method]))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        started = not engine.running
+        if started:
+            await run_in_threadpool(engine.start)
+        try:
+            yield
+        finally:
+            if started:
+                await run_in_threadpool(engine.stop)
+
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,212 @@
+"""The ASGI app on a real uvicorn server on 127.0.0.1, driven over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+import actorflow as af
+from tests.conftest import wait_until
+from tests.triggers.webhook_app import define
+
+SECRET = b"hook-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(make_engine: Callable[..., af.Engine]) -> Iterator[tuple[af.Engine, httpx.Client]]:
+    os.environ["TEST_HOOK_SECRET"] = SECRET.decode()
+    engine = define(make_engine(workers=1, max_body=4096))
+    port = _free_port()
+    config = uvicorn.Config(
+        engine.asgi(), host="127.0.0.1", port=port, loop="uvloop", log_level="warning"
+    )
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    wait_until(lambda: srv.started)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield engine, client
+    finally:
+        srv.should_exit = True
+        thread.join(30)
+
+
+def _sign(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+
+
+def test_signed_webhook_starts_a_durable_run(server: tuple[af.Engine, httpx.Client]) -> None:
+    engine, client = server
+    body = orjson.dumps({"order": "o-1", "amount": 12.5})
+    r = client.post("/hooks/orders", content=body, headers={"X-Signature": _sign(body)})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    # Durable before the 202: the run record is already in the store.
+    assert engine.run(run_id).result(timeout=30) == {"order": "o-1", "amount": 12.5}
+    detail = client.get(f"/api/runs/{run_id}").json()
+    assert detail["status"] == "completed" and detail["workflow_id"] == "orders"
+
+
+def test_bad_requests_get_clear_4xx(server: tuple[af.Engine, httpx.Client]) -> None:
+    engine, client = server
+    good = orjson.dumps({"order": "o-1", "amount": 1})
+    cases: list[tuple[bytes, dict[str, str], int, str]] = [
+        (good, {}, 401, "missing x-signature"),
+        (good, {"X-Signature": "sha256=" + "0" * 64}, 401, "does not match"),
+        (b"{not json", {"X-Signature": _sign(b"{not json")}, 400, "not valid JSON"),
+        (
+            orjson.dumps({"order": "o-1", "amount": -3}),
+            {"X-Signature": _sign(orjson.dumps({"order": "o-1", "amount": -3}))},
+            422,
+            "amount",
+        ),
+        (b"x" * 5000, {"X-Signature": _sign(b"x" * 5000)}, 413, "limit"),
+    ]
+    for body, headers, status, text in cases:
+        r = client.post("/hooks/orders", content=body, headers=headers)
+        assert r.status_code == status, (status, r.text)
+        assert text in r.json()["detail"], r.text
+    assert engine.runs("orders") == []  # nothing started by a bad request
+    r = client.post("/hooks/open", content=good)
+    assert r.status_code == 405  # declared as PUT
+    assert client.get("/api/runs/nope").status_code == 404
+    r = client.post("/api/workflows/nope/trigger", content=b"{}")
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+
+
+def test_github_and_stripe_signatures(server: tuple[af.Engine, httpx.Client]) -> None:
+    _, client = server
+    body = orjson.dumps({"action": "opened"})
+    r = client.post("/hooks/github", content=body, headers={"X-Hub-Signature-256": _sign(body)})
+    assert r.status_code == 202, r.text
+    r = client.post("/hooks/github", content=body, headers={"X-Signature": _sign(body)})
+    assert r.status_code == 401
+    stamp = int(time.time())
+    sig = hmac.new(SECRET, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    r = client.post(
+        "/hooks/stripe", content=body, headers={"Stripe-Signature": f"t={stamp},v1={sig}"}
+    )
+    assert r.status_code == 202, r.text
+    old = stamp - 3600
+    sig = hmac.new(SECRET, f"{old}.".encode() + body, hashlib.sha256).hexdigest()
+    r = client.post(
+        "/hooks/stripe", content=body, headers={"Stripe-Signature": f"t={old},v1={sig}"}
+    )
+    assert r.status_code == 401 and "too old" in r.json()["detail"]
+
+
+def test_idempotency_key_maps_to_one_run(server: tuple[af.Engine, httpx.Client]) -> None:
+    engine, client = server
+    body = orjson.dumps({"order": "o-9", "amount": 3})
+    headers = {"X-Signature": _sign(body), "Idempotency-Key": "delivery-1"}
+    ids = {client.post("/hooks/orders", content=body, headers=headers).json()["run_id"]
+           for _ in range(5)}  # fmt: skip
+    assert len(ids) == 1
+    assert len(engine.runs("orders")) == 1
+
+
+def test_rest_api_trigger_resume_publish_cancel(server: tuple[af.Engine, httpx.Client]) -> None:
+    engine, client = server
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert {w["id"] for w in client.get("/api/workflows").json()} >= {"orders", "approve"}
+    r = client.post("/api/workflows/approve/trigger", content=orjson.dumps({"id": "x1"}))
+    assert r.status_code == 202
+    run_id = r.json()["run_id"]
+    wait_until(lambda: bool(client.get("/api/approvals").json()))
+    token = client.get("/api/approvals").json()[0]["token"]
+    r = client.post(f"/api/approvals/{token}/resume", content=orjson.dumps({"by": "ada"}))
+    assert r.status_code == 200, r.text
+    r = client.post(f"/api/approvals/{token}/resume", content=b"{}")
+    assert r.status_code == 409 and "already" in r.json()["detail"]
+    assert client.post("/api/approvals/zzz/resume", content=b"{}").status_code == 404
+    r = client.post("/api/events/paid", content=orjson.dumps({"payload": 9, "key": "x1"}))
+    assert r.status_code == 202
+    assert engine.run(run_id).result(timeout=30) == {"paid": 9, "ok": {"by": "ada"}}
+    assert client.post("/api/events/paid", content=b'{"colour": 1}').status_code == 400
+    runs = client.get("/api/runs", params={"workflow": "approve"}).json()
+    assert [r["id"] for r in runs] == [run_id]
+    # Cancel a waiting run over the API.
+    run2 = client.post("/api/workflows/approve/trigger", content=b'{"id": "x2"}').json()
+    r = client.post(f"/api/runs/{run2['run_id']}/cancel", content=b'{"reason": "test"}')
+    assert r.json() == {"run_id": run2["run_id"], "cancelled": True}
+    assert engine.run(run2["run_id"]).status() == af.RunStatus.CANCELLED
+    assert client.get("/api/runs", params={"limit": "zero"}).status_code == 400
+
+
+def test_duplicate_webhook_paths_are_refused(make_engine: Callable[..., af.Engine]) -> None:
+    engine = make_engine()
+    engine.define("a").step("s", lambda ctx: 1).on_webhook("/same")
+    engine.define("b").step("s", lambda ctx: 1).on_webhook("/same")
+    with pytest.raises(af.DefinitionError, match="/same"):
+        engine.asgi()
+
+
+def test_webhook_definition_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    wf = af.Workflow("w").step("s", lambda ctx: 1)
+    wf.on_webhook("no-slash").on_webhook("/x", "FETCH").on_webhook("/y", signature="md5")
+    wf.on_webhook("/z", secret_env="NOT_SET_ANYWHERE").on_webhook("/s", schema={"type": 12})
+    with pytest.raises(af.DefinitionError) as info:
+        wf.build()
+    text = str(info.value)
+    for part in ("path", "method", "signature", "NOT_SET_ANYWHERE", "JSON Schema"):
+        assert part in text, part
+
+
+def test_actorflow_serve_command(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "TEST_APP_DATA_DIR": str(tmp_path / "store"), "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actorflow",
+            "serve",
+            "tests/triggers/webhook_app.py:engine",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=60, interval=0.1)
+        r = httpx.put(url + "/hooks/open", content=b'{"hello": "world"}')
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        wait_until(lambda: httpx.get(f"{url}/api/runs/{run_id}").json()["status"] == "completed")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out.decode()
+    assert b"127.0.0.1" in out  # bound to loopback by default
