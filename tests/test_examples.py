@@ -32,3 +32,15 @@ def test_control_flow_example(tmp_path: Path) -> None:
     assert "branch taken: big | race winner: from_cache" in out.stdout
     assert "halvings: 7 |" in out.stdout and "'succeeded': 10000" in out.stdout
     assert "small run: cancelled - too small to report" in out.stdout
+
+
+def test_triggers_example(tmp_path: Path) -> None:
+    env = {**os.environ, "TRIGGERS_DATA_DIR": str(tmp_path / "store")}
+    cmd = [sys.executable, str(ROOT / "examples" / "triggers.py")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "small order: charged 40.00 EUR for A-1; shipped by DHL" in out.stdout
+    assert "big order: charged 900.00 EUR for A-2; shipped by UPS" in out.stdout
+    assert 'approved by: {"approved_by":"grace"} | token used: resumed' in out.stdout
+    assert "orders by ada: 2" in out.stdout
+    assert "nightly report next at: " in out.stdout

@@ -162,9 +162,7 @@ class ServiceInstance:
         The engine sends this copy to a worker over its private pipe: a worker started by
         the forkserver has the environment of when the forkserver started, not the engine's.
         """
-        values = {
-            k: v.resolve() if isinstance(v, Secret) else v for k, v in self._config.items()
-        }
+        values = {k: v.resolve() if isinstance(v, Secret) else v for k, v in self._config.items()}
         return ServiceInstance(self.service, values)
 
     def resolved_config(self) -> Any:
