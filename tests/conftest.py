@@ -75,3 +75,13 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def process_gone(pid: int) -> bool:
+    """The process exited: it is a zombie, or gone (it may vanish between two checks)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True

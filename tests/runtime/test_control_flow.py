@@ -6,12 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import actorflow as af
 from tests import steps
-from tests.conftest import executions, wait_until
+from tests.conftest import executions, process_gone, wait_until
 
 
 def test_if_elif_else(engine: af.Engine) -> None:
@@ -78,7 +77,7 @@ def test_race_cancels_the_loser_and_kills_its_worker(engine: af.Engine, tmp_path
         assert d.step("r").winner == "fast"
         assert d.step("slow").status == af.StepStatus.CANCELLED
         pid = int(pid_file.read_text())
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        wait_until(lambda: process_gone(pid))
         wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
 
 

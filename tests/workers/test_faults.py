@@ -10,12 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import actorflow as af
 from tests import steps
-from tests.conftest import executions, wait_until
+from tests.conftest import executions, process_gone, wait_until
 
 NO_RETRY = af.Retry(attempts=1)
 
@@ -72,7 +71,7 @@ def test_endless_loop_is_killed_at_its_timeout(engine: af.Engine, counter_file: 
             bad.result(timeout=30)
         assert info.value.timeout == 0.5
         assert bystander.result(timeout=30) == "slow done"
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        wait_until(lambda: process_gone(pid))
         assert engine.inspect(bad.id).error.kind == "timeout"  # type: ignore[union-attr]
         wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
 
@@ -152,7 +151,7 @@ def test_sigterm_is_followed_by_sigkill(
         with pytest.raises(af.StepTimeout):
             run.result(timeout=30)
         pid = int(counter_file.read_text().split()[2])
-        wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        wait_until(lambda: process_gone(pid))
         wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
 
 
