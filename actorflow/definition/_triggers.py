@@ -7,7 +7,6 @@ paths, methods, signature schemes, JSON schemas and the secret's environment var
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,8 +102,8 @@ def check_webhook(
         problems.append(f"{where}: secret_env: expected an environment variable name")
     elif signature is not None and secret_env is None:
         problems.append(f"{where}: signature {signature!r} needs secret_env (the secret's name)")
-    elif isinstance(secret_env, str) and os.environ.get(secret_env) is None:
-        problems.append(f"{where}: secret_env: environment variable {secret_env!r} is not set")
+    # An unset variable is not a definition error (it is read per request, and may be set by
+    # deployment); the app warns at start and refuses the webhook's requests until it is set.
     if schema is not None:
         problem = _check_schema(schema)
         if problem:

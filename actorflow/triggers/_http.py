@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
 
 __all__ = ["build_app"]
+
+log = logging.getLogger("actorflow.http")
 
 #: Stripe's default tolerance between its signature timestamp and now.
 STRIPE_TOLERANCE = 300.0
@@ -280,6 +283,15 @@ def build_app(engine: Engine) -> Any:
         Route("/api/schedules", schedules, methods=["GET"]),
     ]
     hooks = {(spec.path, spec.method): (wid, spec) for wid, spec in engine._webhooks()}
+    for wid, spec in hooks.values():
+        if spec.secret_env is not None and not os.environ.get(spec.secret_env):
+            log.warning(
+                "webhook %s of workflow %r: environment variable %s is not set; its requests "
+                "are refused (500) until it is",
+                spec.path,
+                wid,
+                spec.secret_env,
+            )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

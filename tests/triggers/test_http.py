@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -162,16 +163,38 @@ def test_duplicate_webhook_paths_are_refused(make_engine: Callable[..., af.Engin
         engine.asgi()
 
 
-def test_webhook_definition_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+def test_webhook_definition_errors() -> None:
     wf = af.Workflow("w").step("s", lambda ctx: 1)
     wf.on_webhook("no-slash").on_webhook("/x", "FETCH").on_webhook("/y", signature="md5")
-    wf.on_webhook("/z", secret_env="NOT_SET_ANYWHERE").on_webhook("/s", schema={"type": 12})
+    wf.on_webhook("/z", signature="github").on_webhook("/s", schema={"type": 12})
     with pytest.raises(af.DefinitionError) as info:
         wf.build()
     text = str(info.value)
-    for part in ("path", "method", "signature", "NOT_SET_ANYWHERE", "JSON Schema"):
+    for part in ("path", "method", "signature", "needs secret_env", "JSON Schema"):
         assert part in text, part
+
+
+def test_unset_secret_refuses_requests(
+    make_engine: Callable[..., af.Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    engine = make_engine(workers=1)
+    engine.define("w").step("s", lambda ctx: 1).on_webhook("/z", secret_env="NOT_SET_ANYWHERE")
+    with caplog.at_level("WARNING", logger="actorflow.http"):
+        app = engine.asgi()
+    assert "NOT_SET_ANYWHERE is not set" in caplog.text
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/z", content=b"{}", headers={"X-Signature": "sha256=00"})
+
+    with engine:
+        r = asyncio.run(post())
+        assert r.status_code == 500 and "secret is not set" in r.json()["detail"]
+        assert engine.runs("w") == []
 
 
 def test_actorflow_serve_command(tmp_path: Path) -> None:
