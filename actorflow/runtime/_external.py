@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _MAX_NAME = 200
+_APPROVAL_STATUSES = ("waiting", "resumed", "expired", "cancelled")
 _STATE_TIMEOUT = 60.0
 
 
@@ -117,6 +118,10 @@ def list_approvals(store: Store, status: str | None, run_id: str | None) -> list
     Each is a dict: token, run_id, workflow, step, status, created_at, expires_at,
     description, metadata (and resolved_at once resolved).
     """
+    if status is not None and status not in _APPROVAL_STATUSES:
+        raise ClientError(
+            f"status: expected one of {', '.join(_APPROVAL_STATUSES)} or None, got {status!r}"
+        )
     out = []
     for key, raw in store.scan(K.APPROVALS):
         rec = load_record(raw, "approval")

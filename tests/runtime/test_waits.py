@@ -145,6 +145,8 @@ def test_approval_resume_and_second_resume(make_engine: Callable[..., af.Engine]
             engine.resume("not-a-token", {})
         assert engine.approvals() == []
         assert engine.approvals(status="resumed")[0]["token"] == token
+        with pytest.raises(af.ClientError, match="status"):
+            engine.approvals(status="bogus")
 
 
 def test_approval_survives_restart_then_expires(make_engine: Callable[..., af.Engine]) -> None:
