@@ -10,6 +10,11 @@ Modes:
   retry           a step fails once then waits on a 2 s durable backoff; print RETRYING when
                   the retry is scheduled, then wait; print RESULT when done
   writes N        tell the store writer N writes one by one; print ACK i as each is durable
+  outside PHASE   a run pauses for approval, then waits for an event. Phase "pause": print
+                  TOKEN when paused, then wait (the parent SIGKILLs). Phase "publish": resume
+                  the token, publish the run's event and one nobody waits for yet, print
+                  PUBLISHED once both calls returned, and SIGKILL itself. Phase "finish":
+                  print RESULT of the run, then RESULT of a new run that takes the kept event
 """
 
 from __future__ import annotations
@@ -98,6 +103,43 @@ def writes(data_dir: str, n: int) -> None:
     store.close()
 
 
+def _outside_engine(data_dir: str) -> af.Engine:
+    engine = af.Engine(data_dir=data_dir, workers=1)
+    (
+        engine.define("outside")
+        .human_in_the_loop("approve", timeout="1h")
+        .wait_for_event("settled", key=lambda ctx: ctx.payload["order"], timeout="1h")
+        .step("done", steps.outside_result)
+    )
+    return engine
+
+
+def outside(data_dir: str, phase: str) -> None:
+    engine = _outside_engine(data_dir)
+    with engine:
+        if phase == "pause":
+            engine.trigger("outside", {"order": "A"}, idempotency_key="A")
+            while not engine.approvals():
+                time.sleep(0.01)
+            print("TOKEN", engine.approvals()[0]["token"], flush=True)
+            time.sleep(600)
+        elif phase == "publish":
+            token = engine.approvals()[0]["token"]
+            engine.resume(token, {"by": "ada"})
+            engine.publish("settled", {"amount": 1}, key="A")
+            engine.publish("settled", {"amount": 2}, key="B")  # nobody waits yet: kept
+            print("PUBLISHED", flush=True)
+            os.kill(os.getpid(), 9)
+        else:
+            run = engine.trigger("outside", {"order": "A"}, idempotency_key="A")
+            print("RESULT", run.result(timeout=60), flush=True)
+            second = engine.trigger("outside", {"order": "B"}, idempotency_key="B")
+            while not engine.approvals():
+                time.sleep(0.01)
+            engine.resume(engine.approvals()[0]["token"], {"by": "bob"})
+            print("RESULT", second.result(timeout=60), flush=True)
+
+
 if __name__ == "__main__":
     data_dir, log, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     Path(log).touch()
@@ -113,5 +155,7 @@ if __name__ == "__main__":
         retry(data_dir, log)
     elif mode == "writes":
         writes(data_dir, int(sys.argv[4]))
+    elif mode == "outside":
+        outside(data_dir, sys.argv[4])
     else:
         raise SystemExit(f"unknown mode {mode}")

@@ -227,3 +227,24 @@ def test_sigkill_mid_chunked_for_each_reruns_only_unfinished_items(tmp_path: Pat
             assert [a["status"] for a in rec["attempts"]] == ["interrupted", "succeeded"]
     assert counts["item1500"] == 2 and records["items[1500]/tiny_logged"]["attempt"] == 2
     assert rerun < 3000 // 2, rerun  # only what was in flight
+
+
+def test_acknowledged_resume_and_events_survive_sigkill(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "store", tmp_path / "log"
+    proc = child(data_dir, log, "outside", "pause")
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("TOKEN "), line + (proc.stderr.read() if proc.stderr else "")
+    proc.send_signal(signal.SIGKILL)  # killed while paused: the token must survive
+    proc.communicate(timeout=30)
+    # Resume and publish, then die the instant both calls have returned.
+    code, out, err = finish(child(data_dir, log, "outside", "publish"))
+    assert code == -signal.SIGKILL, err
+    assert "PUBLISHED" in out
+    code, out, err = finish(child(data_dir, log, "outside", "finish"))
+    assert code == 0, err
+    results = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert results == [
+        "RESULT {'approved_by': 'ada', 'paid': 1}",
+        "RESULT {'approved_by': 'bob', 'paid': 2}",  # the kept event, published before it waited
+    ]
