@@ -233,3 +233,51 @@ def test_actorflow_serve_command(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out.decode()
     assert b"127.0.0.1" in out  # bound to loopback by default
+
+
+def test_every_202_is_a_recorded_run_after_sigkill(tmp_path: Path) -> None:
+    port = _free_port()
+    data_dir = tmp_path / "store"
+    env = {**os.environ, "TEST_APP_DATA_DIR": str(data_dir), "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actorflow",
+            "serve",
+            "tests/triggers/webhook_app.py:engine",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    accepted: list[str] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url + "/healthz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=60, interval=0.1)
+        with httpx.Client(base_url=url) as client:
+            for i in range(200):
+                r = client.put("/hooks/open", content=orjson.dumps({"i": i}))
+                assert r.status_code == 202
+                accepted.append(r.json()["run_id"])
+    finally:
+        proc.kill()  # SIGKILL right after the last 202
+        proc.wait(30)
+    from actorflow.store import LmdbStore
+    from actorflow.store import _keys as K
+
+    store = LmdbStore(data_dir, read_only=True)
+    try:
+        for run_id in accepted:
+            assert store.get(K.RUNS, K.run_key(run_id)) is not None, run_id
+    finally:
+        store.close()
