@@ -5,6 +5,7 @@ Layers, bottom to top (each imports only those below it)::
     errors, _types, _clock, config      shared vocabulary
     store                               durable state (LMDB, in-memory twin), codecs, keys
     definition -> graph                 fluent builder -> immutable spec -> compiled plan
+    code                                code workflows: context, history, deterministic replay
     workers                             worker processes and their wire protocol
     runtime                             engine facade, supervisors, dispatcher, writer, scheduler
     cli                                 the ``actorflow`` command
@@ -23,8 +24,10 @@ Quick start::
 
 from __future__ import annotations
 
+from actorflow import testing
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
+from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
 from actorflow.config import EngineConfig
 from actorflow.definition import Flow, Retry, Secret, Service, Workflow, define_service
 from actorflow.errors import (
@@ -38,8 +41,10 @@ from actorflow.errors import (
     DefinitionError,
     EngineNotRunning,
     GraphError,
+    HeartbeatTimeout,
     InvalidPayload,
     MaxIterationsExceeded,
+    NondeterminismError,
     PoolUnavailable,
     RemoteError,
     RemoteTraceback,
@@ -54,6 +59,7 @@ from actorflow.errors import (
     StoreError,
     WaitTimeout,
     WorkerCrashed,
+    WorkflowFailed,
     WorkflowNotFound,
 )
 from actorflow.runtime import (
@@ -65,7 +71,7 @@ from actorflow.runtime import (
     RunSummary,
     StepDetails,
 )
-from actorflow.workers._context import RunInfo, StepContext, StepOutput
+from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_context
 from actorflow.workers._state import State
 
 __version__ = "0.1.0"
@@ -79,6 +85,7 @@ __all__ = [
     "AttemptDetails",
     "ClientError",
     "Clock",
+    "CodeWorkflow",
     "ConfigError",
     "DefinitionError",
     "Engine",
@@ -87,9 +94,12 @@ __all__ = [
     "ErrorDetails",
     "Flow",
     "GraphError",
+    "HeartbeatTimeout",
     "InvalidPayload",
     "ManualClock",
     "MaxIterationsExceeded",
+    "NondeterminismError",
+    "PanicPolicy",
     "PoolUnavailable",
     "RemoteError",
     "RemoteTraceback",
@@ -119,7 +129,12 @@ __all__ = [
     "WaitTimeout",
     "WorkerCrashed",
     "Workflow",
+    "WorkflowContext",
+    "WorkflowFailed",
+    "WorkflowInfo",
     "WorkflowNotFound",
     "__version__",
     "define_service",
+    "step_context",
+    "testing",
 ]

@@ -27,14 +27,21 @@ class RunStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A code workflow whose own code failed unexpectedly (a bug, a nondeterministic change):
+    # it keeps its history and is restarted by its panic policy or by ``engine.restart``.
+    PANICKED = "panicked"
+    # A code workflow that called ``ctx.continue_as_new``: a new run carries on.
+    CONTINUED = "continued"
 
     @property
     def terminal(self) -> bool:
-        """True for completed, failed and cancelled."""
+        """True for completed, failed, cancelled and continued (as a new run)."""
         return self in _TERMINAL_RUN
 
 
-_TERMINAL_RUN = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+_TERMINAL_RUN = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.CONTINUED}
+)
 
 
 class StepStatus(enum.StrEnum):

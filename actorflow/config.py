@@ -56,6 +56,10 @@ class EngineConfig:
         max_body: largest HTTP request body the ASGI app accepts, in bytes.
         schedules: run the workflows' cron and interval schedules (False: only other
             triggers start runs, e.g. on all but one engine of a deployment).
+        sticky_cache_size: most waiting code workflow runs kept in memory as suspended
+            coroutines (0: none); others are rebuilt by replay at their next event.
+        sticky_cache_ttl: seconds a waiting code workflow run stays in that cache (0: no
+            limit but the size).
     """
 
     data_dir: Path = Path(".actorflow")
@@ -77,6 +81,8 @@ class EngineConfig:
     sweep_interval: float = 60.0
     max_body: int = 1 << 20
     schedules: bool = True
+    sticky_cache_size: int = 10_000
+    sticky_cache_ttl: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -91,9 +97,10 @@ class EngineConfig:
             )
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
+            "sticky_cache_size",
         ):  # fmt: skip
             value = getattr(self, name)
-            low = 0 if name in ("workers", "prefetch") else 1
+            low = 0 if name in ("workers", "prefetch", "sticky_cache_size") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
         for name in (
@@ -103,6 +110,9 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name}: expected a positive number of seconds, got {value!r}")
+        ttl = self.sticky_cache_ttl
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
+            problems.append(f"sticky_cache_ttl: expected seconds >= 0 (0: no limit), got {ttl!r}")
         schedules: Any = self.schedules  # typed bool, but callers may pass anything
         if not isinstance(schedules, bool):
             problems.append(f"schedules: expected True or False, got {schedules!r}")

@@ -10,10 +10,13 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     ├── RunError                     a run did not produce a result
     │   ├── StepFailed               a step failed after its retries (step, attempt, traceback)
     │   │   ├── StepTimeout          ... because it ran past its timeout and was killed
+    │   │   │   └── HeartbeatTimeout ... or went silent past its heartbeat_timeout
     │   │   └── WorkerCrashed        ... because its worker process died (exit code / signal)
     │   ├── RunCancelled             the run was cancelled (reason)
     │   ├── RunTimeout               the whole run ran past the workflow's timeout
-    │   └── WaitTimeout              a wait_for_event / human_in_the_loop ran past its timeout
+    │   ├── WaitTimeout              a wait (event, signal, approval) ran past its timeout
+    │   ├── WorkflowFailed           a code workflow's function raised (its error is the cause)
+    │   └── NondeterminismError      a code workflow's replay diverged from its history
     ├── StoreError                   the store cannot be used (I/O, locked, newer format)
     │   └── StoreCorrupted           the store's files or records are not what was written
     ├── ClientError                  a client call was given something it cannot use
@@ -53,8 +56,10 @@ __all__ = [
     "DefinitionError",
     "EngineNotRunning",
     "GraphError",
+    "HeartbeatTimeout",
     "InvalidPayload",
     "MaxIterationsExceeded",
+    "NondeterminismError",
     "PoolUnavailable",
     "RemoteError",
     "RemoteTraceback",
@@ -69,6 +74,7 @@ __all__ = [
     "StoreError",
     "WaitTimeout",
     "WorkerCrashed",
+    "WorkflowFailed",
     "WorkflowNotFound",
 ]
 
@@ -241,7 +247,78 @@ class RunTimeout(RunError):
 
 
 class WaitTimeout(RunError):
-    """A ``wait_for_event`` or ``human_in_the_loop`` node waited past its timeout."""
+    """A wait (``wait_for_event``, ``human_in_the_loop``, ``wait_for_signal``) timed out."""
+
+
+class HeartbeatTimeout(StepTimeout):
+    """A step sent no heartbeat within its ``heartbeat_timeout``; its worker was killed.
+
+    Attributes:
+        heartbeat_timeout: the allowed silence in seconds.
+    """
+
+    def __init__(
+        self, step: str, attempt: int, heartbeat_timeout: float, run_id: str | None = None
+    ) -> None:
+        super().__init__(step, attempt, heartbeat_timeout, run_id)
+        self.heartbeat_timeout = heartbeat_timeout
+        self.error_type = "actorflow.errors.HeartbeatTimeout"
+        self.error_message = f"no heartbeat for {heartbeat_timeout:g}s (worker killed)"
+        Exception.__init__(self, self._describe())
+
+
+class WorkflowFailed(RunError):
+    """A code workflow failed on purpose, or because its function raised a failure type.
+
+    Raise it in a code workflow to fail the run with a message (Temporal's application
+    error). ``RunHandle.result()`` raises it when a code workflow's function raised; the
+    function's exception is then the ``__cause__``.
+
+    Attributes:
+        error_type: qualified name of the exception the function raised.
+    """
+
+    def __init__(self, message: str = "", error_type: str = "", run_id: str | None = None) -> None:
+        self.error_type = error_type or "actorflow.errors.WorkflowFailed"
+        self.run_id = run_id
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.error_type, self.run_id))
+
+
+class NondeterminismError(RunError):
+    """Replaying a code workflow against its history took a different path.
+
+    The workflow function issued a command the history does not have at that position (a
+    different kind or name, a different order, an extra command), or did not issue one it
+    has. The run is marked panicked and restarted by its panic policy; fix the code (or
+    guard the change with ``ctx.patched``) and ``engine.restart(run_id)``.
+
+    Attributes:
+        position: the command's position in the run's history (0-based).
+        expected: the recorded command (``"step 'fetch'"``), or None if the history has none.
+        actual: the command the code issued, or None if it issued none.
+    """
+
+    def __init__(
+        self,
+        position: int,
+        expected: str | None,
+        actual: str | None,
+        run_id: str | None = None,
+    ) -> None:
+        self.position = position
+        self.expected = expected
+        self.actual = actual
+        self.run_id = run_id
+        super().__init__(
+            f"nondeterminism at history position {position}: the history has "
+            f"{expected or 'no command there'}, the code issued {actual or 'nothing'}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.position, self.expected, self.actual, self.run_id))
 
 
 class MaxIterationsExceeded(ActorflowError):

@@ -10,6 +10,10 @@ Modes:
   retry           a step fails once then waits on a 2 s durable backoff; print RETRYING when
                   the retry is scheduled, then wait; print RESULT when done
   writes N        tell the store writer N writes one by one; print ACK i as each is durable
+  code            a code workflow of 20 steps (idempotent trigger); print RESULT <value>
+  code-kill       like code, but step s7 SIGKILLs the engine (once: a marker file)
+  code-sleep      a code workflow: 3 steps, a 1 s durable sleep, a signal wait, 3 steps; the
+                  parent kills it while it sleeps, restarts it, and signals it
   outside PHASE   a run pauses for approval, then waits for an event. Phase "pause": print
                   TOKEN when paused, then wait (the parent SIGKILLs). Phase "publish": resume
                   the token, publish the run's event and one nobody waits for yet, print
@@ -24,6 +28,7 @@ import sys
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import actorflow as af
 from tests import steps
@@ -140,6 +145,62 @@ def outside(data_dir: str, phase: str) -> None:
             print("RESULT", second.result(timeout=60), flush=True)
 
 
+def _code_engine(data_dir: str, log: str, kill: bool) -> af.Engine:
+    from tests import code_steps
+
+    engine = af.Engine(data_dir=data_dir, workers=2)
+    marker = log + ".marker"
+    pid = os.getpid()
+
+    @engine.workflow("code20")
+    async def code20(ctx: af.WorkflowContext, log: str) -> int:
+        total = 0
+        for i in range(20):
+            if kill and i == 7:
+                total += await ctx.step(
+                    f"s{i}", code_steps.kill_engine_once, log, f"s{i}", marker, pid, i
+                )
+            else:
+                total += await ctx.step(f"s{i}", code_steps.logged, log, f"s{i}", i)
+        return total
+
+    @engine.workflow("napper")
+    async def napper(ctx: af.WorkflowContext, log: str) -> list[Any]:
+        got = [await ctx.step(f"a{i}", code_steps.logged, log, f"a{i}", i) for i in range(3)]
+        await ctx.sleep("nap", "1s")
+        signal_value = await ctx.wait_for_signal("go", timeout="1h")
+        got += [await ctx.step(f"b{i}", code_steps.logged, log, f"b{i}", i) for i in range(3)]
+        return [got, signal_value, str(ctx.uuid4())]
+
+    return engine
+
+
+def code(data_dir: str, log: str, kill: bool) -> None:
+    engine = _code_engine(data_dir, log, kill)
+    with engine:
+        run = engine.trigger("code20", log, idempotency_key="the-run")
+        print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120), flush=True)
+
+
+def code_sleep(data_dir: str, log: str, phase: str) -> None:
+    engine = _code_engine(data_dir, log, False)
+    with engine:
+        run = engine.trigger("napper", log, idempotency_key="nap")
+        print("RUN", run.id, flush=True)
+        if phase == "start":
+            while run.inspect().status != af.RunStatus.RUNNING or not any(
+                s.name == "nap" for s in run.inspect().steps
+            ):
+                time.sleep(0.01)
+            print("SLEEPING", flush=True)
+            time.sleep(600)
+        while not any(s.name == "go" for s in run.inspect().steps):
+            time.sleep(0.01)
+        run.signal("go", "green")
+        print("RESULT", run.result(timeout=60), flush=True)
+
+
 if __name__ == "__main__":
     data_dir, log, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     Path(log).touch()
@@ -155,6 +216,12 @@ if __name__ == "__main__":
         retry(data_dir, log)
     elif mode == "writes":
         writes(data_dir, int(sys.argv[4]))
+    elif mode == "code":
+        code(data_dir, log, kill=False)
+    elif mode == "code-kill":
+        code(data_dir, log, kill=True)
+    elif mode == "code-sleep":
+        code_sleep(data_dir, log, sys.argv[4])
     elif mode == "outside":
         outside(data_dir, sys.argv[4])
     else:

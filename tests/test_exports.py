@@ -16,6 +16,9 @@ PUBLIC = {
     # triggers, events, approvals, state and services
     "ApprovalAlreadyResolved", "ApprovalError", "ApprovalExpired", "ApprovalNotFound", "Secret",
     "Service", "State", "WaitTimeout", "define_service",
+    # code workflows
+    "CodeWorkflow", "HeartbeatTimeout", "NondeterminismError", "PanicPolicy", "WorkflowContext",
+    "WorkflowFailed", "WorkflowInfo", "step_context", "testing",
 }  # fmt: skip
 
 
@@ -34,6 +37,9 @@ def test_one_exception_tree() -> None:
     assert issubclass(af.WorkerCrashed, af.StepFailed)
     assert issubclass(af.GraphError, af.DefinitionError)
     assert issubclass(af.ResultTimeout, TimeoutError)
+    assert issubclass(af.HeartbeatTimeout, af.StepTimeout)
+    assert issubclass(af.NondeterminismError, af.RunError)
+    assert issubclass(af.WorkflowFailed, af.RunError)
 
 
 def test_public_names_are_documented() -> None:

@@ -20,59 +20,20 @@ from actorflow.definition._spec import WorkflowSpec
 from actorflow.definition._triggers import check_schedule, check_webhook
 from actorflow.errors import DefinitionError, GraphError
 
-__all__ = ["Workflow", "validate_name"]
+__all__ = ["Triggers", "Workflow", "validate_name"]
 
 
-class Workflow(Flow):
-    """A workflow under definition; chain steps and control-flow constructs on it.
+class Triggers:
+    """``on_webhook`` / ``on_schedule`` / ``on_interval``, shared by graph and code workflows.
 
-    Created by :meth:`actorflow.Engine.define`; can also be made directly (for example to test
-    a definition without an engine).
-
-    Args:
-        workflow_id: the workflow's id.
-        retry: default retry policy of its steps (default: no retry).
-        timeout: time the whole run may take (a duration); past it the run fails with
-            :class:`~actorflow.errors.RunTimeout` and its running steps are killed.
-        step_timeout: default timeout of each step.
-        concurrency: most runs active at once; more are queued in trigger order.
-        description: free text shown by the CLI.
-        on_error: default handler for steps that fail for good and have none of their own.
-        services: configured services (``svc.with_config(...)``) its steps reach as
-            ``ctx.services.<id>``.
-        rate_limit: most runs started per time window, e.g. ``"100/m"`` or ``"5/10s"``;
-            later runs queue durably and start in order as the window allows.
+    The host class provides ``_lock``, ``_frozen``, ``_webhooks``, ``_schedules`` and ``id``.
     """
 
-    def __init__(
-        self,
-        workflow_id: str,
-        *,
-        retry: Retry | None = None,
-        timeout: Any = None,
-        step_timeout: Any = None,
-        concurrency: int | None = None,
-        description: str = "",
-        on_error: Callable[[Any], Any] | None = None,
-        services: Sequence[Any] = (),
-        rate_limit: str | None = None,
-    ) -> None:
-        super().__init__(workflow_id if isinstance(workflow_id, str) else None)
-        # Raw values, validated all at once by build(): callers may be untyped.
-        self._id: Any = workflow_id
-        self._retry: Any = retry
-        self._timeout: Any = timeout
-        self._step_timeout: Any = step_timeout
-        self._concurrency: Any = concurrency
-        self._description: Any = description
-        self._on_error: Any = on_error
-        self._services: Any = services
-        self._rate_limit: Any = rate_limit
-        self._webhooks: list[tuple[Any, ...]] = []
-        self._schedules: list[tuple[Any, ...]] = []
-        self._spec: WorkflowSpec | None = None
-
-    # -- triggers --------------------------------------------------------------------------
+    _lock: Any
+    _frozen: bool
+    _webhooks: list[tuple[Any, ...]]
+    _schedules: list[tuple[Any, ...]]
+    id: Any
 
     def on_webhook(
         self,
@@ -144,6 +105,56 @@ class Workflow(Flow):
             raise DefinitionError(
                 "is already built (its engine has started); add triggers before that", self.id
             )
+
+
+class Workflow(Flow, Triggers):
+    """A workflow under definition; chain steps and control-flow constructs on it.
+
+    Created by :meth:`actorflow.Engine.define`; can also be made directly (for example to test
+    a definition without an engine).
+
+    Args:
+        workflow_id: the workflow's id.
+        retry: default retry policy of its steps (default: no retry).
+        timeout: time the whole run may take (a duration); past it the run fails with
+            :class:`~actorflow.errors.RunTimeout` and its running steps are killed.
+        step_timeout: default timeout of each step.
+        concurrency: most runs active at once; more are queued in trigger order.
+        description: free text shown by the CLI.
+        on_error: default handler for steps that fail for good and have none of their own.
+        services: configured services (``svc.with_config(...)``) its steps reach as
+            ``ctx.services.<id>``.
+        rate_limit: most runs started per time window, e.g. ``"100/m"`` or ``"5/10s"``;
+            later runs queue durably and start in order as the window allows.
+    """
+
+    def __init__(
+        self,
+        workflow_id: str,
+        *,
+        retry: Retry | None = None,
+        timeout: Any = None,
+        step_timeout: Any = None,
+        concurrency: int | None = None,
+        description: str = "",
+        on_error: Callable[[Any], Any] | None = None,
+        services: Sequence[Any] = (),
+        rate_limit: str | None = None,
+    ) -> None:
+        super().__init__(workflow_id if isinstance(workflow_id, str) else None)
+        # Raw values, validated all at once by build(): callers may be untyped.
+        self._id: Any = workflow_id
+        self._retry: Any = retry
+        self._timeout: Any = timeout
+        self._step_timeout: Any = step_timeout
+        self._concurrency: Any = concurrency
+        self._description: Any = description
+        self._on_error: Any = on_error
+        self._services: Any = services
+        self._rate_limit: Any = rate_limit
+        self._webhooks: list[tuple[Any, ...]] = []
+        self._schedules: list[tuple[Any, ...]] = []
+        self._spec: WorkflowSpec | None = None
 
     @property
     def id(self) -> str:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal, cast
 
 from actorflow.errors import DefinitionError
 
-__all__ = ["Retry", "parse_duration", "qualified_name"]
+__all__ = ["UNLIMITED", "Retry", "parse_duration", "qualified_name"]
+
+#: ``attempts`` of a policy with no limit (Temporal's ``maximum_attempts=0``).
+UNLIMITED = 2**62
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(us|ms|s|m|h|d|w)")
@@ -81,6 +84,15 @@ class Retry:
             (full jitter), which spreads retries of many runs that failed together.
         non_retryable: exception types (or their names, ``"ValueError"`` or
             ``"mymod.MyError"``) that fail the step at once. Subclasses match too.
+        backoff_coefficient: how much each wait grows over the previous one (default 2.0
+            for ``"exponential"``, 1.0 for ``"fixed"``).
+        schedule_to_close: bound on the whole step, all attempts and waits included (a
+            duration): no attempt starts after it, and a running attempt's timeout is cut to
+            what is left of it.
+        initial_interval, backoff_coefficient, maximum_interval, maximum_attempts,
+        non_retryable_error_types: Temporal's names, accepted as aliases of ``delay``,
+            ``backoff_coefficient``, ``max_delay``, ``attempts`` (``0``: unlimited) and
+            ``non_retryable``.
 
     Raises:
         DefinitionError: listing every invalid field.
@@ -92,10 +104,62 @@ class Retry:
     max_delay: Duration | None = None
     jitter: float | bool = 0.0
     non_retryable: Sequence[type[BaseException] | str] = ()
+    backoff_coefficient: float | None = None
+    schedule_to_close: Duration | None = None
+    # Temporal's spellings (init-only aliases, folded into the fields above).
+    initial_interval: InitVar[Duration | None] = None
+    maximum_interval: InitVar[Duration | None] = None
+    maximum_attempts: InitVar[int | None] = None
+    non_retryable_error_types: InitVar[Sequence[type[BaseException] | str] | None] = None
     _names: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(
+        self,
+        initial_interval: Duration | None,
+        maximum_interval: Duration | None,
+        maximum_attempts: int | None,
+        non_retryable_error_types: Sequence[type[BaseException] | str] | None,
+    ) -> None:
         problems: list[str] = []
+        if initial_interval is not None:
+            object.__setattr__(self, "delay", initial_interval)
+        if maximum_interval is not None:
+            object.__setattr__(self, "max_delay", maximum_interval)
+        if non_retryable_error_types is not None:
+            object.__setattr__(self, "non_retryable", non_retryable_error_types)
+        if maximum_attempts is not None:
+            if isinstance(maximum_attempts, int) and not isinstance(maximum_attempts, bool):
+                # Temporal: 0 means no limit.
+                object.__setattr__(
+                    self, "attempts", UNLIMITED if maximum_attempts == 0 else maximum_attempts
+                )
+            else:
+                problems.append(
+                    "retry.maximum_attempts: expected an integer >= 0 (0: unlimited), "
+                    f"got {maximum_attempts!r}"
+                )
+        coefficient = self.backoff_coefficient
+        if coefficient is None:
+            coefficient = 2.0 if self.backoff == "exponential" else 1.0
+        if (
+            not isinstance(coefficient, int | float)
+            or isinstance(coefficient, bool)
+            or not 1.0 <= coefficient <= 1000.0
+        ):
+            problems.append(
+                f"retry.backoff_coefficient: expected a number from 1 to 1000, got {coefficient!r}"
+            )
+        else:
+            object.__setattr__(self, "backoff_coefficient", float(coefficient))
+        if self.schedule_to_close is not None:
+            try:
+                object.__setattr__(
+                    self,
+                    "schedule_to_close",
+                    parse_duration(self.schedule_to_close, "retry.schedule_to_close"),
+                )
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
         if not isinstance(self.attempts, int) or isinstance(self.attempts, bool):
             problems.append(f"retry.attempts: expected an integer >= 1, got {self.attempts!r}")
         elif self.attempts < 1:
@@ -151,8 +215,10 @@ class Retry:
             random: a number in [0, 1) for jitter.
         """
         base = cast(float, self.delay)  # normalised to seconds in __post_init__
-        if self.backoff == "exponential":
-            base *= 2.0 ** max(0, failures - 1)
+        try:
+            base *= cast(float, self.backoff_coefficient) ** max(0, failures - 1)
+        except OverflowError:  # thousands of failures under an unlimited policy
+            base = float("inf")
         wait = min(base, cast(float, self.max_delay))
         return wait * (1.0 - float(self.jitter) * random)
 
@@ -178,7 +244,17 @@ class Retry:
             "max_delay": self.max_delay,
             "jitter": self.jitter,
             "non_retryable": sorted(self._names),
+            "backoff_coefficient": self.backoff_coefficient,
+            "schedule_to_close": self.schedule_to_close,
         }
+
+    def allows(self, failures: int, type_names: Sequence[str]) -> bool:
+        """True if a step that failed ``failures`` times may run again.
+
+        The last failure's error types must be retryable; the ``schedule_to_close`` bound is
+        checked by the caller.
+        """
+        return failures < self.attempts and self.is_retryable(type_names)
 
 
 #: The policy of a step that names none and whose workflow names none: run once.

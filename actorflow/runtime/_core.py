@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 
@@ -30,15 +30,24 @@ from actorflow.runtime._promise import Promise
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 
-__all__ = ["Admission", "Compiled", "Core", "Waiters"]
+__all__ = ["Admission", "CodeCompiled", "Compiled", "Core", "Waiters"]
 
 log = logging.getLogger("actorflow.runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCompiled:
+    """A code workflow ready to run (``@engine.workflow``): its spec alone."""
+
+    spec: Any
+    code: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """A workflow ready to run: its spec, its plan, and the plan in the evaluator's form."""
 
+    code: ClassVar[bool] = False
     spec: WorkflowSpec
     plan: Plan
     prepared: Any
@@ -232,7 +241,7 @@ class Core:
     store: Store
     clock: Clock
     evaluator: ModuleType
-    workflows: dict[str, Compiled]
+    workflows: dict[str, Compiled | CodeCompiled]
     waiters: Waiters
     admission: Admission
     on_run_finished: Callable[[str, str], Any]
@@ -257,6 +266,17 @@ class Core:
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="actorflow-callback")
     )
     _service_blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    #: Callers of code workflows' updates, by (run id, update id), answered once durable.
+    replies: dict[tuple[str, str], Promise[Any]] = field(default_factory=dict)
+
+    def input_for(self, workflow: str, payload: bytes) -> bytes:
+        """A payload as ``workflow`` takes it: a code workflow gets it as its one argument."""
+        compiled = self.workflows.get(workflow)
+        if compiled is None or not compiled.code:
+            return payload
+        from actorflow.store._codec import decode_value, encode_value
+
+        return encode_value([decode_value(payload, "payload")], "payload")
 
     def background(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call a user callback on a helper thread; its errors are logged, never raised."""

@@ -37,7 +37,7 @@ import pykka
 from actorflow import _faults
 from actorflow.config import EngineConfig
 from actorflow.definition._options import qualified_name
-from actorflow.errors import PoolUnavailable, StepTimeout, WorkerCrashed
+from actorflow.errors import HeartbeatTimeout, PoolUnavailable, StepTimeout, WorkerCrashed
 from actorflow.runtime._inbox import Actor, IoReady, SelectorInbox, Tick
 from actorflow.runtime._messages import (
     CancelTasks,
@@ -79,17 +79,21 @@ def _mro_names(cls: type) -> tuple[str, ...]:
 
 
 _TIMEOUT_TYPES = _mro_names(StepTimeout)
+_HEARTBEAT_TYPES = _mro_names(HeartbeatTimeout)
 _CRASH_TYPES = _mro_names(WorkerCrashed)
 _POOL_TYPES = _mro_names(PoolUnavailable)
 
 
 class _Inflight:
-    __slots__ = ("cancelled", "spec", "task_id")
+    __slots__ = ("beat", "cancelled", "details", "spec", "started", "task_id")
 
     def __init__(self, task_id: int, spec: TaskSpec) -> None:
         self.task_id = task_id
         self.spec = spec
         self.cancelled = False  # its run was cancelled: whatever it reports is dropped
+        self.started = 0.0  # monotonic; when it reached the head of its worker's queue
+        self.beat = 0.0  # monotonic; its last heartbeat (or its start)
+        self.details = spec.details  # its last heartbeat's details (the previous attempt's)
 
 
 class _Worker:
@@ -396,6 +400,7 @@ class Dispatcher(Actor):
                     spec.position,
                     spec.call if spec.chunk is None else 2 | spec.call,
                     spec.error,
+                    spec.details,
                 )
             )
             entries.append(_Inflight(task_id, spec))
@@ -413,8 +418,7 @@ class Dispatcher(Actor):
             w.inflight.append(entry)
             self._tasks[entry.task_id] = (w, entry)
         if was_idle:
-            timeout = entries[0].spec.timeout
-            w.deadline = None if timeout is None else time.monotonic() + timeout
+            self._arm_head(w)
         self.stats.dispatched += len(entries)
 
     # -- receiving -------------------------------------------------------------------------
@@ -441,6 +445,8 @@ class Dispatcher(Actor):
                 self._pop_entry(w, found[1])
         elif op == W.REQUEST:
             self._answer(w, msg)
+        elif op == W.BEAT:
+            self._beat(w, msg)
         elif op == W.LOG:
             found = self._tasks.get(msg[1])
             if found is not None:
@@ -475,14 +481,38 @@ class Dispatcher(Actor):
             except ValueError:
                 pass
         if inflight:
-            timeout = inflight[0].spec.timeout
-            w.deadline = None if timeout is None else time.monotonic() + timeout
+            self._arm_head(w)
         else:
             w.deadline = None
             if w.state == _READY:
                 self._idle.append(w)
         if self._drain is not None:
             self._check_drained()
+
+    def _arm_head(self, w: _Worker) -> None:
+        """The head of ``w``'s queue starts now: its deadline (timeout, heartbeat)."""
+        head = w.inflight[0]
+        head.started = head.beat = time.monotonic()
+        self._set_deadline(w, head)
+
+    @staticmethod
+    def _set_deadline(w: _Worker, head: _Inflight) -> None:
+        spec = head.spec
+        deadline = None if spec.timeout is None else head.started + spec.timeout
+        if spec.heartbeat_timeout is not None:
+            silent = head.beat + spec.heartbeat_timeout
+            deadline = silent if deadline is None else min(deadline, silent)
+        w.deadline = deadline
+
+    def _beat(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        found = self._tasks.get(msg[1])
+        if found is None:
+            return
+        entry = found[1]
+        entry.details = msg[2]
+        entry.beat = time.monotonic()
+        if w.inflight and w.inflight[0] is entry and entry.spec.heartbeat_timeout is not None:
+            self._set_deadline(w, entry)
 
     def _done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, task_id, ok, data, started, ended = msg
@@ -516,7 +546,7 @@ class Dispatcher(Actor):
                 spec.run_id,
                 spec.step,
                 spec.attempt,
-                ErrorInfo("error", qual, tuple(mro), message, tb, blob),
+                ErrorInfo("error", qual, tuple(mro), message, tb, blob, details=entry.details),
                 started,
                 ended,
                 w.pid,
@@ -634,24 +664,43 @@ class Dispatcher(Actor):
         self._tasks.pop(entry.task_id, None)
         if not entry.cancelled:
             self.stats.timeouts += 1
-            log.warning(
-                "step %r of run %s timed out after %gs; killing worker %d",
-                spec.step,
-                spec.run_id,
-                spec.timeout,
-                w.pid,
-            )
-            self._fail(
-                spec,
-                ErrorInfo(
+            hb = spec.heartbeat_timeout
+            now = time.monotonic()
+            silent = hb is not None and entry.beat + hb <= now + 1e-3
+            if silent and (spec.timeout is None or entry.started + spec.timeout > now + 1e-3):
+                assert hb is not None
+                log.warning(
+                    "step %r of run %s sent no heartbeat for %gs; killing worker %d",
+                    spec.step,
+                    spec.run_id,
+                    hb,
+                    w.pid,
+                )
+                error = ErrorInfo(
+                    "timeout",
+                    _HEARTBEAT_TYPES[0],
+                    _HEARTBEAT_TYPES,
+                    f"no heartbeat for {hb:g}s (worker killed)",
+                    timeout=hb,
+                    details=entry.details,
+                )
+            else:
+                log.warning(
+                    "step %r of run %s timed out after %gs; killing worker %d",
+                    spec.step,
+                    spec.run_id,
+                    spec.timeout,
+                    w.pid,
+                )
+                error = ErrorInfo(
                     "timeout",
                     _TIMEOUT_TYPES[0],
                     _TIMEOUT_TYPES,
                     f"timed out after {spec.timeout:g}s (worker killed)",
                     timeout=spec.timeout,
-                ),
-                w.pid,
-            )
+                    details=entry.details,
+                )
+            self._fail(spec, error, w.pid)
         self._kill(w)
 
     def _kill(self, w: _Worker) -> None:
@@ -719,6 +768,7 @@ class Dispatcher(Actor):
                             _CRASH_TYPES,
                             f"worker process died ({how})",
                             exitcode=code,
+                            details=entry.details,
                         ),
                         w.pid,
                     )

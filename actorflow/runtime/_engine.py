@@ -6,15 +6,17 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import orjson
 import pykka
 
 from actorflow._clock import Clock, SystemClock
 from actorflow._types import RunStatus, new_run_id
+from actorflow.code._definition import CodeWorkflow, PanicPolicy
 from actorflow.config import EngineConfig
 from actorflow.definition._builder import Workflow
 from actorflow.definition._options import Retry
@@ -29,7 +31,7 @@ from actorflow.errors import (
 )
 from actorflow.graph import compile_plan, evaluator
 from actorflow.runtime._background import Background
-from actorflow.runtime._core import Admission, Compiled, Core, Waiters
+from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
 from actorflow.runtime._dispatcher import Dispatcher
 from actorflow.runtime._external import (
     EngineHost,
@@ -39,7 +41,18 @@ from actorflow.runtime._external import (
     state_call,
 )
 from actorflow.runtime._handle import RunHandle, _wait
-from actorflow.runtime._messages import ActivateRun, CancelRun, Drain, Flush, StartRun, Write
+from actorflow.runtime._messages import (
+    ActivateRun,
+    CancelRun,
+    Drain,
+    Flush,
+    QueryRun,
+    RestartRun,
+    SignalRun,
+    StartRun,
+    UpdateRun,
+    Write,
+)
 from actorflow.runtime._promise import Countdown, Promise
 from actorflow.runtime._scheduler import Scheduler, stored_timers
 from actorflow.runtime._shard import Shard
@@ -104,7 +117,7 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._custom_store = custom_store
         self._memory_store: MemoryStore | None = None
-        self._definitions: dict[str, Workflow] = {}
+        self._definitions: dict[str, Workflow | CodeWorkflow] = {}
         self._lock = threading.RLock()
         self._core: Core | None = None
         self._store: Store | None = None
@@ -166,6 +179,70 @@ class Engine:
             )
             self._definitions[workflow_id] = wf
             return wf
+
+    def workflow(
+        self,
+        workflow_id: str,
+        *,
+        retry: Retry | None = None,
+        timeout: Any = None,
+        concurrency: int | None = None,
+        description: str = "",
+        panic: PanicPolicy | None = None,
+        failure_types: Sequence[type[BaseException]] = (),
+        services: Sequence[Any] = (),
+        rate_limit: str | None = None,
+    ) -> Callable[[Callable[..., Awaitable[Any]]], CodeWorkflow]:
+        """Define a code workflow: decorate an ``async def f(ctx, *args)``.
+
+        The function runs in the engine, replayed deterministically from its history after
+        a crash, a restart or an eviction; its ``ctx.step(...)`` calls run in the worker pool
+        and are recorded. See :class:`~actorflow.WorkflowContext`.
+
+        Args:
+            workflow_id: unique name of the workflow.
+            retry: default retry policy of its steps (default: run once).
+            timeout: the whole run's time limit (a duration).
+            concurrency: most runs active at once; later ones queue.
+            description: free text.
+            panic: what to do when the function fails unexpectedly (a bug, a
+                nondeterministic change): :class:`~actorflow.PanicPolicy` (default: restart
+                from the history 3 times, 5 s apart, then wait for ``engine.restart``).
+            failure_types: exception types that fail the run when the function raises them
+                (besides :class:`~actorflow.RunError` and its subclasses, such as a step's
+                :class:`~actorflow.StepFailed`, and :class:`~actorflow.WorkflowFailed`);
+                any other exception panics the run.
+            services: configured services its steps reach as ``ctx.services.<id>``.
+            rate_limit: most runs started per window, e.g. ``"100/m"``.
+
+        Returns:
+            A decorator; it returns a :class:`~actorflow.CodeWorkflow`, still callable as
+            the function.
+
+        Raises:
+            DefinitionError: the id is already defined.
+        """
+
+        def register(fn: Callable[..., Awaitable[Any]]) -> CodeWorkflow:
+            wf = CodeWorkflow(
+                workflow_id,
+                fn,
+                retry=retry,
+                timeout=timeout,
+                concurrency=concurrency,
+                description=description,
+                panic=panic,
+                failure_types=failure_types,
+                services=services,
+                rate_limit=rate_limit,
+            )
+            with self._lock:
+                if workflow_id in self._definitions:
+                    raise DefinitionError("is already defined on this engine", workflow_id)
+                self._definitions[workflow_id] = wf
+            return wf
+
+        return register
 
     @property
     def workflows(self) -> list[str]:
@@ -266,7 +343,7 @@ class Engine:
     def _recover(self, core: Core) -> None:
         store = core.store
         resumed = queued = 0
-        for status in (RunStatus.RUNNING, RunStatus.QUEUED):
+        for status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.PANICKED):
             prefix = K.status_index_prefix(status)
             for key, _ in store.scan(K.INDEX, prefix):
                 run_id = key[len(prefix) :].decode()
@@ -282,7 +359,9 @@ class Engine:
                         workflow,
                     )
                     continue
-                if status == RunStatus.RUNNING:
+                if status == RunStatus.PANICKED:
+                    core.admission.adopt(workflow, run_id)  # its restart timer wakes it
+                elif status == RunStatus.RUNNING:
                     core.admission.adopt(workflow, run_id)
                     core.route(run_id).tell(ActivateRun(run_id))
                     resumed += 1
@@ -369,32 +448,32 @@ class Engine:
 
     # -- triggering ------------------------------------------------------------------------
 
-    def trigger(
-        self, workflow: str, payload: Any = None, *, idempotency_key: str | None = None
-    ) -> RunHandle:
+    def trigger(self, workflow: str, *args: Any, idempotency_key: str | None = None) -> RunHandle:
         """Start a run of ``workflow``; returns once the run is durably recorded.
 
         Args:
             workflow: the workflow id.
-            payload: the run's input (``ctx.payload``): JSON-compatible data or any picklable
-                object.
+            *args: a graph workflow takes one payload (``ctx.payload``; none: None); a code
+                workflow's function is called as ``f(ctx, *args)``. JSON-compatible data or
+                any picklable objects.
             idempotency_key: runs triggered with the same key (per workflow) are one run: the
                 second call returns the first run's handle.
 
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidPayload: the payload cannot be stored.
+            ClientError: more than one payload for a graph workflow.
             EngineNotRunning: the engine is not started.
         """
-        run_id, fut = self._submit(workflow, payload, idempotency_key)
+        run_id, fut = self._submit(workflow, args, idempotency_key)
         fut.result()
         return RunHandle(self, run_id, workflow)
 
     async def trigger_async(
-        self, workflow: str, payload: Any = None, *, idempotency_key: str | None = None
+        self, workflow: str, *args: Any, idempotency_key: str | None = None
     ) -> RunHandle:
         """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits."""
-        run_id, fut = self._submit(workflow, payload, idempotency_key)
+        run_id, fut = self._submit(workflow, args, idempotency_key)
         await _wait(fut)
         return RunHandle(self, run_id, workflow)
 
@@ -428,14 +507,16 @@ class Engine:
             raise ClientError(
                 f"idempotency_keys: expected {len(items)} keys (one per payload), got {len(keys)}"
             )
-        encoded = [encode_value(p, f"payloads[{i}]") for i, p in enumerate(items)]
+        encoded = [
+            encode_value([p] if compiled.code else p, f"payloads[{i}]") for i, p in enumerate(items)
+        ]
         plain = [i for i, k in enumerate(keys) if k is None]
         countdown = Countdown(len(plain))
         ids: list[str] = [""] * len(items)
         for i in plain:
             new_id = ids[i] = new_run_id()
             core.route(new_id).tell(StartRun(new_id, compiled.spec.id, encoded[i], None, countdown))
-        keyed = [(i, self._submit(workflow, items[i], keys[i])) for i, k in enumerate(keys) if k]
+        keyed = [(i, self._submit(workflow, (items[i],), keys[i])) for i, k in enumerate(keys) if k]
         countdown.promise.result()
         for i, (keyed_id, fut) in keyed:
             fut.result()
@@ -443,11 +524,19 @@ class Engine:
         return [RunHandle(self, run_id, workflow) for run_id in ids]
 
     def _submit(
-        self, workflow: str, payload: Any, idempotency_key: str | None
+        self, workflow: str, args: tuple[Any, ...], idempotency_key: str | None
     ) -> tuple[str, Promise[None]]:
         core = self._require_core()
         compiled = self._compiled(core, workflow)
-        data = encode_value(payload, "payload")
+        if compiled.code:
+            data = encode_value(list(args), "arguments")
+        elif len(args) > 1:
+            raise ClientError(
+                f"trigger({workflow!r}, ...): a graph workflow takes one payload, got "
+                f"{len(args)} arguments (pass one dict or list)"
+            )
+        else:
+            data = encode_value(args[0] if args else None, "payload")
         if idempotency_key is None:
             return core.submit(compiled.spec.id, data, None)
         if not isinstance(idempotency_key, str) or not idempotency_key:
@@ -521,6 +610,71 @@ class Engine:
     async def resume_async(self, token: str, payload: Any = None) -> None:
         """Awaitable twin of :meth:`resume`."""
         await _wait(resume(self._require_core(), token, payload))
+
+    def restart(self, run_id: str) -> None:
+        """Restart a panicked code workflow run from its history (after fixing the code).
+
+        Its restart count starts again from zero. Returns once the restart is durable.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: the run is not a panicked code workflow run.
+        """
+        self._restart(run_id).result()
+
+    async def restart_async(self, run_id: str) -> None:
+        """Awaitable twin of :meth:`restart`."""
+        await _wait(self._restart(run_id))
+
+    def _restart(self, run_id: str) -> Promise[bool]:
+        core = self._require_core()
+        read_run(core.store, run_id)  # RunNotFound for an unknown id
+        fut: Promise[bool] = Promise()
+        core.route(run_id).tell(RestartRun(run_id, fut))
+        return fut
+
+    def export_history(self, run_id: str, path: str | Path | None = None) -> dict[str, Any]:
+        """A code workflow run's history as one JSON document (written to ``path`` if given).
+
+        ``actorflow replay --history FILE module:engine`` or ``af.testing.replay(doc, fn)``
+        replays it against the current code without a store.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: the run is a graph workflow's.
+        """
+        from actorflow.code._history import export_history
+
+        doc = self._read(export_history, run_id)
+        if path is not None:
+            Path(path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return doc
+
+    def _signal(self, run_id: str, name: str, payload: Any) -> Promise[bool]:
+        core = self._require_core()
+        if not isinstance(name, str) or not name:
+            raise ClientError(f"signal: name: expected a non-empty string, got {name!r}")
+        data = encode_value(payload, f"payload of signal {name!r}")
+        fut: Promise[bool] = Promise()
+        core.route(run_id).tell(SignalRun(run_id, name, data, fut))
+        return fut
+
+    def _query(self, run_id: str, name: str, args: tuple[Any, ...]) -> Promise[Any]:
+        core = self._require_core()
+        if not isinstance(name, str) or not name:
+            raise ClientError(f"query: name: expected a non-empty string, got {name!r}")
+        fut: Promise[Any] = Promise()
+        core.route(run_id).tell(QueryRun(run_id, name, tuple(args), fut))
+        return fut
+
+    def _update(self, run_id: str, name: str, payload: Any) -> Promise[Any]:
+        core = self._require_core()
+        if not isinstance(name, str) or not name:
+            raise ClientError(f"update: name: expected a non-empty string, got {name!r}")
+        data = encode_value(payload, f"payload of update {name!r}")
+        fut: Promise[Any] = Promise()
+        core.route(run_id).tell(UpdateRun(run_id, name, data, str(new_run_id()), fut))
+        return fut
 
     def approvals(
         self, status: str | None = "waiting", run_id: str | None = None
@@ -679,12 +833,16 @@ class Engine:
             raise StoreError(f"the engine halted after a store failure: {self._failure}")
         return core
 
-    def _compile(self, wf: Workflow, known: Collection[str] | None = None) -> Compiled:
+    def _compile(
+        self, wf: Workflow | CodeWorkflow, known: Collection[str] | None = None
+    ) -> Compiled | CodeCompiled:
+        if isinstance(wf, CodeWorkflow):
+            return CodeCompiled(wf.build())
         spec = wf.build()
         plan = compile_plan(spec, known if known is not None else list(self._definitions))
         return Compiled.of(spec, plan, evaluator.prepare(plan))
 
-    def _compiled(self, core: Core, workflow: str) -> Compiled:
+    def _compiled(self, core: Core, workflow: str) -> Compiled | CodeCompiled:
         compiled = core.workflows.get(workflow)
         if compiled is not None:
             return compiled

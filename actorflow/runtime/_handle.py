@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 from actorflow._types import RunStatus
 from actorflow.errors import ResultTimeout
 from actorflow.runtime._promise import Promise
-from actorflow.runtime._views import RunDetails, inspect_run, read_run, run_outcome
+from actorflow.runtime._views import (
+    RunDetails,
+    final_run,
+    inspect_run,
+    read_run,
+    run_outcome,
+)
 
 if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
@@ -48,10 +54,16 @@ class RunHandle:
     def status(self) -> RunStatus:
         """The run's current status, as recorded in the store.
 
+        For a code workflow run that continued as new, the status of the last run of the
+        chain (``inspect`` shows this run itself).
+
         Raises:
             RunNotFound: the run does not exist.
         """
-        return RunStatus(self._engine._read(read_run, self.id)["status"])
+        found = self._engine._read(final_run, self.id)
+        if found is None:
+            return RunStatus(self._engine._read(read_run, self.id)["status"])
+        return RunStatus(found[1]["status"])
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish and return its result (the last step's output).
@@ -72,10 +84,13 @@ class RunHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            fut = self._watch()
-            finished, value = self._outcome()
+            current = self._latest()
+            fut = self._engine._watch(current)
+            finished, value, latest = self._outcome()
             if finished:
                 return value
+            if latest != current:
+                continue  # it continued as new meanwhile: watch the new run
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 fut.result(remaining)
@@ -89,10 +104,13 @@ class RunHandle:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            fut = self._watch()
-            finished, value = self._outcome()
+            current = self._latest()
+            fut = self._engine._watch(current)
+            finished, value, latest = self._outcome()
             if finished:
                 return value
+            if latest != current:
+                continue
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             try:
                 await asyncio.wait_for(_wait(fut), remaining)
@@ -119,6 +137,69 @@ class RunHandle:
         await _wait(fut)
         return fut.result()
 
+    # -- code workflows: signals, queries, updates -------------------------------------------
+
+    def signal(self, name: str, payload: Any = None) -> None:
+        """Send signal ``name`` to a code workflow run; returns once it is durable.
+
+        The run receives it through ``ctx.wait_for_signal(name)`` or ``ctx.on_signal``.
+
+        Raises:
+            ClientError: the run is finished, or is not a code workflow's.
+            InvalidPayload: the payload cannot be stored.
+        """
+        self._engine._signal(self._latest(), name, payload).result()
+
+    async def signal_async(self, name: str, payload: Any = None) -> None:
+        """Awaitable twin of :meth:`signal`."""
+        await _wait(self._engine._signal(self._latest(), name, payload))
+
+    def query(self, name: str, *args: Any, timeout: float | None = 30.0) -> Any:
+        """Ask a code workflow run's ``ctx.on_query(name, fn)`` handler: ``fn(*args)``.
+
+        Answered from the run's current state; nothing is recorded. A run not in memory is
+        rebuilt by replay first.
+
+        Raises:
+            ClientError: no such handler, or the run is finished or not a code workflow's.
+        """
+        fut = self._engine._query(self._latest(), name, args)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            raise ResultTimeout(f"query {name!r} of run {self.id}: no answer") from None
+
+    async def query_async(self, name: str, *args: Any) -> Any:
+        """Awaitable twin of :meth:`query`."""
+        fut = self._engine._query(self._latest(), name, args)
+        await _wait(fut)
+        return fut.result()
+
+    def update(self, name: str, payload: Any = None, *, timeout: float | None = None) -> Any:
+        """Call a code workflow run's ``ctx.on_update(name, fn)`` handler and return its result.
+
+        The update is recorded in the run's history before the handler runs; the handler
+        may await steps, and its return value comes back once what it did is durable.
+
+        Raises:
+            ClientError: no such handler, or the run is finished or not a code workflow's.
+            ResultTimeout: ``timeout`` passed first (the update goes on).
+            Exception: whatever the handler raised.
+        """
+        fut = self._engine._update(self._latest(), name, payload)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            raise ResultTimeout(
+                f"update {name!r} of run {self.id} did not finish within {timeout:g}s"
+            ) from None
+
+    async def update_async(self, name: str, payload: Any = None) -> Any:
+        """Awaitable twin of :meth:`update`."""
+        fut = self._engine._update(self._latest(), name, payload)
+        await _wait(fut)
+        return fut.result()
+
     def inspect(self) -> RunDetails:
         """Everything recorded about the run (same as ``engine.inspect(run.id)``)."""
         return self._engine._read(inspect_run, self.id)
@@ -128,12 +209,18 @@ class RunHandle:
     def _watch(self) -> Promise[None]:
         return self._engine._watch(self.id)
 
-    def _outcome(self) -> tuple[bool, Any]:
-        """(True, result) once finished, raising the run's error if it failed."""
-        status, result, error = self._engine._read(run_outcome, self.id)
+    def _latest(self) -> str:
+        """The id of the last run of this run's continue-as-new chain (its own if none)."""
+        found = self._engine._read(final_run, self.id)
+        return self.id if found is None else found[0]
+
+    def _outcome(self) -> tuple[bool, Any, str]:
+        """(True, result, run id) once finished, raising the run's error if it failed."""
+        latest = self._latest()
+        status, result, error = self._engine._read(run_outcome, latest)
         if error is not None:
             raise error
-        return status.terminal, result
+        return status.terminal, result, latest
 
 
 class _LoopBridge:

@@ -30,13 +30,17 @@ __all__ = [
     "EventDelivered",
     "FailureKind",
     "Flush",
+    "QueryRun",
+    "RestartRun",
     "ResumeApproval",
+    "SignalRun",
     "StartRun",
     "StepFailed",
     "StepResults",
     "StepSucceeded",
     "TaskSpec",
     "TimerFired",
+    "UpdateRun",
     "Write",
 ]
 
@@ -57,6 +61,7 @@ class ErrorInfo:
         pickled: the pickled exception, when it survived a round trip.
         exitcode: for crashes, the worker's exit code (negative: signal number).
         timeout: for timeouts, the step's timeout in seconds.
+        details: the encoded details of the attempt's last heartbeat, if it sent any.
     """
 
     kind: FailureKind
@@ -67,6 +72,7 @@ class ErrorInfo:
     pickled: bytes | None = None
     exitcode: int | None = None
     timeout: float | None = None
+    details: bytes | None = None  # the attempt's last heartbeat details (encoded)
 
 
 #: One item of a chunk task: (step path, encoded ctx.last, encoded item, index).
@@ -87,11 +93,14 @@ class TaskSpec(NamedTuple):
         timeout: seconds before the worker is killed, or None.
         item: the encoded current item (chunk) inside a for_each (batch) body, or None.
         position: the item's index or the while iteration, or None (``ctx.index``).
-        call: 1 to call ``fn(item, ctx)``, 0 for ``fn(ctx)``.
+        call: 1 to call ``fn(item, ctx)``, 0 for ``fn(ctx)``, 4 for ``fn(*item)`` (a code
+            workflow's step: ``item`` is the encoded argument list).
         error: for an error handler, the encoded exception the step failed with.
         chunk: for a chunk of tiny item steps run as one task: per item, its step path, its
             ``ctx.last``, its item and its index (``step`` is then the chunk's id, and
             ``last``, ``item`` and ``position`` are unused). See ``Supervisor.flush``.
+        heartbeat_timeout: kill the worker if the step sends no heartbeat for this long.
+        details: the previous attempt's last heartbeat details (``heartbeat_details``).
     """
 
     run_id: str
@@ -107,6 +116,8 @@ class TaskSpec(NamedTuple):
     call: int = 0
     error: bytes | None = None
     chunk: tuple[ChunkItem, ...] | None = None
+    heartbeat_timeout: float | None = None
+    details: bytes | None = None
 
 
 # -- to the dispatcher -----------------------------------------------------------------------
@@ -235,6 +246,50 @@ class ResumeApproval:
     token: str
     payload: bytes
     reply: Promise[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRun:
+    """``handle.signal(name, payload)``: ``reply`` gets True once the signal is durable."""
+
+    run_id: str
+    name: str
+    payload: bytes
+    reply: Promise[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRun:
+    """``handle.query(name, *args)``: ``reply`` gets the query handler's answer."""
+
+    run_id: str
+    name: str
+    args: tuple[Any, ...]
+    reply: Promise[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRun:
+    """``handle.update(name, payload)``: ``reply`` gets the handler's result once durable."""
+
+    run_id: str
+    name: str
+    payload: bytes
+    update_id: str
+    reply: Promise[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRun:
+    """``engine.restart(run_id)``: restart a panicked code workflow run from its history.
+
+    The shard sends it to itself again (``durable=True``) once its earlier writes are
+    durable, so that the replay reads the whole history.
+    """
+
+    run_id: str
+    reply: Promise[bool]
+    durable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

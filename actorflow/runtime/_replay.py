@@ -16,7 +16,7 @@ from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
 from actorflow.runtime import _waits
-from actorflow.runtime._core import Core
+from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._messages import ErrorInfo
 from actorflow.runtime._supervisor import Supervisor
 from actorflow.store import _keys as K
@@ -38,6 +38,11 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     compiled = core.workflows.get(rec["workflow"])
     if compiled is None:
         return None
+    if compiled.code:
+        from actorflow.code._supervisor import CodeSupervisor
+
+        return CodeSupervisor.load(core, compiled, rec)  # type: ignore[return-value]
+    assert isinstance(compiled, Compiled)
     sup = Supervisor(core, compiled, run_id)
     sup.status = status
     sup.created_at = rec["created_at"]

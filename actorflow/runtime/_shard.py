@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +29,17 @@ from actorflow.runtime._messages import (
     ChildFinished,
     EventDelivered,
     Flush,
+    QueryRun,
+    RestartRun,
     ResumeApproval,
+    SignalRun,
     StartRun,
     StepFailed,
     StepResults,
     StepSucceeded,
     TaskSpec,
     TimerFired,
+    UpdateRun,
     Write,
 )
 from actorflow.runtime._promise import Promise
@@ -67,11 +72,19 @@ class Shard(Actor):
         super().__init__()
         self._core = core
         self._index = index
-        self._runs: dict[str, Supervisor] = {}
+        # Graph supervisors and code supervisors (``actorflow.code``) alike.
+        self._runs: dict[str, Any] = {}
         # Runs whose final (or queued) record is durable: the writer appends, this actor
         # drops them from memory at its next message (no extra wake-up per finished run).
         self._durable: deque[str] = deque()
-        self._touched: dict[str, Supervisor] = {}  # runs with effects not yet folded
+        self._touched: dict[str, Any] = {}  # runs with effects not yet folded
+        # Code workflows waiting (nothing in a worker), kept alive as suspended coroutines:
+        # least recently used first. Past the size or the TTL they are evicted and rebuilt
+        # by replay at their next event (see ``_sticky_trim``).
+        self._sticky: OrderedDict[str, float] = OrderedDict()
+        per_shard = -(-core.config.sticky_cache_size // max(1, core.config.shards))
+        self._sticky_max = per_shard
+        self._sticky_ttl = core.config.sticky_cache_ttl or None
         self._reset()
 
     def _reset(self) -> None:
@@ -91,10 +104,17 @@ class Shard(Actor):
             self._passivate(self._durable.popleft())
         return len(self._runs)
 
+    @property
+    def sticky_runs(self) -> int:
+        """Code workflow runs kept in memory while they wait (the sticky cache)."""
+        return len(self._sticky)
+
     def on_receive(self, message: Any) -> Any:
         durable = self._durable
         while durable:
             self._passivate(durable.popleft())
+        if self._sticky and self._sticky_ttl is not None:
+            self._sticky_trim()
         t = type(message)
         if t is StepResults:
             for result in message.results:
@@ -155,6 +175,14 @@ class Shard(Actor):
                 self._cancel_run(message)
             elif t is Flush:
                 self._then.append(functools.partial(message.done.set_result, None))
+            elif t is SignalRun:
+                self._signal(message)
+            elif t is QueryRun:
+                self._query(message)
+            elif t is UpdateRun:
+                self._update(message)
+            elif t is RestartRun:
+                self._restart(message)
             else:
                 super().on_receive(message)
         except Exception as exc:
@@ -178,8 +206,35 @@ class Shard(Actor):
 
     def _passivate(self, run_id: str) -> None:
         sup = self._runs.get(run_id)
-        if sup is not None and (sup.finished or sup.status == RunStatus.QUEUED or sup.passive()):
+        if sup is None:
+            return
+        if sup.finished or sup.status == RunStatus.QUEUED:
             del self._runs[run_id]
+            self._sticky.pop(run_id, None)
+        elif sup.passive():
+            if getattr(sup, "code", False) and sup.driver is not None:
+                # A waiting code run stays alive (its coroutine holds no thread) until
+                # the sticky cache needs its place.
+                sup.quiet = True
+                self._sticky[run_id] = time.monotonic()
+                self._sticky.move_to_end(run_id)
+                self._sticky_trim()
+            else:
+                del self._runs[run_id]
+
+    def _sticky_trim(self) -> None:
+        """Evict the least recently used waiting code runs past the cache's size or TTL."""
+        sticky = self._sticky
+        cutoff = None if self._sticky_ttl is None else time.monotonic() - self._sticky_ttl
+        while sticky:
+            run_id, since = next(iter(sticky.items()))
+            if len(sticky) <= self._sticky_max and (cutoff is None or since > cutoff):
+                return
+            del sticky[run_id]
+            sup = self._runs.get(run_id)
+            if sup is not None and sup.quiet and sup.passive() and not sup.finished:
+                sup.evict()
+                del self._runs[run_id]
 
     def _start(self, msg: StartRun) -> None:
         if msg.run_id in self._runs or self._core.store.get(K.RUNS, K.run_key(msg.run_id)):
@@ -187,7 +242,12 @@ class Shard(Actor):
             self._then.append(functools.partial(msg.reply.set_result, None))
             return
         compiled = self._core.workflows[msg.workflow_id]
-        sup = Supervisor.new(
+        kind: Any = Supervisor
+        if compiled.code:
+            from actorflow.code._supervisor import CodeSupervisor
+
+            kind = CodeSupervisor
+        sup = kind.new(
             self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key, msg.parent
         )
         self._runs[msg.run_id] = sup
@@ -196,7 +256,7 @@ class Shard(Actor):
             sup, after=functools.partial(reply.set_result, None), on_error=reply.set_exception
         )
 
-    def _activate(self, run_id: str, admit: bool = False) -> Supervisor | None:
+    def _activate(self, run_id: str, admit: bool = False) -> Any:
         """Return the live supervisor of ``run_id``, loading and resuming it if needed.
 
         Args:
@@ -216,6 +276,85 @@ class Shard(Actor):
         sup.resume()
         self._commit(sup)
         return sup
+
+    def _code_run(self, run_id: str, reply: Promise[Any], what: str) -> Any:
+        """The live code workflow run ``run_id`` (loaded if needed), or None (reply failed)."""
+        from actorflow.errors import ClientError, RunNotFound
+
+        sup = self._activate(run_id)
+        if sup is None:
+            raw = self._core.store.get(K.RUNS, K.run_key(run_id))
+            if raw is None:
+                reply.set_exception(RunNotFound(run_id))
+            else:
+                reply.set_exception(
+                    ClientError(f"{what}: run {run_id} has finished (or is not defined here)")
+                )
+            return None
+        if not getattr(sup, "code", False):
+            reply.set_exception(
+                ClientError(
+                    f"{what}: run {run_id} is a graph workflow's; signals, queries and updates "
+                    "are for code workflows (@engine.workflow)"
+                )
+            )
+            return None
+        return sup
+
+    def _signal(self, msg: SignalRun) -> None:
+        sup = self._code_run(msg.run_id, msg.reply, f"signal {msg.name!r}")
+        if sup is None:
+            return
+        sup.on_signal(msg.name, msg.payload)
+        reply = msg.reply
+        self._commit(
+            sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
+        )
+
+    def _query(self, msg: QueryRun) -> None:
+        sup = self._code_run(msg.run_id, msg.reply, f"query {msg.name!r}")
+        if sup is None:
+            return
+        try:
+            msg.reply.set_result(sup.query(msg.name, msg.args))
+        except Exception as exc:
+            msg.reply.set_exception(exc)
+        self._commit(sup)
+
+    def _update(self, msg: UpdateRun) -> None:
+        sup = self._code_run(msg.run_id, msg.reply, f"update {msg.name!r}")
+        if sup is None:
+            return
+        sup.on_update(msg.name, msg.payload, msg.update_id, msg.reply)
+        self._commit(sup, on_error=msg.reply.set_exception)
+
+    def _restart(self, msg: RestartRun) -> None:
+        from actorflow.errors import ClientError
+
+        if not msg.durable:
+            # Replay reads the history from the store: wait until what this shard sent
+            # before is durable, then handle the restart for real.
+            again = RestartRun(msg.run_id, msg.reply, durable=True)
+            self._then.append(functools.partial(_tell, self.actor_ref, again))
+            return
+        sup: Any = self._runs.get(msg.run_id)
+        if sup is None:
+            sup = Supervisor.load(self._core, msg.run_id)
+            if sup is not None:
+                self._runs[msg.run_id] = sup
+        if sup is None or not getattr(sup, "code", False) or not sup.restart():
+            status = getattr(sup, "status", "finished or unknown")
+            msg.reply.set_exception(
+                ClientError(
+                    f"restart: run {msg.run_id} is not panicked ({status}); only a panicked "
+                    "code workflow run can be restarted"
+                )
+            )
+            return
+        reply = msg.reply
+        self._commit(
+            sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
+        )
 
     def _cancel_run(self, msg: CancelRun) -> None:
         sup = self._runs.get(msg.run_id)
@@ -256,7 +395,7 @@ class Shard(Actor):
 
     def _commit(
         self,
-        sup: Supervisor,
+        sup: Any,
         after: Callable[[], Any] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
     ) -> None:
@@ -280,13 +419,18 @@ class Shard(Actor):
                 self._then.append(functools.partial(self._cancel_child, child[1]))
         for call in fx.after:  # user callbacks (on_pause): never on the writer's thread
             self._then.append(functools.partial(core.background, *call))
+        for answer in fx.replies:
+            self._then.append(functools.partial(_answer, core, *answer))
+        if fx.continued is not None:
+            self._then.append(functools.partial(_continued, core, *fx.continued))
         if after is not None:
             self._then.append(after)
         if on_error is not None:
             self._on_error.append(on_error)
         if fx.finished:
             self._then.append(functools.partial(core.on_run_finished, sup.run_id, sup.workflow_id))
-            if sup.parent is not None:
+            if sup.parent is not None and sup.status != RunStatus.CONTINUED:
+                # (a run that continued as new: its parent hears from the last of the chain)
                 parent, path = sup.parent
                 message = ChildFinished(parent, path, sup.run_id)
                 self._then.append(functools.partial(_tell, core.route(parent), message))
@@ -318,6 +462,22 @@ class Shard(Actor):
         self._reset()
         assert self._core.writer is not None
         self._core.writer.tell(write)
+
+
+def _answer(core: Core, run_id: str, update_id: str, value: Any, error: Any) -> None:
+    reply = core.replies.pop((run_id, update_id), None)
+    if reply is None or reply.done():
+        return
+    if error is not None:
+        reply.set_exception(error)
+    else:
+        reply.set_result(value)
+
+
+def _continued(core: Core, run_id: str, workflow: str) -> None:
+    """A run continued as ``run_id``, whose record is durable: start it."""
+    core.admission.adopt(workflow, run_id)
+    _tell(core.route(run_id), ActivateRun(run_id))
 
 
 def _tell(ref: Any, message: Any) -> None:

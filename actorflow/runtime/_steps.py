@@ -17,7 +17,7 @@ from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
 
-__all__ = ["Leaf", "error_record"]
+__all__ = ["Leaf", "attempt_timeout", "error_record", "retry_delay"]
 
 _MAX_ATTEMPT_MESSAGE = 300
 
@@ -50,6 +50,34 @@ def attempt_summary(err: ErrorInfo) -> str:
     return f"{err.type.rpartition('.')[2]}: {err.message}"[:_MAX_ATTEMPT_MESSAGE]
 
 
+def retry_delay(retry: Any, leaf: Leaf, err: ErrorInfo, now: float, random: float) -> float | None:
+    """Seconds to wait before ``leaf``'s next attempt, or None if it must not run again.
+
+    ``leaf.failures`` already counts the attempt that just failed. Past the policy's
+    ``schedule_to_close`` (counted from the step's first dispatch) there is no next attempt.
+    """
+    if not retry.allows(leaf.failures, err.types):
+        return None
+    delay = float(retry.delay_for(leaf.failures, random))
+    bound = retry.schedule_to_close
+    if (
+        bound is not None
+        and leaf.scheduled_at is not None
+        and now + delay >= leaf.scheduled_at + bound
+    ):
+        return None
+    return delay
+
+
+def attempt_timeout(timeout: float | None, retry: Any, leaf: Leaf, now: float) -> float | None:
+    """An attempt's time limit: its own, cut to what is left of ``schedule_to_close``."""
+    bound = retry.schedule_to_close if retry is not None else None
+    if bound is None or leaf.scheduled_at is None:
+        return timeout
+    left = max(0.001, float(leaf.scheduled_at + bound - now))
+    return left if timeout is None else min(timeout, left)
+
+
 class Leaf:
     """A step, action, subflow or sleep of a live run (mirrors its record in ``steps``)."""
 
@@ -58,6 +86,7 @@ class Leaf:
         "attempts",
         "child",
         "chunk",
+        "details",
         "dispatched_at",
         "ended_at",
         "error",
@@ -71,6 +100,7 @@ class Leaf:
         "node",
         "path",
         "recovered",
+        "scheduled_at",
         "started_at",
         "status",
         "wait",
@@ -99,6 +129,8 @@ class Leaf:
         self.wake_at: float | None = None  # a sleep's due time
         self.chunk: str | None = None  # the chunk task it runs in (not recorded on its own)
         self.wait: dict[str, Any] | None = None  # a waiting event's name and key, or token
+        self.scheduled_at: float | None = None  # first dispatch (schedule_to_close)
+        self.details: bytes | None = None  # the last heartbeat's encoded details
 
     def record(self) -> bytes:
         rec: dict[str, Any] = {
@@ -128,6 +160,10 @@ class Leaf:
             rec["wake_at"] = self.wake_at
         if self.wait is not None:
             rec["wait"] = self.wait
+        if self.scheduled_at is not None:
+            rec["scheduled_at"] = self.scheduled_at
+        if self.details is not None:
+            rec["heartbeat"] = base64.b64encode(self.details).decode()
         return dump_record(rec)
 
     def put(self) -> Op:
@@ -150,6 +186,9 @@ class Leaf:
         leaf.child = rec.get("child_run_id")
         leaf.wake_at = rec.get("wake_at")
         leaf.wait = rec.get("wait")
+        leaf.scheduled_at = rec.get("scheduled_at")
+        if rec.get("heartbeat"):
+            leaf.details = base64.b64decode(rec["heartbeat"])
         if "output" in rec:
             leaf.inline = orjson.Fragment(orjson.dumps(rec["output"]))
         return leaf

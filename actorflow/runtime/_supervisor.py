@@ -98,7 +98,13 @@ from actorflow.runtime._nodes import (
     error_info,
     items_of,
 )
-from actorflow.runtime._steps import Leaf, attempt_summary, error_record
+from actorflow.runtime._steps import (
+    Leaf,
+    attempt_summary,
+    attempt_timeout,
+    error_record,
+    retry_delay,
+)
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._protocol import Op
@@ -138,8 +144,10 @@ class Effects:
         "after",
         "cancel_tasks",
         "children",
+        "continued",
         "finished",
         "ops",
+        "replies",
         "stop",
         "tasks",
         "timers",
@@ -154,6 +162,10 @@ class Effects:
         self.children: list[Any] = []  # messages to child runs' shards: ("start"|"cancel", ...)
         self.finished = False
         self.after: list[tuple[Any, ...]] = []  # (user callback, *args) to call once durable
+        # Code workflows: (run id, update id, result, error) of updates to answer once
+        # durable, and the (run id, workflow) a run continued as.
+        self.replies: list[tuple[str, str, Any, BaseException | None]] = []
+        self.continued: tuple[str, str] | None = None
 
 
 class _Frame:
@@ -731,6 +743,8 @@ class Supervisor:
         leaf.attempt += 1
         leaf.status = StepStatus.RUNNING
         leaf.dispatched_at = now
+        if leaf.scheduled_at is None:
+            leaf.scheduled_at = now
         leaf.next_retry_at = None
         leaf.handling = handler is not None
         self.fx.ops.append(leaf.put())
@@ -750,11 +764,16 @@ class Supervisor:
                 fn,
                 self.payload,
                 self.source(leaf.frame, self.plan.last_source[leaf.node]),
-                spec.timeout if isinstance(spec, StepSpec) else None,
+                attempt_timeout(spec.timeout, spec.retry, leaf, now)
+                if isinstance(spec, StepSpec)
+                else None,
                 item,
                 index,
                 call,
                 error,
+                None,
+                None,
+                leaf.details,
             )
         )
 
@@ -858,6 +877,7 @@ class Supervisor:
         leaf.status = StepStatus.RUNNING
         leaf.dispatched_at = now
         leaf.attempt += 1
+        payload = self.core.input_for(spec.workflow_id, payload)
         key = f"{self.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
         leaf.child = self.core.child_run_id(spec.workflow_id, key)
         self.fx.ops.append(leaf.put())
@@ -1057,8 +1077,10 @@ class Supervisor:
         leaf.error = error_record(err, leaf.path, msg.attempt)
         spec = self.plan.specs[leaf.node]
         retry = spec.retry if isinstance(spec, StepSpec) else NO_RETRY
-        if leaf.failures < retry.attempts and retry.is_retryable(err.types):
-            delay = retry.delay_for(leaf.failures, self.core.rng.random())
+        if err.details is not None:
+            leaf.details = err.details
+        delay = retry_delay(retry, leaf, err, now, self.core.rng.random())
+        if delay is not None:
             if delay <= 0:
                 self._dispatch(leaf)
                 return
@@ -1160,26 +1182,23 @@ class Supervisor:
         key = self.by_path.get(msg.path)
         if key is None or self.pending.get(key) != C_CHILD:
             return
-        leaf = self.leaves[key]
-        if leaf.child != msg.child_run_id:
-            return
-        self._child_outcome(leaf)
+        self._child_outcome(self.leaves[key])  # its child, or the run it continued as
 
     def _child_outcome(self, leaf: Leaf) -> bool:
         """Apply the child's final state, if it has one; False while it still runs."""
-        raw = self.core.store.get(K.RUNS, K.run_key(leaf.child or ""))
-        if raw is None:
+        from actorflow.runtime._views import final_run, run_outcome
+
+        found = final_run(self.core.store, leaf.child or "")
+        if found is None:
             return False
-        rec = load_record(raw, f"run {leaf.child}")
+        child_id, rec = found
         status = RunStatus(rec["status"])
         if not status.terminal:
             return False
         now = self.core.clock.now()
         leaf.ended_at = now
         if status == RunStatus.COMPLETED:
-            from actorflow.runtime._views import run_outcome
-
-            _, result, _ = run_outcome(self.core.store, leaf.child or "")
+            _, result, _ = run_outcome(self.core.store, child_id)
             leaf.status = StepStatus.SUCCEEDED
             leaf.attempts.append(_attempt(leaf.attempt, "succeeded", None, leaf.dispatched_at, now))
             self._succeed(leaf, encode_value(result, f"result of child run {leaf.child}"))

@@ -17,6 +17,7 @@ from actorflow._types import RunStatus, StepStatus
 from actorflow.errors import (
     ActorflowError,
     ClientError,
+    HeartbeatTimeout,
     PoolUnavailable,
     RemoteError,
     RemoteTraceback,
@@ -26,6 +27,7 @@ from actorflow.errors import (
     StepFailed,
     StepTimeout,
     WorkerCrashed,
+    WorkflowFailed,
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, describe_value, encode_value
@@ -39,6 +41,7 @@ __all__ = [
     "RunSummary",
     "StepDetails",
     "error_from_record",
+    "final_run",
     "inspect_run",
     "list_runs",
     "parse_status",
@@ -375,9 +378,10 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         definition = load_record(raw_def, f"definition {rec['workflow']}")
         order = list(_top_level(definition.get("nodes", definition.get("steps", []))))
     position = {name: i for i, (name, _) in enumerate(order)}
+    code = rec.get("kind") == "code"  # a code workflow's steps: in the order it issued them
     for path, srec in recorded.items():
         if "/" not in path and path not in position:
-            position[path] = len(position) + srec.get("node", 0)
+            position[path] = srec.get("node", 0) if code else len(position) + srec.get("node", 0)
     steps: list[StepDetails] = []
     # In a completed run, a node never reached was on a branch not taken.
     unreached = "skipped" if rec["status"] == RunStatus.COMPLETED.value else "pending"
@@ -439,6 +443,9 @@ def _result_bytes(store: Store, run_id: str, rec: dict[str, Any]) -> bytes | Non
     if "result" in rec:
         value = rec["result"]
         return None if value is None else encode_value(value)
+    ref = rec.get("result_ref")
+    if ref:
+        return store.get(K.VALUES, K.step_key(run_id, ref))
     step = rec.get("result_step")
     return step_output(store, run_id, step) if step else None
 
@@ -452,7 +459,17 @@ def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
     if kind == "run_timeout":
         return RunTimeout(float(err.get("timeout") or 0.0), run_id)
     if kind == "timeout":
+        if str(err.get("type", "")).endswith("HeartbeatTimeout"):
+            return HeartbeatTimeout(step, attempt, float(err.get("timeout") or 0.0), run_id)
         return StepTimeout(step, attempt, float(err.get("timeout") or 0.0), run_id)
+    if kind == "workflow":
+        cause = _unpickle_error(err)
+        if isinstance(cause, WorkflowFailed):
+            cause.run_id = run_id
+            return cause
+        failed_wf = WorkflowFailed(message, err.get("type", ""), run_id)
+        failed_wf.__cause__ = cause
+        return failed_wf
     if kind == "crash":
         return WorkerCrashed(step, attempt, err.get("exitcode"), err.get("signal"), run_id)
     if kind == "pool":
@@ -483,9 +500,29 @@ def _unpickle_error(err: dict[str, Any]) -> BaseException:
     return RemoteError(err.get("type", "Exception"), err.get("message", ""))
 
 
+def final_run(store: Store, run_id: str) -> tuple[str, dict[str, Any]] | None:
+    """The last run of the chain ``run_id`` started (runs that continued as new), or None."""
+    for _ in range(1_000_000):
+        raw = store.get(K.RUNS, K.run_key(run_id))
+        if raw is None:
+            return None
+        rec = load_record(raw, f"run {run_id}")
+        nxt = rec.get("continued_as")
+        if rec.get("status") != RunStatus.CONTINUED.value or not nxt:
+            return run_id, rec
+        run_id = str(nxt)
+    raise ClientError(f"run {run_id}: its continue-as-new chain does not end")
+
+
 def run_outcome(store: Store, run_id: str) -> tuple[RunStatus, Any, ActorflowError | None]:
-    """(status, result, error) of a run; result and error only once it has finished."""
-    rec = read_run(store, run_id)
+    """(status, result, error) of a run; result and error only once it has finished.
+
+    A run that continued as new answers for the last run of its chain.
+    """
+    found = final_run(store, run_id)
+    if found is None:
+        raise RunNotFound(run_id)
+    run_id, rec = found
     status = RunStatus(rec["status"])
     if status == RunStatus.COMPLETED:
         if "result" in rec:

@@ -210,7 +210,8 @@ class Schedules:
         }
         key = f"schedule:{entry.index}:{round(slot * 1000)}"
         try:
-            run_id, fut = self._core.submit(entry.workflow, encode_value(payload, "payload"), key)
+            data = self._core.input_for(entry.workflow, encode_value(payload, "payload"))
+            run_id, fut = self._core.submit(entry.workflow, data, key)
         except Exception:
             log.exception("schedule %s: could not start the run of %s", entry.name, _iso(slot))
             return

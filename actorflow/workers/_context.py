@@ -7,6 +7,7 @@ step pays only for the values it uses. Workers never open the store themselves.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 from actorflow.store._codec import decode_value
 from actorflow.workers._state import State
 
-__all__ = ["Host", "RunInfo", "StepContext", "StepOutput"]
+__all__ = ["CURRENT", "Host", "RunInfo", "StepContext", "StepOutput", "step_context"]
 
 
 class Host(Protocol):
@@ -27,6 +28,27 @@ class Host(Protocol):
 
 
 _MISSING: Any = object()
+
+#: The context of the step running in this worker (``af.step_context()``).
+CURRENT: contextvars.ContextVar[StepContext] = contextvars.ContextVar("actorflow_step")
+
+
+def step_context() -> StepContext:
+    """The context of the step running now, from inside its function.
+
+    For code workflows' steps (``ctx.step(name, fn, *args)`` calls ``fn(*args)``, with no
+    ``ctx``): ``af.step_context().heartbeat(progress)``, ``.heartbeat_details``,
+    ``.idempotency_key``, ``.run``, ``.state``, ``.log``.
+
+    Raises:
+        RuntimeError: no step is running in this thread.
+    """
+    try:
+        return CURRENT.get()
+    except LookupError:
+        raise RuntimeError(
+            "af.step_context() is only available inside a step function run by actorflow"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +137,7 @@ class StepContext:
     """
 
     __slots__ = (
+        "_details",
         "_error",
         "_item",
         "_last",
@@ -141,6 +164,7 @@ class StepContext:
         *,
         encoded: bool = True,
         host: Host | None = None,
+        details: bytes | None = None,
     ) -> None:
         self.run = run
         self.host = host  # answers requests for state and services
@@ -150,6 +174,7 @@ class StepContext:
         self._last = _Lazy(last, "ctx.last", encoded)
         self._item = _Lazy(item, "ctx.item", encoded)
         self._error = _Lazy(error, "ctx.error", encoded)
+        self._details = _Lazy(details, "heartbeat details", True)
         self.index = index
         self.steps = _Steps(fetch)
         self.idempotency_key = f"{run.id}:{run.step}"
@@ -226,6 +251,22 @@ class StepContext:
     def iteration(self) -> int | None:
         """Inside a while body (and in its predicate), the iteration number; else the index."""
         return self.index
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Tell the engine this step is alive; ``details`` (e.g. progress) are kept.
+
+        With a ``heartbeat_timeout``, a step silent for longer is killed and retried; the
+        next attempt reads the last details as :attr:`heartbeat_details` (to resume where
+        this one got to). Cheap: one message over the worker's pipe.
+        """
+        beat = getattr(self.host, "heartbeat", None)
+        if beat is not None:
+            beat(details)
+
+    @property
+    def heartbeat_details(self) -> Any:
+        """The last heartbeat details of this step's previous attempt (None if none)."""
+        return self._details.get()
 
     @property
     def error(self) -> BaseException | None:

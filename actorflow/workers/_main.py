@@ -29,7 +29,7 @@ from typing import Any
 from actorflow.errors import ClientError
 from actorflow.store._codec import encode_value
 from actorflow.workers import _protocol as W
-from actorflow.workers._context import RunInfo, StepContext
+from actorflow.workers._context import CURRENT, RunInfo, StepContext
 
 __all__ = ["error_tuple", "worker_main"]
 
@@ -166,13 +166,13 @@ class _Worker:
 
     def run(self, task: tuple[Any, ...]) -> None:
         (task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level,
-         item, index, call, error) = task  # fmt: skip
+         item, index, call, error, details) = task  # fmt: skip
         self.task_id = task_id
         self.step = step
         if level != self.log_level:  # setLevel clears every logger's cache: only on change
             _step_logger.setLevel(level)
             self.log_level = level
-        if call >= 2:
+        if call in (2, 3):  # a chunk of tiny item steps
             self.run_chunk(task)
             return
         started = time.time()
@@ -181,7 +181,7 @@ class _Worker:
             # From here: the first call's import is not the step's time (nor its cost).
             started = time.time()
             info = RunInfo(run_id, workflow_id, step, attempt)
-            data = self.call(fn, call, info, payload, last, item, index, error)
+            data = self.call(fn, call, info, payload, last, item, index, error, details)
         except BaseException as exc:
             self.send((W.DONE, task_id, False, error_tuple(exc), started, time.time()))
         else:
@@ -197,7 +197,7 @@ class _Worker:
         and runs its items again one by one, so the item at fault is found.
         """
         (task_id, run_id, chunk_id, attempt, workflow_id, key, ref, blob, payload, _, _,
-         items, _, call, _) = task  # fmt: skip
+         items, _, call, _, _) = task  # fmt: skip
         started = time.time()
         try:
             fn = self.function(key, ref, blob)
@@ -231,15 +231,30 @@ class _Worker:
         item: bytes | None,
         index: int | None,
         error: bytes | None,
+        details: bytes | None = None,
     ) -> bytes:
         """Call a step function (awaiting it if async); return its encoded output."""
-        ctx = StepContext(info, payload, last, self.fetch_output, item, index, error, host=self)
-        result = fn(ctx.item, ctx) if with_item else fn(ctx)
-        if inspect.iscoroutine(result):
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-            result = self.loop.run_until_complete(result)
+        ctx = StepContext(
+            info, payload, last, self.fetch_output, item, index, error, host=self, details=details
+        )
+        token = CURRENT.set(ctx)
+        try:
+            if with_item == 4:  # a code workflow's step: fn(*args)
+                result = fn(*ctx.item)
+            else:
+                result = fn(ctx.item, ctx) if with_item else fn(ctx)
+            if inspect.iscoroutine(result):
+                if self.loop is None:
+                    self.loop = asyncio.new_event_loop()
+                result = self.loop.run_until_complete(result)
+        finally:
+            CURRENT.reset(token)
         return encode_value(result, f"output of step {info.step!r}")
+
+    def heartbeat(self, details: Any) -> None:
+        """``ctx.heartbeat(details)``: tell the engine the running step is alive."""
+        data = None if details is None else encode_value(details, "heartbeat details")
+        self.send((W.BEAT, self.task_id, data))
 
     def fetch_output(self, step: str) -> bytes | None:
         value: bytes | None = self.request("output", step)

@@ -7,11 +7,13 @@ Tuples pickle several times faster than dataclasses, and this is the engine's ho
 Engine to worker:
 
 - ``(TASKS, [task, ...])``: run these in order. A task is ``(task_id, run_id, step, attempt,
-  workflow_id, fn_key, fn_ref, fn_blob, payload, last, log_level, item, index, call, error)``;
+  workflow_id, fn_key, fn_ref, fn_blob, payload, last, log_level, item, index, call, error,
+  details)``;
   ``fn_ref``/``fn_blob`` are sent only the first time this worker sees ``fn_key`` (else None:
   it has it cached). ``payload``, ``last``, ``item`` and ``error`` (for an error handler, the
   step's exception) are encoded values (:mod:`actorflow.store._codec`) or None, decoded only
-  if the step reads them. ``call`` 1 calls ``fn(item, ctx)``, 0 ``fn(ctx)``; 2 or 3 mark a
+  if the step reads them; ``details`` are the previous attempt's last heartbeat details.
+  ``call`` 1 calls ``fn(item, ctx)``, 0 ``fn(ctx)``, 4 ``fn(*item)``; 2 or 3 mark a
   chunk of tiny item steps (then ``item`` is a list of ``(step, last, item, index)`` and the
   low bit says how to call ``fn`` for each). Several tasks in
   one frame is how a busy worker is kept fed (prefetch) without one system call per task.
@@ -30,6 +32,9 @@ Worker to engine:
   (``op`` ``"output"``: the encoded output of step ``arg`` of the task's run, as seen from
   ``step``, the step running: inside a chunk, the current item's).
 - ``(LOG, task_id, levelno, message, step)``: a record logged through ``ctx.log``.
+- ``(BEAT, task_id, details)``: ``ctx.heartbeat(details)``: the step is alive (``details``
+  encoded, or None); it resets the step's ``heartbeat_timeout`` and is kept for its next
+  attempt.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import struct
 from typing import Any, Final
 
 __all__ = [
+    "BEAT",
     "CANCEL",
     "DONE",
     "HELLO",
@@ -63,6 +69,7 @@ DONE: Final = "D"
 SKIPPED: Final = "S"
 REQUEST: Final = "Q"
 LOG: Final = "L"
+BEAT: Final = "B"
 
 #: (type qualified name, MRO qualified names, message, traceback text, pickled exception|None)
 ErrorTuple = tuple[str, tuple[str, ...], str, str, bytes | None]

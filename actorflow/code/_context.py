@@ -1,0 +1,349 @@
+"""``WorkflowContext``: what a code workflow's function receives as ``ctx``.
+
+Every method that waits returns an awaitable *at once* and issues its command at the call,
+so the order of commands is the order of calls (``asyncio.gather(ctx.step(...), ...)`` issues
+them left to right). Everything that could differ between two executions of the function
+(time, randomness, ids, which version of the code a run started with) comes from here, so
+that a replay takes exactly the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from actorflow.definition._options import Retry, parse_duration
+from actorflow.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from actorflow.code._driver import Driver
+
+__all__ = ["WorkflowContext", "WorkflowInfo"]
+
+_MISSING: Any = object()
+_log = logging.getLogger("actorflow.workflow")
+
+
+class WorkflowInfo:
+    """Who is running: ``ctx.run.id`` and ``ctx.run.workflow_id``."""
+
+    __slots__ = ("id", "workflow_id")
+
+    def __init__(self, run_id: str, workflow_id: str) -> None:
+        self.id = run_id
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"<WorkflowInfo {self.workflow_id}/{self.id}>"
+
+
+class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``ctx.log``: silent while the function replays, so each line is logged once."""
+
+    def __init__(self, driver: Driver) -> None:
+        super().__init__(_log, {"run_id": driver.run_id, "workflow_id": driver.workflow_id})
+        self._driver = driver
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._driver.replaying and super().isEnabledFor(level)
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or "/" in value or "#" in value:
+        raise DefinitionError(
+            f"{what}: expected a non-empty name without '/' or '#', got {value!r}"
+        )
+    return value
+
+
+def _timeout(value: Any, what: str) -> float | None:
+    return None if value is None else parse_duration(value, what)
+
+
+class WorkflowContext:
+    """The context of a code workflow (``@engine.workflow``): recorded steps, timers, waits.
+
+    Awaiting a command that already completed in this run's history returns its recorded
+    result (or raises its recorded error) at once, without running anything again.
+
+    Attributes:
+        run: the run's id and workflow id.
+        args: the arguments the run was started with.
+    """
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self.run = WorkflowInfo(driver.run_id, driver.workflow_id)
+        self.args: tuple[Any, ...] = ()
+        self._log: _ReplayAwareLogger | None = None
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout: Any = None,
+        retry: Retry | None = None,
+        heartbeat_timeout: Any = None,
+    ) -> Awaitable[Any]:
+        """Run ``fn(*args)`` in the worker pool, recorded; await it for its result.
+
+        Inside ``fn``, :func:`actorflow.step_context` gives the step's context
+        (``heartbeat``, ``heartbeat_details``, ``idempotency_key``, ``state``, ``log``).
+
+        Args:
+            name: the step's name (may repeat: the second use is recorded as ``name#2``).
+            fn: the function; importable functions travel by reference, others by value.
+            *args: its arguments (JSON-compatible or picklable).
+            timeout: time limit of one attempt; the worker is killed past it.
+            retry: retry policy (default: the workflow's ``retry=``, else run once).
+            heartbeat_timeout: kill and retry the attempt if it sends no heartbeat for this
+                long; the last heartbeat's details reach the next attempt.
+
+        Raises:
+            StepFailed: (when awaited) the step failed for good; its exception is the cause.
+        """
+        if not callable(fn):
+            raise DefinitionError(f"ctx.step {name!r}: fn: expected a callable, got {fn!r}")
+        opts = {
+            "fn": fn,
+            "args": args,
+            "timeout": _timeout(timeout, f"ctx.step {name!r}: timeout"),
+            "retry": _retry(retry, f"ctx.step {name!r}"),
+            "heartbeat_timeout": _timeout(
+                heartbeat_timeout, f"ctx.step {name!r}: heartbeat_timeout"
+            ),
+        }
+        return self._future("step", _name(name, "ctx.step: name"), opts)
+
+    def map(
+        self,
+        name: str,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        concurrency: int | None = None,
+        timeout: Any = None,
+        retry: Retry | None = None,
+    ) -> Awaitable[list[Any]]:
+        """Run ``fn(item)`` for every item in the pool, each recorded on its own.
+
+        Items run in parallel (at most ``concurrency`` at once); the result lists their
+        outputs in item order. After a crash only the items without a recorded result run
+        again. If an item fails for good, the others are stopped and the map raises.
+
+        Raises:
+            StepFailed: (when awaited) an item failed for good (its path is ``name[i]``).
+        """
+        if not callable(fn):
+            raise DefinitionError(f"ctx.map {name!r}: fn: expected a callable, got {fn!r}")
+        if isinstance(items, str | bytes | dict):
+            raise DefinitionError(
+                f"ctx.map {name!r}: items: expected a list of items, got {type(items).__name__}"
+            )
+        if concurrency is not None and (
+            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+        ):
+            raise DefinitionError(
+                f"ctx.map {name!r}: concurrency: expected an integer >= 1, got {concurrency!r}"
+            )
+        opts = {
+            "fn": fn,
+            "items": list(items),
+            "concurrency": concurrency,
+            "timeout": _timeout(timeout, f"ctx.map {name!r}: timeout"),
+            "retry": _retry(retry, f"ctx.map {name!r}"),
+        }
+        return self._future("map", _name(name, "ctx.map: name"), opts)
+
+    def sleep(self, name: str, duration: Any) -> Awaitable[None]:
+        """A durable timer: the run sleeps (out of any thread) and wakes after a restart too."""
+        seconds = parse_duration(duration, f"ctx.sleep {name!r}: duration", allow_zero=True)
+        return self._future("sleep", _name(name, "ctx.sleep: name"), {"seconds": seconds})
+
+    def child(self, name: str, workflow_id: str, *args: Any) -> Awaitable[Any]:
+        """Start a child run of ``workflow_id`` (once, ever) and await its result.
+
+        A code workflow child gets ``*args``; a graph workflow child gets ``args[0]`` as its
+        payload. The child's failure raises here as :class:`~actorflow.StepFailed` whose
+        cause is the child's error.
+        """
+        if not isinstance(workflow_id, str) or not workflow_id:
+            raise DefinitionError(
+                f"ctx.child {name!r}: workflow_id: expected a workflow id, got {workflow_id!r}"
+            )
+        return self._future(
+            "child", _name(name, "ctx.child: name"), {"workflow": workflow_id, "args": args}
+        )
+
+    # -- waits ---------------------------------------------------------------------------------
+
+    def wait_for_signal(
+        self, name: str, *, timeout: Any = None, default: Any = _MISSING
+    ) -> Awaitable[Any]:
+        """Wait for the next signal ``name`` (``handle.signal(name, payload)``); its payload.
+
+        Signals that arrive before anyone waits are kept in order. Without a ``default``,
+        the wait raises :class:`~actorflow.WaitTimeout` past ``timeout``.
+        """
+        opts: dict[str, Any] = {"timeout": _timeout(timeout, f"wait_for_signal {name!r}: timeout")}
+        if default is not _MISSING:
+            opts["default"] = default
+        return self._future("signal", _name(name, "ctx.wait_for_signal: name"), opts)
+
+    def wait_for_event(
+        self,
+        event: str,
+        *,
+        key: str | None = None,
+        match: Callable[[Any], bool] | None = None,
+        timeout: Any = None,
+        default: Any = _MISSING,
+        name: str | None = None,
+    ) -> Awaitable[Any]:
+        """Wait for a published event (``engine.publish(event, payload, key=)``); its payload.
+
+        Args:
+            event: the event's name.
+            key: only events published with this key (a keyed event published before the
+                wait is kept for the engine's ``event_ttl`` and taken here).
+            match: ``match(payload) -> bool`` filters events (evaluated in the engine).
+            timeout: raise :class:`~actorflow.WaitTimeout` past it (or return ``default``).
+            default: the value to return on timeout instead of raising.
+            name: the command's name (default: the event's).
+        """
+        if not isinstance(event, str) or not event:
+            raise DefinitionError(f"ctx.wait_for_event: event: expected a name, got {event!r}")
+        if key is not None and not isinstance(key, str):
+            raise DefinitionError(f"ctx.wait_for_event {event!r}: key: expected a str, got {key!r}")
+        opts: dict[str, Any] = {
+            "event": event,
+            "key": key,
+            "match": match,
+            "timeout": _timeout(timeout, f"wait_for_event {event!r}: timeout"),
+        }
+        if default is not _MISSING:
+            opts["default"] = default
+        return self._future("event", _name(name or event, "ctx.wait_for_event: name"), opts)
+
+    # -- run lifecycle ---------------------------------------------------------------------------
+
+    def continue_as_new(self, *args: Any) -> NoReturn:
+        """End this run and start a new one of the same workflow with ``args``.
+
+        The new run starts with an empty history, which keeps long-lived loops' histories
+        bounded. ``RunHandle.result()`` follows the chain.
+        """
+        from actorflow.code._driver import ContinueAsNew
+
+        driver = self._driver
+        driver.check_usable("ctx.continue_as_new")
+        driver.continue_args = tuple(args)
+        raise ContinueAsNew("continue as new")
+
+    def patched(self, patch_id: str) -> bool:
+        """True where new code runs; False when replaying a run that started before it.
+
+        Wrap a change to a workflow's commands: ``if ctx.patched("v2"): new() else: old()``.
+        A run that passed this point before the change keeps the old path; every other run
+        takes the new one (and records that it did).
+        """
+        return self._driver.patched(_name(patch_id, "ctx.patched: patch_id"))
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Mark a patch whose old path is gone: no run that needs it is still open.
+
+        Replaces ``if ctx.patched(id)`` once the old branch is deleted; runs that recorded
+        the patch still replay.
+        """
+        self._driver.patched(_name(patch_id, "ctx.deprecate_patch: patch_id"), deprecated=True)
+
+    # -- determinism ----------------------------------------------------------------------------
+
+    def now(self) -> _dt.datetime:
+        """The current time of the workflow (UTC), the same on every replay."""
+        return _dt.datetime.fromtimestamp(self._driver.now, _dt.UTC)
+
+    def time(self) -> float:
+        """:meth:`now` as seconds since the epoch."""
+        return self._driver.now
+
+    def random(self) -> float:
+        """A random float in [0, 1), the same on every replay."""
+        return self._driver.rng.random()
+
+    @property
+    def rng(self) -> Any:
+        """The run's deterministic ``random.Random`` (``ctx.rng.choice(...)``)."""
+        return self._driver.rng
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID, the same on every replay."""
+        return uuid.UUID(int=self._driver.rng.getrandbits(128), version=4)
+
+    @property
+    def is_replaying(self) -> bool:
+        """True while recorded history is being replayed (side effects would repeat)."""
+        return self._driver.replaying
+
+    @property
+    def log(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        """A logger (``actorflow.workflow``) that is silent during replay."""
+        if self._log is None:
+            self._log = _ReplayAwareLogger(self._driver)
+        return self._log
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def on_query(self, name: str, fn: Callable[..., Any]) -> None:
+        """Answer ``handle.query(name, *args)`` with ``fn(*args)`` (read-only, synchronous)."""
+        self._handler(self._driver.query_handlers, "on_query", name, fn)
+
+    def on_signal(self, name: str, fn: Callable[[Any], Any]) -> None:
+        """Call ``fn(payload)`` (sync or async) for each signal ``name``.
+
+        Signals that arrived before the handler was registered are delivered to it at once.
+        """
+        self._handler(self._driver.signal_handlers, "on_signal", name, fn)
+        buffered = self._driver.signals.pop(name, None)
+        for value in buffered or ():
+            self._driver._signal(name, value)
+
+    def on_update(self, name: str, fn: Callable[[Any], Any]) -> None:
+        """Handle ``handle.update(name, payload)`` with ``fn(payload)``.
+
+        ``fn`` may be sync or async (and await steps); its return value is the update's
+        result, sent to the caller once it is durable.
+        """
+        self._handler(self._driver.update_handlers, "on_update", name, fn)
+
+    def _handler(
+        self, table: dict[str, Callable[..., Any]], what: str, name: str, fn: Callable[..., Any]
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise DefinitionError(f"ctx.{what}: name: expected a non-empty str, got {name!r}")
+        if not callable(fn):
+            raise DefinitionError(f"ctx.{what} {name!r}: fn: expected a callable, got {fn!r}")
+        table[name] = fn
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _future(self, kind: str, name: str, opts: dict[str, Any]) -> asyncio.Future[Any]:
+        cmd = self._driver.command(kind, name, opts)
+        assert cmd.fut is not None
+        return cmd.fut
+
+    def __repr__(self) -> str:
+        return f"<WorkflowContext {self.run.workflow_id}/{self.run.id}>"
+
+
+def _retry(value: Any, what: str) -> Retry | None:
+    if value is not None and not isinstance(value, Retry):
+        raise DefinitionError(f"{what}: retry: expected af.Retry(...), got {value!r}")
+    return value
