@@ -53,6 +53,13 @@ def table(results: dict[str, Any]) -> str:
         ("B7 webhook triggers", f"{results['B7']['engine_req_s']:.0f} req/s",
          f"{results['B7']['bare_req_s']:.0f} req/s (bare endpoint)",
          f"{results['B7']['ratio']:.3f}x", ">= 2000 req/s"),
+        ("B8 code workflow 200 steps", f"{results['B8']['code_ms']:.3f} ms/step",
+         f"{results['B8']['graph_ms']:.3f} ms/step (graph, B1)",
+         f"{results['B8']['ratio']:.3f}x", "<= 1.2x"),
+        ("B9 replay 10k events", f"{results['B9']['replay_s']:.3f} s "
+         f"({results['B9']['replay_from_store_s']:.3f} s from LMDB)",
+         f"{results['B9']['decode_only_s']:.3f} s (decode only)",
+         f"{results['B9']['replay_s'] / results['B9']['decode_only_s']:.1f}x", "< 0.5 s"),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

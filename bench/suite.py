@@ -21,6 +21,8 @@ B7 webhook triggers (``bench/webhooks.py``): POSTs to a webhook on loopback, acc
    second, every run recorded (durability "sync") before its 202 and counted in the store
    afterwards. Baseline: a bare Starlette endpoint (parse the JSON, answer 202) on the same
    uvicorn/uvloop/httptools server.
+B8, B9 code workflows (``bench/code.py``): 200 sequential steps against B1's graph figure;
+   replay of a 10,000-event history.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -489,6 +491,24 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             "endpoint on the same uvicorn (higher is better)",
             **b7,
             "target_req_s": 2000,
+        }
+        from bench.code import run_code
+
+        code = run_code(root, lambda name, **kw: _engine(root, name, **kw), quick)
+        results["B8"] = {
+            "what": "code workflow of 200 sequential steps, ms per step, sync (lower is "
+            "better); baseline: the graph workflow of B1 in this run",
+            "code_ms": code["B8_code_ms"],
+            "graph_ms": sync_seq,
+            "ratio": code["B8_code_ms"] / sync_seq,
+            "target_ratio": 1.2,
+        }
+        b9 = code["B9"]
+        results["B9"] = {
+            "what": f"replay of a {b9['events']:,}-event history against the workflow "
+            "function, seconds (lower is better); baseline: decoding the history alone",
+            **b9,
+            "target_s": 0.5,
         }
         results["L1"] = {
             "what": "hung step with timeout 1 s: seconds from dispatch to recorded failure",

@@ -48,3 +48,12 @@ def crash_once(ctx: Any) -> float:
 
 def identity_item(item: Any, ctx: Any) -> Any:
     return item
+
+
+def noop_args(*args: Any) -> None:
+    """A code workflow's trivial step (called as ``fn(*args)``)."""
+    return None
+
+
+def add(a: int, b: int) -> int:
+    return a + b

@@ -204,7 +204,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)
+
+    replay = sub.add_parser(
+        "replay",
+        help="replay a code workflow run's history against the current code",
+        description=(
+            "Replays a recorded history (from the store, or a file written with --export) "
+            "against the workflow function of APP and reports whether the code still takes "
+            "the recorded path. Exit status: 0 deterministic, 1 divergence, 2 usage error."
+        ),
+    )
+    replay.add_argument("run", nargs="?", help="run id (or unique prefix) in the store")
+    replay.add_argument("--history", help="replay this exported history file instead")
+    replay.add_argument(
+        "--app", help="module:attr or file.py:attr naming the Engine with the workflow"
+    )
+    replay.add_argument(
+        "--data-dir", default=None, help="store directory (default: the app's, else .actorflow)"
+    )
+    replay.add_argument("--export", metavar="FILE", help="also write the history to FILE")
+    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    replay.set_defaults(func=cmd_replay)
     return parser
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from actorflow.cli._replay import replay_command
+
+    return replay_command(args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

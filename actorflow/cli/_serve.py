@@ -11,7 +11,7 @@ from typing import Any
 
 from actorflow.errors import ClientError
 
-__all__ = ["load_app", "serve"]
+__all__ = ["load_app", "load_object", "serve"]
 
 
 def load_app(target: str) -> Any:
@@ -19,6 +19,18 @@ def load_app(target: str) -> Any:
 
     The attribute may be an :class:`~actorflow.Engine` (its ``asgi()`` app is served) or any
     ASGI app.
+
+    Raises:
+        ClientError: the module or attribute cannot be found.
+    """
+    obj = load_object(target)
+    from actorflow.runtime._engine import Engine
+
+    return obj.asgi() if isinstance(obj, Engine) else obj
+
+
+def load_object(target: str) -> Any:
+    """The object ``module:attr`` or ``path/to/file.py:attr`` names (attr default ``engine``).
 
     Raises:
         ClientError: the module or attribute cannot be found.
@@ -43,12 +55,9 @@ def load_app(target: str) -> Any:
         except ImportError as exc:
             raise ClientError(f"APP: cannot import module {where!r}: {exc}") from None
     try:
-        obj = getattr(module, attr)
+        return getattr(module, attr)
     except AttributeError:
         raise ClientError(f"APP: module {where!r} has no attribute {attr!r}") from None
-    from actorflow.runtime._engine import Engine
-
-    return obj.asgi() if isinstance(obj, Engine) else obj
 
 
 def serve(target: str, host: str, port: int, log_level: str) -> None:

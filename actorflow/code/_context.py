@@ -75,6 +75,8 @@ class WorkflowContext:
         args: the arguments the run was started with.
     """
 
+    __slots__ = ("_driver", "_log", "args", "run")
+
     def __init__(self, driver: Driver) -> None:
         self._driver = driver
         self.run = WorkflowInfo(driver.run_id, driver.workflow_id)

@@ -110,6 +110,33 @@ class Driver:
             (:class:`~actorflow.RunError`) always fail it.
     """
 
+    __slots__ = (
+        "_rng",
+        "closed",
+        "continue_args",
+        "ctx",
+        "expected",
+        "failure_types",
+        "host",
+        "issued",
+        "loop",
+        "main",
+        "now",
+        "panic",
+        "patches",
+        "pending",
+        "query_handlers",
+        "querying",
+        "run_id",
+        "seq",
+        "signal_handlers",
+        "signal_waits",
+        "signals",
+        "update_handlers",
+        "uses",
+        "workflow_id",
+    )
+
     def __init__(
         self,
         fn: Callable[..., Awaitable[Any]],
@@ -127,11 +154,7 @@ class Driver:
         self.failure_types = failure_types
         self.now = 0.0
         self.loop = DeterministicLoop(lambda: self.now, self._loop_error)
-        try:
-            seed = int(run_id[-12:], 16)
-        except ValueError:
-            seed = sum(run_id.encode())
-        self.rng = random.Random(seed)
+        self._rng: random.Random | None = None  # made on first use (it is 2.5 KB)
         self.seq = 0
         self.uses: dict[str, int] = {}  # name -> times used (paths of repeated names)
         self.pending: dict[int, Command] = {}
@@ -151,6 +174,17 @@ class Driver:
         self.main = self.loop.create_task(
             _awaited(fn(self.ctx, *args)), name=f"workflow {workflow_id}"
         )
+
+    @property
+    def rng(self) -> random.Random:
+        """The run's random source, seeded by its id: the same numbers on every replay."""
+        if self._rng is None:
+            try:
+                seed = int(self.run_id[-12:], 16)
+            except ValueError:
+                seed = sum(self.run_id.encode())
+            self._rng = random.Random(seed)
+        return self._rng
 
     # -- activations ---------------------------------------------------------------------------
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import weakref
 from asyncio import events
-from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
@@ -41,12 +39,13 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def __init__(
         self, now: Callable[[], float], on_error: Callable[[dict[str, Any]], None]
     ) -> None:
-        self._ready: deque[asyncio.Handle] = deque()
+        # A list, not a deque: an empty deque is 760 bytes and 10,000 waiting runs keep one.
+        self._ready: list[asyncio.Handle] = []
         self._now = now
         self._on_error = on_error
         self._closed = False
         self._running = False
-        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self.tasks: set[asyncio.Task[Any]] = set()  # pending tasks (done ones leave)
 
     # -- what asyncio's futures and tasks need -----------------------------------------------
 
@@ -109,6 +108,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Task[Any]:
         task = asyncio.Task(coro, loop=self, name=name, context=context)
         self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return task
 
     def get_debug(self) -> bool:
@@ -143,17 +143,18 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     def run_until_idle(self) -> None:
         """Run ready callbacks (and those they schedule) until none is left."""
-        ready = self._ready
-        if not ready:
+        if not self._ready:
             return
         previous = events._get_running_loop()
         events._set_running_loop(self)
         self._running = True
         try:
-            while ready:
-                handle = ready.popleft()
-                if not handle._cancelled:
-                    handle._run()
+            # FIFO: what a callback schedules runs after everything scheduled before it.
+            while self._ready:
+                batch, self._ready = self._ready, []
+                for handle in batch:
+                    if not handle._cancelled:
+                        handle._run()
         finally:
             self._running = False
             events._set_running_loop(previous)

@@ -61,6 +61,40 @@ class CodeSupervisor:
     """Owns one code workflow run: its record, its driver, its in-flight commands."""
 
     code = True
+    # Slots: ten thousand waiting runs each keep one of these (and a driver) in memory.
+    __slots__ = (
+        "_result",
+        "cancel_reason",
+        "carried",
+        "compiled",
+        "continued_as",
+        "core",
+        "created_at",
+        "deadline",
+        "driver",
+        "ended_at",
+        "error",
+        "finished",
+        "fx",
+        "hseq",
+        "idempotency_key",
+        "leaves",
+        "new_cmds",
+        "panic_error",
+        "parent",
+        "payload",
+        "queued",
+        "quiet",
+        "restart_at",
+        "restarts",
+        "run_id",
+        "spec",
+        "started_at",
+        "states",
+        "status",
+        "unwritten",
+        "workflow_id",
+    )
 
     def __init__(self, core: Any, compiled: Any, run_id: str) -> None:
         self.core = core
@@ -95,6 +129,7 @@ class CodeSupervisor:
         self.queued: list[tuple[list[Any], Any]] = []  # resolutions found while issuing
         self.new_cmds: list[Command] = []  # issued in the current activation
         self.quiet = False  # in the sticky cache with nothing unwritten
+        self._result = b"Jnull"
 
     # -- construction --------------------------------------------------------------------------
 
@@ -147,7 +182,7 @@ class CodeSupervisor:
         sup.panic_error = rec.get("panic")
         sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"J[]"
         entries, sup.hseq = read_history(core.store, run_id)
-        if sup.status == RunStatus.RUNNING:
+        if sup.status == RunStatus.RUNNING and entries:
             sup._replay(entries)
         return sup
 
@@ -401,6 +436,8 @@ class CodeSupervisor:
             return
         driver = self.driver
         if driver is None:
+            if self.hseq == 0 and self.status == RunStatus.RUNNING:
+                self._begin(now)  # recorded but never started (a run continued as new)
             return
         if self.deadline is not None:
             self.fx.timers.append((self.deadline, self.run_id, "deadline"))
@@ -619,8 +656,6 @@ class CodeSupervisor:
                 rec["result_ref"] = RESULT_REF
                 self.fx.ops.append((K.VALUES, K.step_key(self.run_id, RESULT_REF), value))
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
-
-    _result: bytes = b"Jnull"
 
 
 def _failure_record(exc: BaseException) -> dict[str, Any]:

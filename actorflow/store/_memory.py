@@ -28,7 +28,9 @@ class _Table:
     def put(self, key: bytes, value: bytes) -> None:
         if key not in self.data:
             bisect.insort(self.keys, key)
-        self.data[key] = value
+        # A copy of exactly its size: orjson returns bytes that keep a 4 KiB buffer, which
+        # would make every small record cost 4 KiB here (LMDB copies values anyway).
+        self.data[key] = bytes(memoryview(value))
 
     def delete(self, key: bytes) -> None:
         if self.data.pop(key, None) is not None:
