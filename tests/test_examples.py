@@ -44,3 +44,15 @@ def test_triggers_example(tmp_path: Path) -> None:
     assert 'approved by: {"approved_by":"grace"} | token used: resumed' in out.stdout
     assert "orders by ada: 2" in out.stdout
     assert "nightly report next at: " in out.stdout
+
+
+def test_code_workflow_example(tmp_path: Path) -> None:
+    env = {**os.environ, "CODE_DATA_DIR": str(tmp_path / "store")}
+    cmd = [sys.executable, str(ROOT / "examples" / "code_workflow.py")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "progress: waiting for approval" in out.stdout
+    assert "'rows': 200, 'checksum': 930979, 'approved_by': 'grace'" in out.stdout
+    assert "steps: extract, transform, pause, approve, load" in out.stdout
+    assert "'succeeded': 200" in out.stdout
+    assert "replay: deterministic=True" in out.stdout and "same result: True" in out.stdout

@@ -55,7 +55,7 @@ def _resolve(store: LmdbStore, prefix: str) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = LmdbStore(args.data_dir, read_only=True)
+    store = LmdbStore(args.data_dir or _default_data_dir(), read_only=True)
     try:
         runs: list[RunSummary] = list_runs(store, args.workflow, args.status, args.limit)
     finally:
@@ -102,7 +102,7 @@ def _detail(s: StepDetails) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = LmdbStore(args.data_dir, read_only=True)
+    store = LmdbStore(args.data_dir or _default_data_dir(), read_only=True)
     try:
         run: RunDetails = inspect_run(store, _resolve(store, args.run))
     finally:
@@ -157,7 +157,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from actorflow.cli._demo import run_demo
 
-    run_demo(args.data_dir, args.orders)
+    run_demo(args.data_dir or _default_data_dir(), args.orders)
     return 0
 
 
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actorflow", description=__doc__)
     parser.add_argument(
         "--data-dir",
-        default=_default_data_dir(),
+        default=None,
         help="the store directory (default: $ACTORFLOW_DATA_DIR or .actorflow)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--app", help="module:attr or file.py:attr naming the Engine with the workflow"
     )
     replay.add_argument(
-        "--data-dir", default=None, help="store directory (default: the app's, else .actorflow)"
+        "--data-dir",
+        default=argparse.SUPPRESS,  # the global option's value stands unless given here
+        help="store directory (default: the app's engine's, else .actorflow)",
     )
     replay.add_argument("--export", metavar="FILE", help="also write the history to FILE")
     replay.add_argument("--json", action="store_true", help="print the report as JSON")

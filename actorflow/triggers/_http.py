@@ -18,6 +18,10 @@ Routes::
     POST /api/approvals/{token}/resume    body: the payload (the approval step's output)
     POST /api/events/{name}               body: {"payload": ..., "key": ..., "ttl": ...}
     GET  /api/schedules
+    POST /api/runs/{run_id}/signals/{name}   code workflows: body: the signal's payload
+    GET  /api/runs/{run_id}/queries/{name}?args=[...]   the query handler's answer
+    POST /api/runs/{run_id}/updates/{name}   body: the payload; answer: the handler's result
+    POST /api/runs/{run_id}/restart          restart a panicked code workflow run
 """
 
 from __future__ import annotations
@@ -270,6 +274,49 @@ def build_app(engine: Engine) -> Any:
     async def schedules(request: Request) -> Response:
         return _json(await run_in_threadpool(engine.schedules))
 
+    @_guard
+    async def signal(request: Request) -> Response:
+        payload = _parse(await _body(request, limit))
+        handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
+        await handle.signal_async(request.path_params["name"], payload)
+        return _json({"run_id": handle.id, "signaled": True}, 202)
+
+    @_guard
+    async def query(request: Request) -> Response:
+        raw = request.query_params.get("args", "[]")
+        try:
+            args = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            args = None
+        if not isinstance(args, list):
+            raise _HttpError(400, "bad_request", 'args: expected a JSON list, e.g. [1, "a"]')
+        handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
+        try:
+            result = await handle.query_async(request.path_params["name"], *args)
+        except ActorflowError:
+            raise
+        except Exception as exc:  # the handler raised
+            raise _HttpError(422, "query_failed", f"{type(exc).__name__}: {exc}") from None
+        return _json({"run_id": handle.id, "result": result})
+
+    @_guard
+    async def update(request: Request) -> Response:
+        payload = _parse(await _body(request, limit))
+        handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
+        try:
+            result = await handle.update_async(request.path_params["name"], payload)
+        except ActorflowError:
+            raise
+        except Exception as exc:  # the handler raised
+            raise _HttpError(422, "update_failed", f"{type(exc).__name__}: {exc}") from None
+        return _json({"run_id": handle.id, "result": result})
+
+    @_guard
+    async def restart(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        await engine.restart_async(run_id)
+        return _json({"run_id": run_id, "restarted": True})
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/api/workflows", workflows, methods=["GET"]),
@@ -281,6 +328,10 @@ def build_app(engine: Engine) -> Any:
         Route("/api/approvals/{token}/resume", resume, methods=["POST"]),
         Route("/api/events/{name}", publish, methods=["POST"]),
         Route("/api/schedules", schedules, methods=["GET"]),
+        Route("/api/runs/{run_id}/signals/{name}", signal, methods=["POST"]),
+        Route("/api/runs/{run_id}/queries/{name}", query, methods=["GET"]),
+        Route("/api/runs/{run_id}/updates/{name}", update, methods=["POST"]),
+        Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
     ]
     hooks = {(spec.path, spec.method): (wid, spec) for wid, spec in engine._webhooks()}
     for wid, spec in hooks.values():

@@ -127,6 +127,29 @@ def test_idempotency_key_maps_to_one_run(server: tuple[af.Engine, httpx.Client])
     assert len(engine.runs("orders")) == 1
 
 
+def test_code_workflow_over_http(server: tuple[af.Engine, httpx.Client]) -> None:
+    """A code workflow: started by its webhook, then queried, updated and signalled."""
+    engine, client = server
+    r = client.post("/hooks/tally", content=orjson.dumps({"n": 2}))
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    wait_until(lambda: any(s.name == "close" for s in engine.inspect(run_id).steps))
+    assert client.get(f"/api/runs/{run_id}/queries/n").json()["result"] == 2
+    r = client.post(f"/api/runs/{run_id}/updates/add", content=b"5")
+    assert r.status_code == 200 and r.json()["result"] == 7, r.text
+    r = client.post(f"/api/runs/{run_id}/updates/add", content=b"-1")
+    assert r.status_code == 422 and "ValueError: negative" in r.json()["detail"]
+    r = client.get(f"/api/runs/{run_id}/queries/times", params={"args": "[3]"})
+    assert r.json()["result"] == 21
+    assert client.get(f"/api/runs/{run_id}/queries/n", params={"args": "{"}).status_code == 400
+    assert client.get(f"/api/runs/{run_id}/queries/nope").status_code == 400
+    assert client.post(f"/api/runs/{run_id}/restart").status_code == 400  # not panicked
+    r = client.post(f"/api/runs/{run_id}/signals/close", content=b'"bye"')
+    assert r.status_code == 202, r.text
+    assert engine.run(run_id).result(timeout=30) == {"n": 7, "closing": "bye"}
+    assert client.post("/api/runs/nope/signals/close", content=b"1").status_code == 404
+
+
 def test_rest_api_trigger_resume_publish_cancel(server: tuple[af.Engine, httpx.Client]) -> None:
     engine, client = server
     assert client.get("/healthz").json() == {"status": "ok"}

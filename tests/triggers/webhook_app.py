@@ -37,6 +37,24 @@ def define(engine: af.Engine) -> af.Engine:
         .wait_for_event("paid", key=lambda ctx: ctx.payload["id"])
         .step("done", lambda ctx: {"paid": ctx.last, "ok": ctx.steps["ok"].output})
     )
+
+    @engine.workflow("tally")
+    async def tally(ctx: af.WorkflowContext, start: dict[str, Any]) -> dict[str, Any]:
+        counts = {"n": int(start.get("n", 0))}
+        ctx.on_query("n", lambda: counts["n"])
+        ctx.on_query("times", lambda k: counts["n"] * k)
+
+        def add(k: int) -> int:
+            if k < 0:
+                raise ValueError("negative")
+            counts["n"] += k
+            return counts["n"]
+
+        ctx.on_update("add", add)
+        closing = await ctx.wait_for_signal("close")
+        return {"n": counts["n"], "closing": closing}
+
+    tally.on_webhook("/hooks/tally")
     return engine
 
 
