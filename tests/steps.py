@@ -318,3 +318,12 @@ def tiny_logged(item: Any, ctx: Any) -> Any:
 
 def outside_result(ctx: Any) -> dict[str, Any]:
     return {"approved_by": ctx.steps["approve"].output["by"], "paid": ctx.last["amount"]}
+
+
+def heartbeat_once_then_hang(ctx: Any) -> Any:
+    """Graph step: heartbeat, go silent on the first attempt; return the details after."""
+    previous = ctx.heartbeat_details
+    if previous is None:
+        ctx.heartbeat({"at": ctx.run.attempt})
+        time.sleep(60)
+    return previous

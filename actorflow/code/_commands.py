@@ -29,6 +29,7 @@ from actorflow.runtime._messages import (
 from actorflow.runtime._nodes import encode_list, error_info
 from actorflow.runtime._steps import (
     Leaf,
+    attempt_record,
     attempt_summary,
     attempt_timeout,
     error_record,
@@ -397,7 +398,7 @@ def _fail_command(sup: CodeSupervisor, st: State, err: ErrorInfo, note: str) -> 
     leaf.failures += 1
     leaf.error = error_record(err, leaf.path, leaf.attempt)
     summary = attempt_summary(err) + (f" ({note})" if note else "")
-    leaf.attempts.append(_attempt(leaf.attempt, "failed", err.kind, now, now, summary))
+    leaf.attempts.append(attempt_record(leaf.attempt, "failed", err.kind, now, now, summary))
     sup.fx.ops.append(leaf.put())
     record = leaf.error
     sup.states.pop(st.cmd.seq, None)
@@ -427,7 +428,7 @@ def on_succeeded(sup: CodeSupervisor, msg: StepSucceeded) -> None:
     leaf.ended_at = msg.ended_at
     leaf.error = None
     leaf.attempts.append(
-        _attempt(msg.attempt, "succeeded", None, msg.started_at, msg.ended_at, pid=msg.pid)
+        attempt_record(msg.attempt, "succeeded", None, msg.started_at, msg.ended_at, pid=msg.pid)
     )
     output = msg.output
     leaf.inline = inline_output(output)
@@ -454,7 +455,7 @@ def on_failed(sup: CodeSupervisor, msg: StepFailed) -> None:
     leaf.started_at = msg.started_at
     leaf.ended_at = msg.ended_at
     leaf.attempts.append(
-        _attempt(
+        attempt_record(
             msg.attempt, "failed", err.kind, msg.started_at, msg.ended_at, attempt_summary(err),
             msg.pid,
         )
@@ -509,7 +510,7 @@ def _cancel_leaf(sup: CodeSupervisor, leaf: Leaf, why: str) -> None:
     if leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
         sup._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
     leaf.attempts.append(
-        _attempt(leaf.attempt, "cancelled", "cancelled", leaf.started_at, now, why)
+        attempt_record(leaf.attempt, "cancelled", "cancelled", leaf.started_at, now, why)
     )
     leaf.status = StepStatus.CANCELLED
     leaf.next_retry_at = None
@@ -553,14 +554,16 @@ def on_timer(sup: CodeSupervisor, name: str, due: float) -> None:
         if "default" in st.cmd.opts:
             leaf.status = StepStatus.SUCCEEDED
             leaf.attempts.append(
-                _attempt(1, "succeeded", None, leaf.dispatched_at, now, f"{message}: default")
+                attempt_record(1, "succeeded", None, leaf.dispatched_at, now, f"{message}: default")
             )
         else:
             leaf.status = StepStatus.FAILED
             leaf.failures = 1
             err = ErrorInfo("error", _WAIT_TIMEOUT[0], _WAIT_TIMEOUT, message)
             leaf.error = error_record(err, leaf.path, 1)
-            leaf.attempts.append(_attempt(1, "failed", "error", leaf.dispatched_at, now, message))
+            leaf.attempts.append(
+                attempt_record(1, "failed", "error", leaf.dispatched_at, now, message)
+            )
         sup.fx.ops.append(leaf.put())
         sup.states.pop(st.cmd.seq, None)
         sup.wake(["tmo", st.cmd.seq], ("tmo", st.cmd.seq))
@@ -581,7 +584,7 @@ def _succeed_wait(sup: CodeSupervisor, st: State, how: str | None) -> None:
     leaf.status = StepStatus.SUCCEEDED
     leaf.ended_at = now
     leaf.wait = None
-    leaf.attempts.append(_attempt(1, "succeeded", how, leaf.dispatched_at, now))
+    leaf.attempts.append(attempt_record(1, "succeeded", how, leaf.dispatched_at, now))
     sup.fx.ops.append(leaf.put())
 
 
@@ -635,7 +638,7 @@ def _child_outcome(sup: CodeSupervisor, st: State) -> bool:
     if status == RunStatus.COMPLETED:
         _, result, _ = run_outcome(sup.core.store, child_id)
         leaf.status = StepStatus.SUCCEEDED
-        leaf.attempts.append(_attempt(1, "succeeded", None, leaf.dispatched_at, now))
+        leaf.attempts.append(attempt_record(1, "succeeded", None, leaf.dispatched_at, now))
         output = encode_value(result, f"result of child run {child_id}")
         leaf.inline = inline_output(output)
         if leaf.inline is None:
@@ -664,7 +667,7 @@ def _child_outcome(sup: CodeSupervisor, st: State) -> bool:
     if err.get("exc"):
         leaf.error["exc"] = err["exc"]  # the child's exception, for the parent's cause
     leaf.attempts.append(
-        _attempt(1, "failed", "child", leaf.dispatched_at, now, attempt_summary(info))
+        attempt_record(1, "failed", "child", leaf.dispatched_at, now, attempt_summary(info))
     )
     sup.fx.ops.append(leaf.put())
     _resolve_err(sup, st, leaf.error)
@@ -737,7 +740,7 @@ def _resume_leaf(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None)
         return
     if leaf.status == StepStatus.RUNNING:
         leaf.attempts.append(
-            _attempt(
+            attempt_record(
                 leaf.attempt, "interrupted", "interrupted", leaf.started_at, now,
                 "the engine stopped (or the run panicked) while this attempt was in flight",
             )
@@ -807,23 +810,3 @@ def drop(sup: CodeSupervisor, st: State, cancel_children: bool = True) -> None:
         leaf.status = StepStatus.CANCELLED
         leaf.wait = None
         sup.fx.ops.append(leaf.put())
-
-
-def _attempt(
-    n: int,
-    status: str,
-    kind: str | None,
-    started: float | None,
-    ended: float | None,
-    error: str | None = None,
-    pid: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "attempt": n,
-        "status": status,
-        "kind": kind,
-        "started_at": started,
-        "ended_at": ended,
-        "error": error,
-        "pid": pid,
-    }

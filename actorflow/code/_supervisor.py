@@ -184,6 +184,8 @@ class CodeSupervisor:
         entries, sup.hseq = read_history(core.store, run_id)
         if sup.status == RunStatus.RUNNING and entries:
             sup._replay(entries)
+        elif sup.status == RunStatus.QUEUED:
+            sup.carried = [r for e in entries for r in e.r]  # signals sent while it queued
         return sup
 
     # -- the function ----------------------------------------------------------------------------
@@ -212,7 +214,8 @@ class CodeSupervisor:
         except Exception as exc:  # the arguments do not decode, or the function is not async
             self._panic(exc)
             return
-        self._activate([], now)
+        carried, self.carried = self.carried, []
+        self._activate([(r, self._decode(r)) for r in carried], now)
 
     def _replay(self, entries: list[Entry]) -> None:
         """Rebuild the live function from the history (nothing runs again)."""
@@ -254,8 +257,9 @@ class CodeSupervisor:
         if self.finished:
             return
         if self.status != RunStatus.RUNNING or self.driver is None:
-            # Panicked (or not started): the fact is durable all the same, and is applied
-            # when the run restarts.
+            # Panicked (or queued): the fact is durable all the same, and is applied when
+            # the run restarts (or starts).
+            self.carried.append(packed)
             self.unwritten.append(Entry(self.core.clock.now(), [packed], None))
             return
         self._activate([(packed, decoded)], self.core.clock.now())

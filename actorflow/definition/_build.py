@@ -144,6 +144,7 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
     expected = "(item, ctx)" if args == 2 else "(ctx)"
     fn_ok = _check_callable(raw.fn, args, f"{where}: fn", expected, ctx)
     timeout = _duration(raw.timeout, f"{where}: timeout", ctx)
+    heartbeat = _duration(raw.heartbeat_timeout, f"{where}: heartbeat_timeout", ctx)
     retry = ctx.default_retry
     if raw.retry is not None:
         if isinstance(raw.retry, Retry):
@@ -164,6 +165,7 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         retry=retry,
         on_error=handler,
         call="item" if raw.call == "item" else "ctx",
+        heartbeat_timeout=heartbeat,
     )
 
 

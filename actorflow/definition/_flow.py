@@ -48,6 +48,7 @@ class RawStep:
     retry: Any
     on_error: Any = None
     call: str = "ctx"
+    heartbeat_timeout: Any = None
 
 
 @dataclass(slots=True)
@@ -165,7 +166,13 @@ class Flow:
     # -- leaves -----------------------------------------------------------------------------
 
     def step(
-        self, name: str, fn: Callable[..., Any], *, timeout: Any = None, retry: Retry | None = None
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        timeout: Any = None,
+        retry: Retry | None = None,
+        heartbeat_timeout: Any = None,
     ) -> Self:
         """Add a step: ``fn(ctx)`` runs in a worker process; its return value is recorded.
 
@@ -174,8 +181,13 @@ class Flow:
             fn: a function of one argument, the step context. ``async def`` works too.
             timeout: a duration; past it the worker is killed and the attempt fails.
             retry: overrides the workflow's retry policy.
+            heartbeat_timeout: a duration; a step that calls no ``ctx.heartbeat(details)``
+                for this long is killed (``HeartbeatTimeout``) and retried per its policy;
+                the next attempt reads the last details as ``ctx.heartbeat_details``.
         """
-        return self._add(RawStep(name, fn, "step", timeout, retry))
+        return self._add(
+            RawStep(name, fn, "step", timeout, retry, heartbeat_timeout=heartbeat_timeout)
+        )
 
     def action(
         self, name: str, fn: Callable[..., Any], *, timeout: Any = None, retry: Retry | None = None

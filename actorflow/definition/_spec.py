@@ -100,6 +100,7 @@ class StepSpec:
             fallback output or raises.
         call: ``"ctx"`` calls ``fn(ctx)``; ``"item"`` calls ``fn(ctx.item, ctx)`` (a for_each
             or batch body given as a plain function).
+        heartbeat_timeout: seconds a step may go without ``ctx.heartbeat``, or None.
     """
 
     name: str
@@ -109,6 +110,7 @@ class StepSpec:
     retry: Retry
     on_error: FunctionRef | None = None
     call: CallMode = "ctx"
+    heartbeat_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

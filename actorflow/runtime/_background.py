@@ -14,7 +14,8 @@ from typing import Any
 import pykka
 
 from actorflow.runtime._core import Core
-from actorflow.runtime._messages import ActivateRun, AddTimers, Write
+from actorflow.runtime._messages import ActivateRun, AddTimers, Flush, Write
+from actorflow.runtime._promise import Promise
 from actorflow.triggers._schedules import Schedules
 
 __all__ = ["Background"]
@@ -65,8 +66,11 @@ class Background:
         self.schedules.run_finished(run_id, workflow)
 
     def sweep(self) -> None:
-        """Delete expired state entries and buffered events."""
+        """Delete expired state entries and buffered events; trim the sticky caches."""
         core = self._core
+        if core.config.sticky_cache_ttl:
+            for shard in core.shards:  # a shard trims its cache as it handles a message
+                shard.tell(Flush(Promise()))
         removed = core.state.sweep()
         ops = core.events.expired()
         if ops and core.writer is not None:

@@ -283,6 +283,13 @@ class Shard(Actor):
 
         sup = self._activate(run_id)
         if sup is None:
+            # Queued (not admitted yet): loaded without starting; signals wait in its history.
+            sup = Supervisor.load(self._core, run_id)
+            if sup is not None and sup.status == RunStatus.QUEUED:
+                self._runs[run_id] = sup
+            else:
+                sup = None
+        if sup is None:
             raw = self._core.store.get(K.RUNS, K.run_key(run_id))
             if raw is None:
                 reply.set_exception(RunNotFound(run_id))

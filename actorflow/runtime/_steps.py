@@ -17,7 +17,7 @@ from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
 
-__all__ = ["Leaf", "attempt_timeout", "error_record", "retry_delay"]
+__all__ = ["Leaf", "attempt_record", "attempt_timeout", "error_record", "retry_delay"]
 
 _MAX_ATTEMPT_MESSAGE = 300
 
@@ -48,6 +48,27 @@ def error_record(err: ErrorInfo, step: str, attempt: int) -> dict[str, Any]:
 def attempt_summary(err: ErrorInfo) -> str:
     """A one-line summary of a failed attempt."""
     return f"{err.type.rpartition('.')[2]}: {err.message}"[:_MAX_ATTEMPT_MESSAGE]
+
+
+def attempt_record(
+    n: int,
+    status: str,
+    kind: str | None,
+    started: float | None,
+    ended: float | None,
+    error: str | None = None,
+    pid: int | None = None,
+) -> dict[str, Any]:
+    """One entry of a step record's ``attempts``."""
+    return {
+        "attempt": n,
+        "status": status,
+        "kind": kind,
+        "started_at": started,
+        "ended_at": ended,
+        "error": error,
+        "pid": pid,
+    }
 
 
 def retry_delay(retry: Any, leaf: Leaf, err: ErrorInfo, now: float, random: float) -> float | None:

@@ -100,6 +100,7 @@ from actorflow.runtime._nodes import (
 )
 from actorflow.runtime._steps import (
     Leaf,
+    attempt_record,
     attempt_summary,
     attempt_timeout,
     error_record,
@@ -692,7 +693,9 @@ class Supervisor:
             if self.pending.get(key) != C_RUN or leaf.status is not StepStatus.RUNNING:
                 continue
             leaf.attempts.append(
-                _attempt(leaf.attempt, "interrupted", "chunk", msg.started_at, msg.ended_at, note)
+                attempt_record(
+                    leaf.attempt, "interrupted", "chunk", msg.started_at, msg.ended_at, note
+                )
             )
             self._dispatch(leaf)
 
@@ -772,7 +775,7 @@ class Supervisor:
                 call,
                 error,
                 None,
-                None,
+                spec.heartbeat_timeout if isinstance(spec, StepSpec) and handler is None else None,
                 leaf.details,
             )
         )
@@ -1166,7 +1169,9 @@ class Supervisor:
             self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
             leaf.status = StepStatus.SUCCEEDED
             leaf.ended_at = self.core.clock.now()
-            leaf.attempts.append(_attempt(1, "succeeded", None, leaf.dispatched_at, leaf.ended_at))
+            leaf.attempts.append(
+                attempt_record(1, "succeeded", None, leaf.dispatched_at, leaf.ended_at)
+            )
             self.fx.ops.append(leaf.put())
             self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
@@ -1200,7 +1205,9 @@ class Supervisor:
         if status == RunStatus.COMPLETED:
             _, result, _ = run_outcome(self.core.store, child_id)
             leaf.status = StepStatus.SUCCEEDED
-            leaf.attempts.append(_attempt(leaf.attempt, "succeeded", None, leaf.dispatched_at, now))
+            leaf.attempts.append(
+                attempt_record(leaf.attempt, "succeeded", None, leaf.dispatched_at, now)
+            )
             self._succeed(leaf, encode_value(result, f"result of child run {leaf.child}"))
             return True
         err = rec.get("error") or {}
@@ -1221,7 +1228,7 @@ class Supervisor:
             None,
         )
         leaf.attempts.append(
-            _attempt(
+            attempt_record(
                 leaf.attempt, "failed", "child", leaf.dispatched_at, now, attempt_summary(info)
             )
         )
@@ -1377,26 +1384,6 @@ class Supervisor:
             else:
                 rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
-
-
-def _attempt(
-    n: int,
-    status: str,
-    kind: str | None,
-    started: float | None,
-    ended: float | None,
-    error: str | None = None,
-    pid: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "attempt": n,
-        "status": status,
-        "kind": kind,
-        "started_at": started,
-        "ended_at": ended,
-        "error": error,
-        "pid": pid,
-    }
 
 
 def _exception_bytes(err: ErrorInfo) -> bytes:

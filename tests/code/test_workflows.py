@@ -470,3 +470,55 @@ def _run_record(store: Any, run_id: str) -> dict[str, Any]:
     from actorflow.runtime._views import read_run
 
     return read_run(store, run_id)
+
+
+def test_graph_steps_take_heartbeat_timeout_too(make_engine: MakeEngine) -> None:
+    from tests import steps
+
+    engine = make_engine()
+    engine.define("g", retry=af.Retry(attempts=2, delay=0)).step(
+        "hb", steps.heartbeat_once_then_hang, heartbeat_timeout="300ms"
+    )
+    with engine:
+        run = engine.trigger("g")
+        assert run.result(timeout=60) == {"at": 1}
+        hb = steps_of(engine, run.id)["hb"]
+    assert [a.kind for a in hb.attempts] == ["timeout", None]
+
+
+def test_signals_sent_while_queued_reach_the_run(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    @engine.workflow("one-at-a-time", concurrency=1)
+    async def single(ctx: af.WorkflowContext, name: str) -> list[Any]:
+        first = await ctx.wait_for_signal("go")
+        return [name, first]
+
+    with engine:
+        a = engine.trigger("one-at-a-time", "a")
+        b = engine.trigger("one-at-a-time", "b")
+        assert b.status() == af.RunStatus.QUEUED
+        b.signal("go", "early")  # recorded now, delivered when b starts
+        with pytest.raises(af.ClientError, match="queued"):
+            b.query("anything")
+        a.signal("go", "now")
+        assert a.result(timeout=30) == ["a", "now"]
+        assert b.result(timeout=30) == ["b", "early"]
+        doc = engine.export_history(b.id)
+    assert af.testing.replay(doc, single).ok
+
+
+def test_sticky_cache_ttl_evicts_idle_runs(make_engine: MakeEngine) -> None:
+    engine = make_engine(sticky_cache_ttl=0.2, sweep_interval=0.1)
+
+    @engine.workflow("idle")
+    async def idle(ctx: af.WorkflowContext) -> str:
+        return str(await ctx.wait_for_signal("wake"))
+
+    with engine:
+        runs = [engine.trigger("idle") for _ in range(5)]
+        wait_until(lambda: all("wake" in steps_of(engine, r.id) for r in runs))
+        wait_until(lambda: engine.statistics()["live_runs"] == 0)  # evicted past their TTL
+        for i, run in enumerate(runs):
+            run.signal("wake", i)
+        assert [r.result(timeout=30) for r in runs] == ["0", "1", "2", "3", "4"]
