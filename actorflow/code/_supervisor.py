@@ -461,6 +461,9 @@ class CodeSupervisor:
                 return
             if cmd.seq in driver.pending and cmd.seq not in self.states:
                 C.resume(self, cmd)
+        if self.queued and not self.finished:  # found while taking up (an event in the inbox)
+            queued, self.queued = self.queued, []
+            self._activate(queued, now)
 
     # -- ending --------------------------------------------------------------------------------
 

@@ -522,3 +522,18 @@ def test_sticky_cache_ttl_evicts_idle_runs(make_engine: MakeEngine) -> None:
         for i, run in enumerate(runs):
             run.signal("wake", i)
         assert [r.result(timeout=30) for r in runs] == ["0", "1", "2", "3", "4"]
+
+
+def test_event_for_an_evicted_run_is_taken_on_reload(make_engine: MakeEngine) -> None:
+    engine = make_engine(sticky_cache_size=0)
+
+    @engine.workflow("evicted")
+    async def evicted(ctx: af.WorkflowContext) -> Any:
+        return await ctx.wait_for_event("ready", key="k", timeout="1h")
+
+    with engine:
+        run = engine.trigger("evicted")
+        wait_until(lambda: "ready" in steps_of(engine, run.id))
+        wait_until(lambda: engine.statistics()["live_runs"] == 0)
+        assert engine.publish("ready", {"ok": 1}, key="k") == 1
+        assert run.result(timeout=30) == {"ok": 1}
