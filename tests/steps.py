@@ -327,3 +327,13 @@ def heartbeat_once_then_hang(ctx: Any) -> Any:
         ctx.heartbeat({"at": ctx.run.attempt})
         time.sleep(60)
     return previous
+
+
+def big_text(ctx: Any) -> str:
+    """An output too large to live inside its step record (stored on its own)."""
+    return f"{ctx.item}:" + "x" * 5000
+
+
+def read_big(ctx: Any) -> int:
+    """Read the sibling step's large output through ctx.steps (same item frame)."""
+    return len(ctx.steps["big"].output)

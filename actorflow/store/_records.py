@@ -71,7 +71,10 @@ def output_of(record: dict[str, Any], store: Any, run_id: str) -> bytes | None:
         return b"J" + orjson.dumps(record["output"])
     if record.get("status") != "succeeded":
         return None
-    return store.get(_keys.VALUES, _keys.step_key(run_id, record["name"]))  # type: ignore[no-any-return]
+    # Stored under its path (``lines[3]/price`` inside a loop body), which is its name at the
+    # top level.
+    where = record.get("path") or record["name"]
+    return store.get(_keys.VALUES, _keys.step_key(run_id, where))  # type: ignore[no-any-return]
 
 
 def step_output(store: Any, run_id: str, step: str) -> bytes | None:

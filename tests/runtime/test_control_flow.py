@@ -298,3 +298,17 @@ def test_large_for_each_uses_few_commits(make_engine: Callable[..., af.Engine]) 
         commits = engine.statistics()["store"]["commits"] - before
     assert out == [i + 1 for i in range(10_000)]
     assert commits < 2_000, commits  # group commits: far fewer than the 10,000 items
+
+
+def test_large_outputs_inside_a_loop_body_are_read_back(engine: af.Engine) -> None:
+    """A body step's output too large for its record is found again by its path."""
+
+    def body(item: Any, flow: af.Flow) -> None:
+        flow.step("big", steps.big_text).step("size", steps.read_big)
+
+    engine.define("big").for_each("lines", items=lambda ctx: [1, 22], body=body)
+    with engine:
+        run = engine.trigger("big")
+        assert run.result(timeout=30) == [5002, 5003]
+        shown = run.inspect().step("lines[1]/big").output
+    assert shown is not None and shown.startswith('"22:xxx')
