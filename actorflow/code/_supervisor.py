@@ -390,7 +390,7 @@ class CodeSupervisor:
         self.wake(packed, ("upd", update_id, name, decode_value(payload, f"update {name!r}")))
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
-        """Answer a query from the live function's state (nothing is recorded)."""
+        """Answer a query from the function's state (nothing is recorded)."""
         if self.driver is None or self.status == RunStatus.PANICKED:
             raise ClientError(
                 f"run {self.run_id} is {self.status}: its workflow state cannot be queried"
@@ -697,6 +697,22 @@ def _panic_record(exc: BaseException) -> dict[str, Any]:
     return rec
 
 
-def load_record_of(raw: bytes, run_id: str) -> dict[str, Any]:
-    """A run record (for the shard's loader)."""
-    return load_record(raw, f"run {run_id}")
+def finished_for_query(core: Any, run_id: str) -> CodeSupervisor | None:
+    """A finished code workflow run rebuilt by replay, to answer queries; else None.
+
+    Nothing is recorded and nothing runs: the function is fed its whole history, so its
+    query handlers see the state it ended in.
+    """
+    raw = core.store.get(K.RUNS, K.run_key(run_id))
+    if raw is None:
+        return None
+    rec = load_record(raw, f"run {run_id}")
+    compiled = core.workflows.get(rec.get("workflow"))
+    status = RunStatus(rec["status"])
+    if rec.get("kind") != "code" or compiled is None or not status.terminal:
+        return None
+    rec = {**rec, "status": RunStatus.RUNNING}  # replayed like a live run...
+    sup = CodeSupervisor.load(core, compiled, rec)
+    sup.status = status  # ...and answers as what it is
+    sup.fx = Effects()
+    return sup

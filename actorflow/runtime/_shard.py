@@ -319,6 +319,18 @@ class Shard(Actor):
         )
 
     def _query(self, msg: QueryRun) -> None:
+        if msg.run_id not in self._runs:
+            from actorflow.code._supervisor import finished_for_query
+
+            done = finished_for_query(self._core, msg.run_id)
+            if done is not None:  # a finished run: its final state, rebuilt by replay
+                try:
+                    msg.reply.set_result(done.query(msg.name, msg.args))
+                except Exception as exc:
+                    msg.reply.set_exception(exc)
+                finally:
+                    done.evict()
+                return
         sup = self._code_run(msg.run_id, msg.reply, f"query {msg.name!r}")
         if sup is None:
             return

@@ -537,3 +537,23 @@ def test_event_for_an_evicted_run_is_taken_on_reload(make_engine: MakeEngine) ->
         wait_until(lambda: engine.statistics()["live_runs"] == 0)
         assert engine.publish("ready", {"ok": 1}, key="k") == 1
         assert run.result(timeout=30) == {"ok": 1}
+
+
+def test_queries_answer_from_a_finished_runs_final_state(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    @engine.workflow("counted")
+    async def counted(ctx: af.WorkflowContext, n: int) -> int:
+        state = {"done": 0}
+        ctx.on_query("done", lambda: state["done"])
+        for i in range(n):
+            await ctx.step("add", cs.add, i, 1)
+            state["done"] += 1
+        return n
+
+    with engine:
+        run = engine.trigger("counted", 3)
+        assert run.result(timeout=30) == 3
+        assert run.query("done") == 3  # replayed from its history: nothing runs again
+        with pytest.raises(af.ClientError, match="no such query handler"):
+            run.query("other")
