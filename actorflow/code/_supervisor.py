@@ -88,6 +88,7 @@ class CodeSupervisor:
         "restart_at",
         "restarts",
         "run_id",
+        "signal_keys",
         "spec",
         "started_at",
         "states",
@@ -130,6 +131,7 @@ class CodeSupervisor:
         self.new_cmds: list[Command] = []  # issued in the current activation
         self.quiet = False  # in the sticky cache with nothing unwritten
         self._result = b"Jnull"
+        self.signal_keys: set[str] = set()  # idempotency keys of signals not yet durable
 
     # -- construction --------------------------------------------------------------------------
 
@@ -365,11 +367,23 @@ class CodeSupervisor:
     def on_child_finished(self, msg: ChildFinished) -> None:
         C.on_child_finished(self, msg)
 
-    def on_signal(self, name: str, payload: bytes) -> None:
-        """A signal: durable with the activation it causes."""
+    def on_signal(self, name: str, payload: bytes, key: str | None = None) -> bool:
+        """A signal: durable with the activation it causes.
+
+        Returns:
+            False if a signal with the same idempotency key was delivered before (this one
+            is dropped).
+        """
+        if key is not None:
+            where = K.idempotency_key(f"{self.run_id}/signal", key)
+            if key in self.signal_keys or self.core.store.get(K.IDEMPOTENCY, where) is not None:
+                return False
+            self.signal_keys.add(key)
+            self.fx.ops.append((K.IDEMPOTENCY, where, name.encode()))
         ref = f"#sig/{self.hseq + len(self.unwritten)}"  # unique: one per history record
         packed = ["sig", name, *C.pack(self, payload, ref)]
         self.wake(packed, ("sig", name, decode_value(payload, f"signal {name!r}")))
+        return True
 
     def on_update(self, name: str, payload: bytes, update_id: str, reply: Promise[Any]) -> None:
         """An update: its handler runs in the function; ``reply`` gets its result."""

@@ -650,13 +650,17 @@ class Engine:
             Path(path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         return doc
 
-    def _signal(self, run_id: str, name: str, payload: Any) -> Promise[bool]:
+    def _signal(
+        self, run_id: str, name: str, payload: Any, key: str | None = None
+    ) -> Promise[bool]:
         core = self._require_core()
         if not isinstance(name, str) or not name:
             raise ClientError(f"signal: name: expected a non-empty string, got {name!r}")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ClientError(f"idempotency_key: expected a non-empty string, got {key!r}")
         data = encode_value(payload, f"payload of signal {name!r}")
         fut: Promise[bool] = Promise()
-        core.route(run_id).tell(SignalRun(run_id, name, data, fut))
+        core.route(run_id).tell(SignalRun(run_id, name, data, fut, key))
         return fut
 
     def _query(self, run_id: str, name: str, args: tuple[Any, ...]) -> Promise[Any]:

@@ -139,20 +139,33 @@ class RunHandle:
 
     # -- code workflows: signals, queries, updates -------------------------------------------
 
-    def signal(self, name: str, payload: Any = None) -> None:
+    def signal(self, name: str, payload: Any = None, *, idempotency_key: str | None = None) -> bool:
         """Send signal ``name`` to a code workflow run; returns once it is durable.
 
         The run receives it through ``ctx.wait_for_signal(name)`` or ``ctx.on_signal``.
+
+        Args:
+            name: the signal's name.
+            payload: its data.
+            idempotency_key: a signal with a key this run has seen before is dropped, so a
+                client may retry safely.
+
+        Returns:
+            True if delivered; False if dropped as a duplicate of an earlier key.
 
         Raises:
             ClientError: the run is finished, or is not a code workflow's.
             InvalidPayload: the payload cannot be stored.
         """
-        self._engine._signal(self._latest(), name, payload).result()
+        return self._engine._signal(self._latest(), name, payload, idempotency_key).result()
 
-    async def signal_async(self, name: str, payload: Any = None) -> None:
+    async def signal_async(
+        self, name: str, payload: Any = None, *, idempotency_key: str | None = None
+    ) -> bool:
         """Awaitable twin of :meth:`signal`."""
-        await _wait(self._engine._signal(self._latest(), name, payload))
+        fut = self._engine._signal(self._latest(), name, payload, idempotency_key)
+        await _wait(fut)
+        return fut.result()
 
     def query(self, name: str, *args: Any, timeout: float | None = 30.0) -> Any:
         """Ask a code workflow run's ``ctx.on_query(name, fn)`` handler: ``fn(*args)``.

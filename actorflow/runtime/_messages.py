@@ -250,12 +250,17 @@ class ResumeApproval:
 
 @dataclass(frozen=True, slots=True)
 class SignalRun:
-    """``handle.signal(name, payload)``: ``reply`` gets True once the signal is durable."""
+    """``handle.signal(name, payload)``: ``reply`` gets True once the signal is durable.
+
+    With an idempotency key, a second signal with the same key is dropped (``reply`` gets
+    False).
+    """
 
     run_id: str
     name: str
     payload: bytes
     reply: Promise[bool]
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

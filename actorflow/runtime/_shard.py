@@ -312,10 +312,10 @@ class Shard(Actor):
         sup = self._code_run(msg.run_id, msg.reply, f"signal {msg.name!r}")
         if sup is None:
             return
-        sup.on_signal(msg.name, msg.payload)
+        fresh = sup.on_signal(msg.name, msg.payload, msg.idempotency_key)
         reply = msg.reply
         self._commit(
-            sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
+            sup, after=functools.partial(reply.set_result, fresh), on_error=reply.set_exception
         )
 
     def _query(self, msg: QueryRun) -> None:

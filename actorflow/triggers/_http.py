@@ -19,6 +19,7 @@ Routes::
     POST /api/events/{name}               body: {"payload": ..., "key": ..., "ttl": ...}
     GET  /api/schedules
     POST /api/runs/{run_id}/signals/{name}   code workflows: body: the signal's payload
+                                             (an Idempotency-Key header drops repeats)
     GET  /api/runs/{run_id}/queries/{name}?args=[...]   the query handler's answer
     POST /api/runs/{run_id}/updates/{name}   body: the payload; answer: the handler's result
     POST /api/runs/{run_id}/restart          restart a panicked code workflow run
@@ -277,9 +278,10 @@ def build_app(engine: Engine) -> Any:
     @_guard
     async def signal(request: Request) -> Response:
         payload = _parse(await _body(request, limit))
+        key = _idempotency_key(request)
         handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
-        await handle.signal_async(request.path_params["name"], payload)
-        return _json({"run_id": handle.id, "signaled": True}, 202)
+        fresh = await handle.signal_async(request.path_params["name"], payload, idempotency_key=key)
+        return _json({"run_id": handle.id, "signaled": True, "duplicate": not fresh}, 202)
 
     @_guard
     async def query(request: Request) -> Response:

@@ -557,3 +557,25 @@ def test_queries_answer_from_a_finished_runs_final_state(make_engine: MakeEngine
         assert run.query("done") == 3  # replayed from its history: nothing runs again
         with pytest.raises(af.ClientError, match="no such query handler"):
             run.query("other")
+
+
+def test_signals_with_an_idempotency_key_are_delivered_once(make_engine: MakeEngine) -> None:
+    engine = make_engine(sticky_cache_size=0)  # also across a reload from the store
+
+    @engine.workflow("tally")
+    async def tally(ctx: af.WorkflowContext) -> list[Any]:
+        got: list[Any] = []
+        ctx.on_signal("add", got.append)
+        await ctx.wait_for_signal("done")
+        return got
+
+    with engine:
+        run = engine.trigger("tally")
+        wait_until(lambda: "done" in steps_of(engine, run.id))
+        assert run.signal("add", 1, idempotency_key="a") is True
+        assert run.signal("add", 1, idempotency_key="a") is False  # a client's retry
+        assert run.signal("add", 2, idempotency_key="b") is True
+        assert run.signal("add", 3) is True
+        assert run.signal("add", 3) is True  # no key: each call is a signal
+        run.signal("done")
+        assert run.result(timeout=30) == [1, 2, 3, 3]
