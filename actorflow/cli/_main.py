@@ -217,14 +217,23 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("run", nargs="?", help="run id (or unique prefix) in the store")
     replay.add_argument("--history", help="replay this exported history file instead")
     replay.add_argument(
-        "--app", help="module:attr or file.py:attr naming the Engine with the workflow"
+        "--app",
+        help="module:attr or file.py:attr naming the Engine with the workflow (default: "
+        "import the function the run's definition names, module:qualname)",
     )
     replay.add_argument(
         "--data-dir",
         default=argparse.SUPPRESS,  # the global option's value stands unless given here
         help="store directory (default: the app's engine's, else .actorflow)",
     )
-    replay.add_argument("--export", metavar="FILE", help="also write the history to FILE")
+    replay.add_argument(
+        "--export",
+        metavar="FILE",
+        help="write the history to FILE (then replay it too with --app or --check)",
+    )
+    replay.add_argument(
+        "--check", action="store_true", help="with --export and no --app: replay it too"
+    )
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(func=cmd_replay)
     return parser

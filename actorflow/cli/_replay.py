@@ -25,6 +25,29 @@ def _engine(target: str | None) -> Any:
     return engine
 
 
+def _function_of(definition: dict[str, Any] | None, workflow: str) -> Any:
+    """The workflow function named by its stored definition (``module:qualname``)."""
+    import importlib
+
+    ref = (definition or {}).get("function") or ""
+    module_name, _, qualname = ref.partition(":")
+    if not module_name or module_name == "__main__" or "<" in qualname:
+        raise ClientError(
+            f"workflow {workflow!r} is defined in a script ({ref or 'unknown'}), not an "
+            "importable module: name its engine with --app file.py:engine"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ClientError(
+            f"cannot import {ref!r} for workflow {workflow!r} ({exc}); name its engine with "
+            "--app module:engine"
+        ) from None
+    return target
+
+
 def _history(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
     from actorflow.cli._main import _default_data_dir, _resolve
     from actorflow.code._history import export_history, load_history
@@ -54,19 +77,23 @@ def replay_command(args: argparse.Namespace) -> int:
         doc = _history(args, engine)
         if args.export:
             Path(args.export).write_text(json.dumps(doc, indent=2))
-            if engine is None:
+            if engine is None and not args.check:
                 print(f"history of run {doc['run_id']} written to {args.export}")
                 return 0
-        if engine is None:
-            raise ClientError("--app is required to replay (it names the current code)")
-        wf = engine._definitions.get(doc.get("workflow"))
-        if not isinstance(wf, CodeWorkflow):
-            raise ClientError(f"--app: its engine defines no code workflow {doc.get('workflow')!r}")
-        spec = wf.build()
+        wf: Any
+        if engine is None:  # the function its definition names, if it is importable
+            wf = _function_of(doc.get("definition"), str(doc.get("workflow")))
+        else:
+            wf = engine._definitions.get(doc.get("workflow"))
+            if not isinstance(wf, CodeWorkflow):
+                raise ClientError(
+                    f"--app: its engine defines no code workflow {doc.get('workflow')!r}"
+                )
+        failure_types = wf.build().failure_types if isinstance(wf, CodeWorkflow) else ()
     except ClientError as exc:
         print(f"actorflow replay: {exc}", file=sys.stderr)
         return 2
-    result = replay(doc, wf, failure_types=spec.failure_types)
+    result = replay(doc, wf, failure_types=failure_types)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

@@ -188,10 +188,13 @@ def export_history(store: Store, run_id: str) -> dict[str, Any]:
         if e.c is not None:
             item["c"] = e.c
         out.append(item)
+    raw_def = store.get(K.DEFINITIONS, rec["workflow"].encode())
+    definition = load_record(raw_def, "definition") if raw_def is not None else {}
     return {
         "format": FORMAT,
         "run_id": run_id,
         "workflow": rec["workflow"],
+        "definition": {"function": definition.get("function")},
         "status": rec["status"],
         "args": base64.b64encode(args).decode(),
         "entries": out,

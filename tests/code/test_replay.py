@@ -247,6 +247,14 @@ def test_replay_tool_cli_and_history_files(make_engine: MakeEngine, tmp_path: Pa
     assert missing.returncode == 2
     assert "cannot read" in missing.stderr
 
+    # Without --app: the function the stored definition names (app:total) is imported.
+    found = cli(run.id[:10], "--data-dir", str(tmp_path / "store"))
+    assert found.returncode == 0, found.stderr
+    assert f"run {run.id} (sum): deterministic; 31 activations, 30 commands" in found.stdout
+    exported_again = tmp_path / "again.json"
+    both = cli(run.id, "--data-dir", str(tmp_path / "store"), "--export", str(exported_again))
+    assert both.returncode == 0 and exported_again.exists(), both.stderr
+
 
 def test_replay_of_a_long_history_runs_nothing(make_engine: MakeEngine) -> None:
     engine = make_engine(durability="fast")
