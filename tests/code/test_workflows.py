@@ -579,3 +579,32 @@ def test_signals_with_an_idempotency_key_are_delivered_once(make_engine: MakeEng
         assert run.signal("add", 3) is True  # no key: each call is a signal
         run.signal("done")
         assert run.result(timeout=30) == [1, 2, 3, 3]
+
+
+def test_workflow_timeout_and_cancel_stop_the_run(make_engine: MakeEngine, tmp_path: Path) -> None:
+    clock = af.ManualClock()
+    engine = make_engine(clock=clock)
+    release = str(tmp_path / "never")
+
+    @engine.workflow("slow", timeout="1h")
+    async def slow(ctx: af.WorkflowContext) -> None:
+        await ctx.sleep("forever", "1d")
+
+    @engine.workflow("busy")
+    async def busy(ctx: af.WorkflowContext) -> None:
+        await ctx.step("wait", cs.wait_file, release)
+
+    with engine:
+        timed = engine.trigger("slow")
+        wait_until(lambda: "forever" in steps_of(engine, timed.id))
+        clock.advance(3601)
+        with pytest.raises(af.RunTimeout):
+            timed.result(timeout=30)
+        running = engine.trigger("busy")
+        wait_until(lambda: steps_of(engine, running.id).get("wait") is not None)
+        wait_until(lambda: steps_of(engine, running.id)["wait"].status == af.StepStatus.RUNNING)
+        assert running.cancel("no longer needed") is True
+        with pytest.raises(af.RunCancelled, match="no longer needed"):
+            running.result(timeout=30)
+        assert steps_of(engine, running.id)["wait"].status == af.StepStatus.CANCELLED
+        assert running.cancel() is False  # already finished
