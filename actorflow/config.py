@@ -60,6 +60,9 @@ class EngineConfig:
             coroutines (0: none); others are rebuilt by replay at their next event.
         sticky_cache_ttl: seconds a waiting code workflow run stays in that cache (0: no
             limit but the size).
+        max_tasks_per_worker: replace a worker after it ran this many tasks (0: never).
+        max_memory_per_worker: replace a worker, between tasks, once its resident memory
+            passes this many bytes (0: never); also ``"512MB"``, ``"2GiB"``...
     """
 
     data_dir: Path = Path(".actorflow")
@@ -83,6 +86,8 @@ class EngineConfig:
     schedules: bool = True
     sticky_cache_size: int = 10_000
     sticky_cache_ttl: float = 0.0
+    max_tasks_per_worker: int = 0
+    max_memory_per_worker: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -97,10 +102,12 @@ class EngineConfig:
             )
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
-            "sticky_cache_size",
+            "sticky_cache_size", "max_tasks_per_worker", "max_memory_per_worker",
         ):  # fmt: skip
             value = getattr(self, name)
-            low = 0 if name in ("workers", "prefetch", "sticky_cache_size") else 1
+            low = (
+                1 if name in ("shards", "map_size", "max_batch", "restart_limit", "max_body") else 0
+            )
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
         for name in (
@@ -159,6 +166,26 @@ class EngineConfig:
         return cls(**values)
 
 
+_BYTE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+    "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+}  # fmt: skip
+
+
+def _bytes(text: str) -> int:
+    """``"512MB"``, ``"2GiB"``, ``"1000000"`` as a number of bytes."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _BYTE_UNITS:
+        raise ConfigError(
+            f"max_memory_per_worker: expected bytes such as 536870912, '512MB' or '2GiB', "
+            f"got {text!r}"
+        )
+    return int(float(m.group(1)) * _BYTE_UNITS[unit])
+
+
 def _coerce(name: str, value: Any) -> Any:
     if name == "data_dir":
         if not isinstance(value, str | os.PathLike):
@@ -166,6 +193,8 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value)
     if name == "workers" and value == "auto":
         return 0
+    if name == "max_memory_per_worker" and isinstance(value, str):
+        return _bytes(value)
     if name == "preload":
         if isinstance(value, str):
             return tuple(m for m in value.split(",") if m)
@@ -179,6 +208,8 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method"):
             return _coerce(name, raw)
+        if name == "max_memory_per_worker":
+            return _bytes(raw)
         if name == "workers" and raw.strip() == "auto":
             return 0
         if text == "int":

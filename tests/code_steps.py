@@ -84,3 +84,18 @@ def wait_file(path: str) -> str:
     while not Path(path).exists():
         time.sleep(0.01)
     return "released"
+
+
+def my_pid() -> int:
+    return os.getpid()
+
+
+_HOARD: list[bytearray] = []
+
+
+def leak_memory(megabytes: int) -> int:
+    """Keep ``megabytes`` alive in this worker (a leak); return its pid."""
+    _HOARD.append(bytearray(megabytes << 20))
+    for i in range(0, len(_HOARD[-1]), 4096):  # touch every page: resident, not just mapped
+        _HOARD[-1][i] = 1
+    return os.getpid()

@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+import psutil
 import pykka
 
 from actorflow import _faults
@@ -62,8 +63,12 @@ log = logging.getLogger("actorflow.dispatcher")
 step_log = logging.getLogger("actorflow.step")
 
 # _BROKEN: its pipe failed (it is dying) while it ran a task; its death is still a crash of
-# that task. _KILLING: the dispatcher is killing it; its death is expected.
-_STARTING, _READY, _KILLING, _BROKEN = range(4)
+# that task. _KILLING: the dispatcher is killing it; its death is expected. _RETIRING: it
+# reached max_tasks_per_worker or max_memory_per_worker: it gets no new task, finishes those
+# it has, then is told to stop and is replaced (not a death for the restart breaker).
+_STARTING, _READY, _KILLING, _BROKEN, _RETIRING = range(5)
+#: Dispatch latencies kept for statistics (the most recent ones).
+_LATENCY_SAMPLES = 4096
 _dumps = pickle.dumps
 #: Only tasks this small are queued behind a running one: a large frame could fill the pipe
 #: and block the dispatcher until the worker reads it.
@@ -100,11 +105,13 @@ class _Worker:
     __slots__ = (
         "conn",
         "deadline",
+        "done",
         "fns",
         "inflight",
         "kill_at",
         "pid",
         "proc",
+        "ps",
         "reader",
         "state",
         "wid",
@@ -121,6 +128,8 @@ class _Worker:
         self.deadline: float | None = None  # monotonic; of the task at the head
         self.kill_at: float | None = None  # monotonic; SIGKILL if still alive then
         self.fns: set[str] = set()  # function keys this worker has cached
+        self.done = 0  # tasks it finished (max_tasks_per_worker)
+        self.ps: Any = None  # its psutil.Process, made on first use (max_memory_per_worker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +170,9 @@ class DispatcherStats:
     queued: int = 0
     busy: int = 0
     workers: int = 0
+    recycled: int = 0  # workers retired at max_tasks_per_worker / max_memory_per_worker
+    latency_p50_ms: float | None = None  # from a task's arrival here to its send to a worker
+    latency_p99_ms: float | None = None
 
 
 class Dispatcher(Actor):
@@ -214,6 +226,10 @@ class Dispatcher(Actor):
         self._starting = 0  # spawn requests not yet answered
         self._drain: Promise[None] | None = None
         self._stopping = False
+        self._max_tasks = config.max_tasks_per_worker
+        self._max_memory = config.max_memory_per_worker
+        self._probe: tuple[TaskSpec, float] | None = None
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self.stats = DispatcherStats()
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         self._inbox = inbox
@@ -281,6 +297,9 @@ class Dispatcher(Actor):
                         self._read(w)
             self._pump()
         elif t is Dispatch:
+            if message.tasks and self._probe is None:
+                # Sample one task per message for the dispatch latency statistics.
+                self._probe = (message.tasks[0], time.monotonic())
             self._queue.extend(message.tasks)
             self._pump()
         elif t is Tick:
@@ -308,6 +327,10 @@ class Dispatcher(Actor):
         s.queued = len(self._queue)
         s.busy = sum(1 for w in self._workers.values() if w.inflight)
         s.workers = sum(1 for w in self._workers.values() if w.state == _READY)
+        samples = sorted(self._latencies)
+        if samples:
+            s.latency_p50_ms = samples[len(samples) // 2] * 1000
+            s.latency_p99_ms = samples[min(len(samples) - 1, len(samples) * 99 // 100)] * 1000
         return DispatcherStats(**s.__dict__)
 
     # -- sending ---------------------------------------------------------------------------
@@ -376,7 +399,11 @@ class Dispatcher(Actor):
         level = step_log.getEffectiveLevel()
         frames = []
         entries = []
+        probe = self._probe
         for spec in specs:
+            if probe is not None and spec is probe[0]:
+                self._latencies.append(time.monotonic() - probe[1])
+                self._probe = probe = None
             self._next_task += 1
             task_id = self._next_task
             fn = spec.fn
@@ -486,8 +513,49 @@ class Dispatcher(Actor):
             w.deadline = None
             if w.state == _READY:
                 self._idle.append(w)
+            elif w.state == _RETIRING:
+                self._stop_retired(w)
         if self._drain is not None:
             self._check_drained()
+
+    def _worn_out(self, w: _Worker) -> bool:
+        """True when ``w`` reached its task count or memory limit."""
+        if self._max_tasks and w.done >= self._max_tasks:
+            return True
+        if self._max_memory:
+            try:
+                if w.ps is None:
+                    w.ps = psutil.Process(w.pid)
+                rss = w.ps.memory_info().rss
+            except psutil.Error:
+                return False
+            if rss > self._max_memory:
+                log.info(
+                    "worker %d uses %d MiB (max_memory_per_worker %d MiB): replacing it",
+                    w.pid,
+                    rss >> 20,
+                    self._max_memory >> 20,
+                )
+                return True
+        return False
+
+    def _retire(self, w: _Worker) -> None:
+        """Send ``w`` nothing more; start its replacement now (so capacity stays)."""
+        w.state = _RETIRING
+        if w in self._idle:
+            self._idle.remove(w)
+        self.stats.recycled += 1
+        if not self._stopping and self._breaker_until is None:
+            while self._live_workers() < self._target:
+                self._spawn()
+
+    def _stop_retired(self, w: _Worker) -> None:
+        """A retiring worker finished its last task: ask it to exit (killed if it lingers)."""
+        w.kill_at = time.monotonic() + self._config.kill_grace + 5.0
+        try:
+            w.conn.send_bytes(_dumps((W.STOP,), 5))
+        except (OSError, ValueError):
+            pass  # already gone: its sentinel reports it
 
     def _arm_head(self, w: _Worker) -> None:
         """The head of ``w``'s queue starts now: its deadline (timeout, heartbeat)."""
@@ -520,6 +588,9 @@ class Dispatcher(Actor):
         if found is None:
             return  # it already timed out
         entry = found[1]
+        w.done += 1
+        if w.state == _READY and (self._max_tasks or self._max_memory) and self._worn_out(w):
+            self._retire(w)
         self._pop_entry(w, entry)
         spec = entry.spec
         chunk = spec.chunk
@@ -745,7 +816,7 @@ class Dispatcher(Actor):
                         "their error output is above"
                     )
                 )
-        if w.state != _KILLING:
+        if w.state != _KILLING and not (w.state == _RETIRING and not w.inflight):
             self.stats.crashes += 1
             how = _describe_exit(code)
             if w.inflight:
@@ -777,7 +848,7 @@ class Dispatcher(Actor):
         self._requeue(w)
         self._forget(w)
         if not self._stopping:
-            self._replace()
+            self._replace(counted=w.state != _RETIRING)
         if self._drain is not None:
             self._check_drained()
 
@@ -797,8 +868,14 @@ class Dispatcher(Actor):
             self._idle.remove(w)
         self._refresh_waitables()
 
-    def _replace(self) -> None:
+    def _replace(self, counted: bool = True) -> None:
+        """Start workers up to the pool's size; ``counted``: a death the breaker counts."""
         now = time.monotonic()
+        if not counted:
+            if self._breaker_until is None:
+                while self._live_workers() < self._target:
+                    self._spawn()
+            return
         self.stats.restarts += 1
         deaths = self._deaths
         deaths.append(now)

@@ -767,13 +767,33 @@ class Engine:
         return self._read(list_runs, workflow, status, limit)
 
     def statistics(self) -> dict[str, Any]:
-        """Counters of the pool, the store writer and the shards (not for hot loops)."""
+        """What the engine is doing (not for hot loops).
+
+        Returns:
+            ``queue_depth`` (tasks waiting for a worker), ``busy_workers``, ``workers``,
+            ``restarts`` (worker deaths replaced), ``recycled`` (workers replaced at
+            ``max_tasks_per_worker`` / ``max_memory_per_worker``), ``commit_batch``
+            (mean and largest writes per commit), ``dispatch_latency_ms`` (p50 and p99, from
+            a task reaching the dispatcher to its send to a worker), ``live_runs`` and
+            ``sticky_runs`` (waiting code workflow runs kept in memory), and the raw
+            counters under ``pool`` and ``store``.
+        """
         core = self._require_core()
         out: dict[str, Any] = {}
         assert core.dispatcher is not None and core.writer is not None
-        out["pool"] = core.dispatcher.proxy().statistics().get(timeout=10).__dict__
-        out["store"] = core.writer.proxy().stats.get(timeout=10).as_dict()
+        pool = core.dispatcher.proxy().statistics().get(timeout=10).__dict__
+        store = core.writer.proxy().stats.get(timeout=10).as_dict()
+        out["queue_depth"] = pool["queued"]
+        out["busy_workers"] = pool["busy"]
+        out["workers"] = pool["workers"]
+        out["restarts"] = pool["restarts"]
+        out["recycled"] = pool["recycled"]
+        out["commit_batch"] = {"mean": store["mean_batch"], "largest": store["largest_batch"]}
+        out["dispatch_latency_ms"] = {"p50": pool["latency_p50_ms"], "p99": pool["latency_p99_ms"]}
+        out["pool"] = pool
+        out["store"] = store
         out["live_runs"] = sum(s.proxy().live_runs.get(timeout=10) for s in core.shards)
+        out["sticky_runs"] = sum(s.proxy().sticky_runs.get(timeout=10) for s in core.shards)
         return out
 
     # -- internals used by RunHandle -------------------------------------------------------
