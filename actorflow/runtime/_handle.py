@@ -15,6 +15,7 @@ from actorflow.errors import ResultTimeout
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._views import (
     RunDetails,
+    fanout_progress,
     final_run,
     inspect_run,
     read_run,
@@ -65,11 +66,13 @@ class RunHandle:
             return RunStatus(self._engine._read(read_run, self.id)["status"])
         return RunStatus(found[1]["status"])
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None, *, progress: bool = False) -> Any:
         """Wait for the run to finish and return its result (the last step's output).
 
         Args:
             timeout: seconds to wait at most; None waits as long as it takes.
+            progress: draw a progress bar per fan-out (for_each, batch, map) on stderr
+                while waiting (with ``rich``).
 
         Returns:
             The output of the workflow's last step (actions excepted).
@@ -82,6 +85,10 @@ class RunHandle:
             ResultTimeout: ``timeout`` passed first (the run goes on).
             EngineNotRunning: the run is unfinished and no engine is running to finish it.
         """
+        if progress:
+            from actorflow.runtime._progress import result_with_progress
+
+            return result_with_progress(self, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             current = self._latest()
@@ -118,6 +125,14 @@ class RunHandle:
                 raise ResultTimeout(
                     f"run {self.id} did not finish within {timeout:g}s (it goes on)"
                 ) from None
+
+    def progress(self) -> list[dict[str, Any]]:
+        """Item counts of the run's fan-outs (for_each, batch, ``ctx.map``), as recorded.
+
+        Each entry has ``path``, ``kind``, ``total``, ``succeeded``, ``failed``,
+        ``cancelled`` and ``pending``.
+        """
+        return self._engine._read(fanout_progress, self._latest())
 
     def cancel(self, reason: str = "") -> bool:
         """Cancel the run: running steps are killed, pending ones never start.

@@ -23,6 +23,7 @@ Routes::
     GET  /api/runs/{run_id}/queries/{name}?args=[...]   the query handler's answer
     POST /api/runs/{run_id}/updates/{name}   body: the payload; answer: the handler's result
     POST /api/runs/{run_id}/restart          restart a panicked code workflow run
+    GET  /api/runs/{run_id}/progress         item counts of the run's fan-outs
 """
 
 from __future__ import annotations
@@ -314,6 +315,11 @@ def build_app(engine: Engine) -> Any:
         return _json({"run_id": handle.id, "result": result})
 
     @_guard
+    async def progress(request: Request) -> Response:
+        handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
+        return _json(await run_in_threadpool(handle.progress))
+
+    @_guard
     async def restart(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         await engine.restart_async(run_id)
@@ -334,6 +340,7 @@ def build_app(engine: Engine) -> Any:
         Route("/api/runs/{run_id}/queries/{name}", query, methods=["GET"]),
         Route("/api/runs/{run_id}/updates/{name}", update, methods=["POST"]),
         Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
+        Route("/api/runs/{run_id}/progress", progress, methods=["GET"]),
     ]
     hooks = {(spec.path, spec.method): (wid, spec) for wid, spec in engine._webhooks()}
     for wid, spec in hooks.values():

@@ -144,6 +144,7 @@ def test_code_workflow_over_http(server: tuple[af.Engine, httpx.Client]) -> None
     assert client.get(f"/api/runs/{run_id}/queries/n", params={"args": "{"}).status_code == 400
     assert client.get(f"/api/runs/{run_id}/queries/nope").status_code == 400
     assert client.post(f"/api/runs/{run_id}/restart").status_code == 400  # not panicked
+    assert client.get(f"/api/runs/{run_id}/progress").json() == []  # no fan-out
     r = client.post(f"/api/runs/{run_id}/signals/close", content=b'"bye"')
     assert r.status_code == 202, r.text
     assert engine.run(run_id).result(timeout=30) == {"n": 7, "closing": "bye"}
