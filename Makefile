@@ -26,7 +26,7 @@ test: $(VENV)/.installed
 	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) -m bench
+	$(VENV)/bin/actorflow bench
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check actorflow tests bench examples

@@ -70,10 +70,10 @@ def table(results: dict[str, Any]) -> str:
                      [line.format(*r) for r in rows])  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     started = time.time()
     results = run_all(quick=args.quick)
     record = {

@@ -205,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)
 
+    bench = sub.add_parser(
+        "bench",
+        help="run the benchmark suite (from a source checkout) and print its table",
+        description=(
+            "Runs bench/ (each figure beside a baseline measured in the same run), prints a "
+            "table and writes bench/results/*.json."
+        ),
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    bench.set_defaults(func=cmd_bench)
+
     replay = sub.add_parser(
         "replay",
         help="replay a code workflow run's history against the current code",
@@ -237,6 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(func=cmd_replay)
     return parser
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark suite of a source checkout (``bench/``) and print its table."""
+    import importlib
+
+    sys.path.insert(0, os.getcwd())
+    try:
+        suite = importlib.import_module("bench.__main__")
+    except ImportError:
+        print(
+            "actorflow bench: the benchmark suite ships with the source tree (bench/); run "
+            "this from a checkout of actorflow (or `make bench` there)",
+            file=sys.stderr,
+        )
+        return 2
+    suite.main(["--quick"] if args.quick else [])
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -92,3 +92,16 @@ def test_show_tells_branches_items_and_children(engine: af.Engine, data_dir: Pat
     assert "[2] double_item" in out and "[3] double_item" not in out
     assert "(22 steps of items past the first 3 not shown" in out
     assert "whisper" in out and "skipped" in out
+
+
+def test_bench_outside_a_checkout_says_where_it_lives(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "actorflow", "bench", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,  # no bench/ here, and the checkout is not on the path
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert out.returncode == 2
+    assert "ships with the source tree" in out.stderr
