@@ -337,3 +337,21 @@ def big_text(ctx: Any) -> str:
 def read_big(ctx: Any) -> int:
     """Read the sibling step's large output through ctx.steps (same item frame)."""
     return len(ctx.steps["big"].output)
+
+
+def big_blob(ctx: Any) -> bytes:
+    """A 20 MB output (pickled bytes)."""
+    return b"z" * (20 << 20)
+
+
+def ignores_last(ctx: Any) -> int:
+    """Reads only the small payload field, never ctx.last."""
+    return int(ctx.payload["n"]) + 1
+
+
+def measures_last(ctx: Any) -> int:
+    return len(ctx.last)
+
+
+def payload_size(ctx: Any) -> int:
+    return len(ctx.payload["blob"])

@@ -52,6 +52,7 @@ from actorflow.runtime._messages import (
     TaskSpec,
 )
 from actorflow.runtime._promise import Promise
+from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 from actorflow.store._records import step_output
 from actorflow.workers import _protocol as W
@@ -171,6 +172,7 @@ class DispatcherStats:
     busy: int = 0
     workers: int = 0
     recycled: int = 0  # workers retired at max_tasks_per_worker / max_memory_per_worker
+    bytes_sent: int = 0  # task frames written to workers' pipes
     latency_p50_ms: float | None = None  # from a task's arrival here to its send to a worker
     latency_p99_ms: float | None = None
 
@@ -432,7 +434,9 @@ class Dispatcher(Actor):
             )
             entries.append(_Inflight(task_id, spec))
         try:
-            w.conn.send_bytes(_dumps((W.TASKS, frames), 5))
+            data = _dumps((W.TASKS, frames), 5)
+            self.stats.bytes_sent += len(data)
+            w.conn.send_bytes(data)
         except (OSError, ValueError):
             # The worker is dying; its sentinel will report it. None of these tasks started,
             # but the one it was running (if any) did: its death is that task's crash.
@@ -668,6 +672,14 @@ class Dispatcher(Actor):
                 value = self._host.service_blob(spec.workflow_id, str(arg))
             elif op == "output":
                 value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
+            elif op == "ref":  # a large value sent by reference, read by the step
+                target = str(arg)
+                if target == "payload":
+                    value = self._store.get(K.VALUES, K.payload_key(spec.run_id))
+                elif target.startswith("step:"):
+                    value = step_output(self._store, spec.run_id, target[5:])
+                else:
+                    raise ValueError(f"unknown reference {target!r}")
             else:
                 raise ValueError(f"unknown request {op!r}")
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)

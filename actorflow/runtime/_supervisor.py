@@ -122,6 +122,10 @@ _CHUNK_SECONDS = 0.005
 _CHUNK_MAX = 512
 #: ...and only steps this quick are chunked: above it, per-task overhead is already small.
 _CHUNK_COST_MAX = 0.001
+#: A payload or ``ctx.last`` larger than this travels to a worker as a reference, fetched
+#: only by a step that reads it (a step that reads only small values pays for no large one).
+LAZY_MAX = 64 * 1024
+_PAYLOAD_REF = b"Rpayload"
 _AWAITED = frozenset({C_RUN, C_DECIDE, C_EXPAND, C_LOOP, C_SLEEP, C_CHILD})
 _ITEM_LOOPS = frozenset({K_FOR_EACH, K_BATCH})
 _COUNT_SLOT = {S_SUCCEEDED: 1, S_FAILED: 2}  # where a finished item is counted
@@ -498,6 +502,21 @@ class Supervisor:
     def _scope(self, frame: int) -> int:
         return 0 if frame == 0 else self.plan.body[self.frames[frame].owner]
 
+    def _task_payload(self) -> bytes:
+        """The payload as a task carries it: itself, or a reference when it is large."""
+        return self.payload if len(self.payload) <= LAZY_MAX else _PAYLOAD_REF
+
+    def _task_last(self, frame: int, node: int) -> bytes | None:
+        """``ctx.last`` as a task carries it: itself, or a reference when it is large.
+
+        The reference names the step output it is; the step fetches it only if it reads it.
+        """
+        src = self.plan.last_source[node]
+        value = self.source(frame, src)
+        if src >= 0 and value is not None and len(value) > LAZY_MAX:
+            return b"Rstep:" + self.path(frame, src).encode()
+        return value
+
     def _ctx(self, frame: int, node: int, last: Any = _SAME, index: Any = _SAME) -> Any:
         item, item_index = self._ctx_item(frame)
         return engine_context(
@@ -630,7 +649,6 @@ class Supervisor:
         loop_path = self.path(loop_frame, first.owner)
         cid = f"{loop_path}#chunk/{node}/{first.index}"
         now = self.core.clock.now()
-        last_source = self.plan.last_source[node]
         members = []
         indices = []
         for leaf in leaves:
@@ -639,7 +657,7 @@ class Supervisor:
             leaf.dispatched_at = now
             leaf.chunk = cid
             item, index = self._ctx_item(leaf.frame)
-            members.append((leaf.path, self.source(leaf.frame, last_source), item, index))
+            members.append((leaf.path, self._task_last(leaf.frame, leaf.node), item, index))
             indices.append(self.frames[leaf.frame].index)
         chunk = self.chunks[cid] = _Chunk(cid, K.step_key(self.run_id, cid), leaves)
         record = {"kind": "chunk", "step": spec.name, "node": node, "attempt": 1}
@@ -653,7 +671,7 @@ class Supervisor:
                 1,
                 self.workflow_id,
                 spec.fn,
-                self.payload,
+                self._task_payload(),
                 None,
                 None if spec.timeout is None else spec.timeout * len(leaves),
                 None,
@@ -765,8 +783,8 @@ class Supervisor:
                 leaf.attempt,
                 self.workflow_id,
                 fn,
-                self.payload,
-                self.source(leaf.frame, self.plan.last_source[leaf.node]),
+                self._task_payload(),
+                self._task_last(leaf.frame, leaf.node),
                 attempt_timeout(spec.timeout, spec.retry, leaf, now)
                 if isinstance(spec, StepSpec)
                 else None,

@@ -16,7 +16,15 @@ from typing import Any, Protocol
 from actorflow.store._codec import decode_value
 from actorflow.workers._state import State
 
-__all__ = ["CURRENT", "Host", "RunInfo", "StepContext", "StepOutput", "step_context"]
+__all__ = [
+    "CURRENT",
+    "REF_TAG",
+    "Host",
+    "RunInfo",
+    "StepContext",
+    "StepOutput",
+    "step_context",
+]
 
 
 class Host(Protocol):
@@ -170,8 +178,9 @@ class StepContext:
         self.host = host  # answers requests for state and services
         # Values arrive encoded (in a worker) and are decoded on first use; the engine passes
         # values it already holds (encoded=False).
-        self._payload = _Lazy(payload, "payload", encoded)
-        self._last = _Lazy(last, "ctx.last", encoded)
+        by_ref = self._fetch_ref if host is not None else None
+        self._payload = _Lazy(payload, "payload", encoded, by_ref)
+        self._last = _Lazy(last, "ctx.last", encoded, by_ref)
         self._item = _Lazy(item, "ctx.item", encoded)
         self._error = _Lazy(error, "ctx.error", encoded)
         self._details = _Lazy(details, "heartbeat details", True)
@@ -181,6 +190,12 @@ class StepContext:
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._state: State | None = None
         self._services: Any = None
+
+    def _fetch_ref(self, ref: str) -> bytes | None:
+        """A large value the engine sent by reference (``payload``, ``step:<path>``)."""
+        assert self.host is not None
+        value: bytes | None = self.host.request("ref", ref)
+        return value
 
     @property
     def state(self) -> State:
@@ -278,17 +293,37 @@ class StepContext:
         return f"<StepContext run={self.run.id} step={self.run.step!r} attempt={self.run.attempt}>"
 
 
+#: First byte of a reference the engine sends instead of a large value (``b"R" + ref``):
+#: the step fetches the value only if it reads it. Never stored.
+REF_TAG = 0x52
+
+
 class _Lazy:
-    """A value received encoded, decoded once when first read."""
+    """A value received encoded (or as a reference to it), decoded once when first read."""
 
-    __slots__ = ("_raw", "_value", "_what")
+    __slots__ = ("_fetch", "_raw", "_value", "_what")
 
-    def __init__(self, raw: Any, what: str, encoded: bool) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        what: str,
+        encoded: bool,
+        fetch: Callable[[str], bytes | None] | None = None,
+    ) -> None:
         self._raw = raw
         self._what = what
+        self._fetch = fetch
         self._value: Any = _MISSING if encoded and raw is not None else raw
 
     def get(self) -> Any:
         if self._value is _MISSING:
-            self._value = decode_value(self._raw, self._what)
+            raw = self._raw
+            if raw[0] == REF_TAG:
+                if self._fetch is None:
+                    raise RuntimeError(f"{self._what} is not available here (no engine to ask)")
+                raw = self._fetch(bytes(raw[1:]).decode())
+                if raw is None:
+                    raise KeyError(f"{self._what}: the engine no longer has it")
+            self._value = decode_value(raw, self._what)
+            self._raw = None  # the decoded value is kept; the bytes are not needed twice
         return self._value
