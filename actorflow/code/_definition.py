@@ -10,10 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actorflow.definition._build import validate_name
-from actorflow.definition._builder import Triggers, Workflow, _rate_limit
+from actorflow.definition._builder import Triggers
 from actorflow.definition._options import Duration, Retry, parse_duration
-from actorflow.definition._triggers import check_schedule, check_webhook
 from actorflow.errors import DefinitionError
 
 __all__ = ["CodeWorkflow", "CodeWorkflowSpec", "PanicPolicy"]
@@ -174,31 +172,18 @@ class CodeWorkflow(Triggers):
         Raises:
             DefinitionError: listing every problem found.
         """
-        with self._lock:
-            if self._spec is None:
-                self._spec = self._build()
-                self._frozen = True
-            return self._spec
+        spec: CodeWorkflowSpec = super().build()
+        return spec
 
     def _build(self) -> CodeWorkflowSpec:
         problems: list[str] = []
-        if (p := validate_name(self._id, "workflow id")) is not None:
-            problems.append(p)
+        common = self._common(problems)
         if not inspect.iscoroutinefunction(self.fn):
             problems.append(
                 f"@engine.workflow: expected an `async def f(ctx, *args)`, got {self.fn!r}"
             )
         if self._retry is not None and not isinstance(self._retry, Retry):
             problems.append(f"retry: expected af.Retry(...), got {self._retry!r}")
-        timeout = Workflow._duration(self._timeout, "timeout", problems)
-        concurrency = self._concurrency
-        if concurrency is not None and (
-            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
-        ):
-            problems.append(f"concurrency: expected an integer >= 1, got {concurrency!r}")
-            concurrency = None
-        if not isinstance(self._description, str):
-            problems.append(f"description: expected a string, got {self._description!r}")
         panic = self._panic if self._panic is not None else PanicPolicy()
         if not isinstance(panic, PanicPolicy):
             problems.append(f"panic: expected af.PanicPolicy(...), got {panic!r}")
@@ -212,33 +197,21 @@ class CodeWorkflow(Triggers):
                 failure_types.append(t)
             else:
                 problems.append(f"failure_types: expected exception classes, got {t!r}")
-        holder = Workflow("_")  # its service checks, shared
-        holder._services = self._services
-        services = holder._check_services(problems)
-        rate = _rate_limit(self._rate_limit, problems)
-        webhooks = tuple(
-            w for path, method, env, sig, schema in self._webhooks
-            if (w := check_webhook(path, method, env, sig, schema, problems))
-        )  # fmt: skip
-        schedules = tuple(
-            c for cron, every, tz, overlap, catch_up in self._schedules
-            if (c := check_schedule(cron, every, tz, overlap, catch_up, problems))
-        )  # fmt: skip
         if problems:
             raise DefinitionError(problems, self._id if isinstance(self._id, str) else None)
         return CodeWorkflowSpec(
             id=self._id,
             fn=self.fn,
             retry=self._retry,
-            timeout=timeout,
-            concurrency=concurrency,
+            timeout=common.timeout,
+            concurrency=common.concurrency,
             description=self._description,
             panic=panic,
             failure_types=tuple(failure_types),
-            services=services,
-            rate_limit=rate,
-            webhooks=webhooks,
-            schedules=schedules,
+            services=common.services,
+            rate_limit=common.rate_limit,
+            webhooks=common.webhooks,
+            schedules=common.schedules,
         )
 
     def __repr__(self) -> str:

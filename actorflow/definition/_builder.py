@@ -10,30 +10,129 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from actorflow.definition._build import Context, _check_callable, _ref, build_flow, validate_name
 from actorflow.definition._flow import Flow
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.definition._services import Service, ServiceInstance
 from actorflow.definition._spec import WorkflowSpec
-from actorflow.definition._triggers import check_schedule, check_webhook
+from actorflow.definition._triggers import (
+    ScheduleSpec,
+    WebhookSpec,
+    check_schedule,
+    check_webhook,
+)
 from actorflow.errors import DefinitionError, GraphError
 
-__all__ = ["Triggers", "Workflow", "validate_name"]
+__all__ = ["Common", "Triggers", "Workflow", "validate_name"]
+
+
+class Common(NamedTuple):
+    """The options graph and code workflows share, validated."""
+
+    timeout: float | None
+    concurrency: int | None
+    services: tuple[ServiceInstance, ...]
+    rate_limit: tuple[int, float] | None
+    webhooks: tuple[WebhookSpec, ...]
+    schedules: tuple[ScheduleSpec, ...]
 
 
 class Triggers:
-    """``on_webhook`` / ``on_schedule`` / ``on_interval``, shared by graph and code workflows.
+    """What graph and code workflows share: triggers, the cached build, common options.
 
-    The host class provides ``_lock``, ``_frozen``, ``_webhooks``, ``_schedules`` and ``id``.
+    The host class provides ``_lock``, ``_frozen``, ``_spec``, ``_build()`` and the raw
+    options ``_id``, ``_timeout``, ``_concurrency``, ``_description``, ``_services``,
+    ``_rate_limit``, ``_webhooks`` and ``_schedules``.
     """
 
     _lock: Any
     _frozen: bool
+    _spec: Any
+    _id: Any
+    _timeout: Any
+    _concurrency: Any
+    _description: Any
+    _services: Any
+    _rate_limit: Any
     _webhooks: list[tuple[Any, ...]]
     _schedules: list[tuple[Any, ...]]
-    id: Any
+
+    def _build(self) -> Any:
+        raise NotImplementedError
+
+    def build(self) -> Any:
+        """Validate everything and return the immutable spec (cached after the first call).
+
+        Raises:
+            DefinitionError: listing every problem found.
+        """
+        with self._lock:
+            if self._spec is None:
+                self._spec = self._build()
+                self._frozen = True
+            return self._spec
+
+    def _common(self, problems: list[str]) -> Common:
+        """Check the options both kinds of workflow have; note each problem."""
+        if (p := validate_name(self._id, "workflow id")) is not None:
+            problems.append(p)
+        timeout = self._duration(self._timeout, "timeout", problems)
+        concurrency = self._concurrency
+        if concurrency is not None and (
+            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+        ):
+            problems.append(f"concurrency: expected an integer >= 1, got {concurrency!r}")
+            concurrency = None
+        if not isinstance(self._description, str):
+            problems.append(f"description: expected a string, got {self._description!r}")
+        webhooks = tuple(
+            w for path, method, env, sig, schema in self._webhooks
+            if (w := check_webhook(path, method, env, sig, schema, problems))
+        )  # fmt: skip
+        schedules = tuple(
+            c for cron, every, tz, overlap, catch_up in self._schedules
+            if (c := check_schedule(cron, every, tz, overlap, catch_up, problems))
+        )  # fmt: skip
+        services = self._check_services(problems)
+        rate = _rate_limit(self._rate_limit, problems)
+        return Common(timeout, concurrency, services, rate, webhooks, schedules)
+
+    def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
+        raw = self._services
+        if isinstance(raw, ServiceInstance | Service) or not isinstance(raw, Sequence):
+            raw = [raw]
+        out: list[ServiceInstance] = []
+        seen: set[str] = set()
+        for i, svc in enumerate(raw):
+            if isinstance(svc, Service):
+                try:
+                    svc = svc.with_config()  # no configuration needed, or it says what is
+                except DefinitionError as exc:
+                    problems.extend(exc.problems)
+                    continue
+            if not isinstance(svc, ServiceInstance):
+                problems.append(
+                    f"services[{i}]: expected a service (af.define_service(...).with_config"
+                    f"(...)), got {svc!r}"
+                )
+                continue
+            if svc.id in seen:
+                problems.append(f"services[{i}]: service {svc.id!r} is listed twice")
+            seen.add(svc.id)
+            out.append(svc)
+        return tuple(out)
+
+    @staticmethod
+    def _duration(value: Any, what: str, problems: list[str]) -> float | None:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value, what)
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
+            return None
 
     def on_webhook(
         self,
@@ -103,7 +202,8 @@ class Triggers:
     def _check_open(self) -> None:
         if self._frozen:
             raise DefinitionError(
-                "is already built (its engine has started); add triggers before that", self.id
+                "is already built (its engine has started); add triggers before that",
+                str(self._id),
             )
 
 
@@ -171,32 +271,19 @@ class Workflow(Flow, Triggers):
         Raises:
             DefinitionError: listing every problem found.
         """
-        with self._lock:
-            if self._spec is None:
-                self._spec = self._build()
-                self._frozen = True
-            return self._spec
+        spec: WorkflowSpec = super().build()
+        return spec
 
     def _build(self) -> WorkflowSpec:
         ctx = Context()
         problems = ctx.problems
-        if (p := validate_name(self._id, "workflow id")) is not None:
-            problems.append(p)
+        common = self._common(problems)
         if self._retry is not None:
             if isinstance(self._retry, Retry):
                 ctx.default_retry = self._retry
             else:
                 problems.append(f"retry: expected af.Retry(...), got {self._retry!r}")
-        timeout = self._duration(self._timeout, "timeout", problems)
         ctx.step_timeout = self._duration(self._step_timeout, "step_timeout", problems)
-        concurrency = self._concurrency
-        if concurrency is not None and (
-            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
-        ):
-            problems.append(f"concurrency: expected an integer >= 1, got {concurrency!r}")
-            concurrency = None
-        if not isinstance(self._description, str):
-            problems.append(f"description: expected a string, got {self._description!r}")
         on_error = None
         if self._on_error is not None and _check_callable(
             self._on_error, 1, "on_error", "(ctx)", ctx
@@ -204,16 +291,6 @@ class Workflow(Flow, Triggers):
             on_error = _ref(self._on_error, "on_error", ctx)
         if not self._block:
             problems.append("has no steps: add one with .step(name, fn)")
-        services = self._check_services(problems)
-        rate = _rate_limit(self._rate_limit, problems)
-        webhooks = tuple(
-            w for path, method, env, sig, schema in self._webhooks
-            if (w := check_webhook(path, method, env, sig, schema, problems))
-        )  # fmt: skip
-        schedules = tuple(
-            c for cron, every, tz, overlap, catch_up in self._schedules
-            if (c := check_schedule(cron, every, tz, overlap, catch_up, problems))
-        )  # fmt: skip
         block = build_flow(self, ctx, "workflow")
         if problems:
             error = GraphError if ctx.structural else DefinitionError
@@ -221,50 +298,15 @@ class Workflow(Flow, Triggers):
         return WorkflowSpec(
             id=self._id,
             block=block,
-            timeout=timeout,
-            concurrency=concurrency,
+            timeout=common.timeout,
+            concurrency=common.concurrency,
             description=self._description,
             on_error=on_error,
-            services=services,
-            rate_limit=rate,
-            webhooks=webhooks,
-            schedules=schedules,
+            services=common.services,
+            rate_limit=common.rate_limit,
+            webhooks=common.webhooks,
+            schedules=common.schedules,
         )
-
-    def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
-        raw = self._services
-        if isinstance(raw, ServiceInstance | Service) or not isinstance(raw, Sequence):
-            raw = [raw]
-        out: list[ServiceInstance] = []
-        seen: set[str] = set()
-        for i, svc in enumerate(raw):
-            if isinstance(svc, Service):
-                try:
-                    svc = svc.with_config()  # no configuration needed, or it says what is
-                except DefinitionError as exc:
-                    problems.extend(exc.problems)
-                    continue
-            if not isinstance(svc, ServiceInstance):
-                problems.append(
-                    f"services[{i}]: expected a service (af.define_service(...).with_config"
-                    f"(...)), got {svc!r}"
-                )
-                continue
-            if svc.id in seen:
-                problems.append(f"services[{i}]: service {svc.id!r} is listed twice")
-            seen.add(svc.id)
-            out.append(svc)
-        return tuple(out)
-
-    @staticmethod
-    def _duration(value: Any, what: str, problems: list[str]) -> float | None:
-        if value is None:
-            return None
-        try:
-            return parse_duration(value, what)
-        except DefinitionError as exc:
-            problems.extend(exc.problems)
-            return None
 
     def __repr__(self) -> str:
         return f"<Workflow {self._id!r}: {len(self._block)} nodes>"
