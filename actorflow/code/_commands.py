@@ -32,6 +32,7 @@ from actorflow.runtime._steps import (
     attempt_record,
     attempt_summary,
     attempt_timeout,
+    child_failure,
     error_record,
     retry_delay,
 )
@@ -646,26 +647,13 @@ def _child_outcome(sup: CodeSupervisor, st: State) -> bool:
         sup.fx.ops.append(leaf.put())
         _resolve_ok(sup, st, output, stored=True)
         return True
-    err = rec.get("error") or {}
-    if status == RunStatus.CANCELLED:
-        err = {
-            "type": "actorflow.errors.RunCancelled",
-            "types": ["actorflow.errors.RunCancelled", "actorflow.errors.RunError"],
-            "message": f"was cancelled: {rec.get('cancel_reason') or ''}",
-        }
-    info = ErrorInfo(
-        "error",
-        err.get("type", "actorflow.errors.RunError"),
-        tuple(err.get("types") or ()),
-        f"child run {child_id} failed: {err.get('message', '')}",
-        err.get("traceback") or "",
-        None,
-    )
+    info = child_failure(child_id, rec)
+    exc = (rec.get("error") or {}).get("exc")
     leaf.status = StepStatus.FAILED
     leaf.failures = 1
     leaf.error = error_record(info, leaf.path, 1)
-    if err.get("exc"):
-        leaf.error["exc"] = err["exc"]  # the child's exception, for the parent's cause
+    if exc and rec.get("status") != "cancelled":
+        leaf.error["exc"] = exc  # the child's exception, for the parent's cause
     leaf.attempts.append(
         attempt_record(1, "failed", "child", leaf.dispatched_at, now, attempt_summary(info))
     )

@@ -43,7 +43,7 @@ from actorflow.runtime._messages import (
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._steps import Leaf
-from actorflow.runtime._supervisor import Effects
+from actorflow.runtime._supervisor import Effects, open_run
 from actorflow.runtime._views import error_from_record
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
@@ -147,24 +147,7 @@ class CodeSupervisor:
     ) -> CodeSupervisor:
         """A new run: record it (queued or running) and start the function."""
         sup = cls(core, compiled, run_id)
-        now = core.clock.now()
-        sup.payload = payload
-        sup.created_at = now
-        sup.idempotency_key = idempotency_key
-        sup.parent = parent
-        admitted = core.admission.try_acquire(sup.workflow_id, run_id)
-        sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
-        ops = sup.fx.ops
-        ops.append((K.VALUES, K.payload_key(run_id), payload))
-        ops.append((K.INDEX, K.status_index_key(sup.status, run_id), b""))
-        ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
-        if idempotency_key is not None:
-            key = K.idempotency_key(sup.workflow_id, idempotency_key)
-            ops.append((K.IDEMPOTENCY, key, run_id.encode()))
-        if admitted:
-            sup._begin(now)
-        else:
-            sup._put_run()
+        open_run(sup, payload, idempotency_key, parent)
         return sup
 
     @classmethod

@@ -17,7 +17,14 @@ from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
 
-__all__ = ["Leaf", "attempt_record", "attempt_timeout", "error_record", "retry_delay"]
+__all__ = [
+    "Leaf",
+    "attempt_record",
+    "attempt_timeout",
+    "child_failure",
+    "error_record",
+    "retry_delay",
+]
 
 _MAX_ATTEMPT_MESSAGE = 300
 
@@ -69,6 +76,25 @@ def attempt_record(
         "error": error,
         "pid": pid,
     }
+
+
+def child_failure(child_id: str, rec: dict[str, Any]) -> ErrorInfo:
+    """What a parent's child step fails with, from its child's final (failed) run record."""
+    err = rec.get("error") or {}
+    if rec.get("status") == "cancelled":
+        err = {
+            "type": "actorflow.errors.RunCancelled",
+            "types": ["actorflow.errors.RunCancelled", "actorflow.errors.RunError"],
+            "message": f"was cancelled: {rec.get('cancel_reason') or ''}",
+        }
+    return ErrorInfo(
+        "error",
+        err.get("type", "actorflow.errors.RunError"),
+        tuple(err.get("types") or ()),
+        f"child run {child_id} failed: {err.get('message', '')}",
+        err.get("traceback") or "",
+        None,
+    )
 
 
 def retry_delay(retry: Any, leaf: Leaf, err: ErrorInfo, now: float, random: float) -> float | None:

@@ -103,6 +103,7 @@ from actorflow.runtime._steps import (
     attempt_record,
     attempt_summary,
     attempt_timeout,
+    child_failure,
     error_record,
     retry_delay,
 )
@@ -112,7 +113,7 @@ from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["Effects", "Supervisor"]
+__all__ = ["Effects", "Supervisor", "open_run"]
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
@@ -279,24 +280,7 @@ class Supervisor:
     ) -> Supervisor:
         """A new run: record it (queued or running) and start its first nodes."""
         sup = cls(core, compiled, run_id)
-        now = core.clock.now()
-        sup.payload = payload
-        sup.created_at = now
-        sup.idempotency_key = idempotency_key
-        sup.parent = parent
-        admitted = core.admission.try_acquire(sup.workflow_id, run_id)
-        sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
-        ops = sup.fx.ops
-        ops.append((K.VALUES, K.payload_key(run_id), payload))
-        ops.append((K.INDEX, K.status_index_key(sup.status, run_id), b""))
-        ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
-        if idempotency_key is not None:
-            key = K.idempotency_key(sup.workflow_id, idempotency_key)
-            ops.append((K.IDEMPOTENCY, key, run_id.encode()))
-        if admitted:
-            sup._begin(now)
-        else:
-            sup._put_run()
+        open_run(sup, payload, idempotency_key, parent)
         return sup
 
     @classmethod
@@ -1228,23 +1212,7 @@ class Supervisor:
             )
             self._succeed(leaf, encode_value(result, f"result of child run {leaf.child}"))
             return True
-        err = rec.get("error") or {}
-        if status == RunStatus.CANCELLED:
-            reason = rec.get("cancel_reason") or ""
-            err = {
-                "kind": "error",
-                "type": "actorflow.errors.RunCancelled",
-                "types": ["actorflow.errors.RunCancelled", "actorflow.errors.RunError"],
-                "message": f"child run {leaf.child} was cancelled: {reason}",
-            }
-        info = ErrorInfo(
-            "error",
-            err.get("type", "actorflow.errors.RunError"),
-            tuple(err.get("types") or ()),
-            f"child run {leaf.child} failed: {err.get('message', '')}",
-            err.get("traceback") or "",
-            None,
-        )
+        info = child_failure(child_id, rec)
         leaf.attempts.append(
             attempt_record(
                 leaf.attempt, "failed", "child", leaf.dispatched_at, now, attempt_summary(info)
@@ -1402,6 +1370,31 @@ class Supervisor:
             else:
                 rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
+
+
+def open_run(
+    sup: Any, payload: bytes, idempotency_key: str | None, parent: tuple[str, str] | None
+) -> None:
+    """Record a new run (graph or code) as running or queued, and begin it if admitted."""
+    core, run_id = sup.core, sup.run_id
+    now = core.clock.now()
+    sup.payload = payload
+    sup.created_at = now
+    sup.idempotency_key = idempotency_key
+    sup.parent = parent
+    admitted = core.admission.try_acquire(sup.workflow_id, run_id)
+    sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
+    ops = sup.fx.ops
+    ops.append((K.VALUES, K.payload_key(run_id), payload))
+    ops.append((K.INDEX, K.status_index_key(sup.status, run_id), b""))
+    ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
+    if idempotency_key is not None:
+        key = K.idempotency_key(sup.workflow_id, idempotency_key)
+        ops.append((K.IDEMPOTENCY, key, run_id.encode()))
+    if admitted:
+        sup._begin(now)
+    else:
+        sup._put_run()
 
 
 def _exception_bytes(err: ErrorInfo) -> bytes:
