@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -12,6 +10,7 @@ from typing import Any
 
 from actorflow.definition._builder import Triggers
 from actorflow.definition._options import Duration, Retry, parse_duration
+from actorflow.definition._spec import describe_common, fingerprint
 from actorflow.errors import DefinitionError
 
 __all__ = ["CodeWorkflow", "CodeWorkflowSpec", "PanicPolicy"]
@@ -98,21 +97,14 @@ class CodeWorkflowSpec:
             "retry": self.retry.to_dict() if self.retry else None,
             "panic": self.panic.to_dict(),
             "failure_types": [f"{t.__module__}.{t.__qualname__}" for t in self.failure_types],
-            "services": [s.describe() for s in self.services],
-            "rate_limit": list(self.rate_limit) if self.rate_limit else None,
-            "webhooks": [
-                {"path": w.path, "method": w.method, "signature": w.signature}
-                for w in self.webhooks
-            ],
-            "schedules": [s.describe() for s in self.schedules],
+            **describe_common(self),
             "nodes": [],
         }
 
     @property
     def fingerprint(self) -> str:
         """A short hash of the definition, stored with the definition record."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+        return fingerprint(self.to_dict())
 
 
 class CodeWorkflow(Triggers):

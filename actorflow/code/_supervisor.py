@@ -43,7 +43,7 @@ from actorflow.runtime._messages import (
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._steps import Leaf
-from actorflow.runtime._supervisor import Effects, open_run
+from actorflow.runtime._supervisor import Effects, move_status, open_run
 from actorflow.runtime._views import error_from_record
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
@@ -405,9 +405,7 @@ class CodeSupervisor:
             self.restarts = 0
         else:
             self.restarts += 1
-        self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.PANICKED, self.run_id), None))
-        self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.RUNNING, self.run_id), b""))
-        self.status = RunStatus.RUNNING
+        move_status(self, RunStatus.RUNNING)
         self.panic_error = None
         self.states.clear()
         self.leaves.clear()
@@ -426,9 +424,7 @@ class CodeSupervisor:
         """Start a queued run, or take up again what a loaded run had in flight."""
         now = self.core.clock.now()
         if self.status == RunStatus.QUEUED:
-            self.status = RunStatus.RUNNING
-            self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.QUEUED, self.run_id), None))
-            self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.RUNNING, self.run_id), b""))
+            move_status(self, RunStatus.RUNNING)
             self._begin(now)
             return
         if self.status == RunStatus.PANICKED:
@@ -523,11 +519,7 @@ class CodeSupervisor:
         self.new_cmds = []
         self.queued = []
         now = self.core.clock.now()
-        old = self.status
-        self.status = RunStatus.PANICKED
-        if old != RunStatus.PANICKED:
-            self.fx.ops.append((K.INDEX, K.status_index_key(old, self.run_id), None))
-            self.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.PANICKED, self.run_id), b""))
+        move_status(self, RunStatus.PANICKED)
         self.panic_error = _panic_record(exc)
         # In-flight steps are stopped and run again when it restarts; timers, event
         # registrations and children stay (what they bring is taken up then).
@@ -575,14 +567,9 @@ class CodeSupervisor:
         self._finish(RunStatus.FAILED)
 
     def _finish(self, status: RunStatus) -> None:
-        old = self.status
-        self.status = status
+        move_status(self, status)
         self.ended_at = self.core.clock.now()
         self.finished = True
-        ops = self.fx.ops
-        if old != status:
-            ops.append((K.INDEX, K.status_index_key(old, self.run_id), None))
-            ops.append((K.INDEX, K.status_index_key(status, self.run_id), b""))
         if self.deadline is not None:
             self._drop_timer(self.deadline, "deadline")
         if self.restart_at is not None:

@@ -39,6 +39,8 @@ __all__ = [
     "WaitSpec",
     "WhileSpec",
     "WorkflowSpec",
+    "describe_common",
+    "fingerprint",
     "function_ref",
     "walk",
 ]
@@ -317,6 +319,24 @@ def _shape(desc: Any) -> Any:
     return desc
 
 
+def describe_common(spec: Any) -> dict[str, Any]:
+    """The stored description of the options graph and code workflows share."""
+    return {
+        "services": [s.describe() for s in spec.services],
+        "rate_limit": list(spec.rate_limit) if spec.rate_limit else None,
+        "webhooks": [
+            {"path": w.path, "method": w.method, "signature": w.signature} for w in spec.webhooks
+        ],
+        "schedules": [s.describe() for s in spec.schedules],
+    }
+
+
+def fingerprint(description: dict[str, Any]) -> str:
+    """A short hash of a stored definition."""
+    text = json.dumps(description, sort_keys=True)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
     """A validated, immutable workflow definition.
@@ -357,20 +377,13 @@ class WorkflowSpec:
             "concurrency": self.concurrency,
             "on_error": self.on_error.display if self.on_error else None,
             "nodes": _block(self.block),
-            "services": [s.describe() for s in self.services],
-            "rate_limit": list(self.rate_limit) if self.rate_limit else None,
-            "webhooks": [
-                {"path": w.path, "method": w.method, "signature": w.signature}
-                for w in self.webhooks
-            ],
-            "schedules": [s.describe() for s in self.schedules],
+            **describe_common(self),
         }
 
     @property
     def fingerprint(self) -> str:
         """A short hash of the whole definition, stored with the definition record."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+        return fingerprint(self.to_dict())
 
     @property
     def shape(self) -> str:

@@ -18,7 +18,7 @@ from actorflow.graph import _codes as G
 from actorflow.runtime import _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._messages import ErrorInfo
-from actorflow.runtime._supervisor import Supervisor
+from actorflow.runtime._supervisor import Supervisor, move_status
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import load_record, output_of
@@ -72,9 +72,7 @@ def resume(sup: Supervisor) -> None:
     """Drive a loaded run: start a queued one, take up again what was in flight."""
     now = sup.core.clock.now()
     if sup.status == RunStatus.QUEUED:
-        sup.status = RunStatus.RUNNING
-        sup.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.QUEUED, sup.run_id), None))
-        sup.fx.ops.append((K.INDEX, K.status_index_key(RunStatus.RUNNING, sup.run_id), b""))
+        move_status(sup, RunStatus.RUNNING)
         sup._begin(now)
         return
     if sup.shape != sup.plan.shape:

@@ -113,7 +113,7 @@ from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["Effects", "Supervisor", "open_run"]
+__all__ = ["Effects", "Supervisor", "move_status", "open_run"]
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
@@ -1249,14 +1249,10 @@ class Supervisor:
         self._finish(RunStatus.FAILED)
 
     def _finish(self, status: RunStatus) -> None:
-        old = self.status
-        self.status = status
+        move_status(self, status)
         self.ended_at = self.core.clock.now()
         self.finished = True
         ops = self.fx.ops
-        if old != status:
-            ops.append((K.INDEX, K.status_index_key(old, self.run_id), None))
-            ops.append((K.INDEX, K.status_index_key(status, self.run_id), b""))
         if self.deadline is not None:
             ops.append((K.TIMERS, K.timer_key(self.deadline, self.run_id, "deadline"), None))
         for leaf in self.leaves.values():
@@ -1370,6 +1366,15 @@ class Supervisor:
             else:
                 rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
+
+
+def move_status(sup: Any, status: RunStatus) -> None:
+    """Set a run's status and move it in the status index (in the same write)."""
+    old = sup.status
+    sup.status = status
+    if old != status:
+        sup.fx.ops.append((K.INDEX, K.status_index_key(old, sup.run_id), None))
+        sup.fx.ops.append((K.INDEX, K.status_index_key(status, sup.run_id), b""))
 
 
 def open_run(

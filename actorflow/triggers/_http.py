@@ -112,9 +112,8 @@ def _guard(fn: Handler) -> Handler:
     return handler
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 past ``limit`` bytes (before reading it all)."""
-    declared = request.headers.get("content-length")
+def _check_length(declared: str | None, limit: int) -> None:
+    """Refuse a declared Content-Length past ``limit`` (413) before reading the body."""
     if declared is not None:
         try:
             size = int(declared)
@@ -122,6 +121,11 @@ async def _body(request: Request, limit: int) -> bytes:
             raise _HttpError(400, "bad_request", "Content-Length is not a number") from None
         if size > limit:
             raise _HttpError(413, "too_large", f"body of {size} bytes is over the {limit} limit")
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (before reading it all)."""
+    _check_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
@@ -445,14 +449,7 @@ class _Webhooks:
 
 async def _read(receive: Any, headers: dict[str, str], limit: int) -> bytes:
     """A raw ASGI request body, refused with 413 past ``limit`` bytes."""
-    declared = headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise _HttpError(400, "bad_request", "Content-Length is not a number") from None
-        if size > limit:
-            raise _HttpError(413, "too_large", f"body of {size} bytes is over the {limit} limit")
+    _check_length(headers.get("content-length"), limit)
     chunks: list[bytes] = []
     total = 0
     while True:
