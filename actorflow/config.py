@@ -63,6 +63,14 @@ class EngineConfig:
         max_tasks_per_worker: replace a worker after it ran this many tasks (0: never).
         max_memory_per_worker: replace a worker, between tasks, once its resident memory
             passes this many bytes (0: never); also ``"512MB"``, ``"2GiB"``...
+        shm_threshold: out-of-band buffers (numpy arrays, large bytes...) of more than this
+            many bytes travel between the engine and workers through shared memory, not the
+            pipe (0: never); also ``"1MiB"``...
+        shm_max_bytes: most bytes of shared-memory segments at once (0: a quarter of the
+            machine's memory); past it, large values go through the pipe.
+        blob_write_delay: seconds between recording a large value and writing its bytes to
+            the store; a value its run no longer needs by then is never written (until then,
+            its shared-memory segment is the copy that survives an engine crash).
     """
 
     data_dir: Path = Path(".actorflow")
@@ -88,6 +96,9 @@ class EngineConfig:
     sticky_cache_ttl: float = 0.0
     max_tasks_per_worker: int = 0
     max_memory_per_worker: int = 0
+    shm_threshold: int = 1 << 20
+    shm_max_bytes: int = 0
+    blob_write_delay: float = 0.2
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +114,7 @@ class EngineConfig:
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
             "sticky_cache_size", "max_tasks_per_worker", "max_memory_per_worker",
+            "shm_threshold", "shm_max_bytes",
         ):  # fmt: skip
             value = getattr(self, name)
             low = (
@@ -117,6 +129,9 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name}: expected a positive number of seconds, got {value!r}")
+        delay = self.blob_write_delay
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+            problems.append(f"blob_write_delay: expected seconds >= 0, got {delay!r}")
         ttl = self.sticky_cache_ttl
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
             problems.append(f"sticky_cache_ttl: expected seconds >= 0 (0: no limit), got {ttl!r}")
@@ -134,6 +149,13 @@ class EngineConfig:
         if self.workers:
             return self.workers
         return psutil.cpu_count(logical=True) or 1
+
+    @property
+    def shm_budget(self) -> int:
+        """``shm_max_bytes``, or a quarter of the machine's memory when it is 0."""
+        if self.shm_max_bytes:
+            return self.shm_max_bytes
+        return int(psutil.virtual_memory().total // 4)
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> EngineConfig:
@@ -172,7 +194,10 @@ _BYTE_UNITS = {
 }  # fmt: skip
 
 
-def _bytes(text: str) -> int:
+_SIZES = ("max_memory_per_worker", "shm_threshold", "shm_max_bytes")
+
+
+def _bytes(text: str, name: str = "max_memory_per_worker") -> int:
     """``"512MB"``, ``"2GiB"``, ``"1000000"`` as a number of bytes."""
     import re
 
@@ -180,8 +205,7 @@ def _bytes(text: str) -> int:
     unit = m.group(2).lower() if m else ""
     if m is None or unit not in _BYTE_UNITS:
         raise ConfigError(
-            f"max_memory_per_worker: expected bytes such as 536870912, '512MB' or '2GiB', "
-            f"got {text!r}"
+            f"{name}: expected bytes such as 536870912, '512MB' or '2GiB', got {text!r}"
         )
     return int(float(m.group(1)) * _BYTE_UNITS[unit])
 
@@ -193,8 +217,8 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value)
     if name == "workers" and value == "auto":
         return 0
-    if name == "max_memory_per_worker" and isinstance(value, str):
-        return _bytes(value)
+    if name in _SIZES and isinstance(value, str):
+        return _bytes(value, name)
     if name == "preload":
         if isinstance(value, str):
             return tuple(m for m in value.split(",") if m)
@@ -208,8 +232,8 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method"):
             return _coerce(name, raw)
-        if name == "max_memory_per_worker":
-            return _bytes(raw)
+        if name in _SIZES:
+            return _bytes(raw, name)
         if name == "workers" and raw.strip() == "auto":
             return 0
         if text == "int":

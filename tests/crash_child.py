@@ -14,6 +14,9 @@ Modes:
   code-kill       like code, but step s7 SIGKILLs the engine (once: a marker file)
   code-sleep      a code workflow: 3 steps, a 1 s durable sleep, a signal wait, 3 steps; the
                   parent kills it while it sleeps, restarts it, and signals it
+  shm             make (a 50 MB array) -> kill (SIGKILLs the engine once) -> sum; large values
+                  are not written to disk before the kill (blob_write_delay=3600); prints
+                  RECOVERED <saved> <lost> <swept> after start and RESULT <sum>
   outside PHASE   a run pauses for approval, then waits for an event. Phase "pause": print
                   TOKEN when paused, then wait (the parent SIGKILLs). Phase "publish": resume
                   the token, publish the run's event and one nobody waits for yet, print
@@ -175,6 +178,21 @@ def _code_engine(data_dir: str, log: str, kill: bool) -> af.Engine:
     return engine
 
 
+def shm(data_dir: str, log: str) -> None:
+    from tests import shm_steps
+
+    engine = af.Engine(data_dir=data_dir, workers=2, blob_write_delay=3600)
+    engine.define("big").step("make", shm_steps.make_big).step("kill", steps.kill_engine).step(
+        "sum", shm_steps.total
+    )
+    payload = {"log": log, "engine_pid": os.getpid(), "marker": log + ".marker"}
+    with engine:
+        print("RECOVERED", *engine._core.blobs.recovered, flush=True)  # type: ignore[union-attr]
+        run = engine.trigger("big", payload, idempotency_key="the-run")
+        print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120), flush=True)
+
+
 def code(data_dir: str, log: str, kill: bool) -> None:
     engine = _code_engine(data_dir, log, kill)
     with engine:
@@ -222,6 +240,8 @@ if __name__ == "__main__":
         code(data_dir, log, kill=True)
     elif mode == "code-sleep":
         code_sleep(data_dir, log, sys.argv[4])
+    elif mode == "shm":
+        shm(data_dir, log)
     elif mode == "outside":
         outside(data_dir, sys.argv[4])
     else:

@@ -266,8 +266,16 @@ class Core:
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="actorflow-callback")
     )
     _service_blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    #: Large values: shared-memory segments and blobs (``_blobs.BlobManager``).
+    blobs: Any = None
     #: Callers of code workflows' updates, by (run id, update id), answered once durable.
     replies: dict[tuple[str, str], Promise[Any]] = field(default_factory=dict)
+
+    @property
+    def sink(self) -> Any:
+        """Where values the engine encodes put large buffers (None: shared memory is off)."""
+        blobs = self.blobs
+        return blobs if blobs is not None and blobs.threshold > 0 else None
 
     def input_for(self, workflow: str, payload: bytes) -> bytes:
         """A payload as ``workflow`` takes it: a code workflow gets it as its one argument."""
@@ -276,7 +284,7 @@ class Core:
             return payload
         from actorflow.store._codec import decode_value, encode_value
 
-        return encode_value([decode_value(payload, "payload")], "payload")
+        return encode_value([decode_value(payload, "payload")], "payload", self.sink)
 
     def background(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call a user callback on a helper thread; its errors are logged, never raised."""

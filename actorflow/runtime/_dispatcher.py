@@ -50,9 +50,11 @@ from actorflow.runtime._messages import (
     StepResults,
     StepSucceeded,
     TaskSpec,
+    Unmapped,
 )
 from actorflow.runtime._promise import Promise
 from actorflow.store import _keys as K
+from actorflow.store._codec import TAG_BLOB, TAG_SHARED
 from actorflow.store._protocol import Store
 from actorflow.store._records import step_output
 from actorflow.workers import _protocol as W
@@ -232,6 +234,8 @@ class Dispatcher(Actor):
         self._max_memory = config.max_memory_per_worker
         self._probe: tuple[TaskSpec, float] | None = None
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        # Large values: segments lent for outputs, blobs held by tasks (``_blobs``).
+        self._blobs = getattr(host, "blobs", None)
         self.stats = DispatcherStats()
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         self._inbox = inbox
@@ -240,6 +244,7 @@ class Dispatcher(Actor):
             mp_context(config.start_method, config.preload),
             config.preload,
             self._on_spawned,
+            config.shm_threshold if self._blobs is not None else 0,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -317,6 +322,8 @@ class Dispatcher(Actor):
             w = self._workers.get(message.wid)
             if w is not None and w.conn is message.conn:
                 self._reply(w, message.msg)
+        elif t is Unmapped:
+            self._unmapped()
         else:
             return super().on_receive(message)
         if self._reports:
@@ -402,12 +409,42 @@ class Dispatcher(Actor):
         frames = []
         entries = []
         probe = self._probe
+        sent: list[TaskSpec] = []
         for spec in specs:
             if probe is not None and spec is probe[0]:
                 self._latencies.append(time.monotonic() - probe[1])
                 self._probe = probe = None
             self._next_task += 1
             task_id = self._next_task
+            payload: bytes | None
+            payload, last, item, error, chunk = (
+                spec.payload,
+                spec.last,
+                spec.item,
+                spec.error,
+                spec.chunk,
+            )
+            if self._blobs is not None:
+                try:
+                    payload, last, item, error = (
+                        self._wire(payload, task_id),
+                        self._wire(last, task_id),
+                        self._wire(item, task_id),
+                        self._wire(error, task_id),
+                    )
+                    if chunk and any(_large(c[1]) or _large(c[2]) for c in chunk):
+                        chunk = tuple(
+                            (c[0], self._wire(c[1], task_id), self._wire(c[2], task_id), c[3])
+                            for c in chunk
+                        )
+                except Exception as exc:  # a blob is missing, or no shared memory is left
+                    self._blobs.end_task(task_id)
+                    qual = qualified_name(type(exc))
+                    self._fail(
+                        spec, ErrorInfo("error", qual, _mro_names(type(exc)), str(exc)), None
+                    )
+                    continue
+            sent.append(spec)
             fn = spec.fn
             first = fn.key not in w.fns
             if first:
@@ -422,17 +459,19 @@ class Dispatcher(Actor):
                     fn.key,
                     fn.ref if first else None,
                     fn.blob if first else None,
-                    spec.payload,
-                    spec.last,
+                    payload,
+                    last,
                     level,
-                    spec.item if spec.chunk is None else spec.chunk,
+                    item if chunk is None else chunk,
                     spec.position,
-                    spec.call if spec.chunk is None else 2 | spec.call,
-                    spec.error,
+                    spec.call if chunk is None else 2 | spec.call,
+                    error,
                     spec.details,
                 )
             )
             entries.append(_Inflight(task_id, spec))
+        if not entries:
+            return
         try:
             data = _dumps((W.TASKS, frames), 5)
             self.stats.bytes_sent += len(data)
@@ -440,7 +479,10 @@ class Dispatcher(Actor):
         except (OSError, ValueError):
             # The worker is dying; its sentinel will report it. None of these tasks started,
             # but the one it was running (if any) did: its death is that task's crash.
-            self._queue.extendleft(reversed(specs))
+            if self._blobs is not None:
+                for entry in entries:
+                    self._blobs.end_task(entry.task_id)
+            self._queue.extendleft(reversed(sent))
             w.fns.clear()
             w.state = _BROKEN if w.inflight else _KILLING
             return
@@ -471,7 +513,7 @@ class Dispatcher(Actor):
         if op == W.DONE:
             self._done(w, msg)
         elif op == W.SKIPPED:
-            found = self._tasks.pop(msg[1], None)
+            found = self._end(msg[1], None)
             if found is not None:
                 self._pop_entry(w, found[1])
         elif op == W.REQUEST:
@@ -588,10 +630,13 @@ class Dispatcher(Actor):
 
     def _done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, task_id, ok, data, started, ended = msg
-        found = self._tasks.pop(task_id, None)
+        found = self._tasks.get(task_id)
         if found is None:
             return  # it already timed out
         entry = found[1]
+        if self._blobs is not None:
+            ok, data = self._adopt(task_id, ok, data, entry.spec.chunk is not None)
+        self._end(task_id)
         w.done += 1
         if w.state == _READY and (self._max_tasks or self._max_memory) and self._worn_out(w):
             self._retire(w)
@@ -646,6 +691,58 @@ class Dispatcher(Actor):
         self.stats.succeeded += len(chunk) - failed
         self.stats.failed += failed
 
+    # -- large values ------------------------------------------------------------------------
+
+    def _end(self, task_id: int, default: Any = None) -> Any:
+        """Forget task ``task_id`` (ended in any way); release the large values it held."""
+        found = self._tasks.pop(task_id, default)
+        if self._blobs is not None:
+            self._blobs.end_task(task_id)
+        return found
+
+    def _wire(self, value: bytes | None, task_id: int) -> bytes | None:
+        """A value as the worker of ``task_id`` receives it (a large one in shared memory)."""
+        if value and value[0] == _TAG_BLOB:
+            assert self._blobs is not None
+            wired: bytes = self._blobs.wire(value, task_id)
+            return wired
+        return value
+
+    def _adopt(self, task_id: int, ok: bool, data: Any, chunk: bool) -> tuple[bool, Any]:
+        """Outputs a worker left in shared memory become the engine's (``B`` values)."""
+        blobs = self._blobs
+        assert blobs is not None
+        try:
+            if chunk and ok:
+                outcomes = []
+                for item_ok, item_data, t0, t1 in data:
+                    if item_ok and item_data and item_data[0] == _TAG_SHARED:
+                        item_data = blobs.adopt(task_id, item_data)
+                    outcomes.append((item_ok, item_data, t0, t1))
+                return ok, outcomes
+            if ok and data and data[0] == _TAG_SHARED:
+                return ok, blobs.adopt(task_id, data)
+        except ValueError as exc:
+            from actorflow.workers._main import error_tuple
+
+            return False, error_tuple(exc)
+        return ok, data
+
+    def _unmapped(self) -> None:
+        """Tell every worker which segments were unlinked, so it drops its mappings."""
+        if self._blobs is None:
+            return
+        names = self._blobs.take_unlinked()
+        if not names:
+            return
+        frame = _dumps((W.UNMAP, names), 5)
+        for w in self._workers.values():
+            if w.state in (_READY, _RETIRING):
+                try:
+                    w.conn.send_bytes(frame)
+                except (OSError, ValueError):
+                    pass
+
     def _answer(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, req_id, task_id, op, arg, step = msg
         found = self._tasks.get(task_id)
@@ -668,7 +765,9 @@ class Dispatcher(Actor):
                 state_op, scope, args = arg
                 self._host.state.call(state_op, str(scope), tuple(args), done)
                 return
-            if op == "service" and self._host is not None:
+            if op == "shm":  # segments for this task's large output buffers
+                value = None if self._blobs is None else self._blobs.lend(task_id, list(arg))
+            elif op == "service" and self._host is not None:
                 value = self._host.service_blob(spec.workflow_id, str(arg))
             elif op == "output":
                 value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
@@ -682,6 +781,8 @@ class Dispatcher(Actor):
                     raise ValueError(f"unknown reference {target!r}")
             else:
                 raise ValueError(f"unknown request {op!r}")
+            if op in ("output", "ref") and self._blobs is not None:
+                value = self._wire(value, task_id)
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)
         except Exception as exc:
             reply = (W.REPLY, req_id, False, _error_reply(exc))
@@ -744,7 +845,7 @@ class Dispatcher(Actor):
     def _timed_out(self, w: _Worker) -> None:
         entry = w.inflight.popleft()
         spec = entry.spec
-        self._tasks.pop(entry.task_id, None)
+        self._end(entry.task_id, None)
         if not entry.cancelled:
             self.stats.timeouts += 1
             hb = spec.heartbeat_timeout
@@ -800,7 +901,7 @@ class Dispatcher(Actor):
     def _requeue(self, w: _Worker) -> None:
         """Put ``w``'s unstarted tasks back at the front of the queue, in order."""
         for entry in reversed(w.inflight):
-            self._tasks.pop(entry.task_id, None)
+            self._end(entry.task_id, None)
             if not entry.cancelled:
                 self._queue.appendleft(entry.spec)
         w.inflight.clear()
@@ -834,7 +935,7 @@ class Dispatcher(Actor):
             if w.inflight:
                 entry = w.inflight.popleft()
                 spec = entry.spec
-                self._tasks.pop(entry.task_id, None)
+                self._end(entry.task_id, None)
                 log.error(
                     "worker %d died (%s) running step %r of run %s",
                     w.pid,
@@ -945,7 +1046,7 @@ class Dispatcher(Actor):
                         pass
             if w.inflight and w.inflight[0].cancelled and w.state == _READY:
                 head = w.inflight.popleft()
-                self._tasks.pop(head.task_id, None)
+                self._end(head.task_id, None)
                 log.info("killing worker %d: the run of its step was cancelled", w.pid)
                 self._kill(w)
         if self._drain is not None:
@@ -991,6 +1092,14 @@ class Dispatcher(Actor):
 
     def _ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.state == _READY)
+
+
+_TAG_BLOB = TAG_BLOB
+_TAG_SHARED = TAG_SHARED
+
+
+def _large(value: bytes | None) -> bool:
+    return bool(value) and value[0] == _TAG_BLOB  # type: ignore[index]
 
 
 def _small(spec: TaskSpec) -> bool:

@@ -31,6 +31,7 @@ from actorflow.errors import (
 )
 from actorflow.graph import compile_plan, evaluator
 from actorflow.runtime._background import Background
+from actorflow.runtime._blobs import BlobManager
 from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
 from actorflow.runtime._dispatcher import Dispatcher
 from actorflow.runtime._external import (
@@ -50,6 +51,7 @@ from actorflow.runtime._messages import (
     RestartRun,
     SignalRun,
     StartRun,
+    Unmapped,
     UpdateRun,
     Write,
 )
@@ -64,7 +66,7 @@ from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
-from actorflow.store._protocol import Op, Store, ensure_format
+from actorflow.store._protocol import Op, Store, blob_token, ensure_format
 from actorflow.store._records import dump_record, load_record
 from actorflow.workers._state import State
 
@@ -269,8 +271,10 @@ class Engine:
                 return self
             compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
             store = self._open_store()
+            blobs: BlobManager | None = None
             try:
                 ensure_format(store)
+                blobs = self._blob_manager(store)
                 store.write(self._definition_ops(compiled.values()))
                 self._failure = None
                 core = Core(
@@ -291,6 +295,8 @@ class Engine:
                 core.events.load()
                 core.state = StateStore(store, self.clock, functools.partial(_submit, core))
                 core.host = EngineHost(core)
+                core.blobs = blobs
+                blobs.start(functools.partial(_unmapped, core))
                 self._store = store
                 self._core = core
                 self._start_actors(core)
@@ -302,6 +308,8 @@ class Engine:
                     self._background.stop()
                     self._background = None
                 self._stop_actors(drain=False, timeout=5.0)
+                if blobs is not None:
+                    blobs.stop()
                 self._core = None
                 self._store = None
                 self._release_store(store)
@@ -314,10 +322,47 @@ class Engine:
             )
             return self
 
+    def _blob_manager(self, store: Store) -> BlobManager:
+        """The large-value manager, after saving what a killed engine left in segments."""
+        cfg = self.config
+        token = blob_token(store)
+        assert token is not None
+        blobs = BlobManager(
+            store,
+            token,
+            cfg.shm_threshold,
+            cfg.shm_budget,
+            cfg.blob_write_delay,
+            lambda ops, then: self._blob_write(ops, then),
+        )
+        saved, lost, swept = blobs.recover()
+        if saved or lost or swept:
+            log.info(
+                "large values: %d saved from shared memory, %d lost, %d segments swept",
+                saved,
+                lost,
+                swept,
+            )
+        return blobs
+
+    def _blob_write(self, ops: list[Op], then: Callable[[], Any]) -> None:
+        core = self._core
+        if core is None or core.writer is None:
+            return  # stopping: the next start's recovery finishes the clean-up
+        try:
+            _submit(core, ops, then, None)
+        except pykka.ActorDeadError:
+            pass
+
     def _start_actors(self, core: Core) -> None:
         cfg = self.config
         writer = StoreWriter.start(
-            core.store, cfg.max_batch, cfg.durability == "fast", self._on_store_failure, core
+            core.store,
+            cfg.max_batch,
+            cfg.durability == "fast",
+            self._on_store_failure,
+            core,
+            core.blobs,
         )
         self._actors.append(writer)
         core.writer = writer
@@ -395,6 +440,8 @@ class Engine:
                 self._background.stop()
                 self._background = None
             self._stop_actors(drain, timeout)
+            if core.blobs is not None:
+                core.blobs.stop()
             core.callbacks.shutdown(wait=False, cancel_futures=True)
             self._core = None
             core.waiters.fail_all(
@@ -507,8 +554,10 @@ class Engine:
             raise ClientError(
                 f"idempotency_keys: expected {len(items)} keys (one per payload), got {len(keys)}"
             )
+        sink = core.sink
         encoded = [
-            encode_value([p] if compiled.code else p, f"payloads[{i}]") for i, p in enumerate(items)
+            encode_value([p] if compiled.code else p, f"payloads[{i}]", sink)
+            for i, p in enumerate(items)
         ]
         plain = [i for i, k in enumerate(keys) if k is None]
         countdown = Countdown(len(plain))
@@ -529,14 +578,14 @@ class Engine:
         core = self._require_core()
         compiled = self._compiled(core, workflow)
         if compiled.code:
-            data = encode_value(list(args), "arguments")
+            data = encode_value(list(args), "arguments", core.sink)
         elif len(args) > 1:
             raise ClientError(
                 f"trigger({workflow!r}, ...): a graph workflow takes one payload, got "
                 f"{len(args)} arguments (pass one dict or list)"
             )
         else:
-            data = encode_value(args[0] if args else None, "payload")
+            data = encode_value(args[0] if args else None, "payload", core.sink)
         if idempotency_key is None:
             return core.submit(compiled.spec.id, data, None)
         if not isinstance(idempotency_key, str) or not idempotency_key:
@@ -775,7 +824,9 @@ class Engine:
             ``max_tasks_per_worker`` / ``max_memory_per_worker``), ``commit_batch``
             (mean and largest writes per commit), ``dispatch_latency_ms`` (p50 and p99, from
             a task reaching the dispatcher to its send to a worker), ``live_runs`` and
-            ``sticky_runs`` (waiting code workflow runs kept in memory), and the raw
+            ``sticky_runs`` (waiting code workflow runs kept in memory), ``shm`` (shared
+            memory: ``segments``, ``bytes``, ``in_use`` (neither free nor a cached copy),
+            ``lent`` / ``reused`` / ``refused`` segment requests, blobs written), and the raw
             counters under ``pool`` and ``store``.
         """
         core = self._require_core()
@@ -794,6 +845,7 @@ class Engine:
         out["store"] = store
         out["live_runs"] = sum(s.proxy().live_runs.get(timeout=10) for s in core.shards)
         out["sticky_runs"] = sum(s.proxy().sticky_runs.get(timeout=10) for s in core.shards)
+        out["shm"] = core.blobs.statistics() if core.blobs is not None else {}
         return out
 
     # -- internals used by RunHandle -------------------------------------------------------
@@ -922,6 +974,8 @@ class Engine:
         if core is None:
             return
         core.waiters.resolve(run_id)
+        if core.blobs is not None:
+            core.blobs.run_ended(run_id)
         _activate(core, core.admission.release(workflow, run_id))
         background = self._background
         if background is not None:
@@ -972,6 +1026,16 @@ class Engine:
 def _submit(core: Core, ops: list[Op], then: Callable[[], Any], on_error: Any) -> None:
     assert core.writer is not None
     core.writer.tell(Write(ops, then=(then,), on_error=on_error))
+
+
+def _unmapped(core: Core) -> None:
+    """Segments were unlinked: the dispatcher tells the workers to drop their mappings."""
+    dispatcher = core.dispatcher
+    if dispatcher is not None:
+        try:
+            dispatcher.tell(Unmapped())
+        except pykka.ActorDeadError:
+            pass
 
 
 def _activate(core: Core, run_ids: list[str]) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "StepSucceeded",
     "TaskSpec",
     "TimerFired",
+    "Unmapped",
     "UpdateRun",
     "Write",
 ]
@@ -146,6 +147,11 @@ class Drain:
     """Start no new task; complete ``done`` once no task is in flight."""
 
     done: Promise[None]
+
+
+@dataclass(frozen=True, slots=True)
+class Unmapped:
+    """Shared-memory segments were unlinked: tell the workers to drop their mappings."""
 
 
 # -- to shards (supervisors) -----------------------------------------------------------------

@@ -45,6 +45,7 @@ from actorflow.runtime._messages import (
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._supervisor import Effects, Supervisor
 from actorflow.store import _keys as K
+from actorflow.store._codec import set_thread_sink
 from actorflow.store._protocol import Op
 
 __all__ = ["Shard"]
@@ -131,6 +132,11 @@ class Shard(Actor):
         if self._folded >= _MAX_PENDING or self.actor_inbox.empty():
             self._flush()
         return None
+
+    def on_start(self) -> None:
+        # Values supervisors encode here (items, step arguments, child inputs, results) put
+        # their large buffers in shared memory.
+        set_thread_sink(self._core.sink)
 
     def on_stop(self) -> None:
         self._flush()

@@ -30,7 +30,7 @@ from actorflow.errors import (
     WorkflowFailed,
 )
 from actorflow.store import _keys as K
-from actorflow.store._codec import decode_value, describe_value, encode_value
+from actorflow.store._codec import decode_value, describe_value, encode_value, large_ids
 from actorflow.store._protocol import Store
 from actorflow.store._records import load_record, output_of, step_output
 
@@ -449,6 +449,25 @@ def _result_bytes(store: Store, run_id: str, rec: dict[str, Any]) -> bytes | Non
         return store.get(K.VALUES, K.step_key(run_id, ref))
     step = rec.get("result_step")
     return step_output(store, run_id, step) if step else None
+
+
+def blob_keep(store: Store, run_id: str) -> frozenset[str] | None:
+    """Which of an ended run's blobs to keep.
+
+    Its result's if it completed, none if it was cancelled or continued as new; None (keep
+    all) if it is live, failed or unknown.
+    """
+    raw = store.get(K.RUNS, K.run_key(run_id))
+    if raw is None:
+        return None
+    rec = load_record(raw, f"run {run_id}")
+    status = rec.get("status")
+    if status in (RunStatus.CANCELLED.value, RunStatus.CONTINUED.value):
+        return frozenset()
+    if status != RunStatus.COMPLETED.value:
+        return None
+    result = _result_bytes(store, run_id, rec)
+    return frozenset(large_ids(result)) if result else frozenset()
 
 
 def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:

@@ -66,6 +66,9 @@ class StoreWriter(Actor):
         periodic_sync: fsync at most every second (for the "fast" durability mode).
         on_failure: called once with the error if a commit fails for good; the engine then
             stops taking work, since the senders' state is ahead of the store.
+        targets: where a group's dispatches, timers and cancels go.
+        blobs: the large-value manager: a large value's blobs are recorded in the same
+            transaction as the first record that refers to them (``runtime/_blobs.py``).
     """
 
     def __init__(
@@ -75,9 +78,11 @@ class StoreWriter(Actor):
         periodic_sync: bool,
         on_failure: Callable[[BaseException], Any],
         targets: Targets | None = None,
+        blobs: Any = None,
     ) -> None:
         super().__init__()
         self._targets = targets
+        self._blobs = blobs
         self._store = store
         self._max_batch = max_batch
         self._periodic_sync = periodic_sync
@@ -113,8 +118,12 @@ class StoreWriter(Actor):
         ops: list[Op] = []
         for w in batch:
             ops.extend(w.ops)
+        blob_ids: list[str] = []
         if ops:
             try:
+                if self._blobs is not None:
+                    extra, blob_ids = self._blobs.meta_ops(ops)
+                    ops.extend(extra)
                 self._store.write(ops)
             except Exception as exc:
                 log.critical("store commit failed; the engine stops taking work: %s", exc)
@@ -128,6 +137,8 @@ class StoreWriter(Actor):
             if len(batch) > stats.largest_batch:
                 stats.largest_batch = len(batch)
         self.stats.writes += len(batch)
+        if blob_ids:
+            self._blobs.committed(blob_ids)
         if _faults.ACTIVE:
             _faults.crash_point("writer.after_commit")
         if self._periodic_sync:

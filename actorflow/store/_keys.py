@@ -24,7 +24,13 @@ events          ``w`` NUL event NUL run id NUL step path          JSON waiter re
                 ``i`` NUL run id NUL step path NUL event id       event delivered to a waiter
 approvals       token                                             JSON approval record
 schedules       workflow NUL trigger index                        JSON schedule record
+blobs           ``b`` NUL blob id                                 JSON blob record (run, size,
+                                                                  segment): see runtime/_blobs
+                ``r`` NUL run id NUL blob id                      empty (blobs by run)
 ==============  ================================================  ===============================
+
+A blob's bytes are a file under ``data_dir/blobs`` (see ``store/_blobfiles.py``); meta holds
+``blob_token``, the store's random token that prefixes its blob ids and segment names.
 
 The scope of ``state`` is ``""`` for the engine's global state, else the workflow id.
 
@@ -40,6 +46,8 @@ from typing import Final
 __all__ = [
     "ALL_DBS",
     "APPROVALS",
+    "BLOBS",
+    "BLOB_TOKEN_KEY",
     "DEFINITIONS",
     "EVENTS",
     "FORMAT_KEY",
@@ -55,6 +63,9 @@ __all__ = [
     "TIMERS",
     "VALUES",
     "approval_key",
+    "blob_key",
+    "blob_run_key",
+    "blob_run_prefix",
     "buffered_prefix",
     "decode_history_seq",
     "decode_state_expiry_key",
@@ -92,13 +103,15 @@ STATE: Final = "state"
 EVENTS: Final = "events"
 APPROVALS: Final = "approvals"
 SCHEDULES: Final = "schedules"
+BLOBS: Final = "blobs"
 
 ALL_DBS: Final = (
     META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY, HISTORY,
-    STATE, EVENTS, APPROVALS, SCHEDULES,
+    STATE, EVENTS, APPROVALS, SCHEDULES, BLOBS,
 )  # fmt: skip
 
 FORMAT_KEY: Final = b"format"
+BLOB_TOKEN_KEY: Final = b"blob_token"
 #: The store format this code writes; a store with a higher number is refused.
 FORMAT_VERSION: Final = 2
 
@@ -124,6 +137,21 @@ def step_key(run_id: str, step: str) -> bytes:
 def payload_key(run_id: str) -> bytes:
     """Key of a run's payload in ``values``."""
     return run_id.encode() + _SEP
+
+
+def blob_key(blob_id: str) -> bytes:
+    """Key of a blob record in ``blobs``."""
+    return b"b" + _SEP + blob_id.encode()
+
+
+def blob_run_prefix(run_id: str) -> bytes:
+    """Prefix of a run's entries in the ``blobs`` by-run index."""
+    return b"r" + _SEP + run_id.encode() + _SEP
+
+
+def blob_run_key(run_id: str, blob_id: str) -> bytes:
+    """A blob's entry in the by-run index."""
+    return blob_run_prefix(run_id) + blob_id.encode()
 
 
 def status_index_prefix(status: str) -> bytes:

@@ -31,6 +31,7 @@ import lmdb
 
 from actorflow.errors import StoreCorrupted, StoreError
 from actorflow.store import _keys as K
+from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._protocol import Op, check_ops
 
 __all__ = ["LmdbStore"]
@@ -106,6 +107,8 @@ class LmdbStore:
         self.commits = 0
         self.ops_written = 0
         self._gate = _ReadGate()
+        #: Large values' buffers, as files beside the environment.
+        self.blobs = BlobFiles(self.path / "blobs", durability == "sync", read_only)
         self._lock_fd: int | None = None
         self._closed = False
         if read_only:

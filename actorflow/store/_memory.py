@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from actorflow.errors import StoreError
 from actorflow.store import _keys as K
+from actorflow.store._blobfiles import MemoryBlobs
 from actorflow.store._protocol import Op, check_ops
 
 __all__ = ["MemoryStore"]
@@ -52,6 +53,8 @@ class MemoryStore:
         self.read_only = False
         self.commits = 0
         self.path = None
+        #: Large values' buffers.
+        self.blobs = MemoryBlobs()
 
     def _table(self, db: str) -> _Table:
         if self._closed:

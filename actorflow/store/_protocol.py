@@ -9,16 +9,47 @@ implementations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from actorflow.errors import StoreCorrupted, StoreError
 from actorflow.store import _keys as K
 
-__all__ = ["Op", "Store", "check_ops", "ensure_format"]
+__all__ = ["BlobStore", "Op", "Store", "blob_token", "check_ops", "ensure_format"]
 
 #: One write: (database, key, value), or value None to delete the key.
 Op = tuple[str, bytes, bytes | None]
+
+
+class BlobStore(Protocol):
+    """Durable copies of large buffers, by blob id (see :mod:`actorflow.store._blobfiles`)."""
+
+    def write_from(
+        self, blob_id: str, fd: int, size: int, cancelled: Callable[[], bool] = ...
+    ) -> bool:
+        """Store ``size`` bytes from the start of ``fd``; False if cancelled first."""
+        ...
+
+    def read_into(self, blob_id: str, fd: int) -> int | None:
+        """Copy the blob to the start of ``fd``; its size, or None if absent."""
+        ...
+
+    def read(self, blob_id: str) -> bytes | None:
+        """The blob's bytes, or None if absent."""
+        ...
+
+    def size(self, blob_id: str) -> int | None:
+        """The blob's size, or None if absent."""
+        ...
+
+    def delete(self, blob_id: str) -> None:
+        """Remove the blob (no error if absent)."""
+        ...
+
+    def ids(self) -> list[str]:
+        """Every stored blob id."""
+        ...
 
 
 @runtime_checkable
@@ -28,6 +59,11 @@ class Store(Protocol):
     read_only: bool
     #: Number of write transactions committed since open (for group-commit statistics).
     commits: int
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Large values' out-of-band buffers."""
+        ...
 
     def get(self, db: str, key: bytes) -> bytes | None:
         """Return the value of ``key`` in ``db``, or None."""
@@ -110,3 +146,19 @@ def ensure_format(store: Store) -> int:
             f"({K.FORMAT_VERSION}); upgrade actorflow to open it"
         )
     return version
+
+
+def blob_token(store: Store) -> str | None:
+    """The store's blob token (created on a writable store that has none yet).
+
+    It prefixes blob ids and shared-memory segment names, so segments left by a killed engine
+    can be told from other stores' (see ``runtime/_blobs.py``).
+    """
+    raw = store.get(K.META, K.BLOB_TOKEN_KEY)
+    if raw is not None:
+        return raw.decode("ascii")
+    if store.read_only:
+        return None
+    token = secrets.token_hex(4)
+    store.write([(K.META, K.BLOB_TOKEN_KEY, token.encode())])
+    return token

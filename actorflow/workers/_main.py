@@ -27,9 +27,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from actorflow.errors import ClientError
-from actorflow.store._codec import encode_value
+from actorflow.store._codec import TAG_SHARED, encode_value, set_resolver
 from actorflow.workers import _protocol as W
 from actorflow.workers._context import CURRENT, RunInfo, StepContext
+from actorflow.workers._shm import Maps, WorkerSink
 
 __all__ = ["error_tuple", "worker_main"]
 
@@ -59,8 +60,17 @@ def error_tuple(exc: BaseException) -> W.ErrorTuple:
 
 
 class _Worker:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, shm_threshold: int = 0) -> None:
         self.conn = conn
+        # Large values arrive in (and large outputs leave through) shared-memory segments
+        # the engine owns; this worker keeps its mappings of them.
+        self.maps = Maps()
+        set_resolver(TAG_SHARED, self.maps.view)
+        self.sink = (
+            WorkerSink(shm_threshold, self.maps, lambda sizes: self.request("shm", sizes))
+            if shm_threshold > 0
+            else None
+        )
         self.fd = conn.fileno()
         self.reader = W.FrameReader(self.fd)
         self.poller = select.poll()
@@ -96,6 +106,8 @@ class _Worker:
             self.cancelled.add(msg[1])
         elif op == W.REPLY:
             self.replies[msg[1]] = msg
+        elif op == W.UNMAP:
+            self.maps.drop(msg[1])
         elif op == W.STOP:
             self.stopping = True
 
@@ -249,7 +261,7 @@ class _Worker:
                 result = self.loop.run_until_complete(result)
         finally:
             CURRENT.reset(token)
-        return encode_value(result, f"output of step {info.step!r}")
+        return encode_value(result, f"output of step {info.step!r}", self.sink)
 
     def heartbeat(self, details: Any) -> None:
         """``ctx.heartbeat(details)``: tell the engine the running step is alive."""
@@ -314,13 +326,16 @@ def _watch_engine(conn: Connection) -> None:
     threading.Thread(target=watch, name="actorflow-engine-watch", daemon=True).start()
 
 
-def worker_main(conn: Connection, sys_path: list[str], preload: tuple[str, ...]) -> None:
+def worker_main(
+    conn: Connection, sys_path: list[str], preload: tuple[str, ...], shm_threshold: int = 0
+) -> None:
     """Entry point of a worker process.
 
     Args:
         conn: this worker's end of its pipe.
         sys_path: the engine's ``sys.path``, so that step functions import as they do there.
         preload: modules to import before announcing readiness.
+        shm_threshold: output buffers above this many bytes go through shared memory (0: no).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -330,7 +345,7 @@ def worker_main(conn: Connection, sys_path: list[str], preload: tuple[str, ...])
     for module in preload:
         importlib.import_module(module)
     _watch_engine(conn)
-    worker = _Worker(conn)
+    worker = _Worker(conn, shm_threshold)
     worker.send((W.HELLO, os.getpid()))
     try:
         worker.serve()

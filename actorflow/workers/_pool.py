@@ -77,13 +77,15 @@ def _install_main_filter() -> None:
         _patched = True
 
 
-def spawn_worker(ctx: BaseContext, preload: tuple[str, ...]) -> tuple[BaseProcess, Connection]:
+def spawn_worker(
+    ctx: BaseContext, preload: tuple[str, ...], shm_threshold: int = 0
+) -> tuple[BaseProcess, Connection]:
     """Start one worker process; return it and the engine's end of its pipe."""
     _install_main_filter()
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(child, list(sys.path), preload),
+        args=(child, list(sys.path), preload, shm_threshold),
         name="actorflow-worker",
         daemon=True,
     )
@@ -103,6 +105,7 @@ class Spawner:
         ctx: the multiprocessing context.
         preload: modules each worker imports before it says hello.
         report: called on the spawner thread with ``(wid, proc, conn, error)``.
+        shm_threshold: workers send output buffers above this through shared memory.
     """
 
     def __init__(
@@ -110,9 +113,11 @@ class Spawner:
         ctx: BaseContext,
         preload: tuple[str, ...],
         report: Callable[[int, BaseProcess | None, Connection | None, BaseException | None], Any],
+        shm_threshold: int = 0,
     ) -> None:
         self._ctx = ctx
         self._preload = preload
+        self._shm_threshold = shm_threshold
         self._report = report
         self._requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         # Not a daemon: with spawn, a worker's parent-death signal follows the thread that
@@ -135,7 +140,7 @@ class Spawner:
             if wid is None:
                 return
             try:
-                proc, conn = spawn_worker(self._ctx, self._preload)
+                proc, conn = spawn_worker(self._ctx, self._preload, self._shm_threshold)
             except Exception as exc:
                 log.error("could not start worker %d: %s", wid, exc)
                 self._report(wid, None, None, exc)

@@ -19,6 +19,8 @@ Engine to worker:
   one frame is how a busy worker is kept fed (prefetch) without one system call per task.
 - ``(CANCEL, task_id)``: do not start this queued task (answered with ``SKIPPED``).
 - ``(REPLY, req_id, ok, value)``: the answer to a worker's request.
+- ``(UNMAP, [segment, ...])``: the engine unlinked these shared-memory segments; drop the
+  mappings.
 - ``(STOP,)``: exit after the current task.
 
 Worker to engine:
@@ -30,7 +32,9 @@ Worker to engine:
 - ``(SKIPPED, task_id)``: a cancelled task was dropped unstarted.
 - ``(REQUEST, req_id, task_id, op, arg, step)``: a question for the engine while a task runs
   (``op`` ``"output"``: the encoded output of step ``arg`` of the task's run, as seen from
-  ``step``, the step running: inside a chunk, the current item's).
+  ``step``, the step running: inside a chunk, the current item's; ``"ref"``: a large value
+  sent by reference; ``"shm"``: segments for output buffers of sizes ``arg``, answered with
+  their names or None; ``"state"``, ``"service"``).
 - ``(LOG, task_id, levelno, message, step)``: a record logged through ``ctx.log``.
 - ``(BEAT, task_id, details)``: ``ctx.heartbeat(details)``: the step is alive (``details``
   encoded, or None); it resets the step's ``heartbeat_timeout`` and is kept for its next
@@ -55,6 +59,7 @@ __all__ = [
     "SKIPPED",
     "STOP",
     "TASKS",
+    "UNMAP",
     "ErrorTuple",
     "FrameReader",
     "encode_frame",
@@ -64,6 +69,7 @@ TASKS: Final = "T"
 CANCEL: Final = "C"
 REPLY: Final = "R"
 STOP: Final = "X"
+UNMAP: Final = "U"
 HELLO: Final = "H"
 DONE: Final = "D"
 SKIPPED: Final = "S"

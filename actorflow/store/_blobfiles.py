@@ -1,0 +1,211 @@
+"""Durable copies of large values' out-of-band buffers ("blobs"), one file each.
+
+The LMDB store keeps them as files under ``data_dir/blobs`` rather than in the environment:
+LMDB has one writer, and a 50 MB value would hold it (and every other run's commit) for a
+hundred milliseconds. A file is written under a temporary name, fsynced when the store is in
+``sync`` mode, then renamed, so a blob is either whole or absent. Which blobs exist, and for
+which run, is recorded in the ``blobs`` database (see ``runtime/_blobs.py``).
+
+Copies go from a shared-memory segment to the file and back with ``sendfile``, inside the
+kernel: the engine never maps the data to store it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from actorflow.errors import StoreError
+
+__all__ = ["BlobFiles", "MemoryBlobs"]
+
+_CHUNK = 8 << 20  # copy in pieces, so a cancelled write stops early
+
+
+def _never() -> bool:
+    return False
+
+
+def _copy(src: int, dst: int, size: int, cancelled: Callable[[], bool]) -> bool:
+    """Copy ``size`` bytes from offset 0 of ``src`` to ``dst`` (at its position)."""
+    done = 0
+    while done < size:
+        if cancelled():
+            return False
+        n = os.sendfile(dst, src, done, min(_CHUNK, size - done))
+        if n == 0:
+            raise StoreError(f"blob copy: source ended after {done} of {size} bytes")
+        done += n
+    return True
+
+
+class BlobFiles:
+    """Blobs as files in a directory.
+
+    Args:
+        path: the directory (created on first write).
+        sync: fsync each blob (and the directory) before it counts as written.
+        read_only: refuse writes.
+    """
+
+    def __init__(self, path: Path, sync: bool, read_only: bool = False) -> None:
+        self.path = path
+        self.sync = sync
+        self.read_only = read_only
+        self._made = False
+
+    def _file(self, blob_id: str) -> Path:
+        if not blob_id or "/" in blob_id or blob_id.startswith("."):
+            raise StoreError(f"invalid blob id {blob_id!r}")
+        return self.path / blob_id
+
+    def write_from(
+        self, blob_id: str, fd: int, size: int, cancelled: Callable[[], bool] = _never
+    ) -> bool:
+        """Store ``size`` bytes from the start of ``fd`` as ``blob_id``.
+
+        Returns:
+            False if ``cancelled()`` turned true first (nothing is left behind).
+
+        Raises:
+            StoreError: the write failed (disk full...); nothing is left behind.
+        """
+        if self.read_only:
+            raise StoreError("store is open read-only")
+        final = self._file(blob_id)
+        if not self._made:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._made = True
+        tmp = self.path / f".{blob_id}.{threading.get_ident()}.tmp"
+        try:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                if not _copy(fd, out, size, cancelled):
+                    os.unlink(tmp)
+                    return False
+                if self.sync:
+                    os.fsync(out)
+            finally:
+                os.close(out)
+            os.rename(tmp, final)
+            if self.sync:
+                dir_fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise StoreError(f"cannot write blob {blob_id}: {exc}") from exc
+        return True
+
+    def read_into(self, blob_id: str, fd: int) -> int | None:
+        """Copy blob ``blob_id`` to the start of ``fd``; return its size (None: no such blob)."""
+        try:
+            src = os.open(self._file(blob_id), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(src).st_size
+            os.lseek(fd, 0, os.SEEK_SET)
+            _copy(src, fd, size, _never)
+            return size
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {blob_id}: {exc}") from exc
+        finally:
+            os.close(src)
+
+    def read(self, blob_id: str) -> bytes | None:
+        """The bytes of blob ``blob_id`` (None: no such blob)."""
+        try:
+            return self._file(blob_id).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read blob {blob_id}: {exc}") from exc
+
+    def size(self, blob_id: str) -> int | None:
+        """The size of blob ``blob_id``, or None if it is not stored."""
+        try:
+            return self._file(blob_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, blob_id: str) -> None:
+        """Remove blob ``blob_id`` (no error if absent)."""
+        try:
+            self._file(blob_id).unlink()
+        except FileNotFoundError:
+            pass
+
+    def ids(self) -> list[str]:
+        """Every stored blob id (leftover temporary files are removed)."""
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            if name.startswith("."):
+                if not self.read_only:
+                    try:
+                        os.unlink(self.path / name)
+                    except OSError:
+                        pass
+                continue
+            out.append(name)
+        return sorted(out)
+
+
+class MemoryBlobs:
+    """Blobs in this process's memory (for the in-memory store)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self.read_only = False
+
+    def write_from(
+        self, blob_id: str, fd: int, size: int, cancelled: Callable[[], bool] = _never
+    ) -> bool:
+        if cancelled():
+            return False
+        data = os.pread(fd, size, 0)
+        if len(data) != size:
+            raise StoreError(f"blob copy: source ended after {len(data)} of {size} bytes")
+        with self._lock:
+            self._data[blob_id] = data
+        return True
+
+    def read_into(self, blob_id: str, fd: int) -> int | None:
+        with self._lock:
+            data = self._data.get(blob_id)
+        if data is None:
+            return None
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, view[done:], done)
+        return len(data)
+
+    def read(self, blob_id: str) -> bytes | None:
+        with self._lock:
+            return self._data.get(blob_id)
+
+    def size(self, blob_id: str) -> int | None:
+        with self._lock:
+            data = self._data.get(blob_id)
+        return None if data is None else len(data)
+
+    def delete(self, blob_id: str) -> None:
+        with self._lock:
+            self._data.pop(blob_id, None)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._data)
