@@ -60,6 +60,19 @@ def table(results: dict[str, Any]) -> str:
          f"({results['B9']['replay_from_store_s']:.3f} s from LMDB)",
          f"{results['B9']['decode_only_s']:.3f} s (decode only)",
          f"{results['B9']['replay_s'] / results['B9']['decode_only_s']:.1f}x", "< 0.5 s"),
+        ("B10 50 MB hand-off", f"{results['B10']['shm_ms']:.1f} ms "
+         f"({results['B10']['other_process_ms']:.1f} ms to the other worker)",
+         f"{results['B10']['shm_off_ms']:.0f} ms (shm off), {results['B10']['pool_ms']:.0f} ms "
+         "(Pool)", f"{results['B10']['speedup_vs_off']:.0f}x faster", "<= 25 ms, >= 10x"),
+        ("B11 for_each 10k x 1 ms", f"{results['B11']['engine_efficiency']:.3f}",
+         f"{results['B11']['pool_map_efficiency']:.3f} (Pool.map)",
+         f"{results['B11']['ratio']:.3f}x", ">= 0.9x"),
+        ("B12 idle engine, 2 workers", f"{results['B12']['rss_mb']:.0f} MB RSS "
+         f"({results['B12']['uss_mb']:.0f} MB unique)", "-", "-", "< 150 MB"),
+        ("B12 segments left", f"{results['B12']['left_after_stop']} after "
+         f"{results['B12']['handoffs']} hand-offs, {results['B12']['left_after_restart']} "
+         "after SIGKILL + restart", f"{results['B12']['left_by_sigkill']} right after the kill",
+         "-", "0"),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

@@ -23,6 +23,8 @@ B7 webhook triggers (``bench/webhooks.py``): POSTs to a webhook on loopback, acc
    uvicorn/uvloop/httptools server.
 B8, B9 code workflows (``bench/code.py``): 200 sequential steps against B1's graph figure;
    replay of a 10,000-event history.
+B10, B11, B12 large data and fan-out (``bench/data.py``): a 50 MB array handed between steps
+   through shared memory; a durable for_each of 10,000 x 1 ms items; memory and segments.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -510,6 +512,11 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             **b9,
             "target_s": 0.5,
         }
+        from bench.data import run_data
+
+        results.update(
+            run_data(root, lambda name, **kw: _engine(root, name, **kw), durable_for_each, quick)
+        )
         results["L1"] = {
             "what": "hung step with timeout 1 s: seconds from dispatch to recorded failure",
             "seconds": timeout_latency(root, 3 if quick else 5),

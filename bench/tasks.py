@@ -57,3 +57,31 @@ def noop_args(*args: Any) -> None:
 
 def add(a: int, b: int) -> int:
     return a + b
+
+
+# -- large values (B10, B12) --------------------------------------------------------------------
+
+_ARRAYS: dict[int, Any] = {}
+
+
+def array(nbytes: int) -> Any:
+    """A float64 array of ``nbytes`` bytes, made once per process (producing it is not what
+    the hand-off benchmarks measure; handing it on is)."""
+    import numpy as np
+
+    a = _ARRAYS.get(nbytes)
+    if a is None:
+        a = _ARRAYS[nbytes] = np.arange(nbytes // 8, dtype=np.float64)
+    return a
+
+
+def produce(ctx: Any) -> Any:
+    return array(int(ctx.payload))
+
+
+def consume(ctx: Any) -> list[float]:
+    return [float(ctx.last.sum()), float(os.getpid())]
+
+
+def consume_array(a: Any) -> float:
+    return float(a.sum())

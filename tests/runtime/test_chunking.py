@@ -29,9 +29,10 @@ def _fan(engine: af.Engine, body: Any) -> None:
 
 
 def test_chunk_size_adapts_to_cost_and_leaves_work_for_every_worker() -> None:
-    assert chunk_size(0.002, 10_000, 2) == 1  # 2 ms steps: sent one by one
-    assert 490 <= chunk_size(0.00001, 100_000, 2) <= 500  # 10 us: ~5 ms of work per chunk
-    assert chunk_size(0.0000001, 100_000, 2) == 512  # capped
+    assert chunk_size(0.005, 10_000, 2) == 1  # 5 ms steps: sent one by one
+    assert chunk_size(0.002, 10_000, 2) == 10  # 2 ms: ~20 ms of work per chunk
+    assert 195 <= chunk_size(0.0001, 100_000, 2) <= 200  # 100 us
+    assert chunk_size(0.00001, 100_000, 2) == 512  # capped
     assert chunk_size(0.00001, 40, 2) == 10  # two chunks per worker
     assert chunk_size(0.00001, 3, 2) == 1
 
