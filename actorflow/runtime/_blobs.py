@@ -532,6 +532,15 @@ class BlobManager:
                 out.append((b.seg.name, size))
         return pack_large(TAG_SHARED, out, inband)
 
+    def resident(self, value: bytes) -> bool:
+        """True if every blob of the ``B`` value ``value`` is in a segment now."""
+        with self._lock:
+            for bid, _ in unpack_large(value)[0]:
+                b = self._blobs.get(bid)
+                if b is None or b.seg is None:
+                    return False
+        return True
+
     def _load(self, bid: str, size: int) -> _Blob:
         seg = self._alloc(size)
         if seg is None:

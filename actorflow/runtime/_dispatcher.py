@@ -20,6 +20,7 @@ and results go to each shard as one message per wake-up.
 
 from __future__ import annotations
 
+import base64
 import logging
 import pickle
 import select
@@ -427,8 +428,8 @@ class Dispatcher(Actor):
             if self._blobs is not None:
                 try:
                     payload, last, item, error = (
-                        self._wire(payload, task_id),
-                        self._wire(last, task_id),
+                        self._wire(payload, task_id, lazy=True),
+                        self._wire(last, task_id, lazy=True),
                         self._wire(item, task_id),
                         self._wire(error, task_id),
                     )
@@ -700,10 +701,16 @@ class Dispatcher(Actor):
             self._blobs.end_task(task_id)
         return found
 
-    def _wire(self, value: bytes | None, task_id: int) -> bytes | None:
-        """A value as the worker of ``task_id`` receives it (a large one in shared memory)."""
+    def _wire(self, value: bytes | None, task_id: int, lazy: bool = False) -> bytes | None:
+        """A value as the worker of ``task_id`` receives it (a large one in shared memory).
+
+        ``lazy`` (payload, ``ctx.last``): a value whose blobs are not in memory (after a
+        restart) goes as a reference, loaded only if the step reads it.
+        """
         if value and value[0] == _TAG_BLOB:
             assert self._blobs is not None
+            if lazy and not self._blobs.resident(value):
+                return b"Rblob:" + base64.b64encode(value)
             wired: bytes = self._blobs.wire(value, task_id)
             return wired
         return value
@@ -777,6 +784,8 @@ class Dispatcher(Actor):
                     value = self._store.get(K.VALUES, K.payload_key(spec.run_id))
                 elif target.startswith("step:"):
                     value = step_output(self._store, spec.run_id, target[5:])
+                elif target.startswith("blob:"):  # a large value not in memory when sent
+                    value = base64.b64decode(target[5:])
                 else:
                     raise ValueError(f"unknown reference {target!r}")
             else:

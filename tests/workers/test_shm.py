@@ -224,3 +224,23 @@ def test_engine_sigkill_keeps_a_recorded_value_and_leaves_no_segment(tmp_path: P
     assert store_segments(token.decode()) == []
     for name in left:
         assert not os.path.exists(f"/dev/shm/{name}")
+
+
+@pytest.mark.crash
+def test_a_value_lost_with_the_machine_fails_its_reader_clearly(tmp_path: Path) -> None:
+    """The machine stops before the blob reaches the disk (simulated: the engine is killed
+    and its segments vanish, as tmpfs does): the reader fails naming the lost value."""
+    data_dir, log = tmp_path / "store", tmp_path / "exec.log"
+    code, out, err = finish(child(data_dir, log, "shm"))
+    assert code == -signal.SIGKILL, (out, err)
+    store = LmdbStore(data_dir, read_only=True)
+    token = (store.get(K.META, K.BLOB_TOKEN_KEY) or b"").decode()
+    store.close()
+    for name in store_segments(token):
+        os.unlink(f"/dev/shm/{name}")
+    code, out, err = finish(child(data_dir, log, "shm"))
+    assert code != 0
+    recovered = next(line for line in out.splitlines() if line.startswith("RECOVERED"))
+    assert recovered.split()[1:3] == ["0", "1"]  # nothing saved, one blob lost
+    assert "is missing from the store" in err and "step 'sum'" in err, err
+    assert executions(log)["make"] == 1
