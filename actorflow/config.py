@@ -62,7 +62,8 @@ class EngineConfig:
             limit but the size).
         max_tasks_per_worker: replace a worker after it ran this many tasks (0: never).
         max_memory_per_worker: replace a worker, between tasks, once its resident memory
-            passes this many bytes (0: never); also ``"512MB"``, ``"2GiB"``...
+            (not counting shared pages: libraries, mapped large values) passes this many
+            bytes (0: never); also ``"512MB"``, ``"2GiB"``...
         shm_threshold: out-of-band buffers (numpy arrays, large bytes...) of more than this
             many bytes travel between the engine and workers through shared memory, not the
             pipe (0: never); also ``"1MiB"``...

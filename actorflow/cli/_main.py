@@ -154,6 +154,52 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Wait for a run (an engine runs it elsewhere), drawing its fan-outs' progress."""
+    import time
+
+    from actorflow._types import RunStatus
+    from actorflow.runtime._progress import FanoutBars
+    from actorflow.runtime._views import fanout_progress, final_run
+
+    store = LmdbStore(args.data_dir or _default_data_dir(), read_only=True)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    try:
+        run_id = _resolve(store, args.run)
+        bars = FanoutBars(run_id) if not args.no_progress else None
+        if bars is not None:
+            bars.__enter__()
+        try:
+            while True:
+                found = final_run(store, run_id)
+                assert found is not None
+                latest, rec = found
+                status = RunStatus(rec["status"])
+                if bars is not None:
+                    bars.update(fanout_progress(store, latest))
+                if status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    print(f"run {latest} is still {status.value}", file=sys.stderr)
+                    return 3
+                time.sleep(0.25)
+        finally:
+            if bars is not None:
+                bars.__exit__()
+        run: RunDetails = inspect_run(store, latest)
+    finally:
+        store.close()
+    if args.json:
+        print(_json(asdict(run)))
+    else:
+        print(f"run {run.id}: {run.status.value}")
+        if run.error is not None:
+            print(f"error: {run.error.type}: {run.error.message}")
+        elif run.result is not None:
+            print(f"result: {run.result}")
+    return 0 if run.status.value == "completed" else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from actorflow.cli._demo import run_demo
 
@@ -193,6 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the steps of the first N items of each fan-out (default 10)",
     )
     show.set_defaults(func=cmd_show)
+
+    wait = sub.add_parser(
+        "wait",
+        help="wait for a run to finish, with a progress bar per fan-out",
+        description=(
+            "Follows a run that an engine is running (reading the store read-only) until it "
+            "ends. Exit status: 0 completed, 1 failed or cancelled, 3 still running at "
+            "--timeout."
+        ),
+    )
+    wait.add_argument("run", help="run id (or a unique prefix of it)")
+    wait.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+    wait.add_argument("--no-progress", action="store_true", help="draw no progress bars")
+    wait.add_argument("--json", action="store_true", help="print the run as JSON at the end")
+    wait.set_defaults(func=cmd_wait)
 
     serve = sub.add_parser(
         "serve", help="serve an engine's webhooks and REST API (uvicorn on uvloop)"

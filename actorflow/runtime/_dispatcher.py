@@ -573,7 +573,10 @@ class Dispatcher(Actor):
             try:
                 if w.ps is None:
                     w.ps = psutil.Process(w.pid)
-                rss = w.ps.memory_info().rss
+                mem = w.ps.memory_info()
+                # Resident memory of its own: pages it shares (libraries, and the shared-memory
+                # segments of large values it maps) are not what grows when a worker leaks.
+                rss = mem.rss - getattr(mem, "shared", 0)
             except psutil.Error:
                 return False
             if rss > self._max_memory:

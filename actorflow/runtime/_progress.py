@@ -10,41 +10,57 @@ from actorflow.errors import ResultTimeout
 if TYPE_CHECKING:
     from actorflow.runtime._handle import RunHandle
 
-__all__ = ["result_with_progress"]
+__all__ = ["FanoutBars", "result_with_progress"]
 
 #: Seconds between two readings of the run's fan-out counts.
 _POLL = 0.25
 
 
+class FanoutBars:
+    """Rich progress bars, one per fan-out of a run, drawn on stderr (a context manager)."""
+
+    def __init__(self, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._label = label
+        self._tasks: dict[str, Any] = {}
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+
+    def __enter__(self) -> FanoutBars:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def update(self, fans: list[dict[str, Any]]) -> None:
+        """Redraw from ``fanout_progress`` entries (new fan-outs get a new bar)."""
+        for fan in fans:
+            done = fan["succeeded"] + fan["failed"] + fan["cancelled"]
+            task = self._tasks.get(fan["path"])
+            if task is None:
+                what = f"{self._label} {fan['path']} ({fan['kind']})"
+                task = self._tasks[fan["path"]] = self._bar.add_task(what, total=fan["total"])
+            self._bar.update(task, completed=done, total=fan["total"])
+
+
 def result_with_progress(handle: RunHandle, timeout: float | None) -> Any:
     """Wait for the run like ``result()``, drawing its fan-outs' progress on stderr."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     deadline = None if timeout is None else time.monotonic() + timeout
-    bars: dict[str, Any] = {}
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-
-        def update() -> None:
-            for fan in handle.progress():
-                done = fan["succeeded"] + fan["failed"] + fan["cancelled"]
-                task = bars.get(fan["path"])
-                if task is None:
-                    what = f"{handle.workflow_id} {fan['path']} ({fan['kind']})"
-                    task = bars[fan["path"]] = bar.add_task(what, total=fan["total"])
-                bar.update(task, completed=done, total=fan["total"])
-
+    with FanoutBars(handle.workflow_id) as bars:
         while True:
             current = handle._latest()
             fut = handle._engine._watch(current)
             finished, value, latest = handle._outcome()
-            update()
+            bars.update(handle.progress())
             if finished:
                 return value
             if latest != current:

@@ -105,3 +105,22 @@ def test_bench_outside_a_checkout_says_where_it_lives(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "ships with the source tree" in out.stderr
+
+
+def test_wait_follows_a_run_with_progress_until_it_ends(engine: af.Engine, data_dir: Path) -> None:
+    engine.define("fan").for_each("items", lambda ctx: list(range(60)), steps.slow_item)
+    engine.define("gated").step("wait", steps.wait_for_marker)
+    with engine:
+        run = engine.trigger("fan", {"log": str(data_dir.parent / "items.log")})
+        waited = cli(data_dir, "wait", run.id)
+        assert waited.returncode == 0, waited.stderr
+        assert f"run {run.id}: completed" in waited.stdout
+        assert "items (for_each)" in waited.stderr and "60/60" in waited.stderr
+        gate = data_dir.parent / "gate"
+        stuck = engine.trigger("gated", {"marker": str(gate)})
+        timed_out = cli(data_dir, "wait", stuck.id, "--timeout", "0.5", "--no-progress")
+        assert timed_out.returncode == 3 and "still running" in timed_out.stderr
+        gate.touch()
+        assert json.loads(cli(data_dir, "wait", stuck.id, "--json").stdout)["status"] == (
+            "completed"
+        )

@@ -244,3 +244,15 @@ def test_a_value_lost_with_the_machine_fails_its_reader_clearly(tmp_path: Path) 
     assert recovered.split()[1:3] == ["0", "1"]  # nothing saved, one blob lost
     assert "is missing from the store" in err and "step 'sum'" in err, err
     assert executions(log)["make"] == 1
+
+
+def test_mapped_large_values_do_not_count_against_max_memory_per_worker(
+    make_engine: MakeEngine,
+) -> None:
+    engine = make_engine(max_memory_per_worker="150MB", workers=1)
+    engine.define("big").step("make", shm_steps.make_big).step("where", shm_steps.total_and_where)
+    with engine:
+        for n in (5, 6, 7, 8):  # four segments of 40-64 MB, all mapped by the one worker
+            total, shared, _ = engine.trigger("big", {"n": n * MB}).result(timeout=60)
+            assert shared and total == float(sum(range(n * MB)))
+        assert engine.statistics()["recycled"] == 0
