@@ -72,6 +72,7 @@ from actorflow.runtime import (
     StepDetails,
 )
 from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_context
+from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 
 __version__ = "0.1.0"
@@ -87,6 +88,7 @@ __all__ = [
     "Clock",
     "CodeWorkflow",
     "ConfigError",
+    "DaskExecutor",
     "DefinitionError",
     "Engine",
     "EngineConfig",

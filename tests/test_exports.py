@@ -19,6 +19,8 @@ PUBLIC = {
     # code workflows
     "CodeWorkflow", "HeartbeatTimeout", "NondeterminismError", "PanicPolicy", "WorkflowContext",
     "WorkflowFailed", "WorkflowInfo", "step_context", "testing",
+    # scale-out
+    "DaskExecutor",
 }  # fmt: skip
 
 

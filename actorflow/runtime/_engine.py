@@ -22,6 +22,7 @@ from actorflow.definition._builder import Workflow
 from actorflow.definition._options import Retry
 from actorflow.errors import (
     ClientError,
+    ConfigError,
     DefinitionError,
     EngineNotRunning,
     PoolUnavailable,
@@ -68,6 +69,7 @@ from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
 from actorflow.store._protocol import Op, Store, blob_token, ensure_format
 from actorflow.store._records import dump_record, load_record
+from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 
 __all__ = ["Engine"]
@@ -93,6 +95,8 @@ class Engine:
         clock: the clock for durable timers (default: the system clock; tests pass a
             :class:`~actorflow.ManualClock`).
         config: a complete :class:`~actorflow.EngineConfig`; other settings are then ignored.
+        executor: run steps elsewhere: :class:`~actorflow.DaskExecutor` (a Dask cluster);
+            None (default) runs them in the engine's own worker processes.
         **settings: any :class:`~actorflow.EngineConfig` field, e.g. ``durability="fast"``,
             ``workers=4``.
 
@@ -107,8 +111,14 @@ class Engine:
         store: str | Store | None = None,
         clock: Clock | None = None,
         config: EngineConfig | None = None,
+        executor: DaskExecutor | None = None,
         **settings: Any,
     ) -> None:
+        if executor is not None and not isinstance(executor, DaskExecutor):
+            raise ConfigError(
+                f"executor: expected af.DaskExecutor(...) or None, got {type(executor).__name__}"
+            )
+        self._executor = executor
         custom_store: Store | None = None
         if store is not None and not isinstance(store, str):
             custom_store = store
@@ -374,7 +384,15 @@ class Engine:
             self._actors.append(shard)
             core.shards.append(shard)
         ready: Promise[None] = Promise()
-        dispatcher = Dispatcher.start(cfg, core.route, core.store, ready, core.costs, core)
+        dispatcher: pykka.ActorRef[Any]
+        if self._executor is not None:
+            from actorflow.runtime._dask_dispatcher import DaskDispatcher
+
+            dispatcher = DaskDispatcher.start(
+                cfg, core.route, core.store, ready, core, self._executor
+            )
+        else:
+            dispatcher = Dispatcher.start(cfg, core.route, core.store, ready, core.costs, core)
         self._actors.append(dispatcher)
         core.dispatcher = dispatcher
         try:
@@ -472,10 +490,14 @@ class Engine:
             except (TimeoutError, pykka.ActorDeadError):
                 log.warning("drain did not finish within %gs; stopping anyway", timeout)
         # Dispatcher first (no more results), writer last (it commits what the others sent).
-        rank: list[type] = [Dispatcher, Scheduler, Shard, StoreWriter]
+        from actorflow.runtime._dask_dispatcher import DaskDispatcher
+
+        rank: list[type] = [Dispatcher, DaskDispatcher, Scheduler, Shard, StoreWriter]
         order = sorted(
             self._actors,
-            key=lambda ref: rank.index(ref.actor_class) if ref.actor_class in rank else 2,
+            key=lambda ref: (
+                rank.index(ref.actor_class) if ref.actor_class in rank else rank.index(Shard)
+            ),
         )
         for ref in order:
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
