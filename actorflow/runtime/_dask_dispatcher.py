@@ -38,9 +38,12 @@ from urllib.parse import urlparse
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.definition._options import qualified_name
-from actorflow.errors import HeartbeatTimeout, StepTimeout, WorkerCrashed
-from actorflow.runtime._dispatcher import DispatcherStats, _resolve_output
+from actorflow.runtime._dispatcher import (
+    _CRASH_TYPES,
+    DispatcherStats,
+    _resolve_output,
+    timeout_error,
+)
 from actorflow.runtime._inbox import Actor, SelectorInbox, Tick
 from actorflow.runtime._messages import (
     CancelTasks,
@@ -64,15 +67,6 @@ __all__ = ["DaskDispatcher"]
 
 log = logging.getLogger("actorflow.dispatcher")
 step_log = logging.getLogger("actorflow.step")
-
-
-def _mro(cls: type) -> tuple[str, ...]:
-    return tuple(qualified_name(c) for c in cls.__mro__ if issubclass(c, BaseException))
-
-
-_TIMEOUT_TYPES = _mro(StepTimeout)
-_HEARTBEAT_TYPES = _mro(HeartbeatTimeout)
-_CRASH_TYPES = _mro(WorkerCrashed)
 
 
 class _Task:
@@ -366,30 +360,9 @@ class DaskDispatcher(Actor):
             del self._tasks[task.key]
             spec = task.spec
             self.stats.timeouts += 1
-            hb = spec.heartbeat_timeout
-            if (
-                hb is not None
-                and task.beat + hb <= now + 1e-3
-                and (spec.timeout is None or (task.started or now) + spec.timeout > now + 1e-3)
-            ):
-                info = ErrorInfo(
-                    "timeout",
-                    _HEARTBEAT_TYPES[0],
-                    _HEARTBEAT_TYPES,
-                    f"no heartbeat for {hb:g}s (Dask worker restarted)",
-                    timeout=hb,
-                    details=task.details,
-                )
-            else:
-                info = ErrorInfo(
-                    "timeout",
-                    _TIMEOUT_TYPES[0],
-                    _TIMEOUT_TYPES,
-                    f"timed out after {spec.timeout:g}s (Dask worker restarted)",
-                    timeout=spec.timeout,
-                    details=task.details,
-                )
-            log.warning("step %r of run %s timed out on Dask", spec.step, spec.run_id)
+            started = task.started if task.started is not None else now
+            info = timeout_error(spec, started, task.beat, task.details, "Dask worker restarted")
+            log.warning("step %r of run %s on Dask: %s", spec.step, spec.run_id, info.message)
             self._halt(task)
             self._report(
                 StepFailed(spec.run_id, spec.step, spec.attempt, info, None, time.time(), None)

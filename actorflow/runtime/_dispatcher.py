@@ -860,42 +860,14 @@ class Dispatcher(Actor):
         self._end(entry.task_id, None)
         if not entry.cancelled:
             self.stats.timeouts += 1
-            hb = spec.heartbeat_timeout
-            now = time.monotonic()
-            silent = hb is not None and entry.beat + hb <= now + 1e-3
-            if silent and (spec.timeout is None or entry.started + spec.timeout > now + 1e-3):
-                assert hb is not None
-                log.warning(
-                    "step %r of run %s sent no heartbeat for %gs; killing worker %d",
-                    spec.step,
-                    spec.run_id,
-                    hb,
-                    w.pid,
-                )
-                error = ErrorInfo(
-                    "timeout",
-                    _HEARTBEAT_TYPES[0],
-                    _HEARTBEAT_TYPES,
-                    f"no heartbeat for {hb:g}s (worker killed)",
-                    timeout=hb,
-                    details=entry.details,
-                )
-            else:
-                log.warning(
-                    "step %r of run %s timed out after %gs; killing worker %d",
-                    spec.step,
-                    spec.run_id,
-                    spec.timeout,
-                    w.pid,
-                )
-                error = ErrorInfo(
-                    "timeout",
-                    _TIMEOUT_TYPES[0],
-                    _TIMEOUT_TYPES,
-                    f"timed out after {spec.timeout:g}s (worker killed)",
-                    timeout=spec.timeout,
-                    details=entry.details,
-                )
+            error = timeout_error(spec, entry.started, entry.beat, entry.details, "worker killed")
+            log.warning(
+                "step %r of run %s: %s; killing worker %d",
+                spec.step,
+                spec.run_id,
+                error.message,
+                w.pid,
+            )
             self._fail(spec, error, w.pid)
         self._kill(w)
 
@@ -1112,6 +1084,44 @@ _TAG_SHARED = TAG_SHARED
 
 def _large(value: bytes | None) -> bool:
     return bool(value) and value[0] == _TAG_BLOB  # type: ignore[index]
+
+
+def timeout_error(
+    spec: TaskSpec, started: float, beat: float, details: bytes | None, what: str
+) -> ErrorInfo:
+    """The failure of a step stopped at its deadline.
+
+    Silent past its ``heartbeat_timeout``: :class:`HeartbeatTimeout`; else past its
+    ``timeout``: :class:`StepTimeout`.
+
+    Args:
+        spec: the task.
+        started: when it started (monotonic).
+        beat: its last heartbeat (monotonic; its start if none).
+        details: its last heartbeat's details.
+        what: what was done about it, for the message (``"worker killed"``).
+    """
+    hb = spec.heartbeat_timeout
+    now = time.monotonic()
+    silent = hb is not None and beat + hb <= now + 1e-3
+    if silent and (spec.timeout is None or started + spec.timeout > now + 1e-3):
+        assert hb is not None
+        return ErrorInfo(
+            "timeout",
+            _HEARTBEAT_TYPES[0],
+            _HEARTBEAT_TYPES,
+            f"no heartbeat for {hb:g}s ({what})",
+            timeout=hb,
+            details=details,
+        )
+    return ErrorInfo(
+        "timeout",
+        _TIMEOUT_TYPES[0],
+        _TIMEOUT_TYPES,
+        f"timed out after {spec.timeout:g}s ({what})",
+        timeout=spec.timeout,
+        details=details,
+    )
 
 
 def _small(spec: TaskSpec) -> bool:

@@ -14,11 +14,9 @@ random key). Dask workers never open the store.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 import os
-import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -163,24 +161,6 @@ class _LinkLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _function(key: str, ref: str | None, blob: bytes | None) -> Callable[..., Any]:
-    fn = _functions.get(key)
-    if fn is None:
-        if blob is not None:
-            fn = pickle.loads(blob)
-        elif ref is not None:
-            module, _, qualname = ref.partition(":")
-            target: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                target = getattr(target, part)
-            fn = target
-        else:
-            raise RuntimeError(f"no function {key!r} was sent")
-        _functions[key] = fn
-    assert fn is not None
-    return fn
-
-
 def _worker_address() -> str:
     try:
         from distributed import get_worker
@@ -198,7 +178,7 @@ def run_task(task: tuple[Any, ...]) -> tuple[bool, Any, float, float]:
         steps, ``(True, [(ok, data, started, ended), ...], started, ended)``.
     """
     from actorflow.workers._context import CURRENT, RunInfo, StepContext
-    from actorflow.workers._main import error_tuple
+    from actorflow.workers._main import error_tuple, load_function
 
     (task_key, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level,
      item, index, call, error, details, callback, authkey) = task  # fmt: skip
@@ -241,7 +221,7 @@ def run_task(task: tuple[Any, ...]) -> tuple[bool, Any, float, float]:
             CURRENT.reset(token)
 
     try:
-        fn = _function(key, ref, blob)
+        fn = load_function(_functions, key, ref, blob)
     except BaseException as exc:
         return False, error_tuple(exc), started, time.time()
     if call in (2, 3):  # a chunk of tiny item steps

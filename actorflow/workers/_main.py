@@ -32,7 +32,7 @@ from actorflow.workers import _protocol as W
 from actorflow.workers._context import CURRENT, RunInfo, StepContext
 from actorflow.workers._shm import Maps, WorkerSink
 
-__all__ = ["error_tuple", "worker_main"]
+__all__ = ["error_tuple", "load_function", "worker_main"]
 
 _step_logger = logging.getLogger("actorflow.step")
 _PR_SET_PDEATHSIG = 1
@@ -160,21 +160,7 @@ class _Worker:
         return msg[3]
 
     def function(self, key: str, ref: str | None, blob: bytes | None) -> Callable[..., Any]:
-        fn = self.functions.get(key)
-        if fn is None:
-            if blob is not None:
-                fn = pickle.loads(blob)
-            elif ref is not None:
-                module, _, qualname = ref.partition(":")
-                target: Any = importlib.import_module(module)
-                for part in qualname.split("."):
-                    target = getattr(target, part)
-                fn = target
-            else:
-                raise RuntimeError(f"worker has no function {key!r} and none was sent")
-            self.functions[key] = fn
-        assert fn is not None
-        return fn
+        return load_function(self.functions, key, ref, blob)
 
     def run(self, task: tuple[Any, ...]) -> None:
         (task_id, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level,
@@ -271,6 +257,30 @@ class _Worker:
     def fetch_output(self, step: str) -> bytes | None:
         value: bytes | None = self.request("output", step)
         return value
+
+
+def load_function(
+    cache: dict[str, Callable[..., Any]], key: str, ref: str | None, blob: bytes | None
+) -> Callable[..., Any]:
+    """A step function by key: cached, else unpickled from ``blob`` or imported by ``ref``.
+
+    ``ref`` is ``module:qualname``.
+    """
+    fn = cache.get(key)
+    if fn is None:
+        if blob is not None:
+            fn = pickle.loads(blob)
+        elif ref is not None:
+            module, _, qualname = ref.partition(":")
+            target: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+            fn = target
+        else:
+            raise RuntimeError(f"no function {key!r} is cached here and none was sent")
+        cache[key] = fn
+    assert fn is not None
+    return fn
 
 
 class _PipeLogHandler(logging.Handler):
