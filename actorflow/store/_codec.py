@@ -234,7 +234,9 @@ def _reduce_large(obj: Any, threshold: int) -> Any:
     return NotImplemented
 
 
-class _LargePickler(pickle.Pickler):
+class _LargeMixin:
+    """Large-buffer reductions for a pickler class (before it in the bases)."""
+
     threshold = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -245,24 +247,19 @@ class _LargePickler(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = _reduce_large(obj, self.threshold)
-        if reduced is not NotImplemented:
-            self.keep.append(reduced)
-        return reduced
-
-
-class _LargeCloudPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
-    threshold = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.keep: list[Any] = []
-
-    def reducer_override(self, obj: Any) -> Any:
-        reduced = _reduce_large(obj, self.threshold)
         if reduced is NotImplemented:
-            return super().reducer_override(obj)
+            fallback = getattr(super(), "reducer_override", None)
+            return NotImplemented if fallback is None else fallback(obj)
         self.keep.append(reduced)
         return reduced
+
+
+class _LargePickler(_LargeMixin, pickle.Pickler):
+    pass
+
+
+class _LargeCloudPickler(_LargeMixin, cloudpickle.CloudPickler):  # type: ignore[misc]
+    pass
 
 
 def _encode_large(value: Any, what: str, sink: BufferSink) -> bytes | None:
