@@ -178,6 +178,7 @@ class BlobManager:
         self._submit = submit
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
+        self._gc_wake = threading.Condition(self._lock)
         self._prefix = segment_prefix(token)
         self._names = itertools.count(1)
         self._ids = itertools.count(1)
@@ -195,6 +196,7 @@ class BlobManager:
         self._unlinked: list[str] = []
         self._notify: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
+        self._gc_thread: threading.Thread | None = None
         self._stopping = False
         self.stats = BlobStats()
         #: What :meth:`recover` found: (blobs saved from segments, blobs lost, segments swept).
@@ -214,6 +216,12 @@ class BlobManager:
             _managers[self.token] = self
         self._thread = threading.Thread(target=self._loop, name="actorflow-blobs", daemon=True)
         self._thread.start()
+        # Clean-ups on their own thread: a slow disk write never holds them back, and a
+        # clean-up cancels the pending writes of the blobs it deletes.
+        self._gc_thread = threading.Thread(
+            target=self._gc_loop, name="actorflow-blobs-gc", daemon=True
+        )
+        self._gc_thread.start()
 
     def stop(self) -> None:
         """Stop the thread and unlink every segment.
@@ -223,8 +231,10 @@ class BlobManager:
         with self._lock:
             self._stopping = True
             self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(60.0)
+            self._gc_wake.notify_all()
+        for thread in (self._thread, self._gc_thread):
+            if thread is not None:
+                thread.join(60.0)
         with self._lock:
             for bid in [b for b in self._blobs.values() if b.committed and not b.stored]:
                 self._write(bid)
@@ -610,7 +620,7 @@ class BlobManager:
         """Delete the blobs ``run_id`` no longer needs (on this module's thread)."""
         with self._lock:
             self._jobs.append(lambda: self._collect(run_id))
-            self._wake.notify()
+            self._gc_wake.notify()
 
     def _collect(self, run_id: str) -> None:
         from actorflow.runtime._views import blob_keep
@@ -673,27 +683,32 @@ class BlobManager:
     def _loop(self) -> None:
         with self._lock:
             while not self._stopping:
-                now = time.monotonic()
-                while self._writes and self._writes[0][0] <= now and not self._stopping:
+                if self._writes and self._writes[0][0] <= time.monotonic():
                     _, bid = heapq.heappop(self._writes)
                     b = self._blobs.get(bid)
                     if b is not None:
                         self._write(b)
-                while self._jobs and not self._stopping:
-                    job = self._jobs.pop(0)
-                    self._lock.release()
-                    try:
-                        job()
-                    except Exception:
-                        log.exception("blob clean-up failed")
-                    finally:
-                        self._lock.acquire()
+                    continue
                 self._trim(time.monotonic())
                 wait = 1.0
                 if self._writes:
                     wait = min(wait, max(0.0, self._writes[0][0] - time.monotonic()))
+                self._wake.wait(wait)
+
+    def _gc_loop(self) -> None:
+        with self._lock:
+            while not self._stopping:
                 if not self._jobs:
-                    self._wake.wait(wait)
+                    self._gc_wake.wait(1.0)
+                    continue
+                job = self._jobs.pop(0)
+                self._lock.release()
+                try:
+                    job()
+                except Exception:
+                    log.exception("blob clean-up failed")
+                finally:
+                    self._lock.acquire()
 
     def _trim(self, now: float) -> None:
         for seg in [s for s in self._free if now - s.idle_since > _IDLE]:

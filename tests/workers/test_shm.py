@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import actorflow as af
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
+from actorflow.store._blobfiles import BlobFiles
 from actorflow.workers._shm import store_segments
 from tests import shm_steps
 from tests.conftest import executions, wait_until
@@ -104,7 +106,18 @@ def test_bytes_bytearray_and_memoryview_round_trip(make_engine: MakeEngine) -> N
     }
 
 
-def test_segments_are_reused_and_released_after_each_run(make_engine: MakeEngine) -> None:
+@pytest.mark.parametrize("slow_disk", [False, True])
+def test_segments_are_reused_and_released_after_each_run(
+    make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, slow_disk: bool
+) -> None:
+    if slow_disk:  # blob writes that take 0.5 s each must not hold clean-ups back
+        write_from = BlobFiles.write_from
+
+        def slow(self: BlobFiles, *args: Any, **kwargs: Any) -> bool:
+            time.sleep(0.5)
+            return write_from(self, *args, **kwargs)
+
+        monkeypatch.setattr(BlobFiles, "write_from", slow)
     engine = make_engine(blob_write_delay=0)
     engine.define("big").step("make", shm_steps.make_big).step("where", shm_steps.total_and_where)
     with engine:
@@ -119,7 +132,7 @@ def test_segments_are_reused_and_released_after_each_run(make_engine: MakeEngine
         assert stats["segments"] <= 2, stats
         assert len(store_segments(token)) == stats["segments"]
         # Intermediate values of completed runs are deleted, on disk too.
-        wait_until(lambda: not engine._core.store.scan(K.BLOBS))  # type: ignore[union-attr]
+        wait_until(lambda: not engine._core.store.scan(K.BLOBS), 60)  # type: ignore[union-attr]
         assert engine._core.store.blobs.ids() == []  # type: ignore[union-attr]
     assert store_segments(token) == []
 
