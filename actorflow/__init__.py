@@ -8,6 +8,7 @@ Layers, bottom to top (each imports only those below it)::
     code                                code workflows: context, history, deterministic replay
     workers                             worker processes and their wire protocol
     runtime                             engine facade, supervisors, dispatcher, writer, scheduler
+    observability                       logging (JSON), health
     cli                                 the ``actorflow`` command
 
 Quick start::
@@ -24,7 +25,9 @@ Quick start::
 
 from __future__ import annotations
 
-from actorflow import testing
+import logging as _logging
+
+from actorflow import observability, testing
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
 from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
@@ -76,6 +79,9 @@ from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 
 __version__ = "0.1.0"
+
+# A library's logger: silent unless the embedding application configures logging.
+_logging.getLogger("actorflow").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ActorflowError",
@@ -137,6 +143,7 @@ __all__ = [
     "WorkflowNotFound",
     "__version__",
     "define_service",
+    "observability",
     "step_context",
     "testing",
 ]

@@ -21,6 +21,8 @@ PUBLIC = {
     "WorkflowFailed", "WorkflowInfo", "step_context", "testing",
     # scale-out
     "DaskExecutor",
+    # observability
+    "observability",
 }  # fmt: skip
 
 

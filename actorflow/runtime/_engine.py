@@ -870,6 +870,38 @@ class Engine:
         out["shm"] = core.blobs.statistics() if core.blobs is not None else {}
         return out
 
+    def health(self) -> dict[str, Any]:
+        """Readiness (``GET /readyz``).
+
+        Is the store writable, are workers alive, does the scheduler keep up with timers?
+
+        Returns:
+            ``{"ready": bool, "checks": {"store": {...}, "workers": {...},
+            "scheduler": {...}}}``, each check with ``ok`` and what it saw.
+        """
+        core = self._core
+        if core is None:
+            return {"ready": False, "checks": {"engine": {"ok": False, "detail": "stopped"}}}
+        checks: dict[str, dict[str, Any]] = {}
+        failure = self._failure
+        checks["store"] = {
+            "ok": failure is None,
+            "detail": "writable" if failure is None else f"a commit failed: {failure}",
+        }
+        try:
+            assert core.dispatcher is not None
+            alive = core.dispatcher.proxy().statistics().get(timeout=_HEALTH_WAIT).workers
+            checks["workers"] = {"ok": alive > 0, "alive": alive}
+        except Exception as exc:
+            checks["workers"] = {"ok": False, "detail": f"dispatcher not answering: {exc}"}
+        try:
+            assert core.scheduler is not None
+            lag = core.scheduler.proxy().lag.get(timeout=_HEALTH_WAIT)
+            checks["scheduler"] = {"ok": lag <= _MAX_LAG, "lag_seconds": round(lag, 3)}
+        except Exception as exc:
+            checks["scheduler"] = {"ok": False, "detail": f"scheduler not answering: {exc}"}
+        return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+
     # -- internals used by RunHandle -------------------------------------------------------
 
     def _watch(self, run_id: str) -> Promise[None]:
@@ -1043,6 +1075,11 @@ class Engine:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Engine {state}, store {self._store_label()}>"
+
+
+#: Seconds ``health()`` waits for an actor's answer, and the timer lag it tolerates.
+_HEALTH_WAIT = 2.0
+_MAX_LAG = 5.0
 
 
 def _submit(core: Core, ops: list[Op], then: Callable[[], Any], on_error: Any) -> None:

@@ -90,6 +90,16 @@ class Scheduler(Actor):
         """Timers waiting in the heap."""
         return len(self._heap)
 
+    @property
+    def lag(self) -> float:
+        """Seconds the most overdue timer is late (0 when none is due).
+
+        A scheduler that keeps up fires timers as they fall due, so this stays near 0.
+        """
+        if not self._heap:
+            return 0.0
+        return max(0.0, self._clock.now() - self._heap[0][0])
+
 
 def stored_timers(store: Store) -> AddTimers:
     """Every timer recorded in ``store``, as a message for a freshly started scheduler."""

@@ -9,6 +9,7 @@ Routes::
 
     <webhook path>                        POST (or its method): start a run
     GET  /healthz                         liveness of the engine
+    GET  /readyz                          readiness: store writable, workers alive, timers on time
     GET  /api/workflows                   defined workflows and their triggers
     POST /api/workflows/{id}/trigger      start a run; body: the payload
     GET  /api/runs?workflow=&status=&limit=
@@ -204,6 +205,11 @@ def build_app(engine: Engine) -> Any:
         return _json({"status": "ok" if running else "stopped"}, 200 if running else 503)
 
     @_guard
+    async def readyz(request: Request) -> Response:
+        health = await run_in_threadpool(engine.health)
+        return _json(health, 200 if health["ready"] else 503)
+
+    @_guard
     async def workflows(request: Request) -> Response:
         out = []
         for wid in engine.workflows:
@@ -331,6 +337,7 @@ def build_app(engine: Engine) -> Any:
 
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/api/workflows", workflows, methods=["GET"]),
         Route("/api/workflows/{workflow}/trigger", trigger, methods=["POST"]),
         Route("/api/runs", runs, methods=["GET"]),

@@ -1,0 +1,18 @@
+"""Logging, health and (later) metrics and tracing of an engine.
+
+The ``actorflow`` logger has a ``NullHandler``: an embedding service decides where records
+go. Records about runs carry ``run_id``, ``workflow_id``, ``step`` and ``attempt`` as extra
+fields; :class:`JsonFormatter` writes each record as one JSON object per line, and
+:func:`log_to` attaches a handler in one call::
+
+    import sys
+    import actorflow as af
+
+    af.observability.log_to(sys.stderr, json=True, level="INFO")
+"""
+
+from __future__ import annotations
+
+from actorflow.observability._logging import JsonFormatter, log_to
+
+__all__ = ["JsonFormatter", "log_to"]
