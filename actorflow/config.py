@@ -1,8 +1,10 @@
-"""Engine configuration: constructor arguments, overridable by ``ACTORFLOW_*`` variables.
+"""Engine configuration: constructor arguments, ``ACTORFLOW_*`` variables, ``pyproject.toml``.
 
 Precedence, strongest first: an explicit argument to :class:`~actorflow.Engine`, then the
-environment variable, then the default. Every field is validated on construction and a bad one
-raises :class:`~actorflow.errors.ConfigError` naming the field and what was expected.
+environment variable, then the ``[tool.actorflow]`` table of the nearest ``pyproject.toml``
+(the current directory or a parent), then the default. Every field is validated on
+construction and a bad one raises :class:`~actorflow.errors.ConfigError` naming the field
+and what was expected.
 """
 
 from __future__ import annotations
@@ -159,19 +161,41 @@ class EngineConfig:
         return int(psutil.virtual_memory().total // 4)
 
     @classmethod
-    def from_sources(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> EngineConfig:
-        """Build a config from defaults, then ``ACTORFLOW_*`` variables, then ``overrides``.
+    def from_sources(
+        cls,
+        env: Mapping[str, str] | None = None,
+        pyproject: str | os.PathLike[str] | Literal[False] | None = None,
+        **overrides: Any,
+    ) -> EngineConfig:
+        """Build a config from every source, the strongest last.
+
+        Defaults, then ``[tool.actorflow]`` in ``pyproject.toml``, then ``ACTORFLOW_*``
+        variables, then ``overrides``.
 
         Args:
             env: the environment to read (default ``os.environ``).
+            pyproject: the file to read (default: the nearest ``pyproject.toml`` from the
+                current directory up; False: none).
             **overrides: explicit values; None means "not given".
 
         Raises:
-            ConfigError: an unknown field, or a value that cannot be parsed or is out of range.
+            ConfigError: an unknown field, or a value that cannot be parsed or is out of range
+                (naming the field, and the file for settings that came from one).
         """
         env = os.environ if env is None else env
         fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
         values: dict[str, Any] = {}
+        source, table = _pyproject(pyproject)
+        for name, value in table.items():
+            if name not in fields:
+                raise ConfigError(
+                    f"{source} [tool.actorflow]: unknown setting {name!r}; "
+                    f"known: {', '.join(sorted(fields))}"
+                )
+            values[name] = _coerce(name, value)
+            if name == "data_dir" and not values[name].is_absolute():
+                # Relative to the file, like the file's other paths, not to the cwd.
+                values[name] = Path(source).parent / values[name]
         for name, f in fields.items():
             raw = env.get(_ENV_PREFIX + name.upper())
             if raw is not None and raw != "":
@@ -186,7 +210,45 @@ class EngineConfig:
             if value is None:
                 continue
             values[name] = _coerce(name, value)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            if not table:
+                raise
+            raise ConfigError(f"{exc} (settings read from {source} [tool.actorflow])") from None
+
+
+def _pyproject(
+    where: str | os.PathLike[str] | Literal[False] | None,
+) -> tuple[str, dict[str, Any]]:
+    """(path, the ``[tool.actorflow]`` table) of the pyproject file to read, or ("", {})."""
+    if where is False:
+        return "", {}
+    if where is None:
+        found = None
+        for folder in (Path.cwd(), *Path.cwd().parents):
+            candidate = folder / "pyproject.toml"
+            if candidate.is_file():
+                found = candidate
+                break
+        if found is None:
+            return "", {}
+        path = found
+    else:
+        path = Path(where)
+    import tomllib
+
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    table = data.get("tool", {}).get("actorflow", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.actorflow] must be a table, got {type(table).__name__}")
+    return str(path), table
 
 
 _BYTE_UNITS = {
@@ -223,6 +285,8 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "preload":
         if isinstance(value, str):
             return tuple(m for m in value.split(",") if m)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"preload: expected module names, got {value!r}")
         return tuple(value)
     return value
 
