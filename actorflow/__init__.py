@@ -33,12 +33,14 @@ from actorflow._types import RunStatus, StepStatus
 from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
 from actorflow.config import EngineConfig
 from actorflow.definition import Flow, Retry, Secret, Service, Workflow, define_service
+from actorflow.definition._breaker import CircuitBreaker
 from actorflow.errors import (
     ActorflowError,
     ApprovalAlreadyResolved,
     ApprovalError,
     ApprovalExpired,
     ApprovalNotFound,
+    CircuitOpen,
     ClientError,
     ConfigError,
     DefinitionError,
@@ -90,6 +92,8 @@ __all__ = [
     "ApprovalExpired",
     "ApprovalNotFound",
     "AttemptDetails",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ClientError",
     "Clock",
     "CodeWorkflow",

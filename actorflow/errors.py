@@ -28,6 +28,7 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │       ├── ApprovalNotFound
     │       ├── ApprovalAlreadyResolved
     │       └── ApprovalExpired
+    ├── CircuitOpen                  a step's af.CircuitBreaker is open: the call failed fast
     ├── PoolUnavailable              the worker pool's restart breaker is open
     ├── ResultTimeout                RunHandle.result() waited past its timeout (also TimeoutError)
     ├── RemoteTraceback              traceback text from a worker, chained as a ``__cause__``
@@ -51,6 +52,7 @@ __all__ = [
     "ApprovalError",
     "ApprovalExpired",
     "ApprovalNotFound",
+    "CircuitOpen",
     "ClientError",
     "ConfigError",
     "DefinitionError",
@@ -388,6 +390,13 @@ class ApprovalAlreadyResolved(ApprovalError):
 
 class ApprovalExpired(ApprovalError):
     """The approval's timeout passed before it was resumed."""
+
+
+class CircuitOpen(ActorflowError):
+    """A step's :class:`~actorflow.CircuitBreaker` is open: the attempt failed without running.
+
+    It is retried like any error (list it in ``non_retryable`` to fail at once).
+    """
 
 
 class PoolUnavailable(ActorflowError):

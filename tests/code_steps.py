@@ -99,3 +99,12 @@ def leak_memory(megabytes: int) -> int:
     for i in range(0, len(_HOARD[-1]), 4096):  # touch every page: resident, not just mapped
         _HOARD[-1][i] = 1
     return os.getpid()
+
+
+def service_call(log: str, down: str) -> str:
+    """A call to a 'service' that is down while the file ``down`` exists."""
+    with open(log, "a") as f:
+        f.write(f"call 1 {os.getpid()}\n")
+    if os.path.exists(down):
+        raise ConnectionError("service unavailable")
+    return "ok"

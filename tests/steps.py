@@ -355,3 +355,11 @@ def measures_last(ctx: Any) -> int:
 
 def payload_size(ctx: Any) -> int:
     return len(ctx.payload["blob"])
+
+
+def flaky_service(ctx: Any) -> str:
+    """Call a 'service' that is down while the file named ``down`` in the payload exists."""
+    record(ctx)
+    if Path(ctx.payload["down"]).exists():
+        raise ConnectionError("service unavailable")
+    return "ok"

@@ -21,8 +21,8 @@ PUBLIC = {
     "WorkflowFailed", "WorkflowInfo", "step_context", "testing",
     # scale-out
     "DaskExecutor",
-    # observability
-    "observability",
+    # observability, operations
+    "observability", "CircuitBreaker", "CircuitOpen",
 }  # fmt: skip
 
 

@@ -33,6 +33,8 @@ from actorflow.runtime._steps import (
     attempt_summary,
     attempt_timeout,
     child_failure,
+    circuit_error,
+    circuit_open,
     error_record,
     retry_delay,
 )
@@ -180,6 +182,14 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
     sup.fx.ops.append(leaf.put())
     opts = st.cmd.opts
     assert st.fn is not None
+    breaker = opts.get("breaker")
+    if breaker is not None:
+        sup.core.breakers[id(breaker)] = breaker
+        breaker.bind(sup.core.clock.now)
+        if not breaker.allow():
+            # Open circuit: this attempt fails now, without running, and is retried by policy.
+            on_failed(sup, circuit_open(sup.run_id, leaf.path, leaf.attempt, breaker, now))
+            return
     sup.fx.tasks.append(
         TaskSpec(
             sup.run_id,
@@ -423,6 +433,9 @@ def on_succeeded(sup: CodeSupervisor, msg: StepSucceeded) -> None:
     if found is None:
         return
     st, leaf = found
+    breaker = st.cmd.opts.get("breaker")
+    if breaker is not None:
+        breaker.succeeded()
     del sup.leaves[leaf.path]
     leaf.status = StepStatus.SUCCEEDED
     leaf.started_at = msg.started_at
@@ -464,8 +477,13 @@ def on_failed(sup: CodeSupervisor, msg: StepFailed) -> None:
     leaf.failures += 1
     if err.details is not None:
         leaf.details = err.details
+    breaker = st.cmd.opts.get("breaker")
+    if breaker is not None and not circuit_error(err):
+        breaker.failed()
     leaf.error = error_record(err, leaf.path, msg.attempt)
     delay = retry_delay(st.retry, leaf, err, now, sup.core.rng.random())
+    if delay is not None and breaker is not None and circuit_error(err):
+        delay = breaker.retry_after(delay)
     if delay is not None:
         if delay <= 0:
             _dispatch(sup, st, leaf, _args_of(st, leaf))

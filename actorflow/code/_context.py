@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.errors import DefinitionError
 
@@ -93,6 +94,7 @@ class WorkflowContext:
         timeout: Any = None,
         retry: Retry | None = None,
         heartbeat_timeout: Any = None,
+        breaker: Any = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` in the worker pool, recorded; await it for its result.
 
@@ -107,12 +109,18 @@ class WorkflowContext:
             retry: retry policy (default: the workflow's ``retry=``, else run once).
             heartbeat_timeout: kill and retry the attempt if it sends no heartbeat for this
                 long; the last heartbeat's details reach the next attempt.
+            breaker: an :class:`~actorflow.CircuitBreaker`: while it is open, attempts fail
+                at once with ``CircuitOpen`` (retried per the policy).
 
         Raises:
             StepFailed: (when awaited) the step failed for good; its exception is the cause.
         """
         if not callable(fn):
             raise DefinitionError(f"ctx.step {name!r}: fn: expected a callable, got {fn!r}")
+        if breaker is not None and not isinstance(breaker, CircuitBreaker):
+            raise DefinitionError(
+                f"ctx.step {name!r}: breaker: expected af.CircuitBreaker(...), got {breaker!r}"
+            )
         opts = {
             "fn": fn,
             "args": args,
@@ -121,6 +129,7 @@ class WorkflowContext:
             "heartbeat_timeout": _timeout(
                 heartbeat_timeout, f"ctx.step {name!r}: heartbeat_timeout"
             ),
+            "breaker": breaker,
         }
         return self._future("step", _name(name, "ctx.step: name"), opts)
 

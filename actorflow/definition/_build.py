@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._flow import (
     ITEM,
     Flow,
@@ -152,6 +153,10 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         else:
             ctx.problems.append(f"{where}: retry: expected af.Retry(...), got {raw.retry!r}")
     handler = _handler(raw.on_error, where, ctx)
+    if raw.breaker is not None and not isinstance(raw.breaker, CircuitBreaker):
+        ctx.problems.append(
+            f"{where}: breaker: expected af.CircuitBreaker(...), got {raw.breaker!r}"
+        )
     if not (ok and fn_ok):
         return None
     ref = _ref(raw.fn, f"{where}: fn", ctx)
@@ -166,6 +171,7 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         on_error=handler,
         call="item" if raw.call == "item" else "ctx",
         heartbeat_timeout=heartbeat,
+        breaker=raw.breaker if isinstance(raw.breaker, CircuitBreaker) else None,
     )
 
 

@@ -49,6 +49,7 @@ class RawStep:
     on_error: Any = None
     call: str = "ctx"
     heartbeat_timeout: Any = None
+    breaker: Any = None
 
 
 @dataclass(slots=True)
@@ -173,6 +174,7 @@ class Flow:
         timeout: Any = None,
         retry: Retry | None = None,
         heartbeat_timeout: Any = None,
+        breaker: Any = None,
     ) -> Self:
         """Add a step: ``fn(ctx)`` runs in a worker process; its return value is recorded.
 
@@ -184,9 +186,20 @@ class Flow:
             heartbeat_timeout: a duration; a step that calls no ``ctx.heartbeat(details)``
                 for this long is killed (``HeartbeatTimeout``) and retried per its policy;
                 the next attempt reads the last details as ``ctx.heartbeat_details``.
+            breaker: an :class:`~actorflow.CircuitBreaker` (shared with other steps and
+                runs given the same one): while it is open, attempts fail at once with
+                ``CircuitOpen`` and are retried per the policy.
         """
         return self._add(
-            RawStep(name, fn, "step", timeout, retry, heartbeat_timeout=heartbeat_timeout)
+            RawStep(
+                name,
+                fn,
+                "step",
+                timeout,
+                retry,
+                heartbeat_timeout=heartbeat_timeout,
+                breaker=breaker,
+            )
         )
 
     def action(

@@ -103,6 +103,7 @@ class StepSpec:
         call: ``"ctx"`` calls ``fn(ctx)``; ``"item"`` calls ``fn(ctx.item, ctx)`` (a for_each
             or batch body given as a plain function).
         heartbeat_timeout: seconds a step may go without ``ctx.heartbeat``, or None.
+        breaker: its circuit breaker, or None.
     """
 
     name: str
@@ -113,6 +114,7 @@ class StepSpec:
     on_error: FunctionRef | None = None
     call: CallMode = "ctx"
     heartbeat_timeout: float | None = None
+    breaker: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +264,7 @@ def _describe(node: NodeSpec) -> dict[str, Any]:
             "retry": node.retry.to_dict(),
             "on_error": node.on_error.display if node.on_error else None,
             "call": node.call,
+            **({"breaker": node.breaker.describe()} if node.breaker is not None else {}),
         }
     if isinstance(node, BranchSpec):
         arms = [

@@ -268,6 +268,8 @@ class Core:
     _service_blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     #: Large values: shared-memory segments and blobs (``_blobs.BlobManager``).
     blobs: Any = None
+    #: Circuit breakers met in code workflows' steps, by id (for statistics).
+    breakers: dict[int, Any] = field(default_factory=dict)
     #: Callers of code workflows' updates, by (run id, update id), answered once durable.
     replies: dict[tuple[str, str], Promise[Any]] = field(default_factory=dict)
 

@@ -309,6 +309,8 @@ class Engine:
                 blobs.start(functools.partial(_unmapped, core))
                 self._store = store
                 self._core = core
+                for breaker in _breakers(core):
+                    breaker.bind(self.clock.now)
                 self._start_actors(core)
                 self._recover(core)
                 self._background = Background(core)
@@ -848,7 +850,8 @@ class Engine:
             a task reaching the dispatcher to its send to a worker), ``live_runs`` and
             ``sticky_runs`` (waiting code workflow runs kept in memory), ``shm`` (shared
             memory: ``segments``, ``bytes``, ``in_use`` (neither free nor a cached copy),
-            ``lent`` / ``reused`` / ``refused`` segment requests, blobs written), and the raw
+            ``lent`` / ``reused`` / ``refused`` segment requests, blobs written),
+            ``breakers`` (each circuit breaker's state and counters, by name), and the raw
             counters under ``pool`` and ``store``.
         """
         core = self._require_core()
@@ -868,6 +871,7 @@ class Engine:
         out["live_runs"] = sum(s.proxy().live_runs.get(timeout=10) for s in core.shards)
         out["sticky_runs"] = sum(s.proxy().sticky_runs.get(timeout=10) for s in core.shards)
         out["shm"] = core.blobs.statistics() if core.blobs is not None else {}
+        out["breakers"] = {b.name: b.snapshot() for b in _breakers(core)}
         return out
 
     def health(self) -> dict[str, Any]:
@@ -1085,6 +1089,18 @@ _MAX_LAG = 5.0
 def _submit(core: Core, ops: list[Op], then: Callable[[], Any], on_error: Any) -> None:
     assert core.writer is not None
     core.writer.tell(Write(ops, then=(then,), on_error=on_error))
+
+
+def _breakers(core: Core) -> list[Any]:
+    """The circuit breakers of the engine's workflows' steps (each once)."""
+    found: dict[int, Any] = dict(core.breakers)
+    for compiled in core.workflows.values():
+        if compiled.code:
+            continue
+        for step in compiled.spec.steps:
+            if step.breaker is not None:
+                found[id(step.breaker)] = step.breaker
+    return list(found.values())
 
 
 def _unmapped(core: Core) -> None:

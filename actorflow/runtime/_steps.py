@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 
 from actorflow._types import StepStatus
-from actorflow.runtime._messages import ErrorInfo
+from actorflow.definition._options import qualified_name
+from actorflow.errors import CircuitOpen
+from actorflow.runtime._messages import ErrorInfo, StepFailed
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
@@ -22,6 +24,8 @@ __all__ = [
     "attempt_record",
     "attempt_timeout",
     "child_failure",
+    "circuit_error",
+    "circuit_open",
     "error_record",
     "retry_delay",
 ]
@@ -239,3 +243,24 @@ class Leaf:
         if "output" in rec:
             leaf.inline = orjson.Fragment(orjson.dumps(rec["output"]))
         return leaf
+
+
+_CIRCUIT_TYPES = tuple(
+    qualified_name(c) for c in CircuitOpen.__mro__ if issubclass(c, BaseException)
+)
+
+
+def circuit_open(run_id: str, step: str, attempt: int, breaker: Any, now: float) -> StepFailed:
+    """The failure of an attempt that its open circuit breaker stopped before it ran."""
+    info = ErrorInfo(
+        "error",
+        _CIRCUIT_TYPES[0],
+        _CIRCUIT_TYPES,
+        f"circuit breaker {breaker.name!r} is open (the attempt did not run)",
+    )
+    return StepFailed(run_id, step, attempt, info, now, now, 0)
+
+
+def circuit_error(err: ErrorInfo) -> bool:
+    """True for a failure an open circuit made (it says nothing new about the dependency)."""
+    return err.type == _CIRCUIT_TYPES[0]

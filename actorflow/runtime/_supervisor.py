@@ -104,6 +104,8 @@ from actorflow.runtime._steps import (
     attempt_summary,
     attempt_timeout,
     child_failure,
+    circuit_error,
+    circuit_open,
     error_record,
     retry_delay,
 )
@@ -762,6 +764,11 @@ class Supervisor:
             fn, call = spec.fn, 1 if spec.call == "item" else 0
         else:
             fn, call = handler, 0
+        breaker = spec.breaker if isinstance(spec, StepSpec) and handler is None else None
+        if breaker is not None and not breaker.allow():
+            # Open circuit: this attempt fails now, without running, and is retried by policy.
+            self.on_failed(circuit_open(self.run_id, leaf.path, leaf.attempt, breaker, now))
+            return
         self.fx.tasks.append(
             TaskSpec(
                 self.run_id,
@@ -1023,6 +1030,9 @@ class Supervisor:
         leaf = self._reported(msg.step, msg.attempt)
         if leaf is None:
             return
+        spec = self.plan.specs[leaf.node]
+        if isinstance(spec, StepSpec) and spec.breaker is not None and not leaf.handling:
+            spec.breaker.succeeded()
         leaf.status = StepStatus.SUCCEEDED
         leaf.started_at = msg.started_at
         leaf.ended_at = msg.ended_at
@@ -1083,10 +1093,15 @@ class Supervisor:
         leaf.failures += 1
         leaf.error = error_record(err, leaf.path, msg.attempt)
         spec = self.plan.specs[leaf.node]
+        if isinstance(spec, StepSpec) and spec.breaker is not None and not circuit_error(err):
+            spec.breaker.failed()
         retry = spec.retry if isinstance(spec, StepSpec) else NO_RETRY
         if err.details is not None:
             leaf.details = err.details
         delay = retry_delay(retry, leaf, err, now, self.core.rng.random())
+        if delay is not None and isinstance(spec, StepSpec) and circuit_error(err):
+            assert spec.breaker is not None
+            delay = spec.breaker.retry_after(delay)
         if delay is not None:
             if delay <= 0:
                 self._dispatch(leaf)
