@@ -200,6 +200,18 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return 0 if run.status.value == "completed" else 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check that this machine and data directory can run an engine."""
+    from pathlib import Path
+
+    from actorflow.cli._doctor import report, run_checks
+
+    checks = run_checks(Path(args.data_dir or _default_data_dir()), args.host, args.port)
+    text, code = report(checks, args.json)
+    print(text)
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from actorflow.cli._demo import run_demo
 
@@ -239,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the steps of the first N items of each fan-out (default 10)",
     )
     show.set_defaults(func=cmd_show)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the store, the native evaluator, workers, shared memory and the port",
+        description=(
+            "Runs each check and prints its verdict (ok, warn, fail). Exit status 1 if any "
+            "check failed. Stored data is never changed."
+        ),
+    )
+    doctor.add_argument("--host", default="127.0.0.1", help="the webhook address to try")
+    doctor.add_argument("--port", type=int, default=8080, help="the webhook port to try")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(func=cmd_doctor)
 
     wait = sub.add_parser(
         "wait",

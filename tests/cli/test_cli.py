@@ -124,3 +124,37 @@ def test_wait_follows_a_run_with_progress_until_it_ends(engine: af.Engine, data_
         assert json.loads(cli(data_dir, "wait", stuck.id, "--json").stdout)["status"] == (
             "completed"
         )
+
+
+def test_doctor_on_a_good_and_on_broken_setups(
+    engine: af.Engine, data_dir: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    engine.define("ok").step("one", steps.add_one)
+    with engine:
+        engine.trigger("ok", {"n": 1}).result(timeout=30)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            good = cli(data_dir, "doctor", "--json", "--port", port)
+    assert good.returncode == 0, good.stdout + good.stderr
+    verdicts = {c["name"]: c["verdict"] for c in json.loads(good.stdout)["checks"]}
+    assert verdicts["store format"] == "ok" and verdicts["workers"] == "ok"
+    assert verdicts["shared memory"] == "ok"
+    assert verdicts["store lock"] == "warn"  # the engine held it
+    assert verdicts["webhook port"] == "warn"  # taken
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    broken = cli(not_a_dir / "store", "doctor")
+    assert broken.returncode == 1
+    assert "FAIL  store writable" in broken.stdout
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "data.mdb").write_bytes(b"not an lmdb file" * 512)
+    damaged = cli(corrupt, "doctor", "--json")
+    assert damaged.returncode == 1
+    checks = {c["name"]: c for c in json.loads(damaged.stdout)["checks"]}
+    assert checks["store format"]["verdict"] == "fail"
+    assert "not a valid LMDB store" in checks["store format"]["detail"]

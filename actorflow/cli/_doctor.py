@@ -1,0 +1,192 @@
+"""``actorflow doctor``: check that this machine and data directory can run an engine.
+
+Each check gives a verdict (``ok``, ``warn``, ``fail``) and what it saw. The command exits 1
+if any check failed. It never changes stored data: the store is opened read-only when an
+engine holds it, and the writability check uses a temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Check", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict.
+
+    Attributes:
+        name: what was checked.
+        verdict: ``"ok"``, ``"warn"`` or ``"fail"``.
+        detail: what was seen, and what to do about a problem.
+    """
+
+    name: str
+    verdict: str
+    detail: str
+
+
+def _store(data_dir: Path) -> list[Check]:
+    from actorflow.errors import StoreError
+    from actorflow.store import LmdbStore
+    from actorflow.store import _keys as K
+    from actorflow.store._protocol import ensure_format
+
+    out: list[Check] = []
+    probe = data_dir if data_dir.exists() else data_dir.parent
+    if not probe.exists():
+        return [Check("store", "fail", f"{data_dir}: neither it nor its parent exists")]
+    try:
+        fd, name = tempfile.mkstemp(prefix=".doctor-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+        out.append(Check("store writable", "ok", f"{probe} accepts new files"))
+    except OSError as exc:
+        out.append(Check("store writable", "fail", f"cannot write in {probe}: {exc}"))
+    if not (data_dir / "data.mdb").exists():
+        out.append(Check("store format", "ok", f"no store yet at {data_dir}: one will be made"))
+        return out
+    try:
+        store = LmdbStore(data_dir, read_only=True)
+    except StoreError as exc:
+        return [*out, Check("store format", "fail", str(exc))]
+    try:
+        version = ensure_format(store)
+        runs = len(store.scan(K.RUNS, limit=1_000_000))
+        out.append(Check("store format", "ok", f"format {version}, {runs} runs"))
+    except StoreError as exc:
+        out.append(Check("store format", "fail", str(exc)))
+    finally:
+        store.close()
+    holder = data_dir / "engine.lock"
+    if holder.exists():
+        import fcntl
+
+        fd = os.open(holder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            out.append(Check("store lock", "ok", "no engine holds the store"))
+        except OSError:
+            pid = holder.read_text().strip() or "?"
+            out.append(Check("store lock", "warn", f"an engine (pid {pid}) holds the store now"))
+        finally:
+            os.close(fd)
+    return out
+
+
+def _native() -> Check:
+    from actorflow.graph import NATIVE
+
+    if NATIVE:
+        return Check("native evaluator", "ok", "the compiled (Cython) evaluator is loaded")
+    return Check(
+        "native evaluator",
+        "warn",
+        "the pure-Python evaluator is in use (about 10x slower per event); reinstall with "
+        "Cython available, or unset ACTORFLOW_NO_EXTENSIONS",
+    )
+
+
+def _workers(start_method: str) -> Check:
+    from actorflow.workers import _protocol as W
+    from actorflow.workers._pool import mp_context, spawn_worker
+
+    started = time.monotonic()
+    try:
+        proc, conn = spawn_worker(mp_context(start_method), ())
+    except Exception as exc:
+        return Check("workers", "fail", f"cannot start a worker process ({start_method}): {exc}")
+    try:
+        if not conn.poll(30):
+            return Check("workers", "fail", "a worker process started but did not answer in 30s")
+        reader = W.FrameReader(conn.fileno())
+        messages = reader.read()
+        if not messages or messages[0][0] != W.HELLO:
+            return Check("workers", "fail", f"unexpected first message {messages!r}")
+        took = (time.monotonic() - started) * 1000
+        return Check("workers", "ok", f"a worker ({start_method}) was ready in {took:.0f} ms")
+    finally:
+        proc.kill()
+        proc.join(5)
+        conn.close()
+
+
+def _shared_memory() -> Check:
+    from actorflow.workers._shm import SHM_DIR, create_segment, unlink_segment
+
+    name = f"af_doctor_{secrets.token_hex(4)}"
+    try:
+        fd = create_segment(name, 1 << 20)
+    except OSError as exc:
+        return Check(
+            "shared memory",
+            "warn",
+            f"cannot create a segment ({exc}); set shm_threshold=0 to send large values "
+            "through pipes",
+        )
+    try:
+        os.pwrite(fd, b"ok", 0)
+        good = os.pread(fd, 2, 0) == b"ok"
+    finally:
+        os.close(fd)
+        unlink_segment(name)
+    if not good:
+        return Check("shared memory", "fail", "a segment did not read back what was written")
+    try:
+        st = os.statvfs(SHM_DIR)
+        free = st.f_bavail * st.f_frsize
+        detail = f"segments work; {free / (1 << 30):.1f} GiB free in {SHM_DIR}"
+    except OSError:
+        detail = "segments work"
+    return Check("shared memory", "ok", detail)
+
+
+def _port(host: str, port: int) -> Check:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return Check("webhook port", "warn", f"{host}:{port} is taken ({exc.strerror})")
+    return Check("webhook port", "ok", f"{host}:{port} is free")
+
+
+def run_checks(data_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> list[Check]:
+    """Every check, in order."""
+    from actorflow.config import EngineConfig
+
+    start_method = "forkserver"
+    out: list[Check] = []
+    try:
+        start_method = EngineConfig.from_sources().start_method
+        out.append(Check("configuration", "ok", "defaults, ACTORFLOW_* and pyproject.toml"))
+    except Exception as exc:
+        out.append(Check("configuration", "fail", str(exc)))
+    out += _store(data_dir)
+    out.append(_native())
+    out.append(_workers(start_method))
+    out.append(_shared_memory())
+    out.append(_port(host, port))
+    out.append(Check("payload codecs", "ok", "none configured"))
+    return out
+
+
+def report(checks: list[Check], as_json: bool) -> tuple[str, int]:
+    """The text (or JSON) to print, and the exit status (1 if a check failed)."""
+    import json
+
+    code = 1 if any(c.verdict == "fail" for c in checks) else 0
+    if as_json:
+        body: Any = {"ok": code == 0, "checks": [asdict(c) for c in checks]}
+        return json.dumps(body, indent=2), code
+    width = max(len(c.name) for c in checks)
+    lines = [f"{c.verdict.upper():<5} {c.name:<{width}}  {c.detail}" for c in checks]
+    return "\n".join(lines), code
