@@ -78,3 +78,29 @@ def test_ack_only_after_commit_and_failure_is_reported(tmp_path: Path) -> None:
     writer.stop()
     assert len(failures) == 1
     assert store.get(K.RUNS, b"b") is None
+
+
+def test_a_write_is_not_left_pending_behind_a_proxy_call() -> None:
+    """A Write that arrives while another message waits is committed once that message is
+    handled, even when it is pykka's own (a proxy reading ``stats``), not another Write."""
+    store = MemoryStore()
+    writer = StoreWriter.start(store, 4096, False, lambda exc: None)
+    busy, release = threading.Event(), threading.Event()
+    done: Future[None] = Future()
+    try:
+
+        def hold() -> None:
+            busy.set()
+            release.wait(10)
+
+        writer.tell(Write([(K.RUNS, b"first", b"1")], then=(hold,)))
+        assert busy.wait(10)  # the writer is inside the first write's callback
+        writer.tell(Write([(K.RUNS, b"second", b"2")], then=(lambda: done.set_result(None),)))
+        stats = writer.proxy().stats  # queued behind the second write
+        release.set()
+        stats.get(timeout=10)
+        done.result(timeout=5)  # committed without any further Write arriving
+        assert store.get(K.RUNS, b"second") == b"2"
+    finally:
+        release.set()
+        writer.stop()
