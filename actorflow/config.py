@@ -74,6 +74,12 @@ class EngineConfig:
         blob_write_delay: seconds between recording a large value and writing its bytes to
             the store; a value its run no longer needs by then is never written (until then,
             its shared-memory segment is the copy that survives an engine crash).
+        codecs: the codec chain sealing stored user data (payloads, outputs, errors,
+            history, state, events, approvals), in the order applied: ``"zstd"`` or
+            ``"gzip"``, then ``"aesgcm"``; e.g. ``("zstd", "aesgcm")`` or ``"zstd,aesgcm"``.
+        codec_keys: AES keys as ``"key-id:base64"`` (16, 24 or 32 bytes each); the first
+            encrypts, all decrypt (rotation). Best set from ``ACTORFLOW_CODEC_KEYS``; never
+            shown in reprs, logs or errors.
     """
 
     data_dir: Path = Path(".actorflow")
@@ -102,6 +108,8 @@ class EngineConfig:
     shm_threshold: int = 1 << 20
     shm_max_bytes: int = 0
     blob_write_delay: float = 0.2
+    codecs: tuple[str, ...] = ()
+    codec_keys: tuple[str, ...] = field(default=(), repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +151,13 @@ class EngineConfig:
             problems.append(f"schedules: expected True or False, got {schedules!r}")
         if not all(isinstance(m, str) and m for m in self.preload):
             problems.append(f"preload: expected module names, got {self.preload!r}")
+        if self.codecs or self.codec_keys:
+            from actorflow.store._sealing import Codecs
+
+            try:
+                Codecs(self.codecs, self.codec_keys)
+            except ConfigError as exc:
+                problems.append(str(exc))
         if problems:
             raise ConfigError("invalid engine configuration: " + "; ".join(problems))
 
@@ -282,11 +297,13 @@ def _coerce(name: str, value: Any) -> Any:
         return 0
     if name in _SIZES and isinstance(value, str):
         return _bytes(value, name)
-    if name == "preload":
+    if name in ("preload", "codecs", "codec_keys"):
         if isinstance(value, str):
-            return tuple(m for m in value.split(",") if m)
+            return tuple(m.strip() for m in value.split(",") if m.strip())
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"preload: expected module names, got {value!r}")
+            what = "module names" if name == "preload" else "a list of strings"
+            shown = "<hidden>" if name == "codec_keys" else repr(value)
+            raise ConfigError(f"{name}: expected {what}, got {shown}")
         return tuple(value)
     return value
 
@@ -295,7 +312,8 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     var = _ENV_PREFIX + name.upper()
     text = str(type_)
     try:
-        if name in ("data_dir", "preload", "store", "durability", "start_method"):
+        if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs",
+                    "codec_keys"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:
             return _bytes(raw, name)

@@ -33,10 +33,10 @@ def total(ctx: af.StepContext) -> int:
     return sum(ctx.payload["scores"])
 
 
-def build(data_dir: str) -> af.Engine:
-    engine = af.Engine(data_dir=data_dir, workers=2)
+def define(engine: af.Engine) -> af.Workflow:
+    """Define the child ``sum`` and the ``report`` workflow on ``engine``; return ``report``."""
     engine.define("sum").step("total", total)
-    (
+    return (
         engine.define("report")
         .if_("big", lambda ctx: ctx.payload["n"] >= 1000)  # predicates run in the engine
         .step("note", lambda ctx: "a big one")
@@ -55,6 +55,11 @@ def build(data_dir: str) -> af.Engine:
         .sleep("cool_down", "200ms")  # a durable timer: the run leaves memory meanwhile
         .subflow("sum", "sum", input=lambda ctx: {"scores": ctx.steps["scores"].output})
     )
+
+
+def build(data_dir: str) -> af.Engine:
+    engine = af.Engine(data_dir=data_dir, workers=2)
+    define(engine)
     return engine
 
 

@@ -39,14 +39,19 @@ def ship(ctx: af.StepContext) -> str:
     return f"shipped {ctx.steps['reserve'].output['reserved']} items, charged {ctx.last['charged']}"
 
 
-def main() -> int:
-    engine = af.Engine(data_dir=DATA_DIR)
-    (
+def define(engine: af.Engine) -> af.Workflow:
+    """The order pipeline, defined on ``engine`` (the tests run it in the test harness)."""
+    return (
         engine.define("orders")
         .step("reserve", reserve_stock)
         .step("charge", charge_card, retry=af.Retry(attempts=3, delay="100ms"))
         .step("ship", ship)
     )
+
+
+def main() -> int:
+    engine = af.Engine(data_dir=DATA_DIR)
+    define(engine)
     with engine:
         order = {"id": "A-1001", "lines": [[2, 9.5], [1, 30.0]], "engine_pid": os.getpid()}
         # The same idempotency key on both runs of this script: one order, one run.

@@ -159,24 +159,86 @@ def _port(host: str, port: int) -> Check:
     return Check("webhook port", "ok", f"{host}:{port} is free")
 
 
+def _codecs(data_dir: Path, names: tuple[str, ...], keys: tuple[str, ...]) -> Check:
+    """The codec chain and its keys, tried on sealed records of the store (read-only)."""
+    from actorflow.errors import ActorflowError
+    from actorflow.store import LmdbStore
+    from actorflow.store._sealing import SEALED_DBS, Codecs, is_sealed, record_aad
+
+    try:
+        codecs = Codecs(names, keys)
+    except ActorflowError as exc:
+        return Check("payload codecs", "fail", str(exc))
+    sample: dict[str, tuple[str, bytes, bytes]] = {}  # a record per key id it names
+    sealed_count = 0
+    if (data_dir / "data.mdb").exists():
+        try:
+            store = LmdbStore(data_dir, read_only=True)
+        except ActorflowError as exc:
+            return Check("payload codecs", "warn", f"store not readable: {exc}")
+        try:
+            for db in sorted(SEALED_DBS):
+                for key, raw in store.scan(db, limit=10_000):
+                    ids = codecs.key_ids(raw)
+                    if is_sealed(raw):
+                        sealed_count += 1
+                    for kid in ids:
+                        sample.setdefault(kid, (db, key, raw))
+                    if not ids and is_sealed(raw):
+                        sample.setdefault("", (db, key, raw))
+        finally:
+            store.close()
+    for _kid, (db, key, raw) in sorted(sample.items()):
+        try:
+            codecs.open(raw, record_aad(db, key), f"{db} {key.decode(errors='replace')!r}")
+        except ActorflowError as exc:
+            return Check("payload codecs", "fail", str(exc))
+    if not names:
+        if sealed_count:
+            return Check(
+                "payload codecs",
+                "warn",
+                f"no codecs configured for new records, but {sealed_count} sealed records "
+                "exist (they were read back with the configured keys)",
+            )
+        return Check("payload codecs", "ok", "none configured")
+    shown = " -> ".join(names)
+    key_ids = ", ".join(f"{kid} (active)" if kid == codecs.active else kid for kid in codecs.keys)
+    detail = f"{shown}" + (f"; keys {key_ids}" if key_ids else "")
+    detail += f"; {sealed_count} sealed records seen, one per key id decrypted"
+    return Check("payload codecs", "ok", detail)
+
+
 def run_checks(data_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> list[Check]:
     """Every check, in order."""
     from actorflow.config import EngineConfig
+    from actorflow.errors import ActorflowError
 
     start_method = "forkserver"
     out: list[Check] = []
+    codecs: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
     try:
-        start_method = EngineConfig.from_sources().start_method
+        cfg = EngineConfig.from_sources()
+        start_method = cfg.start_method
+        codecs, keys = cfg.codecs, cfg.codec_keys
         out.append(Check("configuration", "ok", "defaults, ACTORFLOW_* and pyproject.toml"))
-    except Exception as exc:
+    except ActorflowError as exc:
         out.append(Check("configuration", "fail", str(exc)))
+        # Still try the codecs as given, to name the bad key precisely.
+        codecs = _raw_list("ACTORFLOW_CODECS")
+        keys = _raw_list("ACTORFLOW_CODEC_KEYS")
     out += _store(data_dir)
     out.append(_native())
     out.append(_workers(start_method))
     out.append(_shared_memory())
     out.append(_port(host, port))
-    out.append(Check("payload codecs", "ok", "none configured"))
+    out.append(_codecs(data_dir, codecs, keys))
     return out
+
+
+def _raw_list(var: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in os.environ.get(var, "").split(",") if x.strip())
 
 
 def report(checks: list[Check], as_json: bool) -> tuple[str, int]:

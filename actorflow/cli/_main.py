@@ -19,12 +19,23 @@ from actorflow.errors import ActorflowError
 from actorflow.runtime._views import RunDetails, RunSummary, StepDetails, inspect_run, list_runs
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
+from actorflow.store._protocol import Store
 
 __all__ = ["main"]
 
 
 def _default_data_dir() -> str:
     return os.environ.get("ACTORFLOW_DATA_DIR") or ".actorflow"
+
+
+def _read_only(data_dir: str | None) -> Any:
+    """The store opened read-only, unsealed with the configured codecs (env, pyproject)."""
+    from actorflow.config import EngineConfig
+    from actorflow.store._sealing import sealed
+
+    cfg = EngineConfig.from_sources()
+    store = LmdbStore(data_dir or _default_data_dir(), read_only=True)
+    return sealed(store, cfg.codecs, cfg.codec_keys)
 
 
 def _time(t: float | None) -> str:
@@ -43,7 +54,7 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
-def _resolve(store: LmdbStore, prefix: str) -> str:
+def _resolve(store: Store, prefix: str) -> str:
     if store.get(K.RUNS, K.run_key(prefix)) is not None:
         return prefix
     matches = [k.decode() for k, _ in store.scan(K.RUNS, prefix.encode(), limit=2)]
@@ -55,7 +66,7 @@ def _resolve(store: LmdbStore, prefix: str) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = LmdbStore(args.data_dir or _default_data_dir(), read_only=True)
+    store = _read_only(args.data_dir)
     try:
         runs: list[RunSummary] = list_runs(store, args.workflow, args.status, args.limit)
     finally:
@@ -102,7 +113,7 @@ def _detail(s: StepDetails) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = LmdbStore(args.data_dir or _default_data_dir(), read_only=True)
+    store = _read_only(args.data_dir)
     try:
         run: RunDetails = inspect_run(store, _resolve(store, args.run))
     finally:
@@ -162,7 +173,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     from actorflow.runtime._progress import FanoutBars
     from actorflow.runtime._views import fanout_progress, final_run
 
-    store = LmdbStore(args.data_dir or _default_data_dir(), read_only=True)
+    store = _read_only(args.data_dir)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     try:
         run_id = _resolve(store, args.run)

@@ -60,7 +60,11 @@ def _history(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
     if not args.run:
         raise ClientError("give a RUN id, or --history FILE")
     data_dir = args.data_dir or (engine.config.data_dir if engine else _default_data_dir())
-    store = LmdbStore(data_dir, read_only=True)
+    from actorflow.config import EngineConfig
+    from actorflow.store._sealing import sealed
+
+    cfg = engine.config if engine else EngineConfig.from_sources()
+    store = sealed(LmdbStore(data_dir, read_only=True), cfg.codecs, cfg.codec_keys)
     try:
         return export_history(store, _resolve(store, args.run))
     finally:

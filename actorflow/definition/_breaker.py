@@ -66,6 +66,15 @@ class CircuitBreaker:
         self.opened = 0  # times it opened
         self.rejected = 0  # attempts failed fast
 
+    def reset(self) -> None:
+        """Close the circuit and zero its counters (between tests: a breaker is shared)."""
+        with self._lock:
+            self._state = CLOSED
+            self._failures = 0
+            self._trials = 0
+            self.opened = 0
+            self.rejected = 0
+
     def bind(self, clock: Callable[[], float]) -> None:
         """Read time from ``clock`` (the engine's) from now on."""
         self._clock = clock

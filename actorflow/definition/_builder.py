@@ -58,9 +58,28 @@ class Triggers:
     _rate_limit: Any
     _webhooks: list[tuple[Any, ...]]
     _schedules: list[tuple[Any, ...]]
+    #: Validates the host's own options and returns its spec (each host class defines it).
+    _build: Callable[[], Any]
+    #: The engine it was defined on (a weak reference), if any.
+    _owner: Any = None
 
-    def _build(self) -> Any:
-        raise NotImplementedError
+    def test(self, *args: Any, **options: Any) -> Any:
+        """A test harness for this workflow (:class:`actorflow.testing.WorkflowTest`).
+
+        ``wf.test(payload)`` runs it at once, in memory, with time skipped, and returns the
+        harness to assert on; ``wf.test()`` returns it unstarted, to set up mocks first::
+
+            wf.test({"amount": 5}).expect_status("completed")
+            wf.test().mock_step("charge", returns={"ok": True}).run({"amount": 5})
+
+        Args:
+            *args: the run's payload (a code workflow's arguments); none: do not run yet.
+            **options: :class:`~actorflow.testing.WorkflowTest` options.
+        """
+        from actorflow.testing import WorkflowTest
+
+        harness = WorkflowTest(self, **options)
+        return harness.run(*args) if args else harness
 
     def build(self) -> Any:
         """Validate everything and return the immutable spec (cached after the first call).

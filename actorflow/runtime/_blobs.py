@@ -588,9 +588,11 @@ class BlobManager:
         """Records for the blobs that ``ops`` refer to for the first time (same transaction)."""
         extra: list[Op] = []
         ids: list[str] = []
+        if not self._blobs:  # nothing unrecorded in memory: no op can be a first reference
+            return extra, ids
         values = K.VALUES
         for db, key, value in ops:
-            if db is not values or not value or value[0] != TAG_BLOB:
+            if db != values or not value or value[0] != TAG_BLOB:
                 continue
             run = key.partition(b"\x00")[0].decode()
             with self._lock:

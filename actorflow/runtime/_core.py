@@ -272,6 +272,8 @@ class Core:
     breakers: dict[int, Any] = field(default_factory=dict)
     #: Callers of code workflows' updates, by (run id, update id), answered once durable.
     replies: dict[tuple[str, str], Promise[Any]] = field(default_factory=dict)
+    #: Work in flight, counted under the test harness (``_inbox.Activity``), else None.
+    activity: Any = None
 
     @property
     def sink(self) -> Any:
@@ -290,17 +292,24 @@ class Core:
 
     def background(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call a user callback on a helper thread; its errors are logged, never raised."""
+        activity = self.activity
 
         def call() -> None:
             try:
                 fn(*args)
             except Exception:
                 log.exception("callback %s raised", getattr(fn, "__qualname__", fn))
+            finally:
+                if activity is not None:
+                    activity.end()
 
+        if activity is not None:
+            activity.begin()  # a callback may resume the run: the engine is not idle yet
         try:
             self.callbacks.submit(call)
         except RuntimeError:
-            pass  # shutting down
+            if activity is not None:
+                activity.end()  # shutting down
 
     def service_blob(self, workflow: str, service_id: str) -> bytes:
         """A workflow's configured service, pickled for a worker (``ctx.services``)."""

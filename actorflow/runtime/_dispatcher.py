@@ -713,7 +713,7 @@ class Dispatcher(Actor):
         if value and value[0] == _TAG_BLOB:
             assert self._blobs is not None
             if lazy and not self._blobs.resident(value):
-                return b"Rblob:" + base64.b64encode(value)
+                return blob_ref(value)
             wired: bytes = self._blobs.wire(value, task_id)
             return wired
         return value
@@ -782,15 +782,7 @@ class Dispatcher(Actor):
             elif op == "output":
                 value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
             elif op == "ref":  # a large value sent by reference, read by the step
-                target = str(arg)
-                if target == "payload":
-                    value = self._store.get(K.VALUES, K.payload_key(spec.run_id))
-                elif target.startswith("step:"):
-                    value = step_output(self._store, spec.run_id, target[5:])
-                elif target.startswith("blob:"):  # a large value not in memory when sent
-                    value = base64.b64decode(target[5:])
-                else:
-                    raise ValueError(f"unknown reference {target!r}")
+                value = resolve_ref(self._store, spec.run_id, str(arg))
             else:
                 raise ValueError(f"unknown request {op!r}")
             if op in ("output", "ref") and self._blobs is not None:
@@ -816,11 +808,7 @@ class Dispatcher(Actor):
 
     def _send_reports(self) -> None:
         reports, self._reports = self._reports, {}
-        for shard, batch in reports.items():
-            try:
-                shard.tell(batch[0] if len(batch) == 1 else StepResults(tuple(batch)))
-            except pykka.ActorDeadError:
-                pass  # stopping: the steps stay recorded as running; recovery retries them
+        send_reports(reports)
 
     # -- deadlines, kills, crashes ---------------------------------------------------------
 
@@ -1084,6 +1072,31 @@ _TAG_SHARED = TAG_SHARED
 
 def _large(value: bytes | None) -> bool:
     return bool(value) and value[0] == _TAG_BLOB  # type: ignore[index]
+
+
+def send_reports(reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]]) -> None:
+    """Send each shard its results: one message, however many there are."""
+    for shard, batch in reports.items():
+        try:
+            shard.tell(batch[0] if len(batch) == 1 else StepResults(tuple(batch)))
+        except pykka.ActorDeadError:
+            pass  # stopping: the steps stay recorded as running; recovery retries them
+
+
+def blob_ref(value: bytes) -> bytes:
+    """A reference to the large (``B``) value ``value``, resolved only if the step reads it."""
+    return b"Rblob:" + base64.b64encode(value)
+
+
+def resolve_ref(store: Store, run_id: str, target: str) -> bytes | None:
+    """The value a reference (``payload``, ``step:<path>``, ``blob:<value>``) stands for."""
+    if target == "payload":
+        return store.get(K.VALUES, K.payload_key(run_id))
+    if target.startswith("step:"):
+        return step_output(store, run_id, target[5:])
+    if target.startswith("blob:"):  # a large value whose blobs were not in memory
+        return base64.b64decode(target[5:])
+    raise ValueError(f"unknown reference {target!r}")
 
 
 def timeout_error(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import signal
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +46,7 @@ from actorflow.runtime._external import (
     state_call,
 )
 from actorflow.runtime._handle import RunHandle, _wait
+from actorflow.runtime._inbox import Activity, counting
 from actorflow.runtime._messages import (
     ActivateRun,
     CancelRun,
@@ -57,6 +61,7 @@ from actorflow.runtime._messages import (
     Write,
 )
 from actorflow.runtime._promise import Countdown, Promise
+from actorflow.runtime._remote import RemoteDispatcher
 from actorflow.runtime._scheduler import Scheduler, stored_timers
 from actorflow.runtime._shard import Shard
 from actorflow.runtime._state import StateStore
@@ -69,8 +74,10 @@ from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
 from actorflow.store._protocol import Op, Store, blob_token, ensure_format
 from actorflow.store._records import dump_record, load_record
+from actorflow.store._sealing import sealed
 from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
+from actorflow.workers._task import Intercept
 
 __all__ = ["Engine"]
 
@@ -95,8 +102,10 @@ class Engine:
         clock: the clock for durable timers (default: the system clock; tests pass a
             :class:`~actorflow.ManualClock`).
         config: a complete :class:`~actorflow.EngineConfig`; other settings are then ignored.
-        executor: run steps elsewhere: :class:`~actorflow.DaskExecutor` (a Dask cluster);
-            None (default) runs them in the engine's own worker processes.
+        executor: where steps run: None or ``"process"`` (default), the engine's own worker
+            processes; ``"inline"``, threads of this process (for tests: no isolation, and
+            a step past its timeout is abandoned, not stopped); or
+            :class:`~actorflow.DaskExecutor` (a Dask cluster).
         **settings: any :class:`~actorflow.EngineConfig` field, e.g. ``durability="fast"``,
             ``workers=4``.
 
@@ -111,14 +120,24 @@ class Engine:
         store: str | Store | None = None,
         clock: Clock | None = None,
         config: EngineConfig | None = None,
-        executor: DaskExecutor | None = None,
+        executor: DaskExecutor | str | None = None,
         **settings: Any,
     ) -> None:
-        if executor is not None and not isinstance(executor, DaskExecutor):
+        if executor == "process":
+            executor = None
+        if executor is not None and executor != "inline" and not isinstance(executor, DaskExecutor):
             raise ConfigError(
-                f"executor: expected af.DaskExecutor(...) or None, got {type(executor).__name__}"
+                "executor: expected 'process', 'inline', af.DaskExecutor(...) or None, "
+                f"got {executor!r}"
             )
         self._executor = executor
+        # Set by the test harness (actorflow.testing) before start: count work in flight,
+        # and replace step functions and services of an inline executor.
+        self._activity: Activity | None = None
+        self._intercept: Intercept | None = None
+        self._services_cache: dict[tuple[str, str], Any] | None = None
+        self._registry: Any = None  # the Prometheus registry, made at the first metrics()
+        self._stopping = False  # stop() has begun: no new work is taken
         custom_store: Store | None = None
         if store is not None and not isinstance(store, str):
             custom_store = store
@@ -190,6 +209,7 @@ class Engine:
                 rate_limit=rate_limit,
             )
             self._definitions[workflow_id] = wf
+            wf._owner = weakref.ref(self)  # its siblings come along to wf.test()
             return wf
 
     def workflow(
@@ -252,6 +272,7 @@ class Engine:
                 if workflow_id in self._definitions:
                     raise DefinitionError("is already defined on this engine", workflow_id)
                 self._definitions[workflow_id] = wf
+            wf._owner = weakref.ref(self)
             return wf
 
         return register
@@ -306,12 +327,14 @@ class Engine:
                 core.state = StateStore(store, self.clock, functools.partial(_submit, core))
                 core.host = EngineHost(core)
                 core.blobs = blobs
+                core.activity = self._activity
                 blobs.start(functools.partial(_unmapped, core))
                 self._store = store
                 self._core = core
                 for breaker in _breakers(core):
                     breaker.bind(self.clock.now)
-                self._start_actors(core)
+                with counting(self._activity):
+                    self._start_actors(core)
                 self._recover(core)
                 self._background = Background(core)
                 self._background.start()
@@ -387,7 +410,19 @@ class Engine:
             core.shards.append(shard)
         ready: Promise[None] = Promise()
         dispatcher: pykka.ActorRef[Any]
-        if self._executor is not None:
+        if self._executor == "inline":
+            from actorflow.runtime._inline import InlineDispatcher
+
+            dispatcher = InlineDispatcher.start(
+                cfg,
+                core.route,
+                core.store,
+                ready,
+                core,
+                self._intercept,
+                self._services_cache,
+            )
+        elif isinstance(self._executor, DaskExecutor):
             from actorflow.runtime._dask_dispatcher import DaskDispatcher
 
             dispatcher = DaskDispatcher.start(
@@ -452,9 +487,11 @@ class Engine:
                 step starts); False kills them at once (they are retried on recovery).
             timeout: seconds to wait for the drain before stopping anyway.
         """
+        self._stopping = True  # refuse new work at once, before waiting for the lock
         with self._lock:
             core = self._core
             if core is None:
+                self._stopping = False
                 return
             if self._background is not None:
                 self._background.stop()
@@ -473,7 +510,47 @@ class Engine:
             store, self._store = self._store, None
             if store is not None:
                 self._release_store(store)
+            self._stopping = False
             log.info("engine stopped")
+
+    def install_signal_handlers(
+        self,
+        drain_timeout: float = 30.0,
+        signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+        *,
+        exit: bool = True,
+    ) -> None:
+        """Stop gracefully on SIGTERM and SIGINT (a deploy, Ctrl-C).
+
+        On the first signal the engine takes no new work (triggers, events, resumes raise
+        :class:`~actorflow.EngineNotRunning`; webhooks answer 503), lets the steps in flight
+        finish and records their results for up to ``drain_timeout`` seconds, commits and
+        syncs the store, and stops; steps still running then are killed and, like every
+        unfinished run, resume at the next start. Then the process exits with status 0
+        (``SystemExit``), unless ``exit`` is False. A second signal while draining exits at
+        once (``os._exit(1)``): every commit is atomic, so the store stays consistent and the
+        unfinished steps run again at the next start. Call it from the main thread (Python
+        runs signal handlers there).
+
+        Args:
+            drain_timeout: seconds to let steps in flight finish.
+            signals: the signals to handle.
+            exit: raise ``SystemExit(0)`` once stopped.
+        """
+        draining = threading.Event()
+
+        def handle(signum: int, frame: Any) -> None:
+            if draining.is_set():
+                log.warning("signal %d again while draining: exiting at once", signum)
+                os._exit(1)
+            draining.set()
+            log.info("signal %d: draining steps in flight (up to %gs)", signum, drain_timeout)
+            self.stop(drain=True, timeout=drain_timeout)
+            if exit:
+                raise SystemExit(0)
+
+        for signum in signals:
+            signal.signal(signum, handle)
 
     def _stop_actors(self, drain: bool, timeout: float) -> None:
         core = self._core
@@ -492,15 +569,20 @@ class Engine:
             except (TimeoutError, pykka.ActorDeadError):
                 log.warning("drain did not finish within %gs; stopping anyway", timeout)
         # Dispatcher first (no more results), writer last (it commits what the others sent).
-        from actorflow.runtime._dask_dispatcher import DaskDispatcher
+        rank: list[tuple[type, ...]] = [
+            (Dispatcher, RemoteDispatcher),
+            (Scheduler,),
+            (Shard,),
+            (StoreWriter,),
+        ]
 
-        rank: list[type] = [Dispatcher, DaskDispatcher, Scheduler, Shard, StoreWriter]
-        order = sorted(
-            self._actors,
-            key=lambda ref: (
-                rank.index(ref.actor_class) if ref.actor_class in rank else rank.index(Shard)
-            ),
-        )
+        def position(ref: Any) -> int:
+            for i, kinds in enumerate(rank):
+                if issubclass(ref.actor_class, kinds):
+                    return i
+            return 2  # with the shards
+
+        order = sorted(self._actors, key=position)
         for ref in order:
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                 ref.stop(block=True, timeout=max(timeout, 10.0))
@@ -570,7 +652,7 @@ class Engine:
                 started.
             ClientError: ``idempotency_keys`` does not match ``payloads``.
         """
-        core = self._require_core()
+        core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
         items = list(payloads)
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
@@ -599,7 +681,7 @@ class Engine:
     def _submit(
         self, workflow: str, args: tuple[Any, ...], idempotency_key: str | None
     ) -> tuple[str, Promise[None]]:
-        core = self._require_core()
+        core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
         if compiled.code:
             data = encode_value(list(args), "arguments", core.sink)
@@ -656,7 +738,7 @@ class Engine:
             ClientError: a bad name, key or ttl.
             InvalidPayload: the payload cannot be stored.
         """
-        _, done, delivered = publish(self._require_core(), event, payload, key, ttl)
+        _, done, delivered = publish(self._require_core(new_work=True), event, payload, key, ttl)
         done.result()
         return delivered
 
@@ -664,7 +746,7 @@ class Engine:
         self, event: str, payload: Any = None, *, key: str | None = None, ttl: Any = None
     ) -> int:
         """Awaitable twin of :meth:`publish`."""
-        _, done, delivered = publish(self._require_core(), event, payload, key, ttl)
+        _, done, delivered = publish(self._require_core(new_work=True), event, payload, key, ttl)
         await _wait(done)
         return delivered
 
@@ -678,11 +760,11 @@ class Engine:
             ApprovalAlreadyResolved: it was resumed already (a token works once).
             ApprovalExpired: its timeout passed.
         """
-        resume(self._require_core(), token, payload).result()
+        resume(self._require_core(new_work=True), token, payload).result()
 
     async def resume_async(self, token: str, payload: Any = None) -> None:
         """Awaitable twin of :meth:`resume`."""
-        await _wait(resume(self._require_core(), token, payload))
+        await _wait(resume(self._require_core(new_work=True), token, payload))
 
     def restart(self, run_id: str) -> None:
         """Restart a panicked code workflow run from its history (after fixing the code).
@@ -700,7 +782,7 @@ class Engine:
         await _wait(self._restart(run_id))
 
     def _restart(self, run_id: str) -> Promise[bool]:
-        core = self._require_core()
+        core = self._require_core(new_work=True)
         read_run(core.store, run_id)  # RunNotFound for an unknown id
         fut: Promise[bool] = Promise()
         core.route(run_id).tell(RestartRun(run_id, fut))
@@ -726,7 +808,7 @@ class Engine:
     def _signal(
         self, run_id: str, name: str, payload: Any, key: str | None = None
     ) -> Promise[bool]:
-        core = self._require_core()
+        core = self._require_core(new_work=True)
         if not isinstance(name, str) or not name:
             raise ClientError(f"signal: name: expected a non-empty string, got {name!r}")
         if key is not None and (not isinstance(key, str) or not key):
@@ -745,7 +827,7 @@ class Engine:
         return fut
 
     def _update(self, run_id: str, name: str, payload: Any) -> Promise[Any]:
-        core = self._require_core()
+        core = self._require_core(new_work=True)
         if not isinstance(name, str) or not name:
             raise ClientError(f"update: name: expected a non-empty string, got {name!r}")
         data = encode_value(payload, f"payload of update {name!r}")
@@ -872,7 +954,29 @@ class Engine:
         out["sticky_runs"] = sum(s.proxy().sticky_runs.get(timeout=10) for s in core.shards)
         out["shm"] = core.blobs.statistics() if core.blobs is not None else {}
         out["breakers"] = {b.name: b.snapshot() for b in _breakers(core)}
+        assert core.scheduler is not None
+        out["timers"] = core.scheduler.proxy().pending.get(timeout=10)
+        out["scheduler_lag"] = core.scheduler.proxy().lag.get(timeout=10)
         return out
+
+    def metrics(self) -> str:
+        """The engine's Prometheus metrics, in the text format (``GET /metrics`` serves it).
+
+        Runs started and finished by workflow and status, step attempts by outcome, step
+        duration histograms by workflow and step, store commit durations and batch sizes,
+        queue depth, running steps, workers, worker restarts, recycles, timeouts and
+        crashes, live runs, pending timers, scheduler lag, and circuit breakers. Counts start
+        at zero when the engine starts.
+
+        Raises:
+            EngineNotRunning: the engine is not running.
+        """
+        from actorflow.observability._metrics import exposition, registry_for
+
+        self._require_core()
+        if self._registry is None:
+            self._registry = registry_for(self)
+        return exposition(self._registry)
 
     def health(self) -> dict[str, Any]:
         """Readiness (``GET /readyz``).
@@ -948,8 +1052,12 @@ class Engine:
             with self._lock:
                 if self._memory_store is None:
                     self._memory_store = MemoryStore()
-            return fn(self._memory_store, *args)
-        reader = LmdbStore(self.config.data_dir, read_only=True)
+            return fn(sealed(self._memory_store, self.config.codecs, self.config.codec_keys), *args)
+        reader = sealed(
+            LmdbStore(self.config.data_dir, read_only=True),
+            self.config.codecs,
+            self.config.codec_keys,
+        )
         try:
             return fn(reader, *args)
         finally:
@@ -957,11 +1065,16 @@ class Engine:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _require_core(self) -> Core:
+    def _require_core(self, new_work: bool = False) -> Core:
         core = self._core
         if core is None:
             raise EngineNotRunning(
                 "the engine is not running: use `with engine:` or call engine.start() first"
+            )
+        if new_work and self._stopping:
+            raise EngineNotRunning(
+                "the engine is stopping (its steps in flight are draining): it takes no new "
+                "work; retry against an engine that runs"
             )
         if self._failure is not None:
             raise StoreError(f"the engine halted after a store failure: {self._failure}")
@@ -1053,20 +1166,18 @@ class Engine:
     def _open_store(self) -> Store:
         if self._custom_store is not None:
             return self._custom_store
-        if self.config.store == "memory":
+        cfg = self.config
+        if cfg.store == "memory":
             if self._memory_store is None:
                 self._memory_store = MemoryStore()
-            return self._memory_store
-        return LmdbStore(
-            self.config.data_dir,
-            durability=self.config.durability,
-            map_size=self.config.map_size,
-        )
+            return sealed(self._memory_store, cfg.codecs, cfg.codec_keys)
+        store = LmdbStore(cfg.data_dir, durability=cfg.durability, map_size=cfg.map_size)
+        return sealed(store, cfg.codecs, cfg.codec_keys)
 
     def _release_store(self, store: Store) -> None:
         # The in-memory store (and a store the caller passed in) outlive a stop, so that a
         # restarted engine sees the same data; an LMDB store is closed.
-        if isinstance(store, LmdbStore):
+        if isinstance(getattr(store, "inner", store), LmdbStore):
             store.close()
 
     def _store_label(self) -> str:

@@ -9,6 +9,13 @@ pykka lets an actor choose its inbox (anything with ``put``, ``get`` and ``empty
   dispatcher's state has exactly one owner and no locks.
 - :class:`ClockInbox` lets the scheduler sleep until its next timer on an injected
   :class:`~actorflow._clock.Clock`, so tests can skip time.
+
+For the test harness, an engine can also count its work in flight (:class:`Activity`):
+every message put in an actor's inbox (or made by the inbox itself, a tick) counts until the
+actor has handled it, and other work (an inline step on a thread) counts while it runs. Every
+piece of work that leads to more puts its successor in an inbox before it ends, so the count
+drops to zero only when the whole engine is idle: then, and only then, may a test move its
+clock to the next timer. Production engines do not count (one attribute test per message).
 """
 
 from __future__ import annotations
@@ -27,15 +34,130 @@ import pykka
 
 from actorflow._clock import Clock, SystemClock
 
-__all__ = ["Actor", "ClockInbox", "IoReady", "SelectorInbox", "Tick"]
+__all__ = [
+    "Activity",
+    "Actor",
+    "ClockInbox",
+    "IoReady",
+    "SelectorInbox",
+    "Tick",
+    "counting",
+]
+
+
+class Activity:
+    """Work in flight in one engine: messages not yet handled, inline steps running."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._count = 0
+        self._generation = 0  # bumped by every begin: "something happened since"
+
+    def begin(self) -> None:
+        """One more piece of work."""
+        with self._cond:
+            self._count += 1
+            self._generation += 1
+
+    def end(self) -> None:
+        """One piece of work is done (after it put whatever it led to)."""
+        with self._cond:
+            self._count -= 1
+            if self._count <= 0:
+                self._count = 0
+                self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Work in flight now."""
+        return self._count
+
+    @property
+    def generation(self) -> int:
+        """How many pieces of work have begun so far."""
+        return self._generation
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is in flight; False if ``timeout`` passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
+
+
+_counting = threading.local()
+
+
+@contextlib.contextmanager
+def counting(activity: Activity | None) -> Any:
+    """Actors created on this thread inside the block count their messages in ``activity``."""
+    previous = getattr(_counting, "activity", None)
+    _counting.activity = activity
+    try:
+        yield
+    finally:
+        _counting.activity = previous
+
+
+class _CountingInbox:
+    """Wraps an inbox: a put begins a piece of work; so does a tick the inbox makes itself."""
+
+    def __init__(self, inner: Any, activity: Activity) -> None:
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_activity", activity)
+
+    def put(self, envelope: Any) -> None:
+        self._activity.begin()
+        self._inner.put(envelope)
+
+    def get(self) -> Any:
+        envelope = self._inner.get()
+        if type(envelope) is _Envelope:  # made by the inbox (a tick, I/O), not put
+            self._activity.begin()
+        return envelope
+
+    def empty(self) -> bool:
+        return bool(self._inner.empty())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)  # the owner sets timeout_fn, clock, due_fn
 
 
 class Actor(pykka.ThreadingActor):
-    """A pykka threading actor with a lighter inbox."""
+    """A pykka threading actor with a lighter inbox (and, under a test harness, counted)."""
+
+    #: Set when this engine counts its work (see :class:`Activity`).
+    activity: Activity | None = None
 
     @staticmethod
     def _create_actor_inbox() -> Any:
         return queue.SimpleQueue()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        activity = getattr(_counting, "activity", None)
+        if activity is not None:
+            self.activity = activity
+            inbox = _CountingInbox(self.actor_inbox, activity)
+            self.actor_inbox = inbox
+            self._actor_ref.actor_inbox = inbox
+
+    def _handle_receive(self, message: Any) -> Any:
+        activity = self.activity
+        if activity is None:
+            return self.receive_one(message)
+        try:
+            return self.receive_one(message)
+        finally:
+            activity.end()
+
+    def receive_one(self, message: Any) -> Any:
+        """Handle one message (pykka's own, or :meth:`on_receive`).
+
+        A subclass may add work after it, which still counts as part of this message.
+        """
+        return super()._handle_receive(message)
 
 
 @dataclass(frozen=True, slots=True)

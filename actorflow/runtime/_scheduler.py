@@ -85,6 +85,17 @@ class Scheduler(Actor):
             except pykka.ActorDeadError:
                 return  # shutting down; the timer is still in the store for next start
 
+    def next_due(self, runs_only: bool = False) -> float | None:
+        """The next timer's due time.
+
+        With ``runs_only``, of a run's timer or a rate window, not the engine's periodic
+        sweeps and schedules: the test harness skips to it.
+        """
+        if not runs_only:
+            return self._next_due()
+        dues = [due for due, run_id, name in self._heap if run_id or name.startswith("admit:")]
+        return min(dues) if dues else None
+
     @property
     def pending(self) -> int:
         """Timers waiting in the heap."""

@@ -22,6 +22,7 @@ import pykka
 from actorflow import _faults
 from actorflow._types import RunStatus
 from actorflow.runtime._core import Core
+from actorflow.runtime._counts import Counts
 from actorflow.runtime._inbox import Actor
 from actorflow.runtime._messages import (
     ActivateRun,
@@ -86,6 +87,8 @@ class Shard(Actor):
         per_shard = -(-core.config.sticky_cache_size // max(1, core.config.shards))
         self._sticky_max = per_shard
         self._sticky_ttl = core.config.sticky_cache_ttl or None
+        #: Runs and steps counted for the metrics (only this actor's thread writes it).
+        self.counts = Counts()
         self._reset()
 
     def _reset(self) -> None:
@@ -149,11 +152,25 @@ class Shard(Actor):
                     _faults.crash_point("shard.before_record")
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
+                    self.counts.step_ended(
+                        sup.workflow_id,
+                        message.step,
+                        "succeeded",
+                        message.started_at,
+                        message.ended_at,
+                    )
                     sup.on_succeeded(message)
                     self._touched[sup.run_id] = sup
             elif t is StepFailed:
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
+                    self.counts.step_ended(
+                        sup.workflow_id,
+                        message.step,
+                        message.error.kind,
+                        message.started_at,
+                        message.ended_at,
+                    )
                     sup.on_failed(message)
                     self._touched[sup.run_id] = sup
             elif t is TimerFired:
@@ -257,6 +274,7 @@ class Shard(Actor):
             self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key, msg.parent
         )
         self._runs[msg.run_id] = sup
+        self.counts.run_started(msg.workflow_id)
         reply = msg.reply
         self._commit(
             sup, after=functools.partial(reply.set_result, None), on_error=reply.set_exception
@@ -453,6 +471,7 @@ class Shard(Actor):
         if on_error is not None:
             self._on_error.append(on_error)
         if fx.finished:
+            self.counts.run_finished(sup.workflow_id, str(sup.status))
             self._then.append(functools.partial(core.on_run_finished, sup.run_id, sup.workflow_id))
             if sup.parent is not None and sup.status != RunStatus.CONTINUED:
                 # (a run that continued as new: its parent hears from the last of the chain)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import pykka
 
 from actorflow import _faults
+from actorflow.runtime._counts import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 from actorflow.runtime._inbox import Actor
 from actorflow.runtime._messages import AddTimers, CancelTasks, Dispatch, Write
 from actorflow.store._protocol import Op, Store
@@ -38,13 +39,15 @@ class Targets(Protocol):
 class WriterStats:
     """Counters of the writer, read by ``engine.statistics()`` and tests."""
 
-    __slots__ = ("batches", "largest_batch", "ops", "writes")
+    __slots__ = ("batch_sizes", "batches", "commit_seconds", "largest_batch", "ops", "writes")
 
     def __init__(self) -> None:
         self.batches = 0  # transactions committed
         self.writes = 0  # Write messages acknowledged
         self.ops = 0  # key writes and deletes
         self.largest_batch = 0  # most Write messages in one transaction
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)  # for the metrics
+        self.batch_sizes = Histogram(BATCH_BUCKETS)
 
     def as_dict(self) -> dict[str, float]:
         """The counters, with the mean batch size."""
@@ -102,11 +105,11 @@ class StoreWriter(Actor):
         else:
             super().on_receive(message)
 
-    def _handle_receive(self, message: Any) -> Any:
+    def receive_one(self, message: Any) -> Any:
         # Every message, pykka's own included (a proxy reading ``stats``), may be the one
         # that arrived while a Write waited for the inbox to empty: a Write is never left
         # pending behind a message that is not a Write.
-        result = super()._handle_receive(message)
+        result = super().receive_one(message)
         if self._pending and self.actor_inbox.empty():
             self._flush()
         return result
@@ -133,7 +136,9 @@ class StoreWriter(Actor):
                 if self._blobs is not None:
                     extra, blob_ids = self._blobs.meta_ops(ops)
                     ops.extend(extra)
+                began = time.perf_counter()
                 self._store.write(ops)
+                self.stats.commit_seconds.observe(time.perf_counter() - began)
             except Exception as exc:
                 log.critical("store commit failed; the engine stops taking work: %s", exc)
                 self._failed = exc
@@ -143,6 +148,7 @@ class StoreWriter(Actor):
             stats = self.stats
             stats.batches += 1
             stats.ops += len(ops)
+            stats.batch_sizes.observe(len(batch))
             if len(batch) > stats.largest_batch:
                 stats.largest_batch = len(batch)
         self.stats.writes += len(batch)

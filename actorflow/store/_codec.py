@@ -47,7 +47,6 @@ __all__ = [
     "pack_large",
     "set_resolver",
     "set_thread_sink",
-    "sink_scope",
     "unpack_large",
 ]
 
@@ -102,23 +101,6 @@ def set_thread_sink(sink: BufferSink | None) -> None:
     _local.sink = sink
 
 
-class sink_scope:
-    """Within this block, :func:`encode_value` on this thread sends large buffers to ``sink``."""
-
-    __slots__ = ("_saved", "_sink")
-
-    def __init__(self, sink: BufferSink | None) -> None:
-        self._sink = sink
-        self._saved: BufferSink | None = None
-
-    def __enter__(self) -> None:
-        self._saved = getattr(_local, "sink", None)
-        _local.sink = self._sink
-
-    def __exit__(self, *exc: object) -> None:
-        _local.sink = self._saved
-
-
 def encode_value(value: Any, what: str = "value", sink: BufferSink | None = None) -> bytes:
     """Encode ``value`` as tagged bytes (JSON when compatible, else pickle protocol 5).
 
@@ -126,7 +108,7 @@ def encode_value(value: Any, what: str = "value", sink: BufferSink | None = None
         value: anything JSON-compatible or picklable (cloudpickle is tried for lambdas).
         what: how to name the value in an error, e.g. ``"payload"``.
         sink: where buffers above its threshold go (default: the one of
-            :class:`sink_scope` on this thread, if any); without one, everything is in-band.
+            :func:`set_thread_sink` on this thread, if any); without one, everything is in-band.
 
     Raises:
         InvalidPayload: the value is neither JSON-compatible nor picklable.

@@ -10,6 +10,7 @@ Routes::
     <webhook path>                        POST (or its method): start a run
     GET  /healthz                         liveness of the engine
     GET  /readyz                          readiness: store writable, workers alive, timers on time
+    GET  /metrics                         Prometheus metrics
     GET  /api/workflows                   defined workflows and their triggers
     POST /api/workflows/{id}/trigger      start a run; body: the payload
     GET  /api/runs?workflow=&status=&limit=
@@ -74,6 +75,16 @@ class _HttpError(Exception):
         self.status = status
         self.error = error
         self.detail = detail
+
+
+async def _handled(call: Awaitable[Any], what: str) -> Any:
+    """Await a query or update; an exception its handler raised is a 422, not a 500."""
+    try:
+        return await call
+    except ActorflowError:
+        raise
+    except Exception as exc:  # the handler raised
+        raise _HttpError(422, f"{what}_failed", f"{type(exc).__name__}: {exc}") from None
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -205,6 +216,11 @@ def build_app(engine: Engine) -> Any:
         return _json({"status": "ok" if running else "stopped"}, 200 if running else 503)
 
     @_guard
+    async def metrics(request: Request) -> Response:
+        text = await run_in_threadpool(engine.metrics)
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @_guard
     async def readyz(request: Request) -> Response:
         health = await run_in_threadpool(engine.health)
         return _json(health, 200 if health["ready"] else 503)
@@ -304,24 +320,14 @@ def build_app(engine: Engine) -> Any:
         if not isinstance(args, list):
             raise _HttpError(400, "bad_request", 'args: expected a JSON list, e.g. [1, "a"]')
         handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
-        try:
-            result = await handle.query_async(request.path_params["name"], *args)
-        except ActorflowError:
-            raise
-        except Exception as exc:  # the handler raised
-            raise _HttpError(422, "query_failed", f"{type(exc).__name__}: {exc}") from None
+        result = await _handled(handle.query_async(request.path_params["name"], *args), "query")
         return _json({"run_id": handle.id, "result": result})
 
     @_guard
     async def update(request: Request) -> Response:
         payload = _parse(await _body(request, limit))
         handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
-        try:
-            result = await handle.update_async(request.path_params["name"], payload)
-        except ActorflowError:
-            raise
-        except Exception as exc:  # the handler raised
-            raise _HttpError(422, "update_failed", f"{type(exc).__name__}: {exc}") from None
+        result = await _handled(handle.update_async(request.path_params["name"], payload), "update")
         return _json({"run_id": handle.id, "result": result})
 
     @_guard
@@ -338,6 +344,7 @@ def build_app(engine: Engine) -> Any:
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/api/workflows", workflows, methods=["GET"]),
         Route("/api/workflows/{workflow}/trigger", trigger, methods=["POST"]),
         Route("/api/runs", runs, methods=["GET"]),

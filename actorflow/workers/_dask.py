@@ -13,18 +13,14 @@ random key). Dask workers never open the store.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
 from multiprocessing.connection import Client
 from typing import Any
 
 from actorflow.errors import ClientError
-from actorflow.store._codec import encode_value
+from actorflow.workers._task import LinkLogHandler, TaskHost, execute
 
 __all__ = ["DaskExecutor", "run_task"]
 
@@ -94,7 +90,6 @@ class DaskExecutor:
 
 # -- the worker side ---------------------------------------------------------------------------
 
-_functions: dict[str, Callable[..., Any]] = {}
 _links: dict[tuple[Any, bytes], _Link] = {}
 _links_lock = threading.Lock()
 _step_logger = logging.getLogger("actorflow.step")
@@ -127,40 +122,6 @@ def _link(address: Any, key: bytes) -> _Link:
         return link
 
 
-class _Host:
-    """What a step's context asks the engine, over the link (a worker's ``Host``)."""
-
-    def __init__(self, link: _Link, task_key: str, run_id: str, workflow_id: str) -> None:
-        self.link = link
-        self.task_key = task_key
-        self.run_id = run_id
-        self.workflow_id = workflow_id
-        self.step = ""
-
-    def request(self, op: str, arg: Any) -> Any:
-        return self.link.call((op, self.task_key, self.run_id, self.workflow_id, self.step, arg))
-
-    def heartbeat(self, details: Any) -> None:
-        data = None if details is None else encode_value(details, "heartbeat details")
-        self.request("beat", data)
-
-    def fetch_output(self, name: str) -> bytes | None:
-        value: bytes | None = self.request("output", name)
-        return value
-
-
-class _LinkLogHandler(logging.Handler):
-    def __init__(self, host: _Host) -> None:
-        super().__init__()
-        self.host = host
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.host.request("log", (record.levelno, record.getMessage()))
-        except Exception:
-            self.handleError(record)
-
-
 def _worker_address() -> str:
     try:
         from distributed import get_worker
@@ -171,60 +132,22 @@ def _worker_address() -> str:
 
 
 def run_task(task: tuple[Any, ...]) -> tuple[bool, Any, float, float]:
-    """Run one step on a Dask worker (the task is the tuple the engine's Dask dispatcher builds).
+    """Run one step on a Dask worker.
+
+    Args:
+        task: the tuple the engine's Dask dispatcher builds: the task (see
+            :func:`~actorflow.workers._task.execute`), the log level, the engine's callback
+            address and its key.
 
     Returns:
-        ``(ok, encoded output or error tuple, started, ended)``; for a chunk of tiny item
-        steps, ``(True, [(ok, data, started, ended), ...], started, ended)``.
+        What :func:`~actorflow.workers._task.execute` returns.
     """
-    from actorflow.workers._context import CURRENT, RunInfo, StepContext
-    from actorflow.workers._main import error_tuple, load_function
-
-    (task_key, run_id, step, attempt, workflow_id, key, ref, blob, payload, last, level,
-     item, index, call, error, details, callback, authkey) = task  # fmt: skip
-    link = _link(callback, authkey)
-    host = _Host(link, task_key, run_id, workflow_id)
-    host.step = step
+    *body, level, callback, authkey = task
+    host = TaskHost(_link(callback, authkey), body[0], body[1], body[4])
+    host.step = body[2]
     host.request("start", (os.getpid(), _worker_address()))
-    handler = _LinkLogHandler(host)
-    _step_logger.handlers[:] = [handler]
+    # This process is the engine's: its step records go back over the link.
+    _step_logger.handlers[:] = [LinkLogHandler(host)]
     _step_logger.propagate = False
     _step_logger.setLevel(level)
-    started = time.time()
-
-    def one(
-        step_name: str, last_v: Any, item_v: Any, index_v: Any, err: Any, det: Any, how: int
-    ) -> tuple[bool, Any, float, float]:
-        host.step = step_name
-        t = time.time()
-        ctx = StepContext(
-            RunInfo(run_id, workflow_id, step_name, attempt),
-            payload,
-            last_v,
-            host.fetch_output,
-            item_v,
-            index_v,
-            err,
-            host=host,
-            details=det,
-        )
-        token = CURRENT.set(ctx)
-        try:
-            result = fn(*ctx.item) if how == 4 else fn(ctx.item, ctx) if how & 1 else fn(ctx)
-            if inspect.iscoroutine(result):
-                result = asyncio.run(result)
-            data = encode_value(result, f"output of step {step_name!r}")
-            return True, data, t, time.time()
-        except BaseException as exc:
-            return False, error_tuple(exc), t, time.time()
-        finally:
-            CURRENT.reset(token)
-
-    try:
-        fn = load_function(_functions, key, ref, blob)
-    except BaseException as exc:
-        return False, error_tuple(exc), started, time.time()
-    if call in (2, 3):  # a chunk of tiny item steps
-        outcomes = [one(s, lv, iv, ix, None, None, call & 1) for s, lv, iv, ix in item]
-        return True, outcomes, started, time.time()
-    return one(step, last, item, index, error, details, call)
+    return execute(tuple(body), host)

@@ -16,7 +16,7 @@ __all__ = ["ServicesView"]
 
 _lock = threading.Lock()
 #: (workflow id, service id) -> the service's client and actions, for this process's life.
-_ready: dict[tuple[str, str], _Bound] = {}
+_ready: dict[tuple[str, str], Any] = {}
 
 
 class _Bound:
@@ -62,14 +62,16 @@ class ServicesView:
         if service_id.startswith("_"):
             raise AttributeError(service_id)
         key = (self._workflow, service_id)
-        bound = _ready.get(key)
+        # A host may keep its own (an inline engine's steps share a process with others).
+        ready: dict[tuple[str, str], Any] = getattr(self._host, "services_cache", _ready)
+        bound = ready.get(key)
         if bound is None:
             with _lock:
-                bound = _ready.get(key)
+                bound = ready.get(key)
                 if bound is None:
                     blob = self._host.request("service", service_id)
                     instance = pickle.loads(blob)
-                    bound = _ready[key] = _Bound(
+                    bound = ready[key] = _Bound(
                         service_id, instance.create(), dict(instance.service.actions)
                     )
         return bound

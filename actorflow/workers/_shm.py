@@ -130,9 +130,6 @@ class Maps:
                 except BufferError:
                     pass  # still viewed by a live object: unmapped when that goes
 
-    def __len__(self) -> int:
-        return len(self._maps)
-
 
 class WorkerSink:
     """Puts a step's large output buffers in segments the engine lends (a worker's sink).

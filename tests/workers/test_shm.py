@@ -253,8 +253,8 @@ def test_a_value_lost_with_the_machine_fails_its_reader_clearly(tmp_path: Path) 
         os.unlink(f"/dev/shm/{name}")
     code, out, err = finish(child(data_dir, log, "shm"))
     assert code != 0
-    recovered = next(line for line in out.splitlines() if line.startswith("RECOVERED"))
-    assert recovered.split()[1:3] == ["0", "1"]  # nothing saved, one blob lost
+    recovered = next((line for line in out.splitlines() if line.startswith("RECOVERED")), "")
+    assert recovered.split()[1:3] == ["0", "1"], (code, out, err)  # nothing saved, one lost
     assert "is missing from the store" in err and "step 'sum'" in err, err
     assert executions(log)["make"] == 1
 

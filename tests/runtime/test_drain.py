@@ -1,0 +1,159 @@
+"""Graceful shutdown: SIGTERM mid-step drains, refuses new work, and recovery finishes the rest."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import actorflow as af
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(path: Path, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+def _child(data_dir: Path, log: Path, seconds: float, drain: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.drain_child",
+            str(data_dir),
+            str(log),
+            str(seconds),
+            str(drain),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(data_dir: Path) -> tuple[str, list[str]]:
+    """Start an engine on the store again (recovery) and return the run's result and steps."""
+    from tests.drain_child import after, slow
+
+    engine = af.Engine(data_dir=data_dir, workers=1)
+    engine.define("deploy").step("slow", slow).step("after", after)
+    with engine:
+        (summary,) = engine.runs()
+        run = engine.run(summary.id)
+        result = run.result(timeout=60)
+        attempts = [
+            f"{s.name}:" + ",".join(a.status for a in s.attempts) for s in run.inspect().steps
+        ]
+    return result, attempts
+
+
+@pytest.mark.crash
+def test_sigterm_lets_the_step_in_flight_finish_and_starts_no_new_one(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "store", tmp_path / "exec.log"
+    proc = _child(data_dir, log, seconds=1.5, drain=30)
+    _wait_for(log, "start slow 1")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert proc.returncode == 0, (out, err)
+    assert "RESULT" not in out  # the run did not finish in this process...
+    lines = log.read_text().splitlines()
+    assert lines == ["start slow 1", "end slow 1"]  # ...its step finished; "after" never began
+    assert took < 25  # the drain ended when the step did, not at the deadline
+    result, attempts = _finish(data_dir)
+    assert result == "slow done, then after"
+    assert attempts[0] == "slow:succeeded"  # slow's result was kept, never run again
+    # "after" was recorded as dispatched during the drain but never started; it ran once,
+    # after the restart.
+    assert attempts[1].endswith("succeeded")
+    assert log.read_text().splitlines() == [
+        "start slow 1",
+        "end slow 1",
+        f"start after {len(attempts[1].split(','))}",
+    ]
+
+
+@pytest.mark.crash
+def test_a_step_past_the_drain_deadline_is_stopped_and_runs_again_after_restart(
+    tmp_path: Path,
+) -> None:
+    data_dir, log = tmp_path / "store", tmp_path / "exec.log"
+    proc = _child(data_dir, log, seconds=30, drain=0.5)
+    _wait_for(log, "start slow 1")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert time.monotonic() - sent < 15  # it did not wait for the 30 s step
+    assert "end slow" not in log.read_text()
+    assert not _worker_pids(proc.pid)  # no worker left behind
+    # The next start runs the step again (a quick version of it: 30 s is too long to wait).
+    result, attempts = _finish_quick(data_dir)
+    assert result == "slow done, then after"
+    assert attempts[0].startswith("slow:interrupted,") and attempts[0].endswith("succeeded")
+
+
+def _worker_pids(parent: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(parent).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _finish_quick(data_dir: Path) -> tuple[str, list[str]]:
+    """Recovery with ``slow`` replaced by a quick one (same step names, same workflow)."""
+
+    def quick(ctx: object) -> str:
+        return "slow done"
+
+    from tests.drain_child import after
+
+    engine = af.Engine(data_dir=data_dir, workers=1)
+    engine.define("deploy").step("slow", quick).step("after", after)
+    with engine:
+        (summary,) = engine.runs()
+        run = engine.run(summary.id)
+        result = run.result(timeout=60)
+        attempts = [
+            f"{s.name}:" + ",".join(a.status for a in s.attempts) for s in run.inspect().steps
+        ]
+    return result, attempts
+
+
+def test_new_work_is_refused_while_draining(tmp_path: Path) -> None:
+    engine = af.Engine(data_dir=tmp_path / "store", workers=1)
+    from tests import steps
+
+    engine.define("slow").step("s", steps.slow)
+    engine.start()
+    engine.trigger("slow", {"sleep": 1.0})
+    time.sleep(0.3)
+    stopper = threading.Thread(target=engine.stop, kwargs={"drain": True, "timeout": 30})
+    stopper.start()
+    time.sleep(0.2)
+    with pytest.raises(af.EngineNotRunning, match="stopping"):
+        engine.trigger("slow", {"sleep": 0})
+    with pytest.raises(af.EngineNotRunning, match="stopping"):
+        engine.publish("anything", 1)
+    stopper.join(30)
+    assert not engine.running
+    engine.start()  # and it starts again, taking work
+    try:
+        assert engine.trigger("slow", {"sleep": 0}).result(timeout=30) == "slow done"
+    finally:
+        engine.stop()
