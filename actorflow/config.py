@@ -74,6 +74,8 @@ class EngineConfig:
         blob_write_delay: seconds between recording a large value and writing its bytes to
             the store; a value its run no longer needs by then is never written (until then,
             its shared-memory segment is the copy that survives an engine crash).
+        tracing: run steps inside their OpenTelemetry span's context (set by
+            ``af.observability.trace(engine)``, which also exports the spans).
         codecs: the codec chain sealing stored user data (payloads, outputs, errors,
             history, state, events, approvals), in the order applied: ``"zstd"`` or
             ``"gzip"``, then ``"aesgcm"``; e.g. ``("zstd", "aesgcm")`` or ``"zstd,aesgcm"``.
@@ -108,6 +110,7 @@ class EngineConfig:
     shm_threshold: int = 1 << 20
     shm_max_bytes: int = 0
     blob_write_delay: float = 0.2
+    tracing: bool = False
     codecs: tuple[str, ...] = ()
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -363,3 +363,18 @@ def flaky_service(ctx: Any) -> str:
     if Path(ctx.payload["down"]).exists():
         raise ConnectionError("service unavailable")
     return "ok"
+
+
+def span_here(ctx: Any) -> dict[str, Any]:
+    """Make an OpenTelemetry span inside the step; report its parent's ids (hex)."""
+    from opentelemetry import trace
+
+    current = trace.get_current_span().get_span_context()
+    with trace.get_tracer("user-code").start_as_current_span("inside") as span:
+        mine = span.get_span_context()
+    return {
+        "trace_id": f"{current.trace_id:032x}",
+        "parent_span_id": f"{current.span_id:016x}",
+        "same_trace": mine.trace_id == current.trace_id or not mine.is_valid,
+        "pid": os.getpid(),
+    }

@@ -22,7 +22,8 @@ PUBLIC = {
     # scale-out
     "DaskExecutor",
     # observability, operations
-    "observability", "CircuitBreaker", "CircuitOpen",
+    "observability", "CircuitBreaker", "CircuitOpen", "LifecycleEvent", "RunStarted",
+    "StepAttempted", "RunFinished",
 }  # fmt: skip
 
 

@@ -344,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--json", action="store_true", help="print the report as JSON")
     replay.set_defaults(func=cmd_replay)
+
+    from actorflow.cli import _remote, _store
+
+    _remote.add_parsers(sub)
+    _store.add_parsers(sub)
     return parser
 
 

@@ -66,6 +66,7 @@ class CodeSupervisor:
         "_result",
         "cancel_reason",
         "carried",
+        "commits",
         "compiled",
         "continued_as",
         "core",
@@ -103,6 +104,7 @@ class CodeSupervisor:
         self.spec: CodeWorkflowSpec = compiled.spec
         self.run_id = run_id
         self.workflow_id = self.spec.id
+        self.commits = 0  # effects folded into shard writes (see Shard._passivate)
         self.status = RunStatus.RUNNING
         self.created_at = 0.0
         self.started_at: float | None = None

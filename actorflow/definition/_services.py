@@ -75,12 +75,23 @@ class Service:
         actions: Mapping[str, Callable[..., Any]],
         setup: Callable[[Any], Any] | None,
         schema: Any,
+        breakers: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = service_id
         self._fields = fields
         self.actions = dict(actions)
         self.setup = setup
         self._schema = schema
+        #: Action name -> its circuit breaker (engine side only: not sent to workers).
+        self.breakers: dict[str, Any] = dict(breakers or {})
+        #: Actions guarded by a breaker (what a worker knows of them).
+        self.guarded = frozenset(self.breakers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Breakers hold locks and live in the engine; a worker asks the engine about them.
+        state = dict(self.__dict__)
+        state["breakers"] = {}
+        return state
 
     @property
     def fields(self) -> list[str]:
@@ -200,6 +211,7 @@ def define_service(
     config: Any = None,
     actions: Mapping[str, Callable[..., Any]] | None = None,
     setup: Callable[[Any], Any] | None = None,
+    breaker: Any = None,
 ) -> Service:
     """Define a service that steps reach as ``ctx.services.<service_id>``.
 
@@ -211,6 +223,10 @@ def define_service(
             ``setup`` returned.
         setup: ``setup(config) -> client``, called once per worker process on first use;
             ``config`` is an instance of the dataclass (or a namespace).
+        breaker: an :class:`~actorflow.CircuitBreaker` guarding every action, or a mapping
+            of action name to breaker. The engine keeps its state (shared by every worker
+            and run); while it is open, the action raises :class:`~actorflow.CircuitOpen`
+            without being called, which fails the step's attempt (retried by its policy).
 
     Raises:
         DefinitionError: listing every problem with the definition.
@@ -235,9 +251,42 @@ def define_service(
         problems.append(
             f"service {service_id!r}: setup: expected a callable (config), got {setup!r}"
         )
+    breakers = _breakers(service_id, breaker, acts, problems)
     if problems:
         raise DefinitionError(problems)
-    return Service(service_id, fields, acts, setup, config)
+    return Service(service_id, fields, acts, setup, config, breakers)
+
+
+def _breakers(
+    service_id: str, breaker: Any, actions: Mapping[Any, Any], problems: list[str]
+) -> dict[str, Any]:
+    from actorflow.definition._breaker import CircuitBreaker
+
+    if breaker is None:
+        return {}
+    if isinstance(breaker, CircuitBreaker):
+        return {name: breaker for name in actions if isinstance(name, str)}
+    if not isinstance(breaker, Mapping):
+        problems.append(
+            f"service {service_id!r}: breaker: expected af.CircuitBreaker(...) or a mapping "
+            f"of action name to one, got {breaker!r}"
+        )
+        return {}
+    out: dict[str, Any] = {}
+    for name, b in breaker.items():
+        if name not in actions:
+            problems.append(
+                f"service {service_id!r}: breaker[{name!r}]: no such action "
+                f"(actions: {sorted(str(a) for a in actions)})"
+            )
+        elif not isinstance(b, CircuitBreaker):
+            problems.append(
+                f"service {service_id!r}: breaker[{name!r}]: expected af.CircuitBreaker(...), "
+                f"got {b!r}"
+            )
+        else:
+            out[name] = b
+    return out
 
 
 def _fields(schema: Any, problems: list[str]) -> tuple[_Field, ...]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from actorflow.runtime._engine import Engine
 from actorflow.runtime._handle import RunHandle
+from actorflow.runtime._lifecycle import LifecycleEvent, RunFinished, RunStarted, StepAttempted
 from actorflow.runtime._views import (
     AttemptDetails,
     ErrorDetails,
@@ -36,8 +37,12 @@ __all__ = [
     "AttemptDetails",
     "Engine",
     "ErrorDetails",
+    "LifecycleEvent",
     "RunDetails",
+    "RunFinished",
     "RunHandle",
+    "RunStarted",
     "RunSummary",
+    "StepAttempted",
     "StepDetails",
 ]

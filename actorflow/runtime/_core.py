@@ -274,6 +274,8 @@ class Core:
     replies: dict[tuple[str, str], Promise[Any]] = field(default_factory=dict)
     #: Work in flight, counted under the test harness (``_inbox.Activity``), else None.
     activity: Any = None
+    #: Lifecycle event subscribers (``_lifecycle.Lifecycle``).
+    lifecycle: Any = None
 
     @property
     def sink(self) -> Any:
@@ -328,6 +330,30 @@ class Core:
 
             blob = self._service_blobs[key] = cloudpickle.dumps(found[0].with_secrets())
         return blob
+
+    def service_breaker(self, workflow: str, arg: Any) -> bool:
+        """A worker asks about a service action's breaker: ``(service, action, verb)``.
+
+        ``verb`` is ``"allow"`` (may the call go ahead? a yes while half-open is a trial),
+        ``"succeeded"`` or ``"failed"`` (the call's outcome).
+        """
+        service_id, action, verb = arg
+        compiled = self.workflows.get(workflow)
+        breaker = None
+        for s in compiled.spec.services if compiled else ():
+            if s.id == service_id:
+                breaker = s.service.breakers.get(action)
+        if breaker is None:
+            raise ClientError(f"service {service_id!r} action {action!r} has no breaker")
+        if verb == "allow":
+            return bool(breaker.allow())
+        if verb == "succeeded":
+            breaker.succeeded()
+        elif verb == "failed":
+            breaker.failed()
+        else:
+            raise ClientError(f"breaker: unknown verb {verb!r}")
+        return True
 
     def route(self, run_id: str) -> pykka.ActorRef[Any]:
         """The shard that owns ``run_id`` (stable: a hash of the id's random part)."""

@@ -246,6 +246,7 @@ class Dispatcher(Actor):
             config.preload,
             self._on_spawned,
             config.shm_threshold if self._blobs is not None else 0,
+            config.tracing,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -779,6 +780,8 @@ class Dispatcher(Actor):
                 value = None if self._blobs is None else self._blobs.lend(task_id, list(arg))
             elif op == "service" and self._host is not None:
                 value = self._host.service_blob(spec.workflow_id, str(arg))
+            elif op == "breaker" and self._host is not None:
+                value = self._host.service_breaker(spec.workflow_id, arg)
             elif op == "output":
                 value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
             elif op == "ref":  # a large value sent by reference, read by the step

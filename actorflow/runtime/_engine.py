@@ -47,6 +47,13 @@ from actorflow.runtime._external import (
 )
 from actorflow.runtime._handle import RunHandle, _wait
 from actorflow.runtime._inbox import Activity, counting
+from actorflow.runtime._lifecycle import (
+    Lifecycle,
+    LifecycleEvent,
+    RunFinished,
+    RunStarted,
+    StepAttempted,
+)
 from actorflow.runtime._messages import (
     ActivateRun,
     CancelRun,
@@ -138,6 +145,7 @@ class Engine:
         self._services_cache: dict[tuple[str, str], Any] | None = None
         self._registry: Any = None  # the Prometheus registry, made at the first metrics()
         self._stopping = False  # stop() has begun: no new work is taken
+        self._lifecycle = Lifecycle()
         custom_store: Store | None = None
         if store is not None and not isinstance(store, str):
             custom_store = store
@@ -328,6 +336,8 @@ class Engine:
                 core.host = EngineHost(core)
                 core.blobs = blobs
                 core.activity = self._activity
+                self._lifecycle.activity = self._activity
+                core.lifecycle = self._lifecycle
                 blobs.start(functools.partial(_unmapped, core))
                 self._store = store
                 self._core = core
@@ -500,6 +510,7 @@ class Engine:
             if core.blobs is not None:
                 core.blobs.stop()
             core.callbacks.shutdown(wait=False, cancel_futures=True)
+            self._lifecycle.close()  # what was recorded is delivered before stop() returns
             self._core = None
             core.waiters.fail_all(
                 EngineNotRunning(
@@ -629,6 +640,36 @@ class Engine:
         run_id, fut = self._submit(workflow, args, idempotency_key)
         await _wait(fut)
         return RunHandle(self, run_id, workflow)
+
+    def retry(self, run_id: str) -> RunHandle:
+        """Run a failed or cancelled run again: a new run of its workflow with its input.
+
+        The new run starts from the beginning (the old one keeps its record); its input is
+        the old run's stored payload (a code workflow's arguments), byte for byte.
+
+        Returns:
+            The new run's handle.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: the run has not failed or been cancelled.
+        """
+        core = self._require_core(new_work=True)
+        rec = read_run(core.store, run_id)
+        status = RunStatus(rec["status"])
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ClientError(
+                f"run {run_id} is {status}: only a failed or cancelled run can be retried "
+                "(trigger the workflow again for another run)"
+            )
+        compiled = self._compiled(core, rec["workflow"])
+        payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
+        countdown = Countdown(1)
+        new_id = new_run_id()
+        core.route(new_id).tell(StartRun(new_id, compiled.spec.id, payload, None, countdown))
+        countdown.promise.result()
+        log.info("run %s retried as %s", run_id, new_id)
+        return RunHandle(self, new_id, compiled.spec.id)
 
     def trigger_many(
         self,
@@ -959,6 +1000,37 @@ class Engine:
         out["scheduler_lag"] = core.scheduler.proxy().lag.get(timeout=10)
         return out
 
+    def subscribe(
+        self, fn: Callable[[LifecycleEvent], Any], *kinds: type[LifecycleEvent]
+    ) -> Callable[[], None]:
+        """Call ``fn(event)`` for each lifecycle event, once it is durable.
+
+        Events are :class:`~actorflow.RunStarted`, :class:`~actorflow.StepAttempted` and
+        :class:`~actorflow.RunFinished` (frozen dataclasses), delivered in the order they
+        were recorded, on a thread of their own (a subscriber's errors are logged). Works
+        before and after :meth:`start`; events of a stopped engine were all delivered when
+        :meth:`stop` returns.
+
+        Args:
+            fn: the subscriber.
+            *kinds: only these event types (default: all).
+
+        Returns:
+            A function that unsubscribes.
+
+        Raises:
+            ClientError: ``fn`` is not callable, or a kind is not an event type.
+        """
+        if not callable(fn):
+            raise ClientError(f"subscribe: fn: expected a callable, got {fn!r}")
+        for kind in kinds:
+            if kind not in (RunStarted, StepAttempted, RunFinished):
+                raise ClientError(
+                    "subscribe: kinds: expected af.RunStarted, af.StepAttempted or "
+                    f"af.RunFinished, got {kind!r}"
+                )
+        return self._lifecycle.subscribe(fn, tuple(kinds))
+
     def metrics(self) -> str:
         """The engine's Prometheus metrics, in the text format (``GET /metrics`` serves it).
 
@@ -1206,6 +1278,9 @@ def _breakers(core: Core) -> list[Any]:
     """The circuit breakers of the engine's workflows' steps (each once)."""
     found: dict[int, Any] = dict(core.breakers)
     for compiled in core.workflows.values():
+        for service in compiled.spec.services:
+            for breaker in service.service.breakers.values():
+                found[id(breaker)] = breaker
         if compiled.code:
             continue
         for step in compiled.spec.steps:

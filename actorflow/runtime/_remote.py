@@ -405,7 +405,7 @@ class RemoteDispatcher(Actor):
 
         ``op`` is ``start`` (``arg``: pid, worker), ``beat`` (details), ``log`` (level,
         message), ``output`` (a step name), ``ref`` (a large value's reference), ``service``
-        (its id) or ``state`` (op, scope, args).
+        (its id), ``breaker`` (service, action, verb) or ``state`` (op, scope, args).
         """
         ref = self.actor_ref
         if op == "start":
@@ -428,6 +428,8 @@ class RemoteDispatcher(Actor):
             return _inline(resolve_ref(self._store, run_id, str(arg)))
         if op == "service":
             return self._host.service_blob(workflow_id, str(arg))
+        if op == "breaker":
+            return self._host.service_breaker(workflow_id, arg)
         if op == "state":
             answer: Promise[Any] = Promise()
 

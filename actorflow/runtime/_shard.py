@@ -24,6 +24,7 @@ from actorflow._types import RunStatus
 from actorflow.runtime._core import Core
 from actorflow.runtime._counts import Counts
 from actorflow.runtime._inbox import Actor
+from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
 from actorflow.runtime._messages import (
     ActivateRun,
     CancelRun,
@@ -44,6 +45,7 @@ from actorflow.runtime._messages import (
     Write,
 )
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._steps import attempt_summary
 from actorflow.runtime._supervisor import Effects, Supervisor
 from actorflow.store import _keys as K
 from actorflow.store._codec import set_thread_sink
@@ -78,7 +80,9 @@ class Shard(Actor):
         self._runs: dict[str, Any] = {}
         # Runs whose final (or queued) record is durable: the writer appends, this actor
         # drops them from memory at its next message (no extra wake-up per finished run).
-        self._durable: deque[str] = deque()
+        # (run id, its commit count then): the run may leave memory only if no later commit
+        # is still on its way to the store (see ``_passivate``).
+        self._durable: deque[tuple[str, int]] = deque()
         self._touched: dict[str, Any] = {}  # runs with effects not yet folded
         # Code workflows waiting (nothing in a worker), kept alive as suspended coroutines:
         # least recently used first. Past the size or the TTL they are evicted and rebuilt
@@ -159,6 +163,18 @@ class Shard(Actor):
                         message.started_at,
                         message.ended_at,
                     )
+                    if self._core.lifecycle.active:
+                        self._emit(
+                            StepAttempted(
+                                message.run_id,
+                                sup.workflow_id,
+                                message.step,
+                                message.attempt,
+                                "succeeded",
+                                message.started_at,
+                                message.ended_at,
+                            )
+                        )
                     sup.on_succeeded(message)
                     self._touched[sup.run_id] = sup
             elif t is StepFailed:
@@ -171,6 +187,19 @@ class Shard(Actor):
                         message.started_at,
                         message.ended_at,
                     )
+                    if self._core.lifecycle.active:
+                        self._emit(
+                            StepAttempted(
+                                message.run_id,
+                                sup.workflow_id,
+                                message.step,
+                                message.attempt,
+                                message.error.kind,
+                                message.started_at,
+                                message.ended_at,
+                                attempt_summary(message.error),
+                            )
+                        )
                     sup.on_failed(message)
                     self._touched[sup.run_id] = sup
             elif t is TimerFired:
@@ -227,9 +256,17 @@ class Shard(Actor):
 
     # -- handlers --------------------------------------------------------------------------
 
-    def _passivate(self, run_id: str) -> None:
+    def _emit(self, event: Any) -> None:
+        """Deliver a lifecycle event once the write now being gathered is durable."""
+        self._then.append(functools.partial(self._core.lifecycle.emit, event))
+
+    def _passivate(self, entry: tuple[str, int]) -> None:
+        run_id, commit = entry
         sup = self._runs.get(run_id)
-        if sup is None:
+        if sup is None or sup.commits != commit:
+            # A later commit of this run is not durable yet (its own entry follows): dropping
+            # the run now would let the next message reload it from an older state and run
+            # again what it has in flight (found as a step re-run under load).
             return
         if sup.finished or sup.status == RunStatus.QUEUED:
             del self._runs[run_id]
@@ -275,6 +312,10 @@ class Shard(Actor):
         )
         self._runs[msg.run_id] = sup
         self.counts.run_started(msg.workflow_id)
+        if self._core.lifecycle.active:
+            parent = msg.parent[0] if msg.parent else None
+            now = self._core.clock.now()
+            self._emit(RunStarted(msg.run_id, msg.workflow_id, now, parent))
         reply = msg.reply
         self._commit(
             sup, after=functools.partial(reply.set_result, None), on_error=reply.set_exception
@@ -445,6 +486,8 @@ class Shard(Actor):
         """Fold the supervisor's effects into the pending write."""
         sup.take_history()
         fx, sup.fx = sup.fx, Effects()
+        sup.commits += 1
+        commit = sup.commits
         self._ops.extend(fx.ops)
         if fx.tasks:
             self._dispatch.extend(fx.tasks)
@@ -472,16 +515,18 @@ class Shard(Actor):
             self._on_error.append(on_error)
         if fx.finished:
             self.counts.run_finished(sup.workflow_id, str(sup.status))
+            if core.lifecycle.active:
+                self._emit(_finished_event(sup, core.clock.now()))
             self._then.append(functools.partial(core.on_run_finished, sup.run_id, sup.workflow_id))
             if sup.parent is not None and sup.status != RunStatus.CONTINUED:
                 # (a run that continued as new: its parent hears from the last of the chain)
                 parent, path = sup.parent
                 message = ChildFinished(parent, path, sup.run_id)
                 self._then.append(functools.partial(_tell, core.route(parent), message))
-        if fx.finished or sup.status == RunStatus.QUEUED or (not fx.tasks and sup.passive()):
+        if sup.finished or sup.status == RunStatus.QUEUED or (not fx.tasks and sup.passive()):
             # Out of memory once durable: finished for good, queued until admitted, or only
             # waiting on timers and children (reloaded from its history when woken).
-            self._then.append(functools.partial(self._durable.append, sup.run_id))
+            self._then.append(functools.partial(self._durable.append, (sup.run_id, commit)))
 
     def _cancel_child(self, child_run_id: str) -> None:
         _tell(
@@ -534,3 +579,13 @@ def _tell(ref: Any, message: Any) -> None:
 def _fail_all(callbacks: list[Callable[[BaseException], Any]], exc: BaseException) -> None:
     for callback in callbacks:
         callback(exc)
+
+
+def _finished_event(sup: Any, now: float) -> RunFinished:
+    status = RunStatus(sup.status)
+    error: str | None = None
+    if status == RunStatus.CANCELLED:
+        error = getattr(sup, "cancel_reason", None)
+    elif isinstance(sup.error, dict):
+        error = str(sup.error.get("message") or "") or None
+    return RunFinished(sup.run_id, sup.workflow_id, status, now, error)

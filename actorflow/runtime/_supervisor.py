@@ -225,6 +225,7 @@ class Supervisor:
     """
 
     def __init__(self, core: Core, compiled: Compiled, run_id: str) -> None:
+        self.commits = 0  # effects folded into shard writes (see Shard._passivate)
         self.core = core
         self.compiled = compiled
         self.plan = compiled.plan
@@ -1099,8 +1100,13 @@ class Supervisor:
         if err.details is not None:
             leaf.details = err.details
         delay = retry_delay(retry, leaf, err, now, self.core.rng.random())
-        if delay is not None and isinstance(spec, StepSpec) and circuit_error(err):
-            assert spec.breaker is not None
+        if (
+            delay is not None
+            and isinstance(spec, StepSpec)
+            and spec.breaker is not None
+            and circuit_error(err)
+        ):
+            # (a CircuitOpen from a service action's breaker retries by the policy alone)
             delay = spec.breaker.retry_after(delay)
         if delay is not None:
             if delay <= 0:

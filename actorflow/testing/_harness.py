@@ -500,11 +500,15 @@ class WorkflowTest:
             )
         engine._services_cache = cache
         self._check_mocks()
-        for step in (
-            s for wf in self._definitions.values() if not _code(wf) for s in wf.build().steps
-        ):
-            if step.breaker is not None:
-                step.breaker.reset()  # shared objects: each test starts closed
+        for wf in self._definitions.values():
+            # Breakers are shared objects: each test starts with them closed.
+            spec = wf.build()
+            for service in spec.services:
+                for breaker in service.service.breakers.values():
+                    breaker.reset()
+            for step in () if _code(wf) else spec.steps:
+                if step.breaker is not None:
+                    step.breaker.reset()
         engine.start()
         self._engine = engine
         return engine

@@ -16,6 +16,7 @@ Routes::
     GET  /api/runs?workflow=&status=&limit=
     GET  /api/runs/{run_id}               everything recorded about a run
     POST /api/runs/{run_id}/cancel        body: {"reason": "..."} (optional)
+    POST /api/runs/{run_id}/retry         a failed or cancelled run again, as a new run
     GET  /api/approvals?status=waiting
     POST /api/approvals/{token}/resume    body: the payload (the approval step's output)
     POST /api/events/{name}               body: {"payload": ..., "key": ..., "ttl": ...}
@@ -271,6 +272,11 @@ def build_app(engine: Engine) -> Any:
         return _json({"run_id": handle.id, "cancelled": cancelled})
 
     @_guard
+    async def retry(request: Request) -> Response:
+        handle = await run_in_threadpool(engine.retry, request.path_params["run_id"])
+        return _json({"run_id": handle.id, "workflow": handle.workflow_id}, 202)
+
+    @_guard
     async def approvals(request: Request) -> Response:
         status = request.query_params.get("status", "waiting")
         items = await run_in_threadpool(engine.approvals, None if status == "all" else status)
@@ -350,6 +356,7 @@ def build_app(engine: Engine) -> Any:
         Route("/api/runs", runs, methods=["GET"]),
         Route("/api/runs/{run_id}", run_detail, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"]),
+        Route("/api/runs/{run_id}/retry", retry, methods=["POST"]),
         Route("/api/approvals", approvals, methods=["GET"]),
         Route("/api/approvals/{token}/resume", resume, methods=["POST"]),
         Route("/api/events/{name}", publish, methods=["POST"]),

@@ -29,6 +29,7 @@ from typing import Any
 from actorflow.errors import ClientError
 from actorflow.store._codec import TAG_SHARED, encode_value, set_resolver
 from actorflow.workers import _protocol as W
+from actorflow.workers import _tracing
 from actorflow.workers._context import CURRENT, RunInfo, StepContext
 from actorflow.workers._shm import Maps, WorkerSink
 
@@ -237,14 +238,15 @@ class _Worker:
         )
         token = CURRENT.set(ctx)
         try:
-            if with_item == 4:  # a code workflow's step: fn(*args)
-                result = fn(*ctx.item)
-            else:
-                result = fn(ctx.item, ctx) if with_item else fn(ctx)
-            if inspect.iscoroutine(result):
-                if self.loop is None:
-                    self.loop = asyncio.new_event_loop()
-                result = self.loop.run_until_complete(result)
+            with _tracing.step_scope(info):
+                if with_item == 4:  # a code workflow's step: fn(*args)
+                    result = fn(*ctx.item)
+                else:
+                    result = fn(ctx.item, ctx) if with_item else fn(ctx)
+                if inspect.iscoroutine(result):
+                    if self.loop is None:
+                        self.loop = asyncio.new_event_loop()
+                    result = self.loop.run_until_complete(result)
         finally:
             CURRENT.reset(token)
         return encode_value(result, f"output of step {info.step!r}", self.sink)
@@ -337,7 +339,11 @@ def _watch_engine(conn: Connection) -> None:
 
 
 def worker_main(
-    conn: Connection, sys_path: list[str], preload: tuple[str, ...], shm_threshold: int = 0
+    conn: Connection,
+    sys_path: list[str],
+    preload: tuple[str, ...],
+    shm_threshold: int = 0,
+    tracing: bool = False,
 ) -> None:
     """Entry point of a worker process.
 
@@ -346,7 +352,9 @@ def worker_main(
         sys_path: the engine's ``sys.path``, so that step functions import as they do there.
         preload: modules to import before announcing readiness.
         shm_threshold: output buffers above this many bytes go through shared memory (0: no).
+        tracing: run each step inside its span's trace context (OpenTelemetry).
     """
+    _tracing.ENABLED = tracing
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     for entry in reversed(sys_path):

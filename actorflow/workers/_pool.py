@@ -78,14 +78,14 @@ def _install_main_filter() -> None:
 
 
 def spawn_worker(
-    ctx: BaseContext, preload: tuple[str, ...], shm_threshold: int = 0
+    ctx: BaseContext, preload: tuple[str, ...], shm_threshold: int = 0, tracing: bool = False
 ) -> tuple[BaseProcess, Connection]:
     """Start one worker process; return it and the engine's end of its pipe."""
     _install_main_filter()
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(child, list(sys.path), preload, shm_threshold),
+        args=(child, list(sys.path), preload, shm_threshold, tracing),
         name="actorflow-worker",
         daemon=True,
     )
@@ -106,6 +106,7 @@ class Spawner:
         preload: modules each worker imports before it says hello.
         report: called on the spawner thread with ``(wid, proc, conn, error)``.
         shm_threshold: workers send output buffers above this through shared memory.
+        tracing: workers run steps inside their spans' trace context.
     """
 
     def __init__(
@@ -114,10 +115,12 @@ class Spawner:
         preload: tuple[str, ...],
         report: Callable[[int, BaseProcess | None, Connection | None, BaseException | None], Any],
         shm_threshold: int = 0,
+        tracing: bool = False,
     ) -> None:
         self._ctx = ctx
         self._preload = preload
         self._shm_threshold = shm_threshold
+        self._tracing = tracing
         self._report = report
         self._requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         # Not a daemon: with spawn, a worker's parent-death signal follows the thread that
@@ -140,7 +143,9 @@ class Spawner:
             if wid is None:
                 return
             try:
-                proc, conn = spawn_worker(self._ctx, self._preload, self._shm_threshold)
+                proc, conn = spawn_worker(
+                    self._ctx, self._preload, self._shm_threshold, self._tracing
+                )
             except Exception as exc:
                 log.error("could not start worker %d: %s", wid, exc)
                 self._report(wid, None, None, exc)

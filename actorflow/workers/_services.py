@@ -22,10 +22,19 @@ _ready: dict[tuple[str, str], Any] = {}
 class _Bound:
     """A set-up service: ``bound.action(*args)`` calls ``action(client, *args)``."""
 
-    def __init__(self, service_id: str, client: Any, actions: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        service_id: str,
+        client: Any,
+        actions: dict[str, Any],
+        guarded: frozenset[str] = frozenset(),
+        host: Any = None,
+    ) -> None:
         self._id = service_id
         self._client = client
         self._actions = actions
+        self._guarded = guarded  # actions behind a circuit breaker the engine keeps
+        self._host = host
 
     @property
     def client(self) -> Any:
@@ -40,9 +49,42 @@ class _Bound:
                 f"service {self._id!r} has no action {name!r} (it has {sorted(self._actions)})"
             ) from None
         client = self._client
+        if name in self._guarded:
+            return self._guard(name, fn)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return fn(client, *args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def _guard(self, name: str, fn: Any) -> Any:
+        client, service_id = self._client, self._id
+
+        def host() -> Any:
+            # The current step's host: the one this service was first set up with may
+            # belong to an earlier task of this worker.
+            from actorflow.workers._context import CURRENT
+
+            ctx = CURRENT.get(None)
+            return ctx.host if ctx is not None and ctx.host is not None else self._host
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            h = host()
+            if not h.request("breaker", (service_id, name, "allow")):
+                from actorflow.errors import CircuitOpen
+
+                raise CircuitOpen(
+                    f"service {service_id!r} action {name!r}: its circuit is open "
+                    "(too many failures in a row); not called"
+                )
+            try:
+                result = fn(client, *args, **kwargs)
+            except Exception:
+                h.request("breaker", (service_id, name, "failed"))
+                raise
+            h.request("breaker", (service_id, name, "succeeded"))
+            return result
 
         call.__name__ = name
         return call
@@ -71,8 +113,13 @@ class ServicesView:
                 if bound is None:
                     blob = self._host.request("service", service_id)
                     instance = pickle.loads(blob)
+                    service = instance.service
                     bound = ready[key] = _Bound(
-                        service_id, instance.create(), dict(instance.service.actions)
+                        service_id,
+                        instance.create(),
+                        dict(service.actions),
+                        getattr(service, "guarded", frozenset()),
+                        self._host,
                     )
         return bound
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actorflow.store._codec import encode_value
+from actorflow.workers._tracing import step_scope
 
 __all__ = ["Intercept", "Link", "execute"]
 
@@ -136,9 +137,10 @@ def execute(
             f = fn
             if intercept is not None:
                 f = intercept(workflow_id, step_name, fn, 8 if err is not None else how)
-            result = f(*ctx.item) if how == 4 else f(ctx.item, ctx) if how & 1 else f(ctx)
-            if inspect.iscoroutine(result):
-                result = asyncio.run(result)
+            with step_scope(ctx.run):
+                result = f(*ctx.item) if how == 4 else f(ctx.item, ctx) if how & 1 else f(ctx)
+                if inspect.iscoroutine(result):
+                    result = asyncio.run(result)
             data = encode_value(result, f"output of step {step_name!r}")
             return True, data, t, time.time()
         except BaseException as exc:

@@ -1,0 +1,239 @@
+"""``actorflow store check|compact|backup``: look after the LMDB store.
+
+- ``check`` opens the store read-only (an engine may be running) and verifies what the
+  engine relies on: the format, that every record decodes (unsealed with the configured
+  codecs), that the status and workflow indexes agree with the run records, that steps,
+  payloads, history, timers and blobs belong to runs that exist, and that recorded blobs
+  have their files. Exit status 1 if it found a problem, each named.
+- ``backup PATH`` writes a consistent copy while an engine runs: LMDB copies from one read
+  transaction (a snapshot), compacted; then the large values' files it refers to.
+- ``compact`` rewrites the store without its free pages; only while no engine holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from actorflow.errors import ActorflowError, StoreError
+
+__all__ = ["add_parsers", "backup", "check", "compact"]
+
+_SEP = b"\x00"
+
+
+def _open(data_dir: Path, sealed: bool = True) -> Any:
+    from actorflow.config import EngineConfig
+    from actorflow.store import LmdbStore
+    from actorflow.store._sealing import sealed as seal
+
+    if not (data_dir / "data.mdb").exists():
+        raise StoreError(f"{data_dir}: no store here (no data.mdb)")
+    store = LmdbStore(data_dir, read_only=True)
+    if not sealed:
+        return store
+    cfg = EngineConfig.from_sources()
+    return seal(store, cfg.codecs, cfg.codec_keys)
+
+
+def _run_of(key: bytes) -> str:
+    return key.split(_SEP, 1)[0].decode(errors="replace")
+
+
+def check(data_dir: Path) -> dict[str, Any]:
+    """Check the store; returns counts and the problems found (empty when healthy)."""
+    from actorflow.store import _keys as K
+    from actorflow.store._protocol import ensure_format
+    from actorflow.store._records import load_record
+
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    store = _open(data_dir)
+    try:
+        version = ensure_format(store)
+        runs: dict[str, dict[str, Any]] = {}
+        for key, raw in store.scan(K.RUNS):
+            run_id = key.decode(errors="replace")
+            try:
+                runs[run_id] = load_record(raw, f"run {run_id}")
+            except ActorflowError as exc:
+                problems.append(str(exc))
+        counts["runs"] = len(runs)
+        indexed: set[tuple[str, str]] = set()
+        for key, _ in store.scan(K.INDEX):
+            kind, _, rest = key.partition(_SEP)
+            value, _, run_id_b = rest.partition(_SEP)
+            run_id = run_id_b.decode(errors="replace")
+            indexed.add((kind.decode(), run_id))
+            rec = runs.get(run_id)
+            if rec is None:
+                problems.append(f"index: {key!r} names run {run_id}, which does not exist")
+            elif kind == b"s" and value.decode() != rec.get("status"):
+                problems.append(
+                    f"index: run {run_id} is indexed as {value.decode()!r} but its record "
+                    f"says {rec.get('status')!r}"
+                )
+            elif kind == b"w" and value.decode() != rec.get("workflow"):
+                problems.append(f"index: run {run_id} is indexed under another workflow")
+        for run_id in runs:
+            for kind in ("s", "w"):
+                if (kind, run_id) not in indexed:
+                    what = "status" if kind == "s" else "workflow"
+                    problems.append(f"index: run {run_id} is missing from the {what} index")
+        for db, what in ((K.STEPS, "step"), (K.HISTORY, "history record")):
+            n = 0
+            for key, raw in store.scan(db):
+                n += 1
+                run_id = _run_of(key)
+                if run_id not in runs:
+                    problems.append(f"{db}: a {what} of run {run_id}, which does not exist")
+                elif db == K.STEPS:
+                    try:
+                        load_record(raw, f"step {key!r}")
+                    except ActorflowError as exc:
+                        problems.append(str(exc))
+            counts[db] = n
+        counts["timers"] = 0
+        for key, _ in store.scan(K.TIMERS):
+            counts["timers"] += 1
+            _, run_id, name = K.decode_timer_key(key)
+            if run_id and run_id not in runs:
+                problems.append(f"timers: {name!r} of run {run_id}, which does not exist")
+        for db in (K.STATE, K.EVENTS, K.APPROVALS):
+            counts[db] = len(store.scan(db))  # decoding (unsealing) each is the check
+        blobs_dir = data_dir / "blobs"
+        counts["blobs"] = 0
+        for key, raw in store.scan(K.BLOBS, b"b" + _SEP):
+            counts["blobs"] += 1
+            blob_id = key[2:].decode(errors="replace")
+            rec = orjson.loads(raw)
+            run = runs.get(str(rec.get("run", "")))
+            if not (blobs_dir / blob_id).exists() and (
+                run is None or run.get("status") != "running"
+            ):
+                problems.append(
+                    f"blobs: {blob_id} (run {rec.get('run')}) is recorded but its file is "
+                    "missing (the engine writes it from shared memory while the run lives)"
+                )
+    finally:
+        store.close()
+    return {"ok": not problems, "format": version, "counts": counts, "problems": problems}
+
+
+def backup(data_dir: Path, target: Path) -> dict[str, Any]:
+    """Write a consistent, compacted copy of the store (and its blob files) to ``target``."""
+    if target.exists() and any(target.iterdir()):
+        raise StoreError(f"backup: {target} exists and is not empty")
+    target.mkdir(parents=True, exist_ok=True)
+    store = _open(data_dir, sealed=False)
+    began = time.monotonic()
+    try:
+        # One read transaction: a snapshot of a running engine's store, never a torn one.
+        store._env.copy(str(target), compact=True)
+    finally:
+        store.close()
+    copied = 0
+    source_blobs = data_dir / "blobs"
+    if source_blobs.is_dir():
+        (target / "blobs").mkdir()
+        for f in source_blobs.iterdir():
+            if f.is_file() and not f.name.startswith("."):
+                shutil.copy2(f, target / "blobs" / f.name)
+                copied += 1
+    return {
+        "path": str(target),
+        "bytes": (target / "data.mdb").stat().st_size,
+        "blob_files": copied,
+        "seconds": round(time.monotonic() - began, 3),
+    }
+
+
+def compact(data_dir: Path) -> dict[str, Any]:
+    """Rewrite the store without free pages; refused while an engine holds it."""
+    lock_path = data_dir / "engine.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StoreError(
+                f"compact: an engine holds {data_dir}; stop it first (or use `actorflow store "
+                "backup PATH`, which writes a compacted copy while it runs)"
+            ) from None
+        before = (data_dir / "data.mdb").stat().st_size
+        tmp = data_dir / ".compact"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        store = _open(data_dir, sealed=False)
+        try:
+            store._env.copy(str(tmp), compact=True)
+        finally:
+            store.close()
+        os.replace(tmp / "data.mdb", data_dir / "data.mdb")  # atomic: old or new, never half
+        shutil.rmtree(tmp, ignore_errors=True)
+        after = (data_dir / "data.mdb").stat().st_size
+    finally:
+        os.close(fd)
+    return {"before": before, "after": after}
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from actorflow.cli._main import _default_data_dir
+
+    data_dir = Path(args.data_dir or _default_data_dir())
+    if args.action == "check":
+        report = check(data_dir)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            counts = ", ".join(f"{v} {k}" for k, v in report["counts"].items())
+            print(f"format {report['format']}: {counts}")
+            for p in report["problems"]:
+                print(f"PROBLEM {p}")
+            print("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
+        return 0 if report["ok"] else 1
+    if args.action == "backup":
+        if not args.path:
+            print("actorflow store backup: give the PATH to write the copy to", file=sys.stderr)
+            return 2
+        out = backup(data_dir, Path(args.path))
+        print(
+            json.dumps(out, indent=2)
+            if args.json
+            else f"backed up to {out['path']}: {out['bytes']} bytes, {out['blob_files']} blob "
+            f"files, in {out['seconds']}s"
+        )
+        return 0
+    out = compact(data_dir)
+    print(
+        json.dumps(out, indent=2)
+        if args.json
+        else f"compacted {data_dir}: {out['before']} -> {out['after']} bytes"
+    )
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``store`` to the ``actorflow`` parser."""
+    store = sub.add_parser(
+        "store",
+        help="check, compact or back up the store",
+        description=(
+            "check: verify records, indexes and blob files (read-only; exit 1 on a problem). "
+            "backup PATH: a consistent compacted copy, also while an engine runs. "
+            "compact: rewrite the store without free pages (no engine may hold it)."
+        ),
+    )
+    store.add_argument("action", choices=["check", "compact", "backup"])
+    store.add_argument("path", nargs="?", help="backup: where to write the copy")
+    store.add_argument("--json", action="store_true", help="machine-readable output")
+    store.set_defaults(func=cmd_store)
