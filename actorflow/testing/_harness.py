@@ -538,35 +538,29 @@ class WorkflowTest:
 
             ctx = CURRENT.get()
             shown: tuple[Any, ...] = args if how == 4 else args[:1] if how & 1 else ()
-            output: Any = None
-            error: BaseException | None = None
-            try:
+
+            def invoke() -> Any:
                 result = mock.answer(args, {}) if mock is not None else fn(*args)
-                if inspect.iscoroutine(result):
-                    result = asyncio.run(result)
-                output = result
-                return result
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                self._record(
-                    Call(
-                        name=name,
-                        path=path,
-                        run_id=ctx.run.id,
-                        workflow_id=workflow_id,
-                        attempt=ctx.run.attempt,
-                        args=tuple(shown),
-                        kwargs={},
-                        payload=_quiet(lambda: ctx.payload) if how != 4 else None,
-                        last=_quiet(lambda: ctx.last) if how != 4 else None,
-                        item=_quiet(lambda: ctx.item) if how & 1 else None,
-                        output=same(output) if error is None else None,
-                        error=error,
-                        mocked=mock is not None,
-                    )
+                return asyncio.run(result) if inspect.iscoroutine(result) else result
+
+            def describe(output: Any, error: BaseException | None) -> Call:
+                return Call(
+                    name=name,
+                    path=path,
+                    run_id=ctx.run.id,
+                    workflow_id=workflow_id,
+                    attempt=ctx.run.attempt,
+                    args=tuple(shown),
+                    kwargs={},
+                    payload=_quiet(lambda: ctx.payload) if how != 4 else None,
+                    last=_quiet(lambda: ctx.last) if how != 4 else None,
+                    item=_quiet(lambda: ctx.item) if how & 1 else None,
+                    output=same(output) if error is None else None,
+                    error=error,
+                    mocked=mock is not None,
                 )
+
+            return self._observed(invoke, describe)
 
         return call
 
@@ -581,32 +575,43 @@ class WorkflowTest:
         from actorflow.workers._context import CURRENT
 
         ctx = CURRENT.get(None)
+        label = f"{service_id}.{action}"
+
+        def describe(output: Any, error: BaseException | None) -> Call:
+            return Call(
+                name=label,
+                path=label,
+                run_id=ctx.run.id if ctx is not None else "",
+                workflow_id=ctx.run.workflow_id if ctx is not None else "",
+                attempt=ctx.run.attempt if ctx is not None else 0,
+                args=tuple(args),
+                kwargs=dict(kwargs),
+                payload=None,
+                last=None,
+                item=None,
+                output=output if error is None else None,
+                error=error,
+                mocked=True,
+            )
+
+        return self._observed(lambda: target(*args, **kwargs), describe)
+
+    def _observed(
+        self,
+        invoke: Callable[[], Any],
+        describe: Callable[[Any, BaseException | None], Call],
+    ) -> Any:
+        """Call ``invoke()`` and record the call, whether it returned or raised."""
         output: Any = None
         error: BaseException | None = None
         try:
-            output = target(*args, **kwargs)
+            output = invoke()
             return output
         except BaseException as exc:
             error = exc
             raise
         finally:
-            self._record(
-                Call(
-                    name=f"{service_id}.{action}",
-                    path=f"{service_id}.{action}",
-                    run_id=ctx.run.id if ctx is not None else "",
-                    workflow_id=ctx.run.workflow_id if ctx is not None else "",
-                    attempt=ctx.run.attempt if ctx is not None else 0,
-                    args=tuple(args),
-                    kwargs=dict(kwargs),
-                    payload=None,
-                    last=None,
-                    item=None,
-                    output=output if error is None else None,
-                    error=error,
-                    mocked=True,
-                )
-            )
+            self._record(describe(output, error))
 
     def _record(self, call: Call) -> None:
         with self._calls_lock:

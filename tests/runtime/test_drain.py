@@ -7,7 +7,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,12 +45,15 @@ def _child(data_dir: Path, log: Path, seconds: float, drain: float) -> subproces
     )
 
 
-def _finish(data_dir: Path) -> tuple[str, list[str]]:
-    """Start an engine on the store again (recovery) and return the run's result and steps."""
-    from tests.drain_child import after, slow
+def _finish(data_dir: Path, slow: Callable[[Any], str] | None = None) -> tuple[str, list[str]]:
+    """Start an engine on the store again (recovery) and return the run's result and steps.
+
+    ``slow`` replaces the slow step (same name, same workflow) when given.
+    """
+    from tests import drain_child
 
     engine = af.Engine(data_dir=data_dir, workers=1)
-    engine.define("deploy").step("slow", slow).step("after", after)
+    engine.define("deploy").step("slow", slow or drain_child.slow).step("after", drain_child.after)
     with engine:
         (summary,) = engine.runs()
         run = engine.run(summary.id)
@@ -101,7 +106,7 @@ def test_a_step_past_the_drain_deadline_is_stopped_and_runs_again_after_restart(
     assert "end slow" not in log.read_text()
     assert not _worker_pids(proc.pid)  # no worker left behind
     # The next start runs the step again (a quick version of it: 30 s is too long to wait).
-    result, attempts = _finish_quick(data_dir)
+    result, attempts = _finish(data_dir, _quick)
     assert result == "slow done, then after"
     assert attempts[0].startswith("slow:interrupted,") and attempts[0].endswith("succeeded")
 
@@ -115,24 +120,8 @@ def _worker_pids(parent: int) -> list[int]:
         return []
 
 
-def _finish_quick(data_dir: Path) -> tuple[str, list[str]]:
-    """Recovery with ``slow`` replaced by a quick one (same step names, same workflow)."""
-
-    def quick(ctx: object) -> str:
-        return "slow done"
-
-    from tests.drain_child import after
-
-    engine = af.Engine(data_dir=data_dir, workers=1)
-    engine.define("deploy").step("slow", quick).step("after", after)
-    with engine:
-        (summary,) = engine.runs()
-        run = engine.run(summary.id)
-        result = run.result(timeout=60)
-        attempts = [
-            f"{s.name}:" + ",".join(a.status for a in s.attempts) for s in run.inspect().steps
-        ]
-    return result, attempts
+def _quick(ctx: object) -> str:
+    return "slow done"
 
 
 def test_new_work_is_refused_while_draining(tmp_path: Path) -> None:
