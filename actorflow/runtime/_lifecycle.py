@@ -103,11 +103,9 @@ class Lifecycle:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.activity = activity
-
-    @property
-    def active(self) -> bool:
-        """Whether anyone listens (the engine builds no event otherwise)."""
-        return bool(self._subs)
+        #: Whether anyone listens (the engine builds no event otherwise): a plain
+        #: attribute, read once per step result on the shards' hottest path.
+        self.active = False
 
     def subscribe(
         self, fn: Callable[[Any], Any], kinds: tuple[type, ...] = ()
@@ -116,10 +114,12 @@ class Lifecycle:
         entry = (fn, kinds)
         with self._lock:
             self._subs = [*self._subs, entry]
+            self.active = True
 
         def unsubscribe() -> None:
             with self._lock:
                 self._subs = [s for s in self._subs if s is not entry]
+                self.active = bool(self._subs)
 
         return unsubscribe
 

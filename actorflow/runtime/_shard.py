@@ -156,13 +156,26 @@ class Shard(Actor):
                     _faults.crash_point("shard.before_record")
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
-                    self._step_ended(sup, message, "succeeded", None)
+                    self.counts.step_ended(
+                        sup.workflow_id,
+                        message.step,
+                        "succeeded",
+                        message.started_at,
+                        message.ended_at,
+                    )
+                    if self._core.lifecycle.active:
+                        self._step_event(sup, message, "succeeded", None)
                     sup.on_succeeded(message)
                     self._touched[sup.run_id] = sup
             elif t is StepFailed:
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
-                    self._step_ended(sup, message, message.error.kind, message.error)
+                    kind = message.error.kind
+                    self.counts.step_ended(
+                        sup.workflow_id, message.step, kind, message.started_at, message.ended_at
+                    )
+                    if self._core.lifecycle.active:
+                        self._step_event(sup, message, kind, message.error)
                     sup.on_failed(message)
                     self._touched[sup.run_id] = sup
             elif t is TimerFired:
@@ -219,25 +232,20 @@ class Shard(Actor):
 
     # -- handlers --------------------------------------------------------------------------
 
-    def _step_ended(self, sup: Any, message: Any, outcome: str, error: Any) -> None:
-        """Count a step attempt's end for the metrics, and tell lifecycle subscribers."""
-        self.counts.step_ended(
-            sup.workflow_id, message.step, outcome, message.started_at, message.ended_at
-        )
-        if self._core.lifecycle.active:
-            summary = None if error is None else attempt_summary(error)
-            self._emit(
-                StepAttempted(
-                    message.run_id,
-                    sup.workflow_id,
-                    message.step,
-                    message.attempt,
-                    outcome,
-                    message.started_at,
-                    message.ended_at,
-                    summary,
-                )
+    def _step_event(self, sup: Any, message: Any, outcome: str, error: Any) -> None:
+        """Tell lifecycle subscribers a step attempt ended (once it is durable)."""
+        self._emit(
+            StepAttempted(
+                message.run_id,
+                sup.workflow_id,
+                message.step,
+                message.attempt,
+                outcome,
+                message.started_at,
+                message.ended_at,
+                None if error is None else attempt_summary(error),
             )
+        )
 
     def _emit(self, event: Any) -> None:
         """Deliver a lifecycle event once the write now being gathered is durable."""
