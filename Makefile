@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := pyproject.toml setup.py native/_evaluator_c.pyx
 
-.PHONY: demo test test-pure bench lint typecheck clean
+.PHONY: demo test test-pure bench lint typecheck docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,14 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/actorflow bench
+
+# The documentation site (mkdocs, API reference from docstrings) into site/; builds offline.
+$(VENV)/.docs: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[docs]'
+	@touch $@
+
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check actorflow tests bench examples

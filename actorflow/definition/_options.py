@@ -89,10 +89,10 @@ class Retry:
         schedule_to_close: bound on the whole step, all attempts and waits included (a
             duration): no attempt starts after it, and a running attempt's timeout is cut to
             what is left of it.
-        initial_interval, backoff_coefficient, maximum_interval, maximum_attempts,
-        non_retryable_error_types: Temporal's names, accepted as aliases of ``delay``,
-            ``backoff_coefficient``, ``max_delay``, ``attempts`` (``0``: unlimited) and
-            ``non_retryable``.
+        initial_interval: Temporal's name for ``delay``.
+        maximum_interval: Temporal's name for ``max_delay``.
+        maximum_attempts: Temporal's name for ``attempts`` (``0``: unlimited).
+        non_retryable_error_types: Temporal's name for ``non_retryable``.
 
     Raises:
         DefinitionError: listing every invalid field.

@@ -888,19 +888,44 @@ class Engine:
         """
         return self._read(list_approvals, status, run_id)
 
-    def asgi(self) -> Any:
-        """One ASGI app: the workflows' webhooks, a JSON REST API and ``/healthz``.
+    def asgi(self, *, read_only: bool = False, dashboard: bool = True) -> Any:
+        """One ASGI app: webhooks, the JSON REST API, the dashboard, metrics and health.
 
-        Mount it in a service, or run it with ``actorflow serve module:engine`` (uvicorn on
-        uvloop, bound to 127.0.0.1 unless told otherwise). Its lifespan starts the engine if
-        it is not running yet. Routes are listed in ``actorflow/triggers/_http.py``.
+        The dashboard is at ``/``, metrics at ``/metrics``, health at ``/healthz`` and
+        ``/readyz``. Mount it in a service, or run it with ``actorflow serve module:engine``
+        (uvicorn on uvloop, bound to 127.0.0.1 unless told otherwise). Its lifespan starts
+        the engine if it is not running yet. Routes are listed in
+        ``actorflow/triggers/_http.py``.
+
+        Args:
+            read_only: refuse (403) the API's actions (trigger, cancel, retry, resume,
+                publish, signal, update, restart); webhooks still start runs. The dashboard
+                then shows no action buttons.
+            dashboard: serve the dashboard at ``/``.
 
         Raises:
             DefinitionError: a definition is invalid, or two webhooks share a path and method.
         """
         from actorflow.triggers._http import build_app
 
-        return build_app(self)
+        return build_app(self, read_only=read_only, dashboard=dashboard)
+
+    def graph(self, workflow: str) -> dict[str, Any]:
+        """A workflow's graph as plain data (``nodes`` and ``edges``), as the dashboard draws it.
+
+        A code workflow has no graph before it runs: ``{"code": True}`` with no nodes.
+
+        Raises:
+            WorkflowNotFound: no such workflow.
+            EngineNotRunning: the engine is not running.
+        """
+        from actorflow.runtime._graphview import plan_graph
+
+        core = self._require_core()
+        compiled = self._compiled(core, workflow)
+        if isinstance(compiled, Compiled):
+            return {**plan_graph(compiled.plan), "code": False}
+        return {"workflow": workflow, "code": True, "nodes": [], "edges": []}
 
     def _webhooks(self) -> list[tuple[str, Any]]:
         """(workflow id, webhook spec) of every defined workflow, checked for clashes."""
@@ -952,6 +977,10 @@ class Engine:
         workflow: str | None = None,
         status: str | RunStatus | None = None,
         limit: int | None = 50,
+        *,
+        before: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first.
 
@@ -959,8 +988,11 @@ class Engine:
             workflow: only this workflow's runs.
             status: only runs in this status (``"failed"``, ``RunStatus.RUNNING``...).
             limit: at most this many (None: all).
+            before: a page's cursor: runs older than this run id (the previous page's last).
+            since: only runs triggered at or after this time (seconds since the epoch).
+            until: only runs triggered before this time.
         """
-        return self._read(list_runs, workflow, status, limit)
+        return self._read(list_runs, workflow, status, limit, before, since, until)
 
     def statistics(self) -> dict[str, Any]:
         """What the engine is doing (not for hot loops).

@@ -139,6 +139,8 @@ class Actor(pykka.ThreadingActor):
         activity = getattr(_counting, "activity", None)
         if activity is not None:
             self.activity = activity
+            # A test engine (a harness left open) must not keep the process alive at exit.
+            setattr(self, "use_daemon_thread", True)  # noqa: B010 (a ClassVar of pykka's)
             inbox = _CountingInbox(self.actor_inbox, activity)
             self.actor_inbox = inbox
             self._actor_ref.actor_inbox = inbox

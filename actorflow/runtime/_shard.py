@@ -140,6 +140,15 @@ class Shard(Actor):
             self._flush()
         return None
 
+    def receive_one(self, message: Any) -> Any:
+        # A pykka message (a proxy reading ``counts`` or ``live_runs`` for statistics and
+        # metrics) does not go through on_receive: if it was what kept the inbox from being
+        # empty there, the pending write would wait for the next ordinary message.
+        result = super().receive_one(message)
+        if (self._ops or self._then) and self.actor_inbox.empty():
+            self._flush()
+        return result
+
     def on_start(self) -> None:
         # Values supervisors encode here (items, step arguments, child inputs, results) put
         # their large buffers in shared memory.

@@ -13,7 +13,11 @@ Routes::
     GET  /metrics                         Prometheus metrics
     GET  /api/workflows                   defined workflows and their triggers
     POST /api/workflows/{id}/trigger      start a run; body: the payload
-    GET  /api/runs?workflow=&status=&limit=
+    GET  /api/runs?workflow=&status=&limit=&before=&since=&until=
+                                          newest first; X-Next-Cursor: the next page's before
+    GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard
+    GET  /api/stream                      lifecycle events (server-sent events)
+    GET  /                                the dashboard (static page; /static/...)
     GET  /api/runs/{run_id}               everything recorded about a run
     POST /api/runs/{run_id}/cancel        body: {"reason": "..."} (optional)
     POST /api/runs/{run_id}/retry         a failed or cancelled run again, as a new run
@@ -31,6 +35,7 @@ Routes::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -203,7 +208,18 @@ def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) ->
         raise _HttpError(401, "signature", "signature does not match")
 
 
-def build_app(engine: Engine) -> Any:
+def _read_only(route: Route) -> Route:
+    """The route, refusing with 403 if it changes anything (an API action)."""
+    if "POST" not in (route.methods or set()):
+        return route
+
+    async def refused(request: Request) -> Response:
+        return _error(403, "read_only", "this API is read-only (engine.asgi(read_only=True))")
+
+    return Route(route.path, refused, methods=list(route.methods or ()))
+
+
+def build_app(engine: Engine, read_only: bool = False, dashboard: bool = True) -> Any:
     """The ASGI app for ``engine`` (see the module docstring).
 
     Its lifespan starts the engine if it is not running (and then stops it at shutdown), so
@@ -255,8 +271,31 @@ def build_app(engine: Engine) -> Any:
         if not 1 <= limit_n <= 1000:
             raise _HttpError(400, "bad_request", "limit: expected 1 to 1000")
         status = q.get("status")
-        items = await run_in_threadpool(engine.runs, q.get("workflow"), status, limit_n)
-        return _json(items)
+        times: dict[str, float | None] = {}
+        for name in ("since", "until"):
+            raw = q.get(name)
+            try:
+                times[name] = float(raw) if raw else None
+            except ValueError:
+                raise _HttpError(
+                    400, "bad_request", f"{name}: expected seconds since the epoch"
+                ) from None
+        items = await run_in_threadpool(
+            functools.partial(
+                engine.runs,
+                q.get("workflow") or None,
+                status or None,
+                limit_n,
+                before=q.get("before") or None,
+                since=times["since"],
+                until=times["until"],
+            )
+        )
+        response = _json(items)
+        if len(items) == limit_n:
+            # The next page: runs older than the last one here.
+            response.headers["X-Next-Cursor"] = items[-1].id
+        return response
 
     @_guard
     async def run_detail(request: Request) -> Response:
@@ -367,6 +406,12 @@ def build_app(engine: Engine) -> Any:
         Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
         Route("/api/runs/{run_id}/progress", progress, methods=["GET"]),
     ]
+    if read_only:
+        routes = [_read_only(r) for r in routes]
+    if dashboard:
+        from actorflow.dashboard import dashboard_routes
+
+        routes.extend(dashboard_routes(engine, read_only))
     hooks = {(spec.path, spec.method): (wid, spec) for wid, spec in engine._webhooks()}
     for wid, spec in hooks.values():
         if spec.secret_env is not None and not os.environ.get(spec.secret_env):

@@ -1,0 +1,94 @@
+"""Take the dashboard screenshots in docs/images/ (``python docs/screenshots.py``).
+
+Starts an engine on a temporary store with a few runs (one waiting for approval, one failed),
+serves it on loopback and drives Debian's chromium through Playwright, as the browser tests do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from playwright.sync_api import sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import actorflow as af  # noqa: E402
+
+OUT = Path(__file__).parent / "images"
+
+
+def boom(ctx: af.StepContext) -> None:
+    raise ConnectionError("the payment API timed out")
+
+
+def main() -> None:
+    data = tempfile.mkdtemp()
+    engine = af.Engine(data_dir=data, workers=2)
+    engine.define("ship").step("label", lambda ctx: "DHL")
+    (
+        engine.define("orders")
+        .step("validate", lambda ctx: ctx.payload)
+        .if_("big", lambda ctx: ctx.last["amount"] > 100)
+        .human_in_the_loop("approve", description="Approve a big order")
+        .endif()
+        .for_each("lines", lambda ctx: list(range(8)), lambda item, ctx: time.sleep(0.02) or item)
+        .parallel("notify", {"email": lambda ctx: "sent", "crm": lambda ctx: "ok"})
+        .subflow("ship", "ship")
+        .step("done", lambda ctx: "done")
+    )
+    engine.define("payments").step("charge", boom, retry=af.Retry(attempts=2, delay="50ms"))
+    with engine:
+        for amount in (20, 40, 60):
+            engine.trigger("orders", {"amount": amount}).result(timeout=60)
+        waiting = engine.trigger("orders", {"amount": 500})
+        failed = engine.trigger("payments", {"order": "A-7"})
+        try:
+            failed.result(timeout=60)
+        except af.StepFailed:
+            pass
+        done = engine.runs("orders", status="completed", limit=1)[0]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                engine.asgi(),
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                timeout_graceful_shutdown=1,
+            )
+        )
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        chromium = os.environ.get("ACTORFLOW_CHROMIUM") or shutil.which("chromium")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            for name, path, ready in (
+                ("runs", "/#/", "tr.run-row"),
+                ("run", f"/#/run/{done.id}", "#timeline"),
+                ("approval", f"/#/run/{waiting.id}", ".approval"),
+                ("failed", f"/#/run/{failed.id}", ".error-card"),
+            ):
+                page.goto(url + path)
+                page.wait_for_selector(ready)
+                page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=True)
+            browser.close()
+        server.should_exit = True
+    shutil.rmtree(data, ignore_errors=True)
+    print("written to", OUT)
+
+
+if __name__ == "__main__":
+    main()

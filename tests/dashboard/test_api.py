@@ -1,0 +1,160 @@
+"""The routes the dashboard uses: paging that reads a page's worth of records however many
+runs the store holds, a workflow's graph, live events over SSE, and read-only mode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import actorflow as af
+from actorflow.store._memory import MemoryStore
+from tests import steps
+
+
+class CountingStore(MemoryStore):
+    """The in-memory store, counting the records reads return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read = 0
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        self.read += 1
+        return super().get(db, key)
+
+    def scan(self, db: str, prefix: bytes = b"", **kwargs: Any) -> list[tuple[bytes, bytes]]:
+        rows = super().scan(db, prefix, **kwargs)
+        self.read += len(rows)
+        return rows
+
+
+def test_a_page_reads_about_a_page_of_records_whatever_the_store_holds() -> None:
+    store = CountingStore()
+    engine = af.Engine(store=store, workers=1)
+    engine.define("noop").step("x", steps.noop)
+    engine.define("other").step("x", steps.noop)
+    with engine:
+        first = engine.trigger_many("noop", [{}] * 1500)
+        middle = time.time()
+        time.sleep(0.01)
+        engine.trigger_many("other", [{}] * 1500)
+        for run in first[-5:]:
+            run.result(timeout=60)
+        store.read = 0
+        page = engine.runs(limit=50)
+        assert [r.workflow_id for r in page] == ["other"] * 50
+        assert store.read <= 2 * 64  # one scan page, not 3,000 records
+        store.read = 0
+        next_page = engine.runs(limit=50, before=page[-1].id)
+        assert next_page[0].id < page[-1].id and len(next_page) == 50
+        assert store.read <= 2 * 64
+        store.read = 0
+        older = engine.runs(limit=50, until=middle)  # starts below a time: no skipping
+        assert {r.workflow_id for r in older} == {"noop"} and len(older) == 50
+        assert store.read <= 2 * 64
+        store.read = 0
+        recent = engine.runs(limit=None, since=middle)
+        assert len(recent) == 1500 and {r.workflow_id for r in recent} == {"other"}
+        assert store.read <= 2 * 1500 + 2 * 64  # stops at the first older run
+        by_workflow = engine.runs("noop", limit=20)
+        assert [r.workflow_id for r in by_workflow] == ["noop"] * 20
+        with pytest.raises(af.ClientError, match="since: expected seconds"):
+            engine.runs(since="yesterday")  # type: ignore[arg-type]
+
+
+def _get(app: Any, path: str) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get(path)
+
+    return asyncio.run(go())
+
+
+def test_paging_graph_and_dashboard_routes(make_engine: Callable[..., af.Engine]) -> None:
+    engine = make_engine()
+    (
+        engine.define("flow")
+        .step("a", steps.noop)
+        .if_("big", lambda ctx: True)
+        .step("b", steps.noop)
+        .else_()
+        .step("c", steps.noop)
+        .endif()
+        .for_each("xs", lambda ctx: [1, 2], steps.slow_item)
+    )
+    with engine:
+        app = engine.asgi()
+        ids = [r.id for r in engine.trigger_many("flow", [{"log": "/dev/null"}] * 5)]
+        for run_id in ids:
+            engine.run(run_id).result(timeout=60)
+        first = _get(app, "/api/runs?limit=2")
+        assert [r["id"] for r in first.json()] == ids[::-1][:2]
+        cursor = first.headers["x-next-cursor"]
+        second = _get(app, f"/api/runs?limit=2&before={cursor}")
+        assert [r["id"] for r in second.json()] == ids[::-1][2:4]
+        assert _get(app, "/api/runs?limit=2&since=soon").status_code == 400
+        graph = _get(app, "/api/workflows/flow/graph").json()
+        kinds = {n["name"]: n["kind"] for n in graph["nodes"]}
+        assert kinds == {
+            "a": "step", "big": "branch", "b": "step", "c": "step", "big#join": "join",
+            "xs": "for_each", "slow_item": "step",
+        }  # fmt: skip
+        edges = {(e["from"], e["to"], e["type"], e.get("label")) for e in graph["edges"]}
+        index = {n["name"]: n["id"] for n in graph["nodes"]}
+        assert (index["big"], index["c"], "arm", "else") in edges
+        assert (index["xs"], index["slow_item"], "body", None) in edges
+        assert _get(app, "/api/workflows/nope/graph").status_code == 404
+        page = _get(app, "/")
+        assert page.status_code == 200 and "/static/app.js" in page.text
+        assert _get(app, "/static/app.js").status_code == 200
+        assert _get(app, "/ui/config").json() == {"read_only": False, "workflows": ["flow"]}
+
+
+def test_live_events_stream(make_engine: Callable[..., af.Engine]) -> None:
+    import socket
+    import threading
+
+    import uvicorn
+
+    from tests.conftest import wait_until
+
+    engine = make_engine()
+    engine.define("w").step("a", steps.noop)
+    with engine, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+        s.close()
+        config = uvicorn.Config(
+            engine.asgi(), host="127.0.0.1", port=port, log_level="warning",
+            timeout_graceful_shutdown=1,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_until(lambda: server.started)
+        lines: list[str] = []
+        try:
+            with httpx.stream("GET", f"http://127.0.0.1:{port}/api/stream", timeout=30) as r:
+                assert r.headers["content-type"].startswith("text/event-stream")
+                run = None
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if line == ": connected":
+                        run = engine.trigger("w", {})
+                    if '"RunFinished"' in line:
+                        break
+        finally:
+            server.should_exit = True
+            thread.join(30)
+    events = [line for line in lines if line.startswith("data: ")]
+    assert run is not None and [run.id in e for e in events] == [True, True, True]
+    assert ['"type":"RunStarted"' in events[0], '"type":"RunFinished"' in events[-1]] == [
+        True,
+        True,
+    ]

@@ -1,0 +1,184 @@
+"""The dashboard in headless Chromium (Debian's chromium, driven by Playwright), on a real
+uvicorn server on loopback: the runs list and its filters, a run's graph and timeline,
+cancelling a run, resuming an approval, live updates, and read-only mode.
+
+Chromium comes from the system (``apt-get install chromium``; ``.ci/run`` installs it). The
+tests skip without it, unless ``ACTORFLOW_REQUIRE_BROWSER=1`` (set by CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+import actorflow as af
+from tests import steps
+from tests.conftest import wait_until
+
+CHROMIUM = (
+    os.environ.get("ACTORFLOW_CHROMIUM")
+    or shutil.which("chromium")
+    or shutil.which("chromium-browser")
+)
+if CHROMIUM is None:
+    if os.environ.get("ACTORFLOW_REQUIRE_BROWSER"):
+        raise RuntimeError("ACTORFLOW_REQUIRE_BROWSER is set but no chromium executable found")
+    pytest.skip("no chromium executable (apt-get install chromium)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def _serve(app: Any) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _define(engine: af.Engine) -> af.Engine:
+    engine.define("child").step("total", lambda ctx: 1)
+    (
+        engine.define("orders")
+        .step("validate", lambda ctx: ctx.payload)
+        .if_("big", lambda ctx: ctx.last["amount"] > 100)
+        .human_in_the_loop("approve", description="Approve a big order")
+        .endif()
+        .for_each("lines", lambda ctx: list(range(4)), lambda item, ctx: item * 2)
+        .parallel("notify", {"email": lambda ctx: "sent", "crm": lambda ctx: "ok"})
+        .subflow("sum", "child")
+        .step("done", lambda ctx: "done")
+    )
+    engine.define("slow").step("wait", steps.slow)
+    engine.define("bad").step("boom", steps.fail_always)
+    return engine
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def site(make_engine: Callable[..., af.Engine]) -> Iterator[tuple[af.Engine, str]]:
+    engine = _define(make_engine(workers=2))
+    engine.start()
+    yield from ((engine, url) for url in _serve(engine.asgi()))
+
+
+def _page(browser: Any, url: str) -> Any:
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    page.goto(url)
+    return page
+
+
+def test_runs_list_filters_and_run_detail(browser: Any, site: tuple[af.Engine, str]) -> None:
+    engine, url = site
+    small = [engine.trigger("orders", {"amount": a}) for a in (5, 10)]
+    for run in small:
+        run.result(timeout=60)
+    failed = engine.trigger("bad", {})
+    with pytest.raises(af.StepFailed):
+        failed.result(timeout=60)
+    page = _page(browser, url)
+    page.wait_for_selector("tr.run-row")
+    assert page.locator("tr.run-row").count() == 5  # 2 orders, their 2 children, 1 failed
+    page.select_option("select[name=status]", "failed")
+    page.click("#filters button")
+    page.wait_for_function("document.querySelectorAll('tr.run-row').length === 1")
+    assert page.locator("tr.run-row").first.get_attribute("data-run") == failed.id
+
+    page.goto(f"{url}/#/run/{small[0].id}")
+    page.wait_for_selector("#graph")
+    statuses = {
+        n.get_attribute("data-node"): n.get_attribute("data-status")
+        for n in page.locator("#graph g.node").all()
+    }
+    assert statuses["validate"] == "succeeded" and statuses["done"] == "succeeded"
+    assert statuses["approve"] == "skipped"  # the branch was not taken
+    assert (page.locator("#graph g.node[data-node=lines] text").text_content() or "").endswith(
+        "4/4"
+    )
+    assert page.locator("#timeline rect.bar").count() >= 4
+    assert page.locator("#steps tbody tr").count() >= 8
+    child = small[0].inspect().step("sum").child_run_id
+    page.click(f"a[href='#/run/{child}']")
+    page.wait_for_selector(f"text={child}")
+
+    page.goto(f"{url}/#/run/{failed.id}")
+    page.wait_for_selector(".error-card")
+    assert "boom on attempt 1" in page.inner_text(".error-card")
+    assert "Traceback" in page.inner_text(".error-card pre")  # the worker's traceback
+    assert page.errors == []
+
+
+def test_cancel_and_resume_from_the_dashboard(browser: Any, site: tuple[af.Engine, str]) -> None:
+    engine, url = site
+    slow = engine.trigger("slow", {"sleep": 60})
+    wait_until(lambda: engine.inspect(slow.id).steps[0].status == af.StepStatus.RUNNING)
+    page = _page(browser, f"{url}/#/run/{slow.id}")
+    page.wait_for_selector("#cancel:not([disabled])")
+    page.click("#cancel")
+    wait_until(lambda: engine.inspect(slow.id).status == af.RunStatus.CANCELLED)
+    page.wait_for_selector("h1 .s-cancelled")  # the page followed (live update)
+
+    big = engine.trigger("orders", {"amount": 500})
+    wait_until(lambda: bool(engine.approvals(run_id=big.id)))
+    page.goto(f"{url}/#/run/{big.id}")
+    page.wait_for_selector(".approval .resume")
+    page.fill(".approval-payload", '{"approved_by": "grace"}')
+    page.click(".approval .resume")
+    assert big.result(timeout=60) == "done"
+    assert big.inspect().step("approve").output == '{"approved_by":"grace"}'
+    page.wait_for_selector("h1 .s-completed", timeout=30_000)  # live update, no reload
+    assert page.errors == []
+
+
+def test_trigger_form_and_read_only_mode(
+    browser: Any, make_engine: Callable[..., af.Engine]
+) -> None:
+    engine = _define(make_engine(workers=1))
+    engine.start()
+    for url in _serve(engine.asgi()):
+        page = _page(browser, f"{url}/#/trigger")
+        page.select_option("select[name=workflow]", "orders")
+        page.fill("textarea[name=payload]", '{"amount": 7}')
+        page.click("#trigger button")
+        page.wait_for_selector("#graph")
+        run_id = page.url.rsplit("/", 1)[1]
+        assert engine.run(run_id).result(timeout=60) == "done"
+    for url in _serve(engine.asgi(read_only=True)):
+        page = _page(browser, f"{url}/#/run/{run_id}")
+        page.wait_for_selector("#graph")
+        assert not page.locator("#cancel").is_visible()
+        assert not page.locator("#nav-trigger").is_visible()
+        assert page.inner_text("#mode") == "read-only"
+        refused = httpx.post(f"{url}/api/runs/{run_id}/retry")
+        assert refused.status_code == 403 and refused.json()["error"] == "read_only"

@@ -1,0 +1,60 @@
+"""Every Python block of the guides runs, as a reader would run it.
+
+A page's ``python`` blocks run in order as one script, in its own process (steps defined in
+it reach the workers as a script's functions do), in a temporary directory. A block that
+cannot run here says why in an HTML comment on the line before it
+(``<!-- not run: needs an OTLP collector -->``); the test lists those, and fails on a block
+skipped without a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+GUIDES = sorted(p for p in DOCS.glob("*.md") if p.name not in ("design.md",))
+_BLOCK = re.compile(r"(?:<!--\s*not run:(?P<why>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
+
+
+def blocks(page: Path) -> tuple[list[str], list[str]]:
+    """(code of the blocks that run, reasons of those that do not)."""
+    run, skipped = [], []
+    for m in _BLOCK.finditer(page.read_text()):
+        if m.group("why") is not None:
+            why = m.group("why").strip()
+            assert why, f"{page.name}: a block is skipped without a reason"
+            skipped.append(why)
+        else:
+            run.append(m.group("code"))
+    return run, skipped
+
+
+@pytest.mark.parametrize("page", GUIDES, ids=[p.stem for p in GUIDES])
+def test_the_guide_runs(page: Path, tmp_path: Path) -> None:
+    code, _ = blocks(page)
+    if not code:
+        pytest.skip(f"{page.name} has no Python block")
+    script = tmp_path / f"{page.stem}.py"
+    script.write_text("\n\n".join(code))
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, f"{page.name}:\n{out.stdout}\n{out.stderr}"
+
+
+def test_blocks_that_do_not_run_say_why() -> None:
+    skipped = {p.name: blocks(p)[1] for p in GUIDES}
+    # Every block runs today; an entry here must name what this machine does not have.
+    assert {k: v for k, v in skipped.items() if v} == {}
