@@ -30,12 +30,93 @@ def _b4_rows(b4: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def table(results: dict[str, Any]) -> str:
+    """The results as a text table."""
+    rows = _rows(results)
+    head = ("benchmark", "actorflow", "baseline (same run)", "ratio", "target")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([line.format(*head), line.format(*("-" * w for w in widths))] +
+                     [line.format(*r) for r in rows])  # fmt: skip
+
+
+def _machine() -> dict[str, Any]:
+    """What the figures were taken on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for text in Path("/proc/cpuinfo").read_text().splitlines():
+            if text.startswith("model name"):
+                cpu = text.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        import psutil
+
+        memory = round(psutil.virtual_memory().total / (1 << 30), 1)
+    except Exception:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": memory,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The docs page of a run's figures (``docs/benchmarks.md``)."""
+    m = record["machine"]
+    rows = _rows(record["results"])
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `actorflow bench` (`make bench`) from its latest run; do not edit by hand.",
+        "Every figure stands beside a baseline measured in the same run, on the same machine,",
+        "so the ratio is what to compare across machines (treat each figure as +-30%).",
+        "",
+        f"- **Taken**: {record['when']}, in {record['seconds']} s",
+        f"- **Machine**: {m.get('cpus')} CPUs ({m.get('cpu', '?')}), "
+        f"{m.get('memory_gib', '?')} GiB, {m.get('os', '?')}, Python {m.get('python')}",
+        "",
+        "| benchmark | actorflow | baseline (same run) | ratio | target |",
+        "|---|---|---|---|---|",
+        *(f"| {' | '.join(str(c) for c in r)} |" for r in rows),
+        "",
+        "What each one measures is in `bench/suite.py`'s docstring; `bench/results/` keeps the",
+        "JSON of every run.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _b13_rows(b13: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    if not b13:
+        return []
+    big, small = b13["big"], b13["small"]
+    worst = max((k for k in small if k.endswith("_ms")), key=lambda k: big[k] / small[k])
+    return [(
+        f"B13 runs list, {b13['runs']:,} runs",
+        f"{big['newest_ms']:.2f} ms/page (worst: {worst[:-3]} {big[worst]:.2f} ms)",
+        f"{small['newest_ms']:.2f} ms ({b13['baseline_runs']:,} runs; "
+        f"{small[worst]:.2f} ms)",
+        f"{b13['ratio']:.2f}x", "<= 2x",
+    )]  # fmt: skip
+
+
+def _speed(ratio: float) -> str:
+    """A speed-up as words: "2.02x faster", or "1.10x slower" below 1."""
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     b1, b2, b3, b5, b6, l1, l2 = (results[k] for k in ("B1", "B2", "B3", "B5", "B6", "L1", "L2"))
     rows = [
         ("B1 sequential, sync", f"{b1['sync_ms']:.3f} ms/step", f"{b1['baseline_ms']:.3f} ms/step",
-         f"{b1['speedup_sync']:.2f}x faster", "<= 0.35 ms"),
+         _speed(b1["speedup_sync"]), "<= 0.35 ms"),
         ("B1 sequential, fast", f"{b1['fast_ms']:.3f} ms/step", f"{b1['baseline_ms']:.3f} ms/step",
-         f"{b1['speedup_fast']:.2f}x faster", "<= 0.10 ms"),
+         _speed(b1["speedup_fast"]), "<= 0.10 ms"),
         ("B2 concurrent, sync", f"{b2['sync_wf_s']:.0f} wf/s", f"{b2['baseline_wf_s']:.0f} wf/s",
          f"{b2['ratio_sync']:.2f}x", ">= 1500 wf/s"),
         ("B2 concurrent, fast", f"{b2['fast_wf_s']:.0f} wf/s", f"{b2['baseline_wf_s']:.0f} wf/s",
@@ -73,34 +154,43 @@ def table(results: dict[str, Any]) -> str:
          f"{results['B12']['handoffs']} hand-offs, {results['B12']['left_after_restart']} "
          "after SIGKILL + restart", f"{results['B12']['left_by_sigkill']} right after the kill",
          "-", "0"),
+        *_b13_rows(results.get("B13")),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip
-    head = ("benchmark", "actorflow", "baseline (same run)", "ratio", "target")
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([line.format(*head), line.format(*("-" * w for w in widths))] +
-                     [line.format(*r) for r in rows])  # fmt: skip
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite docs/benchmarks.md from latest.json"
+    )
     args = parser.parse_args(argv)
+    docs = Path(__file__).parent.parent / "docs" / "benchmarks.md"
+    if args.render:
+        record = json.loads((RESULTS / "latest.json").read_text())
+        record["machine"] = {**_machine(), **record["machine"]}
+        docs.write_text(markdown(record))
+        print(f"written to {docs}")
+        return
     started = time.time()
     results = run_all(quick=args.quick)
     record = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.time() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": _machine(),
         "results": results,
     }
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"core-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(record, indent=2))
     (RESULTS / "latest.json").write_text(json.dumps(record, indent=2))
+    if docs.parent.is_dir():
+        docs.write_text(markdown(record))
     print(table(results))
-    print(f"\nwritten to {path}")
+    print(f"\nwritten to {path} and {docs}")
 
 
 if __name__ == "__main__":

@@ -517,6 +517,19 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         results.update(
             run_data(root, lambda name, **kw: _engine(root, name, **kw), durable_for_each, quick)
         )
+        from bench.dashboard import runs_list
+
+        results["B13"] = {
+            "what": "dashboard runs list: ms per page of 50 with 100,000 runs in the store, "
+            "against 1,000 (same run); the worst of newest / by status / cursor / time window",
+            **runs_list(
+                lambda name, **kw: _engine(root, name, **kw),
+                20_000 if quick else 100_000,
+                1_000,
+                3 if quick else 5,
+            ),
+            "target_ratio": 2.0,
+        }
         results["L1"] = {
             "what": "hung step with timeout 1 s: seconds from dispatch to recorded failure",
             "seconds": timeout_latency(root, 3 if quick else 5),

@@ -300,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--read-only", action="store_true", help="refuse API actions (403); no dashboard buttons"
+    )
+    serve.add_argument("--no-dashboard", action="store_true", help="serve no dashboard at /")
     serve.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser(
@@ -381,7 +385,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ActorflowError(f"--port: expected 1 to 65535, got {args.port}")
-    serve(args.app, args.host, args.port, args.log_level)
+    serve(args.app, args.host, args.port, args.log_level, args.read_only, not args.no_dashboard)
     return 0
 
 

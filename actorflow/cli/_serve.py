@@ -14,7 +14,7 @@ from actorflow.errors import ClientError
 __all__ = ["load_app", "load_object", "serve"]
 
 
-def load_app(target: str) -> Any:
+def load_app(target: str, read_only: bool = False, dashboard: bool = True) -> Any:
     """Resolve ``module:attr`` or ``path/to/file.py:attr`` (attr default ``engine``).
 
     The attribute may be an :class:`~actorflow.Engine` (its ``asgi()`` app is served) or any
@@ -26,7 +26,9 @@ def load_app(target: str) -> Any:
     obj = load_object(target)
     from actorflow.runtime._engine import Engine
 
-    return obj.asgi() if isinstance(obj, Engine) else obj
+    if isinstance(obj, Engine):
+        return obj.asgi(read_only=read_only, dashboard=dashboard)
+    return obj
 
 
 def load_object(target: str) -> Any:
@@ -60,11 +62,18 @@ def load_object(target: str) -> Any:
         raise ClientError(f"APP: module {where!r} has no attribute {attr!r}") from None
 
 
-def serve(target: str, host: str, port: int, log_level: str) -> None:
+def serve(
+    target: str,
+    host: str,
+    port: int,
+    log_level: str,
+    read_only: bool = False,
+    dashboard: bool = True,
+) -> None:
     """Serve the app until interrupted (SIGINT/SIGTERM stop the engine cleanly)."""
     import uvicorn
 
-    app = load_app(target)
+    app = load_app(target, read_only, dashboard)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level)
