@@ -74,6 +74,8 @@ class EngineConfig:
         blob_write_delay: seconds between recording a large value and writing its bytes to
             the store; a value its run no longer needs by then is never written (until then,
             its shared-memory segment is the copy that survives an engine crash).
+        api_token: a bearer token ``engine.asgi()`` requires for its REST API, dashboard and
+            metrics (empty: none); best from ``ACTORFLOW_API_TOKEN``; never shown.
         tracing: run steps inside their OpenTelemetry span's context (set by
             ``af.observability.trace(engine)``, which also exports the spans).
         codecs: the codec chain sealing stored user data (payloads, outputs, errors,
@@ -111,6 +113,7 @@ class EngineConfig:
     shm_max_bytes: int = 0
     blob_write_delay: float = 0.2
     tracing: bool = False
+    api_token: str = field(default="", repr=False)
     codecs: tuple[str, ...] = ()
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -322,6 +325,8 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
             return _bytes(raw, name)
         if name == "workers" and raw.strip() == "auto":
             return 0
+        if text == "str":
+            return raw
         if text == "int":
             return int(raw)
         if text == "float":

@@ -888,7 +888,9 @@ class Engine:
         """
         return self._read(list_approvals, status, run_id)
 
-    def asgi(self, *, read_only: bool = False, dashboard: bool = True) -> Any:
+    def asgi(
+        self, *, read_only: bool = False, dashboard: bool = True, token: str | None = None
+    ) -> Any:
         """One ASGI app: webhooks, the JSON REST API, the dashboard, metrics and health.
 
         The dashboard is at ``/``, metrics at ``/metrics``, health at ``/healthz`` and
@@ -902,13 +904,18 @@ class Engine:
                 publish, signal, update, restart); webhooks still start runs. The dashboard
                 then shows no action buttons.
             dashboard: serve the dashboard at ``/``.
+            token: a bearer token the REST API, the dashboard and ``/metrics`` require
+                (webhooks keep their signatures; health checks stay open); default: the
+                ``api_token`` setting (``ACTORFLOW_API_TOKEN``), empty for none. Open the
+                dashboard once with ``/?token=...``; it keeps the token in a cookie.
 
         Raises:
             DefinitionError: a definition is invalid, or two webhooks share a path and method.
         """
         from actorflow.triggers._http import build_app
 
-        return build_app(self, read_only=read_only, dashboard=dashboard)
+        chosen = self.config.api_token if token is None else token
+        return build_app(self, read_only=read_only, dashboard=dashboard, token=chosen)
 
     def graph(self, workflow: str) -> dict[str, Any]:
         """A workflow's graph as plain data (``nodes`` and ``edges``), as the dashboard draws it.

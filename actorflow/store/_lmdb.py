@@ -116,7 +116,8 @@ class LmdbStore:
                 raise StoreError(f"no actorflow store at {self.path} (data.mdb not found)")
         else:
             try:
-                self.path.mkdir(parents=True, exist_ok=True)
+                # Owner-only: the store holds payloads, outputs and state (issue: security).
+                self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create store directory {self.path}: {exc}") from exc
             self._take_engine_lock()
@@ -133,6 +134,7 @@ class LmdbStore:
                 writemap=durability == "fast" and not read_only,
                 readahead=False,
                 meminit=False,
+                mode=0o600,  # data.mdb and lock.mdb: the owner's only
                 max_readers=512,
                 lock=True,
             )
@@ -163,7 +165,7 @@ class LmdbStore:
 
     def _take_engine_lock(self) -> None:
         lock_path = self.path / "engine.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -219,7 +219,9 @@ def _read_only(route: Route) -> Route:
     return Route(route.path, refused, methods=list(route.methods or ()))
 
 
-def build_app(engine: Engine, read_only: bool = False, dashboard: bool = True) -> Any:
+def build_app(
+    engine: Engine, read_only: bool = False, dashboard: bool = True, token: str = ""
+) -> Any:
     """The ASGI app for ``engine`` (see the module docstring).
 
     Its lifespan starts the engine if it is not running (and then stops it at shutdown), so
@@ -434,7 +436,12 @@ def build_app(engine: Engine, read_only: bool = False, dashboard: bool = True) -
             if started:
                 await run_in_threadpool(engine.stop)
 
-    return _Webhooks(Starlette(routes=routes, lifespan=lifespan), engine, hooks, limit)
+    app: Any = Starlette(routes=routes, lifespan=lifespan)
+    if token:
+        from actorflow.triggers._auth import TokenGate
+
+        app = TokenGate(app, token)
+    return _Webhooks(app, engine, hooks, limit)
 
 
 class _Webhooks:

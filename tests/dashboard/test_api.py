@@ -158,3 +158,43 @@ def test_live_events_stream(make_engine: Callable[..., af.Engine]) -> None:
         True,
         True,
     ]
+
+
+def test_a_bearer_token_guards_the_api_dashboard_and_metrics(
+    make_engine: Callable[..., af.Engine],
+) -> None:
+    engine = make_engine()
+    engine.define("w").step("a", steps.noop).on_webhook("/hooks/w")
+    with engine:
+        app = engine.asgi(token="s3cret-token")
+
+        async def go() -> dict[str, Any]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                out: dict[str, Any] = {}
+                for path in ("/api/runs", "/", "/metrics", "/api/stream", "/ui/config"):
+                    out[path] = (await c.get(path)).status_code
+                out["wrong"] = (
+                    await c.get("/api/runs", headers={"Authorization": "Bearer nope"})
+                ).status_code
+                out["bearer"] = (
+                    await c.get("/api/runs", headers={"Authorization": "Bearer s3cret-token"})
+                ).status_code
+                out["healthz"] = (await c.get("/healthz")).status_code
+                out["static"] = (await c.get("/static/app.js")).status_code
+                out["webhook"] = (await c.post("/hooks/w", json={})).status_code
+                first = await c.get("/?token=s3cret-token")
+                out["visit"] = (first.status_code, first.headers.get("location"))
+                out["cookie"] = first.headers.get("set-cookie", "")
+                out["after"] = (await c.get("/api/runs")).status_code  # the cookie now
+                return out
+
+        out = asyncio.run(go())
+    assert {p: out[p] for p in ("/api/runs", "/", "/metrics", "/api/stream", "/ui/config")} == {
+        "/api/runs": 401, "/": 401, "/metrics": 401, "/api/stream": 401, "/ui/config": 401,
+    }  # fmt: skip
+    assert out["wrong"] == 401 and out["bearer"] == 200
+    assert out["healthz"] == 200 and out["static"] == 200 and out["webhook"] == 202
+    assert out["visit"] == (303, "/")
+    assert "HttpOnly" in out["cookie"] and "SameSite=Strict" in out["cookie"]
+    assert out["after"] == 200

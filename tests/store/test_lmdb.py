@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,16 @@ def test_key_too_long_is_refused_whole(tmp_path: Path) -> None:
         s.write([(K.RUNS, b"ok", b"1"), (K.RUNS, b"k" * 600, b"1")])
     assert s.get(K.RUNS, b"ok") is None
     s.close()
+
+
+def test_a_new_store_is_the_owners_only(tmp_path: Path) -> None:
+    """Payloads, outputs and state live here: nobody else may read or list them."""
+    path = tmp_path / "deep" / "store"
+    store = LmdbStore(path)
+    try:
+        store.write([(K.RUNS, b"r", b"Jtrue")])
+    finally:
+        store.close()
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+    for name in ("data.mdb", "lock.mdb", "engine.lock"):
+        assert stat.S_IMODE((path / name).stat().st_mode) & 0o077 == 0, name

@@ -1,0 +1,101 @@
+"""An optional bearer token in front of the REST API, the dashboard and ``/metrics``.
+
+With ``engine.asgi(token=...)`` (or ``api_token`` / ``ACTORFLOW_API_TOKEN``), every request
+except webhooks (they carry their own signatures), ``/healthz``, ``/readyz`` and the
+dashboard's static files must present the token:
+
+- an ``Authorization: Bearer <token>`` header (the CLI sends ``$ACTORFLOW_TOKEN``), or
+- the ``actorflow_token`` cookie, which ``/?token=<token>`` sets (HttpOnly, SameSite=Strict)
+  before redirecting to ``/`` so the token leaves the address bar; the dashboard's requests
+  and its event stream then carry it.
+
+Tokens are compared in constant time; a refusal is a 401 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+__all__ = ["TokenGate"]
+
+_OPEN = ("/healthz", "/readyz", "/static/")
+_COOKIE = "actorflow_token"
+
+
+class TokenGate:
+    """Wraps an ASGI app (see the module docstring).
+
+    Args:
+        app: the app behind the gate.
+        token: the token; an empty one lets everything through.
+    """
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    def _ok(self, presented: str | None) -> bool:
+        return presented is not None and hmac.compare_digest(presented.encode(), self._token)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self._token or scope["path"].startswith(_OPEN):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode().lower(): v.decode(errors="replace") for k, v in scope["headers"]}
+        auth = headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        cookie = _cookie(headers.get("cookie", ""))
+        if self._ok(bearer) or self._ok(cookie):
+            await self.app(scope, receive, send)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
+        if scope["path"] == "/" and self._ok((query.get("token") or [None])[0]):
+            # The dashboard's first visit: keep the token in a cookie, not in the address bar.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 303,
+                    "headers": [
+                        (b"location", b"/"),
+                        (
+                            b"set-cookie",
+                            f"{_COOKIE}={self._token.decode()}; Path=/; HttpOnly; "
+                            "SameSite=Strict".encode(),
+                        ),
+                        (b"content-length", b"0"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = orjson.dumps(
+            {
+                "error": "unauthorized",
+                "detail": "this API needs its token: an 'Authorization: Bearer' header (or, for "
+                "the dashboard, open /?token=...)",
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _cookie(header: str) -> str | None:
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == _COOKIE:
+            return value
+    return None
