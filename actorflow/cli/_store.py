@@ -32,17 +32,11 @@ _SEP = b"\x00"
 
 
 def _open(data_dir: Path, sealed: bool = True) -> Any:
-    from actorflow.config import EngineConfig
+    """The store read-only: unsealed with the configured codecs, or raw (to copy it)."""
+    from actorflow.cli._main import _read_only
     from actorflow.store import LmdbStore
-    from actorflow.store._sealing import sealed as seal
 
-    if not (data_dir / "data.mdb").exists():
-        raise StoreError(f"{data_dir}: no store here (no data.mdb)")
-    store = LmdbStore(data_dir, read_only=True)
-    if not sealed:
-        return store
-    cfg = EngineConfig.from_sources()
-    return seal(store, cfg.codecs, cfg.codec_keys)
+    return _read_only(str(data_dir)) if sealed else LmdbStore(data_dir, read_only=True)
 
 
 def _run_of(key: bytes) -> str:

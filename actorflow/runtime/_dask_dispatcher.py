@@ -33,8 +33,9 @@ from urllib.parse import urlparse
 import pykka
 
 from actorflow.config import EngineConfig
+from actorflow.runtime._inbox import tell
 from actorflow.runtime._promise import Promise
-from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask, step_log, tell
+from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask, step_log
 from actorflow.store._protocol import Store
 from actorflow.workers._dask import DaskExecutor, run_task
 

@@ -42,7 +42,16 @@ __all__ = [
     "SelectorInbox",
     "Tick",
     "counting",
+    "tell",
 ]
+
+
+def tell(ref: Any, message: Any) -> None:
+    """Tell an actor, unless it has stopped (at shutdown: recovery takes the work up)."""
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
 
 
 class Activity:
@@ -144,22 +153,18 @@ class Actor(pykka.ThreadingActor):
             inbox = _CountingInbox(self.actor_inbox, activity)
             self.actor_inbox = inbox
             self._actor_ref.actor_inbox = inbox
+            # Counted only here: production actors keep pykka's handler, with no extra call
+            # per message. A subclass's own ``_handle_receive`` (work after the message)
+            # runs inside, so that work still counts as part of the message.
+            handle = self._handle_receive
 
-    def _handle_receive(self, message: Any) -> Any:
-        activity = self.activity
-        if activity is None:
-            return self.receive_one(message)
-        try:
-            return self.receive_one(message)
-        finally:
-            activity.end()
+            def counted(message: Any) -> Any:
+                try:
+                    return handle(message)
+                finally:
+                    activity.end()
 
-    def receive_one(self, message: Any) -> Any:
-        """Handle one message (pykka's own, or :meth:`on_receive`).
-
-        A subclass may add work after it, which still counts as part of this message.
-        """
-        return super()._handle_receive(message)
+            setattr(self, "_handle_receive", counted)  # noqa: B010 (shadows the method)
 
 
 @dataclass(frozen=True, slots=True)

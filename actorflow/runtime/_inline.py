@@ -29,9 +29,10 @@ import pykka
 
 from actorflow.config import EngineConfig
 from actorflow.runtime._dispatcher import _CRASH_TYPES, _TIMEOUT_TYPES
+from actorflow.runtime._inbox import tell
 from actorflow.runtime._messages import ErrorInfo, StepFailed, TaskSpec
 from actorflow.runtime._promise import Promise
-from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask, tell
+from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask
 from actorflow.store._protocol import Store
 from actorflow.workers._task import Intercept, TaskHost, execute
 

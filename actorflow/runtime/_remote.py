@@ -11,6 +11,7 @@ cancels, drains, and answers what running steps ask (:meth:`RemoteDispatcher.ans
 
 from __future__ import annotations
 
+import abc
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from actorflow.runtime._dispatcher import (
     send_reports,
     timeout_error,
 )
-from actorflow.runtime._inbox import Actor, SelectorInbox, Tick
+from actorflow.runtime._inbox import Actor, SelectorInbox, Tick, tell
 from actorflow.runtime._messages import (
     CancelTasks,
     Dispatch,
@@ -159,17 +160,17 @@ class RemoteDispatcher(Actor):
     def close(self) -> None:
         """Disconnect (at stop)."""
 
+    @abc.abstractmethod
     def send(self, task: RemoteTask, body: tuple[Any, ...]) -> Any:
         """Start running ``body`` (see :meth:`task_tuple`); return a handle for :meth:`halt`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def halt(self, task: RemoteTask) -> None:
         """Make sure ``task`` does nothing more (past its deadline, or cancelled)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def worker_count(self) -> int:
         """How many workers run tasks."""
-        raise NotImplementedError
 
     def forget(self, task: RemoteTask) -> None:
         """The engine stops with ``task`` unfinished: by default, :meth:`halt` it.
@@ -443,14 +444,6 @@ class RemoteDispatcher(Actor):
             self._host.state.call(state_op, str(scope), tuple(args), done)
             return answer.result(60)
         raise ValueError(f"unknown request {op!r}")
-
-
-def tell(ref: Any, message: Any) -> None:
-    """Tell an actor, unless it has stopped."""
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        pass
 
 
 def _inline(value: bytes | None) -> bytes | None:

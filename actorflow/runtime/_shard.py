@@ -17,13 +17,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-import pykka
-
 from actorflow import _faults
 from actorflow._types import RunStatus
 from actorflow.runtime._core import Core
 from actorflow.runtime._counts import Counts
-from actorflow.runtime._inbox import Actor
+from actorflow.runtime._inbox import Actor, tell
 from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
 from actorflow.runtime._messages import (
     ActivateRun,
@@ -140,11 +138,11 @@ class Shard(Actor):
             self._flush()
         return None
 
-    def receive_one(self, message: Any) -> Any:
+    def _handle_receive(self, message: Any) -> Any:
         # A pykka message (a proxy reading ``counts`` or ``live_runs`` for statistics and
         # metrics) does not go through on_receive: if it was what kept the inbox from being
         # empty there, the pending write would wait for the next ordinary message.
-        result = super().receive_one(message)
+        result = super()._handle_receive(message)
         if (self._ops or self._then) and self.actor_inbox.empty():
             self._flush()
         return result
@@ -419,7 +417,7 @@ class Shard(Actor):
             # Replay reads the history from the store: wait until what this shard sent
             # before is durable, then handle the restart for real.
             again = RestartRun(msg.run_id, msg.reply, durable=True)
-            self._then.append(functools.partial(_tell, self.actor_ref, again))
+            self._then.append(functools.partial(tell, self.actor_ref, again))
             return
         sup: Any = self._runs.get(msg.run_id)
         if sup is None:
@@ -522,14 +520,14 @@ class Shard(Actor):
                 # (a run that continued as new: its parent hears from the last of the chain)
                 parent, path = sup.parent
                 message = ChildFinished(parent, path, sup.run_id)
-                self._then.append(functools.partial(_tell, core.route(parent), message))
+                self._then.append(functools.partial(tell, core.route(parent), message))
         if sup.finished or sup.status == RunStatus.QUEUED or (not fx.tasks and sup.passive()):
             # Out of memory once durable: finished for good, queued until admitted, or only
             # waiting on timers and children (reloaded from its history when woken).
             self._then.append(functools.partial(self._durable.append, (sup.run_id, commit)))
 
     def _cancel_child(self, child_run_id: str) -> None:
-        _tell(
+        tell(
             self._core.route(child_run_id),
             CancelRun(child_run_id, "its parent run stopped it", Promise()),
         )
@@ -566,14 +564,7 @@ def _answer(core: Core, run_id: str, update_id: str, value: Any, error: Any) -> 
 def _continued(core: Core, run_id: str, workflow: str) -> None:
     """A run continued as ``run_id``, whose record is durable: start it."""
     core.admission.adopt(workflow, run_id)
-    _tell(core.route(run_id), ActivateRun(run_id))
-
-
-def _tell(ref: Any, message: Any) -> None:
-    try:
-        ref.tell(message)
-    except pykka.ActorDeadError:
-        pass  # stopping: recovery takes it up
+    tell(core.route(run_id), ActivateRun(run_id))
 
 
 def _fail_all(callbacks: list[Callable[[BaseException], Any]], exc: BaseException) -> None:

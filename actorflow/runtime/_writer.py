@@ -105,11 +105,11 @@ class StoreWriter(Actor):
         else:
             super().on_receive(message)
 
-    def receive_one(self, message: Any) -> Any:
+    def _handle_receive(self, message: Any) -> Any:
         # Every message, pykka's own included (a proxy reading ``stats``), may be the one
         # that arrived while a Write waited for the inbox to empty: a Write is never left
         # pending behind a message that is not a Write.
-        result = super().receive_one(message)
+        result = super()._handle_receive(message)
         if self._pending and self.actor_inbox.empty():
             self._flush()
         return result
