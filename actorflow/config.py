@@ -43,6 +43,9 @@ class EngineConfig:
         shards: supervisor shard actors; runs are spread over them by id.
         start_method: ``"forkserver"`` (default) or ``"spawn"``; never plain fork.
         map_size: initial LMDB map size in bytes; it grows on demand.
+        max_map_size: the most the map may grow to, in bytes (0: until the disk is full);
+            also ``"10GiB"``... Past it (or on a full disk) commits wait and new work is
+            refused with ``StoreFull`` until space returns.
         max_batch: most writes in one group commit.
         prefetch: most tasks queued inside a busy worker behind the one it runs, so it never
             waits for the engine (the dispatcher aims at ~2 ms of queued work; 0 disables).
@@ -65,7 +68,9 @@ class EngineConfig:
         max_tasks_per_worker: replace a worker after it ran this many tasks (0: never).
         max_memory_per_worker: replace a worker, between tasks, once its resident memory
             (not counting shared pages: libraries, mapped large values) passes this many
-            bytes (0: never); also ``"512MB"``, ``"2GiB"``...
+            bytes (0: never); also ``"512MB"``, ``"2GiB"``... A step whose worker passes
+            twice this while it runs (a memory blow-up) is killed and fails as a
+            ``WorkerCrashed``, retried by its policy.
         shm_threshold: out-of-band buffers (numpy arrays, large bytes...) of more than this
             many bytes travel between the engine and workers through shared memory, not the
             pipe (0: never); also ``"1MiB"``...
@@ -93,6 +98,7 @@ class EngineConfig:
     shards: int = 4
     start_method: StartMethod = "forkserver"
     map_size: int = 64 << 20
+    max_map_size: int = 0
     max_batch: int = 4096
     prefetch: int = 32
     kill_grace: float = 0.5
@@ -131,7 +137,7 @@ class EngineConfig:
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
             "sticky_cache_size", "max_tasks_per_worker", "max_memory_per_worker",
-            "shm_threshold", "shm_max_bytes",
+            "shm_threshold", "shm_max_bytes", "max_map_size",
         ):  # fmt: skip
             value = getattr(self, name)
             low = (
@@ -164,6 +170,15 @@ class EngineConfig:
                 Codecs(self.codecs, self.codec_keys)
             except ConfigError as exc:
                 problems.append(str(exc))
+        if (
+            self.max_map_size
+            and isinstance(self.max_map_size, int)
+            and self.max_map_size < self.map_size
+        ):
+            problems.append(
+                f"max_map_size: expected 0 or at least map_size ({self.map_size}), "
+                f"got {self.max_map_size!r}"
+            )
         if problems:
             raise ConfigError("invalid engine configuration: " + "; ".join(problems))
 
@@ -278,7 +293,7 @@ _BYTE_UNITS = {
 }  # fmt: skip
 
 
-_SIZES = ("max_memory_per_worker", "shm_threshold", "shm_max_bytes")
+_SIZES = ("max_memory_per_worker", "shm_threshold", "shm_max_bytes", "max_map_size")
 
 
 def _bytes(text: str, name: str = "max_memory_per_worker") -> int:

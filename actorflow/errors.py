@@ -18,7 +18,8 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   ├── WorkflowFailed           a code workflow's function raised (its error is the cause)
     │   └── NondeterminismError      a code workflow's replay diverged from its history
     ├── StoreError                   the store cannot be used (I/O, locked, newer format)
-    │   └── StoreCorrupted           the store's files or records are not what was written
+    │   ├── StoreCorrupted           the store's files or records are not what was written
+    │   └── StoreFull                disk full or max_map_size reached: new work refused
     ├── ClientError                  a client call was given something it cannot use
     │   ├── RunNotFound
     │   ├── WorkflowNotFound
@@ -74,6 +75,7 @@ __all__ = [
     "StepTimeout",
     "StoreCorrupted",
     "StoreError",
+    "StoreFull",
     "WaitTimeout",
     "WorkerCrashed",
     "WorkflowFailed",
@@ -200,6 +202,10 @@ class WorkerCrashed(StepFailed):
     Attributes:
         exitcode: the process exit code; negative for a signal, as in ``multiprocessing``.
         signal_name: the signal's name (``SIGKILL``...) when the process was killed by one.
+
+    Args:
+        reason: what the engine knows of the death, when it killed the worker itself (a
+            memory blow-up); the message otherwise says how the process ended.
     """
 
     def __init__(
@@ -209,6 +215,7 @@ class WorkerCrashed(StepFailed):
         exitcode: int | None,
         signal_name: str | None = None,
         run_id: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self.exitcode = exitcode
         self.signal_name = signal_name
@@ -217,7 +224,7 @@ class WorkerCrashed(StepFailed):
             step,
             attempt,
             "actorflow.errors.WorkerCrashed",
-            f"worker process died ({how})",
+            reason or f"worker process died ({how})",
             run_id=run_id,
         )
 
@@ -336,6 +343,14 @@ class StoreError(ActorflowError):
 
 class StoreCorrupted(StoreError):
     """The store's files or records are not what actorflow wrote."""
+
+
+class StoreFull(StoreError):
+    """The store cannot grow: its disk is full, or its map reached ``max_map_size``.
+
+    Nothing is lost: the engine keeps what it has not committed yet and retries; it refuses
+    new work with this error until space returns, and carries on by itself then.
+    """
 
 
 class ClientError(ActorflowError):

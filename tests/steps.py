@@ -378,3 +378,21 @@ def span_here(ctx: Any) -> dict[str, Any]:
         "same_trace": mine.trace_id == current.trace_id or not mine.is_valid,
         "pid": os.getpid(),
     }
+
+
+def blow_up_memory(ctx: Any) -> None:
+    """Allocate (and touch) memory until the engine kills this worker."""
+    record(ctx)
+    hoard = []
+    while True:
+        hoard.append(b"x" * (16 << 20))
+        time.sleep(0.05)
+
+
+def tiny_or_hang(ctx: Any) -> int:
+    """Quick (its duration is learned as short), unless the payload says hang."""
+    if ctx.payload.get("hang"):
+        record(ctx)
+        while True:  # busy in a step: this worker does not read its pipe
+            time.sleep(0.05)
+    return len(ctx.payload.get("pad", ""))

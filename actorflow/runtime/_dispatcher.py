@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import pickle
 import select
 import signal
@@ -40,7 +41,7 @@ from actorflow import _faults
 from actorflow.config import EngineConfig
 from actorflow.definition._options import qualified_name
 from actorflow.errors import HeartbeatTimeout, PoolUnavailable, StepTimeout, WorkerCrashed
-from actorflow.runtime._inbox import Actor, IoReady, SelectorInbox, Tick
+from actorflow.runtime._inbox import Actor, IoReady, SelectorInbox, Tick, Writable
 from actorflow.runtime._messages import (
     CancelTasks,
     ChunkItem,
@@ -81,6 +82,9 @@ _PREFETCH_MAX_BYTES = 32 * 1024
 _PREFETCH_WORK = 0.02
 #: Queue tasks only behind a task whose function usually takes at most this long.
 _PREFETCH_HEAD_MAX = 0.05
+# How often the memory of busy workers is read (with max_memory_per_worker): a step that
+# blows up is killed at twice the limit before the machine runs out, not after.
+_MEMORY_EVERY = 0.25
 
 
 def _mro_names(cls: type) -> tuple[str, ...]:
@@ -110,9 +114,11 @@ class _Worker:
         "conn",
         "deadline",
         "done",
+        "fd",
         "fns",
         "inflight",
         "kill_at",
+        "out",
         "pid",
         "proc",
         "ps",
@@ -125,7 +131,8 @@ class _Worker:
         self.wid = wid
         self.proc = proc
         self.conn = conn
-        self.reader = W.FrameReader(conn.fileno())
+        self.fd = conn.fileno()
+        self.reader = W.FrameReader(self.fd)
         self.pid = proc.pid or 0
         self.state = _STARTING
         self.inflight: deque[_Inflight] = deque()  # head: running; the rest: queued in it
@@ -134,6 +141,9 @@ class _Worker:
         self.fns: set[str] = set()  # function keys this worker has cached
         self.done = 0  # tasks it finished (max_tasks_per_worker)
         self.ps: Any = None  # its psutil.Process, made on first use (max_memory_per_worker)
+        # Frames a full pipe did not take yet (the worker is busy in a step, or stopped
+        # reading): the dispatcher never blocks on one worker's pipe.
+        self.out = bytearray()
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +243,7 @@ class Dispatcher(Actor):
         self._stopping = False
         self._max_tasks = config.max_tasks_per_worker
         self._max_memory = config.max_memory_per_worker
+        self._memory_check_at = 0.0  # monotonic; next look at busy workers' memory
         self._probe: tuple[TaskSpec, float] | None = None
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         # Large values: segments lent for outputs, blobs held by tasks (``_blobs``).
@@ -260,7 +271,7 @@ class Dispatcher(Actor):
         self._spawner.close()
         for w in list(self._workers.values()):
             try:
-                w.conn.send_bytes(_dumps((W.STOP,), 5))
+                self._post(w, _dumps((W.STOP,), 5))
             except (OSError, ValueError):
                 pass
         deadline = time.monotonic() + self._config.kill_grace
@@ -300,6 +311,10 @@ class Dispatcher(Actor):
                     w = self._by_sentinel.get(item)
                     if w is not None:
                         self._exited(w)
+                elif type(item) is Writable:
+                    w = self._by_conn.get(item.target)
+                    if w is not None:
+                        self._flush_out(w)
                 else:
                     w = self._by_conn.get(item)
                     if w is not None:
@@ -477,7 +492,7 @@ class Dispatcher(Actor):
         try:
             data = _dumps((W.TASKS, frames), 5)
             self.stats.bytes_sent += len(data)
-            w.conn.send_bytes(data)
+            self._post(w, data)
         except (OSError, ValueError):
             # The worker is dying; its sentinel will report it. None of these tasks started,
             # but the one it was running (if any) did: its death is that task's crash.
@@ -498,9 +513,45 @@ class Dispatcher(Actor):
 
     # -- receiving -------------------------------------------------------------------------
 
+    def _post(self, w: _Worker, data: bytes) -> None:
+        """Send one frame to ``w`` without ever blocking.
+
+        What its pipe cannot take now waits in ``w.out`` and goes when the pipe has room: a
+        worker only reads between steps, and one that stops reading must not stall every
+        other worker, nor its own timeout's kill.
+
+        Raises:
+            OSError: the worker's end is closed (it is dying).
+        """
+        frame = W.frame_bytes(data)
+        if w.out:
+            w.out += frame
+            return
+        try:
+            sent = os.write(w.fd, frame)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(frame):
+            w.out += memoryview(frame)[sent:]
+            self._inbox.want_write(w.conn, True)
+
+    def _flush_out(self, w: _Worker) -> None:
+        try:
+            sent = os.write(w.fd, w.out)
+        except BlockingIOError:
+            return
+        except OSError:
+            w.out.clear()  # dying: its sentinel reports it
+            sent = 0
+        del w.out[:sent]
+        if not w.out:
+            self._inbox.want_write(w.conn, False)
+
     def _read(self, w: _Worker) -> None:
         try:
             messages = w.reader.read()
+        except BlockingIOError:
+            return  # woken for room to write, or a spurious wake-up: nothing to read yet
         except (EOFError, OSError):
             # The worker closed its pipe: it is exiting. Stop polling the pipe; the
             # sentinel reports the death.
@@ -566,20 +617,25 @@ class Dispatcher(Actor):
         if self._drain is not None:
             self._check_drained()
 
+    @staticmethod
+    def _own_memory(w: _Worker) -> int:
+        """``w``'s resident memory of its own (0 if it cannot be read)."""
+        try:
+            if w.ps is None:
+                w.ps = psutil.Process(w.pid)
+            mem = w.ps.memory_info()
+        except psutil.Error:
+            return 0
+        # Pages it shares (libraries, and the shared-memory segments of large values it
+        # maps) are not what grows when a worker leaks.
+        return int(mem.rss - getattr(mem, "shared", 0))
+
     def _worn_out(self, w: _Worker) -> bool:
         """True when ``w`` reached its task count or memory limit."""
         if self._max_tasks and w.done >= self._max_tasks:
             return True
         if self._max_memory:
-            try:
-                if w.ps is None:
-                    w.ps = psutil.Process(w.pid)
-                mem = w.ps.memory_info()
-                # Resident memory of its own: pages it shares (libraries, and the shared-memory
-                # segments of large values it maps) are not what grows when a worker leaks.
-                rss = mem.rss - getattr(mem, "shared", 0)
-            except psutil.Error:
-                return False
+            rss = self._own_memory(w)
             if rss > self._max_memory:
                 log.info(
                     "worker %d uses %d MiB (max_memory_per_worker %d MiB): replacing it",
@@ -604,7 +660,7 @@ class Dispatcher(Actor):
         """A retiring worker finished its last task: ask it to exit (killed if it lingers)."""
         w.kill_at = time.monotonic() + self._config.kill_grace + 5.0
         try:
-            w.conn.send_bytes(_dumps((W.STOP,), 5))
+            self._post(w, _dumps((W.STOP,), 5))
         except (OSError, ValueError):
             pass  # already gone: its sentinel reports it
 
@@ -750,7 +806,7 @@ class Dispatcher(Actor):
         for w in self._workers.values():
             if w.state in (_READY, _RETIRING):
                 try:
-                    w.conn.send_bytes(frame)
+                    self._post(w, frame)
                 except (OSError, ValueError):
                     pass
 
@@ -797,7 +853,7 @@ class Dispatcher(Actor):
 
     def _reply(self, w: _Worker, reply: tuple[Any, ...]) -> None:
         try:
-            w.conn.send_bytes(_dumps(reply, 5))
+            self._post(w, _dumps(reply, 5))
         except (OSError, ValueError):
             pass  # the worker died meanwhile; its sentinel reports it
 
@@ -825,6 +881,12 @@ class Dispatcher(Actor):
                     nearest = t
         if self._breaker_until is not None and (nearest is None or self._breaker_until < nearest):
             nearest = self._breaker_until
+        if (
+            self._max_memory
+            and self._tasks
+            and (nearest is None or self._memory_check_at < nearest)
+        ):
+            nearest = self._memory_check_at
         return None if nearest is None else nearest - time.monotonic()
 
     def _tick(self) -> None:
@@ -837,6 +899,13 @@ class Dispatcher(Actor):
                 if w.proc.exitcode is None:
                     log.warning("worker %d ignored SIGTERM; sending SIGKILL", w.pid)
                     w.proc.kill()
+        if self._max_memory and now >= self._memory_check_at:
+            self._memory_check_at = now + _MEMORY_EVERY
+            for w in list(self._workers.values()):
+                if w.inflight and w.state in (_READY, _RETIRING):
+                    rss = self._own_memory(w)
+                    if rss > 2 * self._max_memory:
+                        self._blew_up(w, rss)
         if self._breaker_until is not None and now >= self._breaker_until:
             log.warning("worker restart breaker closes; starting workers again")
             self._breaker_until = None
@@ -861,6 +930,33 @@ class Dispatcher(Actor):
             )
             self._fail(spec, error, w.pid)
         self._kill(w)
+
+    def _blew_up(self, w: _Worker, rss: int) -> None:
+        """``w``'s step passed twice max_memory_per_worker: kill it, fail the step (a crash)."""
+        entry = w.inflight.popleft()
+        spec = entry.spec
+        self._end(entry.task_id, None)
+        self.stats.crashes += 1
+        message = (
+            f"worker process killed: its memory ({rss >> 20} MiB) passed twice "
+            f"max_memory_per_worker ({self._max_memory >> 20} MiB) while the step ran"
+        )
+        log.error("step %r of run %s: %s (worker %d)", spec.step, spec.run_id, message, w.pid)
+        if not entry.cancelled:
+            error = ErrorInfo(
+                "crash",
+                _CRASH_TYPES[0],
+                _CRASH_TYPES,
+                message,
+                exitcode=-signal.SIGKILL,
+                details=entry.details,
+            )
+            self._fail(spec, error, w.pid)
+        self._kill(w)
+        try:
+            w.proc.kill()  # a process eating memory gets no grace period
+        except (OSError, ValueError):
+            pass
 
     def _kill(self, w: _Worker) -> None:
         """Terminate a worker on purpose; tasks queued behind its head go back to the queue."""
@@ -1016,7 +1112,7 @@ class Dispatcher(Actor):
                 if i > 0:
                     # Queued in the worker, not started: ask it to drop the task.
                     try:
-                        w.conn.send_bytes(_dumps((W.CANCEL, entry.task_id), 5))
+                        self._post(w, _dumps((W.CANCEL, entry.task_id), 5))
                     except (OSError, ValueError):
                         pass
             if w.inflight and w.inflight[0].cancelled and w.state == _READY:
@@ -1053,6 +1149,7 @@ class Dispatcher(Actor):
             msg.proc.kill()
             return
         w = _Worker(msg.wid, msg.proc, msg.conn)
+        os.set_blocking(w.fd, False)  # see _post
         self._workers[w.wid] = w
         self._by_conn[w.conn] = w
         self._by_sentinel[w.proc.sentinel] = w

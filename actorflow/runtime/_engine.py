@@ -31,6 +31,7 @@ from actorflow.errors import (
     PoolUnavailable,
     RunNotFound,
     StoreError,
+    StoreFull,
     WorkflowNotFound,
 )
 from actorflow.graph import compile_plan, evaluator
@@ -162,6 +163,7 @@ class Engine:
         self._store: Store | None = None
         self._actors: list[pykka.ActorRef[Any]] = []
         self._failure: BaseException | None = None
+        self._full: BaseException | None = None  # the store is full: new work refused
         self._background: Background | None = None
         self._state = State(self._state_backend, "")
 
@@ -316,6 +318,7 @@ class Engine:
                 blobs = self._blob_manager(store)
                 store.write(self._definition_ops(compiled.values()))
                 self._failure = None
+                self._full = None
                 core = Core(
                     config=self.config,
                     store=store,
@@ -408,6 +411,7 @@ class Engine:
             self._on_store_failure,
             core,
             core.blobs,
+            self._on_store_full,
         )
         self._actors.append(writer)
         core.writer = writer
@@ -571,7 +575,9 @@ class Engine:
                 core.dispatcher.tell(Drain(done))
                 done.result(timeout)
                 flushed = []
-                for shard in core.shards:
+                # A full store commits nothing until space returns: waiting for the shards'
+                # writes to be durable would only run out the timeout.
+                for shard in core.shards if self._full is None else ():
                     f: Promise[None] = Promise()
                     shard.tell(Flush(f))
                     flushed.append(f)
@@ -1103,9 +1109,16 @@ class Engine:
             return {"ready": False, "checks": {"engine": {"ok": False, "detail": "stopped"}}}
         checks: dict[str, dict[str, Any]] = {}
         failure = self._failure
+        full = self._full
         checks["store"] = {
-            "ok": failure is None,
-            "detail": "writable" if failure is None else f"a commit failed: {failure}",
+            "ok": failure is None and full is None,
+            "detail": (
+                f"a commit failed: {failure}"
+                if failure is not None
+                else f"full, commits wait for space: {full}"
+                if full is not None
+                else "writable"
+            ),
         }
         try:
             assert core.dispatcher is not None
@@ -1189,6 +1202,12 @@ class Engine:
             )
         if self._failure is not None:
             raise StoreError(f"the engine halted after a store failure: {self._failure}")
+        full = self._full
+        if new_work and full is not None:
+            raise StoreFull(
+                f"{full}; the engine refuses new work until space returns (what it holds is "
+                "kept and committed then)"
+            )
         return core
 
     def _compile(
@@ -1268,6 +1287,9 @@ class Engine:
         if background is not None:
             background.on_timer(name, due)
 
+    def _on_store_full(self, exc: BaseException | None) -> None:
+        self._full = exc
+
     def _on_store_failure(self, exc: BaseException) -> None:
         self._failure = exc
         core = self._core
@@ -1282,7 +1304,12 @@ class Engine:
             if self._memory_store is None:
                 self._memory_store = MemoryStore()
             return sealed(self._memory_store, cfg.codecs, cfg.codec_keys)
-        store = LmdbStore(cfg.data_dir, durability=cfg.durability, map_size=cfg.map_size)
+        store = LmdbStore(
+            cfg.data_dir,
+            durability=cfg.durability,
+            map_size=cfg.map_size,
+            max_map_size=cfg.max_map_size,
+        )
         return sealed(store, cfg.codecs, cfg.codec_keys)
 
     def _release_store(self, store: Store) -> None:

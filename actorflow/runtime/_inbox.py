@@ -41,6 +41,7 @@ __all__ = [
     "IoReady",
     "SelectorInbox",
     "Tick",
+    "Writable",
     "counting",
     "tell",
 ]
@@ -175,6 +176,13 @@ class IoReady:
 
 
 @dataclass(frozen=True, slots=True)
+class Writable:
+    """A pipe the owner asked to be told about (:meth:`SelectorInbox.want_write`) has room."""
+
+    target: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """A deadline the owning actor asked to be woken at has passed."""
 
@@ -190,6 +198,9 @@ class _Envelope:
     def __init__(self, message: Any) -> None:
         self.message = message
         self.reply_to = None
+
+
+_READ_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class SelectorInbox:
@@ -212,6 +223,7 @@ class SelectorInbox:
         self._poll = select.poll()
         self._poll.register(self._rfd, select.POLLIN)
         self._by_fd: dict[int, Any] = {}
+        self._writing: dict[int, Any] = {}  # fds with output waiting for room
         self.timeout_fn: Callable[[], float | None] = lambda: None
 
     def set_waitables(self, waitables: list[Any]) -> None:
@@ -221,10 +233,26 @@ class SelectorInbox:
             if fd not in wanted:
                 self._poll.unregister(fd)
                 del self._by_fd[fd]
+                self._writing.pop(fd, None)
         for fd, obj in wanted.items():
             if fd not in self._by_fd:
                 self._poll.register(fd, select.POLLIN)
             self._by_fd[fd] = obj
+
+    def want_write(self, waitable: Any, on: bool) -> None:
+        """Also report (as :class:`Writable`) when ``waitable`` can take more output.
+
+        Until called again with ``on`` False. ``waitable`` is one of the waitables. This is
+        how the owner finishes a write that a full pipe cut short, without ever blocking.
+        """
+        fd = waitable.fileno()
+        if fd not in self._by_fd:
+            return
+        if on:
+            self._writing[fd] = waitable
+            self._poll.modify(fd, select.POLLIN | select.POLLOUT)
+        elif self._writing.pop(fd, None) is not None:
+            self._poll.modify(fd, select.POLLIN)
 
     def put(self, envelope: Any) -> None:
         self._queue.append(envelope)
@@ -260,12 +288,20 @@ class SelectorInbox:
                     return _Envelope(_TICK)
                 continue
             by_fd = self._by_fd
-            io = tuple(by_fd[fd] for fd, _ in events if fd in by_fd)
-            if len(io) != len(events):
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._rfd, 4096)
+            io: list[Any] = []
+            for fd, mask in events:
+                if fd == self._rfd:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._rfd, 4096)
+                    continue
+                if fd not in by_fd:
+                    continue
+                if mask & _READ_EVENTS:
+                    io.append(by_fd[fd])
+                if mask & select.POLLOUT and fd in self._writing:
+                    io.append(Writable(self._writing[fd]))
             if io:
-                return _Envelope(IoReady(io))
+                return _Envelope(IoReady(tuple(io)))
 
     def close(self) -> None:
         """Close the wake-up pipe (after the actor stopped)."""

@@ -521,7 +521,9 @@ def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
         failed_wf.__cause__ = cause
         return failed_wf
     if kind == "crash":
-        return WorkerCrashed(step, attempt, err.get("exitcode"), err.get("signal"), run_id)
+        return WorkerCrashed(
+            step, attempt, err.get("exitcode"), err.get("signal"), run_id, message or None
+        )
     if kind == "pool":
         exc: BaseException = PoolUnavailable(message)
         failed = StepFailed(step, attempt, err.get("type", ""), message, "", run_id)

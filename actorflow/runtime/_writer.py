@@ -10,6 +10,7 @@ commit rate adapts to the load by itself.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -17,8 +18,9 @@ from typing import Any, Protocol
 import pykka
 
 from actorflow import _faults
+from actorflow.errors import StoreFull
 from actorflow.runtime._counts import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
-from actorflow.runtime._inbox import Actor
+from actorflow.runtime._inbox import Actor, tell
 from actorflow.runtime._messages import AddTimers, CancelTasks, Dispatch, Write
 from actorflow.store._protocol import Op, Store
 
@@ -27,6 +29,14 @@ __all__ = ["StoreWriter", "Targets", "WriterStats"]
 log = logging.getLogger("actorflow.store")
 
 _SYNC_EVERY = 1.0  # seconds between fsyncs in "fast" mode
+_RETRY_FIRST, _RETRY_MAX = 0.05, 2.0  # seconds between commit attempts on a full store
+
+
+class _RetryCommit:
+    """Try the writes held back by a full store again."""
+
+
+_RETRY = _RetryCommit()
 
 
 class Targets(Protocol):
@@ -69,6 +79,9 @@ class StoreWriter(Actor):
         periodic_sync: fsync at most every second (for the "fast" durability mode).
         on_failure: called once with the error if a commit fails for good; the engine then
             stops taking work, since the senders' state is ahead of the store.
+        on_full: called with a ``StoreFull`` when commits start waiting for space (the disk,
+            or max_map_size), and with None once they succeed again. Nothing is dropped
+            meanwhile: the writes are held, in order, and retried with a growing delay.
         targets: where a group's dispatches, timers and cancels go.
         blobs: the large-value manager: a large value's blobs are recorded in the same
             transaction as the first record that refers to them (``runtime/_blobs.py``).
@@ -82,8 +95,13 @@ class StoreWriter(Actor):
         on_failure: Callable[[BaseException], Any],
         targets: Targets | None = None,
         blobs: Any = None,
+        on_full: Callable[[BaseException | None], Any] | None = None,
     ) -> None:
         super().__init__()
+        self._on_full = on_full
+        self._held: list[Write] = []  # writes a full store refused, oldest first
+        self._full = False  # commits wait for space
+        self._retry_in = _RETRY_FIRST
         self._targets = targets
         self._blobs = blobs
         self._store = store
@@ -100,8 +118,12 @@ class StoreWriter(Actor):
         if type(message) is Write:
             self._pending.append(message)
             self._pending_ops += len(message.ops)
+            if self._held:
+                return  # behind the held writes: they go first, at the next retry
             if self._pending_ops >= self._max_batch or self.actor_inbox.empty():
                 self._flush()
+        elif message is _RETRY:
+            self._retry()
         else:
             super().on_receive(message)
 
@@ -110,11 +132,15 @@ class StoreWriter(Actor):
         # that arrived while a Write waited for the inbox to empty: a Write is never left
         # pending behind a message that is not a Write.
         result = super()._handle_receive(message)
-        if self._pending and self.actor_inbox.empty():
+        if self._pending and not self._held and self.actor_inbox.empty():
             self._flush()
         return result
 
     def on_stop(self) -> None:
+        if self._held:
+            # One last try; writes that still cannot be committed were never acknowledged,
+            # so recovery redoes their work at the next start (nothing acknowledged is lost).
+            self._pending[:0], self._held = self._held, []
         self._flush()
         if self._periodic_sync and self._failed is None:
             self._store.sync()
@@ -139,12 +165,26 @@ class StoreWriter(Actor):
                 began = time.perf_counter()
                 self._store.write(ops)
                 self.stats.commit_seconds.observe(time.perf_counter() - began)
+            except StoreFull as exc:
+                if self._on_full is not None and self.actor_ref.is_alive():
+                    self._hold(batch, exc)
+                    return
+                self._failed = exc
+                self._fail(batch, exc)
+                self._on_failure(exc)
+                return
             except Exception as exc:
                 log.critical("store commit failed; the engine stops taking work: %s", exc)
                 self._failed = exc
                 self._fail(batch, exc)
                 self._on_failure(exc)
                 return
+            if self._full:
+                self._full = False
+                self._retry_in = _RETRY_FIRST
+                log.warning("store writable again: held writes committed, new work accepted")
+                if self._on_full is not None:
+                    self._on_full(None)
             stats = self.stats
             stats.batches += 1
             stats.ops += len(ops)
@@ -168,6 +208,27 @@ class StoreWriter(Actor):
                     callback()
                 except Exception:  # a stopped receiver at shutdown; never lose the others
                     log.debug("write callback failed", exc_info=True)
+
+    def _hold(self, batch: list[Write], exc: StoreFull) -> None:
+        """Keep ``batch`` (in order, before anything newer) and retry after a delay."""
+        if not self._full:
+            self._full = True
+            log.error("%s: commits wait for space and are retried; new work is refused", exc)
+            assert self._on_full is not None
+            self._on_full(exc)
+        self._held = batch
+        delay = self._retry_in
+        self._retry_in = min(delay * 2, _RETRY_MAX)
+        timer = threading.Timer(delay, tell, (self.actor_ref, _RETRY))
+        timer.daemon = True
+        timer.start()
+
+    def _retry(self) -> None:
+        if not self._held:
+            return
+        self._pending[:0], self._held = self._held, []
+        self._pending_ops = sum(len(w.ops) for w in self._pending)
+        self._flush()
 
     def _deliver(self, batch: list[Write]) -> None:
         """Carry out the group's effects: one message per receiver for the whole group."""

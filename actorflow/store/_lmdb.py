@@ -12,6 +12,11 @@ The map grows on demand: a transaction that hits ``MDB_MAP_FULL`` is aborted, th
 and the whole batch retried, so a batch is never half-written. Growing needs no read
 transaction open in this process, so reads pass through a gate that a resize closes briefly.
 
+Every record outside ``meta`` ends with a CRC-32 of its key and value (stores created before
+checksums keep working without them; ``meta`` says which). LMDB keeps no page checksums, so
+this is what turns bytes altered on disk into ``StoreCorrupted`` instead of silent wrong data:
+at open (see ``LmdbStore._verify``), and on every read.
+
 Only one engine may write a store: a writable open takes an exclusive ``flock`` on
 ``engine.lock``. Read-only opens (the CLI, while an engine runs) take no lock.
 """
@@ -21,7 +26,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +36,7 @@ from typing import Any
 
 import lmdb
 
-from actorflow.errors import StoreCorrupted, StoreError
+from actorflow.errors import StoreCorrupted, StoreError, StoreFull
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._protocol import Op, check_ops
@@ -37,6 +44,8 @@ from actorflow.store._protocol import Op, check_ops
 __all__ = ["LmdbStore"]
 
 _MAX_KEY = 511  # LMDB's compile-time key limit
+_CRC = struct.Struct("<I")
+_SUMS_KEY = b"checksums"  # in meta: b"crc32" when every other record carries its checksum
 
 
 class _ReadGate:
@@ -78,6 +87,12 @@ class _ReadGate:
                 self._cond.notify_all()
 
 
+# Stores up to this many bytes of used pages are walked in full at open (see _verify).
+_WALK_LIMIT = 256 << 20
+# A failed commit with less free space than this on the data dir's disk is a full disk.
+_LOW_SPACE = 4 << 20
+
+
 class LmdbStore:
     """A store backed by an LMDB environment in a directory.
 
@@ -85,6 +100,7 @@ class LmdbStore:
         path: the data directory (created if missing, unless read-only).
         durability: ``"sync"`` or ``"fast"`` (see the module docstring).
         map_size: initial map size in bytes; it doubles whenever a write needs more.
+        max_map_size: the most it may double to (0: no limit but the disk's).
         read_only: open for reading only; takes no engine lock, and follows a map that the
             writing process grows.
 
@@ -99,9 +115,11 @@ class LmdbStore:
         *,
         durability: str = "sync",
         map_size: int = 64 << 20,
+        max_map_size: int = 0,
         read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.max_map_size = max_map_size
         self.read_only = read_only
         self.durability = durability
         self.commits = 0
@@ -160,6 +178,92 @@ class LmdbStore:
             except lmdb.Error as exc:
                 self.close()
                 raise StoreCorrupted(f"store at {self.path}: database {name!r}: {exc}") from exc
+        meta = self._dbs[K.META]
+        #: Records carry a CRC-32 (every store created by this version does).
+        self.checksums = False
+        if meta is not None:
+            with self._env.begin(db=meta) as txn:
+                sums, fresh = txn.get(_SUMS_KEY), txn.get(K.FORMAT_KEY) is None
+            self.checksums = sums == b"crc32"
+            if sums is None and fresh and not read_only and self._empty():
+                self._env_write([(K.META, _SUMS_KEY, b"crc32")])
+                self.checksums = True
+        try:
+            self._verify()
+        except BaseException:
+            self.close()
+            raise
+
+    def _empty(self) -> bool:
+        with self._env.begin() as txn:
+            return all(
+                h is None or txn.stat(h)["entries"] == 0
+                for name, h in self._dbs.items()
+                if name != K.META
+            )
+
+    def _env_write(self, ops: list[tuple[str, bytes, bytes]]) -> None:
+        with self._env.begin(write=True) as txn:
+            for db, key, value in ops:
+                txn.put(key, value, db=self._dbs[db])
+
+    def _checked(self, db: str, key: bytes | memoryview, value: bytes | memoryview) -> bytes:
+        """``value`` without its checksum, which must match (else StoreCorrupted)."""
+        if len(value) < 4 or _CRC.unpack_from(value, len(value) - 4)[0] != zlib.crc32(
+            memoryview(value)[:-4], zlib.crc32(key)
+        ):
+            raise StoreCorrupted(
+                f"record {db}/{bytes(key)[:60]!r} fails its checksum: the store's data file "
+                f"at {self.path} was altered on disk; restore it from a backup"
+            )
+        return bytes(value[:-4])
+
+    def _verify(self) -> None:
+        """Refuse a damaged store at open, before anything reads (or builds on) bad pages.
+
+        LMDB keeps no page checksums. A data file shorter than its last page would make a
+        read fault with SIGBUS (the process dies), so its length is checked; then every
+        database's B-tree is walked (keys only), which meets a broken page as an LMDB error,
+        with each record's checksum, up to :data:`_WALK_LIMIT` bytes of used pages (about
+        0.3 s per 100 MB); a larger store has the first and last leaf of each database
+        checked at open, every record is still checked when read, and ``actorflow store
+        check`` reads them all.
+        """
+        info = self._env.info()
+        psize = int(self._env.stat()["psize"])
+        needed = (int(info["last_pgno"]) + 1) * psize
+        data = self.path / "data.mdb"
+        try:
+            size = data.stat().st_size
+        except OSError as exc:
+            raise StoreError(f"cannot read {data}: {exc}") from exc
+        if size < needed:
+            raise StoreCorrupted(
+                f"{data} is truncated: {size} bytes, but its pages need {needed}; it was left "
+                "untouched: restore it from a backup (actorflow store backup)"
+            )
+        walk = needed <= _WALK_LIMIT
+        name = ""
+        try:
+            with self._env.begin(buffers=True) as txn:
+                for name, handle in self._dbs.items():
+                    if handle is None:
+                        continue
+                    cur = txn.cursor(db=handle)
+                    if not walk:
+                        if cur.first():
+                            cur.last()
+                    elif self.checksums and name != K.META:
+                        for key, value in cur:
+                            self._checked(name, key, value)
+                    else:
+                        for _ in cur.iternext(keys=True, values=False):
+                            pass
+        except lmdb.Error as exc:
+            raise StoreCorrupted(
+                f"{data} is damaged (database {name!r}: {exc}); it was left untouched: "
+                "restore it from a backup (actorflow store backup)"
+            ) from exc
 
     # -- locking -----------------------------------------------------------------------------
 
@@ -204,7 +308,9 @@ class LmdbStore:
             try:
                 with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
                     value: bytes | None = txn.get(key)
-                    return value
+                if value is not None and self.checksums and db != K.META:
+                    return self._checked(db, key, value)
+                return value
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.Error as exc:
@@ -226,7 +332,11 @@ class LmdbStore:
         for _ in range(3):
             try:
                 with self._gate.read(), self._env.begin(db=handle) as txn:
-                    return _scan(txn.cursor(), prefix, after, reverse, limit)
+                    found = _scan(txn.cursor(), prefix, after, reverse, limit)
+                if self.checksums and db != K.META:
+                    check = self._checked
+                    return [(k, check(db, k, v)) for k, v in found]
+                return found
             except lmdb.MapResizedError:
                 self._adopt_map_size()
             except lmdb.Error as exc:
@@ -246,6 +356,7 @@ class LmdbStore:
         if self._closed:
             raise StoreError("store is closed")
         dbs = self._dbs
+        sums, crc, pack, meta = self.checksums, zlib.crc32, _CRC.pack, K.META
         while True:
             # No pre-validation on this hot path: a bad op raises inside the transaction,
             # which is then aborted, so a batch is still all-or-nothing.
@@ -254,12 +365,14 @@ class LmdbStore:
                 for db, key, value in ops:
                     if value is None:
                         txn.delete(key, db=dbs[db])
+                    elif sums and db != meta:
+                        txn.put(key, value + pack(crc(value, crc(key))), db=dbs[db])
                     else:
                         txn.put(key, value, db=dbs[db])
                 txn.commit()
             except lmdb.MapFullError:
                 txn.abort()
-                self._grow()
+                self._grow()  # StoreFull at max_map_size
                 continue
             except lmdb.BadValsizeError as exc:
                 txn.abort()
@@ -272,7 +385,7 @@ class LmdbStore:
                 raise StoreError(f"write refused by LMDB: {exc}") from exc
             except lmdb.Error as exc:
                 txn.abort()
-                raise _translate(exc, "writing") from exc
+                raise self._full(exc) or _translate(exc, "writing") from exc
             except (KeyError, TypeError, ValueError) as exc:
                 txn.abort()
                 check_ops(ops, self._known)
@@ -287,7 +400,32 @@ class LmdbStore:
     def _grow(self) -> None:
         with self._gate.exclusive():
             size = int(self._env.info()["map_size"])
-            self._env.set_mapsize(size * 2)
+            cap = self.max_map_size
+            if cap and size >= cap:
+                raise StoreFull(
+                    f"store at {self.path} is full: its map reached max_map_size "
+                    f"({cap >> 20} MiB); raise max_map_size, or compact the store"
+                )
+            self._env.set_mapsize(min(size * 2, cap) if cap else size * 2)
+
+    def _full(self, exc: Exception) -> StoreFull | None:
+        """A StoreFull if a failed commit is the disk being full, else None.
+
+        LMDB reports a write the disk could not take as an I/O error (a short ``pwrite``),
+        so the free space of the data dir's file system tells a full disk from a bad one.
+        """
+        text = str(exc)
+        try:
+            st = os.statvfs(self.path)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            return None
+        if "No space left" in text or "Disk quota" in text or free < _LOW_SPACE:
+            return StoreFull(
+                f"no space left on the disk of the store at {self.path} "
+                f"({free >> 10} KiB free; LMDB said: {text})"
+            )
+        return None
 
     @property
     def map_size(self) -> int:

@@ -60,6 +60,7 @@ from actorflow.errors import (
     ClientError,
     EngineNotRunning,
     RunNotFound,
+    StoreFull,
     WorkflowNotFound,
 )
 
@@ -122,6 +123,8 @@ def _guard(fn: Handler) -> Handler:
             return _error(409, "approval", str(exc))
         except EngineNotRunning as exc:
             return _error(503, "engine_not_running", str(exc))
+        except StoreFull as exc:
+            return _error(507, "store_full", str(exc))
         except ClientError as exc:
             return _error(400, "bad_request", str(exc))
         except ActorflowError as exc:
@@ -514,6 +517,8 @@ class _Webhooks:
             return exc.status, orjson.dumps({"error": exc.error, "detail": exc.detail})
         except EngineNotRunning as exc:
             return 503, orjson.dumps({"error": "engine_not_running", "detail": str(exc)})
+        except StoreFull as exc:
+            return 507, orjson.dumps({"error": "store_full", "detail": str(exc)})
         except ClientError as exc:
             return 400, orjson.dumps({"error": "bad_request", "detail": str(exc)})
         except ActorflowError as exc:

@@ -63,6 +63,7 @@ __all__ = [
     "ErrorTuple",
     "FrameReader",
     "encode_frame",
+    "frame_bytes",
 ]
 
 TASKS: Final = "T"
@@ -86,7 +87,11 @@ _U64 = struct.Struct("!Q")
 
 def encode_frame(msg: tuple[Any, ...]) -> bytes:
     """One frame, as ``Connection.send_bytes`` would write it (4-byte length, then pickle)."""
-    body = pickle.dumps(msg, 5)
+    return frame_bytes(pickle.dumps(msg, 5))
+
+
+def frame_bytes(body: bytes) -> bytes:
+    """``body`` framed as ``Connection.send_bytes`` frames it (its length first)."""
     n = len(body)
     if n > 0x7FFFFFFF:
         return _I32.pack(-1) + _U64.pack(n) + body

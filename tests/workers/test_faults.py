@@ -177,3 +177,44 @@ def test_workers_that_cannot_start_fail_start_fast(make_engine: Callable[..., af
     with pytest.raises(af.PoolUnavailable, match="exit while starting"):
         engine.start()
     assert not engine.running
+
+
+def test_memory_blow_up_is_killed_at_twice_the_limit(
+    make_engine: Callable[..., af.Engine], counter_file: Path
+) -> None:
+    engine = make_engine(max_memory_per_worker="100MB")
+    _with_bystander(engine, counter_file, steps.blow_up_memory)
+    with engine:
+        bystander = engine.trigger("bystander", {"sleep": 1.0, "log": str(counter_file)})
+        bad = engine.trigger("faulty", {"log": str(counter_file)})
+        with pytest.raises(af.WorkerCrashed, match="passed twice max_memory_per_worker") as info:
+            bad.result(timeout=60)
+        assert info.value.exitcode == -9 and info.value.step == "bad"
+        assert bystander.result(timeout=30) == "slow done"
+        stats = engine.statistics()["pool"]
+        assert stats["crashes"] == 1
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
+        engine.define("after").step("one", steps.add_one)
+        assert engine.trigger("after", {"n": 1}).result(timeout=30) == 2
+    assert executions(counter_file) == {"slow": 1, "bad": 1}
+
+
+def test_a_worker_that_stops_reading_its_pipe_stalls_nothing(
+    make_engine: Callable[..., af.Engine], counter_file: Path
+) -> None:
+    """A worker busy in a step does not read its pipe. The engine sends it far more queued
+    work than a pipe holds (32 prefetched tasks of 30 KB); the dispatcher must not block on
+    that write, or the step's timeout could never kill it and the engine would hang."""
+    engine = make_engine(workers=1)
+    engine.define("t").step("x", steps.tiny_or_hang, timeout=2.0, retry=NO_RETRY)
+    with engine:
+        for _ in range(5):  # its duration becomes known as short: tasks may queue behind it
+            assert engine.trigger("t", {}).result(timeout=30) == 0
+        hung = engine.trigger("t", {"hang": True, "log": str(counter_file)})
+        wait_until(lambda: executions(counter_file).get("x") == 1)
+        pad = "p" * 30_000
+        handles = engine.trigger_many("t", [{"pad": pad} for _ in range(40)])
+        with pytest.raises(af.StepTimeout):
+            hung.result(timeout=30)
+        assert [h.result(timeout=60) for h in handles] == [30_000] * 40
+        assert engine.statistics()["pool"]["timeouts"] == 1
