@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := pyproject.toml setup.py native/_evaluator_c.pyx
 
-.PHONY: demo test test-pure bench lint typecheck docs clean
+.PHONY: demo test test-pure test-faults soak bench lint typecheck docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,21 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/actorflow demo
 
 # The whole suite twice: with the compiled evaluator (and a test that fails if it did not
-# load), then with the pure-Python twin.
+# load), then with the pure-Python twin. The chaos and soak runs (marker "reliability": 12
+# engine SIGKILLs, a 2-minute soak) test processes, not the evaluator: they run once.
 test: $(VENV)/.installed
 	ACTORFLOW_REQUIRE_NATIVE=1 $(PY) -m pytest
-	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest -q
+	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not reliability"
+
+# The long form of the fault suite: worker and storage faults, then 200 SIGKILLs of the
+# engine process with the invariants checked (report in bench/results/chaos-latest.json).
+test-faults: $(VENV)/.installed
+	$(PY) -m pytest -q tests/workers/test_faults.py tests/store/test_storage_faults.py
+	$(PY) -m tests.chaos --kills 200 --runs 800 --json bench/results/chaos-latest.json
+
+# The 30-minute soak: steady triggers, a worker SIGKILLed every 5 s (bench/results/soak-latest.json).
+soak: $(VENV)/.installed
+	$(PY) -m tests.soak --minutes 30 --json bench/results/soak-latest.json
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/actorflow bench

@@ -81,6 +81,8 @@ class EngineConfig:
             its shared-memory segment is the copy that survives an engine crash).
         api_token: a bearer token ``engine.asgi()`` requires for its REST API, dashboard and
             metrics (empty: none); best from ``ACTORFLOW_API_TOKEN``; never shown.
+        api_rate_limit: requests per second ``engine.asgi()`` allows each client address
+            (0: no limit); past it, 429 with ``Retry-After``.
         tracing: run steps inside their OpenTelemetry span's context (set by
             ``af.observability.trace(engine)``, which also exports the spans).
         codecs: the codec chain sealing stored user data (payloads, outputs, errors,
@@ -120,6 +122,7 @@ class EngineConfig:
     blob_write_delay: float = 0.2
     tracing: bool = False
     api_token: str = field(default="", repr=False)
+    api_rate_limit: float = 0.0
     codecs: tuple[str, ...] = ()
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -152,6 +155,9 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name}: expected a positive number of seconds, got {value!r}")
+        rate = self.api_rate_limit
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
+            problems.append(f"api_rate_limit: expected requests per second >= 0, got {rate!r}")
         delay = self.blob_write_delay
         if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
             problems.append(f"blob_write_delay: expected seconds >= 0, got {delay!r}")

@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--read-only", action="store_true", help="refuse API actions (403); no dashboard buttons"
     )
     serve.add_argument("--no-dashboard", action="store_true", help="serve no dashboard at /")
+    serve.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="requests per second per client address (429 past it; default: api_rate_limit)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser(
@@ -385,7 +392,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ActorflowError(f"--port: expected 1 to 65535, got {args.port}")
-    serve(args.app, args.host, args.port, args.log_level, args.read_only, not args.no_dashboard)
+    serve(
+        args.app,
+        args.host,
+        args.port,
+        args.log_level,
+        args.read_only,
+        not args.no_dashboard,
+        args.rate_limit,
+    )
     return 0
 
 

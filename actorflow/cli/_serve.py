@@ -14,7 +14,9 @@ from actorflow.errors import ClientError
 __all__ = ["load_app", "load_object", "serve"]
 
 
-def load_app(target: str, read_only: bool = False, dashboard: bool = True) -> Any:
+def load_app(
+    target: str, read_only: bool = False, dashboard: bool = True, rate_limit: float | None = None
+) -> Any:
     """Resolve ``module:attr`` or ``path/to/file.py:attr`` (attr default ``engine``).
 
     The attribute may be an :class:`~actorflow.Engine` (its ``asgi()`` app is served) or any
@@ -27,7 +29,7 @@ def load_app(target: str, read_only: bool = False, dashboard: bool = True) -> An
     from actorflow.runtime._engine import Engine
 
     if isinstance(obj, Engine):
-        return obj.asgi(read_only=read_only, dashboard=dashboard)
+        return obj.asgi(read_only=read_only, dashboard=dashboard, rate_limit=rate_limit)
     return obj
 
 
@@ -69,11 +71,12 @@ def serve(
     log_level: str,
     read_only: bool = False,
     dashboard: bool = True,
+    rate_limit: float | None = None,
 ) -> None:
     """Serve the app until interrupted (SIGINT/SIGTERM stop the engine cleanly)."""
     import uvicorn
 
-    app = load_app(target, read_only, dashboard)
+    app = load_app(target, read_only, dashboard, rate_limit)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level)

@@ -895,7 +895,12 @@ class Engine:
         return self._read(list_approvals, status, run_id)
 
     def asgi(
-        self, *, read_only: bool = False, dashboard: bool = True, token: str | None = None
+        self,
+        *,
+        read_only: bool = False,
+        dashboard: bool = True,
+        token: str | None = None,
+        rate_limit: float | None = None,
     ) -> Any:
         """One ASGI app: webhooks, the JSON REST API, the dashboard, metrics and health.
 
@@ -914,6 +919,10 @@ class Engine:
                 (webhooks keep their signatures; health checks stay open); default: the
                 ``api_token`` setting (``ACTORFLOW_API_TOKEN``), empty for none. Open the
                 dashboard once with ``/?token=...``; it keeps the token in a cookie.
+            rate_limit: requests per second allowed per client address (bursts of twice
+                that), answered 429 with ``Retry-After`` past it; health checks are exempt.
+                Default: the ``api_rate_limit`` setting (``ACTORFLOW_API_RATE_LIMIT``); 0
+                for none.
 
         Raises:
             DefinitionError: a definition is invalid, or two webhooks share a path and method.
@@ -921,7 +930,12 @@ class Engine:
         from actorflow.triggers._http import build_app
 
         chosen = self.config.api_token if token is None else token
-        return build_app(self, read_only=read_only, dashboard=dashboard, token=chosen)
+        rate = self.config.api_rate_limit if rate_limit is None else rate_limit
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
+            raise ConfigError(f"rate_limit: expected requests per second >= 0, got {rate!r}")
+        return build_app(
+            self, read_only=read_only, dashboard=dashboard, token=chosen, rate_limit=rate
+        )
 
     def graph(self, workflow: str) -> dict[str, Any]:
         """A workflow's graph as plain data (``nodes`` and ``edges``), as the dashboard draws it.

@@ -198,7 +198,7 @@ def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) ->
         if abs(now - stamp) > STRIPE_TOLERANCE:
             raise _HttpError(401, "signature", "Stripe-Signature timestamp is too old")
         expected = hmac.new(key, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-        if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
+        if not any(_same(expected, v) for v in parts.get("v1", [])):
             raise _HttpError(401, "signature", "signature does not match")
         return
     name = "x-hub-signature-256" if spec.signature == "github" else "x-signature"
@@ -207,8 +207,17 @@ def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) ->
         raise _HttpError(401, "signature", f"missing {name} header")
     given = header.removeprefix("sha256=")
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given):
+    if not _same(expected, given):
         raise _HttpError(401, "signature", "signature does not match")
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of a hex digest with what a request sent.
+
+    As bytes: ``compare_digest`` refuses str with non-ASCII characters (a TypeError, which
+    would answer 500), and a header may hold any character.
+    """
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def _read_only(route: Route) -> Route:
@@ -223,7 +232,11 @@ def _read_only(route: Route) -> Route:
 
 
 def build_app(
-    engine: Engine, read_only: bool = False, dashboard: bool = True, token: str = ""
+    engine: Engine,
+    read_only: bool = False,
+    dashboard: bool = True,
+    token: str = "",
+    rate_limit: float = 0.0,
 ) -> Any:
     """The ASGI app for ``engine`` (see the module docstring).
 
@@ -444,7 +457,12 @@ def build_app(
         from actorflow.triggers._auth import TokenGate
 
         app = TokenGate(app, token)
-    return _Webhooks(app, engine, hooks, limit)
+    front: Any = _Webhooks(app, engine, hooks, limit)
+    if rate_limit:
+        from actorflow.triggers._limits import RateLimit
+
+        front = RateLimit(front, rate_limit)
+    return front
 
 
 class _Webhooks:

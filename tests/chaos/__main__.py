@@ -1,0 +1,3 @@
+from tests.chaos.driver import main
+
+raise SystemExit(main())
