@@ -47,7 +47,8 @@ class SoakReport:
     completed: int
     lost: int  # triggered runs not completed with their expected output
     worker_kills: int
-    step_retries: int  # attempts that followed a killed worker
+    worker_deaths: int  # as the engine counted them (each kill must be noticed)
+    step_retries: int  # attempts after a failed one (a step on a killed worker)
     run_p50_ms: float
     run_p99_ms: float
     step_p99_ms: float  # a step attempt's duration in its worker
@@ -134,6 +135,7 @@ def soak(
         deadline = time.monotonic() + 120
         while started and time.monotonic() < deadline:
             time.sleep(0.05)
+        deaths = int(engine.statistics()["pool"]["crashes"])
         runs = engine.runs(workflow="soak", limit=triggered + 10)
         done = [r for r in runs if r.status is af.RunStatus.COMPLETED]
         # exactly-once results: a sample of them read back in full
@@ -147,6 +149,7 @@ def soak(
         completed=completed,
         lost=triggered - completed,
         worker_kills=kills,
+        worker_deaths=deaths,
         step_retries=retries,
         run_p50_ms=round(_percentile(run_ms, 0.50), 2),
         run_p99_ms=round(_percentile(run_ms, 0.99), 2),

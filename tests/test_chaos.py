@@ -18,6 +18,7 @@ from tests.chaos.driver import run
 
 
 @pytest.mark.reliability
+@pytest.mark.timeout(900)
 def test_sigkill_the_engine_again_and_again_loses_nothing(tmp_path: Path) -> None:
     report = run(kills=12, runs=72, seed=12, workdir=tmp_path)
     assert report.failures == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import actorflow as af
@@ -23,15 +23,7 @@ class Findings:
     violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "runs": self.runs,
-            "keys": self.keys,
-            "executions": self.executions,
-            "recorded_attempts": self.recorded_attempts,
-            "events": self.events,
-            "interrupted": self.interrupted,
-            "violations": self.violations,
-        }
+        return asdict(self)
 
 
 def _base(step: str) -> str:
