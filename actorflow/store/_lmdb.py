@@ -186,7 +186,8 @@ class LmdbStore:
                 sums, fresh = txn.get(_SUMS_KEY), txn.get(K.FORMAT_KEY) is None
             self.checksums = sums == b"crc32"
             if sums is None and fresh and not read_only and self._empty():
-                self._env_write([(K.META, _SUMS_KEY, b"crc32")])
+                with self._env.begin(write=True, db=meta) as txn:
+                    txn.put(_SUMS_KEY, b"crc32")
                 self.checksums = True
         try:
             self._verify()
@@ -201,11 +202,6 @@ class LmdbStore:
                 for name, h in self._dbs.items()
                 if name != K.META
             )
-
-    def _env_write(self, ops: list[tuple[str, bytes, bytes]]) -> None:
-        with self._env.begin(write=True) as txn:
-            for db, key, value in ops:
-                txn.put(key, value, db=self._dbs[db])
 
     def _checked(self, db: str, key: bytes | memoryview, value: bytes | memoryview) -> bytes:
         """``value`` without its checksum, which must match (else StoreCorrupted)."""
@@ -225,8 +221,8 @@ class LmdbStore:
         read fault with SIGBUS (the process dies), so its length is checked; then every
         database's B-tree is walked (keys only), which meets a broken page as an LMDB error,
         with each record's checksum, up to :data:`_WALK_LIMIT` bytes of used pages (about
-        0.3 s per 100 MB); a larger store has the first and last leaf of each database
-        checked at open, every record is still checked when read, and ``actorflow store
+        0.3 s per 100 MB), at the engine's (writable) open; a larger store, or a read-only
+        open, has the first and last leaf of each database checked, every record is still checked when read, and ``actorflow store
         check`` reads them all.
         """
         info = self._env.info()
@@ -242,7 +238,9 @@ class LmdbStore:
                 f"{data} is truncated: {size} bytes, but its pages need {needed}; it was left "
                 "untouched: restore it from a backup (actorflow store backup)"
             )
-        walk = needed <= _WALK_LIMIT
+        # Only the engine's (writable) open walks: read-only opens come and go (the CLI, a
+        # stopped engine's reads) and check each record as they read it anyway.
+        walk = needed <= _WALK_LIMIT and not self.read_only
         name = ""
         try:
             with self._env.begin(buffers=True) as txn:
