@@ -71,6 +71,11 @@ class EngineConfig:
             bytes (0: never); also ``"512MB"``, ``"2GiB"``... A step whose worker passes
             twice this while it runs (a memory blow-up) is killed and fails as a
             ``WorkerCrashed``, retried by its policy.
+        max_interruptions: a step whose attempts the engine's death (a crash, a kill, a
+            restart while it ran) interrupted this many times is not run again: it fails
+            (``StepFailed``, kind ``interrupted``), so a step that kills the engine cannot
+            keep it in a crash loop (0: no limit). Interrupted attempts do not count against
+            the step's retry policy.
         shm_threshold: out-of-band buffers (numpy arrays, large bytes...) of more than this
             many bytes travel between the engine and workers through shared memory, not the
             pipe (0: never); also ``"1MiB"``...
@@ -117,6 +122,7 @@ class EngineConfig:
     sticky_cache_ttl: float = 0.0
     max_tasks_per_worker: int = 0
     max_memory_per_worker: int = 0
+    max_interruptions: int = 10
     shm_threshold: int = 1 << 20
     shm_max_bytes: int = 0
     blob_write_delay: float = 0.2
@@ -140,7 +146,7 @@ class EngineConfig:
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
             "sticky_cache_size", "max_tasks_per_worker", "max_memory_per_worker",
-            "shm_threshold", "shm_max_bytes", "max_map_size",
+            "shm_threshold", "shm_max_bytes", "max_map_size", "max_interruptions",
         ):  # fmt: skip
             value = getattr(self, name)
             low = (

@@ -108,3 +108,12 @@ def service_call(log: str, down: str) -> str:
     if os.path.exists(down):
         raise ConnectionError("service unavailable")
     return "ok"
+
+
+def kill_engine_always(log: str, name: str) -> None:
+    """A poison step: SIGKILL the engine process every time it runs."""
+    from tests.steps import _engine_pid
+
+    _record(log, name)
+    os.kill(_engine_pid(), signal.SIGKILL)
+    time.sleep(5)

@@ -17,6 +17,9 @@ Modes:
   shm             make (a 50 MB array) -> kill (SIGKILLs the engine once) -> sum; large values
                   are not written to disk before the kill (blob_write_delay=3600); prints
                   RECOVERED <saved> <lost> <swept> after start and RESULT <sum>
+  poison KIND     a run whose step SIGKILLs the engine every time (max_interruptions=2),
+                  KIND "graph" or "code"; prints RESULT, or FAILED <message> once the engine
+                  gives up on the step
   outside PHASE   a run pauses for approval, then waits for an event. Phase "pause": print
                   TOKEN when paused, then wait (the parent SIGKILLs). Phase "publish": resume
                   the token, publish the run's event and one nobody waits for yet, print
@@ -219,6 +222,33 @@ def code_sleep(data_dir: str, log: str, phase: str) -> None:
         print("RESULT", run.result(timeout=60), flush=True)
 
 
+def poison(data_dir: str, log: str, kind: str) -> None:
+    from tests import code_steps
+
+    engine = af.Engine(data_dir=data_dir, workers=1, max_interruptions=2)
+    engine.define("poison").step("a", steps.add_one).step("boom", steps.kill_engine_always).step(
+        "after", steps.add_one
+    )
+
+    @engine.workflow("poison_code")
+    async def poison_code(ctx: af.WorkflowContext, log: str) -> str:
+        try:
+            await ctx.step("boom", code_steps.kill_engine_always, log, "boom")
+        except af.StepFailed as exc:
+            return f"caught: {exc}"
+        return "survived"
+
+    with engine:
+        if kind == "graph":
+            run = engine.trigger("poison", {"n": 1, "log": log}, idempotency_key="p")
+        else:
+            run = engine.trigger("poison_code", log, idempotency_key="p")
+        try:
+            print("RESULT", run.result(timeout=60), flush=True)
+        except af.StepFailed as exc:
+            print("FAILED", exc, flush=True)
+
+
 if __name__ == "__main__":
     data_dir, log, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     Path(log).touch()
@@ -242,6 +272,8 @@ if __name__ == "__main__":
         code_sleep(data_dir, log, sys.argv[4])
     elif mode == "shm":
         shm(data_dir, log)
+    elif mode == "poison":
+        poison(data_dir, log, sys.argv[4])
     elif mode == "outside":
         outside(data_dir, sys.argv[4])
     else:

@@ -396,3 +396,20 @@ def tiny_or_hang(ctx: Any) -> int:
         while True:  # busy in a step: this worker does not read its pipe
             time.sleep(0.05)
     return len(ctx.payload.get("pad", ""))
+
+
+def _engine_pid() -> int:
+    """The engine process of this worker (the forkserver's parent, with forkserver)."""
+    import psutil
+
+    parent = psutil.Process(os.getppid())
+    if any("forkserver" in part for part in parent.cmdline()):
+        return int(parent.ppid())
+    return parent.pid
+
+
+def kill_engine_always(ctx: Any) -> None:
+    """A poison step: SIGKILL the engine process every time it runs."""
+    record(ctx)
+    os.kill(_engine_pid(), signal.SIGKILL)
+    time.sleep(5)

@@ -37,6 +37,7 @@ from actorflow.runtime._steps import (
     circuit_open,
     error_record,
     retry_delay,
+    too_interrupted,
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
@@ -399,8 +400,13 @@ def _resolve_err(sup: CodeSupervisor, st: State, record: dict[str, Any]) -> None
     sup.wake(["err", st.cmd.seq, record], ("err", st.cmd.seq, sup._exception(record)))
 
 
-def _fail_command(sup: CodeSupervisor, st: State, err: ErrorInfo, note: str) -> None:
-    """A command that cannot be carried out fails (the function sees StepFailed)."""
+def _fail_command(
+    sup: CodeSupervisor, st: State, err: ErrorInfo, note: str, record_attempt: bool = True
+) -> None:
+    """A command that cannot be carried out fails (the function sees StepFailed).
+
+    ``record_attempt``: note a failed attempt (not when the last one is already recorded).
+    """
     leaf = st.leaf
     now = _now(sup)
     leaf.status = StepStatus.FAILED
@@ -408,8 +414,9 @@ def _fail_command(sup: CodeSupervisor, st: State, err: ErrorInfo, note: str) -> 
     leaf.ended_at = now
     leaf.failures += 1
     leaf.error = error_record(err, leaf.path, leaf.attempt)
-    summary = attempt_summary(err) + (f" ({note})" if note else "")
-    leaf.attempts.append(attempt_record(leaf.attempt, "failed", err.kind, now, now, summary))
+    if record_attempt:
+        summary = attempt_summary(err) + (f" ({note})" if note else "")
+        leaf.attempts.append(attempt_record(leaf.attempt, "failed", err.kind, now, now, summary))
     sup.fx.ops.append(leaf.put())
     record = leaf.error
     sup.states.pop(st.cmd.seq, None)
@@ -751,6 +758,13 @@ def _resume_leaf(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None)
                 "the engine stopped (or the run panicked) while this attempt was in flight",
             )
         )  # fmt: skip
+        # (a ctx.map item is run again whatever its interruptions: the map's window owns it)
+        limit = sup.core.config.max_interruptions if st.cmd.kind == "step" else 0
+        poisoned = too_interrupted(leaf.attempts, limit)
+        if poisoned is not None:
+            sup.leaves.pop(leaf.path, None)
+            _fail_command(sup, st, poisoned, "", record_attempt=False)
+            return
     _dispatch(sup, st, leaf, args)
 
 

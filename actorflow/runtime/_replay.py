@@ -18,6 +18,7 @@ from actorflow.graph import _codes as G
 from actorflow.runtime import _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._messages import ErrorInfo
+from actorflow.runtime._steps import too_interrupted
 from actorflow.runtime._supervisor import Supervisor, move_status
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
@@ -162,6 +163,10 @@ def _resume_leaf(sup: Supervisor, frame: int, node: int, now: float) -> None:
                 "pid": None,
             }
         )
+        poisoned = too_interrupted(leaf.attempts, sup.core.config.max_interruptions)
+        if poisoned is not None:
+            sup._leaf_failed_for_good(leaf, poisoned)
+            return
     spec = sup.plan.specs[node]
     if leaf.handling:  # its error handler was running: run it again
         handler = getattr(spec, "on_error", None) or sup.compiled.spec.on_error

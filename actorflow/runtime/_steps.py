@@ -28,9 +28,30 @@ __all__ = [
     "circuit_open",
     "error_record",
     "retry_delay",
+    "too_interrupted",
 ]
 
 _MAX_ATTEMPT_MESSAGE = 300
+
+
+def too_interrupted(attempts: list[dict[str, Any]], limit: int) -> ErrorInfo | None:
+    """The failure of a step whose attempts the engine's death interrupted ``limit`` times.
+
+    Such a step may be what kills the engine (a poison step): running it again at every
+    start would keep the engine in a crash loop (``max_interruptions``; 0: no limit).
+    """
+    if not limit:
+        return None
+    n = sum(1 for a in attempts if a.get("status") == "interrupted")
+    if n < limit:
+        return None
+    return ErrorInfo(
+        "interrupted",
+        "actorflow.errors.StepFailed",
+        ("actorflow.errors.StepFailed", "actorflow.errors.RunError"),
+        f"interrupted by {n} engine stops while it ran (max_interruptions={limit}); not run "
+        "again: it may be what stops the engine",
+    )
 
 
 def error_record(err: ErrorInfo, step: str, attempt: int) -> dict[str, Any]:
