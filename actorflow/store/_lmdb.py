@@ -222,8 +222,8 @@ class LmdbStore:
         database's B-tree is walked (keys only), which meets a broken page as an LMDB error,
         with each record's checksum, up to :data:`_WALK_LIMIT` bytes of used pages (about
         0.3 s per 100 MB), at the engine's (writable) open; a larger store, or a read-only
-        open, has the first and last leaf of each database checked, every record is still checked when read, and ``actorflow store
-        check`` reads them all.
+        open, has the first and last leaf of each database checked, every record is still
+        checked when read, and ``actorflow store check`` reads them all.
         """
         info = self._env.info()
         psize = int(self._env.stat()["psize"])
