@@ -122,7 +122,7 @@ class EngineConfig:
     sticky_cache_ttl: float = 0.0
     max_tasks_per_worker: int = 0
     max_memory_per_worker: int = 0
-    max_interruptions: int = 10
+    max_interruptions: int = 20
     shm_threshold: int = 1 << 20
     shm_max_bytes: int = 0
     blob_write_delay: float = 0.2

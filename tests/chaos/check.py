@@ -20,6 +20,7 @@ class Findings:
     recorded_attempts: int = 0  # step attempts recorded in the store
     events: int = 0  # events published, signals sent, approvals resumed (acknowledged)
     interrupted: int = 0  # attempts the engine's death cut short (run again after restart)
+    most_interrupted: int = 0  # the most interrupted attempts of one step (max_interruptions)
     violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,6 +121,7 @@ def check(data_dir: str, log: str) -> Findings:
             if len(own) > allowed:
                 bad(f"run {r.id} step {step.path}: {len(own)} attempts > the {allowed} allowed")
             found.interrupted += len(step.attempts) - len(own)
+            found.most_interrupted = max(found.most_interrupted, len(step.attempts) - len(own))
     # Record before dispatch: every execution is an attempt the store recorded; and one that
     # was interrupted ran again only in a later engine lifetime.
     for (run_id, step, attempt), seen in executed.items():
