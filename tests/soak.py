@@ -47,7 +47,8 @@ class SoakReport:
     completed: int
     lost: int  # triggered runs not completed with their expected output
     worker_kills: int
-    worker_deaths: int  # as the engine counted them (each kill must be noticed)
+    worker_deaths: int  # workers the engine replaced (each kill must be noticed)
+    workers_at_end: int  # the pool's size once the last run finished (back to full)
     step_retries: int  # attempts after a failed one (a step on a killed worker)
     run_p50_ms: float
     run_p99_ms: float
@@ -122,7 +123,11 @@ def soak(
             triggered += 1
             n += 1
             if now >= next_kill:
-                workers = [c for c in me.children(recursive=True) if c.ppid() != me.pid]
+                workers = [
+                    c
+                    for c in me.children(recursive=True)
+                    if c.ppid() != me.pid and c.status() != psutil.STATUS_ZOMBIE
+                ]
                 if workers:
                     os.kill(rng.choice(workers).pid, signal.SIGKILL)
                     kills += 1
@@ -135,7 +140,14 @@ def soak(
         deadline = time.monotonic() + 120
         while started and time.monotonic() < deadline:
             time.sleep(0.05)
-        deaths = int(engine.statistics()["pool"]["crashes"])
+        # Replacements, not crashes: a worker killed while it starts (before the pool took
+        # it) is a failed start, replaced like a crashed one.
+        pool = engine.statistics()["pool"]
+        while pool["workers"] < 2 and time.monotonic() < deadline:  # a replacement starting
+            time.sleep(0.05)
+            pool = engine.statistics()["pool"]
+        deaths = int(pool["restarts"])
+        workers_at_end = int(pool["workers"])
         runs = engine.runs(workflow="soak", limit=triggered + 10)
         done = [r for r in runs if r.status is af.RunStatus.COMPLETED]
         # exactly-once results: a sample of them read back in full
@@ -150,6 +162,7 @@ def soak(
         lost=triggered - completed,
         worker_kills=kills,
         worker_deaths=deaths,
+        workers_at_end=workers_at_end,
         step_retries=retries,
         run_p50_ms=round(_percentile(run_ms, 0.50), 2),
         run_p99_ms=round(_percentile(run_ms, 0.99), 2),

@@ -23,5 +23,6 @@ def test_two_minute_soak_with_worker_kills(tmp_path: Path) -> None:
     assert report.lost == 0 and report.completed == report.runs
     assert report.worker_kills >= 20
     assert report.worker_deaths >= report.worker_kills  # each kill noticed, worker replaced
+    assert report.workers_at_end == 2
     assert report.fd_growth <= 2  # no descriptor leaks per worker restart or per run
     assert report.rss_growth_mb < 16, report.rss_mb  # flat after warm-up
