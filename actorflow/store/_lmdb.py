@@ -45,6 +45,7 @@ __all__ = ["LmdbStore"]
 
 _MAX_KEY = 511  # LMDB's compile-time key limit
 _CRC = struct.Struct("<I")
+_crc32 = zlib.crc32
 _SUMS_KEY = b"checksums"  # in meta: b"crc32" when every other record carries its checksum
 
 
@@ -205,14 +206,15 @@ class LmdbStore:
 
     def _checked(self, db: str, key: bytes | memoryview, value: bytes | memoryview) -> bytes:
         """``value`` without its checksum, which must match (else StoreCorrupted)."""
-        if len(value) < 4 or _CRC.unpack_from(value, len(value) - 4)[0] != zlib.crc32(
-            memoryview(value)[:-4], zlib.crc32(key)
-        ):
+        # Slicing bytes copies once, and that copy is both what is checked and returned
+        # (this runs for every record read: a page of the runs list reads 64).
+        body = value[:-4]
+        if len(value) < 4 or _crc32(body, _crc32(key)) != _CRC.unpack_from(value, len(body))[0]:
             raise StoreCorrupted(
                 f"record {db}/{bytes(key)[:60]!r} fails its checksum: the store's data file "
                 f"at {self.path} was altered on disk; restore it from a backup"
             )
-        return bytes(value[:-4])
+        return body if type(body) is bytes else bytes(body)
 
     def _verify(self) -> None:
         """Refuse a damaged store at open, before anything reads (or builds on) bad pages.
