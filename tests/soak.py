@@ -54,12 +54,33 @@ class SoakReport:
     run_p99_ms: float
     step_p99_ms: float  # a step attempt's duration in its worker
     rss_mb: list[float] = field(default_factory=list)  # the engine process, per sample
+    # RSS counts the store's mapped file pages, which grow with the store until the map is
+    # remapped; the process's anonymous memory (heap, stacks) is what a leak would grow.
+    heap_mb: list[float] = field(default_factory=list)
     fds: list[int] = field(default_factory=list)
     rss_growth_mb: float = 0.0  # last quarter's mean minus the second quarter's
+    heap_growth_mb: float = 0.0  # the same for anonymous memory
     fd_growth: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _anonymous_mb() -> float:
+    """This process's anonymous resident memory (RssAnon), in MiB; its RSS off Linux."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"RssAnon:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def _growth(samples: list[float], q: int) -> float:
+    """The last quarter's mean minus the second quarter's (the first is warm-up)."""
+    return round(statistics.mean(samples[-q:]) - statistics.mean(samples[q : 2 * q]), 1)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -101,6 +122,7 @@ def soak(
     engine.subscribe(heard)
     me = psutil.Process()
     rss: list[float] = []
+    heap: list[float] = []
     fds: list[int] = []
     kills = 0
     triggered = 0
@@ -134,6 +156,7 @@ def soak(
                 next_kill += kill_every
             if now >= next_sample:
                 rss.append(round(me.memory_info().rss / 2**20, 1))
+                heap.append(_anonymous_mb())
                 fds.append(me.num_fds())
                 next_sample += 1.0
         elapsed = time.perf_counter() - began
@@ -168,8 +191,10 @@ def soak(
         run_p99_ms=round(_percentile(run_ms, 0.99), 2),
         step_p99_ms=round(_percentile(step_ms, 0.99), 2),
         rss_mb=rss,
+        heap_mb=heap,
         fds=fds,
-        rss_growth_mb=round(statistics.mean(rss[-q:]) - statistics.mean(rss[q : 2 * q]), 1),
+        rss_growth_mb=_growth(rss, q),
+        heap_growth_mb=_growth(heap, q),
         fd_growth=round(statistics.mean(fds[-q:]) - statistics.mean(fds[q : 2 * q]), 1),
     )
 
@@ -184,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="actorflow-soak-") as tmp:
         report = soak(args.minutes * 60, args.rate, args.kill_every, tmp)
     data = report.as_dict()
-    summary = {k: v for k, v in data.items() if k not in ("rss_mb", "fds")}
+    summary = {k: v for k, v in data.items() if k not in ("rss_mb", "heap_mb", "fds")}
     summary["rss_mb_first_last"] = [data["rss_mb"][0], data["rss_mb"][-1]]
+    summary["heap_mb_first_last"] = [data["heap_mb"][0], data["heap_mb"][-1]]
     summary["fds_first_last"] = [data["fds"][0], data["fds"][-1]]
     print(json.dumps(summary, indent=2))
     if args.json:
