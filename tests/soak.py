@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +84,18 @@ def _growth(samples: list[float], q: int) -> float:
     return round(statistics.mean(samples[-q:]) - statistics.mean(samples[q : 2 * q]), 1)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
+def _percentile(histogram: Counter[int], q: float) -> float:
+    """The ``q`` quantile, in ms, of a histogram of 10 us buckets."""
+    total = sum(histogram.values())
+    if not total:
         return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    rank = min(total - 1, int(q * total))
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen > rank:
+            return round(bucket / 100, 2)
+    raise AssertionError("unreachable: the ranks add up to the total")
 
 
 def soak(
@@ -100,8 +108,10 @@ def soak(
         "c", soak_step, retry=retry
     )
     started: dict[str, float] = {}
-    run_ms: list[float] = []
-    step_ms: list[float] = []
+    # Latencies go in histograms of 10 us buckets, not lists: the driver shares the
+    # engine's process, and a list of every latency would grow the memory measured.
+    run_us10: Counter[int] = Counter()
+    step_us10: Counter[int] = Counter()
     retries = 0
     lock = threading.Lock()
 
@@ -112,10 +122,10 @@ def soak(
             with lock:
                 t0 = started.pop(event.run_id, None)
                 if t0 is not None:
-                    run_ms.append((now - t0) * 1000)
+                    run_us10[round((now - t0) * 100_000)] += 1
         elif isinstance(event, af.StepAttempted):
             if event.started_at is not None and event.ended_at is not None:
-                step_ms.append((event.ended_at - event.started_at) * 1000)
+                step_us10[round((event.ended_at - event.started_at) * 100_000)] += 1
             if event.attempt > 1:
                 retries += 1
 
@@ -187,9 +197,9 @@ def soak(
         worker_deaths=deaths,
         workers_at_end=workers_at_end,
         step_retries=retries,
-        run_p50_ms=round(_percentile(run_ms, 0.50), 2),
-        run_p99_ms=round(_percentile(run_ms, 0.99), 2),
-        step_p99_ms=round(_percentile(step_ms, 0.99), 2),
+        run_p50_ms=_percentile(run_us10, 0.50),
+        run_p99_ms=_percentile(run_us10, 0.99),
+        step_p99_ms=_percentile(step_us10, 0.99),
         rss_mb=rss,
         heap_mb=heap,
         fds=fds,
