@@ -112,8 +112,8 @@ def service_call(log: str, down: str) -> str:
 
 def kill_engine_always(log: str, name: str) -> None:
     """A poison step: SIGKILL the engine process every time it runs."""
-    from tests.steps import _engine_pid
+    from tests.steps import engine_pid
 
     _record(log, name)
-    os.kill(_engine_pid(), signal.SIGKILL)
+    os.kill(engine_pid(), signal.SIGKILL)
     time.sleep(5)

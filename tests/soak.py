@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,18 @@ class SoakReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> dict[str, Any]:
+        """The figures, with each sampled series cut to its first and last sample."""
+        data = self.as_dict()
+        out = {k: v for k, v in data.items() if k not in _SERIES}
+        for name in _SERIES:
+            series = data[name]
+            out[f"{name}_first_last"] = [series[0], series[-1]] if series else []
+        return out
+
+
+_SERIES = ("rss_mb", "heap_mb", "fds")
+
 
 def _anonymous_mb() -> float:
     """This process's anonymous resident memory (RssAnon), in MiB; its RSS off Linux."""
@@ -79,7 +92,7 @@ def _anonymous_mb() -> float:
     return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
-def _growth(samples: list[float], q: int) -> float:
+def _growth(samples: Sequence[float], q: int) -> float:
     """The last quarter's mean minus the second quarter's (the first is warm-up)."""
     return round(statistics.mean(samples[-q:]) - statistics.mean(samples[q : 2 * q]), 1)
 
@@ -205,7 +218,7 @@ def soak(
         fds=fds,
         rss_growth_mb=_growth(rss, q),
         heap_growth_mb=_growth(heap, q),
-        fd_growth=round(statistics.mean(fds[-q:]) - statistics.mean(fds[q : 2 * q]), 1),
+        fd_growth=_growth(fds, q),
     )
 
 
@@ -218,15 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="actorflow-soak-") as tmp:
         report = soak(args.minutes * 60, args.rate, args.kill_every, tmp)
-    data = report.as_dict()
-    summary = {k: v for k, v in data.items() if k not in ("rss_mb", "heap_mb", "fds")}
-    summary["rss_mb_first_last"] = [data["rss_mb"][0], data["rss_mb"][-1]]
-    summary["heap_mb_first_last"] = [data["heap_mb"][0], data["heap_mb"][-1]]
-    summary["fds_first_last"] = [data["fds"][0], data["fds"][-1]]
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(report.summary(), indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=1) + "\n")
+        args.json.write_text(json.dumps(report.as_dict(), indent=1) + "\n")
     return 0 if report.lost == 0 else 1
 
 

@@ -398,8 +398,12 @@ def tiny_or_hang(ctx: Any) -> int:
     return len(ctx.payload.get("pad", ""))
 
 
-def _engine_pid() -> int:
-    """The engine process of this worker (the forkserver's parent, with forkserver)."""
+def engine_pid() -> int:
+    """The engine process of this worker (the forkserver's parent, with forkserver).
+
+    Found from the process tree, not the payload: a run's payload is stored, and the engine
+    that restarts it has a new pid.
+    """
     import psutil
 
     parent = psutil.Process(os.getppid())
@@ -411,5 +415,5 @@ def _engine_pid() -> int:
 def kill_engine_always(ctx: Any) -> None:
     """A poison step: SIGKILL the engine process every time it runs."""
     record(ctx)
-    os.kill(_engine_pid(), signal.SIGKILL)
+    os.kill(engine_pid(), signal.SIGKILL)
     time.sleep(5)
