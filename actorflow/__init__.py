@@ -67,6 +67,7 @@ from actorflow.errors import (
     WorkerCrashed,
     WorkflowFailed,
     WorkflowNotFound,
+    WriteRejected,
 )
 from actorflow.runtime import (
     AttemptDetails,
@@ -155,6 +156,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WriteRejected",
     "__version__",
     "define_service",
     "observability",

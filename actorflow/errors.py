@@ -19,7 +19,8 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   └── NondeterminismError      a code workflow's replay diverged from its history
     ├── StoreError                   the store cannot be used (I/O, locked, newer format)
     │   ├── StoreCorrupted           the store's files or records are not what was written
-    │   └── StoreFull                disk full or max_map_size reached: new work refused
+    │   ├── StoreFull                disk full or max_map_size reached: new work refused
+    │   └── WriteRejected            one write refused for its content: only it failed
     ├── ClientError                  a client call was given something it cannot use
     │   ├── RunNotFound
     │   ├── WorkflowNotFound
@@ -80,6 +81,7 @@ __all__ = [
     "WorkerCrashed",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "WriteRejected",
 ]
 
 
@@ -350,6 +352,16 @@ class StoreFull(StoreError):
 
     Nothing is lost: the engine keeps what it has not committed yet and retries; it refuses
     new work with this error until space returns, and carries on by itself then.
+    """
+
+
+class WriteRejected(StoreError):
+    """The store refused one write for what it carries, not for a fault of its own.
+
+    A key over LMDB's 511 bytes or a malformed op, say. Only the write that carried it
+    failed: the engine commits the writes it was grouped with, the store is intact, and new
+    work goes on. Values from outside are checked before they get this far (a
+    :class:`ClientError` naming the field); this is the last guard.
     """
 
 

@@ -24,6 +24,8 @@ PUBLIC = {
     # observability, operations
     "observability", "CircuitBreaker", "CircuitOpen", "LifecycleEvent", "RunStarted",
     "StepAttempted", "RunFinished",
+    # hostile input
+    "WriteRejected",
 }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.errors import DefinitionError
+from actorflow.store import _keys as K
 
 if TYPE_CHECKING:
     from actorflow.code._driver import Driver
@@ -58,6 +59,10 @@ def _name(value: Any, what: str) -> str:
         raise DefinitionError(
             f"{what}: expected a non-empty name without '/' or '#', got {value!r}"
         )
+    # A repeated name is stored as ``name#n``: the limit leaves room for the suffix.
+    problem = K.part_problem(value, what, K.MAX_NAME)
+    if problem is not None:
+        raise DefinitionError(problem)
     return value
 
 
@@ -231,8 +236,11 @@ class WorkflowContext:
         """
         if not isinstance(event, str) or not event:
             raise DefinitionError(f"ctx.wait_for_event: event: expected a name, got {event!r}")
-        if key is not None and not isinstance(key, str):
-            raise DefinitionError(f"ctx.wait_for_event {event!r}: key: expected a str, got {key!r}")
+        problem = K.part_problem(event, "ctx.wait_for_event: event", K.MAX_NAME)
+        if problem is None and key is not None:
+            problem = K.part_problem(key, f"ctx.wait_for_event {event!r}: key", K.MAX_USER_KEY)
+        if problem is not None:
+            raise DefinitionError(problem)
         opts: dict[str, Any] = {
             "event": event,
             "key": key,

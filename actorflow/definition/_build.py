@@ -42,10 +42,10 @@ from actorflow.definition._spec import (
     function_ref,
 )
 from actorflow.errors import DefinitionError
+from actorflow.store import _keys as K
 
-__all__ = ["DEFAULT_CONCURRENCY", "Context", "build_flow", "validate_name"]
+__all__ = ["DEFAULT_CONCURRENCY", "Context", "build_flow", "path_problems", "validate_name"]
 
-_MAX_NAME = 200
 #: Items of a for_each in flight at once unless told otherwise.
 DEFAULT_CONCURRENCY = 1000
 
@@ -54,8 +54,9 @@ def validate_name(name: Any, what: str) -> str | None:
     """Return a problem with ``name`` (a workflow id or node name), or None if it is fine."""
     if not isinstance(name, str) or not name.strip():
         return f"{what}: expected a non-empty string, got {name!r}"
-    if len(name.encode()) > _MAX_NAME:
-        return f"{what}: expected at most {_MAX_NAME} bytes, got {len(name.encode())}"
+    problem = K.part_problem(name, what, K.MAX_NAME)
+    if problem is not None:
+        return problem
     if any(ord(c) < 32 for c in name):
         return f"{what}: must not contain control characters (NUL, newline...), got {name!r}"
     if "/" in name:
@@ -92,6 +93,28 @@ class Context:
             return False
         self.names.add(name)
         return True
+
+
+def path_problems(block: tuple[NodeSpec, ...], prefix: int = 0) -> list[str]:
+    """Nodes whose step path could pass the store's :data:`~actorflow.store._keys.MAX_PATH`.
+
+    A node inside loops is stored under ``loop[index]/.../name``; with the longest index each
+    loop allows, that path must still fit, or its records could not be written at run time.
+    """
+    out: list[str] = []
+    for node in block:
+        length = prefix + len(node.name.encode())
+        if length > K.MAX_PATH:
+            out.append(
+                f"{node.name[:40]!r}: its step path (with the loops around it) can reach "
+                f"{length} bytes, over the limit of {K.MAX_PATH}: use shorter names"
+            )
+        if isinstance(node, BranchSpec | ParallelSpec):
+            for arm in node.arms:
+                out.extend(path_problems(arm.block, prefix))
+        elif isinstance(node, WhileSpec | ForEachSpec):
+            out.extend(path_problems(node.body, length + len("[]/") + K.INDEX_DIGITS))
+    return out
 
 
 def build_flow(flow: Flow, ctx: Context, where: str) -> tuple[NodeSpec, ...]:
@@ -214,7 +237,10 @@ def _wait(raw: RawWait, ctx: Context) -> WaitSpec | None:
     if raw.kind == "event":
         if (p := validate_name(raw.event, f"{where}: event")) is not None:
             problems.append(p)
-        if raw.key is not None and not isinstance(raw.key, str):
+        if isinstance(raw.key, str):
+            if (p := K.part_problem(raw.key, f"{where}: key", K.MAX_USER_KEY)) is not None:
+                problems.append(p)
+        elif raw.key is not None:
             _check_callable(raw.key, 1, f"{where}: key", "(ctx) or a string", ctx)
         if raw.match is not None:
             _check_callable(raw.match, 2, f"{where}: match", "(ctx, payload)", ctx)

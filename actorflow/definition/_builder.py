@@ -12,7 +12,14 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Self
 
-from actorflow.definition._build import Context, _check_callable, _ref, build_flow, validate_name
+from actorflow.definition._build import (
+    Context,
+    _check_callable,
+    _ref,
+    build_flow,
+    path_problems,
+    validate_name,
+)
 from actorflow.definition._flow import Flow
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.definition._services import Service, ServiceInstance
@@ -311,6 +318,8 @@ class Workflow(Flow, Triggers):
         if not self._block:
             problems.append("has no steps: add one with .step(name, fn)")
         block = build_flow(self, ctx, "workflow")
+        if not problems:
+            problems.extend(path_problems(block))
         if problems:
             error = GraphError if ctx.structural else DefinitionError
             raise error(problems, self._id if isinstance(self._id, str) else None)

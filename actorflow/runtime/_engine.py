@@ -93,6 +93,7 @@ T = TypeVar("T")
 
 log = logging.getLogger("actorflow.engine")
 
+#: Bytes; keys longer than the store's MAX_USER_KEY are stored as their SHA-256.
 _MAX_IDEMPOTENCY_KEY = 1024
 
 
@@ -741,15 +742,7 @@ class Engine:
             data = encode_value(args[0] if args else None, "payload", core.sink)
         if idempotency_key is None:
             return core.submit(compiled.spec.id, data, None)
-        if not isinstance(idempotency_key, str) or not idempotency_key:
-            raise ClientError(
-                f"idempotency_key: expected a non-empty string, got {idempotency_key!r}"
-            )
-        if len(idempotency_key) > _MAX_IDEMPOTENCY_KEY:
-            raise ClientError(
-                f"idempotency_key: expected at most {_MAX_IDEMPOTENCY_KEY} characters, "
-                f"got {len(idempotency_key)}"
-            )
+        _check_part(idempotency_key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
         return core.submit(compiled.spec.id, data, idempotency_key)
 
     def run(self, run_id: str) -> RunHandle:
@@ -856,10 +849,9 @@ class Engine:
         self, run_id: str, name: str, payload: Any, key: str | None = None
     ) -> Promise[bool]:
         core = self._require_core(new_work=True)
-        if not isinstance(name, str) or not name:
-            raise ClientError(f"signal: name: expected a non-empty string, got {name!r}")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ClientError(f"idempotency_key: expected a non-empty string, got {key!r}")
+        _check_part(name, "signal: name", K.MAX_NAME)
+        if key is not None:
+            _check_part(key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
         data = encode_value(payload, f"payload of signal {name!r}")
         fut: Promise[bool] = Promise()
         core.route(run_id).tell(SignalRun(run_id, name, data, fut, key))
@@ -867,16 +859,14 @@ class Engine:
 
     def _query(self, run_id: str, name: str, args: tuple[Any, ...]) -> Promise[Any]:
         core = self._require_core()
-        if not isinstance(name, str) or not name:
-            raise ClientError(f"query: name: expected a non-empty string, got {name!r}")
+        _check_part(name, "query: name", K.MAX_NAME)
         fut: Promise[Any] = Promise()
         core.route(run_id).tell(QueryRun(run_id, name, tuple(args), fut))
         return fut
 
     def _update(self, run_id: str, name: str, payload: Any) -> Promise[Any]:
         core = self._require_core(new_work=True)
-        if not isinstance(name, str) or not name:
-            raise ClientError(f"update: name: expected a non-empty string, got {name!r}")
+        _check_part(name, "update: name", K.MAX_NAME)
         data = encode_value(payload, f"payload of update {name!r}")
         fut: Promise[Any] = Promise()
         core.route(run_id).tell(UpdateRun(run_id, name, data, str(new_run_id()), fut))
@@ -1034,7 +1024,8 @@ class Engine:
             memory: ``segments``, ``bytes``, ``in_use`` (neither free nor a cached copy),
             ``lent`` / ``reused`` / ``refused`` segment requests, blobs written),
             ``breakers`` (each circuit breaker's state and counters, by name), and the raw
-            counters under ``pool`` and ``store``.
+            counters under ``pool`` and ``store`` (``store["rejected"]``: writes the store
+            refused for their content, each failing only its sender).
         """
         core = self._require_core()
         out: dict[str, Any] = {}
@@ -1109,25 +1100,41 @@ class Engine:
             self._registry = registry_for(self)
         return exposition(self._registry)
 
-    def health(self) -> dict[str, Any]:
-        """Readiness (``GET /readyz``).
+    @property
+    def alive(self) -> bool:
+        """Liveness (``GET /healthz``): running, and not halted by a store failure.
 
-        Is the store writable, are workers alive, does the scheduler keep up with timers?
+        False once a commit failed for a fault of the store (an I/O error, corruption): the
+        engine then refuses all work until it is restarted, so an orchestrator should
+        restart the process. A full disk is not a halt (work resumes when space returns; see
+        :meth:`health`), nor is one write the store refused for its content.
+        """
+        return self._core is not None and self._failure is None
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and readiness (``GET /healthz``, ``GET /readyz``).
+
+        Is the engine alive (not halted by a store failure), is the store writable, are
+        workers alive, does the scheduler keep up with timers?
 
         Returns:
-            ``{"ready": bool, "checks": {"store": {...}, "workers": {...},
+            ``{"alive": bool, "ready": bool, "checks": {"store": {...}, "workers": {...},
             "scheduler": {...}}}``, each check with ``ok`` and what it saw.
         """
         core = self._core
         if core is None:
-            return {"ready": False, "checks": {"engine": {"ok": False, "detail": "stopped"}}}
+            return {
+                "alive": False,
+                "ready": False,
+                "checks": {"engine": {"ok": False, "detail": "stopped"}},
+            }
         checks: dict[str, dict[str, Any]] = {}
         failure = self._failure
         full = self._full
         checks["store"] = {
             "ok": failure is None and full is None,
             "detail": (
-                f"a commit failed: {failure}"
+                f"halted: a commit failed ({failure}); restart the engine"
                 if failure is not None
                 else f"full, commits wait for space: {full}"
                 if full is not None
@@ -1146,7 +1153,11 @@ class Engine:
             checks["scheduler"] = {"ok": lag <= _MAX_LAG, "lag_seconds": round(lag, 3)}
         except Exception as exc:
             checks["scheduler"] = {"ok": False, "detail": f"scheduler not answering: {exc}"}
-        return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}
+        return {
+            "alive": failure is None,
+            "ready": all(c["ok"] for c in checks.values()),
+            "checks": checks,
+        }
 
     # -- internals used by RunHandle -------------------------------------------------------
 
@@ -1347,6 +1358,13 @@ class Engine:
 #: Seconds ``health()`` waits for an actor's answer, and the timer lag it tolerates.
 _HEALTH_WAIT = 2.0
 _MAX_LAG = 5.0
+
+
+def _check_part(value: Any, what: str, limit: int) -> None:
+    """Refuse a client's string that would become part of a store key (see store/_keys.py)."""
+    problem = K.part_problem(value, what, limit)
+    if problem is not None:
+        raise ClientError(problem)
 
 
 def _submit(core: Core, ops: list[Op], then: Callable[[], Any], on_error: Any) -> None:

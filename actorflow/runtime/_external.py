@@ -35,7 +35,6 @@ __all__ = [
     "state_call",
 ]
 
-_MAX_NAME = 200
 _APPROVAL_STATUSES = ("waiting", "resumed", "expired", "cancelled")
 _STATE_TIMEOUT = 60.0
 
@@ -48,12 +47,11 @@ def publish(
     Returns:
         The event id, the promise, and how many waiting steps it was delivered to.
     """
-    if not isinstance(event, str) or not event or len(event.encode()) > _MAX_NAME:
-        raise ClientError(f"event: expected a non-empty name of at most {_MAX_NAME} bytes")
-    if "\x00" in event:
-        raise ClientError("event: must not contain NUL")
-    if key is not None and (not isinstance(key, str) or not key or "\x00" in key):
-        raise ClientError(f"key: expected a non-empty string without NUL, got {key!r}")
+    problem = K.part_problem(event, "event", K.MAX_NAME)
+    if problem is None and key is not None:
+        problem = K.part_problem(key, "key", K.MAX_USER_KEY)
+    if problem is not None:
+        raise ClientError(problem)
     seconds = core.config.event_ttl
     if ttl is not None:
         try:
@@ -87,7 +85,7 @@ def resume(core: Core, token: Any, payload: Any) -> Promise[bool]:
     Raises:
         ApprovalNotFound, ApprovalAlreadyResolved, ApprovalExpired: see the error tree.
     """
-    if not isinstance(token, str) or not token or len(token) > 200:
+    if K.part_problem(token, "token", K.MAX_NAME) is not None:
         raise ApprovalNotFound("token: expected the approval token string")
     raw = core.store.get(K.APPROVALS, K.approval_key(token))
     if raw is None:

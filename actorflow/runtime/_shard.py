@@ -15,10 +15,12 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from actorflow import _faults
 from actorflow._types import RunStatus
+from actorflow.errors import WriteRejected
 from actorflow.runtime._core import Core
 from actorflow.runtime._counts import Counts
 from actorflow.runtime._inbox import Actor, tell
@@ -47,7 +49,7 @@ from actorflow.runtime._steps import attempt_summary
 from actorflow.runtime._supervisor import Effects, Supervisor
 from actorflow.store import _keys as K
 from actorflow.store._codec import set_thread_sink
-from actorflow.store._protocol import Op
+from actorflow.store._protocol import Op, long_key
 
 __all__ = ["Shard"]
 
@@ -101,6 +103,7 @@ class Shard(Actor):
         self._stops: list[tuple[str, str]] = []
         self._then: list[Callable[[], Any]] = []
         self._on_error: list[Callable[[BaseException], Any]] = []
+        self._written: list[str] = []  # runs whose effects the pending write carries
         self._folded = 0
 
     @property
@@ -218,6 +221,8 @@ class Shard(Actor):
                 self._update(message)
             elif t is RestartRun:
                 self._restart(message)
+            elif t is _Refused:
+                self._fail_refused(message)
             else:
                 super().on_receive(message)
         except Exception as exc:
@@ -483,7 +488,15 @@ class Shard(Actor):
     ) -> None:
         """Fold the supervisor's effects into the pending write."""
         sup.take_history()
+        problem = long_key(sup.fx.ops)
+        if problem is not None:
+            # The store would refuse this run's records (and with them the whole group
+            # commit): fail this run alone, before its effects join the others'.
+            log.error("shard %d: run %s fails: %s", self._index, sup.run_id, problem)
+            sup.fail_internal(WriteRejected(problem))
+            sup.take_history()
         fx, sup.fx = sup.fx, Effects()
+        self._written.append(sup.run_id)
         sup.commits += 1
         commit = sup.commits
         self._ops.extend(fx.ops)
@@ -536,7 +549,6 @@ class Shard(Actor):
         if not (self._ops or self._then):
             self._folded = 0
             return
-        errors = self._on_error
         write = Write(
             self._ops,
             self._dispatch,
@@ -544,11 +556,39 @@ class Shard(Actor):
             self._cancel,
             self._stops,
             self._then,
-            functools.partial(_fail_all, errors) if errors else None,
+            functools.partial(self._refused, self._on_error, self._written),
         )
         self._reset()
         assert self._core.writer is not None
         self._core.writer.tell(write)
+
+    def _refused(
+        self, callbacks: list[Callable[[BaseException], Any]], runs: list[str], exc: BaseException
+    ) -> None:
+        """A write of this shard was not committed (called on the writer's thread)."""
+        _fail_all(callbacks, exc)
+        if isinstance(exc, WriteRejected) and runs:
+            # Refused for its content although each run's keys were checked: which run
+            # carried it is unknown, and their state in memory is ahead of the store. They
+            # fail (an internal error) rather than go on from records the store lacks.
+            tell(self.actor_ref, _Refused(tuple(runs), str(exc)))
+
+    def _fail_refused(self, msg: _Refused) -> None:
+        for run_id in msg.runs:
+            sup = self._runs.get(run_id)
+            if sup is not None and not sup.finished:
+                sup.fail_internal(
+                    WriteRejected(f"the store refused a write of this run: {msg.error}")
+                )
+                self._commit(sup)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """The store refused a write carrying these runs' effects (see ``Shard._refused``)."""
+
+    runs: tuple[str, ...]
+    error: str
 
 
 def _answer(core: Core, run_id: str, update_id: str, value: Any, error: Any) -> None:

@@ -29,7 +29,6 @@ from actorflow.store._protocol import Op, Store
 __all__ = ["StateStore"]
 
 _EXP = struct.Struct(">Q")
-_MAX_KEY = 400  # bytes: with the scope, the whole LMDB key stays under its 511-byte limit
 #: ``submit(ops, on_durable, on_error)``: hand ops to the store writer.
 Submit = Callable[[list[Op], Callable[[], Any], Callable[[BaseException], Any]], None]
 #: ``done(ok, answer_or_error)``.
@@ -179,14 +178,9 @@ class StateStore:
         return ops
 
     def _key(self, scope: str, name: Any) -> bytes:
-        if not isinstance(name, str) or not name:
-            raise ClientError(f"state key: expected a non-empty string, got {name!r}")
-        if "\x00" in name:
-            raise ClientError(f"state key: must not contain NUL, got {name!r}")
-        if len(name.encode()) > _MAX_KEY:
-            raise ClientError(
-                f"state key: expected at most {_MAX_KEY} bytes, got {len(name.encode())}"
-            )
+        problem = K.part_problem(name, "state key", K.MAX_USER_KEY)
+        if problem is not None:
+            raise ClientError(problem)
         return K.state_key(scope, name)
 
     def _entry(self, key: bytes) -> bytes | None:
@@ -257,6 +251,10 @@ def _expiry(ttl: Any, now_ms: int) -> int:
 def _prefix(prefix: Any) -> str:
     if not isinstance(prefix, str):
         raise ClientError(f"prefix: expected a string, got {prefix!r}")
+    if prefix:  # "" lists every key
+        problem = K.part_problem(prefix, "prefix", K.MAX_USER_KEY)
+        if problem is not None:
+            raise ClientError(problem)
     return prefix
 
 

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from actorflow._types import StepStatus, new_run_id
 from actorflow.definition._spec import WaitSpec
+from actorflow.errors import ClientError
 from actorflow.graph._codes import C_SLEEP
 from actorflow.runtime._messages import ErrorInfo, EventDelivered, ResumeApproval
-from actorflow.runtime._nodes import call_user
+from actorflow.runtime._nodes import call_user, error_info
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._protocol import Op, Store
@@ -220,6 +221,12 @@ def start_wait(sup: Supervisor, frame: int, node: int) -> None:
             sup._leaf_failed_for_good(leaf, err)
             return
         key = None if value is None else str(value)
+        problem = None if key is None else K.part_problem(key, "key(ctx)", K.MAX_USER_KEY)
+        if problem is not None:
+            err = error_info(ClientError(problem))
+            leaf.attempts.append(_attempt(leaf, "failed", now, problem))
+            sup._leaf_failed_for_good(leaf, err)
+            return
     leaf.wait = {"event": spec.event, "key": key}
     if _take_inbox(sup, leaf, spec):
         return

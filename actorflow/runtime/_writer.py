@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import pykka
 
 from actorflow import _faults
-from actorflow.errors import StoreFull
+from actorflow.errors import StoreFull, WriteRejected
 from actorflow.runtime._counts import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 from actorflow.runtime._inbox import Actor, tell
 from actorflow.runtime._messages import AddTimers, CancelTasks, Dispatch, Write
@@ -49,13 +50,22 @@ class Targets(Protocol):
 class WriterStats:
     """Counters of the writer, read by ``engine.statistics()`` and tests."""
 
-    __slots__ = ("batch_sizes", "batches", "commit_seconds", "largest_batch", "ops", "writes")
+    __slots__ = (
+        "batch_sizes",
+        "batches",
+        "commit_seconds",
+        "largest_batch",
+        "ops",
+        "rejected",
+        "writes",
+    )
 
     def __init__(self) -> None:
         self.batches = 0  # transactions committed
         self.writes = 0  # Write messages acknowledged
         self.ops = 0  # key writes and deletes
         self.largest_batch = 0  # most Write messages in one transaction
+        self.rejected = 0  # Write messages the store refused for their content
         self.commit_seconds = Histogram(COMMIT_BUCKETS)  # for the metrics
         self.batch_sizes = Histogram(BATCH_BUCKETS)
 
@@ -66,6 +76,7 @@ class WriterStats:
             "writes": self.writes,
             "ops": self.ops,
             "largest_batch": self.largest_batch,
+            "rejected": self.rejected,
             "mean_batch": self.writes / self.batches if self.batches else 0.0,
         }
 
@@ -153,47 +164,29 @@ class StoreWriter(Actor):
         if self._failed is not None:
             self._fail(batch, self._failed)
             return
-        ops: list[Op] = []
-        for w in batch:
-            ops.extend(w.ops)
-        blob_ids: list[str] = []
-        if ops:
-            try:
-                if self._blobs is not None:
-                    extra, blob_ids = self._blobs.meta_ops(ops)
-                    ops.extend(extra)
-                began = time.perf_counter()
-                self._store.write(ops)
-                self.stats.commit_seconds.observe(time.perf_counter() - began)
-            except StoreFull as exc:
-                if self._on_full is not None and self.actor_ref.is_alive():
-                    self._hold(batch, exc)
-                    return
+        done, rest, exc = self._commit(batch)
+        if exc is not None:
+            if (
+                isinstance(exc, StoreFull)
+                and self._on_full is not None
+                and self.actor_ref.is_alive()
+            ):
+                self._hold(rest, exc)
+            else:
+                if not isinstance(exc, StoreFull):
+                    log.critical("store commit failed; the engine stops taking work: %s", exc)
                 self._failed = exc
-                self._fail(batch, exc)
+                self._fail(rest, exc)
                 self._on_failure(exc)
-                return
-            except Exception as exc:
-                log.critical("store commit failed; the engine stops taking work: %s", exc)
-                self._failed = exc
-                self._fail(batch, exc)
-                self._on_failure(exc)
-                return
-            if self._full:
-                self._full = False
-                self._retry_in = _RETRY_FIRST
-                log.warning("store writable again: held writes committed, new work accepted")
-                if self._on_full is not None:
-                    self._on_full(None)
-            stats = self.stats
-            stats.batches += 1
-            stats.ops += len(ops)
-            stats.batch_sizes.observe(len(batch))
-            if len(batch) > stats.largest_batch:
-                stats.largest_batch = len(batch)
-        self.stats.writes += len(batch)
-        if blob_ids:
-            self._blobs.committed(blob_ids)
+        if not done:
+            return
+        if self._full and exc is None:
+            self._full = False
+            self._retry_in = _RETRY_FIRST
+            log.warning("store writable again: held writes committed, new work accepted")
+            if self._on_full is not None:
+                self._on_full(None)
+        self.stats.writes += len(done)
         if _faults.ACTIVE:
             _faults.crash_point("writer.after_commit")
         if self._periodic_sync:
@@ -201,13 +194,78 @@ class StoreWriter(Actor):
             if now - self._last_sync >= _SYNC_EVERY:
                 self._store.sync()
                 self._last_sync = now
-        self._deliver(batch)
-        for w in batch:
+        self._deliver(done)
+        for w in done:
             for callback in w.then:
                 try:
                     callback()
                 except Exception:  # a stopped receiver at shutdown; never lose the others
                     log.debug("write callback failed", exc_info=True)
+
+    def _commit(self, batch: list[Write]) -> tuple[list[Write], list[Write], BaseException | None]:
+        """Commit ``batch``, leaving out exactly the writes the store rejects.
+
+        One transaction if the store takes it all; if it rejects what the batch carries,
+        parts that leave out exactly the rejected writes (their senders get the error). A
+        rejection (:class:`WriteRejected`: a key LMDB cannot hold...) is about one write's
+        content, so it must not cost the writes grouped with it: the group is split in
+        halves until each rejected write is alone (``2 log2(n)`` extra commits for one bad
+        write in ``n``), keeping the order of the others. Any other error stops there.
+
+        Returns:
+            The writes committed (in order), the writes not committed when a store error
+            stopped it (in order), and that error (None if none).
+        """
+        done: list[Write] = []
+        todo: deque[list[Write]] = deque([batch])
+        while todo:
+            part = todo.popleft()
+            try:
+                self._write(part)
+            except WriteRejected as exc:
+                if len(part) > 1:
+                    half = len(part) // 2
+                    todo.appendleft(part[half:])
+                    todo.appendleft(part[:half])
+                    continue
+                self.stats.rejected += 1
+                log.error(
+                    "the store refused one write for its content (its sender is told; the "
+                    "writes grouped with it are committed): %s",
+                    exc,
+                )
+                self._fail(part, exc)
+            except Exception as exc:
+                return done, [w for p in (part, *todo) for w in p], exc
+            else:
+                done.extend(part)
+        return done, [], None
+
+    def _write(self, part: list[Write]) -> None:
+        """One transaction for ``part`` (with the records of the blobs it refers to)."""
+        ops: list[Op] = []
+        for w in part:
+            ops.extend(w.ops)
+        if not ops:
+            return
+        blob_ids: list[str] = []
+        if self._blobs is not None:
+            try:
+                extra, blob_ids = self._blobs.meta_ops(ops)
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed large value
+                raise WriteRejected(f"a large value in this write is malformed: {exc}") from exc
+            ops.extend(extra)
+        began = time.perf_counter()
+        self._store.write(ops)
+        stats = self.stats
+        stats.commit_seconds.observe(time.perf_counter() - began)
+        stats.batches += 1
+        stats.ops += len(ops)
+        stats.batch_sizes.observe(len(part))
+        if len(part) > stats.largest_batch:
+            stats.largest_batch = len(part)
+        if blob_ids:
+            self._blobs.committed(blob_ids)
 
     def _hold(self, batch: list[Write], exc: StoreFull) -> None:
         """Keep ``batch`` (in order, before anything newer) and retry after a delay."""

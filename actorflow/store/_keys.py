@@ -29,6 +29,13 @@ blobs           ``b`` NUL blob id                                 JSON blob reco
                 ``r`` NUL run id NUL blob id                      empty (blobs by run)
 ==============  ================================================  ===============================
 
+Key budget: LMDB refuses a key over :data:`MAX_KEY` bytes, and a refused key would fail the
+whole group commit that carried it. So every part of a key that comes from outside has a limit
+(:data:`MAX_NAME` for names, :data:`MAX_USER_KEY` for user-chosen keys, :data:`MAX_PATH` for a
+step's path), checked where it enters (definitions, client calls, ``ctx`` calls), and the
+limits are chosen so that no key built here from parts within them can pass :data:`MAX_KEY`
+(``tests/store/test_key_budget.py`` builds each key from its longest parts).
+
 A blob's bytes are a file under ``data_dir/blobs`` (see ``store/_blobfiles.py``); meta holds
 ``blob_token``, the store's random token that prefixes its blob ids and segment names.
 
@@ -55,6 +62,10 @@ __all__ = [
     "HISTORY",
     "IDEMPOTENCY",
     "INDEX",
+    "MAX_KEY",
+    "MAX_NAME",
+    "MAX_PATH",
+    "MAX_USER_KEY",
     "META",
     "RUNS",
     "SCHEDULES",
@@ -74,6 +85,7 @@ __all__ = [
     "history_prefix",
     "idempotency_key",
     "inbox_prefix",
+    "part_problem",
     "payload_key",
     "run_key",
     "schedule_key",
@@ -114,6 +126,37 @@ FORMAT_KEY: Final = b"format"
 BLOB_TOKEN_KEY: Final = b"blob_token"
 #: The store format this code writes; a store with a higher number is refused.
 FORMAT_VERSION: Final = 2
+
+#: LMDB's compile-time limit on a key's length, in bytes.
+MAX_KEY: Final = 511
+#: Longest name: workflow ids, node and command names, event, signal and update names.
+MAX_NAME: Final = 200
+#: Longest user-chosen key: event keys, state keys (idempotency keys are hashed past it).
+MAX_USER_KEY: Final = 256
+#: Longest step path: a node's name with the ``loop[index]/`` prefixes of its loops.
+MAX_PATH: Final = 256
+#: Digits allowed for a for_each item or while iteration index in a step path.
+INDEX_DIGITS: Final = 10
+
+
+def part_problem(value: object, what: str, limit: int) -> str | None:
+    """What is wrong with ``value`` as a key part (None if nothing).
+
+    A part must be a non-empty ``str`` without NUL (NUL separates key parts) whose UTF-8
+    encoding has at most ``limit`` bytes. The message names ``what`` and the limit.
+    """
+    if not isinstance(value, str) or not value:
+        return f"{what}: expected a non-empty string, got {value!r}"
+    if "\x00" in value:
+        return f"{what}: must not contain NUL, got {value[:60]!r}"
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return f"{what}: must be valid Unicode text (it has a lone surrogate): {value[:60]!r}"
+    if size > limit:
+        return f"{what}: expected at most {limit} bytes (UTF-8), got {size}"
+    return None
+
 
 _SEP = b"\x00"
 _DUE = struct.Struct(">Q")
@@ -208,7 +251,7 @@ def idempotency_key(workflow: str, key: str) -> bytes:
     Long user keys are replaced by their SHA-256 so the whole key stays under LMDB's limit.
     """
     raw = key.encode()
-    if len(raw) > 256:
+    if len(raw) > MAX_USER_KEY:
         raw = b"#sha256:" + hashlib.sha256(raw).hexdigest().encode()
     return workflow.encode() + _SEP + raw
 

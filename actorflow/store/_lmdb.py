@@ -36,14 +36,14 @@ from typing import Any
 
 import lmdb
 
-from actorflow.errors import StoreCorrupted, StoreError, StoreFull
+from actorflow.errors import StoreCorrupted, StoreError, StoreFull, WriteRejected
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._protocol import Op, check_ops
 
 __all__ = ["LmdbStore"]
 
-_MAX_KEY = 511  # LMDB's compile-time key limit
+_MAX_KEY = K.MAX_KEY  # LMDB's compile-time key limit
 _CRC = struct.Struct("<I")
 _crc32 = zlib.crc32
 _SUMS_KEY = b"checksums"  # in meta: b"crc32" when every other record carries its checksum
@@ -302,8 +302,8 @@ class LmdbStore:
 
     def get(self, db: str, key: bytes) -> bytes | None:
         handle = self._db(db)
-        if handle is None:
-            return None
+        if handle is None or len(key) > _MAX_KEY:
+            return None  # (LMDB would raise for a key it can never hold)
         for _ in range(3):
             try:
                 with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
@@ -327,8 +327,11 @@ class LmdbStore:
         limit: int | None = None,
     ) -> list[tuple[bytes, bytes]]:
         handle = self._db(db)
-        if handle is None:
-            return []
+        if handle is None or len(prefix) > _MAX_KEY:
+            return []  # no stored key is that long
+        if after is not None and len(after) > _MAX_KEY:
+            # LMDB cannot position on it; no stored key lies between it and its head.
+            after = after[:_MAX_KEY]
         for _ in range(3):
             try:
                 with self._gate.read(), self._env.begin(db=handle) as txn:
@@ -375,21 +378,18 @@ class LmdbStore:
                 self._grow()  # StoreFull at max_map_size
                 continue
             except lmdb.BadValsizeError as exc:
+                # Refused for what the batch carries, not a fault of the store: a
+                # WriteRejected lets the writer fail only the write that carried it.
                 txn.abort()
-                check_ops(ops, self._known)  # names the bad op if it is malformed
-                long = next((k for _, k, _ in ops if len(k) > _MAX_KEY), None)
-                if long is not None:
-                    raise StoreError(
-                        f"key too long ({len(long)} bytes > {_MAX_KEY}): {long[:40]!r}..."
-                    ) from exc
-                raise StoreError(f"write refused by LMDB: {exc}") from exc
+                check_ops(ops, self._known)  # names the bad op
+                raise WriteRejected(f"write refused by LMDB: {exc}") from exc
             except lmdb.Error as exc:
                 txn.abort()
                 raise self._full(exc) or _translate(exc, "writing") from exc
             except (KeyError, TypeError, ValueError) as exc:
                 txn.abort()
                 check_ops(ops, self._known)
-                raise StoreError(f"invalid write batch: {exc}") from exc
+                raise WriteRejected(f"invalid write batch: {exc}") from exc
             except BaseException:
                 txn.abort()
                 raise

@@ -13,10 +13,10 @@ import secrets
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from actorflow.errors import StoreCorrupted, StoreError
+from actorflow.errors import StoreCorrupted, StoreError, WriteRejected
 from actorflow.store import _keys as K
 
-__all__ = ["BlobStore", "Op", "Store", "blob_token", "check_ops", "ensure_format"]
+__all__ = ["BlobStore", "Op", "Store", "blob_token", "check_ops", "ensure_format", "long_key"]
 
 #: One write: (database, key, value), or value None to delete the key.
 Op = tuple[str, bytes, bytes | None]
@@ -90,7 +90,14 @@ class Store(Protocol):
         ...
 
     def write(self, ops: Sequence[Op]) -> None:
-        """Apply ``ops`` atomically: all of them durably (per the durability mode) or none."""
+        """Apply ``ops`` atomically: all of them durably (per the durability mode) or none.
+
+        Raises:
+            WriteRejected: an op the store cannot hold (nothing of the batch is applied;
+                the store is intact).
+            StoreFull: no space (nothing is applied).
+            StoreError: the store failed.
+        """
         ...
 
     def sync(self) -> None:
@@ -102,22 +109,41 @@ class Store(Protocol):
         ...
 
 
+def long_key(ops: Sequence[Op]) -> str | None:
+    """What is wrong if an op's key is longer than the store can hold (None if none is).
+
+    Cheap enough for the hot path: the shards check each run's ops with it before they join
+    a group commit, so that one run's bad key fails that run and no other.
+    """
+    limit = K.MAX_KEY
+    for db, key, _ in ops:
+        if len(key) > limit:
+            return (
+                f"key too long for the store ({len(key)} bytes > {limit}) in {db}: "
+                f"{bytes(key[:40])!r}..."
+            )
+    return None
+
+
 def check_ops(ops: Sequence[Op], known: frozenset[str]) -> None:
     """Validate a batch before any of it is applied, so a bad op never half-writes a batch.
 
     Raises:
-        StoreError: naming the first bad op and what was expected.
+        WriteRejected: naming the first bad op and what was expected.
     """
     for i, op in enumerate(ops):
         if not isinstance(op, tuple) or len(op) != 3:
-            raise StoreError(f"write op {i}: expected (db, key, value), got {op!r}")
+            raise WriteRejected(f"write op {i}: expected (db, key, value), got {op!r}")
         db, key, value = op
         if db not in known:
-            raise StoreError(f"write op {i}: unknown database {db!r}")
+            raise WriteRejected(f"write op {i}: unknown database {db!r}")
         if not isinstance(key, bytes) or not key:
-            raise StoreError(f"write op {i}: key must be non-empty bytes, got {key!r}")
+            raise WriteRejected(f"write op {i}: key must be non-empty bytes, got {key!r}")
         if value is not None and not isinstance(value, bytes | bytearray | memoryview):
-            raise StoreError(f"write op {i}: value must be bytes or None, got {type(value)}")
+            raise WriteRejected(f"write op {i}: value must be bytes or None, got {type(value)}")
+    problem = long_key(ops)
+    if problem is not None:
+        raise WriteRejected(problem)
 
 
 def ensure_format(store: Store) -> int:

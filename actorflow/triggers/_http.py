@@ -247,8 +247,12 @@ def build_app(
 
     @_guard
     async def healthz(request: Request) -> Response:
-        running = engine.running
-        return _json({"status": "ok" if running else "stopped"}, 200 if running else 503)
+        if engine.alive:
+            return _json({"status": "ok"})
+        failure = engine._failure
+        if failure is not None:  # halted by a store failure: the process must be restarted
+            return _json({"status": "halted", "detail": f"a store commit failed: {failure}"}, 503)
+        return _json({"status": "stopped"}, 503)
 
     @_guard
     async def metrics(request: Request) -> Response:

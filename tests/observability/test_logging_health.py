@@ -67,6 +67,7 @@ def test_readiness_reports_each_check(make_engine: MakeEngine) -> None:
     engine = make_engine()
     engine.define("noop").step("one", steps.add_one)
     assert engine.health() == {
+        "alive": False,
         "ready": False,
         "checks": {"engine": {"ok": False, "detail": "stopped"}},
     }
@@ -90,6 +91,9 @@ def test_readiness_reports_each_check(make_engine: MakeEngine) -> None:
         assert r.status_code == 503
         assert r.json()["checks"]["store"] == {
             "ok": False,
-            "detail": "a commit failed: disk full",
+            "detail": "halted: a commit failed (disk full); restart the engine",
         }
+        assert r.json()["alive"] is False
+        r = asyncio.run(get("/healthz"))
+        assert r.status_code == 503 and r.json()["status"] == "halted"
         engine._failure = None

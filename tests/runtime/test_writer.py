@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import actorflow as af
 from actorflow.errors import StoreError
 from actorflow.runtime._messages import Write
 from actorflow.runtime._writer import StoreWriter
@@ -104,3 +105,49 @@ def test_a_write_is_not_left_pending_behind_a_proxy_call() -> None:
     finally:
         release.set()
         writer.stop()
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "memory"])
+def test_a_rejected_write_fails_alone(tmp_path: Path, kind: str) -> None:
+    """A write the store refuses for its content (a key over LMDB's limit) fails only its
+    sender: the writes grouped with it commit, in order, and the writer goes on."""
+    store = LmdbStore(tmp_path / "db") if kind == "lmdb" else MemoryStore()
+    failures: list[BaseException] = []
+    writer = StoreWriter.start(store, 4096, False, failures.append)
+    gate = threading.Event()
+    first: Future[None] = Future()
+    # The first write's callback holds the writer, so the next ones queue up and are
+    # committed as one group.
+    writer.tell(Write([(K.RUNS, b"first", b"1")], then=(gate.wait, lambda: first.set_result(None))))
+    order: list[str] = []
+    results: dict[str, Future[None]] = {}
+    for name in ("a", "b", "bad", "c", "d", "e"):
+        done: Future[None] = Future()
+        results[name] = done
+        key = b"k" * (K.MAX_KEY + 1) if name == "bad" else name.encode()
+        writer.tell(
+            Write(
+                [(K.RUNS, key, b"v")],
+                then=(lambda n=name, d=done: (order.append(n), d.set_result(None)),),
+                on_error=done.set_exception,
+            )
+        )
+    gate.set()
+    first.result(timeout=10)
+    for name, done in results.items():
+        if name == "bad":
+            with pytest.raises(af.WriteRejected, match="key too long"):
+                done.result(timeout=10)
+        else:
+            done.result(timeout=10)
+    assert order == ["a", "b", "c", "d", "e"]  # acknowledged in the order sent
+    assert all(store.get(K.RUNS, n.encode()) == b"v" for n in "abcde")
+    # The writer did not halt: later writes commit, and no failure was reported.
+    later: Future[None] = Future()
+    writer.tell(Write([(K.RUNS, b"later", b"1")], then=(lambda: later.set_result(None),)))
+    later.result(timeout=10)
+    stats = writer.proxy().stats.get(timeout=10)
+    writer.stop()
+    assert failures == []
+    assert stats.rejected == 1
+    store.close()
