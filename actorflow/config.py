@@ -46,6 +46,10 @@ class EngineConfig:
         max_map_size: the most the map may grow to, in bytes (0: until the disk is full);
             also ``"10GiB"``... Past it (or on a full disk) commits wait and new work is
             refused with ``StoreFull`` until space returns.
+        recreate_store: start a new, empty store in a ``data_dir`` that shows a store lived
+            there (its ``actorflow.json`` marker or ``lock.mdb``) but whose ``data.mdb`` is
+            missing or empty. Without it such a directory is refused with
+            ``StoreCorrupted``, so a lost data file never passes for an empty store.
         max_batch: most writes in one group commit.
         prefetch: most tasks queued inside a busy worker behind the one it runs, so it never
             waits for the engine (the dispatcher aims at ~2 ms of queued work; 0 disables).
@@ -106,6 +110,7 @@ class EngineConfig:
     start_method: StartMethod = "forkserver"
     map_size: int = 64 << 20
     max_map_size: int = 0
+    recreate_store: bool = False
     max_batch: int = 4096
     prefetch: int = 32
     kill_grace: float = 0.5
@@ -170,9 +175,10 @@ class EngineConfig:
         ttl = self.sticky_cache_ttl
         if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl < 0:
             problems.append(f"sticky_cache_ttl: expected seconds >= 0 (0: no limit), got {ttl!r}")
-        schedules: Any = self.schedules  # typed bool, but callers may pass anything
-        if not isinstance(schedules, bool):
-            problems.append(f"schedules: expected True or False, got {schedules!r}")
+        for name in ("schedules", "recreate_store"):
+            flag: Any = getattr(self, name)  # typed bool, but callers may pass anything
+            if not isinstance(flag, bool):
+                problems.append(f"{name}: expected True or False, got {flag!r}")
         if not all(isinstance(m, str) and m for m in self.preload):
             problems.append(f"preload: expected module names, got {self.preload!r}")
         if self.codecs or self.codec_keys:

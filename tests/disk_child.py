@@ -1,7 +1,7 @@
 """An engine on a tiny tmpfs whose disk fills up, for the disk-full test.
 
 Usage (inside ``unshare -rm``, which gives it a mount namespace of its own):
-    python -m tests.disk_child MOUNT_DIR
+    python -m tests.disk_child MOUNT_DIR [sync|fast]
 
 It mounts a 16 MB tmpfs on MOUNT_DIR, runs a workflow, fills the disk, and prints what it
 sees, one line each: FULL (a trigger's commit hit the full disk; the trigger waits),
@@ -24,12 +24,12 @@ import actorflow as af
 from tests import steps
 
 
-def main(mount: str) -> None:
+def main(mount: str, durability: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mount], check=True)
     data_dir = Path(mount) / "store"
 
     def make() -> af.Engine:
-        engine = af.Engine(data_dir=data_dir, workers=1, map_size=1 << 20)
+        engine = af.Engine(data_dir=data_dir, workers=1, map_size=1 << 20, durability=durability)
         engine.define("w").step("a", steps.add_one).step("b", steps.plus_ten)
         return engine
 
@@ -86,4 +86,4 @@ def main(mount: str) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "sync")

@@ -1,10 +1,11 @@
 """``actorflow store check|compact|backup``: look after the LMDB store.
 
 - ``check`` opens the store read-only (an engine may be running) and verifies what the
-  engine relies on: the format, that every record decodes (unsealed with the configured
-  codecs), that the status and workflow indexes agree with the run records, that steps,
-  payloads, history, timers and blobs belong to runs that exist, and that recorded blobs
-  have their files. Exit status 1 if it found a problem, each named.
+  engine relies on: the format; that every record of every database passes its checksum,
+  unseals with the configured codecs and decodes (each bad record named, the check going on
+  past it); that the status and workflow indexes agree with the run records; that steps,
+  values, history, timers and blobs belong to runs that exist; and that recorded blobs have
+  their files. Exit status 1 if it found a problem, each named.
 - ``backup PATH`` writes a consistent copy while an engine runs: LMDB copies from one read
   transaction (a snapshot), compacted; then the large values' files it refers to.
 - ``compact`` rewrites the store without its free pages; only while no engine holds it.
@@ -19,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,74 @@ def _run_of(key: bytes) -> str:
     return key.split(_SEP, 1)[0].decode(errors="replace")
 
 
+#: Databases whose every value is a JSON record (``store/_keys.py``).
+_JSON_DBS = ("runs", "steps", "approvals", "definitions", "schedules", "timers")
+
+
+def _records(
+    store: Any, db: str, problems: list[str], counts: dict[str, int]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Every sound record of ``db``, read one by one (checksum, unsealing, format).
+
+    One bad record is named in ``problems`` and the check goes on past it.
+    """
+    from actorflow.store._sealing import SEALED_DBS, record_aad
+
+    inner = getattr(store, "inner", store)
+    codecs = getattr(store, "codecs", None)
+    n = 0
+    for key, value, problem in inner.walk(db):
+        if problem is not None or value is None:
+            problems.append(problem or f"{db}: {key!r} has no value")
+            continue
+        where = f"{db} {key.decode(errors='replace')[:80]!r}"
+        try:
+            if codecs is not None and db in SEALED_DBS:
+                value = codecs.open(value, record_aad(db, key), where)
+            problem = _content_problem(db, value)
+        except ActorflowError as exc:
+            problem = str(exc)
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
+            continue
+        n += 1
+        yield key, value
+    counts[db] = n
+
+
+def _content_problem(db: str, value: bytes) -> str | None:
+    """What is wrong with a record's decoded bytes (None: nothing).
+
+    As far as they can be read without the user's code: pickled values are only checked to
+    be pickles.
+    """
+    from actorflow.store import _keys as K
+    from actorflow.store._codec import TAG_BLOB, TAG_JSON, TAG_PICKLE, unpack_large
+
+    try:
+        if db in _JSON_DBS:
+            orjson.loads(value)
+        elif db == K.VALUES:
+            tag = value[:1]
+            if tag == bytes([TAG_JSON]):
+                orjson.loads(value[1:])
+            elif tag == bytes([TAG_BLOB]):
+                unpack_large(value)
+            elif tag != bytes([TAG_PICKLE]) or value[1:2] != b"\x80":
+                return f"not an encoded value (tag {tag!r})"
+    except (orjson.JSONDecodeError, ValueError, IndexError) as exc:
+        return f"cannot be decoded: {exc}"
+    return None
+
+
 def check(data_dir: Path) -> dict[str, Any]:
-    """Check the store; returns counts and the problems found (empty when healthy)."""
+    """Check the store; returns counts and the problems found (empty when healthy).
+
+    Every record of every database is read and checked on its own (checksum, unsealing,
+    format), then the records are checked against each other.
+    """
     from actorflow.store import _keys as K
     from actorflow.store._protocol import ensure_format
-    from actorflow.store._records import load_record
 
     problems: list[str] = []
     counts: dict[str, int] = {}
@@ -55,15 +120,10 @@ def check(data_dir: Path) -> dict[str, Any]:
     try:
         version = ensure_format(store)
         runs: dict[str, dict[str, Any]] = {}
-        for key, raw in store.scan(K.RUNS):
-            run_id = key.decode(errors="replace")
-            try:
-                runs[run_id] = load_record(raw, f"run {run_id}")
-            except ActorflowError as exc:
-                problems.append(str(exc))
-        counts["runs"] = len(runs)
+        for key, raw in _records(store, K.RUNS, problems, counts):
+            runs[key.decode(errors="replace")] = orjson.loads(raw)
         indexed: set[tuple[str, str]] = set()
-        for key, _ in store.scan(K.INDEX):
+        for key, _ in _records(store, K.INDEX, problems, counts):
             kind, _, rest = key.partition(_SEP)
             value, _, run_id_b = rest.partition(_SEP)
             run_id = run_id_b.decode(errors="replace")
@@ -79,34 +139,31 @@ def check(data_dir: Path) -> dict[str, Any]:
             elif kind == b"w" and value.decode() != rec.get("workflow"):
                 problems.append(f"index: run {run_id} is indexed under another workflow")
         for run_id in runs:
-            for kind in ("s", "w"):
-                if (kind, run_id) not in indexed:
-                    what = "status" if kind == "s" else "workflow"
+            for index in ("s", "w"):
+                if (index, run_id) not in indexed:
+                    what = "status" if index == "s" else "workflow"
                     problems.append(f"index: run {run_id} is missing from the {what} index")
-        for db, what in ((K.STEPS, "step"), (K.HISTORY, "history record")):
-            n = 0
-            for key, raw in store.scan(db):
-                n += 1
+        for db, what in (
+            (K.STEPS, "step"),
+            (K.HISTORY, "history record"),
+            (K.VALUES, "value"),
+        ):
+            for key, _ in _records(store, db, problems, counts):
                 run_id = _run_of(key)
                 if run_id not in runs:
                     problems.append(f"{db}: a {what} of run {run_id}, which does not exist")
-                elif db == K.STEPS:
-                    try:
-                        load_record(raw, f"step {key!r}")
-                    except ActorflowError as exc:
-                        problems.append(str(exc))
-            counts[db] = n
-        counts["timers"] = 0
-        for key, _ in store.scan(K.TIMERS):
-            counts["timers"] += 1
+        for key, _ in _records(store, K.TIMERS, problems, counts):
             _, run_id, name = K.decode_timer_key(key)
             if run_id and run_id not in runs:
                 problems.append(f"timers: {name!r} of run {run_id}, which does not exist")
-        for db in (K.STATE, K.EVENTS, K.APPROVALS):
-            counts[db] = len(store.scan(db))  # decoding (unsealing) each is the check
+        for db in (K.STATE, K.EVENTS, K.APPROVALS, K.IDEMPOTENCY, K.DEFINITIONS, K.SCHEDULES):
+            for _ in _records(store, db, problems, counts):
+                pass  # reading (checksum, unsealing, format) each is the check
         blobs_dir = data_dir / "blobs"
         counts["blobs"] = 0
-        for key, raw in store.scan(K.BLOBS, b"b" + _SEP):
+        for key, raw in _records(store, K.BLOBS, problems, {}):
+            if not key.startswith(b"b" + _SEP):
+                continue
             counts["blobs"] += 1
             blob_id = key[2:].decode(errors="replace")
             rec = orjson.loads(raw)

@@ -1334,6 +1334,7 @@ class Engine:
             durability=cfg.durability,
             map_size=cfg.map_size,
             max_map_size=cfg.max_map_size,
+            recreate=cfg.recreate_store,
         )
         return sealed(store, cfg.codecs, cfg.codec_keys)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import struct
 import threading
@@ -39,9 +40,12 @@ import lmdb
 from actorflow.errors import StoreCorrupted, StoreError, StoreFull, WriteRejected
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles
+from actorflow.store._files import check_data_file, write_marker
 from actorflow.store._protocol import Op, check_ops
 
 __all__ = ["LmdbStore"]
+
+log = logging.getLogger("actorflow.store")
 
 _MAX_KEY = K.MAX_KEY  # LMDB's compile-time key limit
 _CRC = struct.Struct("<I")
@@ -104,10 +108,13 @@ class LmdbStore:
         max_map_size: the most it may double to (0: no limit but the disk's).
         read_only: open for reading only; takes no engine lock, and follows a map that the
             writing process grows.
+        recreate: start a new store even though the directory shows that one existed and
+            its ``data.mdb`` is missing or empty (refused otherwise: see ``_files.py``).
 
     Raises:
         StoreError: the directory cannot be used, or another engine holds it.
-        StoreCorrupted: the files are not a valid LMDB environment.
+        StoreCorrupted: the files are not a valid LMDB environment, ``data.mdb`` is
+            truncated, or a store that existed there lost its ``data.mdb``.
     """
 
     def __init__(
@@ -118,6 +125,7 @@ class LmdbStore:
         map_size: int = 64 << 20,
         max_map_size: int = 0,
         read_only: bool = False,
+        recreate: bool = False,
     ) -> None:
         self.path = Path(path)
         self.max_map_size = max_map_size
@@ -133,6 +141,7 @@ class LmdbStore:
         if read_only:
             if not (self.path / "data.mdb").exists():
                 raise StoreError(f"no actorflow store at {self.path} (data.mdb not found)")
+            check_data_file(self.path)
         else:
             try:
                 # Owner-only: the store holds payloads, outputs and state (issue: security).
@@ -140,6 +149,11 @@ class LmdbStore:
             except OSError as exc:
                 raise StoreError(f"cannot create store directory {self.path}: {exc}") from exc
             self._take_engine_lock()
+            try:
+                check_data_file(self.path, recreate)  # before LMDB maps it (see _files.py)
+            except BaseException:
+                self._release_engine_lock()
+                raise
         try:
             self._env = lmdb.open(
                 str(self.path),
@@ -166,9 +180,24 @@ class LmdbStore:
         except lmdb.Error as exc:
             self._release_engine_lock()
             raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
+        self._writemap = durability == "fast" and not read_only
+        self._backed = 0  # bytes of data.mdb known to have disk blocks (write map)
+        self._mapped = int(self._env.info()["map_size"])
         if not read_only:
             # Reader slots left by a killed process would otherwise pin old pages forever.
             self._env.reader_check()
+            write_marker(self.path, K.FORMAT_VERSION)
+            try:
+                # The lock file's reader table is mapped too: a reader slot on a page the
+                # disk never gave a block would fault (SIGBUS) on a full disk.
+                lock = self.path / "lock.mdb"
+                _allocate(lock, lock.stat().st_size)
+                if self._writemap:
+                    self._reserve(self._mapped)
+            except StoreFull as exc:
+                log.warning("%s: commits wait for space", exc)  # write() tries again
+            except OSError as exc:
+                log.warning("cannot allocate the store's files at %s: %s", self.path, exc)
         self._dbs: dict[str, Any] = {}
         self._known = frozenset(K.ALL_DBS)
         for name in K.ALL_DBS:
@@ -219,8 +248,8 @@ class LmdbStore:
     def _verify(self) -> None:
         """Refuse a damaged store at open, before anything reads (or builds on) bad pages.
 
-        LMDB keeps no page checksums. A data file shorter than its last page would make a
-        read fault with SIGBUS (the process dies), so its length is checked; then every
+        LMDB keeps no page checksums. (A data file shorter than its pages, which would make
+        a read fault with SIGBUS, was refused before LMDB mapped it: ``_files.py``.) Every
         database's B-tree is walked (keys only), which meets a broken page as an LMDB error,
         with each record's checksum, up to :data:`_WALK_LIMIT` bytes of used pages (about
         0.3 s per 100 MB), at the engine's (writable) open; a larger store, or a read-only
@@ -231,15 +260,6 @@ class LmdbStore:
         psize = int(self._env.stat()["psize"])
         needed = (int(info["last_pgno"]) + 1) * psize
         data = self.path / "data.mdb"
-        try:
-            size = data.stat().st_size
-        except OSError as exc:
-            raise StoreError(f"cannot read {data}: {exc}") from exc
-        if size < needed:
-            raise StoreCorrupted(
-                f"{data} is truncated: {size} bytes, but its pages need {needed}; it was left "
-                "untouched: restore it from a backup (actorflow store backup)"
-            )
         # Only the engine's (writable) open walks: read-only opens come and go (the CLI, a
         # stopped engine's reads) and check each record as they read it anyway.
         walk = needed <= _WALK_LIMIT and not self.read_only
@@ -346,6 +366,47 @@ class LmdbStore:
                 raise _translate(exc, f"scanning {db}") from exc
         raise StoreError(f"scanning {db}: the map kept being resized")
 
+    def walk(self, db: str, page: int = 1000) -> Iterator[tuple[bytes, bytes | None, str | None]]:
+        """Every record of ``db``, in key order, each checked on its own (``store check``).
+
+        Yields ``(key, value, None)`` for a sound record and ``(key, None, problem)`` for
+        one that fails its checksum, and goes on past it; a page LMDB cannot read ends the
+        database with ``(b"", None, problem)``. Reads ``page`` records per transaction, so a
+        walk of a large store never pins a running engine's old pages for long.
+        """
+        handle = self._db(db)
+        if handle is None:
+            return
+        after: bytes | None = None
+        while True:
+            batch: list[tuple[bytes, bytes]] = []
+            try:
+                with self._gate.read(), self._env.begin(db=handle) as txn:
+                    cur = txn.cursor()
+                    more = cur.set_range(after) if after is not None else cur.first()
+                    if more and after is not None and cur.key() == after:
+                        more = cur.next()
+                    while more and len(batch) < page:
+                        batch.append((cur.key(), cur.value()))
+                        more = cur.next()
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+                continue
+            except lmdb.Error as exc:
+                yield b"", None, f"{db}: a page cannot be read after {after!r}: {exc}"
+                return
+            for key, value in batch:
+                if self.checksums and db != K.META:
+                    try:
+                        value = self._checked(db, key, value)
+                    except StoreCorrupted as exc:
+                        yield key, None, str(exc)
+                        continue
+                yield key, value, None
+            if len(batch) < page:
+                return
+            after = batch[-1][0]
+
     def _adopt_map_size(self) -> None:
         # Another process grew the map; a size of 0 adopts the file's current size.
         with self._gate.exclusive():
@@ -360,6 +421,8 @@ class LmdbStore:
             raise StoreError("store is closed")
         dbs = self._dbs
         sums, crc, pack, meta = self.checksums, zlib.crc32, _CRC.pack, K.META
+        if self._writemap and self._backed < self._mapped:
+            self._reserve(self._mapped)  # StoreFull until the disk has room for the map
         while True:
             # No pre-validation on this hot path: a bad op raises inside the transaction,
             # which is then aborted, so a batch is still all-or-nothing.
@@ -406,7 +469,33 @@ class LmdbStore:
                     f"store at {self.path} is full: its map reached max_map_size "
                     f"({cap >> 20} MiB); raise max_map_size, or compact the store"
                 )
-            self._env.set_mapsize(min(size * 2, cap) if cap else size * 2)
+            new = min(size * 2, cap) if cap else size * 2
+            if self._writemap:
+                self._reserve(new)  # StoreFull, and the map stays as it is, if it cannot
+            self._env.set_mapsize(new)
+            self._mapped = new
+
+    def _reserve(self, size: int) -> None:
+        """Give the first ``size`` bytes of ``data.mdb`` real disk blocks (write map only).
+
+        With a write map LMDB writes pages through the mapping of a sparse file, and a page
+        the disk has no block for, on a full disk, kills the process with SIGBUS instead of
+        failing the commit. So the whole map is allocated before LMDB may use it: a full
+        disk is then a ``StoreFull`` here, and the writer holds its commits until space
+        returns (as in ``"sync"`` mode, where LMDB writes with ``pwrite`` and gets ENOSPC).
+        """
+        if self._backed >= size:
+            return
+        try:
+            _allocate(self.path / "data.mdb", size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(
+                    f"no space left on the disk of the store at {self.path}: its data file "
+                    f"cannot grow to {size >> 20} MiB ({exc.strerror})"
+                ) from None
+            raise StoreError(f"cannot allocate {self.path / 'data.mdb'}: {exc}") from exc
+        self._backed = size
 
     def _full(self, exc: Exception) -> StoreFull | None:
         """A StoreFull if a failed commit is the disk being full, else None.
@@ -444,6 +533,15 @@ class LmdbStore:
             self._env.close()
         finally:
             self._release_engine_lock()
+
+
+def _allocate(path: Path, size: int) -> None:
+    """``posix_fallocate`` the first ``size`` bytes of ``path`` (OSError if it cannot)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
 
 
 def _scan(
