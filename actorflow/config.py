@@ -84,7 +84,8 @@ class EngineConfig:
             many bytes travel between the engine and workers through shared memory, not the
             pipe (0: never); also ``"1MiB"``...
         shm_max_bytes: most bytes of shared-memory segments at once (0: a quarter of the
-            machine's memory); past it, large values go through the pipe.
+            machine's memory); past it, or past what ``/dev/shm`` has free (less a headroom
+            for its other users), large values go through the pipe.
         blob_write_delay: seconds between recording a large value and writing its bytes to
             the store; a value its run no longer needs by then is never written (until then,
             its shared-memory segment is the copy that survives an engine crash).

@@ -148,3 +148,34 @@ def code_make(n: int) -> Any:
 
 def code_total(a: Any) -> list[Any]:
     return [float(a.sum()), in_shared_memory(a)]
+
+
+def make_mb(ctx: Any) -> bytes:
+    """``ctx.payload["mb"]`` MiB (per item in a for_each: the item) of a recognisable pattern."""
+    mb = ctx.item if getattr(ctx, "item", None) is not None else ctx.payload["mb"]
+    return bytes(range(256)) * (int(mb) * MB // 256)
+
+
+def check_mb(ctx: Any) -> list[int]:
+    """The sizes of what the previous step handed over, each checked against the pattern."""
+    values = ctx.last if isinstance(ctx.last, list) else [ctx.last]
+    out = []
+    for v in values:
+        pattern = bytes(range(256))
+        if bytes(v[:256]) != pattern or bytes(v[-256:]) != pattern:
+            raise ValueError("a hand-off arrived damaged")
+        out.append(len(v) // MB)
+    return out
+
+
+def payload_size(ctx: Any) -> int:
+    return len(ctx.payload["blob"]) // MB
+
+
+def check_made(ctx: Any) -> list[int]:
+    """``check_mb`` of the output of the step named ``make``."""
+    v = ctx.steps["make"].output
+    pattern = bytes(range(256))
+    if bytes(v[:256]) != pattern or bytes(v[-256:]) != pattern:
+        raise ValueError("a hand-off arrived damaged")
+    return [len(v) // MB]

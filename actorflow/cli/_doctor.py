@@ -121,7 +121,7 @@ def _workers(start_method: str) -> Check:
 
 
 def _shared_memory() -> Check:
-    from actorflow.workers._shm import SHM_DIR, create_segment, unlink_segment
+    from actorflow.workers._shm import SHM_DIR, create_segment, shm_space, unlink_segment
 
     name = f"af_doctor_{secrets.token_hex(4)}"
     try:
@@ -141,13 +141,27 @@ def _shared_memory() -> Check:
         unlink_segment(name)
     if not good:
         return Check("shared memory", "fail", "a segment did not read back what was written")
-    try:
-        st = os.statvfs(SHM_DIR)
-        free = st.f_bavail * st.f_frsize
-        detail = f"segments work; {free / (1 << 30):.1f} GiB free in {SHM_DIR}"
-    except OSError:
-        detail = "segments work"
+    total, free = shm_space()
+    if not total:
+        return Check("shared memory", "ok", "segments work")
+    detail = f"segments work; {_mib(free)} free of {_mib(total)} in {SHM_DIR}"
+    if total < _SMALL_SHM:
+        return Check(
+            "shared memory",
+            "warn",
+            f"{detail}: small (a container's default is 64 MiB). Large values that do not fit "
+            "go through pipes and are stored in LMDB, which is slower; give it more room "
+            "(docker run --shm-size=1g, or a Kubernetes emptyDir with medium: Memory)",
+        )
     return Check("shared memory", "ok", detail)
+
+
+#: A /dev/shm smaller than this gets a warning: one large hand-off may not fit.
+_SMALL_SHM = 512 << 20
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
 
 
 def _port(host: str, port: int) -> Check:

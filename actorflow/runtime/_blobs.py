@@ -43,11 +43,13 @@ from typing import Any
 
 import orjson
 
-from actorflow.errors import StoreCorrupted, StoreError
+from actorflow.errors import StoreCorrupted
 from actorflow.store import _keys as K
 from actorflow.store._codec import (
     TAG_BLOB,
     TAG_SHARED,
+    decode_value,
+    encode_in_band,
     pack_large,
     set_resolver,
     unpack_large,
@@ -56,6 +58,8 @@ from actorflow.store._protocol import Op, Store
 from actorflow.workers._shm import (
     create_segment,
     segment_prefix,
+    shm_headroom,
+    shm_space,
     store_segments,
     unlink_segment,
 )
@@ -342,7 +346,7 @@ class BlobManager:
                 blob.seg = None
                 self.stats.reused += 1
                 return held
-        while self._bytes + want > self.max_bytes and (self._free or self._cached):
+        while not self._fits(want) and (self._free or self._cached):
             if self._free:
                 self._unlink(max(self._free, key=lambda s: s.size))
             else:
@@ -351,7 +355,7 @@ class BlobManager:
                 if blob.seg is not None:
                     self._unlink(blob.seg)
                     blob.seg = None
-        if self._bytes + want > self.max_bytes:
+        if not self._fits(want):
             self.stats.refused += 1
             return None
         while True:
@@ -369,6 +373,19 @@ class BlobManager:
         self._segments[name] = seg
         self._bytes += want
         return seg
+
+    def _fits(self, want: int) -> bool:
+        """Room for a new segment of ``want`` bytes.
+
+        Within ``max_bytes``, and within what ``/dev/shm`` has free now (less a headroom for
+        its other users): it is often much smaller than the memory (64 MB in a Docker
+        container by default), and other processes use it too, so its free space is read at
+        each new segment (a ``statvfs``; pooled segments are reused without one).
+        """
+        if self._bytes + want > self.max_bytes:
+            return False
+        total, free = shm_space()
+        return total == 0 or want <= free - shm_headroom(total)
 
     def _release_segment(self, seg: _Segment) -> None:
         seg.idle_since = time.monotonic()
@@ -523,24 +540,42 @@ class BlobManager:
     def wire(self, value: bytes, task_id: int) -> bytes:
         """A ``B`` value as a worker receives it (``S``); its blobs are held for the task.
 
+        When shared memory has no room to load a blob that is not resident, the value is
+        sent in band instead (``P``: through the pipe).
+
         Raises:
             StoreCorrupted: a blob is missing.
-            StoreError: no shared memory is left to load it into.
         """
         entries, inband = unpack_large(value)
         with self._lock:
             held = self._task_holds.setdefault(task_id, [])
             out = []
+            loaded: list[_Blob] = []
             for bid, size in entries:
                 b = self._blobs.get(bid)
                 if b is None or b.seg is None:
                     b = self._load(bid, size)
+                    if b is None:  # no shared memory for it: the value goes in band
+                        for got in loaded:
+                            got.holds -= 1
+                            held.remove(got)
+                            self._settle(got)
+                        return self._in_band(value)
                 b.holds += 1
                 self._cached.pop(bid, None)
                 held.append(b)
+                loaded.append(b)
                 assert b.seg is not None
                 out.append((b.seg.name, size))
         return pack_large(TAG_SHARED, out, inband)
+
+    def _in_band(self, value: bytes) -> bytes:
+        """The ``B`` value ``value`` with its buffers in band (``P``), read from the store.
+
+        For when shared memory has no room to load it: the worker then gets it through its
+        pipe (slower, but it gets it).
+        """
+        return encode_in_band(decode_value(value, "large value"), "large value")
 
     def resident(self, value: bytes) -> bool:
         """True if every blob of the ``B`` value ``value`` is in a segment now."""
@@ -551,12 +586,11 @@ class BlobManager:
                     return False
         return True
 
-    def _load(self, bid: str, size: int) -> _Blob:
+    def _load(self, bid: str, size: int) -> _Blob | None:
+        """Blob ``bid`` read from the store into a segment (None: no room for one)."""
         seg = self._alloc(size)
         if seg is None:
-            raise StoreError(
-                f"no shared memory left to load a large value (shm_max_bytes {self.max_bytes})"
-            )
+            return None
         got = self.store.blobs.read_into(bid, seg.fd)
         if got != size:
             self._release_segment(seg)

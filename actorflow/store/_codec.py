@@ -41,6 +41,7 @@ __all__ = [
     "BufferSink",
     "decode_value",
     "describe_value",
+    "encode_in_band",
     "encode_value",
     "is_json_compatible",
     "large_ids",
@@ -123,6 +124,15 @@ def encode_value(value: Any, what: str = "value", sink: BufferSink | None = None
         large = _encode_large(value, what, sink)
         if large is not None:
             return large
+    return encode_in_band(value, what)
+
+
+def encode_in_band(value: Any, what: str = "value") -> bytes:
+    """``value`` pickled (``P``) with every buffer in band, whatever its size.
+
+    Raises:
+        InvalidPayload: the value is not picklable.
+    """
     try:
         data = pickle.dumps(value, protocol=5)
         # Workers do not import the user's main script, so objects of classes defined in

@@ -31,6 +31,8 @@ __all__ = [
     "create_segment",
     "open_segment",
     "segment_prefix",
+    "shm_headroom",
+    "shm_space",
     "store_segments",
     "unlink_segment",
 ]
@@ -47,12 +49,19 @@ def segment_prefix(token: str) -> str:
 def create_segment(name: str, size: int) -> int:
     """Create segment ``name`` of ``size`` bytes (owner-only); return its descriptor.
 
+    The segment's memory is reserved at once (``posix_fallocate``): a segment only
+    ``ftruncate``d has no pages on tmpfs, and a process writing into it when ``/dev/shm`` is
+    full (Docker gives containers 64 MB) dies with SIGBUS. Reserved, a segment that does not
+    fit fails here, and the value takes another way.
+
     Raises:
         FileExistsError: a segment of that name exists.
+        OSError: ``/dev/shm`` has no room for it (ENOSPC), or the segment cannot be made.
     """
     fd: int = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.ftruncate(fd, size)
+        os.posix_fallocate(fd, 0, size)
     except OSError:
         os.close(fd)
         unlink_segment(name)
@@ -76,6 +85,20 @@ def unlink_segment(name: str) -> None:
         _posixshmem.shm_unlink("/" + name)
     except FileNotFoundError:
         pass
+
+
+def shm_space() -> tuple[int, int]:
+    """(total, free) bytes of ``/dev/shm``; (0, 0) where it cannot be read."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return 0, 0
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def shm_headroom(total: int) -> int:
+    """Bytes of ``/dev/shm`` the engine leaves free for other users of it."""
+    return max(8 << 20, total // 16)
 
 
 def store_segments(token: str) -> list[str]:

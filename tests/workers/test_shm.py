@@ -272,3 +272,40 @@ def test_mapped_large_values_do_not_count_against_max_memory_per_worker(
             total, shared, _ = engine.trigger("big", {"n": n * MB}).result(timeout=60)
             assert shared and total == float(sum(range(n * MB)))
         assert engine.statistics()["recycled"] == 0
+
+
+def _can_unshare() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare -rm (a private /dev/shm mount)")
+def test_a_small_dev_shm_never_crashes_a_worker(tmp_path: Path) -> None:
+    """A container's /dev/shm (64 MiB): a 200 MiB hand-off, twenty 10 MiB hand-offs at once
+    and a 100 MiB payload used to kill workers with SIGBUS (an ftruncated segment reserves
+    nothing on tmpfs) or fail with a bare ENOSPC. Each now takes the pipe instead, and a
+    stored large value that no segment can hold reaches its step in band."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        ["unshare", "-rm", sys.executable, "-m", "tests.shm_child", "64", str(tmp_path / "s")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["BIG"] == "[200]"
+    assert lines["MANY"] == str([10] * 20)
+    assert lines["PAYLOAD"] == "100"
+    assert lines["LATER"] == "[30]"
+    assert lines["CRASHES"] == "0"
+    assert lines["DOCTOR"].startswith("warn ") and "--shm-size" in lines["DOCTOR"]
+    assert "SIGBUS" not in out.stderr
