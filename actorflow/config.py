@@ -101,6 +101,9 @@ class EngineConfig:
         codec_keys: AES keys as ``"key-id:base64"`` (16, 24 or 32 bytes each); the first
             encrypts, all decrypt (rotation). Best set from ``ACTORFLOW_CODEC_KEYS``; never
             shown in reprs, logs or errors.
+        max_run_depth: the deepest a run may be (a top-level run is at depth 0, a subflow's
+            or ``ctx.child``'s run one deeper than its parent); a step that would start a
+            child past it fails with ``RunDepthExceeded``, never retried (0: no limit).
     """
 
     data_dir: Path = Path(".actorflow")
@@ -137,6 +140,7 @@ class EngineConfig:
     api_rate_limit: float = 0.0
     codecs: tuple[str, ...] = ()
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
+    max_run_depth: int = 64
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +202,9 @@ class EngineConfig:
                 f"max_map_size: expected 0 or at least map_size ({self.map_size}), "
                 f"got {self.max_map_size!r}"
             )
+        depth: Any = self.max_run_depth
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            problems.append(f"max_run_depth: expected an integer >= 0 (0: no limit), got {depth!r}")
         if problems:
             raise ConfigError("invalid engine configuration: " + "; ".join(problems))
 

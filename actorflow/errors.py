@@ -11,7 +11,8 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   ├── StepFailed               a step failed after its retries (step, attempt, traceback)
     │   │   ├── StepTimeout          ... because it ran past its timeout and was killed
     │   │   │   └── HeartbeatTimeout ... or went silent past its heartbeat_timeout
-    │   │   └── WorkerCrashed        ... because its worker process died (exit code / signal)
+    │   │   ├── WorkerCrashed        ... because its worker process died (exit code / signal)
+    │   │   └── RunDepthExceeded     ... because its child run would pass max_run_depth
     │   ├── RunCancelled             the run was cancelled (reason)
     │   ├── RunTimeout               the whole run ran past the workflow's timeout
     │   ├── WaitTimeout              a wait (event, signal, approval) ran past its timeout
@@ -69,6 +70,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultTimeout",
     "RunCancelled",
+    "RunDepthExceeded",
     "RunError",
     "RunNotFound",
     "RunTimeout",
@@ -229,6 +231,59 @@ class WorkerCrashed(StepFailed):
             reason or f"worker process died ({how})",
             run_id=run_id,
         )
+
+
+class RunDepthExceeded(StepFailed):
+    """A subflow or ``ctx.child`` was refused: its run would be deeper than ``max_run_depth``.
+
+    A top-level run has depth 0 and a child run its parent's depth + 1. The child is not
+    started; the step that would have started it fails with this error, never retried (the
+    same run would be refused again). A code workflow may catch it at its ``await
+    ctx.child(...)``; otherwise each parent's child step fails with it in turn, up to the
+    top-level run, whose ``result()`` raises it.
+
+    Attributes:
+        limit: the ``max_run_depth`` in force (None when rebuilt from a record without it).
+        depth: the depth the refused child would have had.
+        chain: workflow ids from the top-level run down to the refused child.
+    """
+
+    def __init__(
+        self,
+        step: str,
+        limit: int | None,
+        depth: int | None,
+        chain: Sequence[str] = (),
+        run_id: str | None = None,
+        attempt: int = 1,
+        message: str = "",
+    ) -> None:
+        self.limit = limit
+        self.depth = depth
+        self.chain = tuple(chain)
+        super().__init__(
+            step,
+            attempt,
+            "actorflow.errors.RunDepthExceeded",
+            message or _depth_message(limit, depth, self.chain),
+            run_id=run_id,
+        )
+
+
+def _depth_message(limit: int | None, depth: int | None, chain: tuple[str, ...]) -> str:
+    runs: list[str] = []  # the chain, with repeats folded: a recursion shows as "w (x64)"
+    i = 0
+    while i < len(chain):
+        j = i
+        while j < len(chain) and chain[j] == chain[i]:
+            j += 1
+        runs.append(chain[i] if j - i == 1 else f"{chain[i]} (x{j - i})")
+        i = j
+    shown = f" (runs: {' -> '.join(runs)})" if runs else ""
+    return (
+        f"child run not started: it would be at depth {depth}, past max_run_depth={limit}"
+        f"{shown}; recursion needs a condition that ends it, or continue_as_new"
+    )
 
 
 class RunCancelled(RunError):

@@ -73,3 +73,16 @@ def test_bad_pyproject_settings_name_the_file_and_the_field(tmp_path: Path) -> N
     path.write_text("[tool.actorflow\nworkers = 2\n")
     with pytest.raises(af.ConfigError, match="not valid TOML"):
         EngineConfig.from_sources(env={}, pyproject=path)
+
+
+def test_max_run_depth_from_the_environment_and_its_bounds() -> None:
+    assert EngineConfig().max_run_depth == 64
+    env = {"ACTORFLOW_MAX_RUN_DEPTH": "8"}
+    assert EngineConfig.from_sources(env=env, pyproject=False).max_run_depth == 8
+    assert EngineConfig(max_run_depth=0).max_run_depth == 0  # no limit
+    with pytest.raises(af.ConfigError, match=r"max_run_depth: expected an integer >= 0"):
+        EngineConfig(max_run_depth=-1)
+    with pytest.raises(af.ConfigError, match=r"max_run_depth: expected an integer >= 0"):
+        EngineConfig(max_run_depth=True)
+    with pytest.raises(af.ConfigError, match="ACTORFLOW_MAX_RUN_DEPTH: expected an int"):
+        EngineConfig.from_sources(env={"ACTORFLOW_MAX_RUN_DEPTH": "deep"}, pyproject=False)

@@ -7,7 +7,7 @@ import actorflow as af
 PUBLIC = {
     "ActorflowError", "AttemptDetails", "ClientError", "Clock", "ConfigError", "DefinitionError",
     "Engine", "EngineConfig", "EngineNotRunning", "ErrorDetails", "Flow", "GraphError",
-    "InvalidPayload",
+    "InvalidPayload", "RunDepthExceeded",
     "MaxIterationsExceeded", "ManualClock", "PoolUnavailable", "RemoteError", "RemoteTraceback",
     "ResultTimeout", "Retry", "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo",
     "RunNotFound", "RunStatus", "RunSummary", "RunTimeout", "StepContext", "StepDetails",

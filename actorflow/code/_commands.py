@@ -18,6 +18,7 @@ from actorflow.code._driver import Command
 from actorflow.code._history import pack_value
 from actorflow.definition._options import NO_RETRY, Retry
 from actorflow.definition._spec import FunctionRef, function_ref
+from actorflow.runtime._depth import refuse_child
 from actorflow.runtime._messages import (
     ChildFinished,
     ErrorInfo,
@@ -366,6 +367,10 @@ def _start_child(sup: CodeSupervisor, st: State) -> None:
     except Exception as exc:
         _fail_command(sup, st, error_info(exc), "")
         return
+    refused = refuse_child(sup, leaf.path, workflow)
+    if refused is not None:  # raised at the function's `await ctx.child`; never retried
+        _fail_command(sup, st, refused, "")
+        return
     now = _now(sup)
     leaf.status = StepStatus.RUNNING
     leaf.attempt = 1
@@ -373,7 +378,8 @@ def _start_child(sup: CodeSupervisor, st: State) -> None:
     key = f"{sup.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
     leaf.child = sup.core.child_run_id(workflow, key)
     sup.fx.ops.append(leaf.put())
-    sup.fx.children.append(("start", leaf.child, workflow, payload, key, (sup.run_id, leaf.path)))
+    parent = (sup.run_id, leaf.path)
+    sup.fx.children.append(("start", leaf.child, workflow, payload, key, parent, sup.depth + 1))
 
 
 # -- outcomes -----------------------------------------------------------------------------------
@@ -733,8 +739,9 @@ def resume(sup: CodeSupervisor, cmd: Command) -> None:
             code = getattr(target, "code", False)
             payload = encode_value(args if code else (args[0] if args else None), "child input")
             key = f"{sup.run_id}/{leaf.path}"
+            parent = (sup.run_id, leaf.path)
             sup.fx.children.append(
-                ("start", leaf.child, cmd.opts["workflow"], payload, key, (sup.run_id, leaf.path))
+                ("start", leaf.child, cmd.opts["workflow"], payload, key, parent, sup.depth + 1)
             )
 
 

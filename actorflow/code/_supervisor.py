@@ -31,6 +31,7 @@ from actorflow.code._definition import CodeWorkflowSpec
 from actorflow.code._driver import Command, Driver
 from actorflow.code._history import VALUED, Entry, read_history, unpack_value
 from actorflow.errors import ClientError, NondeterminismError, StepFailed
+from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import (
     ChildFinished,
     EventDelivered,
@@ -72,6 +73,7 @@ class CodeSupervisor:
         "core",
         "created_at",
         "deadline",
+        "depth",
         "driver",
         "ended_at",
         "error",
@@ -115,6 +117,7 @@ class CodeSupervisor:
         self.panic_error: dict[str, Any] | None = None
         self.cancel_reason: str | None = None
         self.parent: tuple[str, str] | None = None
+        self.depth = 0  # below the top-level run (see runtime/_depth.py)
         self.continued_as: str | None = None
         self.restarts = 0
         self.restart_at: float | None = None
@@ -146,10 +149,11 @@ class CodeSupervisor:
         payload: bytes,
         idempotency_key: str | None,
         parent: tuple[str, str] | None = None,
+        depth: int = 0,
     ) -> CodeSupervisor:
         """A new run: record it (queued or running) and start the function."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent)
+        open_run(sup, payload, idempotency_key, parent, depth)
         return sup
 
     @classmethod
@@ -164,6 +168,7 @@ class CodeSupervisor:
         sup.deadline = rec.get("deadline")
         parent = rec.get("parent")
         sup.parent = (parent[0], parent[1]) if parent else None
+        sup.depth = run_depth(core.store, rec)
         sup.restarts = int(rec.get("restarts") or 0)
         sup.restart_at = rec.get("restart_at")
         sup.panic_error = rec.get("panic")
@@ -509,6 +514,8 @@ class CodeSupervisor:
             "parent": list(self.parent) if self.parent else None,
             "continued_from": self.run_id,
         }
+        if self.depth:
+            rec["depth"] = self.depth  # the next run of the chain takes this run's place
         ops.append((K.RUNS, K.run_key(new_id), dump_record(rec)))
         self.fx.continued = (new_id, self.workflow_id)
         self._finish(RunStatus.CONTINUED)
@@ -634,6 +641,8 @@ class CodeSupervisor:
             "parent": list(self.parent) if self.parent else None,
             "restarts": self.restarts,
         }
+        if self.depth:
+            rec["depth"] = self.depth
         if self.panic_error is not None:
             rec["panic"] = self.panic_error
         if self.restart_at is not None:

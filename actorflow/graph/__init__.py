@@ -13,9 +13,18 @@ from types import ModuleType
 
 from actorflow.graph import _evaluator_py
 from actorflow.graph._compile import compile_plan
+from actorflow.graph._cycles import check_subflow_cycles, subflow_targets
 from actorflow.graph._plan import Plan
 
-__all__ = ["NATIVE", "Plan", "compile_plan", "evaluator", "load_evaluator"]
+__all__ = [
+    "NATIVE",
+    "Plan",
+    "check_subflow_cycles",
+    "compile_plan",
+    "evaluator",
+    "load_evaluator",
+    "subflow_targets",
+]
 
 
 def load_evaluator(native: bool | None = None) -> ModuleType:

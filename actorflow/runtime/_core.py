@@ -395,7 +395,13 @@ class Core:
         return self._reserve(workflow, key)[0]
 
     def start_child(
-        self, run_id: str, workflow: str, payload: bytes, key: str, parent: tuple[str, str]
+        self,
+        run_id: str,
+        workflow: str,
+        payload: bytes,
+        key: str,
+        parent: tuple[str, str],
+        depth: int,
     ) -> None:
         """Start a child run reserved by :meth:`child_run_id` (a no-op if it exists)."""
         from actorflow.runtime._messages import StartRun
@@ -403,7 +409,7 @@ class Core:
         with self._idem_lock:
             pending = self._idem_pending.get((workflow, key))
         fut = pending[1] if pending is not None and pending[0] == run_id else Promise()
-        self.route(run_id).tell(StartRun(run_id, workflow, payload, key, fut, parent))
+        self.route(run_id).tell(StartRun(run_id, workflow, payload, key, fut, parent, depth))
 
     def _reserve(self, workflow: str, key: str) -> tuple[str, Promise[None], bool]:
         slot = (workflow, key)

@@ -34,7 +34,7 @@ from actorflow.errors import (
     StoreFull,
     WorkflowNotFound,
 )
-from actorflow.graph import compile_plan, evaluator
+from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
 from actorflow.runtime._background import Background
 from actorflow.runtime._blobs import BlobManager
 from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
@@ -312,6 +312,7 @@ class Engine:
             if self._core is not None:
                 return self
             compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
+            check_subflow_cycles({k: c.spec for k, c in compiled.items() if not c.code})
             store = self._open_store()
             blobs: BlobManager | None = None
             try:
@@ -1257,21 +1258,39 @@ class Engine:
             wf = self._definitions.get(workflow)
             if wf is None:
                 raise WorkflowNotFound(workflow, list(self._definitions))
-            # Defined after start: compile now and record the definition before any run.
-            compiled = self._compile(wf)
+            # Defined after start: compile now, with the workflows its subflows reach that are
+            # not compiled yet, and record the definitions before any run.
+            fresh = self._compile_late(core, workflow)
             done: Promise[None] = Promise()
             assert core.writer is not None
             core.writer.tell(
                 Write(
-                    self._definition_ops([compiled]),
+                    self._definition_ops(fresh.values()),
                     then=(lambda: done.set_result(None),),
                     on_error=done.set_exception,
                 )
             )
             done.result()
-            core.admission.set_limit(workflow, compiled.spec.concurrency, compiled.spec.rate_limit)
-            core.workflows = {**core.workflows, workflow: compiled}
-            return compiled
+            for wid, c in fresh.items():
+                core.admission.set_limit(wid, c.spec.concurrency, c.spec.rate_limit)
+            core.workflows = {**core.workflows, **fresh}
+            return fresh[workflow]
+
+    def _compile_late(self, core: Core, workflow: str) -> dict[str, Compiled | CodeCompiled]:
+        """Compile ``workflow`` and the uncompiled workflows its subflows reach; check cycles."""
+        fresh: dict[str, Compiled | CodeCompiled] = {}
+        todo = [workflow]
+        while todo:
+            wid = todo.pop()
+            wf = self._definitions.get(wid)
+            if wid in fresh or wid in core.workflows or wf is None:
+                continue  # (an unknown id: compile_plan reported it already)
+            c = fresh[wid] = self._compile(wf)
+            if not c.code:
+                todo.extend(subflow_targets(c.spec))
+        graphs = {k: c.spec for k, c in {**core.workflows, **fresh}.items() if not c.code}
+        check_subflow_cycles(graphs, first=workflow)
+        return fresh
 
     def _definition_ops(self, compiled: Any) -> list[Op]:
         now = self.clock.now()

@@ -167,6 +167,7 @@ class StartRun:
     idempotency_key: str | None
     reply: Promise[None] | Countdown
     parent: tuple[str, str] | None = None  # (parent run id, path of its subflow node)
+    depth: int = 0  # 0 for a top-level run, the parent's + 1 for a child
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
 from actorflow.runtime import _waits
 from actorflow.runtime._core import Compiled, Core
+from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import ErrorInfo
 from actorflow.runtime._steps import too_interrupted
 from actorflow.runtime._supervisor import Supervisor, move_status
@@ -52,6 +53,7 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     sup.deadline = rec.get("deadline")
     parent = rec.get("parent")
     sup.parent = (parent[0], parent[1]) if parent else None
+    sup.depth = run_depth(core.store, rec)
     sup.shape = rec.get("plan") or sup.plan.shape
     sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
     if status == RunStatus.QUEUED or sup.shape != sup.plan.shape:
@@ -120,6 +122,7 @@ def resume(sup: Supervisor) -> None:
                         sup.payload,
                         key,
                         (sup.run_id, leaf.path),
+                        sup.depth + 1,
                     )
                 )
         elif op == G.C_DECIDE:

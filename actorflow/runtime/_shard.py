@@ -311,7 +311,13 @@ class Shard(Actor):
 
             kind = CodeSupervisor
         sup = kind.new(
-            self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key, msg.parent
+            self._core,
+            compiled,
+            msg.run_id,
+            msg.payload,
+            msg.idempotency_key,
+            msg.parent,
+            msg.depth,
         )
         self._runs[msg.run_id] = sup
         self.counts.run_started(msg.workflow_id)

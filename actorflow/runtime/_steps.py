@@ -112,13 +112,14 @@ def child_failure(child_id: str, rec: dict[str, Any]) -> ErrorInfo:
             "types": ["actorflow.errors.RunCancelled", "actorflow.errors.RunError"],
             "message": f"was cancelled: {rec.get('cancel_reason') or ''}",
         }
+    exc = err.get("exc")  # the child's exception: what the parent's StepFailed is caused by
     return ErrorInfo(
         "error",
         err.get("type", "actorflow.errors.RunError"),
         tuple(err.get("types") or ()),
         f"child run {child_id} failed: {err.get('message', '')}",
         err.get("traceback") or "",
-        None,
+        base64.b64decode(exc) if isinstance(exc, str) and exc else None,
     )
 
 

@@ -81,6 +81,7 @@ from actorflow.graph._codes import (
 )
 from actorflow.runtime import _waits
 from actorflow.runtime._core import Compiled, Core
+from actorflow.runtime._depth import refuse_child
 from actorflow.runtime._messages import (
     ChildFinished,
     ErrorInfo,
@@ -267,6 +268,7 @@ class Supervisor:
         self.last_error: dict[str, Any] | None = None
         self.cancel_reason: str | None = None
         self.parent: tuple[str, str] | None = None
+        self.depth = 0  # below the top-level run (see _depth.py)
         self.shape = self.plan.shape
         self.finished = False
         self.fx = Effects()
@@ -282,10 +284,11 @@ class Supervisor:
         payload: bytes,
         idempotency_key: str | None,
         parent: tuple[str, str] | None = None,
+        depth: int = 0,
     ) -> Supervisor:
         """A new run: record it (queued or running) and start its first nodes."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent)
+        open_run(sup, payload, idempotency_key, parent, depth)
         return sup
 
     @classmethod
@@ -888,6 +891,10 @@ class Supervisor:
             if err is not None:
                 self._leaf_failed_for_good(leaf, err)
                 return
+        refused = refuse_child(self, leaf.path, spec.workflow_id)
+        if refused is not None:  # deterministic: no retry, the handler (if any) sees it
+            self._leaf_failed_for_good(leaf, refused)
+            return
         now = self.core.clock.now()
         leaf.status = StepStatus.RUNNING
         leaf.dispatched_at = now
@@ -896,8 +903,9 @@ class Supervisor:
         key = f"{self.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
         leaf.child = self.core.child_run_id(spec.workflow_id, key)
         self.fx.ops.append(leaf.put())
+        parent = (self.run_id, leaf.path)
         self.fx.children.append(
-            ("start", leaf.child, spec.workflow_id, payload, key, (self.run_id, leaf.path))
+            ("start", leaf.child, spec.workflow_id, payload, key, parent, self.depth + 1)
         )
 
     def _abort(self, frame: int, node: int) -> None:
@@ -1378,6 +1386,8 @@ class Supervisor:
             "cancel_reason": self.cancel_reason,
             "parent": list(self.parent) if self.parent else None,
         }
+        if self.depth:
+            rec["depth"] = self.depth
         if self.status == RunStatus.COMPLETED:
             result = self.plan.scope_result[0]
             value = self.output(0, result) if result >= 0 else None
@@ -1401,7 +1411,11 @@ def move_status(sup: Any, status: RunStatus) -> None:
 
 
 def open_run(
-    sup: Any, payload: bytes, idempotency_key: str | None, parent: tuple[str, str] | None
+    sup: Any,
+    payload: bytes,
+    idempotency_key: str | None,
+    parent: tuple[str, str] | None,
+    depth: int = 0,
 ) -> None:
     """Record a new run (graph or code) as running or queued, and begin it if admitted."""
     core, run_id = sup.core, sup.run_id
@@ -1410,6 +1424,7 @@ def open_run(
     sup.created_at = now
     sup.idempotency_key = idempotency_key
     sup.parent = parent
+    sup.depth = depth
     admitted = core.admission.try_acquire(sup.workflow_id, run_id)
     sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
     ops = sup.fx.ops

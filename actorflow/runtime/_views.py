@@ -22,6 +22,7 @@ from actorflow.errors import (
     RemoteError,
     RemoteTraceback,
     RunCancelled,
+    RunDepthExceeded,
     RunNotFound,
     RunTimeout,
     StepFailed,
@@ -29,6 +30,7 @@ from actorflow.errors import (
     WorkerCrashed,
     WorkflowFailed,
 )
+from actorflow.runtime._depth import run_depth
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, describe_value, encode_value, large_ids
 from actorflow.store._protocol import Store
@@ -186,6 +188,9 @@ class RunDetails:
         error: why it failed, when failed.
         cancel_reason: why it was cancelled, when cancelled.
         steps: its steps in workflow order (including those not yet started).
+        parent_run_id: for a child run (a subflow, ``ctx.child``), the run that started it.
+        depth: 0 for a top-level run, the parent's depth + 1 for a child run (bounded by
+            ``max_run_depth``).
     """
 
     id: str
@@ -201,6 +206,8 @@ class RunDetails:
     error: ErrorDetails | None
     cancel_reason: str | None
     steps: tuple[StepDetails, ...]
+    parent_run_id: str | None = None
+    depth: int = 0
 
     def step(self, path: str) -> StepDetails:
         """The node at ``path`` (a name, or ``lines[3]/price`` inside a loop body).
@@ -444,6 +451,8 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         error=_error(rec.get("error")),
         cancel_reason=rec.get("cancel_reason"),
         steps=tuple(steps),
+        parent_run_id=(rec.get("parent") or [None])[0],
+        depth=run_depth(store, rec),
     )
 
 
@@ -532,6 +541,20 @@ def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
     if kind == "internal":
         return ActorflowError(message)
     original = _unpickle_error(err)
+    if "actorflow.errors.RunDepthExceeded" in (err.get("types") or ()):
+        # (the refusal itself, or a parent's child step failing with it in turn)
+        at = original if isinstance(original, RunDepthExceeded) else None
+        depth_err = RunDepthExceeded(
+            step,
+            at.limit if at else None,
+            at.depth if at else None,
+            at.chain if at else (),
+            run_id,
+            attempt,
+            message,
+        )
+        depth_err.__cause__ = original
+        return depth_err
     tb = err.get("traceback") or ""
     if tb:
         original.__cause__ = RemoteTraceback(tb)
