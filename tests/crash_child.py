@@ -10,6 +10,8 @@ Modes:
   retry           a step fails once then waits on a 2 s durable backoff; print RETRYING when
                   the retry is scheduled, then wait; print RESULT when done
   writes N        tell the store writer N writes one by one; print ACK i as each is durable
+  subflow         a step, then a subflow whose input(ctx) differs from the run's payload;
+                  print RESULT <the child's result> (the parent kills it at a commit point)
   code            a code workflow of 20 steps (idempotent trigger); print RESULT <value>
   code-kill       like code, but step s7 SIGKILLs the engine (once: a marker file)
   code-sleep      a code workflow: 3 steps, a 1 s durable sleep, a signal wait, 3 steps; the
@@ -49,6 +51,17 @@ def twenty(data_dir: str, log: str, kill: bool) -> None:
     with engine:
         run = engine.trigger("twenty", payload, idempotency_key="the-run")
         print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120), flush=True)
+
+
+def subflow(data_dir: str, log: str) -> None:
+    engine = af.Engine(data_dir=data_dir, workers=1)
+    engine.define("child").step("echo", steps.echo_payload)
+    engine.define("parent").step("first", steps.label).subflow(
+        "sub", "child", input=lambda ctx: {"from": "input", "first": ctx.last}
+    )
+    with engine:
+        run = engine.trigger("parent", {"from": "payload"}, idempotency_key="the-run")
         print("RESULT", run.result(timeout=120), flush=True)
 
 
@@ -262,6 +275,8 @@ if __name__ == "__main__":
         foreach_tiny(data_dir, log)
     elif mode == "retry":
         retry(data_dir, log)
+    elif mode == "subflow":
+        subflow(data_dir, log)
     elif mode == "writes":
         writes(data_dir, int(sys.argv[4]))
     elif mode == "code":

@@ -113,13 +113,19 @@ def resume(sup: Supervisor) -> None:
                 spec = sup.plan.specs[node]
                 assert isinstance(spec, SubflowSpec)
                 key = f"{sup.run_id}/{leaf.path}"
-                # Start it (again): a child that exists already ignores the duplicate.
+                # Start it (again): a child that exists already ignores the duplicate. Its
+                # input is computed as it was the first time (it used to be the parent's
+                # payload here, which a crash before the child's record would have given it).
+                payload, err = sup.child_input(frame, node)
+                if err is not None:
+                    sup._leaf_failed_for_good(leaf, err)
+                    continue
                 sup.fx.children.append(
                     (
                         "start",
                         leaf.child,
                         spec.workflow_id,
-                        sup.payload,
+                        payload,
                         key,
                         (sup.run_id, leaf.path),
                         sup.depth + 1,

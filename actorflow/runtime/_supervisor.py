@@ -880,17 +880,10 @@ class Supervisor:
         assert isinstance(spec, SubflowSpec)
         leaf = self.leaves.get((frame, node)) or self._leaf(frame, node)
         self.pending[(frame, node)] = C_CHILD
-        payload = self.payload
-        if spec.input is not None:
-            value, err = call_user(spec.input, self._ctx(frame, node))
-            if err is None:
-                try:
-                    payload = encode_value(value, f"input of subflow {spec.name!r}")
-                except Exception as exc:
-                    err = error_info(exc)
-            if err is not None:
-                self._leaf_failed_for_good(leaf, err)
-                return
+        payload, err = self.child_input(frame, node)
+        if err is not None:
+            self._leaf_failed_for_good(leaf, err)
+            return
         refused = refuse_child(self, leaf.path, spec.workflow_id)
         if refused is not None:  # deterministic: no retry, the handler (if any) sees it
             self._leaf_failed_for_good(leaf, refused)
@@ -899,7 +892,6 @@ class Supervisor:
         leaf.status = StepStatus.RUNNING
         leaf.dispatched_at = now
         leaf.attempt += 1
-        payload = self.core.input_for(spec.workflow_id, payload)
         key = f"{self.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
         leaf.child = self.core.child_run_id(spec.workflow_id, key)
         self.fx.ops.append(leaf.put())
@@ -907,6 +899,26 @@ class Supervisor:
         self.fx.children.append(
             ("start", leaf.child, spec.workflow_id, payload, key, parent, self.depth + 1)
         )
+
+    def child_input(self, frame: int, node: int) -> tuple[bytes | None, ErrorInfo | None]:
+        """The encoded input of the subflow at (frame, node), or None and the error.
+
+        Its ``input(ctx)``, else the run's payload; the error if ``input`` raised or its
+        value cannot be stored. Deterministic, so a reloaded run that starts its child
+        again (which a child that exists ignores) gives it the same input as the first time.
+        """
+        spec = self.plan.specs[node]
+        assert isinstance(spec, SubflowSpec)
+        payload = self.payload
+        if spec.input is not None:
+            value, err = call_user(spec.input, self._ctx(frame, node))
+            if err is not None:
+                return None, err
+            try:
+                payload = encode_value(value, f"input of subflow {spec.name!r}")
+            except Exception as exc:
+                return None, error_info(exc)
+        return self.core.input_for(spec.workflow_id, payload), None
 
     def _abort(self, frame: int, node: int) -> None:
         key = (frame, node)

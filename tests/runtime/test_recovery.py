@@ -99,6 +99,21 @@ def test_sigkill_at_a_point_then_recover(tmp_path: Path, crash_at: str) -> None:
     assert_exactly_once(data_dir, log)
 
 
+@pytest.mark.parametrize("commit", [2, 3, 4])
+def test_a_subflow_started_after_a_crash_gets_its_input(tmp_path: Path, commit: int) -> None:
+    """Killed after any of the first commits (the subflow recorded, its child not yet
+    started among them), the recovered parent starts its child with ``input(ctx)``, not
+    with its own payload."""
+    data_dir, log = tmp_path / "store", tmp_path / "exec.log"
+    code, out, err = finish(
+        child(data_dir, log, "subflow", crash_at=f"writer.after_commit={commit}")
+    )
+    assert code == -signal.SIGKILL, (out, err)
+    code, out, err = finish(child(data_dir, log, "subflow"))
+    assert code == 0, err
+    assert result_line(out) == "{'from': 'input', 'first': 'first:None'}"
+
+
 def test_sigkill_mid_step_then_recover(tmp_path: Path) -> None:
     data_dir, log = tmp_path / "store", tmp_path / "exec.log"
     code, out, err = finish(child(data_dir, log, "twenty-kill"))
