@@ -66,7 +66,7 @@ from actorflow.errors import (
     StoreFull,
     WorkflowNotFound,
 )
-from actorflow.triggers._origin import HostGuard, host_problems
+from actorflow.triggers._origin import HostGuard, answer, host_problems
 
 if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
@@ -534,17 +534,7 @@ class _Webhooks:
                 )
             else:
                 status, data = await self._handle(scope, receive, *hook)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(data)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": data})
+            await answer(send, status, data)
             return
         await self.app(scope, receive, send)
 

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["CLIENT_HEADER", "HostGuard", "host_problems"]
+__all__ = ["CLIENT_HEADER", "HostGuard", "answer", "host_problems"]
 
 log = logging.getLogger("actorflow.http")
 
@@ -232,15 +232,20 @@ class HostGuard:
             return
         status, error, detail = refusal
         log.info("refused %s %s: %s", scope["method"], scope["path"], detail)
-        body = orjson.dumps({"error": error, "detail": detail})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await answer(send, status, orjson.dumps({"error": error, "detail": detail}))
+
+
+async def answer(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """Send a whole JSON response from a raw ASGI layer (the guard, gates, webhooks)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

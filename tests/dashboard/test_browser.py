@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 import actorflow as af
 from tests import steps
 from tests.conftest import wait_until
+from tests.serving import serve
 
 CHROMIUM = (
     os.environ.get("ACTORFLOW_CHROMIUM")
@@ -35,24 +33,6 @@ if CHROMIUM is None:
     pytest.skip("no chromium executable (apt-get install chromium)", allow_module_level=True)
 
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _serve(app: Any) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def _define(engine: af.Engine) -> af.Engine:
@@ -90,7 +70,8 @@ def browser() -> Iterator[Any]:
 def site(make_engine: Callable[..., af.Engine]) -> Iterator[tuple[af.Engine, str]]:
     engine = _define(make_engine(workers=2))
     engine.start()
-    yield from ((engine, url) for url in _serve(engine.asgi()))
+    with serve(engine.asgi()) as url:
+        yield engine, url
 
 
 def _page(browser: Any, url: str) -> Any:
@@ -169,7 +150,7 @@ def test_trigger_form_and_read_only_mode(
 ) -> None:
     engine = _define(make_engine(workers=1))
     engine.start()
-    for url in _serve(engine.asgi()):
+    with serve(engine.asgi()) as url:
         page = _page(browser, f"{url}/#/trigger")
         page.select_option("select[name=workflow]", "orders")
         page.fill("textarea[name=payload]", '{"amount": 7}')
@@ -177,7 +158,7 @@ def test_trigger_form_and_read_only_mode(
         page.wait_for_selector("#graph")
         run_id = page.url.rsplit("/", 1)[1]
         assert engine.run(run_id).result(timeout=60) == "done"
-    for url in _serve(engine.asgi(read_only=True)):
+    with serve(engine.asgi(read_only=True)) as url:
         page = _page(browser, f"{url}/#/run/{run_id}")
         page.wait_for_selector("#graph")
         assert not page.locator("#cancel").is_visible()
@@ -227,7 +208,7 @@ def test_another_sites_page_cannot_cancel_or_trigger(
 
     page = browser.new_page()
     page.on("response", answered)
-    for evil_url in _serve(evil):
+    with serve(evil) as evil_url:
         page.goto(evil_url.replace("127.0.0.1", "evil.example"))
         # Playwright's sync API hands events over only while one of its calls runs.
         wait_until(lambda: page.wait_for_timeout(20) or len(answers) == 4, timeout=30)

@@ -19,8 +19,8 @@ import pytest
 
 import actorflow as af
 from tests.conftest import wait_until
-from tests.triggers.serving import JSON, SECRET, free_port, serve
-from tests.triggers.serving import sign as _sign
+from tests.serving import JSON, SECRET, free_port, serve
+from tests.serving import sign as _sign
 from tests.triggers.webhook_app import define
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import actorflow as af
 from tests.conftest import wait_until
-from tests.triggers.serving import SECRET, serve, sign
+from tests.serving import SECRET, serve, sign
 from tests.triggers.webhook_app import define
 
 ALLOWED = "engine.example"  # the name a reverse proxy would forward
