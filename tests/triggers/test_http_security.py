@@ -246,6 +246,10 @@ def test_allowed_hosts_settings(make_engine: Callable[..., af.Engine]) -> None:
             af.EngineConfig(allowed_hosts=(bad,))
     with pytest.raises(af.ConfigError, match="allowed_hosts"):
         af.EngineConfig(allowed_hosts="a.example")  # type: ignore[arg-type]
+    from actorflow.cli._serve import load_app
+
+    with pytest.raises(af.ClientError, match="--allowed-host"):  # not an engine: not ignored
+        load_app("tests.serving:serve", allowed_hosts=["x.example"])
     engine = define(make_engine(workers=1, allowed_hosts=(".b.example",)))
     with pytest.raises(af.ConfigError, match="allowed_hosts"):
         engine.asgi(allowed_hosts=["x.example:8080"])
