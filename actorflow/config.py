@@ -104,6 +104,12 @@ class EngineConfig:
         max_run_depth: the deepest a run may be (a top-level run is at depth 0, a subflow's
             or ``ctx.child``'s run one deeper than its parent); a step that would start a
             child past it fails with ``RunDepthExceeded``, never retried (0: no limit).
+        allowed_hosts: host names ``engine.asgi()`` answers to besides the address a
+            connection arrived on (and ``localhost`` on loopback): ``"engine.example.com"``,
+            ``".example.com"`` (the domain and its sub-domains), ``"*"`` (any); a request
+            naming another ``Host`` gets a 400 (DNS rebinding). Comma-separated in
+            ``ACTORFLOW_ALLOWED_HOSTS``. A page whose ``Origin`` is one of these names (not
+            through ``"*"``) may also change state, for a dashboard behind a proxy.
     """
 
     data_dir: Path = Path(".actorflow")
@@ -141,6 +147,7 @@ class EngineConfig:
     codecs: tuple[str, ...] = ()
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
     max_run_depth: int = 64
+    allowed_hosts: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -186,6 +193,10 @@ class EngineConfig:
                 problems.append(f"{name}: expected True or False, got {flag!r}")
         if not all(isinstance(m, str) and m for m in self.preload):
             problems.append(f"preload: expected module names, got {self.preload!r}")
+        if self.allowed_hosts:
+            from actorflow.triggers._origin import host_problems
+
+            problems.extend(host_problems(self.allowed_hosts))
         if self.codecs or self.codec_keys:
             from actorflow.store._sealing import Codecs
 
@@ -344,7 +355,7 @@ def _coerce(name: str, value: Any) -> Any:
         return 0
     if name in _SIZES and isinstance(value, str):
         return _bytes(value, name)
-    if name in ("preload", "codecs", "codec_keys"):
+    if name in ("preload", "codecs", "codec_keys", "allowed_hosts"):
         if isinstance(value, str):
             return tuple(m.strip() for m in value.split(",") if m.strip())
         if not isinstance(value, list | tuple):
@@ -360,7 +371,7 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     text = str(type_)
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs",
-                    "codec_keys"):  # fmt: skip
+                    "codec_keys", "allowed_hosts"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:
             return _bytes(raw, name)

@@ -91,7 +91,9 @@ engine.define("nightly").step("report", lambda ctx: ctx.payload["scheduled_at"])
 
 def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
     data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
+    # JSON, said so: the API refuses other bodies (a web page's form could send those).
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -99,7 +101,7 @@ def post(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) 
 def signed(body: dict[str, Any]) -> dict[str, str]:
     secret = os.environ["ORDERS_SECRET"].encode()
     digest = hmac.new(secret, json.dumps(body).encode(), hashlib.sha256).hexdigest()
-    return {"X-Signature": "sha256=" + digest, "Content-Type": "application/json"}
+    return {"X-Signature": "sha256=" + digest}
 
 
 def main() -> None:

@@ -226,6 +226,7 @@ def test_webhook_and_rest_bodies_and_headers(make_engine: Callable[..., af.Engin
         )  # fmt: skip
         def check(call: tuple[str, str], body: bytes, headers: dict[str, Any], query: str) -> None:
             headers.pop("Content-Length", None)  # httpx sets the true one
+            headers.setdefault("Content-Type", "application/json")  # else a 415 before parsing
             method, path = call
             (status,) = asyncio.run(_send(app, [(method, path + query, body, headers)]))
             statuses[status] = statuses.get(status, 0) + 1

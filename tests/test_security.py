@@ -121,6 +121,7 @@ def test_nothing_from_the_network_is_unpickled(
     engine = define(make_engine(workers=1))
     octet = {"Content-Type": "application/octet-stream"}
     pickled = {"Content-Type": "application/x-python-pickle"}
+    as_json = {"Content-Type": "application/json"}  # past the content-type check, to the parser
     with engine:
         run = engine.trigger("approve", {"id": "a"})
         while not engine.approvals():
@@ -134,6 +135,9 @@ def test_nothing_from_the_network_is_unpickled(
             ("POST", "/api/events/paid", bomb, pickled),
             ("POST", f"/api/runs/{run.id}/signals/go", bomb, octet),
             ("POST", f"/api/runs/{run.id}/cancel", bomb, pickled),
+            ("POST", "/api/workflows/open/trigger", bomb, as_json),
+            ("POST", f"/api/approvals/{token}/resume", bomb, as_json),
+            ("POST", f"/api/runs/{run.id}/cancel", bomb, as_json),
             ("GET", f"/api/runs/{run.id}/queries/q?args={bomb.hex()}", b"", {}),
             ("PUT", "/hooks/open", b"{}", {"X-Anything": bomb.hex(), "X-Signature": bomb.hex()}),
         ]

@@ -311,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PER_SECOND",
         help="requests per second per client address (429 past it; default: api_rate_limit)",
     )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the server answers to besides its address (and localhost on "
+        "loopback): the name clients or a proxy use, '.example.com' for a domain, '*' for any; "
+        "repeatable; adds to allowed_hosts",
+    )
     serve.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser(
@@ -400,6 +409,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.read_only,
         not args.no_dashboard,
         args.rate_limit,
+        args.allowed_host,
     )
     return 0
 

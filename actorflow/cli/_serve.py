@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,11 @@ __all__ = ["load_app", "load_object", "serve"]
 
 
 def load_app(
-    target: str, read_only: bool = False, dashboard: bool = True, rate_limit: float | None = None
+    target: str,
+    read_only: bool = False,
+    dashboard: bool = True,
+    rate_limit: float | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> Any:
     """Resolve ``module:attr`` or ``path/to/file.py:attr`` (attr default ``engine``).
 
@@ -23,13 +28,24 @@ def load_app(
     ASGI app.
 
     Raises:
-        ClientError: the module or attribute cannot be found.
+        ClientError: the module or attribute cannot be found, or ``allowed_hosts`` are given
+            for an app that is not an engine's (they would be ignored).
     """
     obj = load_object(target)
     from actorflow.runtime._engine import Engine
 
     if isinstance(obj, Engine):
-        return obj.asgi(read_only=read_only, dashboard=dashboard, rate_limit=rate_limit)
+        return obj.asgi(
+            read_only=read_only,
+            dashboard=dashboard,
+            rate_limit=rate_limit,
+            allowed_hosts=allowed_hosts,
+        )
+    if allowed_hosts:
+        raise ClientError(
+            f"--allowed-host: {target} is an ASGI app, not an Engine; its own code decides "
+            "the names it serves"
+        )
     return obj
 
 
@@ -72,11 +88,12 @@ def serve(
     read_only: bool = False,
     dashboard: bool = True,
     rate_limit: float | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the app until interrupted (SIGINT/SIGTERM stop the engine cleanly)."""
     import uvicorn
 
-    app = load_app(target, read_only, dashboard, rate_limit)
+    app = load_app(target, read_only, dashboard, rate_limit, allowed_hosts)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     uvicorn.run(app, host=host, port=port, loop=loop, http=http, log_level=log_level)

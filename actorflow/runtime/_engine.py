@@ -892,6 +892,7 @@ class Engine:
         dashboard: bool = True,
         token: str | None = None,
         rate_limit: float | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> Any:
         """One ASGI app: webhooks, the JSON REST API, the dashboard, metrics and health.
 
@@ -914,9 +915,16 @@ class Engine:
                 that), answered 429 with ``Retry-After`` past it; health checks are exempt.
                 Default: the ``api_rate_limit`` setting (``ACTORFLOW_API_RATE_LIMIT``); 0
                 for none.
+            allowed_hosts: host names served besides those of the ``allowed_hosts`` setting
+                (``ACTORFLOW_ALLOWED_HOSTS``) and the address a request arrived on. Every
+                request but webhooks and health checks must name one in its ``Host`` (else
+                400), and one that changes state must be JSON (or carry
+                ``X-Actorflow-Client``) from no other site (else 415 / 403); see
+                ``docs/operations.md``.
 
         Raises:
             DefinitionError: a definition is invalid, or two webhooks share a path and method.
+            ConfigError: ``rate_limit`` or ``allowed_hosts`` is not valid.
         """
         from actorflow.triggers._http import build_app
 
@@ -925,7 +933,12 @@ class Engine:
         if not isinstance(rate, int | float) or isinstance(rate, bool) or rate < 0:
             raise ConfigError(f"rate_limit: expected requests per second >= 0, got {rate!r}")
         return build_app(
-            self, read_only=read_only, dashboard=dashboard, token=chosen, rate_limit=rate
+            self,
+            read_only=read_only,
+            dashboard=dashboard,
+            token=chosen,
+            rate_limit=rate,
+            allowed_hosts=allowed_hosts,
         )
 
     def graph(self, workflow: str) -> dict[str, Any]:

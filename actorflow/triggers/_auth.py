@@ -20,6 +20,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from actorflow.triggers._origin import answer
+
 __all__ = ["TokenGate"]
 
 _OPEN = ("/healthz", "/readyz", "/static/")
@@ -79,18 +81,7 @@ class TokenGate:
                 "the dashboard, open /?token=...)",
             }
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b"Bearer"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await answer(send, 401, body, (b"www-authenticate", b"Bearer"))
 
 
 def _cookie(header: str) -> str | None:

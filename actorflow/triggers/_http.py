@@ -3,7 +3,9 @@
 Everything from the network is JSON, parsed with orjson and never unpickled. A webhook's run
 is durably recorded before the ``202`` is sent. Bad requests get a 4xx with a JSON body
 ``{"error": ..., "detail": ...}`` naming the problem. Signatures are compared in constant time
-(``hmac.compare_digest``).
+(``hmac.compare_digest``). A webhook's body must be JSON (empty: 400); the API's bodies are
+optional, an empty one meaning no payload (None), as the Python calls default to. In front of
+it all, ``_origin.HostGuard`` checks ``Host`` and refuses state changes from other sites.
 
 Routes::
 
@@ -12,7 +14,7 @@ Routes::
     GET  /readyz                          readiness: store writable, workers alive, timers on time
     GET  /metrics                         Prometheus metrics
     GET  /api/workflows                   defined workflows and their triggers
-    POST /api/workflows/{id}/trigger      start a run; body: the payload
+    POST /api/workflows/{id}/trigger      start a run; body: the payload (optional)
     GET  /api/runs?workflow=&status=&limit=&before=&since=&until=
                                           newest first; X-Next-Cursor: the next page's before
     GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard
@@ -41,7 +43,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -58,11 +60,13 @@ from actorflow.errors import (
     ApprovalError,
     ApprovalNotFound,
     ClientError,
+    ConfigError,
     EngineNotRunning,
     RunNotFound,
     StoreFull,
     WorkflowNotFound,
 )
+from actorflow.triggers._origin import HostGuard, answer, host_problems
 
 if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
@@ -157,8 +161,11 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse(body: bytes, empty: Any = None) -> Any:
+def _parse(body: bytes, empty: Any = None, required: bool = False) -> Any:
+    """The JSON ``body``; an empty one is ``empty``, or a 400 if a body is ``required``."""
     if not body.strip():
+        if required:
+            raise _HttpError(400, "bad_json", "body: expected JSON, got an empty body")
         return empty
     try:
         return orjson.loads(body)
@@ -195,8 +202,20 @@ def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) ->
             stamp = int(parts["t"][0])
         except (KeyError, ValueError):
             raise _HttpError(401, "signature", "Stripe-Signature has no timestamp") from None
-        if abs(now - stamp) > STRIPE_TOLERANCE:
-            raise _HttpError(401, "signature", "Stripe-Signature timestamp is too old")
+        if now - stamp > STRIPE_TOLERANCE:
+            raise _HttpError(
+                401,
+                "signature",
+                f"Stripe-Signature timestamp is too old (more than {STRIPE_TOLERANCE:g} s ago)",
+            )
+        if stamp - now > STRIPE_TOLERANCE:
+            # Not a replay but a clock apart: a message of its own, so that it can be fixed.
+            raise _HttpError(
+                401,
+                "signature",
+                f"Stripe-Signature timestamp is in the future (more than {STRIPE_TOLERANCE:g} s "
+                "ahead of this server's clock)",
+            )
         expected = hmac.new(key, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
         if not any(_same(expected, v) for v in parts.get("v1", [])):
             raise _HttpError(401, "signature", "signature does not match")
@@ -205,6 +224,12 @@ def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) ->
     header = headers.get(name)
     if not header:
         raise _HttpError(401, "signature", f"missing {name} header")
+    if spec.signature == "github" and not header.startswith("sha256="):
+        raise _HttpError(
+            401,
+            "signature",
+            "X-Hub-Signature-256: expected 'sha256=<hex digest>' (no sha256= prefix)",
+        )
     given = header.removeprefix("sha256=")
     expected = hmac.new(key, body, hashlib.sha256).hexdigest()
     if not _same(expected, given):
@@ -237,12 +262,22 @@ def build_app(
     dashboard: bool = True,
     token: str = "",
     rate_limit: float = 0.0,
+    allowed_hosts: Iterable[str] = (),
 ) -> Any:
     """The ASGI app for ``engine`` (see the module docstring).
 
     Its lifespan starts the engine if it is not running (and then stops it at shutdown), so
-    the app also runs under a plain ``uvicorn module:app``.
+    the app also runs under a plain ``uvicorn module:app``. In front of everything, a
+    :class:`~actorflow.triggers._origin.HostGuard` refuses foreign ``Host`` names and
+    cross-site requests that would change state.
+
+    Raises:
+        ConfigError: ``allowed_hosts`` is not a list of host names.
     """
+    problems = host_problems(allowed_hosts)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    names = (*engine.config.allowed_hosts, *allowed_hosts)
     limit = engine.config.max_body
 
     @_guard
@@ -466,7 +501,7 @@ def build_app(
         from actorflow.triggers._limits import RateLimit
 
         front = RateLimit(front, rate_limit)
-    return front
+    return HostGuard(front, names, {path for path, _ in hooks})
 
 
 class _Webhooks:
@@ -503,17 +538,7 @@ class _Webhooks:
                 )
             else:
                 status, data = await self._handle(scope, receive, *hook)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(data)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": data})
+            await answer(send, status, data)
             return
         await self.app(scope, receive, send)
 
@@ -530,7 +555,7 @@ class _Webhooks:
                     400, "bad_request", f"Idempotency-Key: expected 1 to {_MAX_KEY} characters"
                 )
             try:
-                payload = validate_payload(spec.schema, _parse(body))
+                payload = validate_payload(spec.schema, _parse(body, required=True))
             except ValueError as exc:
                 raise _HttpError(422, "schema", str(exc)) from None
             run = await self._engine.trigger_async(workflow, payload, idempotency_key=key)

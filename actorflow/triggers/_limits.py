@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from actorflow.triggers._origin import answer
+
 __all__ = ["RateLimit"]
 
 _EXEMPT = ("/healthz", "/readyz")
@@ -69,15 +71,4 @@ class RateLimit:
                 f"retry after {retry}s",
             }
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(retry).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await answer(send, 429, body, (b"retry-after", str(retry).encode()))

@@ -125,41 +125,21 @@ def test_paging_graph_and_dashboard_routes(make_engine: Callable[..., af.Engine]
 
 
 def test_live_events_stream(make_engine: Callable[..., af.Engine]) -> None:
-    import socket
-    import threading
-
-    import uvicorn
-
-    from tests.conftest import wait_until
+    from tests.serving import serve
 
     engine = make_engine()
     engine.define("w").step("a", steps.noop)
-    with engine, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-        s.close()
-        config = uvicorn.Config(
-            engine.asgi(), host="127.0.0.1", port=port, log_level="warning",
-            timeout_graceful_shutdown=1,
-        )  # fmt: skip
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_until(lambda: server.started)
+    with engine, serve(engine.asgi()) as url:
         lines: list[str] = []
-        try:
-            with httpx.stream("GET", f"http://127.0.0.1:{port}/api/stream", timeout=30) as r:
-                assert r.headers["content-type"].startswith("text/event-stream")
-                run = None
-                for line in r.iter_lines():
-                    lines.append(line)
-                    if line == ": connected":
-                        run = engine.trigger("w", {})
-                    if '"RunFinished"' in line:
-                        break
-        finally:
-            server.should_exit = True
-            thread.join(30)
+        with httpx.stream("GET", f"{url}/api/stream", timeout=30) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            run = None
+            for line in r.iter_lines():
+                lines.append(line)
+                if line == ": connected":
+                    run = engine.trigger("w", {})
+                if '"RunFinished"' in line:
+                    break
     events = [line for line in lines if line.startswith("data: ")]
     assert run is not None and [run.id in e for e in events] == [True, True, True]
     assert ['"type":"RunStarted"' in events[0], '"type":"RunFinished"' in events[-1]] == [

@@ -1,6 +1,7 @@
 """The dashboard in headless Chromium (Debian's chromium, driven by Playwright), on a real
 uvicorn server on loopback: the runs list and its filters, a run's graph and timeline,
-cancelling a run, resuming an approval, live updates, and read-only mode.
+cancelling a run, resuming an approval, live updates, read-only mode, and another site's
+page that tries to cancel and trigger runs.
 
 Chromium comes from the system (``apt-get install chromium``; ``.ci/run`` installs it). The
 tests skip without it, unless ``ACTORFLOW_REQUIRE_BROWSER=1`` (set by CI) makes that a failure.
@@ -10,18 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 import actorflow as af
 from tests import steps
 from tests.conftest import wait_until
+from tests.serving import serve
 
 CHROMIUM = (
     os.environ.get("ACTORFLOW_CHROMIUM")
@@ -34,24 +33,6 @@ if CHROMIUM is None:
     pytest.skip("no chromium executable (apt-get install chromium)", allow_module_level=True)
 
 sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _serve(app: Any) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def _define(engine: af.Engine) -> af.Engine:
@@ -76,6 +57,8 @@ def _define(engine: af.Engine) -> af.Engine:
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        # evil.example: another site, on this machine (and a name re-pointed at loopback).
+        args.append("--host-resolver-rules=MAP evil.example 127.0.0.1")
         b = p.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             yield b
@@ -87,7 +70,8 @@ def browser() -> Iterator[Any]:
 def site(make_engine: Callable[..., af.Engine]) -> Iterator[tuple[af.Engine, str]]:
     engine = _define(make_engine(workers=2))
     engine.start()
-    yield from ((engine, url) for url in _serve(engine.asgi()))
+    with serve(engine.asgi()) as url:
+        yield engine, url
 
 
 def _page(browser: Any, url: str) -> Any:
@@ -166,7 +150,7 @@ def test_trigger_form_and_read_only_mode(
 ) -> None:
     engine = _define(make_engine(workers=1))
     engine.start()
-    for url in _serve(engine.asgi()):
+    with serve(engine.asgi()) as url:
         page = _page(browser, f"{url}/#/trigger")
         page.select_option("select[name=workflow]", "orders")
         page.fill("textarea[name=payload]", '{"amount": 7}')
@@ -174,11 +158,65 @@ def test_trigger_form_and_read_only_mode(
         page.wait_for_selector("#graph")
         run_id = page.url.rsplit("/", 1)[1]
         assert engine.run(run_id).result(timeout=60) == "done"
-    for url in _serve(engine.asgi(read_only=True)):
+    with serve(engine.asgi(read_only=True)) as url:
         page = _page(browser, f"{url}/#/run/{run_id}")
         page.wait_for_selector("#graph")
         assert not page.locator("#cancel").is_visible()
         assert not page.locator("#nav-trigger").is_visible()
         assert page.inner_text("#mode") == "read-only"
-        refused = httpx.post(f"{url}/api/runs/{run_id}/retry")
+        refused = httpx.post(f"{url}/api/runs/{run_id}/retry", json={})
         assert refused.status_code == 403 and refused.json()["error"] == "read_only"
+
+
+_EVIL = """<!doctype html><html><body>
+<form id="cancel" method="POST" action="{api}/api/runs/{run}/cancel" target="one">
+  <input name="reason" value="csrf"></form>
+<form id="start" method="POST" enctype="text/plain" target="two"
+  action="{api}/api/workflows/orders/trigger">
+  <input name='{{"amount": 1, "x": "' value='"}}'></form>
+<iframe name="one"></iframe><iframe name="two"></iframe>
+<script>
+  document.getElementById("cancel").submit();
+  document.getElementById("start").submit();
+  fetch("{api}/api/workflows/orders/trigger",
+        {{method: "POST", mode: "no-cors", body: '{{"amount": 2}}'}});
+  fetch("{api}/api/runs/{run}/cancel", {{method: "POST", mode: "no-cors"}});
+</script></body></html>"""
+
+
+def test_another_sites_page_cannot_cancel_or_trigger(
+    browser: Any, site: tuple[af.Engine, str]
+) -> None:
+    """Forms and no-cors fetches from evil.example, a site the browser sees as another."""
+    engine, url = site
+    slow = engine.trigger("slow", {"sleep": 60})
+    wait_until(lambda: engine.inspect(slow.id).steps[0].status == af.StepStatus.RUNNING)
+    html = _EVIL.format(api=url, run=slow.id).encode()
+
+    async def evil(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/html"), (b"content-length", str(len(html)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": html})
+
+    answers: list[int] = []  # the engine's answers to the page's four requests
+
+    def answered(response: Any) -> None:
+        if response.url.startswith(url):
+            answers.append(response.status)
+
+    page = browser.new_page()
+    page.on("response", answered)
+    with serve(evil) as evil_url:
+        page.goto(evil_url.replace("127.0.0.1", "evil.example"))
+        # Playwright's sync API hands events over only while one of its calls runs.
+        wait_until(lambda: page.wait_for_timeout(20) or len(answers) == 4, timeout=30)
+    assert answers == [403] * 4, answers
+    # DNS rebinding: the engine itself, under evil.example's name, serves nothing.
+    page.goto(url.replace("127.0.0.1", "evil.example"))
+    assert "allowed_hosts" in page.inner_text("body")
+    assert engine.inspect(slow.id).status is af.RunStatus.RUNNING  # not cancelled
+    assert engine.runs("orders") == []  # nothing started
+    engine.run(slow.id).cancel()
+    assert engine.trigger("orders", {"amount": 3}).result(timeout=60) == "done"  # still serving

@@ -7,10 +7,8 @@ import hashlib
 import hmac
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,43 +16,23 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 import actorflow as af
 from tests.conftest import wait_until
+from tests.serving import JSON, SECRET, free_port, serve
+from tests.serving import sign as _sign
 from tests.triggers.webhook_app import define
-
-SECRET = b"hook-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def server(make_engine: Callable[..., af.Engine]) -> Iterator[tuple[af.Engine, httpx.Client]]:
     os.environ["TEST_HOOK_SECRET"] = SECRET.decode()
     engine = define(make_engine(workers=1, max_body=4096))
-    port = _free_port()
-    config = uvicorn.Config(
-        engine.asgi(), host="127.0.0.1", port=port, loop="uvloop", log_level="warning"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_until(lambda: srv.started)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield engine, client
-    finally:
-        srv.should_exit = True
-        thread.join(30)
-
-
-def _sign(body: bytes) -> str:
-    return "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+    with (
+        serve(engine.asgi()) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield engine, client
 
 
 def test_signed_webhook_starts_a_durable_run(server: tuple[af.Engine, httpx.Client]) -> None:
@@ -83,6 +61,8 @@ def test_bad_requests_get_clear_4xx(server: tuple[af.Engine, httpx.Client]) -> N
             "amount",
         ),
         (b"x" * 5000, {"X-Signature": _sign(b"x" * 5000)}, 413, "limit"),
+        (b"", {"X-Signature": _sign(b"")}, 400, "expected JSON, got an empty body"),
+        (b" \n", {"X-Signature": _sign(b" \n")}, 400, "expected JSON, got an empty body"),
     ]
     for body, headers, status, text in cases:
         r = client.post("/hooks/orders", content=body, headers=headers)
@@ -91,18 +71,26 @@ def test_bad_requests_get_clear_4xx(server: tuple[af.Engine, httpx.Client]) -> N
     assert engine.runs("orders") == []  # nothing started by a bad request
     r = client.post("/hooks/open", content=good)
     assert r.status_code == 405  # declared as PUT
+    r = client.put("/hooks/open")  # no signature to pass: still no empty payload
+    assert r.status_code == 400 and "empty body" in r.json()["detail"], r.text
+    assert engine.runs("open") == []
+    r = client.put("/hooks/open", content=b"{}")  # and the engine still serves
+    assert r.status_code == 202 and engine.run(r.json()["run_id"]).result(timeout=30) == {}
     assert client.get("/api/runs/nope").status_code == 404
-    r = client.post("/api/workflows/nope/trigger", content=b"{}")
+    r = client.post("/api/workflows/nope/trigger", content=b"{}", headers=JSON)
     assert r.status_code == 404 and "nope" in r.json()["detail"]
 
 
 def test_github_and_stripe_signatures(server: tuple[af.Engine, httpx.Client]) -> None:
-    _, client = server
+    engine, client = server
     body = orjson.dumps({"action": "opened"})
     r = client.post("/hooks/github", content=body, headers={"X-Hub-Signature-256": _sign(body)})
     assert r.status_code == 202, r.text
     r = client.post("/hooks/github", content=body, headers={"X-Signature": _sign(body)})
     assert r.status_code == 401
+    bare = _sign(body).removeprefix("sha256=")  # the right digest, without GitHub's prefix
+    r = client.post("/hooks/github", content=body, headers={"X-Hub-Signature-256": bare})
+    assert r.status_code == 401 and "sha256=" in r.json()["detail"], r.text
     stamp = int(time.time())
     sig = hmac.new(SECRET, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
     r = client.post(
@@ -115,6 +103,13 @@ def test_github_and_stripe_signatures(server: tuple[af.Engine, httpx.Client]) ->
         "/hooks/stripe", content=body, headers={"Stripe-Signature": f"t={old},v1={sig}"}
     )
     assert r.status_code == 401 and "too old" in r.json()["detail"]
+    ahead = stamp + 3600  # a clock an hour apart is not a replay: its own message
+    sig = hmac.new(SECRET, f"{ahead}.".encode() + body, hashlib.sha256).hexdigest()
+    r = client.post(
+        "/hooks/stripe", content=body, headers={"Stripe-Signature": f"t={ahead},v1={sig}"}
+    )
+    assert r.status_code == 401 and "in the future" in r.json()["detail"], r.text
+    assert len(engine.runs("stripe")) == 1 and len(engine.runs("gh")) == 1
 
 
 def test_idempotency_key_maps_to_one_run(server: tuple[af.Engine, httpx.Client]) -> None:
@@ -135,45 +130,60 @@ def test_code_workflow_over_http(server: tuple[af.Engine, httpx.Client]) -> None
     run_id = r.json()["run_id"]
     wait_until(lambda: any(s.name == "close" for s in engine.inspect(run_id).steps))
     assert client.get(f"/api/runs/{run_id}/queries/n").json()["result"] == 2
-    r = client.post(f"/api/runs/{run_id}/updates/add", content=b"5")
+    r = client.post(f"/api/runs/{run_id}/updates/add", content=b"5", headers=JSON)
     assert r.status_code == 200 and r.json()["result"] == 7, r.text
-    r = client.post(f"/api/runs/{run_id}/updates/add", content=b"-1")
+    r = client.post(f"/api/runs/{run_id}/updates/add", content=b"-1", headers=JSON)
     assert r.status_code == 422 and "ValueError: negative" in r.json()["detail"]
     r = client.get(f"/api/runs/{run_id}/queries/times", params={"args": "[3]"})
     assert r.json()["result"] == 21
     assert client.get(f"/api/runs/{run_id}/queries/n", params={"args": "{"}).status_code == 400
     assert client.get(f"/api/runs/{run_id}/queries/nope").status_code == 400
-    assert client.post(f"/api/runs/{run_id}/restart").status_code == 400  # not panicked
+    restart = client.post(f"/api/runs/{run_id}/restart", headers=JSON)
+    assert restart.status_code == 400  # not panicked
     assert client.get(f"/api/runs/{run_id}/progress").json() == []  # no fan-out
-    r = client.post(f"/api/runs/{run_id}/signals/close", content=b'"bye"')
+    r = client.post(f"/api/runs/{run_id}/signals/close", content=b'"bye"', headers=JSON)
     assert r.status_code == 202, r.text
     assert engine.run(run_id).result(timeout=30) == {"n": 7, "closing": "bye"}
-    assert client.post("/api/runs/nope/signals/close", content=b"1").status_code == 404
+    assert (
+        client.post("/api/runs/nope/signals/close", content=b"1", headers=JSON).status_code == 404
+    )
 
 
 def test_rest_api_trigger_resume_publish_cancel(server: tuple[af.Engine, httpx.Client]) -> None:
     engine, client = server
     assert client.get("/healthz").json() == {"status": "ok"}
     assert {w["id"] for w in client.get("/api/workflows").json()} >= {"orders", "approve"}
-    r = client.post("/api/workflows/approve/trigger", content=orjson.dumps({"id": "x1"}))
+    r = client.post(
+        "/api/workflows/approve/trigger", content=orjson.dumps({"id": "x1"}), headers=JSON
+    )
     assert r.status_code == 202
     run_id = r.json()["run_id"]
     wait_until(lambda: bool(client.get("/api/approvals").json()))
     token = client.get("/api/approvals").json()[0]["token"]
-    r = client.post(f"/api/approvals/{token}/resume", content=orjson.dumps({"by": "ada"}))
+    r = client.post(
+        f"/api/approvals/{token}/resume", content=orjson.dumps({"by": "ada"}), headers=JSON
+    )
     assert r.status_code == 200, r.text
-    r = client.post(f"/api/approvals/{token}/resume", content=b"{}")
+    r = client.post(f"/api/approvals/{token}/resume", content=b"{}", headers=JSON)
     assert r.status_code == 409 and "already" in r.json()["detail"]
-    assert client.post("/api/approvals/zzz/resume", content=b"{}").status_code == 404
-    r = client.post("/api/events/paid", content=orjson.dumps({"payload": 9, "key": "x1"}))
+    assert client.post("/api/approvals/zzz/resume", content=b"{}", headers=JSON).status_code == 404
+    r = client.post(
+        "/api/events/paid", content=orjson.dumps({"payload": 9, "key": "x1"}), headers=JSON
+    )
     assert r.status_code == 202
     assert engine.run(run_id).result(timeout=30) == {"paid": 9, "ok": {"by": "ada"}}
-    assert client.post("/api/events/paid", content=b'{"colour": 1}').status_code == 400
+    assert (
+        client.post("/api/events/paid", content=b'{"colour": 1}', headers=JSON).status_code == 400
+    )
     runs = client.get("/api/runs", params={"workflow": "approve"}).json()
     assert [r["id"] for r in runs] == [run_id]
     # Cancel a waiting run over the API.
-    run2 = client.post("/api/workflows/approve/trigger", content=b'{"id": "x2"}').json()
-    r = client.post(f"/api/runs/{run2['run_id']}/cancel", content=b'{"reason": "test"}')
+    run2 = client.post(
+        "/api/workflows/approve/trigger", content=b'{"id": "x2"}', headers=JSON
+    ).json()
+    r = client.post(
+        f"/api/runs/{run2['run_id']}/cancel", content=b'{"reason": "test"}', headers=JSON
+    )
     assert r.json() == {"run_id": run2["run_id"], "cancelled": True}
     assert engine.run(run2["run_id"]).status() == af.RunStatus.CANCELLED
     assert client.get("/api/runs", params={"limit": "zero"}).status_code == 400
@@ -222,7 +232,7 @@ def test_unset_secret_refuses_requests(
 
 
 def test_actorflow_serve_command(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TEST_APP_DATA_DIR": str(tmp_path / "store"), "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(
         [
@@ -233,6 +243,10 @@ def test_actorflow_serve_command(tmp_path: Path) -> None:
             "tests/triggers/webhook_app.py:engine",
             "--port",
             str(port),
+            "--allowed-host",
+            "engine.example",
+            "--allowed-host",
+            ".proxy.example",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -252,6 +266,9 @@ def test_actorflow_serve_command(tmp_path: Path) -> None:
         assert r.status_code == 202, r.text
         run_id = r.json()["run_id"]
         wait_until(lambda: httpx.get(f"{url}/api/runs/{run_id}").json()["status"] == "completed")
+        for host, status in (("engine.example", 200), ("a.proxy.example", 200), ("x.example", 400)):
+            r = httpx.get(f"{url}/api/runs/{run_id}", headers={"Host": host})
+            assert r.status_code == status, (host, r.text)
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -260,7 +277,7 @@ def test_actorflow_serve_command(tmp_path: Path) -> None:
 
 
 def test_every_202_is_a_recorded_run_after_sigkill(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path / "store"
     env = {**os.environ, "TEST_APP_DATA_DIR": str(data_dir), "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(

@@ -38,9 +38,16 @@ function toast(message, bad) {
 }
 
 async function api(path, options = {}) {
+  // The server takes actions only as JSON, or with X-Actorflow-Client: headers another
+  // site's page cannot send here (they need a CORS preflight, which is never granted).
   const response = await fetch(path, {
-    headers: { "Content-Type": "application/json", Accept: "application/json" },
     ...options,
+    headers: {
+      "Content-Type": "application/json",
+      Accept: "application/json",
+      "X-Actorflow-Client": "dashboard",
+      ...(options.headers || {}),
+    },
   });
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
@@ -350,7 +357,7 @@ function triggerPage() {
     let payload;
     try { payload = JSON.parse(form.get("payload") || "null"); }
     catch (err) { toast(`payload: ${err.message}`, true); return; }
-    const headers = { "Content-Type": "application/json" };
+    const headers = {};
     if (form.get("key")) headers["Idempotency-Key"] = form.get("key");
     try {
       const { data } = await api(`/api/workflows/${encodeURIComponent(form.get("workflow"))}/trigger`, {

@@ -1,0 +1,251 @@
+"""Cross-site requests and DNS rebinding: one ASGI layer in front of the whole engine app.
+
+A browser lets any web site send a "simple" request to any address, the loopback one
+included: an HTML form (urlencoded, multipart or text/plain bodies), or ``fetch`` with
+``mode: "no-cors"``. It also lets a site whose name the attacker re-points at 127.0.0.1 (DNS
+rebinding) read the answers, since the page and the server then share an origin. So every
+request but a webhook's or a health check's must pass:
+
+1. **Host.** The ``Host`` header (port aside, case and a trailing dot ignored) names the
+   address the connection arrived on, one of ``localhost``, ``127.0.0.1`` and ``[::1]`` when
+   that address is loopback, or an entry of ``allowed_hosts`` (``"name"``, ``".domain"`` for
+   the domain and its sub-domains, ``"*"`` for any). Else 400: a rebinding attacker's page
+   names its own host, never one of these.
+2. For a state-changing request (any method but GET, HEAD and OPTIONS):
+
+   - **Same origin.** ``Sec-Fetch-Site`` is not ``cross-site`` or ``same-site``, and an
+     ``Origin`` (``null`` included) names the request's own host and port, or a configured
+     name of ``allowed_hosts`` (never through ``"*"``). Else 403.
+   - **JSON.** ``Content-Type`` is ``application/json`` (or ``*/*+json``, parameters
+     allowed), or the request carries an ``X-Actorflow-Client`` header (the dashboard sends
+     ``dashboard``). Neither can come from another site without a CORS preflight, which this
+     app never grants (it sends no CORS headers at all). A POST with neither, even with no
+     body, is refused: 415.
+
+Webhooks are exempt: third parties call them under their public name, from anywhere, with
+whatever content type they use, and their signature is their authentication (an unsigned
+webhook is public by declaration). ``/healthz`` and ``/readyz`` are exempt too: orchestrators
+probe them under addresses of their own, and they only read. Refusals are JSON
+``{"error": ..., "detail": ...}`` and are answered before anything reads the body.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Collection, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+__all__ = ["CLIENT_HEADER", "HostGuard", "answer", "host_problems"]
+
+log = logging.getLogger("actorflow.http")
+
+#: The header the dashboard sends with its actions (any value proves a same-origin script).
+CLIENT_HEADER = "X-Actorflow-Client"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+_EXEMPT = frozenset({"/healthz", "/readyz"})
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_WANTED = frozenset({b"host", b"origin", b"sec-fetch-site", b"content-type", b"x-actorflow-client"})
+_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _split(authority: str) -> tuple[str, str | None] | None:
+    """``(host, port or None)`` of a Host header or URL authority; None if it is not one.
+
+    The host is normalised: lower case, no trailing dot, IPv6 without brackets.
+    """
+    text = authority.strip().lower()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not (rest[0] == ":" and _PORT.fullmatch(rest[1:]))):
+            return None
+        try:
+            address = ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+        return str(address), rest[1:] or None  # compressed, as the server reports its own
+    host, sep, port = text.partition(":")
+    if sep and not _PORT.fullmatch(port):
+        return None
+    host = host.removesuffix(".")
+    if not _NAME.fullmatch(host):
+        return None
+    return host, port or None
+
+
+def host_problems(entries: Any, name: str = "allowed_hosts") -> list[str]:
+    """What is wrong with an ``allowed_hosts`` value (empty: nothing)."""
+    if isinstance(entries, str) or not isinstance(entries, Iterable):
+        return [f"{name}: expected a list of host names, got {entries!r}"]
+    problems = []
+    for entry in entries:
+        if entry == "*" or (isinstance(entry, str) and _is_ip(entry)):
+            continue
+        parsed = None
+        if isinstance(entry, str):
+            parsed = _split(entry[1:] if entry.startswith(".") else entry)
+        if parsed is None or parsed[1] is not None:
+            problems.append(
+                f"{name}: expected host names such as 'engine.example.com', '.example.com' "
+                f"(and its sub-domains), '10.0.0.5', '[::1]' or '*', without scheme or port; "
+                f"got {entry!r}"
+            )
+    return problems
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
+
+
+class HostGuard:
+    """Wraps the engine's ASGI app (see the module docstring).
+
+    Args:
+        app: the app behind the guard.
+        allowed_hosts: names served besides the connection's own address (``"*"``: any).
+        webhooks: paths of the webhooks, which are not checked.
+    """
+
+    def __init__(self, app: Any, allowed_hosts: Iterable[str], webhooks: Collection[str]) -> None:
+        self.app = app
+        entries = {e.lower().removesuffix(".") for e in allowed_hosts}
+        self._any = "*" in entries
+        entries.discard("*")
+        self._names = frozenset(
+            str(ipaddress.ip_address(e.strip("[]"))) if _is_ip(e.strip("[]")) else e
+            for e in entries
+            if not e.startswith(".")
+        )
+        self._domains = tuple(sorted(e for e in entries if e.startswith(".")))
+        self._open = frozenset(webhooks) | _EXEMPT
+
+    def _configured(self, host: str) -> bool:
+        return host in self._names or any(host.endswith(d) or host == d[1:] for d in self._domains)
+
+    def _host_ok(self, host: str, server: Any) -> bool:
+        if self._any or self._configured(host):
+            return True
+        own = str(server[0]).lower() if server else ""
+        return host == own or (host in _LOOPBACK and _is_loopback(own))
+
+    def _names_served(self, server: Any) -> str:
+        own = str(server[0]).lower() if server else ""
+        names = sorted(_LOOPBACK) if _is_loopback(own) else [own] if own else []
+        shown = [f"[{n}]" if ":" in n else n for n in [*names, *sorted(self._names)]]
+        return ", ".join([*shown, *self._domains]) or "no names"
+
+    def _check(self, scope: Any) -> tuple[int, str, str] | None:
+        """``(status, error, detail)`` of a refusal, or None to let the request through."""
+        headers: dict[bytes, str] = {}
+        for key, value in scope["headers"]:
+            key = key.lower()
+            if key in _WANTED and key not in headers:
+                headers[key] = value.decode("latin-1")
+        raw_host = headers.get(b"host")
+        if raw_host is None:
+            return 400, "host", "the request has no Host header"
+        host = _split(raw_host)
+        if host is None or not self._host_ok(host[0], scope.get("server")):
+            return (
+                400,
+                "host",
+                f"Host {raw_host!r} is not a name this server answers to "
+                f"({self._names_served(scope.get('server'))}); to serve it under that name "
+                "add it to allowed_hosts (ACTORFLOW_ALLOWED_HOSTS, engine.asgi(allowed_hosts="
+                "...), actorflow serve --allowed-host)",
+            )
+        if scope["method"] in _SAFE:
+            return None
+        site = headers.get(b"sec-fetch-site", "").strip().lower()
+        if site in ("cross-site", "same-site"):
+            return (
+                403,
+                "cross_site",
+                f"Sec-Fetch-Site: {site}: requests that change state are not taken from "
+                "another site's pages",
+            )
+        origin = headers.get(b"origin")
+        if origin is not None and not self._same_origin(origin, host):
+            return (
+                403,
+                "cross_site",
+                f"Origin {origin!r} is another site than this server ({raw_host}): requests "
+                "that change state are taken from its own pages or from programs only; behind "
+                "a proxy, add the public host name to allowed_hosts",
+            )
+        media = headers.get(b"content-type", "").partition(";")[0].strip().lower()
+        if media == "application/json" or media.endswith("+json"):
+            return None
+        if headers.get(b"x-actorflow-client", "").strip():
+            return None
+        got = f"Content-Type {headers[b'content-type']!r}" if media else "no Content-Type"
+        return (
+            415,
+            "content_type",
+            f"{got}: requests that change state must send JSON with Content-Type: "
+            f"application/json (or an {CLIENT_HEADER} header)",
+        )
+
+    def _same_origin(self, origin: str, host: tuple[str, str | None]) -> bool:
+        try:
+            parts = urlsplit(origin.strip())
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or parts.path or parts.query:
+            return False
+        theirs = _split(parts.netloc)
+        if theirs is None:
+            return False
+        if self._configured(theirs[0]):
+            return True
+        if theirs[0] != host[0]:
+            return False
+        # Origins leave default ports out; a Host behind a proxy may too.
+        default = "443" if parts.scheme == "https" else "80"
+        return (host[1] is None and theirs[1] is None) or (theirs[1] or default) == host[1]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self._open:
+            await self.app(scope, receive, send)
+            return
+        refusal = self._check(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        status, error, detail = refusal
+        log.info("refused %s %s: %s", scope["method"], scope["path"], detail)
+        await answer(send, status, orjson.dumps({"error": error, "detail": detail}))
+
+
+async def answer(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """Send a whole JSON response from a raw ASGI layer (the guard, gates, webhooks)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
