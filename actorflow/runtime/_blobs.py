@@ -557,7 +557,11 @@ class BlobManager:
             raise StoreError(
                 f"no shared memory left to load a large value (shm_max_bytes {self.max_bytes})"
             )
-        got = self.store.blobs.read_into(bid, seg.fd)
+        try:
+            got = self.store.blobs.read_into(bid, seg.fd)
+        except BaseException:  # a damaged or undecryptable blob: the segment is not lost
+            self._release_segment(seg)
+            raise
         if got != size:
             self._release_segment(seg)
             raise StoreCorrupted(_missing(bid))
