@@ -17,6 +17,7 @@ import binascii
 import gzip
 import os
 import struct
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -101,6 +102,9 @@ class Codecs:
                 ) from None
             self._aead = {kid: AESGCM(key) for kid, key in self.keys.items()}
         self._zstd: Any = None
+        # (De)compressors per thread: making one costs ~15 us, more than sealing a record,
+        # and one may not be used by two threads at once.
+        self._local = threading.local()
         if "zstd" in names:
             try:
                 import zstandard
@@ -121,7 +125,7 @@ class Codecs:
         for name in self.names:
             header.append(CODECS[name])
             if name == "zstd":
-                body = self._zstd.ZstdCompressor(level=3).compress(body)
+                body = self._zstd_pair()[0].compress(body)
             elif name == "gzip":
                 body = gzip.compress(body, compresslevel=6, mtime=0)
             else:
@@ -131,15 +135,17 @@ class Codecs:
                 body = self._aead[self.active].encrypt(nonce, body, aad + b"\0" + kid)
         return bytes(header) + body
 
-    def open(self, data: bytes, aad: bytes, where: str) -> bytes:
+    def open(self, data: bytes | memoryview, aad: bytes, where: str) -> bytes:
         """Undo the chain recorded in ``data``'s header (plain records pass through).
+
+        ``data`` may be a view (a blob file's chunk), which is not copied before decrypting.
 
         Raises:
             StoreCorrupted: a malformed header, an unknown key id, or a record that does
                 not decrypt (a wrong key, or a record altered or moved).
         """
-        if not data.startswith(_MAGIC):
-            return data
+        if not is_sealed(data):
+            return bytes(data)
         try:
             pos = len(_MAGIC)
             count = data[pos]
@@ -151,13 +157,13 @@ class Codecs:
                 kid = nonce = b""
                 if name == "aesgcm":
                     n = data[pos]
-                    kid = data[pos + 1 : pos + 1 + n]
-                    nonce = data[pos + 1 + n : pos + 13 + n]
+                    kid = bytes(data[pos + 1 : pos + 1 + n])
+                    nonce = bytes(data[pos + 1 + n : pos + 13 + n])
                     pos += 13 + n
                 steps.append((name, kid, nonce))
         except (IndexError, KeyError, struct.error):
             raise StoreCorrupted(f"{where}: a sealed record has a malformed codec header") from None
-        body = data[pos:]
+        body: bytes | memoryview = data[pos:]
         for name, kid, nonce in reversed(steps):
             if name == "aesgcm":
                 aead = self._aead.get(kid.decode(errors="replace"))
@@ -174,18 +180,26 @@ class Codecs:
                         "authentication failed (a wrong key for that id, or an altered record)"
                     ) from None
             elif name == "zstd":
-                if self._zstd is None:
-                    import zstandard
-
-                    self._zstd = zstandard
-                body = self._zstd.ZstdDecompressor().decompress(body)
+                body = self._zstd_pair()[1].decompress(body)
             else:
                 body = gzip.decompress(body)
-        return body
+        return bytes(body)  # no copy of what a codec returned (bytes)
 
-    def key_ids(self, data: bytes) -> list[str]:
+    def _zstd_pair(self) -> tuple[Any, Any]:
+        """This thread's zstd compressor and decompressor."""
+        pair: tuple[Any, Any] | None = getattr(self._local, "zstd", None)
+        if pair is None:
+            if self._zstd is None:  # a zstd record read by a chain without zstd
+                import zstandard
+
+                self._zstd = zstandard
+            pair = (self._zstd.ZstdCompressor(level=3), self._zstd.ZstdDecompressor())
+            self._local.zstd = pair
+        return pair
+
+    def key_ids(self, data: bytes | memoryview) -> list[str]:
         """The key ids a sealed record names (empty for a plain one)."""
-        if not data.startswith(_MAGIC):
+        if not is_sealed(data):
             return []
         out = []
         pos = len(_MAGIC) + 1
@@ -194,11 +208,11 @@ class Codecs:
             pos += 1
             if name == "aesgcm":
                 n = data[pos]
-                out.append(data[pos + 1 : pos + 1 + n].decode(errors="replace"))
+                out.append(bytes(data[pos + 1 : pos + 1 + n]).decode(errors="replace"))
                 pos += 13 + n
         return out
 
 
-def is_sealed(data: bytes) -> bool:
+def is_sealed(data: bytes | memoryview) -> bool:
     """Whether a stored value went through a codec chain."""
-    return data.startswith(_MAGIC)
+    return data[: len(_MAGIC)] == _MAGIC

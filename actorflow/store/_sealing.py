@@ -242,10 +242,12 @@ class SealedBlobs:
                     )
                 binding = _binding(header, blob_id, i, i == n - 1)
                 record = self.codecs.seal(plain, binding)
-                frame = _FRAME.pack(len(record)) + record
+                length = _FRAME.pack(len(record))
+                _write_all(out, length)  # not joined: that would copy the chunk again
+                _write_all(out, record)
                 if flags & _F_CRC:
-                    frame += _FRAME.pack(zlib.crc32(frame, zlib.crc32(binding)))
-                _write_all(out, frame)
+                    crc = zlib.crc32(record, zlib.crc32(length, zlib.crc32(binding)))
+                    _write_all(out, _FRAME.pack(crc))
             return True
 
         return self.files.write_with(blob_id, fill)
@@ -347,13 +349,13 @@ class SealedBlobs:
     @staticmethod
     def _frame(
         src: int, pos: int, flags: int, binding: bytes, where: str, length: int
-    ) -> tuple[bytes, int]:
-        """The sealed chunk of the frame at ``pos``, and where the next frame starts."""
+    ) -> tuple[memoryview, int]:
+        """The sealed chunk of the frame at ``pos`` (a view), and where the next one starts."""
         raw = os.pread(src, _FRAME.size, pos)
         trailer = _FRAME.size if flags & _F_CRC else 0
         if len(raw) == _FRAME.size:
             (n,) = _FRAME.unpack(raw)
-            frame = os.pread(src, _FRAME.size + n + trailer, pos)
+            frame = memoryview(os.pread(src, _FRAME.size + n + trailer, pos))
             if len(frame) == _FRAME.size + n + trailer:
                 if trailer and _FRAME.unpack_from(frame, _FRAME.size + n)[0] != zlib.crc32(
                     frame[:-trailer], zlib.crc32(binding)
@@ -362,7 +364,7 @@ class SealedBlobs:
                 return frame[_FRAME.size : _FRAME.size + n], pos + len(frame)
         raise StoreCorrupted(f"{where}: the file is cut short ({length} bytes)")
 
-    def _unseal(self, record: bytes, flags: int, binding: bytes, where: str) -> bytes:
+    def _unseal(self, record: memoryview, flags: int, binding: bytes, where: str) -> bytes:
         # A chunk must be sealed, and encrypted if its file says so: a plain or merely
         # compressed chunk put in its place would otherwise pass for the original.
         if not is_sealed(record):
