@@ -474,7 +474,7 @@ class BlobManager:
                     return whole[:size].toreadonly()
         data = self.store.blobs.read(blob_id)
         if data is None or len(data) != size:
-            raise StoreCorrupted(_missing(blob_id))
+            raise StoreCorrupted(_missing(blob_id, None if data is None else len(data), size))
         return data
 
     def _unhold(self, b: _Blob) -> None:
@@ -564,7 +564,7 @@ class BlobManager:
             raise
         if got != size:
             self._release_segment(seg)
-            raise StoreCorrupted(_missing(bid))
+            raise StoreCorrupted(_missing(bid, got, size))
         b = self._blobs.get(bid)
         if b is None:
             b = self._blobs[bid] = _Blob(bid, size, seg)
@@ -766,7 +766,12 @@ def _finished(b: _Blob) -> bool:
     return b.stored or b.deleted
 
 
-def _missing(blob_id: str) -> str:
+def _missing(blob_id: str, got: int | None, size: int) -> str:
+    if got is not None:
+        return (
+            f"large value: blob {blob_id} holds {got} bytes, expected {size} (its file is "
+            "damaged, or sealed by codecs this engine is not configured with)"
+        )
     return (
         f"large value: blob {blob_id} is missing from the store (its run may have been "
         "cleaned up, or the machine stopped before the blob reached the disk)"

@@ -8,9 +8,8 @@ which run, is recorded in the ``blobs`` database (see ``runtime/_blobs.py``).
 
 Copies go from a shared-memory segment to the file and back with ``sendfile``, inside the
 kernel: the engine never maps the data to store it. With a codec chain configured the files
-are sealed in chunks instead (:mod:`actorflow.store._sealedblobs`); such a file starts with
-:data:`SEALED_MAGIC`, which this module recognises so that it never hands out sealed bytes
-as a value's buffer.
+are sealed in chunks instead, by :class:`actorflow.store._sealing.SealedBlobs`, over this
+class; such a file starts with :data:`SEALED_MAGIC`.
 """
 
 from __future__ import annotations
@@ -20,26 +19,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from actorflow.errors import StoreCorrupted, StoreError
+from actorflow.errors import StoreError
 
-__all__ = ["SEALED_MAGIC", "BlobFiles", "MemoryBlobs", "refuse_sealed"]
+__all__ = ["SEALED_MAGIC", "BlobFiles", "MemoryBlobs"]
 
 _CHUNK = 8 << 20  # copy in pieces, so a cancelled write stops early
 #: How a sealed blob file starts (then a format version byte); see ``_sealedblobs``.
 SEALED_MAGIC = b"\xafactorflow.blob"
-
-
-def refuse_sealed(blob_id: str, start: bytes) -> None:
-    """Raise if a blob file whose first bytes are ``start`` is sealed (nothing can open it).
-
-    Raises:
-        StoreCorrupted: it is.
-    """
-    if start[: len(SEALED_MAGIC)] == SEALED_MAGIC:
-        raise StoreCorrupted(
-            f"blob {blob_id} is sealed (encrypted or compressed), and no codecs or "
-            "codec_keys are configured to open it"
-        )
 
 
 def _never() -> bool:
@@ -152,7 +138,6 @@ class BlobFiles:
         except FileNotFoundError:
             return None
         try:
-            refuse_sealed(blob_id, os.pread(src, len(SEALED_MAGIC), 0))
             size = os.fstat(src).st_size
             os.lseek(fd, 0, os.SEEK_SET)
             _copy(src, fd, size, _never)
@@ -165,13 +150,11 @@ class BlobFiles:
     def read(self, blob_id: str) -> bytes | None:
         """The bytes of blob ``blob_id`` (None: no such blob)."""
         try:
-            data = self.file(blob_id).read_bytes()
+            return self.file(blob_id).read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read blob {blob_id}: {exc}") from exc
-        refuse_sealed(blob_id, data)
-        return data
 
     def size(self, blob_id: str) -> int | None:
         """The size of blob ``blob_id``, or None if it is not stored."""

@@ -22,7 +22,8 @@ state           ``d`` NUL scope NUL key                           expiry ms (8 b
 events          ``w`` NUL event NUL run id NUL step path          JSON waiter record
                 ``b`` NUL event NUL key NUL event id              buffered event (see _waits)
                 ``i`` NUL run id NUL step path NUL event id       event delivered to a waiter
-approvals       token                                             JSON approval record
+approvals       ``sha256:`` hex SHA-256 of the token              JSON approval record (with
+                                                                  the token)
 schedules       workflow NUL trigger index                        JSON schedule record
 blobs           ``b`` NUL blob id                                 JSON blob record (run, size,
                                                                   segment): see runtime/_blobs
@@ -63,6 +64,7 @@ __all__ = [
     "TIMERS",
     "VALUES",
     "approval_key",
+    "legacy_approval_key",
     "blob_key",
     "blob_run_key",
     "blob_run_prefix",
@@ -251,7 +253,20 @@ def inbox_prefix(run_id: str, path: str) -> bytes:
 
 
 def approval_key(token: str) -> bytes:
-    """Key of an approval record (the token itself)."""
+    """Key of an approval record: a hash of its token.
+
+    The token is a bearer secret (it resumes the run) and a key is never sealed, so the
+    store keeps only its SHA-256; tokens are 192 random bits, so the hash cannot be
+    reversed by guessing. The token itself is in the (sealed) record, for listings.
+    """
+    return b"sha256:" + hashlib.sha256(token.encode()).hexdigest().encode()
+
+
+def legacy_approval_key(token: str) -> bytes:
+    """Where stores written before tokens were hashed keep an approval: the token itself.
+
+    A token is URL-safe base64, which has no ``:``, so the two forms never collide.
+    """
     return token.encode()
 
 

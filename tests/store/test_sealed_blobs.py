@@ -171,21 +171,6 @@ def test_plain_files_still_read_and_keys_alone_write_plain(tmp_path: Path, data:
     assert _get(keys_only, "sealed") == data  # its key still opens what was sealed
 
 
-def test_a_sealed_file_without_codecs_is_refused_not_handed_out(
-    tmp_path: Path, data: bytes
-) -> None:
-    _put(_blobs(tmp_path), "b1", data)
-    files = BlobFiles(tmp_path, sync=False)
-    fd = os.memfd_create("out")
-    try:
-        with pytest.raises(af.StoreCorrupted, match="blob b1 is sealed"):
-            files.read_into("b1", fd)
-    finally:
-        os.close(fd)
-    with pytest.raises(af.StoreCorrupted, match="blob b1 is sealed"):
-        files.read("b1")
-
-
 def test_a_cancelled_or_failed_write_leaves_nothing(tmp_path: Path, data: bytes) -> None:
     blobs = _blobs(tmp_path)
     fd = _fd(data)

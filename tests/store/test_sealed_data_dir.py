@@ -15,6 +15,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 import actorflow as af
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
@@ -63,13 +65,20 @@ def _fill(data_dir: Path, seed: str, **settings: Any) -> dict[str, str]:
         engine.publish("parcel", {"m": S.text("event", seed)}, key="order-1")  # nobody waits
         approve = engine.trigger("approve")
         wait_until(lambda: bool(engine.approvals()), 60)
-        engine.resume(engine.approvals()[0]["token"], {"m": S.text("approval", seed)})
+        token = engine.approvals()[0]["token"]
+        engine.resume(token, {"m": S.text("approval", seed)})
         assert approve.result(timeout=60) == {"m": S.text("approval", seed)}
         code = engine.trigger("code", seed)
         assert code.result(timeout=60) == len(S.code_text(seed))
         wait_until(lambda: engine.statistics()["shm"]["pending_writes"] == 0, 60)
     assert list((data_dir / "blobs").iterdir()), "the large output did not become a blob file"
-    return {"graph": graph.id, "failing": failing.id, "approve": approve.id, "code": code.id}
+    return {
+        "graph": graph.id,
+        "failing": failing.id,
+        "approve": approve.id,
+        "code": code.id,
+        "token": token,
+    }
 
 
 def _forms(marker: str) -> list[bytes]:
@@ -82,29 +91,33 @@ def _forms(marker: str) -> list[bytes]:
     return out
 
 
-def _found(data_dir: Path, seed: str) -> dict[str, list[str]]:
-    """Per marker kind, the files (relative) under ``data_dir`` that contain it in any form."""
+def _found(data_dir: Path, markers: dict[str, str]) -> dict[str, list[str]]:
+    """Per marker, the files (relative) under ``data_dir`` that contain it in any form."""
     files = [p for p in data_dir.rglob("*") if p.is_file()]
     assert any(p.name == "data.mdb" for p in files)
     contents = {str(p.relative_to(data_dir)): p.read_bytes() for p in files}
     found: dict[str, list[str]] = {}
-    for kind in KINDS:
-        forms = _forms(S.marker(kind, seed))
+    for kind, marker in markers.items():
+        forms = _forms(marker)
         found[kind] = [name for name, data in contents.items() if any(f in data for f in forms)]
     return found
+
+
+def _markers(seed: str, runs: dict[str, str]) -> dict[str, str]:
+    # The approval token too: it resumes the run, so it is a secret, and keys are not sealed.
+    return {**{kind: S.marker(kind, seed) for kind in KINDS}, "approval token": runs["token"]}
 
 
 def test_no_user_byte_is_readable_under_a_sealed_data_dir(tmp_path: Path) -> None:
     seed = secrets.token_hex(8)
     control = tmp_path / "plain"
-    _fill(control, seed)
-    plain = _found(control, seed)
+    plain = _found(control, _markers(seed, _fill(control, seed)))
     assert all(plain.values()), f"the search misses markers in a plain store: {plain}"
 
     data_dir = tmp_path / "sealed"
     seed = secrets.token_hex(8)  # new markers: nothing carries over from the control
     runs = _fill(data_dir, seed, **SEALING)
-    leaks = {kind: files for kind, files in _found(data_dir, seed).items() if files}
+    leaks = {kind: files for kind, files in _found(data_dir, _markers(seed, runs)).items() if files}
     assert not leaks, f"user data readable under a sealed data_dir: {leaks}"
 
     # A restarted engine with the key reads all of it back.
@@ -128,3 +141,34 @@ def test_no_user_byte_is_readable_under_a_sealed_data_dir(tmp_path: Path) -> Non
     finally:
         store.close()
     assert os.listdir(data_dir / "blobs")
+
+
+def test_an_approval_stored_under_its_token_before_hashing_still_resumes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "store"
+    engine = _engine(data_dir)
+    with engine:
+        run = engine.trigger("approve")
+        wait_until(lambda: bool(engine.approvals()), 60)
+        token = engine.approvals()[0]["token"]
+    store = LmdbStore(data_dir)
+    try:  # as an older actorflow stored it: keyed by the token, no token in the record
+        assert [key for key, _ in store.scan(K.APPROVALS)] == [K.approval_key(token)]
+        assert token.encode() not in K.approval_key(token)
+        raw = store.get(K.APPROVALS, K.approval_key(token))
+        assert raw is not None
+        rec = orjson.loads(raw)
+        del rec["token"]
+        store.write(
+            [
+                (K.APPROVALS, K.approval_key(token), None),
+                (K.APPROVALS, K.legacy_approval_key(token), orjson.dumps(rec)),
+            ]
+        )
+    finally:
+        store.close()
+    again = _engine(data_dir)
+    with again:
+        assert [a["token"] for a in again.approvals()] == [token]
+        again.resume(token, {"ok": 1})
+        assert run.id and again.run(run.id).result(timeout=60) == {"ok": 1}
+        assert again.approvals(status="resumed")[0]["token"] == token
