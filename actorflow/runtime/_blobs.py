@@ -19,12 +19,13 @@ in-band pickle + blob ids) or ``S`` (wire form: + segment names); see
 - **Durability.** The store writer records a blob (``blobs`` database: run, size, segment)
   in the same transaction as the first record that refers to it, so a step's output is
   committed before the next step starts, as always. Its bytes reach the blob file
-  ``blob_write_delay`` seconds later, on this module's thread, off the hot path (if the run
-  has already deleted it by then, it never touches the disk). Until then the segment is the
-  copy: it survives a crash of the engine process, and at the next start :meth:`recover`
-  writes every recorded blob still missing a file from its segment, then unlinks every
-  segment the store's previous engines left. Only a crash of the machine inside that window
-  loses a blob; reading it then fails with :class:`~actorflow.errors.StoreCorrupted`.
+  ``blob_write_delay`` seconds later (sealed, if the store has codecs), on this module's
+  thread, off the hot path (if the run has already deleted it by then, it never touches
+  the disk). Until then the segment is the copy: it survives a crash of the engine
+  process, and at the next start :meth:`recover` writes every recorded blob still missing a
+  file from its segment, then unlinks every segment the store's previous engines left. Only
+  a crash of the machine inside that window loses a blob; reading it then fails with
+  :class:`~actorflow.errors.StoreCorrupted`.
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ blobs           ``b`` NUL blob id                                 JSON blob reco
 A blob's bytes are a file under ``data_dir/blobs`` (see ``store/_blobfiles.py``); meta holds
 ``blob_token``, the store's random token that prefixes its blob ids and segment names.
 
+With codecs configured, the values of ``values``, ``runs``, ``steps``, ``history``,
+``state``, ``events`` and ``approvals``, and the blob files, are sealed (see
+``store/_sealing.py``); keys never are, which is why an approval is keyed by a hash of its
+token.
+
 The scope of ``state`` is ``""`` for the engine's global state, else the workflow id.
 
 Run ids are time-ordered, so every run-keyed scan is chronological.
@@ -64,7 +69,6 @@ __all__ = [
     "TIMERS",
     "VALUES",
     "approval_key",
-    "legacy_approval_key",
     "blob_key",
     "blob_run_key",
     "blob_run_prefix",
@@ -76,6 +80,7 @@ __all__ = [
     "history_prefix",
     "idempotency_key",
     "inbox_prefix",
+    "legacy_approval_key",
     "payload_key",
     "run_key",
     "schedule_key",
