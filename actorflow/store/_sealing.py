@@ -292,7 +292,12 @@ class SealedBlobs:
             return None
         if not head.startswith(SEALED_MAGIC):
             return length
-        return _parse(blob_id, head, length)[1]
+        try:
+            return _parse(blob_id, head, length)[1]
+        except StoreCorrupted:
+            # The file's own length, which is not the value's: start-up's recovery takes it
+            # for an incomplete blob instead of failing, and reading it names the damage.
+            return length
 
     def delete(self, blob_id: str) -> None:
         """Remove blob ``blob_id`` (no error if absent)."""

@@ -148,6 +148,17 @@ def test_compressed_only_files_are_checked_too(tmp_path: Path, data: bytes, chan
         _get(blobs, "b1")
 
 
+def test_a_damaged_header_gives_the_file_length_as_size(tmp_path: Path, data: bytes) -> None:
+    blobs = _blobs(tmp_path)
+    _put(blobs, "b1", data)
+    raw = bytearray((tmp_path / "b1").read_bytes())
+    raw[len(SEALED_MAGIC) + 1] = 0xFF  # flags no version knows
+    (tmp_path / "b1").write_bytes(bytes(raw))
+    assert blobs.size("b1") == len(raw) != len(data)  # never the value's size: not whole
+    with pytest.raises(af.StoreCorrupted, match="blob b1: a sealed file with a damaged header"):
+        _get(blobs, "b1")
+
+
 def test_a_file_moved_to_another_blob_id_does_not_open(tmp_path: Path, data: bytes) -> None:
     blobs = _blobs(tmp_path)
     _put(blobs, "b1", data)
@@ -211,14 +222,15 @@ def test_an_engine_turned_to_sealing_reads_its_old_plain_blobs(tmp_path: Path) -
         )
 
 
-def test_an_engine_reading_a_tampered_blob_gets_store_corrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["middle", "header"])
+def test_an_engine_reading_a_tampered_blob_gets_store_corrupted(tmp_path: Path, where: str) -> None:
     data_dir = tmp_path / "store"
     run_id = _large_run(data_dir, MB, **SEALING)
     (path,) = data_dir.glob("blobs/*")
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x40
+    raw[len(raw) // 2 if where == "middle" else len(SEALED_MAGIC) + 1] ^= 0x40
     path.write_bytes(bytes(raw))
-    with _large_engine(data_dir, **SEALING) as again:
+    with _large_engine(data_dir, **SEALING) as again:  # a damaged blob never stops a start
         with pytest.raises(af.StoreCorrupted, match=f"blob {path.name}"):
             again.run(run_id).result(timeout=30)
         # Loading it into a segment for a worker fails the same way, and frees the segment.
