@@ -96,7 +96,8 @@ class EngineConfig:
         tracing: run steps inside their OpenTelemetry span's context (set by
             ``af.observability.trace(engine)``, which also exports the spans).
         codecs: the codec chain sealing stored user data (payloads, outputs, errors,
-            history, state, events, approvals), in the order applied: ``"zstd"`` or
+            history, state, events, approvals, and large values' blob files, in chunks;
+            only records written from then on), in the order applied: ``"zstd"`` or
             ``"gzip"``, then ``"aesgcm"``; e.g. ``("zstd", "aesgcm")`` or ``"zstd,aesgcm"``.
         codec_keys: AES keys as ``"key-id:base64"`` (16, 24 or 32 bytes each); the first
             encrypts, all decrypt (rotation). Best set from ``ACTORFLOW_CODEC_KEYS``; never

@@ -19,12 +19,13 @@ in-band pickle + blob ids) or ``S`` (wire form: + segment names); see
 - **Durability.** The store writer records a blob (``blobs`` database: run, size, segment)
   in the same transaction as the first record that refers to it, so a step's output is
   committed before the next step starts, as always. Its bytes reach the blob file
-  ``blob_write_delay`` seconds later, on this module's thread, off the hot path (if the run
-  has already deleted it by then, it never touches the disk). Until then the segment is the
-  copy: it survives a crash of the engine process, and at the next start :meth:`recover`
-  writes every recorded blob still missing a file from its segment, then unlinks every
-  segment the store's previous engines left. Only a crash of the machine inside that window
-  loses a blob; reading it then fails with :class:`~actorflow.errors.StoreCorrupted`.
+  ``blob_write_delay`` seconds later (sealed, if the store has codecs), on this module's
+  thread, off the hot path (if the run has already deleted it by then, it never touches
+  the disk). Until then the segment is the copy: it survives a crash of the engine
+  process, and at the next start :meth:`recover` writes every recorded blob still missing a
+  file from its segment, then unlinks every segment the store's previous engines left. Only
+  a crash of the machine inside that window loses a blob; reading it then fails with
+  :class:`~actorflow.errors.StoreCorrupted`.
 """
 
 from __future__ import annotations
@@ -491,7 +492,7 @@ class BlobManager:
                     return whole[:size].toreadonly()
         data = self.store.blobs.read(blob_id)
         if data is None or len(data) != size:
-            raise StoreCorrupted(_missing(blob_id))
+            raise StoreCorrupted(_missing(blob_id, None if data is None else len(data), size))
         return data
 
     def _unhold(self, b: _Blob) -> None:
@@ -591,10 +592,14 @@ class BlobManager:
         seg = self._alloc(size)
         if seg is None:
             return None
-        got = self.store.blobs.read_into(bid, seg.fd)
+        try:
+            got = self.store.blobs.read_into(bid, seg.fd)
+        except BaseException:  # a damaged or undecryptable blob: the segment is not lost
+            self._release_segment(seg)
+            raise
         if got != size:
             self._release_segment(seg)
-            raise StoreCorrupted(_missing(bid))
+            raise StoreCorrupted(_missing(bid, got, size))
         b = self._blobs.get(bid)
         if b is None:
             b = self._blobs[bid] = _Blob(bid, size, seg)
@@ -796,7 +801,12 @@ def _finished(b: _Blob) -> bool:
     return b.stored or b.deleted
 
 
-def _missing(blob_id: str) -> str:
+def _missing(blob_id: str, got: int | None, size: int) -> str:
+    if got is not None:
+        return (
+            f"large value: blob {blob_id} holds {got} bytes, expected {size} (its file is "
+            "damaged, or sealed by codecs this engine is not configured with)"
+        )
     return (
         f"large value: blob {blob_id} is missing from the store (its run may have been "
         "cleaned up, or the machine stopped before the blob reached the disk)"

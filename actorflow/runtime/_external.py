@@ -22,6 +22,7 @@ from actorflow.errors import (
 from actorflow.runtime._core import Core
 from actorflow.runtime._messages import EventDelivered, ResumeApproval, Write
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._waits import find_approval
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._protocol import Op, Store
@@ -87,10 +88,10 @@ def resume(core: Core, token: Any, payload: Any) -> Promise[bool]:
     """
     if K.part_problem(token, "token", K.MAX_NAME) is not None:
         raise ApprovalNotFound("token: expected the approval token string")
-    raw = core.store.get(K.APPROVALS, K.approval_key(token))
-    if raw is None:
+    found = find_approval(core.store, token)
+    if found is None:
         raise ApprovalNotFound("no approval has this token")
-    rec = load_record(raw, "approval")
+    rec = found[1]
     status = rec.get("status")
     if status == "expired" or (
         status == "waiting"
@@ -127,7 +128,8 @@ def list_approvals(store: Store, status: str | None, run_id: str | None) -> list
             continue
         if run_id is not None and rec.get("run_id") != run_id:
             continue
-        out.append({"token": key.decode(), **rec})
+        # The token is in the record; before tokens were hashed, it was the key.
+        out.append({"token": rec.pop("token", None) or key.decode(), **rec})
     out.sort(key=lambda r: r.get("created_at") or 0)
     return out
 

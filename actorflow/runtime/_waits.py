@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EventHub",
     "abort_wait",
+    "find_approval",
     "on_event",
     "on_resume",
     "on_wait_timer",
@@ -348,6 +349,7 @@ def _pause(sup: Supervisor, leaf: Leaf, spec: WaitSpec, now: float) -> None:
     token = secrets.token_urlsafe(24)
     leaf.wait = {"token": token}
     rec = {
+        "token": token,
         "run_id": sup.run_id,
         "workflow": sup.workflow_id,
         "step": leaf.path,
@@ -366,12 +368,24 @@ def _pause(sup: Supervisor, leaf: Leaf, spec: WaitSpec, now: float) -> None:
         sup.fx.after.append((spec.on_pause, token, ctx))
 
 
+def find_approval(store: Store, token: str) -> tuple[bytes, dict[str, Any]] | None:
+    """The key and record of the approval ``token`` (None: there is none).
+
+    Approvals are keyed by a hash of their token; stores written before that keep the
+    token itself as the key, which is tried second.
+    """
+    for key in (K.approval_key(token), K.legacy_approval_key(token)):
+        raw = store.get(K.APPROVALS, key)
+        if raw is not None:
+            return key, load_record(raw, "approval")
+    return None
+
+
 def _set_approval(sup: Supervisor, token: str, status: str) -> None:
-    key = K.approval_key(token)
-    raw = sup.core.store.get(K.APPROVALS, key)
-    if raw is None:
+    found = find_approval(sup.core.store, token)
+    if found is None:
         return
-    rec = load_record(raw, "approval")
+    key, rec = found
     rec["status"] = status
     rec["resolved_at"] = sup.core.clock.now()
     sup.fx.ops.append((K.APPROVALS, key, dump_record(rec)))

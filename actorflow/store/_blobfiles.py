@@ -7,7 +7,9 @@ hundred milliseconds. A file is written under a temporary name, fsynced when the
 which run, is recorded in the ``blobs`` database (see ``runtime/_blobs.py``).
 
 Copies go from a shared-memory segment to the file and back with ``sendfile``, inside the
-kernel: the engine never maps the data to store it.
+kernel: the engine never maps the data to store it. With a codec chain configured the files
+are sealed in chunks instead, by :class:`actorflow.store._sealing.SealedBlobs`, over this
+class; such a file starts with :data:`SEALED_MAGIC`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from pathlib import Path
 
 from actorflow.errors import StoreError
 
-__all__ = ["BlobFiles", "MemoryBlobs"]
+__all__ = ["SEALED_MAGIC", "BlobFiles", "MemoryBlobs"]
 
 _CHUNK = 8 << 20  # copy in pieces, so a cancelled write stops early
+#: How a sealed blob file starts (then a format version byte); see ``_sealedblobs``.
+SEALED_MAGIC = b"\xafactorflow.blob"
 
 
 def _never() -> bool:
     return False
+
+
+def _discard(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _copy(src: int, dst: int, size: int, cancelled: Callable[[], bool]) -> bool:
@@ -56,7 +67,12 @@ class BlobFiles:
         self.read_only = read_only
         self._made = False
 
-    def _file(self, blob_id: str) -> Path:
+    def file(self, blob_id: str) -> Path:
+        """The path of blob ``blob_id``'s file.
+
+        Raises:
+            StoreError: the id could name a file outside the directory.
+        """
         if not blob_id or "/" in blob_id or blob_id.startswith("."):
             raise StoreError(f"invalid blob id {blob_id!r}")
         return self.path / blob_id
@@ -72,9 +88,20 @@ class BlobFiles:
         Raises:
             StoreError: the write failed (disk full...); nothing is left behind.
         """
+        return self.write_with(blob_id, lambda out: _copy(fd, out, size, cancelled))
+
+    def write_with(self, blob_id: str, fill: Callable[[int], bool]) -> bool:
+        """Store as ``blob_id`` what ``fill(fd)`` writes to a new file (False: cancelled).
+
+        The file is whole or absent: written under a temporary name, fsynced in ``sync``
+        mode, then renamed.
+
+        Raises:
+            StoreError: the write failed (disk full...); nothing is left behind.
+        """
         if self.read_only:
             raise StoreError("store is open read-only")
-        final = self._file(blob_id)
+        final = self.file(blob_id)
         if not self._made:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._made = True
@@ -82,7 +109,7 @@ class BlobFiles:
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                if not _copy(fd, out, size, cancelled):
+                if not fill(out):
                     os.unlink(tmp)
                     return False
                 if self.sync:
@@ -97,17 +124,17 @@ class BlobFiles:
                 finally:
                     os.close(dir_fd)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            _discard(tmp)
             raise StoreError(f"cannot write blob {blob_id}: {exc}") from exc
+        except BaseException:  # ``fill`` failed in another way: still leave nothing behind
+            _discard(tmp)
+            raise
         return True
 
     def read_into(self, blob_id: str, fd: int) -> int | None:
         """Copy blob ``blob_id`` to the start of ``fd``; return its size (None: no such blob)."""
         try:
-            src = os.open(self._file(blob_id), os.O_RDONLY)
+            src = os.open(self.file(blob_id), os.O_RDONLY)
         except FileNotFoundError:
             return None
         try:
@@ -123,7 +150,7 @@ class BlobFiles:
     def read(self, blob_id: str) -> bytes | None:
         """The bytes of blob ``blob_id`` (None: no such blob)."""
         try:
-            return self._file(blob_id).read_bytes()
+            return self.file(blob_id).read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -132,14 +159,14 @@ class BlobFiles:
     def size(self, blob_id: str) -> int | None:
         """The size of blob ``blob_id``, or None if it is not stored."""
         try:
-            return self._file(blob_id).stat().st_size
+            return self.file(blob_id).stat().st_size
         except FileNotFoundError:
             return None
 
     def delete(self, blob_id: str) -> None:
         """Remove blob ``blob_id`` (no error if absent)."""
         try:
-            self._file(blob_id).unlink()
+            self.file(blob_id).unlink()
         except FileNotFoundError:
             pass
 

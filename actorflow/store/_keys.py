@@ -22,7 +22,8 @@ state           ``d`` NUL scope NUL key                           expiry ms (8 b
 events          ``w`` NUL event NUL run id NUL step path          JSON waiter record
                 ``b`` NUL event NUL key NUL event id              buffered event (see _waits)
                 ``i`` NUL run id NUL step path NUL event id       event delivered to a waiter
-approvals       token                                             JSON approval record
+approvals       ``sha256:`` hex SHA-256 of the token              JSON approval record (with
+                                                                  the token)
 schedules       workflow NUL trigger index                        JSON schedule record
 blobs           ``b`` NUL blob id                                 JSON blob record (run, size,
                                                                   segment): see runtime/_blobs
@@ -38,6 +39,11 @@ limits are chosen so that no key built here from parts within them can pass :dat
 
 A blob's bytes are a file under ``data_dir/blobs`` (see ``store/_blobfiles.py``); meta holds
 ``blob_token``, the store's random token that prefixes its blob ids and segment names.
+
+With codecs configured, the values of ``values``, ``runs``, ``steps``, ``history``,
+``state``, ``events`` and ``approvals``, and the blob files, are sealed (see
+``store/_sealing.py``); keys never are, which is why an approval is keyed by a hash of its
+token.
 
 The scope of ``state`` is ``""`` for the engine's global state, else the workflow id.
 
@@ -85,6 +91,7 @@ __all__ = [
     "history_prefix",
     "idempotency_key",
     "inbox_prefix",
+    "legacy_approval_key",
     "part_problem",
     "payload_key",
     "run_key",
@@ -294,7 +301,20 @@ def inbox_prefix(run_id: str, path: str) -> bytes:
 
 
 def approval_key(token: str) -> bytes:
-    """Key of an approval record (the token itself)."""
+    """Key of an approval record: a hash of its token.
+
+    The token is a bearer secret (it resumes the run) and a key is never sealed, so the
+    store keeps only its SHA-256; tokens are 192 random bits, so the hash cannot be
+    reversed by guessing. The token itself is in the (sealed) record, for listings.
+    """
+    return b"sha256:" + hashlib.sha256(token.encode()).hexdigest().encode()
+
+
+def legacy_approval_key(token: str) -> bytes:
+    """Where stores written before tokens were hashed keep an approval: the token itself.
+
+    A token is URL-safe base64, which has no ``:``, so the two forms never collide.
+    """
     return token.encode()
 
 

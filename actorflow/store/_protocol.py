@@ -35,8 +35,8 @@ class BlobStore(Protocol):
         """Copy the blob to the start of ``fd``; its size, or None if absent."""
         ...
 
-    def read(self, blob_id: str) -> bytes | None:
-        """The blob's bytes, or None if absent."""
+    def read(self, blob_id: str) -> bytes | memoryview | None:
+        """The blob's bytes (or a read-only view of them), or None if absent."""
         ...
 
     def size(self, blob_id: str) -> int | None:

@@ -46,7 +46,8 @@ BUILT = {
     "waiter_key": K.waiter_key(NAME, RUN, PATH),
     "buffered_prefix": K.buffered_prefix(NAME, USER) + EID.encode(),
     "inbox_prefix": K.inbox_prefix(RUN, PATH) + EID.encode(),
-    "approval_key": K.approval_key("t" * K.MAX_NAME),
+    "approval_key": K.approval_key("t" * 10_000),  # hashed
+    "legacy_approval_key": K.legacy_approval_key("t" * K.MAX_NAME),
     "schedule_key": K.schedule_key(NAME, 9999),
 }
 
