@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import actorflow as af
@@ -257,6 +257,9 @@ def test_cli_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     @SETTINGS
     @given(argv=st.lists(st.one_of(cli_words, st.text(max_size=12)), max_size=5))
+    # Found by Hypothesis: a --url urllib cannot parse was a traceback.
+    @example(argv=["trigger", "runs", "--url", "runs"])
+    @example(argv=["cancel", "x", "--url", "http://[::1"])
     def check(argv: list[str]) -> None:
         if argv and argv[0] in ("wait",):
             argv = [*argv, "--timeout", "0.01"]

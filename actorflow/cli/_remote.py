@@ -27,7 +27,21 @@ class _ApiError(ActorflowError):
 
 
 def _url(args: argparse.Namespace) -> str:
-    return str(args.url or os.environ.get("ACTORFLOW_URL") or "http://127.0.0.1:8080").rstrip("/")
+    """The engine's base URL (--url, $ACTORFLOW_URL or the default), checked."""
+    given = args.url or os.environ.get("ACTORFLOW_URL")
+    url = str(given or "http://127.0.0.1:8080").rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        ok = False
+    if not ok:
+        where = "--url" if args.url else "ACTORFLOW_URL"
+        raise _ApiError(
+            f"{where}: expected an http(s) URL such as http://127.0.0.1:8080, got {url!r}"
+        )
+    return url
 
 
 def _call(
