@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import psutil
 
-from actorflow.errors import ConfigError
+from actorflow.errors import ConfigError, DefinitionError
 
 __all__ = ["EngineConfig"]
 
@@ -96,6 +96,11 @@ class EngineConfig:
         codec_keys: AES keys as ``"key-id:base64"`` (16, 24 or 32 bytes each); the first
             encrypts, all decrypt (rotation). Best set from ``ACTORFLOW_CODEC_KEYS``; never
             shown in reprs, logs or errors.
+        retention: how long finished runs (completed, failed, cancelled, continued as new)
+            are kept after they end, for workflows without a ``retention`` of their own: a
+            duration (``"30d"``, ``"12h"``, seconds; ``ACTORFLOW_RETENTION``), or 0, None or
+            ``"forever"`` to keep them forever. Default 30 days. Past it a run is deleted
+            with everything it owns, in the background (every ``sweep_interval``).
     """
 
     data_dir: Path = Path(".actorflow")
@@ -131,6 +136,7 @@ class EngineConfig:
     api_rate_limit: float = 0.0
     codecs: tuple[str, ...] = ()
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
+    retention: float | None = 30 * 86400.0  # normalised: seconds, 0.0 keeps runs forever
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,6 +197,12 @@ class EngineConfig:
                 f"max_map_size: expected 0 or at least map_size ({self.map_size}), "
                 f"got {self.max_map_size!r}"
             )
+        from actorflow.definition._options import parse_retention
+
+        try:
+            object.__setattr__(self, "retention", parse_retention(self.retention))
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
         if problems:
             raise ConfigError("invalid engine configuration: " + "; ".join(problems))
 
@@ -255,7 +267,7 @@ class EngineConfig:
                 f"known: {', '.join(sorted(fields))}"
             )
         for name, value in overrides.items():
-            if value is None:
+            if value is None and name != "retention":  # retention=None: keep runs forever
                 continue
             values[name] = _coerce(name, value)
         try:
@@ -346,7 +358,7 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     text = str(type_)
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs",
-                    "codec_keys"):  # fmt: skip
+                    "codec_keys", "retention"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:
             return _bytes(raw, name)

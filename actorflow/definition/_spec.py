@@ -331,6 +331,7 @@ def describe_common(spec: Any) -> dict[str, Any]:
             {"path": w.path, "method": w.method, "signature": w.signature} for w in spec.webhooks
         ],
         "schedules": [s.describe() for s in spec.schedules],
+        "retention": spec.retention,
     }
 
 
@@ -365,6 +366,8 @@ class WorkflowSpec:
     rate_limit: tuple[int, float] | None = None
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
+    #: Seconds its finished runs are kept (0: forever; None: the engine's retention).
+    retention: float | None = None
 
     @property
     def steps(self) -> tuple[StepSpec, ...]:
