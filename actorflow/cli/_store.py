@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,7 @@ def prune(
     from actorflow.store import _keys as K
     from actorflow.store._archive import RunArchive
     from actorflow.store._protocol import ensure_format
-    from actorflow.store._prune import indexed_workflows
+    from actorflow.store._prune import indexed_workflows, written
     from actorflow.store._prune import prune as prune_runs
     from actorflow.store._sealing import sealed
 
@@ -277,16 +278,19 @@ def prune(
             for blob_id in ids:  # the writes are synced: their deletion is durable
                 store.blobs.delete(blob_id)
 
+        def submit(ops: list[Any]) -> Callable[[], None]:
+            store.write(ops)  # synced: durable when it returns
+            return written
+
         out = archive if archive and not dry_run else None
         if out is None:
             report = prune_runs(
-                store, [(w, cutoff) for w in workflows], store.write, delete_files, dry_run=dry_run
+                store, [(w, cutoff) for w in workflows], submit, delete_files, dry_run=dry_run
             )
         else:
             with RunArchive(out) as sink:
                 report = prune_runs(
-                    store, [(w, cutoff) for w in workflows], store.write, delete_files,
-                    archive=sink,
+                    store, [(w, cutoff) for w in workflows], submit, delete_files, archive=sink,
                 )  # fmt: skip
     finally:
         store.close()

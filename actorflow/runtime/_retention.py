@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pykka
@@ -168,14 +169,15 @@ class Pruner:
         return prune(
             core.store,
             selection,
-            self._write,
+            self._submit,
             self._delete_files,
             dry_run=dry_run,
             archive=archive,
             pause=lambda: self._stopping,
         )
 
-    def _write(self, ops: list[Op]) -> None:
+    def _submit(self, ops: list[Op]) -> Callable[[], None]:
+        """Hand a batch to the store writer; the returned function waits until it is durable."""
         writer = self._core.writer
         if writer is None:
             raise StoreError("the engine is stopping: nothing more is pruned")
@@ -186,13 +188,17 @@ class Pruner:
             )
         except pykka.ActorDeadError:
             raise StoreError("the engine is stopping: nothing more is pruned") from None
-        try:
-            done.result(_WRITE_WAIT)
-        except TimeoutError:
-            raise StoreError(
-                f"retention: a batch of deletes was not durable within {_WRITE_WAIT:g}s "
-                "(is the store full?); the next pass goes on from there"
-            ) from None
+
+        def wait() -> None:
+            try:
+                done.result(_WRITE_WAIT)
+            except TimeoutError:
+                raise StoreError(
+                    f"retention: a batch of deletes was not durable within {_WRITE_WAIT:g}s "
+                    "(is the store full?); the next pass goes on from there"
+                ) from None
+
+        return wait
 
     def _delete_files(self, blob_ids: list[str]) -> None:
         core = self._core
