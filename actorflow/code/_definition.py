@@ -67,6 +67,7 @@ class CodeWorkflowSpec:
         description: free text.
         panic: its :class:`PanicPolicy`.
         failure_types: exceptions that fail the run instead of panicking it.
+        retention: seconds its finished runs are kept (0: forever; None: the engine's).
     """
 
     id: str
@@ -81,7 +82,6 @@ class CodeWorkflowSpec:
     rate_limit: tuple[int, float] | None = None
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
-    #: Seconds its finished runs are kept (0: forever; None: the engine's retention).
     retention: float | None = None
     on_error: None = None  # graph workflows only
     kind: str = "code"

@@ -352,6 +352,7 @@ class WorkflowSpec:
         concurrency: most runs of this workflow active at once, or None for no limit.
         description: free text.
         on_error: the workflow's default error handler for steps without their own.
+        retention: seconds its finished runs are kept (0: forever; None: the engine's).
     """
 
     id: str
@@ -366,7 +367,6 @@ class WorkflowSpec:
     rate_limit: tuple[int, float] | None = None
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
-    #: Seconds its finished runs are kept (0: forever; None: the engine's retention).
     retention: float | None = None
 
     @property
