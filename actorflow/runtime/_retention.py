@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,10 @@ class Pruner:
         if self._thread is not None:
             self._thread.join(_WRITE_WAIT)
 
+    def _stopped(self) -> bool:
+        # A method, not the attribute: the type checker would narrow a test of it after a wait.
+        return self._stopping
+
     def kick(self) -> None:
         """Run a background pass soon (from the scheduler's thread: never blocks)."""
         with self._wake:
@@ -107,6 +112,8 @@ class Pruner:
             try:
                 report = self.run(self._retained())
             except Exception:  # keep the thread: the next pass tries again
+                if self._stopped():
+                    return  # cut short by the stop: the next start's passes go on
                 log.exception("retention pass failed")
                 continue
             self.last = report
@@ -173,7 +180,7 @@ class Pruner:
             self._delete_files,
             dry_run=dry_run,
             archive=archive,
-            pause=lambda: self._stopping,
+            pause=self._stopped,
         )
 
     def _submit(self, ops: list[Op]) -> Callable[[], None]:
@@ -190,13 +197,20 @@ class Pruner:
             raise StoreError("the engine is stopping: nothing more is pruned") from None
 
         def wait() -> None:
-            try:
-                done.result(_WRITE_WAIT)
-            except TimeoutError:
-                raise StoreError(
-                    f"retention: a batch of deletes was not durable within {_WRITE_WAIT:g}s "
-                    "(is the store full?); the next pass goes on from there"
-                ) from None
+            deadline = time.monotonic() + _WRITE_WAIT
+            while True:  # in slices: a stop must not wait behind a full store's held writes
+                try:
+                    done.result(0.25)
+                    return
+                except TimeoutError:
+                    if self._stopped():
+                        raise StoreError("the engine is stopping: nothing more is pruned") from None
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"retention: a batch of deletes was not durable within "
+                            f"{_WRITE_WAIT:g}s (is the store full?); the next pass goes on "
+                            "from there"
+                        ) from None
 
         return wait
 
