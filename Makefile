@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := pyproject.toml setup.py native/_evaluator_c.pyx
 
-.PHONY: demo test test-pure test-faults soak bench lint typecheck docs clean
+.PHONY: demo test test-pure test-faults soak bench bench-retention lint typecheck docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ soak: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/actorflow bench
+
+# R1, a few minutes: data.mdb over 200,000 runs with a 10 s retention, beside keep-forever
+# (bench/results/retention-latest.json, then docs/benchmarks.md).
+bench-retention: $(VENV)/.installed
+	$(PY) -m bench.retention
+	$(PY) -m bench --render
 
 # The documentation site (mkdocs, API reference from docstrings) into site/; builds offline.
 $(VENV)/.docs: $(VENV)/.installed

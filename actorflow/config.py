@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import psutil
 
-from actorflow.errors import ConfigError
+from actorflow.errors import ConfigError, DefinitionError
 
 __all__ = ["EngineConfig"]
 
@@ -111,6 +111,11 @@ class EngineConfig:
             naming another ``Host`` gets a 400 (DNS rebinding). Comma-separated in
             ``ACTORFLOW_ALLOWED_HOSTS``. A page whose ``Origin`` is one of these names (not
             through ``"*"``) may also change state, for a dashboard behind a proxy.
+        retention: how long finished runs (completed, failed, cancelled, continued as new)
+            are kept after they end, for workflows without a ``retention`` of their own: a
+            duration (``"30d"``, ``"12h"``, seconds; ``ACTORFLOW_RETENTION``), or 0, None or
+            ``"forever"`` to keep them forever. Default 30 days. Past it a run is deleted
+            with everything it owns, in the background (every ``sweep_interval``).
     """
 
     data_dir: Path = Path(".actorflow")
@@ -149,6 +154,7 @@ class EngineConfig:
     codec_keys: tuple[str, ...] = field(default=(), repr=False)
     max_run_depth: int = 64
     allowed_hosts: tuple[str, ...] = ()
+    retention: float | None = 30 * 86400.0  # normalised: seconds, 0.0 keeps runs forever
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -217,6 +223,12 @@ class EngineConfig:
         depth: Any = self.max_run_depth
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
             problems.append(f"max_run_depth: expected an integer >= 0 (0: no limit), got {depth!r}")
+        from actorflow.definition._options import parse_retention
+
+        try:
+            object.__setattr__(self, "retention", parse_retention(self.retention))
+        except DefinitionError as exc:
+            problems.extend(exc.problems)
         if problems:
             raise ConfigError("invalid engine configuration: " + "; ".join(problems))
 
@@ -281,7 +293,7 @@ class EngineConfig:
                 f"known: {', '.join(sorted(fields))}"
             )
         for name, value in overrides.items():
-            if value is None:
+            if value is None and name != "retention":  # retention=None: keep runs forever
                 continue
             values[name] = _coerce(name, value)
         try:
@@ -372,7 +384,7 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     text = str(type_)
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs",
-                    "codec_keys", "allowed_hosts"):  # fmt: skip
+                    "codec_keys", "allowed_hosts", "retention"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:
             return _bytes(raw, name)

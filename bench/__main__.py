@@ -87,8 +87,57 @@ def markdown(record: dict[str, Any]) -> str:
         "What each one measures is in `bench/suite.py`'s docstring; `bench/results/` keeps the",
         "JSON of every run.",
         "",
+        *_retention_section(),
     ]
     return "\n".join(out)
+
+
+def _retention_section() -> list[str]:
+    """R1 (``make bench-retention``, run on its own: it takes minutes), if it was run."""
+    path = RESULTS / "retention-latest.json"
+    if not path.exists():
+        return []
+    record = json.loads(path.read_text())
+    r1 = record["results"]["R1"]
+    kept, grown, by_hand = r1["retention"], r1["baseline"], r1["prune_by_hand"]
+    mib = 1 << 20
+    rows = [
+        f"| {a['runs']:,} | {a['data_mdb'] / mib:.1f} MiB | {b['data_mdb'] / mib:.1f} MiB "
+        f"| {a['stored_runs']:,} |"
+        for a, b in zip(kept["samples"], grown["samples"], strict=True)
+    ]
+    return [
+        "## R1 retention: the store stops growing",
+        "",
+        f"`make bench-retention` ({record['when']}, {record['seconds']} s): {r1['what']}. "
+        "What it measures is in `bench/retention.py`'s docstring.",
+        "",
+        "| runs done | data.mdb, retention "
+        f"{kept['retention_s']:g} s | data.mdb, keep forever | runs kept (retention) |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        f"- **Growth after the first window** (from {kept['after_first_window']['runs']:,} runs "
+        f"to the end): x{kept['final_over_first']:.3f} with retention, "
+        f"x{grown['final_over_first']:.3f} without (ratio {r1['ratio']:.3f}; target: "
+        f"{r1['target']}).",
+        f"- **Throughput**: {kept['runs_s']:.0f} runs/s with retention (pruning as fast as runs "
+        f"finish), {grown['runs_s']:.0f} runs/s without; 1,000 runs from trigger to last "
+        f"result: p50 {kept['chunk_ms']['p50']:.0f} ms / max {kept['chunk_ms']['max']:.0f} ms "
+        f"with, p50 {grown['chunk_ms']['p50']:.0f} ms / max {grown['chunk_ms']['max']:.0f} ms "
+        "without.",
+        f"- **Pruning passes**: {kept['pruning']['passes']} passes pruned "
+        f"{kept['pruning']['pruned']:,} runs; a batch's longest wait from hand-over to "
+        f"durable (queued behind the hot path's commits): {kept['pruning']['longest_write_ms']:.0f}"
+        " ms.",
+        f"- **By hand**: the keep-forever store ({by_hand['runs']:,} runs) pruned in "
+        f"{by_hand['seconds']} s ({by_hand['runs_s']:.0f} runs/s, {by_hand['batches']} synced "
+        f"writes: p50 {by_hand['write_ms']['p50']:.1f} ms, p99 {by_hand['write_ms']['p99']:.1f}"
+        f" ms, max {by_hand['write_ms']['max']:.1f} ms); data.mdb stays "
+        f"{by_hand['data_mdb_after'] / mib:.0f} MiB (free pages, reused by later runs; "
+        "`actorflow store compact` gives them back).",
+        "",
+    ]
 
 
 def _b13_rows(b13: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:

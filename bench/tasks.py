@@ -85,3 +85,17 @@ def consume(ctx: Any) -> list[float]:
 
 def consume_array(a: Any) -> float:
     return float(a.sum())
+
+
+def order_total(ctx: Any) -> dict[str, Any]:
+    """The retention benchmark's first step: a small order priced."""
+    p = ctx.payload
+    return {"order": p["order"], "total": p["qty"] * p["price"]}
+
+
+def order_tax(ctx: Any) -> dict[str, Any]:
+    return {**ctx.last, "tax": round(ctx.last["total"] * 0.2, 2)}
+
+
+def order_done(ctx: Any) -> dict[str, Any]:
+    return {"order": ctx.last["order"], "ok": True}

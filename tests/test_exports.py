@@ -23,7 +23,7 @@ PUBLIC = {
     "DaskExecutor",
     # observability, operations
     "observability", "CircuitBreaker", "CircuitOpen", "LifecycleEvent", "RunStarted",
-    "StepAttempted", "RunFinished",
+    "StepAttempted", "RunFinished", "PruneReport",
     # hostile input
     "WriteRejected",
 }  # fmt: skip

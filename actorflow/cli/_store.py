@@ -9,6 +9,11 @@
 - ``backup PATH`` writes a consistent copy while an engine runs: LMDB copies from one read
   transaction (a snapshot), compacted; then the large values' files it refers to.
 - ``compact`` rewrites the store without its free pages; only while no engine holds it.
+- ``prune --older-than 30d [--workflow W] [--dry-run] [--archive runs.jsonl.zst]`` deletes
+  finished runs that ended that long ago, with everything they own (``store/_prune.py``,
+  the code the engine's retention uses). It writes, so it needs the store to itself: while
+  an engine holds it, it refuses (call ``engine.prune()`` in that process instead); a dry
+  run only reads, so it also works beside a running engine.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from actorflow._types import RunStatus
 from actorflow.errors import ActorflowError, StoreError
 
-__all__ = ["add_parsers", "backup", "check", "compact"]
+__all__ = ["add_parsers", "backup", "check", "compact", "prune"]
 
 _SEP = b"\x00"
+_TERMINAL = frozenset(s.value for s in RunStatus if s.terminal)
 
 
 def _open(data_dir: Path, sealed: bool = True) -> Any:
@@ -125,7 +132,21 @@ def check(data_dir: Path) -> dict[str, Any]:
         indexed: set[tuple[str, str]] = set()
         for key, _ in _records(store, K.INDEX, problems, counts):
             kind, _, rest = key.partition(_SEP)
+            if kind == b"e":  # e NUL workflow NUL end ms (8 bytes) run id
+                workflow = rest.partition(_SEP)[0].decode(errors="replace")
+                _, run_id = K.decode_end_index_key(key, K.end_index_prefix(workflow))
+                indexed.add(("e", run_id))
+                rec = runs.get(run_id)
+                if rec is None:
+                    problems.append(f"index: end-time entry of run {run_id}, which does not exist")
+                elif rec.get("status") not in _TERMINAL:
+                    problems.append(f"index: run {run_id} has an end-time entry but is unfinished")
+                continue
             value, _, run_id_b = rest.partition(_SEP)
+            if kind == b"a":  # a NUL run id NUL token
+                if value.decode(errors="replace") not in runs:
+                    problems.append(f"index: an approval of run {value!r}, which does not exist")
+                continue
             run_id = run_id_b.decode(errors="replace")
             indexed.add((kind.decode(), run_id))
             rec = runs.get(run_id)
@@ -138,11 +159,13 @@ def check(data_dir: Path) -> dict[str, Any]:
                 )
             elif kind == b"w" and value.decode() != rec.get("workflow"):
                 problems.append(f"index: run {run_id} is indexed under another workflow")
-        for run_id in runs:
+        for run_id, rec in runs.items():
             for index in ("s", "w"):
                 if (index, run_id) not in indexed:
                     what = "status" if index == "s" else "workflow"
                     problems.append(f"index: run {run_id} is missing from the {what} index")
+            if version >= 3 and rec.get("status") in _TERMINAL and ("e", run_id) not in indexed:
+                problems.append(f"index: finished run {run_id} is missing from the end-time index")
         for db, what in (
             (K.STEPS, "step"),
             (K.HISTORY, "history record"),
@@ -237,6 +260,99 @@ def compact(data_dir: Path) -> dict[str, Any]:
     return {"before": before, "after": after}
 
 
+def _holder(data_dir: Path) -> str | None:
+    """The pid of the engine that holds ``data_dir``'s lock, or None if none does."""
+    lock_path = data_dir / "engine.lock"
+    if not lock_path.exists():
+        return None
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def prune(
+    data_dir: Path,
+    older_than: str,
+    workflow: str | None = None,
+    dry_run: bool = False,
+    archive: str | None = None,
+) -> dict[str, Any]:
+    """Delete the finished runs that ended more than ``older_than`` ago (see the docstring).
+
+    Raises:
+        StoreError: an engine holds the store (not for a dry run), or it is not migrated.
+        ClientError: ``older_than`` is not a duration, or ``.zst`` without zstandard.
+    """
+    from actorflow.config import EngineConfig
+    from actorflow.definition._options import parse_duration
+    from actorflow.errors import ClientError, DefinitionError
+    from actorflow.store import LmdbStore
+    from actorflow.store import _keys as K
+    from actorflow.store._archive import RunArchive
+    from actorflow.store._protocol import ensure_format
+    from actorflow.store._prune import indexed_workflows, written
+    from actorflow.store._prune import prune as prune_runs
+    from actorflow.store._sealing import sealed
+
+    given: str | float = older_than
+    if older_than.strip().replace(".", "", 1).isdigit():
+        given = float(older_than)  # plain seconds
+    try:
+        seconds = parse_duration(given, "--older-than", allow_zero=True)
+    except DefinitionError as exc:
+        raise ClientError("; ".join(exc.problems)) from None
+    if not (data_dir / "data.mdb").exists():
+        raise StoreError(f"no actorflow store at {data_dir} (data.mdb not found)")
+    holder = _holder(data_dir)
+    if holder is not None and not dry_run:
+        raise StoreError(
+            f"prune: an engine (pid {holder}) holds {data_dir}: stop it, or call "
+            "engine.prune() in it (a --dry-run works beside it)"
+        )
+    cfg = EngineConfig.from_sources()
+    inner = LmdbStore(data_dir, read_only=dry_run, durability="sync")
+    store = sealed(inner, cfg.codecs, cfg.codec_keys)
+    try:
+        version = ensure_format(store)  # a writable open migrates an older store
+        if version < K.FORMAT_VERSION:
+            raise StoreError(
+                f"prune: the store is format {version}; the first writable open migrates it "
+                "to the end-time index that pruning reads: run prune without --dry-run, or "
+                "start an engine on it"
+            )
+        cutoff = time.time() - seconds
+        workflows = [workflow] if workflow else indexed_workflows(store)
+
+        def delete_files(ids: list[str]) -> None:
+            for blob_id in ids:  # the writes are synced: their deletion is durable
+                store.blobs.delete(blob_id)
+
+        def submit(ops: list[Any]) -> Callable[[], None]:
+            store.write(ops)  # synced: durable when it returns
+            return written
+
+        out = archive if archive and not dry_run else None
+        if out is None:
+            report = prune_runs(
+                store, [(w, cutoff) for w in workflows], submit, delete_files, dry_run=dry_run
+            )
+        else:
+            with RunArchive(out) as sink:
+                report = prune_runs(
+                    store, [(w, cutoff) for w in workflows], submit, delete_files, archive=sink,
+                )  # fmt: skip
+    finally:
+        store.close()
+    return report.to_dict()
+
+
 def cmd_store(args: argparse.Namespace) -> int:
     from actorflow.cli._main import _default_data_dir
 
@@ -252,6 +368,26 @@ def cmd_store(args: argparse.Namespace) -> int:
                 print(f"PROBLEM {p}")
             print("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
         return 0 if report["ok"] else 1
+    if args.action == "prune":
+        if not args.older_than:
+            print("actorflow store prune: give --older-than, e.g. 30d", file=sys.stderr)
+            return 2
+        report = prune(data_dir, args.older_than, args.workflow, args.dry_run, args.archive)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            verb = "would prune" if report["dry_run"] else "pruned"
+            print(
+                f"{verb} {report['runs']} finished runs ({report['blobs']} blobs, about "
+                f"{report['bytes'] // 1024} KiB) in {report['batches']} writes"
+            )
+            for wf, n in sorted(report["workflows"].items()):
+                print(f"  {wf}: {n}")
+            if report["kept"]:
+                print(f"kept {report['kept']} finished children of unfinished parent runs")
+            if report["archive"]:
+                print(f"archived to {report['archive']}")
+        return 0
     if args.action == "backup":
         if not args.path:
             print("actorflow store backup: give the PATH to write the copy to", file=sys.stderr)
@@ -277,14 +413,25 @@ def add_parsers(sub: Any) -> None:
     """Add ``store`` to the ``actorflow`` parser."""
     store = sub.add_parser(
         "store",
-        help="check, compact or back up the store",
+        help="check, compact, back up or prune the store",
         description=(
             "check: verify records, indexes and blob files (read-only; exit 1 on a problem). "
             "backup PATH: a consistent compacted copy, also while an engine runs. "
-            "compact: rewrite the store without free pages (no engine may hold it)."
+            "compact: rewrite the store without free pages (no engine may hold it). "
+            "prune --older-than 30d: delete finished runs that ended that long ago, with "
+            "everything they own (no engine may hold it, except for --dry-run)."
         ),
     )
-    store.add_argument("action", choices=["check", "compact", "backup"])
+    store.add_argument("action", choices=["check", "compact", "backup", "prune"])
     store.add_argument("path", nargs="?", help="backup: where to write the copy")
+    store.add_argument(
+        "--older-than", help="prune: runs that ended more than this long ago (30d, 12h, 3600)"
+    )
+    store.add_argument("--workflow", help="prune: only this workflow's runs")
+    store.add_argument("--dry-run", action="store_true", help="prune: only say what would go")
+    store.add_argument(
+        "--archive",
+        help="prune: first append the runs to this JSON-lines file (.zst: compressed)",
+    )
     store.add_argument("--json", action="store_true", help="machine-readable output")
     store.set_defaults(func=cmd_store)

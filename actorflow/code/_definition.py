@@ -67,6 +67,7 @@ class CodeWorkflowSpec:
         description: free text.
         panic: its :class:`PanicPolicy`.
         failure_types: exceptions that fail the run instead of panicking it.
+        retention: seconds its finished runs are kept (0: forever; None: the engine's).
     """
 
     id: str
@@ -81,6 +82,7 @@ class CodeWorkflowSpec:
     rate_limit: tuple[int, float] | None = None
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
+    retention: float | None = None
     on_error: None = None  # graph workflows only
     kind: str = "code"
 
@@ -129,6 +131,7 @@ class CodeWorkflow(Triggers):
         failure_types: Sequence[type[BaseException]] = (),
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
+        retention: Any = None,
     ) -> None:
         self._id: Any = workflow_id
         self.fn = fn
@@ -140,6 +143,7 @@ class CodeWorkflow(Triggers):
         self._failure_types: Any = failure_types
         self._services: Any = services
         self._rate_limit: Any = rate_limit
+        self._retention: Any = retention
         self._lock = threading.Lock()
         self._frozen = False
         self._webhooks: list[tuple[Any, ...]] = []
@@ -204,6 +208,7 @@ class CodeWorkflow(Triggers):
             rate_limit=common.rate_limit,
             webhooks=common.webhooks,
             schedules=common.schedules,
+            retention=common.retention,
         )
 
     def __repr__(self) -> str:

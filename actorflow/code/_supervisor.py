@@ -576,8 +576,8 @@ class CodeSupervisor:
         self._finish(RunStatus.FAILED)
 
     def _finish(self, status: RunStatus) -> None:
-        move_status(self, status)
         self.ended_at = self.core.clock.now()
+        move_status(self, status)
         self.finished = True
         if self.deadline is not None:
             self._drop_timer(self.deadline, "deadline")

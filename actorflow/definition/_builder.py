@@ -21,7 +21,7 @@ from actorflow.definition._build import (
     validate_name,
 )
 from actorflow.definition._flow import Flow
-from actorflow.definition._options import Retry, parse_duration
+from actorflow.definition._options import Retry, parse_duration, parse_retention
 from actorflow.definition._services import Service, ServiceInstance
 from actorflow.definition._spec import WorkflowSpec
 from actorflow.definition._triggers import (
@@ -44,6 +44,7 @@ class Common(NamedTuple):
     rate_limit: tuple[int, float] | None
     webhooks: tuple[WebhookSpec, ...]
     schedules: tuple[ScheduleSpec, ...]
+    retention: float | None
 
 
 class Triggers:
@@ -51,7 +52,7 @@ class Triggers:
 
     The host class provides ``_lock``, ``_frozen``, ``_spec``, ``_build()`` and the raw
     options ``_id``, ``_timeout``, ``_concurrency``, ``_description``, ``_services``,
-    ``_rate_limit``, ``_webhooks`` and ``_schedules``.
+    ``_rate_limit``, ``_retention``, ``_webhooks`` and ``_schedules``.
     """
 
     _lock: Any
@@ -63,6 +64,7 @@ class Triggers:
     _description: Any
     _services: Any
     _rate_limit: Any
+    _retention: Any = None
     _webhooks: list[tuple[Any, ...]]
     _schedules: list[tuple[Any, ...]]
     #: Validates the host's own options and returns its spec (each host class defines it).
@@ -123,7 +125,13 @@ class Triggers:
         )  # fmt: skip
         services = self._check_services(problems)
         rate = _rate_limit(self._rate_limit, problems)
-        return Common(timeout, concurrency, services, rate, webhooks, schedules)
+        retention = None
+        if self._retention is not None:
+            try:
+                retention = parse_retention(self._retention)
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+        return Common(timeout, concurrency, services, rate, webhooks, schedules, retention)
 
     def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
         raw = self._services
@@ -252,6 +260,8 @@ class Workflow(Flow, Triggers):
             ``ctx.services.<id>``.
         rate_limit: most runs started per time window, e.g. ``"100/m"`` or ``"5/10s"``;
             later runs queue durably and start in order as the window allows.
+        retention: how long its finished runs are kept after they end (a duration such as
+            ``"7d"``; 0 or ``"forever"``: always); None: the engine's ``retention``.
     """
 
     def __init__(
@@ -266,6 +276,7 @@ class Workflow(Flow, Triggers):
         on_error: Callable[[Any], Any] | None = None,
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
+        retention: Any = None,
     ) -> None:
         super().__init__(workflow_id if isinstance(workflow_id, str) else None)
         # Raw values, validated all at once by build(): callers may be untyped.
@@ -278,6 +289,7 @@ class Workflow(Flow, Triggers):
         self._on_error: Any = on_error
         self._services: Any = services
         self._rate_limit: Any = rate_limit
+        self._retention: Any = retention
         self._webhooks: list[tuple[Any, ...]] = []
         self._schedules: list[tuple[Any, ...]] = []
         self._spec: WorkflowSpec | None = None
@@ -334,6 +346,7 @@ class Workflow(Flow, Triggers):
             rate_limit=common.rate_limit,
             webhooks=common.webhooks,
             schedules=common.schedules,
+            retention=common.retention,
         )
 
     def __repr__(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal, cast
 
 from actorflow.errors import DefinitionError
 
-__all__ = ["UNLIMITED", "Retry", "parse_duration", "qualified_name"]
+__all__ = ["UNLIMITED", "Retry", "parse_duration", "parse_retention", "qualified_name"]
 
 #: ``attempts`` of a policy with no limit (Temporal's ``maximum_attempts=0``).
 UNLIMITED = 2**62
@@ -61,6 +61,32 @@ def parse_duration(value: Any, what: str, *, allow_zero: bool = False) -> float:
         low = "zero or positive" if allow_zero else "positive"
         raise DefinitionError(f"{what}: expected a {low} duration, got {value!r}")
     return seconds
+
+
+#: Spellings of "keep finished runs forever" for ``retention``.
+FOREVER = ("forever", "never", "none", "0")
+
+
+def parse_retention(value: Any, what: str = "retention") -> float:
+    """Parse a retention period into seconds; 0.0 means keep forever.
+
+    Accepts a duration (``"30d"``, ``"12h"``, seconds, ``timedelta``), or ``0``, ``None``
+    or ``"forever"`` for no retention.
+
+    Raises:
+        DefinitionError: naming ``what`` and the accepted forms.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in FOREVER):
+        return 0.0
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*", value):
+        value = float(value)  # seconds, as an environment variable gives them
+    try:
+        return parse_duration(value, what, allow_zero=True)
+    except DefinitionError:
+        raise DefinitionError(
+            f"{what}: expected a duration such as '30d' or '12h', a number of seconds, or "
+            f"0 / None / 'forever' to keep finished runs forever, got {value!r}"
+        ) from None
 
 
 def qualified_name(t: type) -> str:

@@ -331,6 +331,7 @@ def describe_common(spec: Any) -> dict[str, Any]:
             {"path": w.path, "method": w.method, "signature": w.signature} for w in spec.webhooks
         ],
         "schedules": [s.describe() for s in spec.schedules],
+        "retention": spec.retention,
     }
 
 
@@ -351,6 +352,7 @@ class WorkflowSpec:
         concurrency: most runs of this workflow active at once, or None for no limit.
         description: free text.
         on_error: the workflow's default error handler for steps without their own.
+        retention: seconds its finished runs are kept (0: forever; None: the engine's).
     """
 
     id: str
@@ -365,6 +367,7 @@ class WorkflowSpec:
     rate_limit: tuple[int, float] | None = None
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
+    retention: float | None = None
 
     @property
     def steps(self) -> tuple[StepSpec, ...]:

@@ -32,12 +32,14 @@ from actorflow.runtime._views import (
     RunSummary,
     StepDetails,
 )
+from actorflow.store._prune import PruneReport
 
 __all__ = [
     "AttemptDetails",
     "Engine",
     "ErrorDetails",
     "LifecycleEvent",
+    "PruneReport",
     "RunDetails",
     "RunFinished",
     "RunHandle",

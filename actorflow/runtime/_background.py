@@ -1,4 +1,6 @@
-"""The engine's own timed work: schedules, rate-limit windows, and sweeps of expired data.
+"""The engine's own timed work: schedules, rate windows, sweeps, retention.
+
+Retention (pruning finished runs) only wakes its own thread here: see ``_retention.py``.
 
 These are timers with an empty run id in the scheduler's heap, kept in memory only: at start
 they are recomputed from the store (schedule records, queued runs), so nothing here needs a
@@ -16,6 +18,7 @@ import pykka
 from actorflow.runtime._core import Core
 from actorflow.runtime._messages import ActivateRun, AddTimers, Flush, Write
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._retention import Pruner
 from actorflow.triggers._schedules import Schedules
 
 __all__ = ["Background"]
@@ -34,19 +37,24 @@ class Background:
         self._core = core
         self._armed: dict[str, float] = {}  # admit timers already in the heap
         self.schedules = Schedules(core, self._arm)
+        self.pruner = Pruner(core)
         core.admission.on_wait = self._rate_wait
 
     def start(self) -> None:
-        """Arm the first sweep and the schedules (firing slots missed while stopped)."""
-        self._arm("sweep", self._core.clock.now() + self._core.config.sweep_interval)
+        """Arm the first sweep, retention and the schedules (firing slots missed while stopped)."""
+        due = self._core.clock.now() + self._core.config.sweep_interval
+        self._arm("sweep", due)
+        self.pruner.start()
+        self._arm("prune", due)
         if self._core.config.schedules:
             self.schedules.start()
         for workflow in self._core.workflows:
             self._admit(workflow)  # runs queued behind a rate window before a restart
 
     def stop(self) -> None:
-        """Stop firing (timers left in the heap are ignored)."""
+        """Stop firing (timers left in the heap are ignored) and pruning."""
         self.schedules.stop()
+        self.pruner.stop()
         self._core.admission.on_wait = None
 
     def on_timer(self, name: str, due: float) -> None:
@@ -55,6 +63,9 @@ class Background:
         if kind == "sweep":
             self.sweep()
             self._arm("sweep", self._core.clock.now() + self._core.config.sweep_interval)
+        elif kind == "prune":
+            self.pruner.kick()  # the pass runs on the pruner's thread
+            self._arm("prune", self._core.clock.now() + self._core.config.sweep_interval)
         elif kind == "admit":
             self._armed.pop(arg, None)
             self._admit(arg)

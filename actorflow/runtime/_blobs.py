@@ -685,6 +685,14 @@ class BlobManager:
             ops.append((K.BLOBS, K.blob_run_key(run_id, bid), None))
         self._submit(ops, lambda: self._deleted(doomed))
 
+    def pruned(self, ids: list[str]) -> None:
+        """The records of ``ids`` were deleted with their runs (retention): drop the files.
+
+        Called once that deletion is durable; a write still pending for one of them stops
+        (or deletes the file it has just written).
+        """
+        self._deleted(ids)
+
     def _deleted(self, ids: list[str]) -> None:
         for bid in ids:
             self.store.blobs.delete(bid)

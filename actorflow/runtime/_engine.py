@@ -81,6 +81,7 @@ from actorflow.store._codec import encode_value
 from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
 from actorflow.store._protocol import Op, Store, blob_token, ensure_format
+from actorflow.store._prune import PruneReport
 from actorflow.store._records import dump_record, load_record
 from actorflow.store._sealing import sealed
 from actorflow.workers._dask import DaskExecutor
@@ -182,6 +183,7 @@ class Engine:
         on_error: Callable[[Any], Any] | None = None,
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
+        retention: Any = None,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -198,6 +200,8 @@ class Engine:
                 reached in steps as ``ctx.services.<id>.<action>(...)``.
             rate_limit: most runs started per window, e.g. ``"100/m"``; the rest queue
                 durably and start in order.
+            retention: how long its finished runs are kept after they end (``"7d"``;
+                0 or ``"forever"``: always); default: the engine's ``retention`` (30 days).
 
         Returns:
             The workflow builder.
@@ -218,6 +222,7 @@ class Engine:
                 on_error=on_error,
                 services=services,
                 rate_limit=rate_limit,
+                retention=retention,
             )
             self._definitions[workflow_id] = wf
             wf._owner = weakref.ref(self)  # its siblings come along to wf.test()
@@ -235,6 +240,7 @@ class Engine:
         failure_types: Sequence[type[BaseException]] = (),
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
+        retention: Any = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], CodeWorkflow]:
         """Define a code workflow: decorate an ``async def f(ctx, *args)``.
 
@@ -257,6 +263,7 @@ class Engine:
                 any other exception panics the run.
             services: configured services its steps reach as ``ctx.services.<id>``.
             rate_limit: most runs started per window, e.g. ``"100/m"``.
+            retention: how long its finished runs are kept (see :meth:`define`).
 
         Returns:
             A decorator; it returns a :class:`~actorflow.CodeWorkflow`, still callable as
@@ -278,6 +285,7 @@ class Engine:
                 failure_types=failure_types,
                 services=services,
                 rate_limit=rate_limit,
+                retention=retention,
             )
             with self._lock:
                 if workflow_id in self._definitions:
@@ -993,6 +1001,44 @@ class Engine:
     def _state_backend(self, op: str, scope: str, args: tuple[Any, ...]) -> Any:
         return state_call(self._require_core(), op, scope, args)
 
+    def prune(
+        self,
+        older_than: Any = None,
+        *,
+        workflow: str | None = None,
+        dry_run: bool = False,
+        archive: str | Path | None = None,
+    ) -> PruneReport:
+        """Delete finished runs now, with everything they own (what retention does by itself).
+
+        Only finished runs (completed, failed, cancelled, continued as new) are pruned, and
+        never a child whose parent run is unfinished. Their idempotency keys are freed: a
+        trigger with the same key afterwards starts a new run.
+
+        Args:
+            older_than: prune runs that ended more than this long ago (a duration such as
+                ``"30d"``; 0: every finished run); None: each workflow's retention.
+            workflow: only this workflow's runs.
+            dry_run: delete nothing; the report says what would go.
+            archive: first append each run to this JSON-lines file (zstd-compressed if its
+                name ends in ``.zst``), fsynced before the run is deleted.
+
+        Returns:
+            What was pruned: runs, blobs, bytes freed...
+
+        Raises:
+            ClientError: ``older_than`` is not a duration, or a ``.zst`` archive without
+                the zstandard package.
+            EngineNotRunning: the engine is not started.
+        """
+        self._require_core()
+        background = self._background
+        if background is None:
+            raise EngineNotRunning("the engine is not running: start it to prune")
+        pruner = background.pruner
+        selection = pruner.selection(older_than, workflow)
+        return pruner.run(selection, bool(dry_run), None if archive is None else str(archive))
+
     # -- inspection ------------------------------------------------------------------------
 
     def inspect(self, run_id: str) -> RunDetails:
@@ -1037,9 +1083,11 @@ class Engine:
             ``sticky_runs`` (waiting code workflow runs kept in memory), ``shm`` (shared
             memory: ``segments``, ``bytes``, ``in_use`` (neither free nor a cached copy),
             ``lent`` / ``reused`` / ``refused`` segment requests, blobs written),
-            ``breakers`` (each circuit breaker's state and counters, by name), and the raw
-            counters under ``pool`` and ``store`` (``store["rejected"]``: writes the store
-            refused for their content, each failing only its sender).
+            ``breakers`` (each circuit breaker's state and counters, by name), ``retention``
+            (finished runs ``pruned`` and ``passes`` made since start, the
+            ``longest_write_ms`` of a batch of deletes), and the raw counters under ``pool``
+            and ``store`` (``store["rejected"]``: writes the store refused for their
+            content, each failing only its sender).
         """
         core = self._require_core()
         out: dict[str, Any] = {}
@@ -1062,6 +1110,8 @@ class Engine:
         assert core.scheduler is not None
         out["timers"] = core.scheduler.proxy().pending.get(timeout=10)
         out["scheduler_lag"] = core.scheduler.proxy().lag.get(timeout=10)
+        background = self._background
+        out["retention"] = background.pruner.statistics() if background is not None else {}
         return out
 
     def subscribe(

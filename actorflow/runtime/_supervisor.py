@@ -1292,8 +1292,8 @@ class Supervisor:
         self._finish(RunStatus.FAILED)
 
     def _finish(self, status: RunStatus) -> None:
-        move_status(self, status)
         self.ended_at = self.core.clock.now()
+        move_status(self, status)
         self.finished = True
         ops = self.fx.ops
         if self.deadline is not None:
@@ -1414,12 +1414,19 @@ class Supervisor:
 
 
 def move_status(sup: Any, status: RunStatus) -> None:
-    """Set a run's status and move it in the status index (in the same write)."""
+    """Set a run's status and move it in the status index (in the same write).
+
+    A run that finishes also enters the end-time index, which retention reads: its
+    ``ended_at`` is set before this call. Finished is final, so that entry never moves.
+    """
     old = sup.status
     sup.status = status
     if old != status:
-        sup.fx.ops.append((K.INDEX, K.status_index_key(old, sup.run_id), None))
-        sup.fx.ops.append((K.INDEX, K.status_index_key(status, sup.run_id), b""))
+        ops = sup.fx.ops
+        ops.append((K.INDEX, K.status_index_key(old, sup.run_id), None))
+        ops.append((K.INDEX, K.status_index_key(status, sup.run_id), b""))
+        if status.terminal and sup.ended_at is not None:
+            ops.append((K.INDEX, K.end_index_key(sup.workflow_id, sup.ended_at, sup.run_id), b""))
 
 
 def open_run(

@@ -359,7 +359,10 @@ def _pause(sup: Supervisor, leaf: Leaf, spec: WaitSpec, now: float) -> None:
         "description": spec.description,
         "metadata": spec.metadata,
     }
-    sup.fx.ops.append((K.APPROVALS, K.approval_key(token), dump_record(rec)))
+    key = K.approval_key(token)
+    sup.fx.ops.append((K.APPROVALS, key, dump_record(rec)))
+    # Found by run when the run is pruned (the step record forgets its token once resolved).
+    sup.fx.ops.append((K.INDEX, K.approval_index_key(sup.run_id, key), b""))
     sup.fx.ops.append(leaf.put())
     if leaf.wake_at is not None:
         sup._timer(leaf.wake_at, "wait:" + leaf.path, {"kind": "wait", "step": leaf.path})

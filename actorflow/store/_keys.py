@@ -14,6 +14,10 @@ values          run id NUL            (the run's payload)         encoded value 
                 run id NUL step name  (a step's output)
 index           ``s`` NUL status NUL run id                       empty (runs by status)
                 ``w`` NUL workflow NUL run id                     empty (runs by workflow)
+                ``e`` NUL workflow NUL end ms (8 bytes) run id    empty (finished runs by end
+                                                                  time: retention, format 3)
+                ``a`` NUL run id NUL approval key                 empty (approvals by run,
+                                                                  format 3)
 timers          due ms (8 bytes, big-endian) run id NUL name      JSON timer record
 history         run id NUL seq (8 bytes, big-endian)              events, little-endian int32s
 idempotency     workflow NUL key                                  run id
@@ -48,6 +52,10 @@ token.
 The scope of ``state`` is ``""`` for the engine's global state, else the workflow id.
 
 Run ids are time-ordered, so every run-keyed scan is chronological.
+
+Format 3 added the ``e`` and ``a`` index entries, so that retention finds the runs that ended
+before a time without reading every run, and a run's approvals without reading every
+approval; ``store/_migrations.py`` writes them for a store of format 2.
 """
 
 from __future__ import annotations
@@ -79,14 +87,19 @@ __all__ = [
     "STEPS",
     "TIMERS",
     "VALUES",
+    "approval_index_key",
+    "approval_index_prefix",
     "approval_key",
     "blob_key",
     "blob_run_key",
     "blob_run_prefix",
     "buffered_prefix",
+    "decode_end_index_key",
     "decode_history_seq",
     "decode_state_expiry_key",
     "decode_timer_key",
+    "end_index_key",
+    "end_index_prefix",
     "history_key",
     "history_prefix",
     "idempotency_key",
@@ -132,7 +145,7 @@ ALL_DBS: Final = (
 FORMAT_KEY: Final = b"format"
 BLOB_TOKEN_KEY: Final = b"blob_token"
 #: The store format this code writes; a store with a higher number is refused.
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 
 #: LMDB's compile-time limit on a key's length, in bytes.
 MAX_KEY: Final = 511
@@ -222,6 +235,32 @@ def workflow_index_prefix(workflow: str) -> bytes:
 def workflow_index_key(workflow: str, run_id: str) -> bytes:
     """Index entry of a run under its workflow."""
     return workflow_index_prefix(workflow) + run_id.encode()
+
+
+def end_index_prefix(workflow: str) -> bytes:
+    """Prefix of a workflow's finished runs, by end time, in the ``index`` database."""
+    return b"e" + _SEP + workflow.encode() + _SEP
+
+
+def end_index_key(workflow: str, ended: float, run_id: str) -> bytes:
+    """Index entry of a finished run under its end time (milliseconds, sortable)."""
+    return end_index_prefix(workflow) + _DUE.pack(max(0, round(ended * 1000))) + run_id.encode()
+
+
+def decode_end_index_key(key: bytes, prefix: bytes) -> tuple[float, str]:
+    """(end seconds, run id) of an end-index entry whose workflow prefix is ``prefix``."""
+    (ended_ms,) = _DUE.unpack_from(key, len(prefix))
+    return ended_ms / 1000.0, key[len(prefix) + _DUE.size :].decode()
+
+
+def approval_index_prefix(run_id: str) -> bytes:
+    """Prefix of a run's approvals, in the ``index`` database."""
+    return b"a" + _SEP + run_id.encode() + _SEP
+
+
+def approval_index_key(run_id: str, key: bytes) -> bytes:
+    """Index entry of an approval under its run: the approval's key (never its token)."""
+    return approval_index_prefix(run_id) + key
 
 
 def timer_key(due: float, run_id: str, name: str) -> bytes:

@@ -149,8 +149,11 @@ def check_ops(ops: Sequence[Op], known: frozenset[str]) -> None:
 def ensure_format(store: Store) -> int:
     """Check (or, on a new writable store, record) the store format version.
 
+    A writable store of an older format is migrated to this one first (see
+    ``store/_migrations.py``); a read-only one is read as it is.
+
     Returns:
-        The store's format version.
+        The store's format version (after any migration).
 
     Raises:
         StoreError: the store was written by a newer actorflow.
@@ -171,6 +174,11 @@ def ensure_format(store: Store) -> int:
             f"store format {version} is newer than this actorflow supports "
             f"({K.FORMAT_VERSION}); upgrade actorflow to open it"
         )
+    if version < K.FORMAT_VERSION and not store.read_only:
+        from actorflow.store._migrations import migrate  # it imports this module
+
+        migrate(store, version)
+        return K.FORMAT_VERSION
     return version
 
 

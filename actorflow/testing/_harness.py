@@ -478,7 +478,9 @@ class WorkflowTest:
     def _ensure_engine(self) -> Engine:
         if self._engine is not None:
             return self._engine
-        settings = {"workers": 4, "shm_threshold": 0, **self._settings}
+        # Time skips by days here: finished runs are kept unless the test asks for retention
+        # (a workflow's own retention still applies).
+        settings = {"workers": 4, "shm_threshold": 0, "retention": 0, **self._settings}
         engine = Engine(
             store="memory", executor="inline", clock=self.clock, schedules=False, **settings
         )

@@ -49,6 +49,10 @@ BUILT = {
     "approval_key": K.approval_key("t" * 10_000),  # hashed
     "legacy_approval_key": K.legacy_approval_key("t" * K.MAX_NAME),
     "schedule_key": K.schedule_key(NAME, 9999),
+    "end_index_prefix": K.end_index_prefix(NAME),
+    "end_index_key": K.end_index_key(NAME, FAR, RUN),
+    "approval_index_prefix": K.approval_index_prefix(RUN),
+    "approval_index_key": K.approval_index_key(RUN, K.approval_key("t" * 10_000)),
 }
 
 
