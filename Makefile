@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := pyproject.toml setup.py native/_evaluator_c.pyx
 
-.PHONY: demo test test-pure test-faults soak bench bench-retention lint typecheck docs clean
+.PHONY: demo test test-py test-versions test-pure test-faults soak bench bench-retention lint typecheck docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,43 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	ACTORFLOW_REQUIRE_NATIVE=1 $(PY) -m pytest
 	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not reliability"
+
+# The other supported interpreters: `make test` runs on $(PYTHON) (3.11 here); each of these
+# gets its own venv (.venv-3.12, ...) and the compiled pass, less the "reliability" runs
+# (processes, not the interpreter; they stay in `make test`). An interpreter is pyenv's newest
+# X.Y.*, else pythonX.Y on PATH. `make test-versions` runs them all and reports a missing one
+# loudly (it does not fail: a machine may lack one); `make test-py V=3.13` runs one.
+PYTHONS := 3.12 3.13
+find-python = $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$(1).*/bin/python$(1) 2>/dev/null \
+	| sort -V | tail -n 1 | grep . || command -v python$(1) || true)
+
+.venv-%/.installed: $(SOURCES)
+	@py="$(call find-python,$*)"; test -n "$$py" || { echo "no Python $* found" >&2; exit 1; }; \
+	echo "Python $*: $$py"; "$$py" -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+ifneq ($(filter test-py,$(MAKECMDGOALS)),)
+ifndef V
+$(error usage: make test-py V=3.12)
+endif
+endif
+
+test-py: .venv-$(V)/.installed
+	.venv-$(V)/bin/python --version
+	ACTORFLOW_REQUIRE_NATIVE=1 .venv-$(V)/bin/python -m pytest -q -m "not reliability"
+
+test-versions:
+	@failed=""; missing=""; \
+	for v in $(PYTHONS); do \
+	  if [ -z "$(call find-python,$$v)" ]; then missing="$$missing $$v"; continue; fi; \
+	  $(MAKE) --no-print-directory test-py V=$$v || failed="$$failed $$v"; \
+	done; \
+	for v in $$missing; do \
+	  echo "!!! Python $$v is supported but not installed here: its compiled pass did NOT run"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "!!! compiled pass failed on Python$$failed"; exit 1; fi
 
 # The long form of the fault suite: worker and storage faults, then 200 SIGKILLs of the
 # engine process with the invariants checked (report in bench/results/chaos-latest.json).
@@ -59,4 +96,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info actorflow/graph/*.so native/*.c .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-3.* build *.egg-info actorflow/graph/*.so native/*.c .pytest_cache .mypy_cache

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import psutil
 
+from actorflow import _platform
 from actorflow.errors import ConfigError, DefinitionError
 
 __all__ = ["EngineConfig"]
@@ -41,7 +42,8 @@ class EngineConfig:
             (survives a crash of the process, not of the machine).
         workers: worker processes, or ``"auto"`` for the CPU count.
         shards: supervisor shard actors; runs are spread over them by id.
-        start_method: ``"forkserver"`` (default) or ``"spawn"``; never plain fork.
+        start_method: ``"forkserver"`` (the default on Linux) or ``"spawn"`` (the default
+            elsewhere, e.g. macOS); never plain fork. Both import ``preload`` in every worker.
         map_size: initial LMDB map size in bytes; it grows on demand.
         max_map_size: the most the map may grow to, in bytes (0: until the disk is full);
             also ``"10GiB"``... Past it (or on a full disk) commits wait and new work is
@@ -123,7 +125,7 @@ class EngineConfig:
     durability: Durability = "sync"
     workers: int = 0  # 0 means "auto"
     shards: int = 4
-    start_method: StartMethod = "forkserver"
+    start_method: StartMethod = field(default_factory=_platform.default_start_method)
     map_size: int = 64 << 20
     max_map_size: int = 0
     recreate_store: bool = False
@@ -166,6 +168,11 @@ class EngineConfig:
         if self.start_method not in ("forkserver", "spawn"):
             problems.append(
                 f"start_method: expected 'forkserver' or 'spawn', got {self.start_method!r}"
+            )
+        elif self.start_method not in _platform.START_METHODS:
+            problems.append(
+                f"start_method: {self.start_method!r} is not available on this platform "
+                f"(it offers {', '.join(_platform.START_METHODS)})"
             )
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",

@@ -40,12 +40,15 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from actorflow import _platform
 from actorflow.errors import StoreCorrupted
 from actorflow.store import _keys as K
+from actorflow.store._blobfiles import segment_write
 from actorflow.store._codec import (
     TAG_BLOB,
     TAG_SHARED,
@@ -57,6 +60,7 @@ from actorflow.store._codec import (
 )
 from actorflow.store._protocol import Op, Store
 from actorflow.workers._shm import (
+    SegmentLog,
     create_segment,
     segment_prefix,
     shm_headroom,
@@ -186,6 +190,15 @@ class BlobManager:
         self._gc_wake = threading.Condition(self._lock)
         self._prefix = segment_prefix(token)
         self._names = itertools.count(1)
+        # Where shared memory is no directory to list, the next engine's sweep finds a killed
+        # engine's segments by the names recorded beside the store (a memory store has none
+        # to find: its token dies with it).
+        where = getattr(store, "path", None)
+        self._log = (
+            SegmentLog(where / "shm-segments")
+            if not _platform.SHM_FILES and isinstance(where, Path) and not store.read_only
+            else None
+        )
         self._ids = itertools.count(1)
         self._id_base = f"{token}.{os.getpid():x}{int(time.time() * 1000):x}"
         self._segments: dict[str, _Segment] = {}
@@ -245,6 +258,8 @@ class BlobManager:
                 self._write(bid)
             for seg in list(self._segments.values()):
                 self._unlink(seg)
+            if self._log is not None:
+                self._log.reset()
             self._blobs.clear()
             self._cached.clear()
             self._free.clear()
@@ -303,9 +318,11 @@ class BlobManager:
         for bid in files.ids():  # files whose record was never committed or was deleted
             if bid not in known:
                 files.delete(bid)
-        names = store_segments(self.token)
+        names = store_segments(self.token, self._log)
         for name in names:
             unlink_segment(name)
+        if self._log is not None:
+            self._log.reset()
         self.recovered = (saved, lost, len(names))
         return self.recovered
 
@@ -362,11 +379,17 @@ class BlobManager:
         while True:
             name = f"{self._prefix}{os.getpid()}_{next(self._names)}"
             try:
+                if self._log is not None:
+                    self._log.add(name)  # before: a kill in between leaves nothing unknown
                 fd = create_segment(name, want)
                 break
             except FileExistsError:
+                if self._log is not None:
+                    self._log.remove(name)
                 continue
             except OSError as exc:
+                if self._log is not None:
+                    self._log.remove(name)
                 log.warning("cannot create a shared-memory segment of %d bytes: %s", want, exc)
                 self.stats.refused += 1
                 return None
@@ -406,6 +429,8 @@ class BlobManager:
         except OSError:
             pass
         unlink_segment(seg.name)
+        if self._log is not None:
+            self._log.remove(seg.name)
         self._unlinked.append(seg.name)
         notify = self._notify
         if notify is not None:
@@ -469,9 +494,7 @@ class BlobManager:
                 segs.append(seg)
             blobs = []
             for seg, buf in zip(segs, buffers, strict=True):
-                done = 0
-                while done < buf.nbytes:
-                    done += os.pwrite(seg.fd, buf[done:], done)
+                segment_write(seg.fd, buf)
                 blobs.append(self._new_blob(buf.nbytes, seg))
             return self._owned(blobs, inband)
 

@@ -7,21 +7,26 @@ hundred milliseconds. A file is written under a temporary name, fsynced when the
 which run, is recorded in the ``blobs`` database (see ``runtime/_blobs.py``).
 
 Copies go from a shared-memory segment to the file and back with ``sendfile``, inside the
-kernel: the engine never maps the data to store it. With a codec chain configured the files
-are sealed in chunks instead, by :class:`actorflow.store._sealing.SealedBlobs`, over this
-class; such a file starts with :data:`SEALED_MAGIC`.
+kernel: the engine never maps the data to store it. Where a segment is no file (macOS: no
+``read``, ``write`` or ``sendfile`` on it; see :mod:`actorflow._platform`) they go through a
+mapping of the segment instead (:func:`segment_read`, :func:`segment_write`). With a codec
+chain configured the files are sealed in chunks instead, by
+:class:`actorflow.store._sealing.SealedBlobs`, over this class; such a file starts with
+:data:`SEALED_MAGIC`.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from actorflow import _platform
 from actorflow.errors import StoreError
 
-__all__ = ["SEALED_MAGIC", "BlobFiles", "MemoryBlobs"]
+__all__ = ["SEALED_MAGIC", "BlobFiles", "MemoryBlobs", "segment_read", "segment_write"]
 
 _CHUNK = 8 << 20  # copy in pieces, so a cancelled write stops early
 #: How a sealed blob file starts (then a format version byte); see ``_sealedblobs``.
@@ -47,9 +52,78 @@ def _copy(src: int, dst: int, size: int, cancelled: Callable[[], bool]) -> bool:
             return False
         n = os.sendfile(dst, src, done, min(_CHUNK, size - done))
         if n == 0:
-            raise StoreError(f"blob copy: source ended after {done} of {size} bytes")
+            raise _short(done, size)
         done += n
     return True
+
+
+def _short(done: int, size: int) -> StoreError:
+    return StoreError(f"blob copy: source ended after {done} of {size} bytes")
+
+
+def _map(segment: int, size: int, writable: bool) -> mmap.mmap:
+    """The first ``size`` bytes of a segment, mapped (a segment smaller than that: error)."""
+    have = os.fstat(segment).st_size
+    if have < size:
+        raise StoreError(f"blob copy: a segment of {have} bytes cannot hold {size}")
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    return mmap.mmap(segment, max(size, 1), prot=prot)
+
+
+def segment_read(segment: int, size: int, offset: int = 0) -> bytes:
+    """``size`` bytes of a segment from ``offset`` (fewer at its end), as ``os.pread``."""
+    if _platform.SHM_FILES:
+        return os.pread(segment, size, offset)
+    end = min(offset + size, os.fstat(segment).st_size)
+    if end <= offset:
+        return b""
+    with _map(segment, end, writable=False) as m:
+        return m[offset:end]
+
+
+def segment_write(segment: int, data: bytes | memoryview, offset: int = 0) -> None:
+    """Write all of ``data`` into a segment at ``offset`` (it must be large enough)."""
+    view = memoryview(data)
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    if _platform.SHM_FILES:
+        done = 0
+        while done < view.nbytes:
+            done += os.pwrite(segment, view[done:], offset + done)
+        return
+    if view.nbytes:
+        with _map(segment, offset + view.nbytes, writable=True) as m:
+            m[offset : offset + view.nbytes] = view
+
+
+def _from_segment(segment: int, out: int, size: int, cancelled: Callable[[], bool]) -> bool:
+    """Copy the first ``size`` bytes of a segment to the file ``out``."""
+    if _platform.SHM_FILES:
+        return _copy(segment, out, size, cancelled)
+    with _map(segment, size, writable=False) as m, memoryview(m) as whole:
+        done = 0
+        while done < size:
+            if cancelled():
+                return False
+            done += os.write(out, whole[done : min(size, done + _CHUNK)])
+    return True
+
+
+def _to_segment(src: int, segment: int, size: int) -> None:
+    """Copy the ``size`` bytes of the file ``src`` to the start of a segment."""
+    if _platform.SHM_FILES:
+        os.lseek(segment, 0, os.SEEK_SET)
+        _copy(src, segment, size, _never)
+        return
+    if size == 0:
+        return
+    with _map(segment, size, writable=True) as m, memoryview(m) as whole:
+        done = 0
+        while done < size:
+            n = os.readv(src, [whole[done : min(size, done + _CHUNK)]])
+            if n == 0:
+                raise _short(done, size)
+            done += n
 
 
 class BlobFiles:
@@ -88,7 +162,7 @@ class BlobFiles:
         Raises:
             StoreError: the write failed (disk full...); nothing is left behind.
         """
-        return self.write_with(blob_id, lambda out: _copy(fd, out, size, cancelled))
+        return self.write_with(blob_id, lambda out: _from_segment(fd, out, size, cancelled))
 
     def write_with(self, blob_id: str, fill: Callable[[int], bool]) -> bool:
         """Store as ``blob_id`` what ``fill(fd)`` writes to a new file (False: cancelled).
@@ -139,8 +213,7 @@ class BlobFiles:
             return None
         try:
             size = os.fstat(src).st_size
-            os.lseek(fd, 0, os.SEEK_SET)
-            _copy(src, fd, size, _never)
+            _to_segment(src, fd, size)
             return size
         except OSError as exc:
             raise StoreError(f"cannot read blob {blob_id}: {exc}") from exc
@@ -202,7 +275,7 @@ class MemoryBlobs:
     ) -> bool:
         if cancelled():
             return False
-        data = os.pread(fd, size, 0)
+        data = segment_read(fd, size)
         if len(data) != size:
             raise StoreError(f"blob copy: source ended after {len(data)} of {size} bytes")
         with self._lock:
@@ -214,10 +287,7 @@ class MemoryBlobs:
             data = self._data.get(blob_id)
         if data is None:
             return None
-        view = memoryview(data)
-        done = 0
-        while done < len(data):
-            done += os.pwrite(fd, view[done:], done)
+        segment_write(fd, data)
         return len(data)
 
     def read(self, blob_id: str) -> bytes | None:

@@ -42,7 +42,7 @@ from typing import Any
 
 from actorflow.errors import StoreCorrupted, StoreError
 from actorflow.store import _keys as K
-from actorflow.store._blobfiles import SEALED_MAGIC, BlobFiles
+from actorflow.store._blobfiles import SEALED_MAGIC, BlobFiles, segment_read, segment_write
 from actorflow.store._chain import CODECS, Codecs, is_sealed, parse_keys
 from actorflow.store._protocol import BlobStore, Op, Store
 
@@ -234,7 +234,7 @@ class SealedBlobs:
                 if cancelled():
                     return False
                 want = min(chunk, size - i * chunk)
-                plain = os.pread(fd, want, i * chunk)
+                plain = segment_read(fd, want, i * chunk)
                 if len(plain) != want:
                     raise StoreError(
                         f"cannot write blob {blob_id}: its source ended after "
@@ -258,7 +258,7 @@ class SealedBlobs:
         Raises:
             StoreCorrupted: a sealed file that does not open (a wrong key, altered...).
         """
-        opened = self._open(blob_id, lambda at, data: _write_all(fd, data, at))
+        opened = self._open(blob_id, lambda at, data: segment_write(fd, data, at))
         if opened is None:
             return None
         return self.files.read_into(blob_id, fd) if opened < 0 else opened

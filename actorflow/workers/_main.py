@@ -26,6 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from actorflow import _platform
 from actorflow.errors import ClientError
 from actorflow.store._codec import TAG_SHARED, encode_value, set_resolver
 from actorflow.workers import _protocol as W
@@ -300,22 +301,59 @@ class _PipeLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this worker when its parent dies.
+def _die_with_parent(engine_pid: int) -> None:
+    """Make sure this worker dies with the engine process ``engine_pid`` (0: not known).
 
     An engine killed by SIGKILL must not leave workers running steps that the next engine will
-    run again.
+    run again. On Linux the kernel SIGKILLs a worker whose parent dies (``PR_SET_PDEATHSIG``),
+    which covers a ``spawn`` worker: its parent is the engine. A forkserver worker's parent is
+    the forkserver, and other systems have no such signal: there :func:`_watch_pid` watches
+    the engine. (:func:`_watch_engine`, the pipe's hang-up, covers every worker, unless a
+    process the engine forked keeps the engine's end of the pipe open.)
     """
-    if not sys.platform.startswith("linux"):
-        return
     parent = os.getppid()
+    if _platform.PDEATHSIG:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        else:
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+            if parent == engine_pid:
+                return
+    if engine_pid:
+        _watch_pid(engine_pid, _platform.PARENT_POLL_INTERVAL)
+
+
+def _watch_pid(pid: int, interval: float) -> None:
+    """Exit once process ``pid`` is gone, checking every ``interval`` seconds.
+
+    A process that died but was not reaped yet (a zombie) counts as gone, and so does a new
+    process that took the pid over (its start time differs).
+    """
+    import psutil
+
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
+        engine = psutil.Process(pid)
+    except psutil.NoSuchProcess:
         os._exit(1)
+
+    def gone() -> bool:
+        try:
+            return not engine.is_running() or engine.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            return False  # denied a look: not a sign of death
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="actorflow-engine-poll", daemon=True).start()
 
 
 def _watch_engine(conn: Connection) -> None:
@@ -328,11 +366,14 @@ def _watch_engine(conn: Connection) -> None:
     hangup = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
     poller = select.poll()
     poller.register(conn.fileno(), hangup)
+    # An error on the pipe (reported whether asked for or not) ends it as surely as a hang-up,
+    # and would otherwise make this loop spin.
+    gone = hangup | select.POLLERR | select.POLLNVAL
 
     def watch() -> None:
         while True:
             for _, event in poller.poll():
-                if event & hangup:
+                if event & gone:
                     os._exit(0)
 
     threading.Thread(target=watch, name="actorflow-engine-watch", daemon=True).start()
@@ -344,6 +385,7 @@ def worker_main(
     preload: tuple[str, ...],
     shm_threshold: int = 0,
     tracing: bool = False,
+    engine_pid: int = 0,
 ) -> None:
     """Entry point of a worker process.
 
@@ -353,10 +395,12 @@ def worker_main(
         preload: modules to import before announcing readiness.
         shm_threshold: output buffers above this many bytes go through shared memory (0: no).
         tracing: run each step inside its span's trace context (OpenTelemetry).
+        engine_pid: the engine's process id: the worker exits when it is gone (0: the pipe's
+            hang-up and the parent-death signal alone).
     """
     _tracing.ENABLED = tracing
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    _die_with_parent(engine_pid)
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)

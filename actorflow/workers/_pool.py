@@ -1,8 +1,10 @@
 """Starting worker processes.
 
-Workers start with ``forkserver`` (default) or ``spawn``, never plain ``fork``: the engine has
-threads and an open LMDB environment, neither of which survives a fork. The forkserver preloads
-the worker module, so a replacement worker is ready in milliseconds. Starting a process blocks
+Workers start with ``forkserver`` (the default on Linux) or ``spawn`` (the default elsewhere:
+see :mod:`actorflow._platform`), never plain ``fork``: the engine has threads and an open LMDB
+environment, neither of which survives a fork. The forkserver preloads the worker module, so a
+replacement worker is ready in milliseconds; with ``spawn`` each worker imports it, and
+``preload``, itself. Starting a process blocks
 for a while, so it happens on a :class:`Spawner` thread, never on the dispatcher's.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.spawn as mp_spawn
+import os
 import queue
 import sys
 import threading
@@ -42,7 +45,8 @@ def mp_context(start_method: str, preload: tuple[str, ...] = ()) -> BaseContext:
         raise ValueError(f"start_method: expected 'forkserver' or 'spawn', got {start_method!r}")
     ctx = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
-        ctx.set_forkserver_preload([_WORKER_MODULE, *preload])
+        # psutil: a forkserver worker watches the engine's pid with it (workers/_main.py).
+        ctx.set_forkserver_preload([_WORKER_MODULE, "psutil", *preload])
     return ctx
 
 
@@ -85,7 +89,7 @@ def spawn_worker(
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(child, list(sys.path), preload, shm_threshold, tracing),
+        args=(child, list(sys.path), preload, shm_threshold, tracing, os.getpid()),
         name="actorflow-worker",
         daemon=True,
     )

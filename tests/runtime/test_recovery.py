@@ -29,12 +29,18 @@ pytestmark = pytest.mark.crash
 
 
 def child(
-    data_dir: Path, log: Path, mode: str, *args: str, crash_at: str | None = None
+    data_dir: Path,
+    log: Path,
+    mode: str,
+    *args: str,
+    crash_at: str | None = None,
+    force_portable: str = "",
 ) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("ACTORFLOW_CRASH_AT", None)
     if crash_at:
         env["ACTORFLOW_CRASH_AT"] = crash_at
+    env["ACTORFLOW_FORCE_PORTABLE"] = force_portable  # the fallbacks of actorflow/_platform.py
     return subprocess.Popen(
         [sys.executable, "-m", "tests.crash_child", str(data_dir), str(log), mode, *args],
         cwd=ROOT,
