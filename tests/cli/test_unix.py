@@ -236,6 +236,9 @@ def test_help_lists_the_exit_statuses() -> None:
     section = out.stdout.split("exit status:\n", 1)[1]
     listed = {int(m.group(1)) for m in re.finditer(r"^  (\d+) ", section, re.M)}
     assert listed == {0, 1, 2, 3, 4, 130, 141} == {int(c) for c in Exit}
+    operations = (ROOT / "docs" / "operations.md").read_text().split("### Exit statuses", 1)[1]
+    documented = {int(m.group(1)) for m in re.finditer(r"^\| (\d+) \|", operations, re.M)}
+    assert documented == listed
 
 
 def test_ctrl_c_ends_quietly_with_130(
