@@ -198,6 +198,7 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     """Wait for a run (an engine runs it elsewhere), drawing its fan-outs' progress."""
+    import importlib.util
     import time
 
     from actorflow._types import RunStatus
@@ -211,7 +212,9 @@ def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     timed_out = False
     try:
         run_id = _resolve(store, args.run)
-        bars = FanoutBars(run_id) if not args.no_progress else None
+        # The bars are rich's; without rich installed the wait goes on without them.
+        drawn = not args.no_progress and importlib.util.find_spec("rich") is not None
+        bars = FanoutBars(run_id) if drawn else None
         if bars is not None:
             bars.__enter__()
         try:
@@ -486,7 +489,7 @@ def _run(argv: Sequence[str]) -> int:
         code: int = args.func(args, out)
         return int(code)
     except SystemExit as exc:  # --help and --version print and exit 0
-        return exc.code if isinstance(exc.code, int) else Exit.ERROR
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     except BrokenPipeError:
         raise
     except KeyboardInterrupt:

@@ -322,3 +322,29 @@ def test_serve_takes_the_token_from_the_environment(tmp_path: Path) -> None:
     assert token not in "\n".join(printed)
     empty = run("serve", "tests/triggers/webhook_app.py:engine", "--token", "")
     assert empty.returncode == Exit.USAGE and "--token" in empty.stderr  # not an open API
+
+
+def test_without_rich_tables_are_plain_and_wait_draws_no_bars(
+    store: tuple[af.Engine, list[str], str], data_dir: Path
+) -> None:
+    # rich may be an optional extra: the CLI must still work, in plain columns.
+    _, done, _ = store
+    no_rich = (
+        "import sys; sys.modules['rich'] = None; from actorflow.cli._main import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    cli = [sys.executable, "-c", no_rich, "--data-dir", str(data_dir)]
+    controller, terminal = pty.openpty()
+    listed = subprocess.run(
+        [*cli, "runs"], stdout=terminal, stderr=subprocess.PIPE, cwd=ROOT, env=ENV, timeout=120
+    )
+    os.close(terminal)
+    drawn = os.read(controller, 65536).decode()
+    os.close(controller)
+    assert listed.returncode == 0, listed.stderr
+    assert drawn.startswith("RUN\tWORKFLOW\tSTATUS") and done[0] in drawn  # even on a terminal
+    waited = subprocess.run(
+        [*cli, "wait", done[0]], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120
+    )
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.startswith(f"run {done[0]}: completed")
