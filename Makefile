@@ -74,7 +74,7 @@ soak: $(VENV)/.installed
 	$(PY) -m tests.soak --minutes 30 --json bench/results/soak-latest.json
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/actorflow bench
+	$(PY) -m bench
 
 # R1, a few minutes: data.mdb over 200,000 runs with a 10 s retention, beside keep-forever
 # (bench/results/retention-latest.json, then docs/benchmarks.md).

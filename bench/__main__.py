@@ -72,7 +72,7 @@ def markdown(record: dict[str, Any]) -> str:
     out = [
         "# Benchmarks",
         "",
-        "Written by `actorflow bench` (`make bench`) from its latest run; do not edit by hand.",
+        "Written by `make bench` (`python -m bench`) from its latest run; do not edit by hand.",
         "Every figure stands beside a baseline measured in the same run, on the same machine,",
         "so the ratio is what to compare across machines (treat each figure as +-30%).",
         "",

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import importlib.util
 import io
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 
 import actorflow as af
 from actorflow.cli._main import main as cli_main
+from actorflow.cli._output import Exit
 from tests import steps
 from tests.triggers.webhook_app import define
 
@@ -270,10 +272,14 @@ def test_cli_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 code = cli_main(argv)
             except SystemExit as exc:  # argparse: usage error (2), or --help (0)
                 code = exc.code if isinstance(exc.code, int) else 1
-        assert code in (0, 1, 2), (argv, code, err.getvalue())
+        assert code in {int(c) for c in Exit}, (argv, code, err.getvalue())
         assert "Traceback" not in err.getvalue(), (argv, err.getvalue())
-        if code == 1:
-            assert err.getvalue().startswith("actorflow"), (argv, err.getvalue())
+        words = argv[: argv.index("--")] if "--" in argv else argv
+        if code in (Exit.ERROR, Exit.USAGE) and "--json" in words:  # the error is JSON
+            body = json.loads(out.getvalue())
+            assert body["exit"] == code and body["error"] and body["detail"], (argv, body)
+        elif code in (Exit.ERROR, Exit.USAGE):
+            assert err.getvalue().startswith(("actorflow", "usage: actorflow")), (argv, err)
 
     check()
     # the store is intact after every command tried

@@ -77,3 +77,27 @@ def test_the_site_builds_offline_and_strict(tmp_path: Path) -> None:
     api = (tmp_path / "site" / "reference" / "actorflow" / "index.html").read_text()
     assert "Define a workflow; chain" in api  # Engine.define's docstring, rendered
     assert (tmp_path / "site" / "benchmarks" / "index.html").exists()
+
+
+_LINK = re.compile(r"\]\(([^)\s#]+)")
+_FILE = re.compile(r"`([\w.-]*/[\w./-]*\.(?:md|py|pyx|toml|yml|json|txt)|[\w.-]+\.md)`")
+
+
+def test_pages_point_only_at_files_a_reader_has() -> None:
+    """The README and the guides name files of the repository (or the package), never one
+    outside it (the README once sent readers to a design document in another repository)."""
+    missing = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text()
+        named = [t for t in _LINK.findall(text) if not re.match(r"[a-z]+:", t)]
+        named += _FILE.findall(text)
+        for target in named:
+            places = (
+                page.parent / target,
+                ROOT / target,
+                DOCS / target,
+                ROOT / "actorflow" / target,
+            )
+            if ".." in Path(target).parts or not any(p.exists() for p in places):
+                missing.append(f"{page.name}: {target}")
+    assert missing == []

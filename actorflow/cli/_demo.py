@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import actorflow as af
+from actorflow.cli._output import Column, Output
 
 __all__ = ["build_engine", "run_demo"]
 
@@ -60,14 +61,17 @@ def build_engine(data_dir: str | Path = ".actorflow") -> af.Engine:
     return engine
 
 
-def run_demo(data_dir: str | Path = ".actorflow", orders: int = 3) -> list[dict[str, Any]]:
-    """Run a few orders and print what happened; return their results."""
+def run_demo(
+    data_dir: str | Path = ".actorflow", orders: int = 3, out: Output | None = None
+) -> list[dict[str, Any]]:
+    """Run a few orders and print what happened (through ``out``); return their results."""
+    out = out or Output("demo")
     engine = build_engine(data_dir)
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
     with engine:
         workers = engine.config.worker_count
-        print(f"actorflow demo: store {Path(data_dir).resolve()}, {workers} workers")
+        out.line(f"actorflow demo: store {Path(data_dir).resolve()}, {workers} workers")
         handles = [
             engine.trigger(
                 "orders-demo",
@@ -79,12 +83,20 @@ def run_demo(data_dir: str | Path = ".actorflow", orders: int = 3) -> list[dict[
         for h in handles:
             result = h.result(timeout=120)
             results.append(result)
-            print(f"  run {h.id}: total {result['total']:.2f} (risk {result['risk']})")
+            out.line(f"  run {h.id}: total {result['total']:.2f} (risk {result['risk']})")
         details = engine.inspect(handles[0].id)
-    print(f"{orders} runs completed in {time.perf_counter() - started:.2f}s\n")
-    print(f"run {details.id} ({details.status.value}):")
-    for s in details.steps:
-        tries = ", ".join(a.status + (f" ({a.error})" if a.error else "") for a in s.attempts)
-        print(f"  {s.name:<9} {s.status.value:<10} attempts: {tries}")
-    print("\nSee every run with `actorflow runs`, one run with `actorflow show RUN_ID`.")
+    out.line(f"{orders} runs completed in {time.perf_counter() - started:.2f}s\n")
+    out.line(f"run {details.id} ({details.status.value}):")
+    out.table(
+        ["STEP", Column("STATUS", status=True), Column("ATTEMPTS", wrap=True)],
+        [
+            (
+                s.name,
+                s.status.value,
+                ", ".join(a.status + (f" ({a.error})" if a.error else "") for a in s.attempts),
+            )
+            for s in details.steps
+        ],
+    )
+    out.line("\nSee every run with `actorflow runs`, one run with `actorflow show RUN_ID`.")
     return results

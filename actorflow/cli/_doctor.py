@@ -1,6 +1,6 @@
 """``actorflow doctor``: check that this machine and data directory can run an engine.
 
-Each check gives a verdict (``ok``, ``warn``, ``fail``) and what it saw. The command exits 1
+Each check gives a verdict (``ok``, ``warn``, ``fail``) and what it saw. The command exits 4
 if any check failed. It never changes stored data: the store is opened read-only when an
 engine holds it, and the writability check uses a temporary file.
 """
@@ -12,9 +12,8 @@ import secrets
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 __all__ = ["Check", "run_checks"]
 
@@ -253,16 +252,3 @@ def run_checks(data_dir: Path, host: str = "127.0.0.1", port: int = 8080) -> lis
 
 def _raw_list(var: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in os.environ.get(var, "").split(",") if x.strip())
-
-
-def report(checks: list[Check], as_json: bool) -> tuple[str, int]:
-    """The text (or JSON) to print, and the exit status (1 if a check failed)."""
-    import json
-
-    code = 1 if any(c.verdict == "fail" for c in checks) else 0
-    if as_json:
-        body: Any = {"ok": code == 0, "checks": [asdict(c) for c in checks]}
-        return json.dumps(body, indent=2), code
-    width = max(len(c.name) for c in checks)
-    lines = [f"{c.verdict.upper():<5} {c.name:<{width}}  {c.detail}" for c in checks]
-    return "\n".join(lines), code

@@ -1,27 +1,33 @@
 """The ``actorflow`` commands.
 
 Store-reading commands open the store read-only, so they work while an engine runs on it.
+What they print, and how every command ends (errors, exit statuses, a closed pipe), is
+``cli/_output.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from actorflow.errors import ActorflowError
+from actorflow.cli._output import EXIT_HELP, Column, Exit, Output, UsageError
+from actorflow.errors import ActorflowError, RunNotFound
 from actorflow.runtime._views import RunDetails, RunSummary, StepDetails, inspect_run, list_runs
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
+__all__ = ["build_parser", "main"]
 
 
 def _default_data_dir() -> str:
@@ -50,10 +56,6 @@ def _secs(t: float | None) -> str:
     return f"{t * 1000:.1f}ms" if t < 1 else f"{t:.2f}s"
 
 
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
-
-
 def _resolve(store: Store, prefix: str) -> str:
     if store.get(K.RUNS, K.run_key(prefix)) is not None:
         return prefix
@@ -61,29 +63,36 @@ def _resolve(store: Store, prefix: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise ActorflowError(f"no run with id or id prefix {prefix!r}")
-    raise ActorflowError(f"run id prefix {prefix!r} is ambiguous; give more characters")
+        missing = RunNotFound(prefix)
+        missing.args = (f"no run with id or id prefix {prefix!r}",)
+        raise missing
+    raise UsageError(f"run id prefix {prefix!r} is ambiguous; give more characters")
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
+def cmd_runs(args: argparse.Namespace, out: Output) -> int:
     store = _read_only(args.data_dir)
     try:
         runs: list[RunSummary] = list_runs(store, args.workflow, args.status, args.limit)
     finally:
         store.close()
-    if args.json:
-        print(_json([asdict(r) for r in runs]))
-        return 0
-    if not runs:
-        print("no runs")
-        return 0
-    print(f"{'RUN':<26}{'WORKFLOW':<20}{'STATUS':<11}{'CREATED':<21}DURATION")
-    for r in runs:
-        took = (r.ended_at - r.created_at) if r.ended_at is not None else None
-        print(
-            f"{r.id:<26}{r.workflow_id[:19]:<20}{r.status.value:<11}{_time(r.created_at):<21}{_secs(took)}"
-        )
-    return 0
+    if out.as_json:
+        out.json([asdict(r) for r in runs])
+        return Exit.OK
+    out.table(
+        ["RUN", "WORKFLOW", Column("STATUS", status=True), "CREATED", Column("DURATION", True)],
+        [
+            (
+                r.id,
+                r.workflow_id,
+                r.status.value,
+                _time(r.created_at),
+                _secs(None if r.ended_at is None else r.ended_at - r.created_at),
+            )
+            for r in runs
+        ],
+        empty="no runs",
+    )
+    return Exit.OK
 
 
 _ITEM_INDEX = re.compile(r"\[(\d+)\]")
@@ -112,31 +121,13 @@ def _detail(s: StepDetails) -> str:
     return "; ".join(parts)
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    store = _read_only(args.data_dir)
-    try:
-        run: RunDetails = inspect_run(store, _resolve(store, args.run))
-    finally:
-        store.close()
-    if args.json:
-        print(_json(run.to_dict()))
-        return 0
-    print(f"run       {run.id}")
-    print(f"workflow  {run.workflow_id}")
-    print(f"status    {run.status.value}")
-    print(f"created   {_time(run.created_at)}   duration {_secs(run.duration)}")
-    if run.idempotency_key:
-        print(f"key       {run.idempotency_key}")
-    print(f"payload   {run.payload}")
-    if run.result is not None:
-        print(f"result    {run.result}")
-    if run.cancel_reason is not None:
-        print(f"cancelled {run.cancel_reason or '(no reason given)'}")
-    print(f"\n{'STEP':<28}{'KIND':<10}{'STATUS':<11}{'ATTEMPT':<9}{'DURATION':<11}DETAIL")
+def _step_rows(run: RunDetails, items: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows of ``show``'s step table, and how many steps of items past ``items`` it hid."""
+    rows: list[tuple[Any, ...]] = []
     hidden = 0
     for s in run.steps:
         path = s.path or s.name
-        if any(int(i) >= args.items for i in _ITEM_INDEX.findall(path)):
+        if any(int(i) >= items for i in _ITEM_INDEX.findall(path)):
             hidden += 1  # an item beyond --items of some fan-out
             continue
         parts = path.split("/")
@@ -144,40 +135,86 @@ def cmd_show(args: argparse.Namespace) -> int:
         label = parts[-1]
         if depth:  # inside item 3 of ``lines``: "[3] price", indented under its fan-out
             label = f"{parts[-2][parts[-2].rfind('[') :]} {label}"
-        label = ("  " * depth + label)[:27]
-        print(
-            f"{label:<28}{s.kind:<10}{s.status.value:<11}{s.attempt or '':<9}"
-            f"{_secs(s.duration):<11}{_detail(s)[:80]}"
+        indent = "  " * depth
+        rows.append(
+            (indent + label, s.kind, s.status.value, s.attempt or "", _secs(s.duration), _detail(s))
         )
         for a in s.attempts:
             if a.status != "succeeded":
-                print(
-                    f"{'':<28}  attempt {a.attempt}: {a.status}"
-                    + (f" ({a.kind})" if a.kind and a.kind != a.status else "")
-                    + (f" - {a.error}" if a.error else "")
-                )
+                why = " - ".join(x for x in (a.kind if a.kind != a.status else None, a.error) if x)
+                rows.append((f"{indent}  attempt {a.attempt}", "", a.status, a.attempt, "", why))
+    return rows, hidden
+
+
+def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    if args.items < 0:
+        raise UsageError(f"--items: expected a number >= 0, got {args.items}")
+    store = _read_only(args.data_dir)
+    try:
+        run: RunDetails = inspect_run(store, _resolve(store, args.run))
+    finally:
+        store.close()
+    if out.as_json:
+        out.json(run.to_dict())
+        return Exit.OK
+    fields: list[tuple[str, Any]] = [
+        ("run", run.id),
+        ("workflow", run.workflow_id),
+        ("status", run.status.value),
+        ("created", _time(run.created_at)),
+        ("duration", _secs(run.duration)),
+    ]
+    if run.parent_run_id:
+        fields.append(("parent", run.parent_run_id))
+    if run.idempotency_key:
+        fields.append(("key", run.idempotency_key))
+    fields.append(("payload", run.payload))
+    if run.result is not None:
+        fields.append(("result", run.result))
+    if run.cancel_reason is not None:
+        fields.append(("cancelled", run.cancel_reason or "(no reason given)"))
+    out.fields(fields)
+    out.line()
+    rows, hidden = _step_rows(run, args.items)
+    out.table(
+        [
+            "STEP",
+            "KIND",
+            Column("STATUS", status=True),
+            Column("ATTEMPT", right=True),
+            Column("DURATION", right=True),
+            Column("DETAIL", wrap=True),
+        ],
+        rows,
+    )
     if hidden:
-        print(f"({hidden} steps of items past the first {args.items} not shown: --items N)")
+        out.note(f"({hidden} steps of items past the first {args.items} not shown: --items N)")
     if run.error is not None:
-        print(f"\nerror: {run.error.type}: {run.error.message}")
+        out.line(f"\nerror: {run.error.type}: {run.error.message}")
         if run.error.traceback:
-            print(run.error.traceback.rstrip())
-    return 0
+            out.line(run.error.traceback.rstrip())
+    return Exit.OK
 
 
-def cmd_wait(args: argparse.Namespace) -> int:
+def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     """Wait for a run (an engine runs it elsewhere), drawing its fan-outs' progress."""
+    import importlib.util
     import time
 
     from actorflow._types import RunStatus
     from actorflow.runtime._progress import FanoutBars
     from actorflow.runtime._views import fanout_progress, final_run
 
+    if args.timeout is not None and not args.timeout >= 0:
+        raise UsageError(f"--timeout: expected seconds >= 0, got {args.timeout}")
     store = _read_only(args.data_dir)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    timed_out = False
     try:
         run_id = _resolve(store, args.run)
-        bars = FanoutBars(run_id) if not args.no_progress else None
+        # The bars are rich's; without rich installed the wait goes on without them.
+        drawn = not args.no_progress and importlib.util.find_spec("rich") is not None
+        bars = FanoutBars(run_id) if drawn else None
         if bars is not None:
             bars.__enter__()
         try:
@@ -188,11 +225,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
                 status = RunStatus(rec["status"])
                 if bars is not None:
                     bars.update(fanout_progress(store, latest))
-                if status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED):
+                if status.terminal:
                     break
                 if deadline is not None and time.monotonic() > deadline:
-                    print(f"run {latest} is still {status.value}", file=sys.stderr)
-                    return 3
+                    timed_out = True
+                    break
                 time.sleep(0.25)
         finally:
             if bars is not None:
@@ -200,45 +237,106 @@ def cmd_wait(args: argparse.Namespace) -> int:
         run: RunDetails = inspect_run(store, latest)
     finally:
         store.close()
-    if args.json:
-        print(_json(asdict(run)))
+    if out.as_json:
+        out.json({**run.to_dict(), "timed_out": timed_out})
+    elif timed_out:
+        out.note(f"actorflow wait: run {run.id} is still {run.status.value} after {args.timeout}s")
     else:
-        print(f"run {run.id}: {run.status.value}")
+        out.line(f"run {run.id}: {run.status.value}")
         if run.error is not None:
-            print(f"error: {run.error.type}: {run.error.message}")
+            out.line(f"error: {run.error.type}: {run.error.message}")
         elif run.result is not None:
-            print(f"result: {run.result}")
-    return 0 if run.status.value == "completed" else 1
+            out.line(f"result: {run.result}")
+    if timed_out:
+        return Exit.TIMEOUT
+    return Exit.OK if run.status is RunStatus.COMPLETED else Exit.FAILED
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
     """Check that this machine and data directory can run an engine."""
     from pathlib import Path
 
-    from actorflow.cli._doctor import report, run_checks
+    from actorflow.cli._doctor import run_checks
 
     checks = run_checks(Path(args.data_dir or _default_data_dir()), args.host, args.port)
-    text, code = report(checks, args.json)
-    print(text)
-    return code
+    failed = any(c.verdict == "fail" for c in checks)
+    if out.as_json:
+        out.json({"ok": not failed, "checks": [asdict(c) for c in checks]})
+    else:
+        out.table(
+            [Column("VERDICT", status=True), "CHECK", Column("DETAIL", wrap=True)],
+            [(c.verdict, c.name, c.detail) for c in checks],
+        )
+    return Exit.FAILED if failed else Exit.OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from actorflow.cli._demo import run_demo
 
-    run_demo(args.data_dir or _default_data_dir(), args.orders)
-    return 0
+    run_demo(args.data_dir or _default_data_dir(), args.orders, out)
+    return Exit.OK
+
+
+def cmd_replay(args: argparse.Namespace, out: Output) -> int:
+    from actorflow.cli._replay import replay_command
+
+    return replay_command(args, out)
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from actorflow.cli._serve import serve
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port: expected 1 to 65535, got {args.port}")
+    if args.token is not None and (not args.token or any(c.isspace() for c in args.token)):
+        # An unset variable ($TOKEN) must not serve an open API by accident.
+        raise UsageError("--token: expected a token without spaces, got an empty or spaced one")
+    serve(
+        args.app,
+        args.host,
+        args.port,
+        args.log_level,
+        args.read_only,
+        not args.no_dashboard,
+        args.rate_limit,
+        args.allowed_hosts,
+        args.token,
+        out,
+    )
+    return Exit.OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors raise :class:`UsageError`, so ``main`` reports them (as JSON too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, self.format_usage(), self.prog)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse swallows write errors; a closed pipe must reach main (``--help | head``).
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``actorflow`` command."""
-    parser = argparse.ArgumentParser(prog="actorflow", description=__doc__)
+    parser = _Parser(
+        prog="actorflow",
+        description="Look at, follow and drive the runs of an actorflow engine, and look after\n"
+        "its store. Every command that prints data takes --json; tables are plain\n"
+        "tab-separated columns when stdout is not a terminal.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--data-dir",
         default=None,
         help="the store directory (default: $ACTORFLOW_DATA_DIR or .actorflow)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def json_flag(p: argparse.ArgumentParser, what: str = "machine-readable output") -> None:
+        p.add_argument("--json", action="store_true", help=f"{what} (errors too)")
 
     demo = sub.add_parser("demo", help="run the quick-start example on the embedded store")
     demo.add_argument("--orders", type=int, default=3, help="how many runs to trigger")
@@ -248,12 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--workflow", help="only this workflow's runs")
     runs.add_argument("--status", help="queued, running, completed, failed or cancelled")
     runs.add_argument("--limit", type=int, default=50)
-    runs.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(runs)
     runs.set_defaults(func=cmd_runs)
 
     show = sub.add_parser("show", help="one run: steps, attempts, timings, errors")
     show.add_argument("run", help="run id (or a unique prefix of it)")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(show)
     show.add_argument(
         "--items",
         type=int,
@@ -267,13 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the store, the native evaluator, workers, shared memory and the port",
         description=(
-            "Runs each check and prints its verdict (ok, warn, fail). Exit status 1 if any "
+            "Runs each check and prints its verdict (ok, warn, fail). Exit status 4 if any "
             "check failed. Stored data is never changed."
         ),
     )
     doctor.add_argument("--host", default="127.0.0.1", help="the webhook address to try")
     doctor.add_argument("--port", type=int, default=8080, help="the webhook port to try")
-    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(doctor)
     doctor.set_defaults(func=cmd_doctor)
 
     wait = sub.add_parser(
@@ -281,16 +379,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for a run to finish, with a progress bar per fan-out",
         description=(
             "Follows a run that an engine is running (reading the store read-only) until it "
-            "ends. Exit status: 0 completed, 1 failed or cancelled, 3 still running at "
-            "--timeout."
+            "ends. Exit status: 0 completed, 4 failed or cancelled, 3 still going at "
+            '--timeout (with --json: the run as it is, with "timed_out": true).'
         ),
     )
     wait.add_argument("run", help="run id (or a unique prefix of it)")
     wait.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
     wait.add_argument("--no-progress", action="store_true", help="draw no progress bars")
-    wait.add_argument("--json", action="store_true", help="print the run as JSON at the end")
+    json_flag(wait, "print the run as JSON at the end, with timed_out")
     wait.set_defaults(func=cmd_wait)
 
+    _serve_parser(sub)
+    _replay_parser(sub, json_flag)
+
+    from actorflow.cli import _remote, _store
+
+    _remote.add_parsers(sub, json_flag)
+    _store.add_parsers(sub, json_flag)
+    return parser
+
+
+def _serve_parser(sub: Any) -> None:
     serve = sub.add_parser(
         "serve", help="serve an engine's webhooks and REST API (uvicorn on uvloop)"
     )
@@ -305,6 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-dashboard", action="store_true", help="serve no dashboard at /")
     serve.add_argument(
+        "--token",
+        default=None,
+        help="the bearer token the API, the dashboard and /metrics require (default: the "
+        "engine's api_token, from $ACTORFLOW_API_TOKEN). Prefer the variable: an argument "
+        "is visible to every user of the machine in `ps`. Never printed or logged",
+    )
+    serve.add_argument(
         "--rate-limit",
         type=float,
         default=None,
@@ -313,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--allowed-host",
+        dest="allowed_hosts",
         action="append",
         default=[],
         metavar="NAME",
@@ -322,24 +439,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    bench = sub.add_parser(
-        "bench",
-        help="run the benchmark suite (from a source checkout) and print its table",
-        description=(
-            "Runs bench/ (each figure beside a baseline measured in the same run), prints a "
-            "table and writes bench/results/*.json."
-        ),
-    )
-    bench.add_argument("--quick", action="store_true", help="fewer repetitions")
-    bench.set_defaults(func=cmd_bench)
 
+def _replay_parser(sub: Any, json_flag: Any) -> None:
     replay = sub.add_parser(
         "replay",
         help="replay a code workflow run's history against the current code",
         description=(
             "Replays a recorded history (from the store, or a file written with --export) "
             "against the workflow function of APP and reports whether the code still takes "
-            "the recorded path. Exit status: 0 deterministic, 1 divergence, 2 usage error."
+            "the recorded path. Exit status: 0 deterministic, 4 divergence, 1 error (the "
+            "history or the app cannot be loaded), 2 usage."
         ),
     )
     replay.add_argument("run", nargs="?", help="run id (or unique prefix) in the store")
@@ -362,64 +471,52 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--check", action="store_true", help="with --export and no --app: replay it too"
     )
-    replay.add_argument("--json", action="store_true", help="print the report as JSON")
+    json_flag(replay, "print the report as JSON")
     replay.set_defaults(func=cmd_replay)
 
-    from actorflow.cli import _remote, _store
 
-    _remote.add_parsers(sub)
-    _store.add_parsers(sub)
-    return parser
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` was asked for (before any ``--``), known before parsing succeeds."""
+    given = list(argv)
+    return "--json" in (given[: given.index("--")] if "--" in given else given)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark suite of a source checkout (``bench/``) and print its table."""
-    import importlib
-
-    sys.path.insert(0, os.getcwd())
+def _run(argv: Sequence[str]) -> int:
+    out = Output(None, _wants_json(argv))
     try:
-        suite = importlib.import_module("bench.__main__")
-    except ImportError:
-        print(
-            "actorflow bench: the benchmark suite ships with the source tree (bench/); run "
-            "this from a checkout of actorflow (or `make bench` there)",
-            file=sys.stderr,
-        )
-        return 2
-    suite.main(["--quick"] if args.quick else [])
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from actorflow.cli._replay import replay_command
-
-    return replay_command(args)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from actorflow.cli._serve import serve
-
-    if not 0 < args.port < 65536:
-        raise ActorflowError(f"--port: expected 1 to 65535, got {args.port}")
-    serve(
-        args.app,
-        args.host,
-        args.port,
-        args.log_level,
-        args.read_only,
-        not args.no_dashboard,
-        args.rate_limit,
-        args.allowed_host,
-    )
-    return 0
+        args = build_parser().parse_args(argv)
+        out = Output.of(args)
+        code: int = args.func(args, out)
+        return int(code)
+    except SystemExit as exc:  # --help and --version print and exit 0
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BrokenPipeError:
+        raise
+    except KeyboardInterrupt:
+        return out.error(ActorflowError("interrupted"), Exit.INTERRUPTED)
+    except (ActorflowError, OSError) as exc:  # OSError: a file or directory it cannot use
+        return out.error(exc)
+    except Exception as exc:  # a bug: the traceback is for its report
+        traceback.print_exc()
+        return out.error(exc) if out.as_json else int(Exit.ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``actorflow`` command; return its exit code."""
-    args = build_parser().parse_args(argv)
+    """Run the ``actorflow`` command; return its exit status (listed in ``actorflow --help``).
+
+    A closed stdout (``actorflow runs | head -1``) ends the command quietly with status 141,
+    the status a shell shows for a tool that SIGPIPE ended.
+    """
     try:
-        code: int = args.func(args)
-    except ActorflowError as exc:
-        print(f"actorflow: {exc}", file=sys.stderr)
-        return 1
+        code = _run(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # inside the try: a closed pipe may only show here
+    except BrokenPipeError:
+        # The reader has gone. Point stdout at /dev/null so the interpreter's own flush at
+        # exit does not fail a second time (Python's documented recipe), and stop quietly.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout has no file descriptor (redirected in-process)
+            pass
+        return Exit.CLOSED_PIPE
     return code

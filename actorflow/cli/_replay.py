@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from actorflow.cli._output import Exit, Output, UsageError
 from actorflow.errors import ClientError
 
 __all__ = ["replay_command"]
@@ -58,7 +58,7 @@ def _history(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(Path(args.history).read_text())
         return doc
     if not args.run:
-        raise ClientError("give a RUN id, or --history FILE")
+        raise UsageError("give a RUN id, or --history FILE")
     data_dir = args.data_dir or (engine.config.data_dir if engine else _default_data_dir())
     from actorflow.config import EngineConfig
     from actorflow.store._sealing import sealed
@@ -71,43 +71,40 @@ def _history(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
         store.close()
 
 
-def replay_command(args: argparse.Namespace) -> int:
-    """Run the command; 0: deterministic, 1: divergence or panic, 2: usage error."""
+def replay_command(args: argparse.Namespace, out: Output) -> int:
+    """Run the command; 0: deterministic, 4: divergence or panic (1: error, 2: usage)."""
     from actorflow.code._definition import CodeWorkflow
     from actorflow.code._replay import replay
 
-    try:
-        engine = _engine(args.app)
-        doc = _history(args, engine)
-        if args.export:
-            Path(args.export).write_text(json.dumps(doc, indent=2))
-            if engine is None and not args.check:
-                print(f"history of run {doc['run_id']} written to {args.export}")
-                return 0
-        wf: Any
-        if engine is None:  # the function its definition names, if it is importable
-            wf = _function_of(doc.get("definition"), str(doc.get("workflow")))
-        else:
-            wf = engine._definitions.get(doc.get("workflow"))
-            if not isinstance(wf, CodeWorkflow):
-                raise ClientError(
-                    f"--app: its engine defines no code workflow {doc.get('workflow')!r}"
-                )
-        failure_types = wf.build().failure_types if isinstance(wf, CodeWorkflow) else ()
-    except ClientError as exc:
-        print(f"actorflow replay: {exc}", file=sys.stderr)
-        return 2
+    engine = _engine(args.app)
+    doc = _history(args, engine)
+    if args.export:
+        Path(args.export).write_text(json.dumps(doc, indent=2))
+        if engine is None and not args.check:
+            out.result(
+                {"run_id": doc["run_id"], "exported": args.export},
+                f"history of run {doc['run_id']} written to {args.export}",
+            )
+            return Exit.OK
+    wf: Any
+    if engine is None:  # the function its definition names, if it is importable
+        wf = _function_of(doc.get("definition"), str(doc.get("workflow")))
+    else:
+        wf = engine._definitions.get(doc.get("workflow"))
+        if not isinstance(wf, CodeWorkflow):
+            raise ClientError(f"--app: its engine defines no code workflow {doc.get('workflow')!r}")
+    failure_types = wf.build().failure_types if isinstance(wf, CodeWorkflow) else ()
     result = replay(doc, wf, failure_types=failure_types)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+    if out.as_json:
+        out.json(result.to_dict())
     else:
         verdict = "deterministic" if result.ok else "NOT deterministic"
-        print(
+        out.line(
             f"run {result.run_id} ({result.workflow_id}): {verdict}; "
             f"{result.activations} activations, {result.commands} commands, "
             f"{result.events} events replayed in {result.seconds * 1000:.1f} ms; "
             f"the function is {result.outcome} where the history ends"
         )
         if result.error:
-            print(result.error)
-    return 0 if result.ok else 1
+            out.line(result.error)
+    return Exit.OK if result.ok else Exit.FAILED

@@ -5,7 +5,7 @@
   unseals with the configured codecs and decodes (each bad record named, the check going on
   past it); that the status and workflow indexes agree with the run records; that steps,
   values, history, timers and blobs belong to runs that exist; and that recorded blobs have
-  their files. Exit status 1 if it found a problem, each named.
+  their files. Exit status 4 if it found a problem, each named.
 - ``backup PATH`` writes a consistent copy while an engine runs: LMDB copies from one read
   transaction (a snapshot), compacted; then the large values' files it refers to.
 - ``compact`` rewrites the store without its free pages; only while no engine holds it.
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 import orjson
 
 from actorflow._types import RunStatus
+from actorflow.cli._output import Column, Exit, Output, UsageError
 from actorflow.errors import ActorflowError, StoreError
 
 __all__ = ["add_parsers", "backup", "check", "compact", "prune"]
@@ -353,69 +352,62 @@ def prune(
     return report.to_dict()
 
 
-def cmd_store(args: argparse.Namespace) -> int:
+def cmd_store(args: argparse.Namespace, out: Output) -> int:
     from actorflow.cli._main import _default_data_dir
 
     data_dir = Path(args.data_dir or _default_data_dir())
     if args.action == "check":
         report = check(data_dir)
-        if args.json:
-            print(json.dumps(report, indent=2))
+        if out.as_json:
+            out.json(report)
         else:
             counts = ", ".join(f"{v} {k}" for k, v in report["counts"].items())
-            print(f"format {report['format']}: {counts}")
+            out.line(f"format {report['format']}: {counts}")
             for p in report["problems"]:
-                print(f"PROBLEM {p}")
-            print("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
-        return 0 if report["ok"] else 1
+                out.line(f"PROBLEM {p}")
+            out.line("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
+        return Exit.OK if report["ok"] else Exit.FAILED
     if args.action == "prune":
         if not args.older_than:
-            print("actorflow store prune: give --older-than, e.g. 30d", file=sys.stderr)
-            return 2
+            raise UsageError("give --older-than, e.g. 30d")
         report = prune(data_dir, args.older_than, args.workflow, args.dry_run, args.archive)
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            verb = "would prune" if report["dry_run"] else "pruned"
-            print(
-                f"{verb} {report['runs']} finished runs ({report['blobs']} blobs, about "
-                f"{report['bytes'] // 1024} KiB) in {report['batches']} writes"
-            )
-            for wf, n in sorted(report["workflows"].items()):
-                print(f"  {wf}: {n}")
-            if report["kept"]:
-                print(f"kept {report['kept']} finished children of unfinished parent runs")
-            if report["archive"]:
-                print(f"archived to {report['archive']}")
-        return 0
+        if out.as_json:
+            out.json(report)
+            return Exit.OK
+        verb = "would prune" if report["dry_run"] else "pruned"
+        out.line(
+            f"{verb} {report['runs']} finished runs ({report['blobs']} blobs, about "
+            f"{report['bytes'] // 1024} KiB) in {report['batches']} writes"
+        )
+        if report["workflows"]:
+            out.table(["WORKFLOW", Column("RUNS", right=True)], sorted(report["workflows"].items()))
+        if report["kept"]:
+            out.line(f"kept {report['kept']} finished children of unfinished parent runs")
+        if report["archive"]:
+            out.line(f"archived to {report['archive']}")
+        return Exit.OK
     if args.action == "backup":
         if not args.path:
-            print("actorflow store backup: give the PATH to write the copy to", file=sys.stderr)
-            return 2
-        out = backup(data_dir, Path(args.path))
-        print(
-            json.dumps(out, indent=2)
-            if args.json
-            else f"backed up to {out['path']}: {out['bytes']} bytes, {out['blob_files']} blob "
-            f"files, in {out['seconds']}s"
+            raise UsageError("give the PATH to write the copy to")
+        done = backup(data_dir, Path(args.path))
+        out.result(
+            done,
+            f"backed up to {done['path']}: {done['bytes']} bytes, {done['blob_files']} blob "
+            f"files, in {done['seconds']}s",
         )
-        return 0
-    out = compact(data_dir)
-    print(
-        json.dumps(out, indent=2)
-        if args.json
-        else f"compacted {data_dir}: {out['before']} -> {out['after']} bytes"
-    )
-    return 0
+        return Exit.OK
+    done = compact(data_dir)
+    out.result(done, f"compacted {data_dir}: {done['before']} -> {done['after']} bytes")
+    return Exit.OK
 
 
-def add_parsers(sub: Any) -> None:
+def add_parsers(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``store`` to the ``actorflow`` parser."""
     store = sub.add_parser(
         "store",
         help="check, compact, back up or prune the store",
         description=(
-            "check: verify records, indexes and blob files (read-only; exit 1 on a problem). "
+            "check: verify records, indexes and blob files (read-only; exit 4 on a problem). "
             "backup PATH: a consistent compacted copy, also while an engine runs. "
             "compact: rewrite the store without free pages (no engine may hold it). "
             "prune --older-than 30d: delete finished runs that ended that long ago, with "
@@ -433,5 +425,5 @@ def add_parsers(sub: Any) -> None:
         "--archive",
         help="prune: first append the runs to this JSON-lines file (.zst: compressed)",
     )
-    store.add_argument("--json", action="store_true", help="machine-readable output")
+    json_flag(store)
     store.set_defaults(func=cmd_store)

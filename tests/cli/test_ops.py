@@ -85,7 +85,7 @@ def test_trigger_cancel_retry_resume_through_the_api(served: tuple[af.Engine, st
     assert cancelled.returncode == 0, cancelled.stderr
     assert engine.inspect(slow.id).status == af.RunStatus.CANCELLED
     assert engine.inspect(slow.id).cancel_reason == "deploy"
-    assert cli("cancel", slow.id, "--url", url).returncode == 1  # already ended
+    assert cli("cancel", slow.id, "--url", url).returncode == 4  # already ended
 
     waiting = engine.trigger("approve", {})
     wait_until(lambda: bool(engine.approvals(run_id=waiting.id)))
@@ -96,7 +96,7 @@ def test_trigger_cancel_retry_resume_through_the_api(served: tuple[af.Engine, st
     missing = cli("trigger", "nope", "--url", url)
     assert missing.returncode == 1 and "404" in missing.stderr
     bad_json = cli("trigger", "double", "{not json", "--url", url)
-    assert bad_json.returncode == 1 and "payload: expected JSON" in bad_json.stderr
+    assert bad_json.returncode == 2 and "payload: expected JSON" in bad_json.stderr
 
 
 def test_nothing_listening_says_what_to_do() -> None:
@@ -136,5 +136,5 @@ def test_store_check_backup_and_compact(
     store.write([(K.INDEX, K.status_index_key("failed", ids[0]), b"")])
     store.close()
     broken = cli("store", "check", data_dir=data_dir)
-    assert broken.returncode == 1
+    assert broken.returncode == 4  # it found a problem
     assert f"run {ids[0]} is indexed as 'failed' but its record says 'completed'" in broken.stdout

@@ -77,7 +77,7 @@ def test_prune_by_hand_with_dry_run_workflow_and_archive(
         data_dir=data_dir,
     )  # fmt: skip
     assert rest.returncode == 0, rest.stderr
-    assert "pruned 2 finished runs" in rest.stdout and "failing: 2" in rest.stdout
+    assert "pruned 2 finished runs" in rest.stdout and "failing\t2\n" in rest.stdout
     failed = list(read_archive(plain))
     assert sorted(line["run"]["id"] for line in failed) == sorted(old_failing)
     assert failed[0]["run"]["error"]["message"] == "boom"

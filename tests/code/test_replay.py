@@ -230,7 +230,7 @@ def test_replay_tool_cli_and_history_files(make_engine: MakeEngine, tmp_path: Pa
     assert report["result"] == sum(range(1, 31)) and report["commands"] == 30
 
     bad = cli("--history", str(exported), "--app", "changed:engine", "--json")
-    assert bad.returncode == 1, bad.stderr
+    assert bad.returncode == 4, bad.stderr  # diverged
     report = json.loads(bad.stdout)
     assert report["ok"] is False
     assert (report["position"], report["expected"], report["actual"]) == (
@@ -240,11 +240,11 @@ def test_replay_tool_cli_and_history_files(make_engine: MakeEngine, tmp_path: Pa
     )
 
     text = cli("--history", str(exported), "--app", "changed:engine")
-    assert text.returncode == 1
+    assert text.returncode == 4
     assert "nondeterminism at history position 0" in text.stdout
 
     missing = cli("--history", str(tmp_path / "nope.json"), "--app", "app:engine")
-    assert missing.returncode == 2
+    assert missing.returncode == 1  # an error, not a usage mistake
     assert "cannot read" in missing.stderr
 
     # Without --app: the function the stored definition names (app:total) is imported.

@@ -155,7 +155,7 @@ def test_doctor_validates_codec_keys_against_the_store(tmp_path: Path) -> None:
     bad = _doctor(data_dir, ACTORFLOW_CODECS="zstd,aesgcm", ACTORFLOW_CODEC_KEYS=f"k1:{OTHER}")
     assert bad["payload codecs"]["verdict"] == "fail"
     assert "cannot decrypt with key id 'k1'" in bad["payload codecs"]["detail"]
-    assert bad["exit"]["verdict"] == "1"
+    assert bad["exit"]["verdict"] == "4"  # a check failed
     malformed = _doctor(data_dir, ACTORFLOW_CODECS="aesgcm", ACTORFLOW_CODEC_KEYS="k1:c2hvcnQ=")
     assert malformed["configuration"]["verdict"] == "fail"
     assert malformed["payload codecs"]["verdict"] == "fail"
@@ -163,4 +163,4 @@ def test_doctor_validates_codec_keys_against_the_store(tmp_path: Path) -> None:
     # A read-only place for the store: /proc takes no new files, even from root.
     readonly = _doctor(Path("/proc/actorflow-store"))
     assert readonly["store writable"]["verdict"] == "fail"
-    assert readonly["exit"]["verdict"] == "1"
+    assert readonly["exit"]["verdict"] == "4"
