@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := pyproject.toml setup.py native/_evaluator_c.pyx
 
-.PHONY: demo test test-pure test-faults soak bench bench-retention lint typecheck docs clean
+.PHONY: demo test test-pure test-packaging test-faults soak bench bench-retention lint typecheck docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	ACTORFLOW_REQUIRE_NATIVE=1 $(PY) -m pytest
 	ACTORFLOW_NO_EXTENSIONS=1 $(PY) -m pytest -q -m "not reliability"
+
+# Packaging (a few minutes, left out of `make test`; CI runs it): from a clean copy of the tree,
+# `python -m build` makes the sdist and a wheel from it, which installs in a fresh venv and runs
+# a workflow on the compiled evaluator; `CC=/bin/false pip install` of the unpacked sdist falls
+# back to the pure-Python one and says so once. Offline: builds run without isolation.
+$(VENV)/.packaging: $(VENV)/.installed
+	$(PIP) install --quiet --group packaging
+	@touch $@
+
+test-packaging: $(VENV)/.packaging
+	$(PY) -m pytest -q -m packaging tests/test_packaging.py
 
 # The long form of the fault suite: worker and storage faults, then 200 SIGKILLs of the
 # engine process with the invariants checked (report in bench/results/chaos-latest.json).
@@ -59,4 +70,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info actorflow/graph/*.so native/*.c .pytest_cache .mypy_cache
+	rm -rf $(VENV) build dist *.egg-info actorflow/graph/*.so native/*.c .pytest_cache .mypy_cache
