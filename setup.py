@@ -2,9 +2,9 @@
 
 Everything else lives in pyproject.toml. The Cython evaluator is optional: when it cannot be
 built (no C compiler, a compiler that fails, no Cython) the build still succeeds, installs the
-pure-Python twin (actorflow/graph/_evaluator_py.py) and says so in one warning: ``pip install
-.`` shows it even with ``--quiet`` (pip keeps an sdist's warnings for ``pip install -v``), and
-``python -m build`` shows it. ``ACTORFLOW_NO_EXTENSIONS=1`` skips the extension on purpose.
+pure-Python twin (actorflow/graph/_evaluator_py.py) and says so in one warning: recent pip
+shows it for ``pip install .`` even with ``--quiet`` (for an sdist archive, and in older pip,
+only ``-v`` does), and ``python -m build`` shows it. ``ACTORFLOW_NO_EXTENSIONS=1`` skips the extension on purpose.
 ``actorflow doctor`` reports which evaluator an installation loads, and why.
 
 ``Extension(optional=True)`` is not enough: it does not survive ``cythonize()``, and where it

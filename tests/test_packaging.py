@@ -198,8 +198,8 @@ def test_without_a_compiler_the_install_falls_back_and_says_so_once(
         tar.extractall(work / "unpacked", filter="data")
     (unpacked,) = (work / "unpacked").iterdir()
     python = fresh_venv(work / "venv-pure", site_view)
-    # `pip install DIR`, as the user in the issue ran it: pip shows a backend's warnings for a
-    # local directory (from an index or an archive it keeps them for `pip install -v`).
+    # `pip install DIR`, as the user in the issue ran it: recent pip (the Makefile upgrades it)
+    # shows a backend's warnings for a local directory (for an archive, only with -v).
     pip = [python, "-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir"]
     out = run([*pip, "--no-build-isolation", unpacked], env=clean_env(CC="/bin/false"))
     said = out.stdout + out.stderr

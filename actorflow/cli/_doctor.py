@@ -99,7 +99,7 @@ def _native() -> Check:
         "native evaluator",
         "warn",
         f"{pure}. It gives the same results, about 10x slower per event; reinstall where a C "
-        "compiler is available (pip says at install time when the compile fails)",
+        "compiler works (`pip install -v` shows why a build left the extension out)",
     )
 
 
