@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SOURCES := pyproject.toml setup.py native/_evaluator_c.pyx
 
-.PHONY: demo test test-py test-versions test-pure test-faults soak bench bench-retention lint typecheck docs clean
+.PHONY: demo test test-py test-versions test-pure test-packaging test-faults soak bench bench-retention lint typecheck docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,17 @@ test-versions:
 	done; \
 	if [ -n "$$failed" ]; then echo "!!! compiled pass failed on Python$$failed"; exit 1; fi
 
+# Packaging (a few minutes, left out of `make test`; CI runs it): from a clean copy of the tree,
+# `python -m build` makes the sdist and a wheel from it, which installs in a fresh venv and runs
+# a workflow on the compiled evaluator; `CC=/bin/false pip install` of the unpacked sdist falls
+# back to the pure-Python one and says so once. Offline: builds run without isolation.
+$(VENV)/.packaging: $(VENV)/.installed
+	$(PIP) install --quiet --group packaging
+	@touch $@
+
+test-packaging: $(VENV)/.packaging
+	$(PY) -m pytest -q -m packaging tests/test_packaging.py
+
 # The long form of the fault suite: worker and storage faults, then 200 SIGKILLs of the
 # engine process with the invariants checked (report in bench/results/chaos-latest.json).
 test-faults: $(VENV)/.installed
@@ -96,4 +107,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) .venv-3.* build *.egg-info actorflow/graph/*.so native/*.c .pytest_cache .mypy_cache
+	rm -rf $(VENV) .venv-3.* build dist *.egg-info actorflow/graph/*.so native/*.c .pytest_cache .mypy_cache

@@ -14,6 +14,20 @@ import pytest
 import actorflow as af
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``packaging`` (minutes of builds) run only when ``-m`` names the marker.
+
+    ``make test-packaging`` runs them (CI does); ``make test`` and a bare ``pytest`` leave them
+    out, whatever other ``-m`` expression they pass.
+    """
+    if "packaging" in (config.option.markexpr or ""):
+        return
+    skipped = [item for item in items if item.get_closest_marker("packaging")]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [item for item in items if not item.get_closest_marker("packaging")]
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_actors() -> Iterator[None]:
     yield

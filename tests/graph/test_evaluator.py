@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -12,7 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import actorflow as af
-from actorflow.graph import NATIVE, _codes, _evaluator_py, compile_plan, load_evaluator
+from actorflow.graph import (
+    NATIVE,
+    NATIVE_REASON,
+    _codes,
+    _evaluator_py,
+    compile_plan,
+    load_evaluator,
+)
 from actorflow.graph._codes import (
     C_ABORT,
     C_CANCEL_RUN,
@@ -59,11 +69,37 @@ def test_compiled_evaluator_loaded_when_required() -> None:
     if os.environ.get("ACTORFLOW_NO_EXTENSIONS") == "1":
         assert not NATIVE
         assert load_evaluator() is _evaluator_py
+        assert NATIVE_REASON == "ACTORFLOW_NO_EXTENSIONS=1 is set"
         return
     if os.environ.get("ACTORFLOW_REQUIRE_NATIVE") == "1":
         assert _evaluator_c is not None, "the Cython evaluator was expected but did not load"
         assert NATIVE and load_evaluator() is _evaluator_c
         assert _evaluator_c.IMPLEMENTATION == "cython"
+        assert NATIVE_REASON == ""
+
+
+def test_a_compiled_module_that_cannot_load_is_reported_with_its_error(tmp_path: Path) -> None:
+    """Present but unloadable (built for another Python, say): the pure twin, and the reason.
+
+    Not installed at all is the packaging test's case (tests/test_packaging.py)."""
+    (tmp_path / "_evaluator_c.py").write_text(
+        "raise ImportError('undefined symbol: PyUnicode_Foo')\n"
+    )
+    probe = (
+        "import sys\n"
+        "import actorflow.graph as g\n"
+        "sys.modules.pop('actorflow.graph._evaluator_c', None)  # loaded with the package\n"
+        f"g.__path__.insert(0, {str(tmp_path)!r})\n"
+        "module, reason = g._load(None)\n"
+        "print(module.IMPLEMENTATION, reason, sep='|')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ACTORFLOW_NO_EXTENSIONS"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == (
+        "python|the compiled extension failed to load: undefined symbol: PyUnicode_Foo"
+    )
 
 
 def test_forcing_pure_python() -> None:
