@@ -8,7 +8,7 @@ Layers, bottom to top (each imports only those below it)::
     code                                code workflows: context, history, deterministic replay
     workers                             worker processes and their wire protocol
     runtime                             engine facade, supervisors, dispatcher, writer, scheduler
-    observability                       logging (JSON), health
+    observability                       logging (JSON), metrics, tracing (loaded on first use)
     cli                                 the ``actorflow`` command
 
 Quick start::
@@ -26,8 +26,8 @@ Quick start::
 from __future__ import annotations
 
 import logging as _logging
+from typing import TYPE_CHECKING, Any
 
-from actorflow import observability, testing
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
 from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
@@ -49,6 +49,7 @@ from actorflow.errors import (
     HeartbeatTimeout,
     InvalidPayload,
     MaxIterationsExceeded,
+    MissingExtra,
     NondeterminismError,
     PoolUnavailable,
     RemoteError,
@@ -88,6 +89,9 @@ from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_co
 from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 
+if TYPE_CHECKING:
+    from actorflow import observability, testing
+
 __version__ = "0.1.0"
 
 # A library's logger: silent unless the embedding application configures logging.
@@ -119,6 +123,7 @@ __all__ = [
     "LifecycleEvent",
     "ManualClock",
     "MaxIterationsExceeded",
+    "MissingExtra",
     "NondeterminismError",
     "PanicPolicy",
     "PoolUnavailable",
@@ -167,3 +172,21 @@ __all__ = [
     "step_context",
     "testing",
 ]
+
+#: Subpackages loaded on first use (PEP 562): ``import actorflow`` stays lean (no test
+#: harness, no tracing code) while ``af.testing`` and ``af.observability`` still work.
+_LAZY = frozenset({"observability", "testing"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f"actorflow.{name}")
+        globals()[name] = module  # later lookups skip this hook
+        return module
+    raise AttributeError(f"module 'actorflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -24,7 +24,6 @@ tests force each one there. It is read once, at import; worker processes inherit
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import warnings
@@ -38,8 +37,8 @@ __all__ = [
     "PDEATHSIG",
     "PORTABLE_NAMES",
     "SHM_FILES",
-    "START_METHODS",
     "default_start_method",
+    "start_methods",
 ]
 
 #: The fallbacks ``ACTORFLOW_FORCE_PORTABLE`` can force.
@@ -72,9 +71,19 @@ _LINUX = sys.platform.startswith("linux")
 PDEATHSIG: bool = _LINUX and "pdeathsig" not in FORCED
 SHM_FILES: bool = _LINUX and os.path.isdir("/dev/shm") and "shm" not in FORCED
 FALLOCATE: bool = hasattr(os, "posix_fallocate") and "fallocate" not in FORCED
-#: The start methods this Python offers.
-START_METHODS: tuple[str, ...] = tuple(multiprocessing.get_all_start_methods())
-FORKSERVER: bool = _LINUX and "forkserver" in START_METHODS and "forkserver" not in FORCED
+# Linux always offers forkserver (it needs fd passing over Unix sockets, which Linux has).
+FORKSERVER: bool = _LINUX and "forkserver" not in FORCED
+
+
+def start_methods() -> tuple[str, ...]:
+    """The start methods this Python offers.
+
+    Read when an engine is configured, not at import: finding them imports multiprocessing,
+    which ``import actorflow`` does without (``tests/test_extras.py``).
+    """
+    import multiprocessing
+
+    return tuple(multiprocessing.get_all_start_methods())
 
 
 def default_start_method() -> Literal["forkserver", "spawn"]:

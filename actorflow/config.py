@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import psutil
-
 from actorflow import _platform
-from actorflow.errors import ConfigError, DefinitionError
+from actorflow.errors import ConfigError, DefinitionError, MissingExtra
 
 __all__ = ["EngineConfig"]
 
@@ -101,6 +99,7 @@ class EngineConfig:
             history, state, events, approvals, and large values' blob files, in chunks;
             only records written from then on), in the order applied: ``"zstd"`` or
             ``"gzip"``, then ``"aesgcm"``; e.g. ``("zstd", "aesgcm")`` or ``"zstd,aesgcm"``.
+            ``"zstd"`` and ``"aesgcm"`` need the ``codecs`` extra (else ``MissingExtra``).
         codec_keys: AES keys as ``"key-id:base64"`` (16, 24 or 32 bytes each); the first
             encrypts, all decrypt (rotation). Best set from ``ACTORFLOW_CODEC_KEYS``; never
             shown in reprs, logs or errors.
@@ -169,10 +168,10 @@ class EngineConfig:
             problems.append(
                 f"start_method: expected 'forkserver' or 'spawn', got {self.start_method!r}"
             )
-        elif self.start_method not in _platform.START_METHODS:
+        elif self.start_method not in _platform.start_methods():
             problems.append(
                 f"start_method: {self.start_method!r} is not available on this platform "
-                f"(it offers {', '.join(_platform.START_METHODS)})"
+                f"(it offers {', '.join(_platform.start_methods())})"
             )
         for name in (
             "workers", "shards", "map_size", "max_batch", "prefetch", "restart_limit", "max_body",
@@ -216,6 +215,8 @@ class EngineConfig:
 
             try:
                 Codecs(self.codecs, self.codec_keys)
+            except MissingExtra:
+                raise  # not a field's problem: the installation lacks the codecs extra
             except ConfigError as exc:
                 problems.append(str(exc))
         if (
@@ -244,6 +245,8 @@ class EngineConfig:
         """The number of worker processes (``workers``, or the CPU count for auto)."""
         if self.workers:
             return self.workers
+        import psutil  # here, not at import: only an engine's start reads it
+
         return psutil.cpu_count(logical=True) or 1
 
     @property
@@ -251,6 +254,8 @@ class EngineConfig:
         """``shm_max_bytes``, or a quarter of the machine's memory when it is 0."""
         if self.shm_max_bytes:
             return self.shm_max_bytes
+        import psutil
+
         return int(psutil.virtual_memory().total // 4)
 
     @classmethod

@@ -5,6 +5,7 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
 
     ActorflowError
     ├── ConfigError                  bad EngineConfig field or ACTORFLOW_* variable
+    │   └── MissingExtra             a surface whose extra is not installed (also ImportError)
     ├── DefinitionError              a workflow definition is invalid (lists every problem)
     │   └── GraphError               the compiled graph is invalid
     ├── RunError                     a run did not produce a result
@@ -64,6 +65,7 @@ __all__ = [
     "HeartbeatTimeout",
     "InvalidPayload",
     "MaxIterationsExceeded",
+    "MissingExtra",
     "NondeterminismError",
     "PoolUnavailable",
     "RemoteError",
@@ -93,6 +95,34 @@ class ActorflowError(Exception):
 
 class ConfigError(ActorflowError):
     """An engine setting (argument, environment variable) is invalid."""
+
+
+class MissingExtra(ConfigError, ImportError):
+    """An optional surface was used without the extra that installs what it needs.
+
+    ``pip install actorflow`` is the core (see the README's "Install"); each optional surface
+    names its extra, e.g. ``engine.asgi()`` needs ``pip install 'actorflow[serve]'``. It is a
+    :class:`ConfigError` (the installation does not fit what the engine was asked to do) and
+    an :class:`ImportError`, so ``except ImportError`` around an optional feature works as
+    for any other library; ``name`` is the module that could not be imported.
+
+    Attributes:
+        feature: what was used, e.g. ``"engine.asgi()"``.
+        extra: the extra that installs it, e.g. ``"serve"``.
+        name: the module that could not be imported, e.g. ``"starlette"``.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the {extra!r} extra (cannot import {module!r}): "
+            f"pip install 'actorflow[{extra}]'"
+        )
+        self.name = module
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.feature, self.extra, self.name))
 
 
 class DefinitionError(ActorflowError):

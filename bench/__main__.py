@@ -154,6 +154,16 @@ def _b13_rows(b13: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]
     )]  # fmt: skip
 
 
+def _b14_rows(b14: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    if not b14:
+        return []
+    return [(
+        "B14 import actorflow", f"{b14['import_ms']:.1f} ms ({b14['modules_after']} modules)",
+        f"{b14['floor_ms']:.1f} ms (import json, lmdb)", f"+{b14['over_floor_ms']:.1f} ms",
+        "<= 100 ms",
+    )]  # fmt: skip
+
+
 def _speed(ratio: float) -> str:
     """A speed-up as words: "2.02x faster", or "1.10x slower" below 1."""
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
@@ -204,6 +214,7 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
          "after SIGKILL + restart", f"{results['B12']['left_by_sigkill']} right after the kill",
          "-", "0"),
         *_b13_rows(results.get("B13")),
+        *_b14_rows(results.get("B14")),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

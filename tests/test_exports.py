@@ -26,6 +26,8 @@ PUBLIC = {
     "StepAttempted", "RunFinished", "PruneReport",
     # hostile input
     "WriteRejected",
+    # a lean core: an optional surface without its extra
+    "MissingExtra",
 }  # fmt: skip
 
 
@@ -47,6 +49,8 @@ def test_one_exception_tree() -> None:
     assert issubclass(af.HeartbeatTimeout, af.StepTimeout)
     assert issubclass(af.NondeterminismError, af.RunError)
     assert issubclass(af.WorkflowFailed, af.RunError)
+    assert issubclass(af.MissingExtra, af.ConfigError)
+    assert issubclass(af.MissingExtra, ImportError)
 
 
 def test_public_names_are_documented() -> None:

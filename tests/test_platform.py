@@ -99,7 +99,7 @@ def test_without_forkserver_workers_spawn_and_each_imports_preload_itself(
 def test_a_start_method_the_platform_lacks_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_platform, "START_METHODS", ("spawn", "fork"))
+    monkeypatch.setattr(_platform, "start_methods", lambda: ("spawn", "fork"))
     with pytest.raises(af.ConfigError, match=r"start_method: 'forkserver' is not available"):
         EngineConfig(start_method="forkserver")
     assert EngineConfig(start_method="spawn").start_method == "spawn"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from actorflow._extras import require
 from actorflow.cli._output import Output
 from actorflow.errors import ClientError
 
@@ -138,7 +139,7 @@ def serve(
 
     The token is never printed: the access log shows ``token=[redacted]``.
     """
-    import uvicorn
+    uvicorn = require("uvicorn", "actorflow serve")
 
     obj = load_object(target)
     app = _app_of(obj, target, read_only, dashboard, rate_limit, allowed_hosts, token)

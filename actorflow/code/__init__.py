@@ -15,9 +15,13 @@ the first divergence raises :class:`~actorflow.NondeterminismError`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from actorflow.code._context import WorkflowContext, WorkflowInfo
 from actorflow.code._definition import CodeWorkflow, CodeWorkflowSpec, PanicPolicy
-from actorflow.code._replay import ReplayResult, replay
+
+if TYPE_CHECKING:
+    from actorflow.code._replay import ReplayResult, replay
 
 __all__ = [
     "CodeWorkflow",
@@ -28,3 +32,13 @@ __all__ = [
     "WorkflowInfo",
     "replay",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The replay checker drives the deterministic loop (asyncio): loaded on first use, so
+    # ``import actorflow`` does not import asyncio (PEP 562).
+    if name in ("ReplayResult", "replay"):
+        from actorflow.code import _replay
+
+        return getattr(_replay, name)
+    raise AttributeError(f"module 'actorflow.code' has no attribute {name!r}")

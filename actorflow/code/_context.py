@@ -9,7 +9,6 @@ that a replay takes exactly the same path.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import logging
 import uuid
@@ -22,6 +21,8 @@ from actorflow.errors import DefinitionError
 from actorflow.store import _keys as K
 
 if TYPE_CHECKING:
+    import asyncio
+
     from actorflow.code._driver import Driver
 
 __all__ = ["WorkflowContext", "WorkflowInfo"]

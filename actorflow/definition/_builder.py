@@ -190,7 +190,8 @@ class Triggers:
             signature: ``"hmac-sha256"`` (header ``X-Signature: sha256=<hex>``), ``"github"``
                 (``X-Hub-Signature-256``) or ``"stripe"`` (``Stripe-Signature``); default
                 ``"hmac-sha256"`` when ``secret_env`` is given.
-            schema: a JSON Schema (dict), a pydantic model, or ``fn(body) -> payload``.
+            schema: a JSON Schema (dict; needs the ``schemas`` extra, else building the
+                workflow raises ``MissingExtra``), a pydantic model, or ``fn(body) -> payload``.
         """
         with self._lock:
             self._check_open()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from actorflow._extras import require
 from actorflow.definition._options import parse_duration
 from actorflow.errors import DefinitionError
 
@@ -117,8 +118,7 @@ def check_webhook(
 
 def _check_schema(schema: Any) -> str | None:
     if isinstance(schema, dict):
-        import jsonschema
-
+        jsonschema = require("jsonschema", "on_webhook(schema=<a JSON Schema dict>)")
         try:
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
@@ -138,8 +138,7 @@ def validate_payload(schema: Any, body: Any) -> Any:
     if schema is None:
         return body
     if isinstance(schema, dict):
-        import jsonschema
-
+        jsonschema = require("jsonschema", "on_webhook(schema=<a JSON Schema dict>)")
         validator = jsonschema.validators.validator_for(schema)(schema)
         error = jsonschema.exceptions.best_match(validator.iter_errors(body))
         if error is not None:

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import Any
 
+from actorflow._extras import require
 from actorflow.errors import ConfigError
 from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
 from actorflow.workers import _tracing as ids
@@ -151,18 +152,13 @@ def trace(engine: Any, tracer_provider: Any = None) -> Any:
         A function that stops the export.
 
     Raises:
-        ConfigError: OpenTelemetry's SDK is not installed, the provider is not an SDK
-            provider, or the engine is already running.
+        MissingExtra: OpenTelemetry's SDK is not installed (the ``otel`` extra).
+        ConfigError: the provider is not an SDK provider, or the engine is already running.
     """
-    try:
-        from opentelemetry import trace as otel
-        from opentelemetry.sdk.trace import TracerProvider
-    except ImportError:
-        raise ConfigError(
-            "tracing needs OpenTelemetry's SDK: pip install 'actorflow[otel]'"
-        ) from None
+    otel = require("opentelemetry.trace", "af.observability.trace()")
+    sdk = require("opentelemetry.sdk.trace", "af.observability.trace()")
     provider = tracer_provider if tracer_provider is not None else otel.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
+    if not isinstance(provider, sdk.TracerProvider):
         raise ConfigError(
             "trace: tracer_provider: expected an opentelemetry.sdk.trace.TracerProvider "
             f"(set one with trace.set_tracer_provider), got {type(provider).__name__}"

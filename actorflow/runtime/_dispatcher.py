@@ -34,7 +34,6 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-import psutil
 import pykka
 
 from actorflow import _faults
@@ -60,7 +59,6 @@ from actorflow.store._codec import TAG_BLOB, TAG_SHARED
 from actorflow.store._protocol import Store
 from actorflow.store._records import step_output
 from actorflow.workers import _protocol as W
-from actorflow.workers._pool import Spawner, mp_context
 
 __all__ = ["Dispatcher", "DispatcherStats"]
 
@@ -252,6 +250,10 @@ class Dispatcher(Actor):
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         self._inbox = inbox
         inbox.timeout_fn = self._timeout
+        # Imported here: the pool brings the worker's main module (asyncio, ctypes...), which
+        # an engine needs from its start on, and ``import actorflow`` does not.
+        from actorflow.workers._pool import Spawner, mp_context
+
         self._spawner = Spawner(
             mp_context(config.start_method, config.preload),
             config.preload,
@@ -620,6 +622,8 @@ class Dispatcher(Actor):
     @staticmethod
     def _own_memory(w: _Worker) -> int:
         """``w``'s resident memory of its own (0 if it cannot be read)."""
+        import psutil  # here: only max_memory_per_worker reads it (a lean ``import actorflow``)
+
         try:
             if w.ps is None:
                 w.ps = psutil.Process(w.pid)

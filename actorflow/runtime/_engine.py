@@ -12,12 +12,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import orjson
 import pykka
 
 from actorflow._clock import Clock, SystemClock
+from actorflow._extras import require
 from actorflow._types import RunStatus, new_run_id
 from actorflow.code._definition import CodeWorkflow, PanicPolicy
 from actorflow.config import EngineConfig
@@ -35,10 +36,7 @@ from actorflow.errors import (
     WorkflowNotFound,
 )
 from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
-from actorflow.runtime._background import Background
-from actorflow.runtime._blobs import BlobManager
 from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
-from actorflow.runtime._dispatcher import Dispatcher
 from actorflow.runtime._external import (
     EngineHost,
     list_approvals,
@@ -69,13 +67,8 @@ from actorflow.runtime._messages import (
     Write,
 )
 from actorflow.runtime._promise import Countdown, Promise
-from actorflow.runtime._remote import RemoteDispatcher
-from actorflow.runtime._scheduler import Scheduler, stored_timers
-from actorflow.runtime._shard import Shard
-from actorflow.runtime._state import StateStore
 from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
 from actorflow.runtime._waits import EventHub
-from actorflow.runtime._writer import StoreWriter
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._lmdb import LmdbStore
@@ -87,6 +80,10 @@ from actorflow.store._sealing import sealed
 from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 from actorflow.workers._task import Intercept
+
+if TYPE_CHECKING:
+    from actorflow.runtime._background import Background
+    from actorflow.runtime._blobs import BlobManager
 
 __all__ = ["Engine"]
 
@@ -316,6 +313,12 @@ class Engine:
             StoreError: the store cannot be opened (locked, corrupted, newer format).
             PoolUnavailable: worker processes could not be started.
         """
+        # The machinery of a running engine (actors, pool, blobs, background passes) is
+        # imported here, not with the module: ``import actorflow`` (workers, the CLI, code
+        # that only defines workflows) does not load it.
+        from actorflow.runtime._background import Background
+        from actorflow.runtime._state import StateStore
+
         with self._lock:
             if self._core is not None:
                 return self
@@ -382,6 +385,8 @@ class Engine:
 
     def _blob_manager(self, store: Store) -> BlobManager:
         """The large-value manager, after saving what a killed engine left in segments."""
+        from actorflow.runtime._blobs import BlobManager
+
         cfg = self.config
         token = blob_token(store)
         assert token is not None
@@ -413,6 +418,11 @@ class Engine:
             pass
 
     def _start_actors(self, core: Core) -> None:
+        from actorflow.runtime._dispatcher import Dispatcher
+        from actorflow.runtime._scheduler import Scheduler
+        from actorflow.runtime._shard import Shard
+        from actorflow.runtime._writer import StoreWriter
+
         cfg = self.config
         writer = StoreWriter.start(
             core.store,
@@ -492,6 +502,8 @@ class Engine:
                 elif core.admission.try_acquire(workflow, run_id):
                     core.route(run_id).tell(ActivateRun(run_id))
                     queued += 1
+        from actorflow.runtime._scheduler import stored_timers
+
         assert core.scheduler is not None
         timers = stored_timers(store)
         core.scheduler.tell(timers)
@@ -595,6 +607,12 @@ class Engine:
                     f.result(timeout)
             except (TimeoutError, pykka.ActorDeadError):
                 log.warning("drain did not finish within %gs; stopping anyway", timeout)
+        from actorflow.runtime._dispatcher import Dispatcher
+        from actorflow.runtime._remote import RemoteDispatcher
+        from actorflow.runtime._scheduler import Scheduler
+        from actorflow.runtime._shard import Shard
+        from actorflow.runtime._writer import StoreWriter
+
         # Dispatcher first (no more results), writer last (it commits what the others sent).
         rank: list[tuple[type, ...]] = [
             (Dispatcher, RemoteDispatcher),
@@ -931,9 +949,11 @@ class Engine:
                 ``docs/operations.md``.
 
         Raises:
+            MissingExtra: Starlette is not installed (the ``serve`` extra).
             DefinitionError: a definition is invalid, or two webhooks share a path and method.
             ConfigError: ``rate_limit`` or ``allowed_hosts`` is not valid.
         """
+        require("starlette", "engine.asgi()")
         from actorflow.triggers._http import build_app
 
         chosen = self.config.api_token if token is None else token
@@ -1027,8 +1047,8 @@ class Engine:
             What was pruned: runs, blobs, bytes freed...
 
         Raises:
-            ClientError: ``older_than`` is not a duration, or a ``.zst`` archive without
-                the zstandard package.
+            ClientError: ``older_than`` is not a duration.
+            MissingExtra: a ``.zst`` archive without the ``codecs`` extra (zstandard).
             EngineNotRunning: the engine is not started.
         """
         self._require_core()
@@ -1155,8 +1175,10 @@ class Engine:
         at zero when the engine starts.
 
         Raises:
+            MissingExtra: prometheus-client is not installed (the ``metrics`` extra).
             EngineNotRunning: the engine is not running.
         """
+        require("prometheus_client", "engine.metrics() (GET /metrics)")
         from actorflow.observability._metrics import exposition, registry_for
 
         self._require_core()

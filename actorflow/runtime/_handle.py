@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 import time
@@ -23,6 +22,8 @@ from actorflow.runtime._views import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from actorflow.runtime._engine import Engine
 
 __all__ = ["RunHandle"]
@@ -72,7 +73,7 @@ class RunHandle:
         Args:
             timeout: seconds to wait at most; None waits as long as it takes.
             progress: draw a progress bar per fan-out (for_each, batch, map) on stderr
-                while waiting (with ``rich``).
+                while waiting (with rich: the ``progress`` extra, else ``MissingExtra``).
 
         Returns:
             The output of the workflow's last step (actions excepted).
@@ -108,6 +109,8 @@ class RunHandle:
 
     async def result_async(self, timeout: float | None = None) -> Any:
         """Awaitable twin of :meth:`result`; does not block the event loop."""
+        import asyncio  # here: only asyncio callers need it (``import actorflow`` stays lean)
+
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -292,6 +295,8 @@ _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBridge] = (
 
 async def _wait(fut: Promise[Any]) -> None:
     """Await a concurrent future without ever cancelling it (other waiters share it)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     if fut.done():
         if fut.exception() is not None:

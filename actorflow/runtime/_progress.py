@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from actorflow._extras import require
 from actorflow.errors import ResultTimeout
 
 if TYPE_CHECKING:
@@ -20,17 +21,18 @@ class FanoutBars:
     """Rich progress bars, one per fan-out of a run, drawn on stderr (a context manager)."""
 
     def __init__(self, label: str) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+        feature = "progress bars (result(progress=True), actorflow wait without --no-progress)"
+        console = require("rich.console", feature)
+        bars = require("rich.progress", feature)
 
         self._label = label
         self._tasks: dict[str, Any] = {}
-        self._bar = Progress(
+        self._bar = bars.Progress(
             "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
+            bars.BarColumn(),
+            bars.MofNCompleteColumn(),
+            bars.TimeElapsedColumn(),
+            console=console.Console(stderr=True),
             transient=False,
         )
 

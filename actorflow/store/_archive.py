@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import orjson
 
+from actorflow._extras import require
 from actorflow.errors import ActorflowError, ClientError
 from actorflow.store import _keys as K
 from actorflow.store._codec import TAG_BLOB, TAG_JSON, unpack_large
@@ -44,14 +45,7 @@ ARCHIVE_FORMAT = "actorflow-archive/1"
 
 
 def _zstd() -> Any:
-    try:
-        import zstandard
-    except ImportError:
-        raise ClientError(
-            "archive: a .zst archive needs the zstandard package: pip install "
-            "'actorflow[codecs]' (or name the archive without .zst for plain JSON lines)"
-        ) from None
-    return zstandard
+    return require("zstandard", "a .zst archive (name it without .zst for plain JSON lines)")
 
 
 class RunArchive:
@@ -61,7 +55,8 @@ class RunArchive:
         path: the archive file; ``.zst`` at the end of its name compresses it.
 
     Raises:
-        ClientError: the file cannot be opened, or ``.zst`` without zstandard.
+        ClientError: the file cannot be opened.
+        MissingExtra: ``.zst`` without zstandard (the ``codecs`` extra).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -120,7 +115,8 @@ def read_archive(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The runs in an archive, in the order they were pruned.
 
     Raises:
-        ClientError: ``.zst`` without zstandard, or a line that is not JSON.
+        ClientError: a line that is not JSON.
+        MissingExtra: ``.zst`` without zstandard (the ``codecs`` extra).
     """
     name = str(path)
     with open(name, "rb") as f:

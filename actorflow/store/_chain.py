@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from actorflow._extras import require
 from actorflow.errors import ConfigError, StoreCorrupted
 
 __all__ = ["CODECS", "Codecs", "is_sealed", "parse_keys"]
@@ -70,8 +71,9 @@ class Codecs:
         keys: ``("kid:base64", ...)``; the first encrypts.
 
     Raises:
-        ConfigError: an unknown codec, a bad order, a missing or bad key, or a codec whose
-            library is not installed (``pip install 'actorflow[codecs]'``).
+        ConfigError: an unknown codec, a bad order, a missing or bad key.
+        MissingExtra: a codec whose library is not installed (``pip install
+            'actorflow[codecs]'``; a :class:`ConfigError` too).
     """
 
     def __init__(self, names: Sequence[str], keys: Sequence[str] = ()) -> None:
@@ -93,26 +95,14 @@ class Codecs:
         self.active = next(iter(self.keys), "")
         self._aead: dict[str, Any] = {}
         if "aesgcm" in names or self.keys:
-            try:
-                from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-            except ImportError:  # pragma: no cover - depends on the environment
-                raise ConfigError(
-                    "codecs: 'aesgcm' needs the cryptography package: "
-                    "pip install 'actorflow[codecs]'"
-                ) from None
-            self._aead = {kid: AESGCM(key) for kid, key in self.keys.items()}
+            aead = require("cryptography.hazmat.primitives.ciphers.aead", "codecs: 'aesgcm'")
+            self._aead = {kid: aead.AESGCM(key) for kid, key in self.keys.items()}
         self._zstd: Any = None
         # (De)compressors per thread: making one costs ~15 us, more than sealing a record,
         # and one may not be used by two threads at once.
         self._local = threading.local()
         if "zstd" in names:
-            try:
-                import zstandard
-            except ImportError:  # pragma: no cover - depends on the environment
-                raise ConfigError(
-                    "codecs: 'zstd' needs the zstandard package: pip install 'actorflow[codecs]'"
-                ) from None
-            self._zstd = zstandard
+            self._zstd = require("zstandard", "codecs: 'zstd'")
 
     def __repr__(self) -> str:
         return f"Codecs({list(self.names)}, key ids {list(self.keys)})"
@@ -190,9 +180,7 @@ class Codecs:
         pair: tuple[Any, Any] | None = getattr(self._local, "zstd", None)
         if pair is None:
             if self._zstd is None:  # a zstd record read by a chain without zstd
-                import zstandard
-
-                self._zstd = zstandard
+                self._zstd = require("zstandard", "reading a record compressed with 'zstd'")
             pair = (self._zstd.ZstdCompressor(level=3), self._zstd.ZstdDecompressor())
             self._local.zstd = pair
         return pair

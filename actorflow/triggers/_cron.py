@@ -15,8 +15,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 __all__ = ["next_fire", "slots_between"]
 
 # Wall-clock offsets of a zone differ by less than this across any change (DST: 1 h; the
@@ -26,6 +24,10 @@ _SPAN = timedelta(hours=3)
 
 def next_fire(expr: str, tz: str, after: float) -> float:
     """The first instant (seconds since the epoch) strictly after ``after`` that ``expr`` fires."""
+    # Imported here: croniter (with dateutil) costs more to import than most of actorflow,
+    # and only engines with cron schedules use it (``import actorflow`` stays lean).
+    from croniter import croniter
+
     zone = ZoneInfo(tz)
     wild_hour = expr.split()[1].startswith("*")
     start = datetime.fromtimestamp(after, zone).replace(tzinfo=None) - _SPAN

@@ -12,7 +12,7 @@ Routes::
     <webhook path>                        POST (or its method): start a run
     GET  /healthz                         liveness of the engine
     GET  /readyz                          readiness: store writable, workers alive, timers on time
-    GET  /metrics                         Prometheus metrics
+    GET  /metrics                         Prometheus metrics (501 without the metrics extra)
     GET  /api/workflows                   defined workflows and their triggers
     POST /api/workflows/{id}/trigger      start a run; body: the payload (optional)
     GET  /api/runs?workflow=&status=&limit=&before=&since=&until=
@@ -62,6 +62,7 @@ from actorflow.errors import (
     ClientError,
     ConfigError,
     EngineNotRunning,
+    MissingExtra,
     RunNotFound,
     StoreFull,
     WorkflowNotFound,
@@ -129,6 +130,8 @@ def _guard(fn: Handler) -> Handler:
             return _error(503, "engine_not_running", str(exc))
         except StoreFull as exc:
             return _error(507, "store_full", str(exc))
+        except MissingExtra as exc:  # e.g. GET /metrics without prometheus-client
+            return _error(501, "missing_extra", str(exc))
         except ClientError as exc:
             return _error(400, "bad_request", str(exc))
         except ActorflowError as exc:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from multiprocessing.connection import Client
 from typing import Any
 
+from actorflow._extras import require
 from actorflow.errors import ClientError
 from actorflow.workers._task import LinkLogHandler, TaskHost, execute
 
@@ -45,6 +45,7 @@ class DaskExecutor:
 
     Raises:
         ValueError: none or several of ``address``, ``cluster``, ``client``.
+        MissingExtra: ``dask.distributed`` is not installed (the ``dask`` extra).
     """
 
     def __init__(
@@ -69,19 +70,15 @@ class DaskExecutor:
         self.client = client
         self.callback_host = callback_host
         self.restart_on_timeout = restart_on_timeout
+        require("distributed", "af.DaskExecutor")  # here, not at start: the mistake is here
 
     def connect(self) -> tuple[Any, bool]:
         """A client of the cluster, and whether the engine owns it (closes it at stop)."""
-        try:
-            from distributed import Client as DaskClient
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ClientError(
-                "DaskExecutor needs dask.distributed: pip install 'actorflow[dask]'"
-            ) from None
+        distributed = require("distributed", "af.DaskExecutor")
         if self.client is not None:
             return self.client, False
         target = self.cluster if self.cluster is not None else self.address
-        return DaskClient(target, set_as_default=False), True  # type: ignore[no-untyped-call]
+        return distributed.Client(target, set_as_default=False), True
 
     def __repr__(self) -> str:
         where = self.address or (self.cluster and type(self.cluster).__name__) or "client"
@@ -99,6 +96,8 @@ class _Link:
     """This process's connection to one engine (requests are answered in order)."""
 
     def __init__(self, address: Any, key: bytes) -> None:
+        from multiprocessing.connection import Client  # on a Dask worker only
+
         self.conn = Client(address, authkey=key)
         self.lock = threading.Lock()
 

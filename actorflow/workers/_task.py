@@ -11,7 +11,6 @@ inline task calls the engine directly.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import time
@@ -140,6 +139,8 @@ def execute(
             with step_scope(ctx.run):
                 result = f(*ctx.item) if how == 4 else f(ctx.item, ctx) if how & 1 else f(ctx)
                 if inspect.iscoroutine(result):
+                    import asyncio  # only async steps need it
+
                     result = asyncio.run(result)
             data = encode_value(result, f"output of step {step_name!r}")
             return True, data, t, time.time()
