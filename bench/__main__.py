@@ -154,12 +154,12 @@ def _b13_rows(b13: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]
     )]  # fmt: skip
 
 
-def _b14_rows(b14: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
-    if not b14:
+def _i1_rows(i1: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
+    if not i1:
         return []
     return [(
-        "B14 import actorflow", f"{b14['import_ms']:.1f} ms ({b14['modules_after']} modules)",
-        f"{b14['floor_ms']:.1f} ms (import json, lmdb)", f"+{b14['over_floor_ms']:.1f} ms",
+        "I1 import actorflow", f"{i1['import_ms']:.1f} ms ({i1['modules_after']} modules)",
+        f"{i1['floor_ms']:.1f} ms (import json, lmdb)", f"+{i1['over_floor_ms']:.1f} ms",
         "<= 100 ms",
     )]  # fmt: skip
 
@@ -214,7 +214,7 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
          "after SIGKILL + restart", f"{results['B12']['left_by_sigkill']} right after the kill",
          "-", "0"),
         *_b13_rows(results.get("B13")),
-        *_b14_rows(results.get("B14")),
+        *_i1_rows(results.get("I1")),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

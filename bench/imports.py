@@ -1,4 +1,4 @@
-"""B14: ``import actorflow`` in a fresh interpreter, against ``import json`` + ``import lmdb``.
+"""I1: ``import actorflow`` in a fresh interpreter, against ``import json`` + ``import lmdb``.
 
 Each sample is a new interpreter that times the import statement alone (``perf_counter``
 around it: the interpreter's own start-up is not in the figure), the best of ``reps``; the

@@ -25,7 +25,7 @@ B8, B9 code workflows (``bench/code.py``): 200 sequential steps against B1's gra
    replay of a 10,000-event history.
 B10, B11, B12 large data and fan-out (``bench/data.py``): a 50 MB array handed between steps
    through shared memory; a durable for_each of 10,000 x 1 ms items; memory and segments.
-B14 ``import actorflow`` (``bench/imports.py``): milliseconds in a fresh interpreter, bytecode
+I1 ``import actorflow`` (``bench/imports.py``): milliseconds in a fresh interpreter, bytecode
    cached, best of 21 (7 quick). Baseline: ``import json, lmdb`` in the same run.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
@@ -425,7 +425,7 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         from bench.imports import import_time
 
         # first, on a machine not yet busy with this run's engines and pools
-        results["B14"] = {
+        results["I1"] = {
             "what": "import actorflow in a fresh interpreter, ms, bytecode cached (lower is "
             "better); baseline: import json, lmdb in the same run",
             **import_time(7 if quick else 21),
