@@ -24,6 +24,7 @@ __all__ = ["EngineConfig"]
 Durability = Literal["sync", "fast"]
 StoreKind = Literal["lmdb", "memory"]
 StartMethod = Literal["forkserver", "spawn"]
+Role = Literal["auto", "leader", "follower"]
 
 _ENV_PREFIX = "ACTORFLOW_"
 _ARTICLE = {"int": "an", "float": "a"}
@@ -58,6 +59,15 @@ class EngineConfig:
             restart breaker opens.
         restart_window: the window of ``restart_limit``, in seconds.
         breaker_cooldown: seconds the breaker stays open before workers are started again.
+        role: how an engine shares its ``data_dir`` with engines in other processes
+            (``ACTORFLOW_ROLE``). ``"auto"`` (default): the first to start leads (runs the
+            actors, workers, timers and schedules), every other one follows (forwards to the
+            leader) and takes over when the leader goes; ``"leader"``: lead or fail with
+            ``StoreInUse``; ``"follower"``: always follow, never take over (a process that
+            only serves requests). See docs/embedding.md.
+        leader_wait: seconds a follower's call waits for a leader to answer (while none
+            answers: the leader died and another is taking over) before it fails with
+            ``EngineNotRunning``.
         preload: modules each worker imports at start, so a replacement is ready at once.
         worker_start_timeout: seconds to wait for the initial workers at ``start()``.
         event_ttl: seconds a keyed event published before anyone waits for it is kept.
@@ -128,6 +138,8 @@ class EngineConfig:
     map_size: int = 64 << 20
     max_map_size: int = 0
     recreate_store: bool = False
+    role: Role = "auto"
+    leader_wait: float = 30.0
     max_batch: int = 4096
     prefetch: int = 32
     kill_grace: float = 0.5
@@ -164,6 +176,8 @@ class EngineConfig:
             problems.append(f"store: expected 'lmdb' or 'memory', got {self.store!r}")
         if self.durability not in ("sync", "fast"):
             problems.append(f"durability: expected 'sync' or 'fast', got {self.durability!r}")
+        if self.role not in ("auto", "leader", "follower"):
+            problems.append(f"role: expected 'auto', 'leader' or 'follower', got {self.role!r}")
         if self.start_method not in ("forkserver", "spawn"):
             problems.append(
                 f"start_method: expected 'forkserver' or 'spawn', got {self.start_method!r}"
@@ -395,7 +409,7 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     var = _ENV_PREFIX + name.upper()
     text = str(type_)
     try:
-        if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs",
+        if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs", "role",
                     "codec_keys", "allowed_hosts", "retention"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:

@@ -20,6 +20,7 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   ├── WorkflowFailed           a code workflow's function raised (its error is the cause)
     │   └── NondeterminismError      a code workflow's replay diverged from its history
     ├── StoreError                   the store cannot be used (I/O, locked, newer format)
+    │   ├── StoreInUse               another engine holds the store (this process, or role="leader")
     │   ├── StoreCorrupted           the store's files or records are not what was written
     │   ├── StoreFull                disk full or max_map_size reached: new work refused
     │   └── WriteRejected            one write refused for its content: only it failed
@@ -28,6 +29,7 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   ├── WorkflowNotFound
     │   ├── InvalidPayload
     │   ├── EngineNotRunning
+    │   │   └── LeaderLost           the leader died with a call in flight that is not repeated
     │   └── ApprovalError            engine.resume(token): unknown, already used or expired
     │       ├── ApprovalNotFound
     │       ├── ApprovalAlreadyResolved
@@ -64,6 +66,7 @@ __all__ = [
     "GraphError",
     "HeartbeatTimeout",
     "InvalidPayload",
+    "LeaderLost",
     "MaxIterationsExceeded",
     "MissingExtra",
     "NondeterminismError",
@@ -81,6 +84,7 @@ __all__ = [
     "StoreCorrupted",
     "StoreError",
     "StoreFull",
+    "StoreInUse",
     "WaitTimeout",
     "WorkerCrashed",
     "WorkflowFailed",
@@ -428,6 +432,14 @@ class StoreError(ActorflowError):
     """The store cannot be opened, read or written."""
 
 
+class StoreInUse(StoreError):
+    """Another engine holds the store's lock (an engine in this process, or ``role="leader"``).
+
+    With the default ``role="auto"`` an engine in another process does not raise this: the
+    second engine follows the first (see ``docs/embedding.md``).
+    """
+
+
 class StoreCorrupted(StoreError):
     """The store's files or records are not what actorflow wrote."""
 
@@ -483,6 +495,15 @@ class InvalidPayload(ClientError, ValueError):
 
 class EngineNotRunning(ClientError):
     """The call needs a started engine (``with engine:`` or ``engine.start()``)."""
+
+
+class LeaderLost(EngineNotRunning):
+    """The leader went away while a call that cannot safely be sent twice was in flight.
+
+    A follower repeats what is safe to repeat (triggers, waits for results, cancels,
+    queries, signals, reads) against the next leader; a ``resume``, ``update``, ``publish``
+    or ``retry`` may or may not have taken effect: check before repeating it.
+    """
 
 
 class ApprovalError(ClientError):

@@ -374,12 +374,17 @@ class Core:
         payload: bytes,
         idempotency_key: str | None,
         parent: tuple[str, str] | None = None,
+        run_id: str | None = None,
     ) -> tuple[str, Promise[None]]:
-        """Start a run (once per idempotency key); the promise completes when it is durable."""
+        """Start a run (once per idempotency key); the promise completes when it is durable.
+
+        ``run_id``: the new run's id (a follower chooses it, so that the run can be sent
+        again after a leader is lost); ignored when the key names an existing run.
+        """
         from actorflow.runtime._messages import StartRun
 
         if idempotency_key is None:
-            new_id = str(new_run_id())
+            new_id = run_id or str(new_run_id())
             fut: Promise[None] = Promise()
             self.route(new_id).tell(StartRun(new_id, workflow, payload, None, fut, parent))
             return new_id, fut

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from actorflow.errors import (
     RunNotFound,
     StoreError,
     StoreFull,
+    StoreInUse,
     WorkflowNotFound,
 )
 from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
@@ -44,7 +46,7 @@ from actorflow.runtime._external import (
     resume,
     state_call,
 )
-from actorflow.runtime._handle import RunHandle, _wait
+from actorflow.runtime._handle import RunHandle, _value, _wait
 from actorflow.runtime._inbox import Activity, counting
 from actorflow.runtime._lifecycle import (
     Lifecycle,
@@ -66,7 +68,7 @@ from actorflow.runtime._messages import (
     UpdateRun,
     Write,
 )
-from actorflow.runtime._promise import Countdown, Promise
+from actorflow.runtime._promise import Countdown, Promise, then
 from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
 from actorflow.runtime._waits import EventHub
 from actorflow.store import _keys as K
@@ -84,6 +86,9 @@ from actorflow.workers._task import Intercept
 if TYPE_CHECKING:
     from actorflow.runtime._background import Background
     from actorflow.runtime._blobs import BlobManager
+    from actorflow.runtime._follower import Follower
+    from actorflow.runtime._leader import LeaderServer
+    from actorflow.runtime._offload import Offload
 
 __all__ = ["Engine"]
 
@@ -165,6 +170,10 @@ class Engine:
         self._full: BaseException | None = None  # the store is full: new work refused
         self._background: Background | None = None
         self._state = State(self._state_backend, "")
+        self._follower: Follower | None = None  # following another process's engine
+        self._followed: dict[str, Compiled | CodeCompiled] = {}  # what a follower compiled
+        self._server: LeaderServer | None = None  # leading: followers connect here
+        self._offloader: Offload | None = None
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -302,86 +311,232 @@ class Engine:
 
     @property
     def running(self) -> bool:
-        """True between :meth:`start` and :meth:`stop`."""
-        return self._core is not None
+        """True between :meth:`start` and :meth:`stop` (as the leader or a follower)."""
+        return self._core is not None or self._follower is not None
+
+    @property
+    def role(self) -> str:
+        """``"leader"``, ``"follower"`` or ``"stopped"``.
+
+        Engines in several processes may share one ``data_dir``: the first to start leads
+        (runs the actors, workers, timers and schedules), the others follow (forward their
+        calls to the leader, read the store themselves) and one takes over when the leader
+        goes. An engine on the in-memory store, or on a store object passed in, leads alone.
+        See ``docs/embedding.md``.
+        """
+        if self._core is not None:
+            return "leader"
+        return "follower" if self._follower is not None else "stopped"
 
     def start(self) -> Self:
         """Open the store, start the actors and worker pool, and resume unfinished runs.
 
+        If another process's engine holds the store (``data_dir``), this engine follows it
+        instead (see :attr:`role`), unless ``role="leader"``.
+
         Raises:
             DefinitionError: a workflow definition is invalid (every problem listed).
-            StoreError: the store cannot be opened (locked, corrupted, newer format).
+            StoreInUse: another engine in this process holds the store, or another process's
+                does and ``role="leader"``.
+            StoreError: the store cannot be opened (corrupted, newer format).
             PoolUnavailable: worker processes could not be started.
         """
+        with self._lock:
+            if self.running:
+                return self
+            compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
+            check_subflow_cycles({k: c.spec for k, c in compiled.items() if not c.code})
+            store = self._open_store_or_follow(compiled)
+            if store is not None:
+                self._lead(compiled, store)
+            return self
+
+    def _lead(self, compiled: dict[str, Compiled | CodeCompiled], store: Store) -> None:
+        """Start the actors on ``store`` (opened for writing), recover, and serve followers."""
         # The machinery of a running engine (actors, pool, blobs, background passes) is
         # imported here, not with the module: ``import actorflow`` (workers, the CLI, code
         # that only defines workflows) does not load it.
         from actorflow.runtime._background import Background
         from actorflow.runtime._state import StateStore
 
-        with self._lock:
-            if self._core is not None:
-                return self
-            compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
-            check_subflow_cycles({k: c.spec for k, c in compiled.items() if not c.code})
-            store = self._open_store()
-            blobs: BlobManager | None = None
-            try:
-                ensure_format(store)
-                blobs = self._blob_manager(store)
-                store.write(self._definition_ops(compiled.values()))
-                self._failure = None
-                self._full = None
-                core = Core(
-                    config=self.config,
-                    store=store,
-                    clock=self.clock,
-                    evaluator=evaluator,
-                    workflows=compiled,
-                    waiters=Waiters(),
-                    admission=Admission(
-                        {k: c.spec.concurrency for k, c in compiled.items()},
-                        {k: c.spec.rate_limit for k, c in compiled.items()},
-                        self.clock,
-                    ),
-                    on_run_finished=self._on_run_finished,
-                )
-                core.events = EventHub(store, self.clock.now)
-                core.events.load()
-                core.state = StateStore(store, self.clock, functools.partial(_submit, core))
-                core.host = EngineHost(core)
-                core.blobs = blobs
-                core.activity = self._activity
-                self._lifecycle.activity = self._activity
-                core.lifecycle = self._lifecycle
-                blobs.start(functools.partial(_unmapped, core))
-                self._store = store
-                self._core = core
-                for breaker in _breakers(core):
-                    breaker.bind(self.clock.now)
-                with counting(self._activity):
-                    self._start_actors(core)
-                self._recover(core)
-                self._background = Background(core)
-                self._background.start()
-            except BaseException:
-                if self._background is not None:
-                    self._background.stop()
-                    self._background = None
-                self._stop_actors(drain=False, timeout=5.0)
-                if blobs is not None:
-                    blobs.stop()
-                self._core = None
-                self._store = None
-                self._release_store(store)
-                raise
-            log.info(
-                "engine started: %d workflows, %d workers, store %s",
-                len(compiled),
-                self.config.worker_count,
-                self._store_label(),
+        blobs: BlobManager | None = None
+        try:
+            ensure_format(store)
+            blobs = self._blob_manager(store)
+            store.write(self._definition_ops(compiled.values()))
+            self._failure = None
+            self._full = None
+            core = Core(
+                config=self.config,
+                store=store,
+                clock=self.clock,
+                evaluator=evaluator,
+                workflows=compiled,
+                waiters=Waiters(),
+                admission=Admission(
+                    {k: c.spec.concurrency for k, c in compiled.items()},
+                    {k: c.spec.rate_limit for k, c in compiled.items()},
+                    self.clock,
+                ),
+                on_run_finished=self._on_run_finished,
             )
-            return self
+            core.events = EventHub(store, self.clock.now)
+            core.events.load()
+            core.state = StateStore(store, self.clock, functools.partial(_submit, core))
+            core.host = EngineHost(core)
+            core.blobs = blobs
+            core.activity = self._activity
+            self._lifecycle.activity = self._activity
+            core.lifecycle = self._lifecycle
+            blobs.start(functools.partial(_unmapped, core))
+            self._store = store
+            self._core = core
+            for breaker in _breakers(core):
+                breaker.bind(self.clock.now)
+            with counting(self._activity):
+                self._start_actors(core)
+            self._recover(core)
+            self._background = Background(core)
+            self._background.start()
+            self._serve_followers()
+        except BaseException:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
+            if self._background is not None:
+                self._background.stop()
+                self._background = None
+            self._stop_actors(drain=False, timeout=5.0)
+            if blobs is not None:
+                blobs.stop()
+            self._core = None
+            self._store = None
+            self._release_store(store)
+            _claims.release(self)
+            raise
+        log.info(
+            "engine started%s: %d workflows, %d workers, store %s",
+            " as the leader" if self._server is not None else "",
+            len(compiled),
+            self.config.worker_count,
+            self._store_label(),
+        )
+
+    # -- sharing a data_dir with other processes ------------------------------------------
+
+    def _open_store_or_follow(self, compiled: dict[str, Compiled | CodeCompiled]) -> Store | None:
+        """The store, opened for writing; or None: this engine follows the one that holds it."""
+        cfg = self.config
+        if self._custom_store is not None or cfg.store == "memory":
+            return self._open_store()
+        _claims.claim(self)
+        try:
+            if cfg.role != "follower":
+                try:
+                    return self._open_store()
+                except StoreInUse:
+                    if cfg.role == "leader":
+                        raise
+            self._follow(compiled)
+            return None
+        except BaseException:
+            _claims.release(self)
+            raise
+
+    def _follow(self, compiled: dict[str, Compiled | CodeCompiled]) -> None:
+        from actorflow.runtime._channel import socket_path
+        from actorflow.runtime._follower import Follower
+
+        cfg = self.config
+        follower = Follower(
+            cfg.data_dir,
+            socket_path(cfg.data_dir),
+            lambda: sealed(LmdbStore(cfg.data_dir, read_only=True), cfg.codecs, cfg.codec_keys),
+            self._fingerprints(compiled),
+            self._lifecycle.emit,
+            self._promote if cfg.role == "auto" else None,
+            cfg.leader_wait,
+        )
+        self._followed = compiled
+        self._follower = follower
+        follower.start()
+        if self._lifecycle.active:
+            follower.want_events()
+        log.info("engine started as a follower: store %s", self._store_label())
+
+    def _promote(self, lock_fd: int) -> None:
+        """Called on the follower's lock thread once it holds the store's lock: lead."""
+        with self._lock:
+            follower = self._follower
+            if follower is None or self._stopping:
+                os.close(lock_fd)
+                return
+            cfg = self.config
+            with follower.taking_over():
+                try:
+                    store = sealed(
+                        LmdbStore(
+                            cfg.data_dir,
+                            durability=cfg.durability,
+                            map_size=cfg.map_size,
+                            max_map_size=cfg.max_map_size,
+                            lock_fd=lock_fd,
+                        ),
+                        cfg.codecs,
+                        cfg.codec_keys,
+                    )
+                    self._lead(self._followed, store)
+                except BaseException as exc:
+                    log.exception("this follower could not take over as the leader")
+                    self._follower = None
+                    _claims.release(self)
+                    follower.stop(EngineNotRunning(f"taking over as the leader failed: {exc}"))
+                    return
+                self._follower = None
+        log.warning(
+            "the leader of %s went away: this engine (pid %d) leads now",
+            cfg.data_dir,
+            os.getpid(),
+        )
+        assert self._server is not None
+        follower.hand_over(self._server.ops.handle)
+
+    def _serve_followers(self) -> None:
+        if self._custom_store is not None or self.config.store == "memory":
+            return
+        from actorflow.runtime._channel import socket_path
+        from actorflow.runtime._leader import LeaderServer
+
+        server = LeaderServer(self, socket_path(self.config.data_dir))
+        server.start()
+        self._server = server
+
+    def _fingerprints(
+        self, compiled: dict[str, Compiled | CodeCompiled] | None = None
+    ) -> dict[str, str]:
+        if compiled is None:
+            core = self._core
+            compiled = core.workflows if core is not None else self._followed
+        return {wid: str(c.spec.fingerprint) for wid, c in compiled.items()}
+
+    def _finished(self, run_id: str) -> bool:
+        """The run is over (or unknown: a wait for it would never end)."""
+        try:
+            return RunStatus(self._read(read_run, run_id)["status"]).terminal
+        except RunNotFound:
+            return True
+
+    def _offload(self, fn: Callable[..., Any], *args: Any) -> Promise[Any]:
+        """Run ``fn(*args)`` off the event loop (see runtime/_offload.py)."""
+        offloader = self._offloader
+        if offloader is None:
+            from actorflow.runtime._offload import Offload
+
+            with self._lock:
+                if self._offloader is None:
+                    self._offloader = Offload()
+                offloader = self._offloader
+        return offloader(fn, *args)
 
     def _blob_manager(self, store: Store) -> BlobManager:
         """The large-value manager, after saving what a killed engine left in segments."""
@@ -525,10 +680,24 @@ class Engine:
         """
         self._stopping = True  # refuse new work at once, before waiting for the lock
         with self._lock:
+            follower, self._follower = self._follower, None
+        if follower is not None:
+            # (outside the lock: the follower's lock thread may be waiting for it to lead)
+            follower.stop()
+            _claims.release(self)
+            self._stopping = False
+            log.info("engine stopped (it was a follower)")
+            return
+        with self._lock:
             core = self._core
             if core is None:
                 self._stopping = False
                 return
+            if self._server is not None:
+                # Followers first: what they sent and got no answer for, they send again
+                # to the next leader; nothing more is taken here.
+                self._server.stop()
+                self._server = None
             if self._background is not None:
                 self._background.stop()
                 self._background = None
@@ -547,6 +716,7 @@ class Engine:
             store, self._store = self._store, None
             if store is not None:
                 self._release_store(store)
+            _claims.release(self)
             self._stopping = False
             log.info("engine stopped")
 
@@ -663,16 +833,18 @@ class Engine:
             ClientError: more than one payload for a graph workflow.
             EngineNotRunning: the engine is not started.
         """
-        run_id, fut = self._submit(workflow, args, idempotency_key)
-        fut.result()
+        run_id: str = self._submit(workflow, args, idempotency_key).result()
         return RunHandle(self, run_id, workflow)
 
     async def trigger_async(
         self, workflow: str, *args: Any, idempotency_key: str | None = None
     ) -> RunHandle:
-        """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits."""
-        run_id, fut = self._submit(workflow, args, idempotency_key)
-        await _wait(fut)
+        """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits.
+
+        Nothing here runs on the event loop's thread but the await (see
+        ``runtime/_offload.py``): the loop keeps serving while the trigger is recorded.
+        """
+        run_id = await _value(self._offload(self._submit, workflow, args, idempotency_key))
         return RunHandle(self, run_id, workflow)
 
     def retry(self, run_id: str) -> RunHandle:
@@ -688,6 +860,19 @@ class Engine:
             RunNotFound: no such run.
             ClientError: the run has not failed or been cancelled.
         """
+        new_id: str = self._retry(run_id).result()
+        return RunHandle(self, new_id, self._read(read_run, new_id)["workflow"])
+
+    async def retry_async(self, run_id: str) -> RunHandle:
+        """Awaitable twin of :meth:`retry`."""
+        new_id = await _value(self._offload(self._retry, run_id))
+        handle: RunHandle = await _value(self._offload(self.run, new_id))
+        return handle
+
+    def _retry(self, run_id: str) -> Promise[str]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("retry", run_id)
         core = self._require_core(new_work=True)
         rec = read_run(core.store, run_id)
         status = RunStatus(rec["status"])
@@ -701,9 +886,8 @@ class Engine:
         countdown = Countdown(1)
         new_id = new_run_id()
         core.route(new_id).tell(StartRun(new_id, compiled.spec.id, payload, None, countdown))
-        countdown.promise.result()
         log.info("run %s retried as %s", run_id, new_id)
-        return RunHandle(self, new_id, compiled.spec.id)
+        return then(countdown.promise, new_id)
 
     def trigger_many(
         self,
@@ -727,35 +911,65 @@ class Engine:
                 started.
             ClientError: ``idempotency_keys`` does not match ``payloads``.
         """
-        core = self._require_core(new_work=True)
-        compiled = self._compiled(core, workflow)
         items = list(payloads)
-        keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
+        keys: list[str | None] = (
+            list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
+        )
         if len(keys) != len(items):
             raise ClientError(
                 f"idempotency_keys: expected {len(items)} keys (one per payload), got {len(keys)}"
             )
+        ids: list[str] = self._submit_many(workflow, items, keys).result()
+        return [RunHandle(self, run_id, workflow) for run_id in ids]
+
+    def _submit_many(
+        self,
+        workflow: str,
+        items: list[Any],
+        keys: list[str | None],
+        run_ids: list[str] | None = None,
+    ) -> Promise[list[str]]:
+        """Start a run per item; the promise completes with their ids once all are durable."""
+        ids: list[str] = (
+            list(run_ids) if run_ids is not None else [str(new_run_id()) for _ in items]
+        )
+        follower = self._follower
+        if follower is not None:
+            return follower.request("submit_many", workflow, items, keys, ids, False)
+        core = self._require_core(new_work=True)
+        compiled = self._compiled(core, workflow)
         sink = core.sink
         encoded = [
             encode_value([p] if compiled.code else p, f"payloads[{i}]", sink)
             for i, p in enumerate(items)
         ]
+        for i, key in enumerate(keys):
+            if key is not None:
+                _check_part(key, f"idempotency_keys[{i}]", _MAX_IDEMPOTENCY_KEY)
         plain = [i for i, k in enumerate(keys) if k is None]
         countdown = Countdown(len(plain))
-        ids: list[str] = [""] * len(items)
         for i in plain:
-            new_id = ids[i] = new_run_id()
-            core.route(new_id).tell(StartRun(new_id, compiled.spec.id, encoded[i], None, countdown))
-        keyed = [(i, self._submit(workflow, (items[i],), keys[i])) for i, k in enumerate(keys) if k]
-        countdown.promise.result()
-        for i, (keyed_id, fut) in keyed:
-            fut.result()
-            ids[i] = keyed_id
-        return [RunHandle(self, run_id, workflow) for run_id in ids]
+            core.route(ids[i]).tell(StartRun(ids[i], compiled.spec.id, encoded[i], None, countdown))
+        waits = [countdown.promise]
+        for i, key in enumerate(keys):
+            if key is not None:
+                ids[i], fut = core.submit(compiled.spec.id, encoded[i], key)
+                waits.append(fut)
+        return _all(waits, ids)
 
     def _submit(
-        self, workflow: str, args: tuple[Any, ...], idempotency_key: str | None
-    ) -> tuple[str, Promise[None]]:
+        self,
+        workflow: str,
+        args: tuple[Any, ...],
+        idempotency_key: str | None,
+        run_id: str | None = None,
+    ) -> Promise[str]:
+        """Start a run; the promise completes with its id once it is durable."""
+        follower = self._follower
+        if follower is not None:
+            return follower.request(
+                "submit", workflow, args, idempotency_key, run_id or new_run_id(), False
+            )
         core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
         if compiled.code:
@@ -767,10 +981,10 @@ class Engine:
             )
         else:
             data = encode_value(args[0] if args else None, "payload", core.sink)
-        if idempotency_key is None:
-            return core.submit(compiled.spec.id, data, None)
-        _check_part(idempotency_key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
-        return core.submit(compiled.spec.id, data, idempotency_key)
+        if idempotency_key is not None:
+            _check_part(idempotency_key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
+        new_id, fut = core.submit(compiled.spec.id, data, idempotency_key, run_id=run_id)
+        return then(fut, new_id)
 
     def run(self, run_id: str) -> RunHandle:
         """A handle for an existing run.
@@ -805,17 +1019,22 @@ class Engine:
             ClientError: a bad name, key or ttl.
             InvalidPayload: the payload cannot be stored.
         """
-        _, done, delivered = publish(self._require_core(new_work=True), event, payload, key, ttl)
-        done.result()
+        delivered: int = self._publish(event, payload, key, ttl).result()
         return delivered
 
     async def publish_async(
         self, event: str, payload: Any = None, *, key: str | None = None, ttl: Any = None
     ) -> int:
         """Awaitable twin of :meth:`publish`."""
-        _, done, delivered = publish(self._require_core(new_work=True), event, payload, key, ttl)
-        await _wait(done)
+        delivered: int = await _value(self._offload(self._publish, event, payload, key, ttl))
         return delivered
+
+    def _publish(self, event: str, payload: Any, key: str | None, ttl: Any) -> Promise[int]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("publish", event, payload, key, ttl)
+        _, done, delivered = publish(self._require_core(new_work=True), event, payload, key, ttl)
+        return then(done, delivered)
 
     def resume(self, token: str, payload: Any = None) -> None:
         """Resume a run paused at ``human_in_the_loop``; ``payload`` is the node's output.
@@ -827,11 +1046,17 @@ class Engine:
             ApprovalAlreadyResolved: it was resumed already (a token works once).
             ApprovalExpired: its timeout passed.
         """
-        resume(self._require_core(new_work=True), token, payload).result()
+        self._resume(token, payload).result()
 
     async def resume_async(self, token: str, payload: Any = None) -> None:
         """Awaitable twin of :meth:`resume`."""
-        await _wait(resume(self._require_core(new_work=True), token, payload))
+        await _wait(self._offload(self._resume, token, payload))
+
+    def _resume(self, token: str, payload: Any) -> Promise[Any]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("resume", token, payload)
+        return resume(self._require_core(new_work=True), token, payload)
 
     def restart(self, run_id: str) -> None:
         """Restart a panicked code workflow run from its history (after fixing the code).
@@ -846,9 +1071,12 @@ class Engine:
 
     async def restart_async(self, run_id: str) -> None:
         """Awaitable twin of :meth:`restart`."""
-        await _wait(self._restart(run_id))
+        await _wait(self._offload(self._restart, run_id))
 
     def _restart(self, run_id: str) -> Promise[bool]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("restart", run_id)
         core = self._require_core(new_work=True)
         read_run(core.store, run_id)  # RunNotFound for an unknown id
         fut: Promise[bool] = Promise()
@@ -875,6 +1103,10 @@ class Engine:
     def _signal(
         self, run_id: str, name: str, payload: Any, key: str | None = None
     ) -> Promise[bool]:
+        follower = self._follower
+        if follower is not None:
+            # A key of its own makes the signal safe to send again to the next leader.
+            return follower.request("signal", run_id, name, payload, key or f"af:{new_run_id()}")
         core = self._require_core(new_work=True)
         _check_part(name, "signal: name", K.MAX_NAME)
         if key is not None:
@@ -885,6 +1117,9 @@ class Engine:
         return fut
 
     def _query(self, run_id: str, name: str, args: tuple[Any, ...]) -> Promise[Any]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("query", run_id, name, args)
         core = self._require_core()
         _check_part(name, "query: name", K.MAX_NAME)
         fut: Promise[Any] = Promise()
@@ -892,6 +1127,9 @@ class Engine:
         return fut
 
     def _update(self, run_id: str, name: str, payload: Any) -> Promise[Any]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("update", run_id, name, payload)
         core = self._require_core(new_work=True)
         _check_part(name, "update: name", K.MAX_NAME)
         data = encode_value(payload, f"payload of update {name!r}")
@@ -980,8 +1218,13 @@ class Engine:
         """
         from actorflow.runtime._graphview import plan_graph
 
-        core = self._require_core()
-        compiled = self._compiled(core, workflow)
+        compiled: Compiled | CodeCompiled | None
+        if self._follower is not None:
+            compiled = self._followed.get(workflow)
+            if compiled is None:
+                raise WorkflowNotFound(workflow, list(self._followed))
+        else:
+            compiled = self._compiled(self._require_core(), workflow)
         if isinstance(compiled, Compiled):
             return {**plan_graph(compiled.plan), "code": False}
         return {"workflow": workflow, "code": True, "nodes": [], "edges": []}
@@ -1009,6 +1252,8 @@ class Engine:
 
     def schedules(self) -> list[dict[str, Any]]:
         """The schedules of the running engine: spec, last and next slot, counts."""
+        if self._follower is not None:
+            return self._forward("schedules")  # type: ignore[no-any-return]
         self._require_core()
         background = self._background
         return background.schedules.describe() if background is not None else []
@@ -1019,7 +1264,16 @@ class Engine:
         return self._state
 
     def _state_backend(self, op: str, scope: str, args: tuple[Any, ...]) -> Any:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("state", op, scope, args).result()
         return state_call(self._require_core(), op, scope, args)
+
+    def _forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A follower's blocking call, run by the leader."""
+        follower = self._follower
+        assert follower is not None
+        return follower.request("call", method, args, kwargs).result()
 
     def prune(
         self,
@@ -1051,6 +1305,10 @@ class Engine:
             MissingExtra: a ``.zst`` archive without the ``codecs`` extra (zstandard).
             EngineNotRunning: the engine is not started.
         """
+        if self._follower is not None:
+            return self._forward(  # type: ignore[no-any-return]
+                "prune", older_than, workflow=workflow, dry_run=dry_run, archive=archive
+            )
         self._require_core()
         background = self._background
         if background is None:
@@ -1109,6 +1367,8 @@ class Engine:
             and ``store`` (``store["rejected"]``: writes the store refused for their
             content, each failing only its sender).
         """
+        if self._follower is not None:
+            return self._forward("statistics")  # type: ignore[no-any-return]
         core = self._require_core()
         out: dict[str, Any] = {}
         assert core.dispatcher is not None and core.writer is not None
@@ -1163,7 +1423,11 @@ class Engine:
                     "subscribe: kinds: expected af.RunStarted, af.StepAttempted or "
                     f"af.RunFinished, got {kind!r}"
                 )
-        return self._lifecycle.subscribe(fn, tuple(kinds))
+        unsubscribe = self._lifecycle.subscribe(fn, tuple(kinds))
+        follower = self._follower
+        if follower is not None:
+            follower.want_events()
+        return unsubscribe
 
     def metrics(self) -> str:
         """The engine's Prometheus metrics, in the text format (``GET /metrics`` serves it).
@@ -1181,6 +1445,8 @@ class Engine:
         require("prometheus_client", "engine.metrics() (GET /metrics)")
         from actorflow.observability._metrics import exposition, registry_for
 
+        if self._follower is not None:
+            return self._forward("metrics")  # type: ignore[no-any-return]
         self._require_core()
         if self._registry is None:
             self._registry = registry_for(self)
@@ -1195,6 +1461,8 @@ class Engine:
         restart the process. A full disk is not a halt (work resumes when space returns; see
         :meth:`health`), nor is one write the store refused for its content.
         """
+        if self._follower is not None:
+            return True  # it forwards, or waits for a leader (readiness says which)
         return self._core is not None and self._failure is None
 
     def health(self) -> dict[str, Any]:
@@ -1207,11 +1475,15 @@ class Engine:
             ``{"alive": bool, "ready": bool, "checks": {"store": {...}, "workers": {...},
             "scheduler": {...}}}``, each check with ``ok`` and what it saw.
         """
+        follower = self._follower
+        if follower is not None:
+            return _follower_health(follower)
         core = self._core
         if core is None:
             return {
                 "alive": False,
                 "ready": False,
+                "role": "stopped",
                 "checks": {"engine": {"ok": False, "detail": "stopped"}},
             }
         checks: dict[str, dict[str, Any]] = {}
@@ -1239,15 +1511,22 @@ class Engine:
             checks["scheduler"] = {"ok": lag <= _MAX_LAG, "lag_seconds": round(lag, 3)}
         except Exception as exc:
             checks["scheduler"] = {"ok": False, "detail": f"scheduler not answering: {exc}"}
+        server = self._server
+        if server is not None:
+            checks["followers"] = {"ok": True, "connected": server.followers}
         return {
             "alive": failure is None,
             "ready": all(c["ok"] for c in checks.values()),
+            "role": "leader",
             "checks": checks,
         }
 
     # -- internals used by RunHandle -------------------------------------------------------
 
     def _watch(self, run_id: str) -> Promise[None]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("watch", run_id)
         core = self._core
         if core is None:
             fut: Promise[None] = Promise()
@@ -1265,6 +1544,9 @@ class Engine:
         return core.waiters.watch(run_id)
 
     def _cancel(self, run_id: str, reason: str) -> Promise[bool]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("cancel", run_id, reason)
         core = self._require_core()
         read_run(core.store, run_id)  # RunNotFound for an unknown id
         fut: Promise[bool] = Promise()
@@ -1281,6 +1563,14 @@ class Engine:
         live = self._store
         if live is not None:
             return fn(live, *args)
+        follower = self._follower
+        if follower is not None:
+            with follower.reading() as reader:
+                if reader is not None:
+                    return fn(reader, *args)
+            live = self._store  # it took over as the leader meanwhile
+            if live is not None:
+                return fn(live, *args)
         if self._custom_store is not None:
             return fn(self._custom_store, *args)
         if self.config.store == "memory":
@@ -1463,6 +1753,82 @@ class Engine:
 #: Seconds ``health()`` waits for an actor's answer, and the timer lag it tolerates.
 _HEALTH_WAIT = 2.0
 _MAX_LAG = 5.0
+
+
+def _all(waits: list[Promise[Any]], value: Any) -> Promise[Any]:
+    """A promise that completes with ``value`` once every one of ``waits`` succeeded."""
+    countdown = Countdown(len(waits))
+
+    def done(fut: Promise[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            countdown.set_exception(exc)
+        else:
+            countdown.set_result(None)
+
+    for fut in waits:
+        fut.add_done_callback(done)
+    return then(countdown.promise, value)
+
+
+def _follower_health(follower: Follower) -> dict[str, Any]:
+    connected = follower.connected
+    since = follower.connected_at
+    leader: dict[str, Any] = {
+        "ok": connected,
+        "pid": follower.leader_pid if connected else None,
+        "detail": "connected" if connected else "no leader answers yet (one takes over soon)",
+    }
+    if since is not None:
+        leader["connected_for_seconds"] = round(time.monotonic() - since, 3)
+    return {
+        "alive": True,
+        "ready": connected,
+        "role": "follower",
+        "checks": {
+            "leader": leader,
+            "definitions": {
+                "ok": True,  # a rolling deploy differs for a while: said, not failed
+                "same_as_leader": not follower.mismatch,
+                "differ": dict(follower.mismatch),
+            },
+        },
+    }
+
+
+class _Claims:
+    """The data dirs engines of this process hold (as leader or follower).
+
+    LMDB allows one environment per file per process, and the store's ``flock`` does not
+    tell two engines of one process apart from one: a second engine here on the same
+    ``data_dir`` is refused, rather than following its neighbour through the store.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, weakref.ref[Engine]] = {}
+
+    def claim(self, engine: Engine) -> None:
+        key = os.path.realpath(engine.config.data_dir)
+        with self._lock:
+            ref = self._held.get(key)
+            other = ref() if ref is not None else None
+            if other is not None and other is not engine and other.running:
+                raise StoreInUse(
+                    f"store at {engine.config.data_dir} is in use by another engine in this "
+                    f"process (pid {os.getpid()}): use that engine, or stop it first"
+                )
+            self._held[key] = weakref.ref(engine)
+
+    def release(self, engine: Engine) -> None:
+        key = os.path.realpath(engine.config.data_dir)
+        with self._lock:
+            ref = self._held.get(key)
+            if ref is not None and ref() is engine:
+                del self._held[key]
+
+
+_claims = _Claims()
 
 
 def _check_part(value: Any, what: str, limit: int) -> None:

@@ -108,26 +108,57 @@ class RunHandle:
                 ) from None
 
     async def result_async(self, timeout: float | None = None) -> Any:
-        """Awaitable twin of :meth:`result`; does not block the event loop."""
+        """Awaitable twin of :meth:`result`; does not block the event loop.
+
+        The store is read, and the end of the run awaited, on the engine's async threads
+        (``runtime/_offload.py``): the loop only waits for one notification.
+        """
         import asyncio  # here: only asyncio callers need it (``import actorflow`` stays lean)
 
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            current = self._latest()
-            fut = self._engine._watch(current)
-            finished, value, latest = self._outcome()
-            if finished:
-                return value
-            if latest != current:
-                continue
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        fut = self._engine._offload(self._result_promise)
+        try:
+            return await asyncio.wait_for(_value(fut), timeout)
+        except TimeoutError:
+            if fut.done() and fut.exception() is not None:
+                raise  # (the run's own error, say a ResultTimeout of a child)
+            raise ResultTimeout(
+                f"run {self.id} did not finish within {timeout:g}s (it goes on)"
+            ) from None
+
+    def _result_promise(self) -> Promise[Any]:
+        """A promise of the run's result (or error), checked on an offload thread.
+
+        Each check registers a watch first and reads the outcome second, so a run that
+        ends in between is not missed; when the watch fires the check runs again (also
+        off the loop), which follows a continue-as-new chain to its last run.
+        """
+        out: Promise[Any] = Promise()
+        engine = self._engine
+
+        def check() -> None:
             try:
-                await asyncio.wait_for(_wait(fut), remaining)
-            except TimeoutError:
-                raise ResultTimeout(
-                    f"run {self.id} did not finish within {timeout:g}s (it goes on)"
-                ) from None
+                current = self._latest()
+                watch = engine._watch(current)
+                finished, value, latest = self._outcome()
+            except BaseException as exc:
+                out.set_exception(exc)
+                return
+            if finished:
+                out.set_result(value)
+            elif latest != current:
+                engine._offload(check)
+            else:
+                watch.add_done_callback(woken)
+
+        def woken(watch: Promise[None]) -> None:
+            exc = watch.exception()
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                engine._offload(check)  # not on the thread that completed the watch
+
+        check()
+        return out
 
     def progress(self) -> list[dict[str, Any]]:
         """Item counts of the run's fan-outs (for_each, batch, ``ctx.map``), as recorded.
@@ -151,9 +182,8 @@ class RunHandle:
 
     async def cancel_async(self, reason: str = "") -> bool:
         """Awaitable twin of :meth:`cancel`."""
-        fut = self._engine._cancel(self.id, reason)
-        await _wait(fut)
-        return fut.result()
+        cancelled: bool = await _value(self._engine._offload(self._engine._cancel, self.id, reason))
+        return cancelled
 
     # -- code workflows: signals, queries, updates -------------------------------------------
 
@@ -181,9 +211,12 @@ class RunHandle:
         self, name: str, payload: Any = None, *, idempotency_key: str | None = None
     ) -> bool:
         """Awaitable twin of :meth:`signal`."""
-        fut = self._engine._signal(self._latest(), name, payload, idempotency_key)
-        await _wait(fut)
-        return fut.result()
+        fresh: bool = await _value(
+            self._engine._offload(
+                lambda: self._engine._signal(self._latest(), name, payload, idempotency_key)
+            )
+        )
+        return fresh
 
     def query(self, name: str, *args: Any, timeout: float | None = 30.0) -> Any:
         """Ask a code workflow run's ``ctx.on_query(name, fn)`` handler: ``fn(*args)``.
@@ -202,9 +235,9 @@ class RunHandle:
 
     async def query_async(self, name: str, *args: Any) -> Any:
         """Awaitable twin of :meth:`query`."""
-        fut = self._engine._query(self._latest(), name, args)
-        await _wait(fut)
-        return fut.result()
+        return await _value(
+            self._engine._offload(lambda: self._engine._query(self._latest(), name, args))
+        )
 
     def update(self, name: str, payload: Any = None, *, timeout: float | None = None) -> Any:
         """Call a code workflow run's ``ctx.on_update(name, fn)`` handler and return its result.
@@ -227,9 +260,9 @@ class RunHandle:
 
     async def update_async(self, name: str, payload: Any = None) -> Any:
         """Awaitable twin of :meth:`update`."""
-        fut = self._engine._update(self._latest(), name, payload)
-        await _wait(fut)
-        return fut.result()
+        return await _value(
+            self._engine._offload(lambda: self._engine._update(self._latest(), name, payload))
+        )
 
     def inspect(self) -> RunDetails:
         """Everything recorded about the run (same as ``engine.inspect(run.id)``)."""
@@ -280,13 +313,23 @@ class _LoopBridge:
             pass  # the loop is closed: nobody awaits any more
 
     def _drain(self) -> None:
-        with self._lock:
-            self._scheduled = False  # before draining: a later append schedules again
         pending = self._pending
-        while pending:
+        # A bounded share per loop turn: a group commit that ends thousands of waits would
+        # otherwise hold the loop for all of them (and their tasks' next steps) at once.
+        for _ in range(min(len(pending), _DRAIN_SHARE)):
             waiter, fut = pending.popleft()
             _settle(waiter, fut)
+        with self._lock:
+            # Under the lock that complete() checks the flag with: an item appended after
+            # this check finds the flag down and schedules a drain of its own.
+            if pending:
+                self._loop.call_soon(self._drain)  # the rest after the loop's other work
+                return
+            self._scheduled = False
 
+
+#: Futures settled per turn of the loop (each wakes a task that runs in the next turn).
+_DRAIN_SHARE = 256
 
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBridge] = (
     weakref.WeakKeyDictionary()
@@ -308,6 +351,12 @@ async def _wait(fut: Promise[Any]) -> None:
     waiter: asyncio.Future[None] = loop.create_future()
     fut.add_done_callback(functools.partial(bridge.complete, waiter))
     await waiter
+
+
+async def _value(fut: Promise[Any]) -> Any:
+    """Await a concurrent future and return its value (or raise its error)."""
+    await _wait(fut)
+    return fut.result()
 
 
 def _settle(waiter: asyncio.Future[None], fut: Promise[Any]) -> None:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Countdown", "Promise"]
+__all__ = ["Countdown", "Promise", "chain", "failed", "resolved", "then"]
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -113,3 +113,45 @@ class Countdown:
     def done(self) -> bool:
         """True once every reply arrived or one failed."""
         return self.promise.done()
+
+
+def chain(source: Promise[Any], target: Promise[Any]) -> None:
+    """Complete ``target`` as ``source`` completes (value or error)."""
+
+    def done(fut: Promise[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(fut.result())
+
+    source.add_done_callback(done)
+
+
+def then(source: Promise[Any], value: Any) -> Promise[Any]:
+    """A promise that completes with ``value`` once ``source`` succeeds (or with its error)."""
+    out: Promise[Any] = Promise()
+
+    def done(fut: Promise[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            out.set_exception(exc)
+        else:
+            out.set_result(value)
+
+    source.add_done_callback(done)
+    return out
+
+
+def resolved(value: Any) -> Promise[Any]:
+    """A promise already completed with ``value``."""
+    fut: Promise[Any] = Promise()
+    fut.set_result(value)
+    return fut
+
+
+def failed(error: BaseException) -> Promise[Any]:
+    """A promise already completed with ``error``."""
+    fut: Promise[Any] = Promise()
+    fut.set_exception(error)
+    return fut

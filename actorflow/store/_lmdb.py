@@ -18,7 +18,8 @@ this is what turns bytes altered on disk into ``StoreCorrupted`` instead of sile
 at open (see ``LmdbStore._verify``), and on every read.
 
 Only one engine may write a store: a writable open takes an exclusive ``flock`` on
-``engine.lock``. Read-only opens (the CLI, while an engine runs) take no lock.
+``engine.lock`` (or adopts one already taken: a follower that waited for the lock, see
+``runtime/_follower.py``). Read-only opens (the CLI, followers) take no lock.
 """
 
 from __future__ import annotations
@@ -38,13 +39,13 @@ from typing import Any
 import lmdb
 
 from actorflow import _platform
-from actorflow.errors import StoreCorrupted, StoreError, StoreFull, WriteRejected
+from actorflow.errors import StoreCorrupted, StoreError, StoreFull, StoreInUse, WriteRejected
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._files import check_data_file, write_marker
 from actorflow.store._protocol import Op, check_ops
 
-__all__ = ["LmdbStore"]
+__all__ = ["LmdbStore", "open_engine_lock"]
 
 log = logging.getLogger("actorflow.store")
 
@@ -111,9 +112,12 @@ class LmdbStore:
             writing process grows.
         recreate: start a new store even though the directory shows that one existed and
             its ``data.mdb`` is missing or empty (refused otherwise: see ``_files.py``).
+        lock_fd: a descriptor of ``engine.lock`` on which the caller already holds the
+            exclusive ``flock``; the store owns it from now on (closing drops the lock).
 
     Raises:
-        StoreError: the directory cannot be used, or another engine holds it.
+        StoreInUse: another engine holds it.
+        StoreError: the directory cannot be used.
         StoreCorrupted: the files are not a valid LMDB environment, ``data.mdb`` is
             truncated, or a store that existed there lost its ``data.mdb``.
     """
@@ -127,6 +131,7 @@ class LmdbStore:
         max_map_size: int = 0,
         read_only: bool = False,
         recreate: bool = False,
+        lock_fd: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_map_size = max_map_size
@@ -149,7 +154,10 @@ class LmdbStore:
                 self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create store directory {self.path}: {exc}") from exc
-            self._take_engine_lock()
+            if lock_fd is None:
+                self._take_engine_lock()
+            else:
+                self._adopt_engine_lock(lock_fd)
             try:
                 check_data_file(self.path, recreate)  # before LMDB maps it (see _files.py)
             except BaseException:
@@ -289,19 +297,21 @@ class LmdbStore:
     # -- locking -----------------------------------------------------------------------------
 
     def _take_engine_lock(self) -> None:
-        lock_path = self.path / "engine.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_engine_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StoreError(
+                raise StoreInUse(
                     f"store at {self.path} is in use by another engine (pid {holder}); "
                     "open it read-only or stop that engine"
                 ) from None
             raise StoreError(f"cannot lock store at {self.path}: {exc}") from exc
+        self._adopt_engine_lock(fd)
+
+    def _adopt_engine_lock(self, fd: int) -> None:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
@@ -642,6 +652,14 @@ def _successor(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def open_engine_lock(path: Path) -> int:
+    """A descriptor of the store's ``engine.lock`` (created owner-only), not locked yet."""
+    try:
+        return os.open(path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock of the store at {path}: {exc}") from exc
 
 
 def _translate(exc: Exception, doing: str) -> StoreError:
