@@ -25,12 +25,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yields its base URL."""
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """Serve ``app`` until the block ends; yields its base URL. ``options``: uvicorn's."""
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning",
-        timeout_graceful_shutdown=1,
+        timeout_graceful_shutdown=1, **options,
     )  # fmt: skip
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

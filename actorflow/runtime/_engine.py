@@ -1163,8 +1163,11 @@ class Engine:
         The dashboard is at ``/``, metrics at ``/metrics``, health at ``/healthz`` and
         ``/readyz``. Mount it in a service, or run it with ``actorflow serve module:engine``
         (uvicorn on uvloop, bound to 127.0.0.1 unless told otherwise). Its lifespan starts
-        the engine if it is not running yet. Routes are listed in
-        ``actorflow/triggers/_http.py``.
+        the engine if it is not running yet; mounted under a prefix (``app.mount("/flows",
+        engine.asgi())``) it gets no lifespan events, so pass :meth:`lifespan` to the outer
+        app. Every route, the dashboard included, works under the prefix. Until the engine
+        runs, a mounted app that nothing started answers 503 saying so (``/readyz`` too).
+        Routes are listed in ``actorflow/triggers/_http.py``.
 
         Args:
             read_only: refuse (403) the API's actions (trigger, cancel, retry, resume,
@@ -1206,6 +1209,25 @@ class Engine:
             rate_limit=rate,
             allowed_hosts=allowed_hosts,
         )
+
+    def lifespan(
+        self, app: Any = None, *, drain_timeout: float = 30.0
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Start the engine for a service's lifetime: ``FastAPI(lifespan=engine.lifespan)``.
+
+        An async context manager for the lifespan of the app that mounts :meth:`asgi`
+        (FastAPI, Starlette), or to enter in a lifespan of your own: ``async with
+        engine.lifespan(app): yield``. It starts the engine in a thread (``start`` blocks)
+        and, at shutdown, stops it there, letting steps in flight finish. An engine already
+        running is left alone, then and at shutdown. See ``docs/embedding.md``.
+
+        Args:
+            app: the app whose lifespan this is (frameworks pass it; unused).
+            drain_timeout: seconds the stop at shutdown waits for steps in flight.
+        """
+        from actorflow.runtime._lifespan import lifespan
+
+        return lifespan(self, drain_timeout)
 
     def graph(self, workflow: str) -> dict[str, Any]:
         """A workflow's graph as plain data (``nodes`` and ``edges``), as the dashboard draws it.

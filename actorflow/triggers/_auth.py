@@ -6,21 +6,24 @@ dashboard's static files must present the token:
 
 - an ``Authorization: Bearer <token>`` header (the CLI sends ``$ACTORFLOW_TOKEN``), or
 - the ``actorflow_token`` cookie, which ``/?token=<token>`` sets (HttpOnly, SameSite=Strict)
-  before redirecting to ``/`` so the token leaves the address bar; the dashboard's requests
-  and its event stream then carry it.
+  before redirecting to ``./`` (the page) so the token leaves the address bar; the
+  dashboard's requests and its event stream then carry it.
 
-Tokens are compared in constant time; a refusal is a 401 with a JSON body.
+Mounted under a prefix, those paths are under it (``/flows/?token=...``; route paths:
+``_paths.route_path``) and the cookie's ``Path`` is the prefix, so that it goes to this app
+only. Tokens are compared in constant time; a refusal is a 401 with a JSON body.
 """
 
 from __future__ import annotations
 
 import hmac
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import orjson
 
 from actorflow.triggers._origin import answer
+from actorflow.triggers._paths import mount_point, route_path
 
 __all__ = ["TokenGate"]
 
@@ -44,7 +47,11 @@ class TokenGate:
         return presented is not None and hmac.compare_digest(presented.encode(), self._token)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not self._token or scope["path"].startswith(_OPEN):
+        if scope["type"] != "http" or not self._token:
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        if path.startswith(_OPEN):
             await self.app(scope, receive, send)
             return
         headers = {k.decode().lower(): v.decode(errors="replace") for k, v in scope["headers"]}
@@ -55,17 +62,20 @@ class TokenGate:
             await self.app(scope, receive, send)
             return
         query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
-        if scope["path"] == "/" and self._ok((query.get("token") or [None])[0]):
+        if path == "/" and self._ok((query.get("token") or [None])[0]):
             # The dashboard's first visit: keep the token in a cookie, not in the address bar.
+            # The redirect is relative (the page itself, whatever the prefix), the cookie's
+            # Path the prefix: the mounting service's other routes never receive it.
+            cookie_path = quote(mount_point(scope), safe="/")
             await send(
                 {
                     "type": "http.response.start",
                     "status": 303,
                     "headers": [
-                        (b"location", b"/"),
+                        (b"location", b"./"),
                         (
                             b"set-cookie",
-                            f"{_COOKIE}={self._token.decode()}; Path=/; HttpOnly; "
+                            f"{_COOKIE}={self._token.decode()}; Path={cookie_path}; HttpOnly; "
                             "SameSite=Strict".encode(),
                         ),
                         (b"content-length", b"0"),
@@ -78,7 +88,7 @@ class TokenGate:
             {
                 "error": "unauthorized",
                 "detail": "this API needs its token: an 'Authorization: Bearer' header (or, for "
-                "the dashboard, open /?token=...)",
+                "the dashboard, open its page once with ?token=...)",
             }
         )
         await answer(send, 401, body, (b"www-authenticate", b"Bearer"))

@@ -7,6 +7,12 @@ is durably recorded before the ``202`` is sent. Bad requests get a 4xx with a JS
 optional, an empty one meaning no payload (None), as the Python calls default to. In front of
 it all, ``_origin.HostGuard`` checks ``Host`` and refuses state changes from other sites.
 
+Mounted under a prefix (``app.mount("/flows", engine.asgi())``, ``uvicorn --root-path``),
+every route below is under it: each layer matches the route path (``_paths.route_path``),
+the prefix itself is sent on to the prefix with a ``/`` (the dashboard's page, whose URLs
+are relative), and until something starts the engine (a mounted app gets no lifespan: see
+``engine.lifespan``) every route but the page and its assets answers 503 saying how to.
+
 Routes::
 
     <webhook path>                        POST (or its method): start a run
@@ -20,6 +26,7 @@ Routes::
     GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard
     GET  /api/stream                      lifecycle events (server-sent events)
     GET  /                                the dashboard (static page; /static/...)
+    GET  <prefix>                         mounted: 307 to <prefix>/, the dashboard
     GET  /api/runs/{run_id}               everything recorded about a run
     POST /api/runs/{run_id}/cancel        body: {"reason": "..."} (optional)
     POST /api/runs/{run_id}/retry         a failed or cancelled run again, as a new run
@@ -43,8 +50,8 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -67,7 +74,9 @@ from actorflow.errors import (
     StoreFull,
     WorkflowNotFound,
 )
+from actorflow.runtime._lifespan import HINT, lifespan, wired
 from actorflow.triggers._origin import HostGuard, answer, host_problems
+from actorflow.triggers._paths import route_path, slash_redirect
 
 if TYPE_CHECKING:
     from actorflow.runtime._engine import Engine
@@ -270,7 +279,9 @@ def build_app(
     """The ASGI app for ``engine`` (see the module docstring).
 
     Its lifespan starts the engine if it is not running (and then stops it at shutdown), so
-    the app also runs under a plain ``uvicorn module:app``. In front of everything, a
+    the app also runs under a plain ``uvicorn module:app``; mounted in another app it gets no
+    lifespan events, and that app's lifespan must start the engine (``engine.lifespan``).
+    In front of everything, a
     :class:`~actorflow.triggers._origin.HostGuard` refuses foreign ``Host`` names and
     cross-site requests that would change state.
 
@@ -483,18 +494,11 @@ def build_app(
                 spec.secret_env,
             )
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        started = not engine.running
-        if started:
-            await run_in_threadpool(engine.start)
-        try:
-            yield
-        finally:
-            if started:
-                await run_in_threadpool(engine.stop)
+    def own_lifespan(app: Starlette) -> AbstractAsyncContextManager[None]:
+        # The same as engine.lifespan: start the engine unless it runs, stop it if it started.
+        return lifespan(engine)
 
-    app: Any = Starlette(routes=routes, lifespan=lifespan)
+    app: Any = Starlette(routes=routes, lifespan=own_lifespan)
     if token:
         from actorflow.triggers._auth import TokenGate
 
@@ -512,7 +516,10 @@ class _Webhooks:
 
     Webhooks are the throughput-critical route, and Starlette's middleware stack and router
     cost more CPU per request than recording the run; this raw ASGI path does the same checks
-    (size, signature, JSON, schema, idempotency key) with a fraction of the work.
+    (size, signature, JSON, schema, idempotency key) with a fraction of the work. It also
+    sends a request for the mount point itself on to the dashboard's page (``/flows`` to
+    ``/flows/``), and answers 503 with :data:`~actorflow.runtime._lifespan.HINT` while no
+    lifespan started the engine (the page and its assets still load, and show the error).
     """
 
     def __init__(
@@ -529,10 +536,29 @@ class _Webhooks:
         self._limit = limit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] in self._paths:
-            hook = self._hooks.get((scope["path"], scope["method"]))
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        location = slash_redirect(scope) if not path else None
+        if location is not None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 307,
+                    "headers": [(b"location", location), (b"content-length", b"0")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        engine = self._engine
+        if not engine.running and not wired(engine) and path != "/" and path[:8] != "/static/":
+            await self._not_started(path, send)
+            return
+        if path in self._paths:
+            hook = self._hooks.get((path, scope["method"]))
             if hook is None:
-                allowed = sorted(m for p, m in self._hooks if p == scope["path"])
+                allowed = sorted(m for p, m in self._hooks if p == path)
                 status, data = (
                     405,
                     orjson.dumps(
@@ -544,6 +570,15 @@ class _Webhooks:
             await answer(send, status, data)
             return
         await self.app(scope, receive, send)
+
+    async def _not_started(self, path: str, send: Any) -> None:
+        """503 for an engine nothing started, saying how to start it (the lifespan)."""
+        body: dict[str, Any] = {"error": "engine_not_running", "detail": HINT}
+        if path == "/readyz":
+            body = {**await run_in_threadpool(self._engine.health), **body}
+        elif path == "/healthz":
+            body = {"status": "not_started", **body}
+        await answer(send, 503, orjson.dumps(body))
 
     async def _handle(
         self, scope: Any, receive: Any, workflow: str, spec: WebhookSpec

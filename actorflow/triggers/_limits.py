@@ -3,7 +3,8 @@
 A token bucket per client address: ``rate`` requests a second on average, bursts of up to
 ``burst``. A request over the limit gets a 429 with ``Retry-After`` (whole seconds) and a
 JSON body, before anything reads its body or touches the engine. Health checks are never
-limited (a probe must not be refused because a client floods the app).
+limited (a probe must not be refused because a client floods the app), under whatever
+prefix the app is mounted (route paths: ``_paths.route_path``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 
 from actorflow.triggers._origin import answer
+from actorflow.triggers._paths import route_path
 
 __all__ = ["RateLimit"]
 
@@ -54,7 +56,7 @@ class RateLimit:
         return wait
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in _EXEMPT:
+        if scope["type"] != "http" or route_path(scope) in _EXEMPT:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")

@@ -25,7 +25,8 @@ request but a webhook's or a health check's must pass:
 Webhooks are exempt: third parties call them under their public name, from anywhere, with
 whatever content type they use, and their signature is their authentication (an unsigned
 webhook is public by declaration). ``/healthz`` and ``/readyz`` are exempt too: orchestrators
-probe them under addresses of their own, and they only read. Refusals are JSON
+probe them under addresses of their own, and they only read. Paths are route paths: under
+a mount prefix, ``/flows/healthz`` is ``/healthz`` (``_paths.route_path``). Refusals are JSON
 ``{"error": ..., "detail": ...}`` and are answered before anything reads the body.
 """
 
@@ -39,6 +40,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+
+from actorflow.triggers._paths import route_path
 
 __all__ = ["CLIENT_HEADER", "HostGuard", "answer", "host_problems"]
 
@@ -121,7 +124,7 @@ class HostGuard:
     Args:
         app: the app behind the guard.
         allowed_hosts: names served besides the connection's own address (``"*"``: any).
-        webhooks: paths of the webhooks, which are not checked.
+        webhooks: paths of the webhooks (route paths, as declared), which are not checked.
     """
 
     def __init__(self, app: Any, allowed_hosts: Iterable[str], webhooks: Collection[str]) -> None:
@@ -223,7 +226,7 @@ class HostGuard:
         return (host[1] is None and theirs[1] is None) or (theirs[1] or default) == host[1]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in self._open:
+        if scope["type"] != "http" or route_path(scope) in self._open:
             await self.app(scope, receive, send)
             return
         refusal = self._check(scope)

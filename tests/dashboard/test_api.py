@@ -119,7 +119,7 @@ def test_paging_graph_and_dashboard_routes(make_engine: Callable[..., af.Engine]
         assert (index["xs"], index["slow_item"], "body", None) in edges
         assert _get(app, "/api/workflows/nope/graph").status_code == 404
         page = _get(app, "/")
-        assert page.status_code == 200 and "/static/app.js" in page.text
+        assert page.status_code == 200 and 'src="static/app.js"' in page.text  # relative
         assert _get(app, "/static/app.js").status_code == 200
         assert _get(app, "/ui/config").json() == {"read_only": False, "workflows": ["flow"]}
 
@@ -183,6 +183,7 @@ def test_a_bearer_token_guards_the_api_dashboard_and_metrics(
     }  # fmt: skip
     assert out["wrong"] == 401 and out["bearer"] == 200
     assert out["healthz"] == 200 and out["static"] == 200 and out["webhook"] == 202
-    assert out["visit"] == (303, "/")
+    assert out["visit"] == (303, "./")  # the page itself, relative: right under any prefix
     assert "HttpOnly" in out["cookie"] and "SameSite=Strict" in out["cookie"]
+    assert "Path=/;" in out["cookie"]  # not mounted: the whole site
     assert out["after"] == 200

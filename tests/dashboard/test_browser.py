@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium (Debian's chromium, driven by Playwright), on a real
 uvicorn server on loopback: the runs list and its filters, a run's graph and timeline,
-cancelling a run, resuming an approval, live updates, read-only mode, and another site's
-page that tries to cancel and trigger runs.
+cancelling a run, resuming an approval, live updates, read-only mode, another site's
+page that tries to cancel and trigger runs, and the dashboard mounted under a prefix in a
+FastAPI service.
 
 Chromium comes from the system (``apt-get install chromium``; ``.ci/run`` installs it). The
 tests skip without it, unless ``ACTORFLOW_REQUIRE_BROWSER=1`` (set by CI) makes that a failure.
@@ -220,3 +221,57 @@ def test_another_sites_page_cannot_cancel_or_trigger(
     assert engine.runs("orders") == []  # nothing started
     engine.run(slow.id).cancel()
     assert engine.trigger("orders", {"amount": 3}).result(timeout=60) == "done"  # still serving
+
+
+def test_the_dashboard_mounted_under_a_prefix_in_fastapi(
+    browser: Any, make_engine: Callable[..., af.Engine]
+) -> None:
+    """``app.mount("/flows", engine.asgi())`` with ``FastAPI(lifespan=engine.lifespan)``."""
+    from fastapi import FastAPI
+
+    engine = _define(make_engine(workers=2))
+    app = FastAPI(lifespan=engine.lifespan)
+    app.mount("/flows", engine.asgi())
+
+    @app.get("/")
+    def home() -> dict[str, str]:
+        return {"service": "shop"}
+
+    assets: list[str] = []
+    with serve(app) as url:
+        first = engine.trigger("orders", {"amount": 5})
+        first.result(timeout=60)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("requestfinished", lambda r: assets.append(r.url))
+        page.goto(f"{url}/flows")  # the mount point: sent on to /flows/
+        assert page.url == f"{url}/flows/"
+        page.wait_for_selector(f"tr.run-row[data-run='{first.id}']")
+        assert page.locator("tr.run-row").count() == 2  # the order and its child run
+        page.wait_for_selector("#live.on")  # the event stream is connected, under the prefix
+        second = engine.trigger("orders", {"amount": 6})
+        page.wait_for_selector(f"tr.run-row[data-run='{second.id}']")  # a live update
+        second.result(timeout=60)
+
+        page.click(f"tr.run-row[data-run='{first.id}']")
+        page.wait_for_selector("#graph")
+        assert page.url == f"{url}/flows/#/run/{first.id}"
+        statuses = {
+            n.get_attribute("data-node"): n.get_attribute("data-status")
+            for n in page.locator("#graph g.node").all()
+        }
+        assert statuses["validate"] == "succeeded" and statuses["done"] == "succeeded"
+        slow = engine.trigger("slow", {"sleep": 60})
+        page.goto(f"{url}/flows/#/run/{slow.id}")
+        page.wait_for_selector("#cancel:not([disabled])")
+        page.click("#cancel")  # an action, through the API under the prefix
+        page.wait_for_selector("h1 .s-cancelled")  # followed live
+        assert engine.inspect(slow.id).status is af.RunStatus.CANCELLED
+        assert page.errors == []
+        assert httpx.get(f"{url}/", timeout=30).json() == {"service": "shop"}
+        page.close()  # its event stream too, before the server stops
+    ours = [u for u in assets if u.startswith(url)]
+    assert ours[0] == f"{url}/flows", ours  # the redirect, then all under the prefix
+    assert len(ours) > 5 and all(u.startswith(f"{url}/flows/") for u in ours[1:]), ours
+    assert not engine.running  # the service's shutdown stopped it

@@ -1,6 +1,7 @@
 // The actorflow dashboard: a single page on the engine's JSON API. No build step, no
 // dependencies: hash routes (#/, #/run/ID, #/trigger), SVG for the graph and the timeline,
-// server-sent events (/api/stream) for live updates.
+// server-sent events (api/stream) for live updates. Every URL is relative to the page, so the
+// dashboard works wherever the engine's app is mounted (/, /flows/, behind a proxy's prefix).
 "use strict";
 
 const main = document.getElementById("main");
@@ -38,6 +39,7 @@ function toast(message, bad) {
 }
 
 async function api(path, options = {}) {
+  // `path` is relative ("api/runs"): resolved against the page, under the app's prefix.
   // The server takes actions only as JSON, or with X-Actorflow-Client: headers another
   // site's page cannot send here (they need a CORS preflight, which is never granted).
   const response = await fetch(path, {
@@ -69,7 +71,7 @@ function debounce(fn, ms) {
 
 function connect() {
   if (state.source) return;
-  const source = new EventSource("/api/stream");
+  const source = new EventSource("api/stream");
   const live = document.getElementById("live");
   source.onopen = () => live.classList.add("on");
   source.onerror = () => live.classList.remove("on");
@@ -128,7 +130,7 @@ async function runsPage(params) {
     if (since) q.set("since", String(new Date(since).getTime() / 1000));
     if (until) q.set("until", String(new Date(until).getTime() / 1000));
     if (!reset && cursor) q.set("before", cursor);
-    const { data, headers } = await api(`/api/runs?${q}`);
+    const { data, headers } = await api(`api/runs?${q}`);
     if (reset) { body.innerHTML = ""; shown = 0; }
     for (const run of data) {
       const tr = document.createElement("tr");
@@ -264,14 +266,14 @@ async function runPage(runId) {
   main.innerHTML = '<p class="muted">Loading…</p>';
   let run;
   try {
-    run = (await api(`/api/runs/${encodeURIComponent(runId)}`)).data;
+    run = (await api(`api/runs/${encodeURIComponent(runId)}`)).data;
   } catch (e) {
     main.innerHTML = `<p class="error">${esc(e.message)}</p><p><a href="#/">All runs</a></p>`;
     return;
   }
   const [graph, approvals] = await Promise.all([
-    api(`/api/workflows/${encodeURIComponent(run.workflow_id)}/graph`).then((r) => r.data).catch(() => ({ nodes: [], edges: [] })),
-    api("/api/approvals?status=waiting").then((r) => r.data.filter((a) => a.run_id === run.id)).catch(() => []),
+    api(`api/workflows/${encodeURIComponent(run.workflow_id)}/graph`).then((r) => r.data).catch(() => ({ nodes: [], edges: [] })),
+    api("api/approvals?status=waiting").then((r) => r.data.filter((a) => a.run_id === run.id)).catch(() => []),
   ]);
   const finished = ["completed", "failed", "cancelled", "continued"].includes(run.status);
   const error = run.error ? `<h2>Error</h2><div class="card error-card">
@@ -315,14 +317,14 @@ async function runPage(runId) {
     <p><a href="#/">All runs</a></p>`;
   document.getElementById("cancel").onclick = async () => {
     try {
-      await api(`/api/runs/${encodeURIComponent(run.id)}/cancel`, { method: "POST", body: JSON.stringify({ reason: "cancelled from the dashboard" }) });
+      await api(`api/runs/${encodeURIComponent(run.id)}/cancel`, { method: "POST", body: JSON.stringify({ reason: "cancelled from the dashboard" }) });
       toast("cancelled");
       runPage(run.id);
     } catch (e) { toast(e.message, true); }
   };
   document.getElementById("retry").onclick = async () => {
     try {
-      const { data } = await api(`/api/runs/${encodeURIComponent(run.id)}/retry`, { method: "POST" });
+      const { data } = await api(`api/runs/${encodeURIComponent(run.id)}/retry`, { method: "POST" });
       location.hash = `#/run/${data.run_id}`;
     } catch (e) { toast(e.message, true); }
   };
@@ -332,7 +334,7 @@ async function runPage(runId) {
       try { payload = JSON.parse(card.querySelector(".approval-payload").value || "null"); }
       catch (e) { toast(`payload: ${e.message}`, true); return; }
       try {
-        await api(`/api/approvals/${encodeURIComponent(card.dataset.token)}/resume`, { method: "POST", body: JSON.stringify(payload) });
+        await api(`api/approvals/${encodeURIComponent(card.dataset.token)}/resume`, { method: "POST", body: JSON.stringify(payload) });
         toast("resumed");
         setTimeout(() => runPage(run.id), 200);
       } catch (e) { toast(e.message, true); }
@@ -360,7 +362,7 @@ function triggerPage() {
     const headers = {};
     if (form.get("key")) headers["Idempotency-Key"] = form.get("key");
     try {
-      const { data } = await api(`/api/workflows/${encodeURIComponent(form.get("workflow"))}/trigger`, {
+      const { data } = await api(`api/workflows/${encodeURIComponent(form.get("workflow"))}/trigger`, {
         method: "POST", headers, body: JSON.stringify(payload),
       });
       location.hash = `#/run/${data.run_id}`;
@@ -385,7 +387,7 @@ async function route() {
 
 async function start() {
   try {
-    const { data } = await api("/ui/config");
+    const { data } = await api("ui/config");
     state.readOnly = data.read_only;
     state.workflows = data.workflows;
   } catch (e) { /* older server: defaults */ }
