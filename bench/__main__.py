@@ -154,6 +154,30 @@ def _b13_rows(b13: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]
     )]  # fmt: skip
 
 
+def _sharing_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    b14, b15, b16 = results.get("B14"), results.get("B15"), results.get("B16")
+    if b14:
+        rows.append((
+            "B14 4 workers, one data_dir", f"{b14['four_req_s']:.0f} req/s "
+            f"({'each run once' if b14['exactly_once'] else 'RUNS LOST OR DOUBLED'})",
+            f"{b14['one_req_s']:.0f} req/s (1 process)", f"{b14['ratio']:.2f}x", ">= 0.8x",
+        ))  # fmt: skip
+    if b15:
+        taken = b15["lock_taken_s"]
+        rows.append((
+            "B15 leader SIGKILLed", f"led again in {taken:.3f} s, longest gap "
+            f"{b15['longest_gap_s']:.2f} s" if taken is not None else "no take-over",
+            "-", f"{b15['lost']} lost, {b15['duplicated']} doubled", "<= 1 s, 0, 0",
+        ))  # fmt: skip
+    if b16:
+        rows.append((
+            "B16 loop lag, 10k async runs", f"{b16['lag_ms']:.0f} ms",
+            f"{b16['floor_lag_ms']:.0f} ms (asyncio floor)", "-", "<= 50 ms",
+        ))  # fmt: skip
+    return rows
+
+
 def _i1_rows(i1: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
     if not i1:
         return []
@@ -215,6 +239,7 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
          "-", "0"),
         *_b13_rows(results.get("B13")),
         *_i1_rows(results.get("I1")),
+        *_sharing_rows(results),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

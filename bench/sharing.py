@@ -29,8 +29,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +60,7 @@ def _app() -> Any:
         result = await run.result_async(timeout=60)
         return Response(orjson.dumps({"run_id": run.id, "n": result}), 200)
 
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        await asyncio.to_thread(engine.start)
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(engine.stop)
-
-    return Starlette(routes=[Route("/go", go, methods=["POST"])], lifespan=lifespan)
+    return Starlette(routes=[Route("/go", go, methods=["POST"])], lifespan=engine.lifespan)
 
 
 def __getattr__(name: str) -> Any:
@@ -83,10 +73,24 @@ def _server(workers: int, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "B14_DATA_DIR": str(data_dir)}
     return subprocess.Popen(
         [
-            sys.executable, "-m", "uvicorn", "bench.sharing:app", "--workers", str(workers),
-            "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
-            "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        ],  # fmt: skip
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.sharing:app",
+            "--workers",
+            str(workers),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
         env=env,
     )

@@ -27,6 +27,10 @@ B10, B11, B12 large data and fan-out (``bench/data.py``): a 50 MB array handed b
    through shared memory; a durable for_each of 10,000 x 1 ms items; memory and segments.
 I1 ``import actorflow`` (``bench/imports.py``): milliseconds in a fresh interpreter, bytecode
    cached, best of 21 (7 quick). Baseline: ``import json, lmdb`` in the same run.
+B14, B15, B16 sharing a data_dir (``bench/sharing.py``): 4 uvicorn workers on one data_dir
+   (1 leader, 3 followers) against 1, trigger-and-await requests/s; the leader SIGKILLed
+   under that load (take-over time, longest gap, runs lost or doubled); the event loop's lag
+   under 10,000 async triggers and waits, against the asyncio floor.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -553,6 +557,11 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             "ms": crash_retry_latency(root, 3 if quick else 5),
             "target_ms": 50,
         }
+        from bench.sharing import failover, loop_lag, multi_process
+
+        results["B14"] = multi_process(root, 1000 if quick else 3000, 32, 1)
+        results["B15"] = failover(root, 1500 if quick else 4000, 32)
+        results["B16"] = loop_lag(root, 10_000)
         return results
     finally:
         shutil.rmtree(root, ignore_errors=True)

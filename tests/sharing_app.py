@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import actorflow as af
@@ -63,7 +61,6 @@ def main(data_dir: str, role: str = "auto", variant: str = "v1") -> None:
 
 def _app() -> Any:
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Mount, Route
@@ -79,21 +76,13 @@ def _app() -> Any:
     async def whoami(request: Request) -> JSONResponse:
         return JSONResponse({"pid": os.getpid(), "role": engine.role})
 
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        await run_in_threadpool(engine.start)
-        try:
-            yield
-        finally:
-            await run_in_threadpool(engine.stop)
-
     return Starlette(
         routes=[
             Route("/go", go, methods=["POST"]),
             Route("/whoami", whoami, methods=["GET"]),
             Mount("/flows", engine.asgi()),
         ],
-        lifespan=lifespan,
+        lifespan=engine.lifespan,
     )
 
 

@@ -41,7 +41,9 @@ def _server(kind: str, data_dir: Path, port: int) -> subprocess.Popen[bytes]:
             sys.executable, "-m", "uvicorn", "--workers", "4", "--host", "127.0.0.1",
             "--port", str(port), "tests.sharing_app:app",
         ]  # fmt: skip
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 @pytest.fixture(params=["gunicorn", "uvicorn"])

@@ -178,7 +178,9 @@ def test_a_second_process_with_role_leader_is_refused(
     assert engine.role == "stopped"
 
 
-def test_a_second_engine_in_one_process_is_refused(data_dir: Path, engines: list[af.Engine]) -> None:
+def test_a_second_engine_in_one_process_is_refused(
+    data_dir: Path, engines: list[af.Engine]
+) -> None:
     first = sharing_app.make(str(data_dir))
     engines.append(first.start())
     second = sharing_app.make(str(data_dir))
