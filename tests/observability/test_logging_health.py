@@ -69,6 +69,7 @@ def test_readiness_reports_each_check(make_engine: MakeEngine) -> None:
     assert engine.health() == {
         "alive": False,
         "ready": False,
+        "role": "stopped",
         "checks": {"engine": {"ok": False, "detail": "stopped"}},
     }
     with engine:
