@@ -35,6 +35,7 @@ from actorflow.config import EngineConfig
 from actorflow.definition import Flow, Retry, Secret, Service, Workflow, define_service
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.errors import (
+    AccessDenied,
     ActorflowError,
     ApprovalAlreadyResolved,
     ApprovalError,
@@ -45,6 +46,7 @@ from actorflow.errors import (
     ConfigError,
     DefinitionError,
     EngineNotRunning,
+    EngineUnreachable,
     GraphError,
     HeartbeatTimeout,
     InvalidPayload,
@@ -93,6 +95,7 @@ from actorflow.workers._state import State
 
 if TYPE_CHECKING:
     from actorflow import observability, testing
+    from actorflow.client import AsyncClient, Client, RemoteRunHandle
 
 __version__ = "0.1.0"
 
@@ -100,14 +103,17 @@ __version__ = "0.1.0"
 _logging.getLogger("actorflow").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "AccessDenied",
     "ActorflowError",
     "ApprovalAlreadyResolved",
     "ApprovalError",
     "ApprovalExpired",
     "ApprovalNotFound",
+    "AsyncClient",
     "AttemptDetails",
     "CircuitBreaker",
     "CircuitOpen",
+    "Client",
     "ClientError",
     "Clock",
     "CodeWorkflow",
@@ -117,6 +123,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineNotRunning",
+    "EngineUnreachable",
     "ErrorDetails",
     "Flow",
     "GraphError",
@@ -132,6 +139,7 @@ __all__ = [
     "PoolUnavailable",
     "PruneReport",
     "RemoteError",
+    "RemoteRunHandle",
     "RemoteTraceback",
     "ResultTimeout",
     "Retry",
@@ -181,16 +189,28 @@ __all__ = [
 #: harness, no tracing code) while ``af.testing`` and ``af.observability`` still work.
 _LAZY = frozenset({"observability", "testing"})
 
+#: Names loaded from a subpackage on first use: the client (``af.Client``) loads httpx only
+#: when one is made, and its package only when it is named.
+_LAZY_NAMES = {
+    "AsyncClient": "actorflow.client",
+    "Client": "actorflow.client",
+    "RemoteRunHandle": "actorflow.client",
+}
+
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         module = importlib.import_module(f"actorflow.{name}")
         globals()[name] = module  # later lookups skip this hook
         return module
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'actorflow' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_LAZY_NAMES})

@@ -16,6 +16,9 @@ surface imports its library only when it is used, through :func:`require`, which
     codecs    zstandard, cryptography    codecs=("zstd", "aesgcm"), .zst run archives
     otel      opentelemetry              af.observability.trace(engine)
     dask      distributed                af.DaskExecutor
+    client    httpx                      af.Client, af.AsyncClient (an engine's REST API from
+                                         elsewhere) and the CLI's remote commands (trigger,
+                                         cancel, retry, resume, wait --url)
     all       every extra above
 
 :data:`EXTRA_OF` is the table the code and ``tests/test_extras.py`` share: the test checks
@@ -43,6 +46,7 @@ EXTRA_OF: Final[dict[str, str]] = {
     "cryptography": "codecs",
     "opentelemetry": "otel",
     "distributed": "dask",
+    "httpx": "client",
 }
 
 

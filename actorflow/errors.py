@@ -29,7 +29,9 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     │   ├── WorkflowNotFound
     │   ├── InvalidPayload
     │   ├── EngineNotRunning
-    │   │   └── LeaderLost           the leader died with a call in flight that is not repeated
+    │   │   ├── LeaderLost           the leader died with a call in flight that is not repeated
+    │   │   └── EngineUnreachable    af.Client: nothing answers at the URL (also ConnectionError)
+    │   ├── AccessDenied             af.Client: the API refused the token (401) or the action (403)
     │   └── ApprovalError            engine.resume(token): unknown, already used or expired
     │       ├── ApprovalNotFound
     │       ├── ApprovalAlreadyResolved
@@ -53,6 +55,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "AccessDenied",
     "ActorflowError",
     "ApprovalAlreadyResolved",
     "ApprovalError",
@@ -63,6 +66,7 @@ __all__ = [
     "ConfigError",
     "DefinitionError",
     "EngineNotRunning",
+    "EngineUnreachable",
     "GraphError",
     "HeartbeatTimeout",
     "InvalidPayload",
@@ -504,6 +508,52 @@ class LeaderLost(EngineNotRunning):
     queries, signals, reads) against the next leader; a ``resume``, ``update``, ``publish``
     or ``retry`` may or may not have taken effect: check before repeating it.
     """
+
+
+class EngineUnreachable(EngineNotRunning, ConnectionError):
+    """:class:`~actorflow.Client`: nothing answers at the engine's URL.
+
+    The connection was refused or cut, the host name does not resolve, or no answer came
+    within the client's ``timeout``. It is an :class:`EngineNotRunning` (from the client's side
+    no engine runs there) and a ``ConnectionError``.
+
+    Attributes:
+        url: the engine's URL, as the client was given it.
+        reason: what the network said (``[Errno 111] Connection refused``...).
+        timeout: the seconds waited, when no answer came in time; else None.
+    """
+
+    def __init__(self, url: str, reason: str, timeout: float | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.timeout = timeout
+        if timeout is not None:
+            message = f"the engine at {url} did not answer within {timeout:g}s ({reason})"
+        else:
+            message = f"no engine answers at {url} ({reason})"
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.url, self.reason, self.timeout))
+
+
+class AccessDenied(ClientError):
+    """:class:`~actorflow.Client`: the engine's API refused the request.
+
+    A 401: the API needs a token (``af.Client(url, token=...)``) and none, or another one,
+    was sent. A 403: the token was fine but the action is not allowed (the API is read-only,
+    or the request looked cross-site). The message is the server's, and says which.
+
+    Attributes:
+        status: the HTTP status, 401 or 403.
+    """
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        self.status = status
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.status))
 
 
 class ApprovalError(ClientError):

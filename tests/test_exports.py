@@ -28,6 +28,8 @@ PUBLIC = {
     "WriteRejected",
     # a lean core: an optional surface without its extra
     "MissingExtra",
+    # a client for other machines
+    "Client", "AsyncClient", "RemoteRunHandle", "AccessDenied", "EngineUnreachable",
 }  # fmt: skip
 
 
@@ -51,6 +53,9 @@ def test_one_exception_tree() -> None:
     assert issubclass(af.WorkflowFailed, af.RunError)
     assert issubclass(af.MissingExtra, af.ConfigError)
     assert issubclass(af.MissingExtra, ImportError)
+    assert issubclass(af.EngineUnreachable, af.EngineNotRunning)
+    assert issubclass(af.EngineUnreachable, ConnectionError)
+    assert issubclass(af.AccessDenied, af.ClientError)
 
 
 def test_public_names_are_documented() -> None:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: test tools, the dashboard, tracing, the libraries of every extra, and what only a running
 #: engine needs (asyncio, the worker pool, multiprocessing, croniter, psutil).
 HEAVY = [
-    "uvicorn", "uvloop", "httptools", "starlette", "anyio", "httpx", "h11",
+    "uvicorn", "uvloop", "httptools", "starlette", "anyio", "httpx", "h11", "actorflow.client",
     "pytest", "_pytest", "hypothesis",
     "actorflow.testing", "actorflow.dashboard", "actorflow.triggers._http",
     "actorflow.observability", "opentelemetry",
@@ -169,6 +169,8 @@ SURFACES = {
         "report(lambda: af.observability.trace(engine(), provider()))",
     ),
     "dask": ("dask", "distributed", "report(lambda: af.DaskExecutor('tcp://127.0.0.1:8786'))"),
+    "client": ("client", "httpx", "report(lambda: af.Client('http://127.0.0.1:8080'))"),
+    "async client": ("client", "httpx", "report(lambda: af.AsyncClient('http://127.0.0.1:8080'))"),
 }
 
 
@@ -243,6 +245,22 @@ def test_the_serve_command_without_the_extra_names_it(tmp_path: Path) -> None:
     assert "actorflow serve needs the 'serve' extra" in proc.stderr
     assert "pip install 'actorflow[serve]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_remote_commands_without_the_client_extra_name_it(tmp_path: Path) -> None:
+    for args in (["trigger", "w", "{}"], ["cancel", "r-1"], ["wait", "r-1", "--url", "http://x"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "actorflow", *args],
+            env=_env(tmp_path, ["httpx"]),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert f"actorflow {args[0]} needs the 'client' extra" in proc.stderr
+        assert "pip install 'actorflow[client]'" in proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 # -- the core install is enough to run workflows durably --------------------------------------

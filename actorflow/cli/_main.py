@@ -198,6 +198,33 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     """Wait for a run (an engine runs it elsewhere), drawing its fan-outs' progress."""
+    from actorflow._types import RunStatus
+
+    if args.timeout is not None and not args.timeout >= 0:
+        raise UsageError(f"--timeout: expected seconds >= 0, got {args.timeout}")
+    if args.url is not None:  # through the engine's API (another machine)
+        from actorflow.cli._remote import wait_remote
+
+        run, timed_out = wait_remote(args, out)
+    else:
+        run, timed_out = _wait_in_store(args)
+    if out.as_json:
+        out.json({**run.to_dict(), "timed_out": timed_out})
+    elif timed_out:
+        out.note(f"actorflow wait: run {run.id} is still {run.status.value} after {args.timeout}s")
+    else:
+        out.line(f"run {run.id}: {run.status.value}")
+        if run.error is not None:
+            out.line(f"error: {run.error.type}: {run.error.message}")
+        elif run.result is not None:
+            out.line(f"result: {run.result}")
+    if timed_out:
+        return Exit.TIMEOUT
+    return Exit.OK if run.status is RunStatus.COMPLETED else Exit.FAILED
+
+
+def _wait_in_store(args: argparse.Namespace) -> tuple[RunDetails, bool]:
+    """Follow the run in the store (read-only); the run at the end, and if time ran out."""
     import importlib.util
     import time
 
@@ -205,8 +232,6 @@ def cmd_wait(args: argparse.Namespace, out: Output) -> int:
     from actorflow.runtime._progress import FanoutBars
     from actorflow.runtime._views import fanout_progress, final_run
 
-    if args.timeout is not None and not args.timeout >= 0:
-        raise UsageError(f"--timeout: expected seconds >= 0, got {args.timeout}")
     store = _read_only(args.data_dir)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     timed_out = False
@@ -234,22 +259,9 @@ def cmd_wait(args: argparse.Namespace, out: Output) -> int:
         finally:
             if bars is not None:
                 bars.__exit__()
-        run: RunDetails = inspect_run(store, latest)
+        return inspect_run(store, latest), timed_out
     finally:
         store.close()
-    if out.as_json:
-        out.json({**run.to_dict(), "timed_out": timed_out})
-    elif timed_out:
-        out.note(f"actorflow wait: run {run.id} is still {run.status.value} after {args.timeout}s")
-    else:
-        out.line(f"run {run.id}: {run.status.value}")
-        if run.error is not None:
-            out.line(f"error: {run.error.type}: {run.error.message}")
-        elif run.result is not None:
-            out.line(f"result: {run.result}")
-    if timed_out:
-        return Exit.TIMEOUT
-    return Exit.OK if run.status is RunStatus.COMPLETED else Exit.FAILED
 
 
 def cmd_doctor(args: argparse.Namespace, out: Output) -> int:
@@ -378,13 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
         "wait",
         help="wait for a run to finish, with a progress bar per fan-out",
         description=(
-            "Follows a run that an engine is running (reading the store read-only) until it "
-            "ends. Exit status: 0 completed, 4 failed or cancelled, 3 still going at "
-            '--timeout (with --json: the run as it is, with "timed_out": true).'
+            "Follows a run that an engine is running (reading the store read-only, or with "
+            "--url through the engine's API) until it ends. Exit status: 0 completed, 4 "
+            "failed or cancelled, 3 still going at --timeout (with --json: the run as it is, "
+            'with "timed_out": true).'
         ),
     )
-    wait.add_argument("run", help="run id (or a unique prefix of it)")
+    wait.add_argument("run", help="run id (or a unique prefix of it, in the store)")
     wait.add_argument("--timeout", type=float, default=None, help="give up after SECONDS")
+    wait.add_argument(
+        "--url",
+        help="follow the run through this engine's API instead of its store (another "
+        "machine; the whole run id; the token sent is $ACTORFLOW_TOKEN, else "
+        "$ACTORFLOW_API_TOKEN)",
+    )
     wait.add_argument("--no-progress", action="store_true", help="draw no progress bars")
     json_flag(wait, "print the run as JSON at the end, with timed_out")
     wait.set_defaults(func=cmd_wait)

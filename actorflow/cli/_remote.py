@@ -1,11 +1,12 @@
-"""``actorflow trigger|cancel|retry|resume``: commands for a running engine, over its REST API.
+"""``actorflow trigger|cancel|retry|resume`` and ``wait --url``: a running engine, over its API.
 
 Only the engine writes its store, so these commands ask the engine that holds it, through
-the JSON API that ``actorflow serve`` (or any service mounting ``engine.asgi()``) exposes:
-``--url`` (default ``$ACTORFLOW_URL`` or ``http://127.0.0.1:8080``), presenting
-``$ACTORFLOW_TOKEN`` (else ``$ACTORFLOW_API_TOKEN``, the variable ``actorflow serve``
-reads) as a bearer token; there is no token argument, as ``ps`` would show it. Reading commands
-(``runs``, ``show``, ``wait``) open the store read-only and need no server.
+the JSON API that ``actorflow serve`` (or any service mounting ``engine.asgi()``) exposes,
+with :class:`actorflow.Client` (the ``client`` extra, httpx): ``--url`` (default
+``$ACTORFLOW_URL`` or ``http://127.0.0.1:8080``), presenting ``$ACTORFLOW_TOKEN`` (else
+``$ACTORFLOW_API_TOKEN``, the variable ``actorflow serve`` reads) as a bearer token; there is
+no token argument, as ``ps`` would show it. Reading commands (``runs``, ``show``, ``wait``
+without ``--url``) open the store read-only and need no server.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
+from actorflow._extras import require
 from actorflow.cli._output import CommandError, Exit, Output, UsageError
+from actorflow.errors import ActorflowError, EngineUnreachable, ResultTimeout, RunError
 
-__all__ = ["add_parsers"]
+if TYPE_CHECKING:
+    from actorflow.client import Client, RemoteRunHandle
+    from actorflow.runtime._views import RunDetails
+
+__all__ = ["add_parsers", "wait_remote"]
 
 
 class _ApiError(CommandError):
@@ -52,52 +59,52 @@ def _token() -> str | None:
     return os.environ.get("ACTORFLOW_TOKEN") or os.environ.get("ACTORFLOW_API_TOKEN") or None
 
 
-def _call(
-    args: argparse.Namespace,
-    method: str,
-    path: str,
-    body: Any = None,
-    extra: dict[str, str] | None = None,
-) -> Any:
-    url = _url(args) + path
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json", "Accept": "application/json", **(extra or {})}
-    token = _token()
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+def _client(args: argparse.Namespace, timeout: float | None) -> Client:
+    """The client of ``--url``; MissingExtra (exit 1) without httpx."""
+    url = _url(args)
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout: expected seconds > 0, got {timeout:g}")
+    require("httpx", f"actorflow {args.command}")  # names the command, not af.Client
+    from actorflow.client import Client
+
+    return Client(url, token=_token(), timeout=timeout)
+
+
+@contextmanager
+def _asking(args: argparse.Namespace) -> Iterator[None]:
+    """Turn the client's errors into the command's: the request, the status, what to do."""
+    from actorflow.client._transport import answer_of
+
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read())
-        except Exception:
-            answer = {}
-        answer = answer if isinstance(answer, dict) else {}
-        detail = str(answer.get("detail") or exc.reason)
-        if exc.code == 401:
-            detail += (
-                "; set ACTORFLOW_TOKEN to the engine's API token"
-                if token is None
-                else "; ACTORFLOW_TOKEN is not the engine's API token"
-            )
-        code = str(answer.get("error") or "http_error")
-        raise _ApiError(f"{method} {path}: {exc.code} {detail}", code, status=exc.code) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
+        yield
+    except EngineUnreachable as exc:
+        if exc.timeout is not None:
             raise _ApiError(
-                f"the engine at {_url(args)} did not answer within {args.timeout:g}s (--timeout)",
+                f"the engine at {exc.url} did not answer within {exc.timeout:g}s (--timeout)",
                 "timeout",
                 Exit.TIMEOUT,
             ) from None
         raise _ApiError(
-            f"no engine answers at {_url(args)} ({reason}): start one with `actorflow serve "
+            f"no engine answers at {exc.url} ({exc.reason}): start one with `actorflow serve "
             "module:engine`, or pass --url (or set ACTORFLOW_URL)",
             "unreachable",
         ) from None
-    return json.loads(raw) if raw else None
+    except ActorflowError as exc:
+        answer = answer_of(exc)
+        if answer is None:
+            raise
+        detail = answer.detail
+        if answer.status == 401:
+            detail += (
+                "; set ACTORFLOW_TOKEN to the engine's API token"
+                if _token() is None
+                else "; ACTORFLOW_TOKEN is not the engine's API token"
+            )
+        raise _ApiError(
+            f"{answer.method} {answer.path}: {answer.status} {detail}",
+            answer.error,
+            status=answer.status,
+        ) from None
 
 
 def _payload(text: str | None) -> Any:
@@ -118,47 +125,89 @@ def _payload(text: str | None) -> Any:
         raise UsageError(f"payload: expected JSON (text, @file or -), {exc}") from None
 
 
-def _quoted(part: str) -> str:
-    return urllib.parse.quote(part, safe="")
-
-
 def cmd_trigger(args: argparse.Namespace, out: Output) -> int:
-    body = _payload(args.payload)
-    path = f"/api/workflows/{_quoted(args.workflow)}/trigger"
-    answer = _call(args, "POST", path, body, {"Idempotency-Key": args.key} if args.key else None)
-    out.result(answer, f"run {answer['run_id']} of {answer['workflow']} started")
+    payload = _payload(args.payload)
+    with _client(args, args.timeout) as client, _asking(args):
+        run = client.trigger(args.workflow, payload, idempotency_key=args.key)
+    answer = {"run_id": run.id, "workflow": run.workflow_id}
+    out.result(answer, f"run {run.id} of {run.workflow_id} started")
     return Exit.OK
 
 
 def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
-    body = {"reason": args.reason} if args.reason else {}
-    answer = _call(args, "POST", f"/api/runs/{_quoted(args.run)}/cancel", body)
-    verb = "cancelled" if answer.get("cancelled") else "not cancelled (it had already ended)"
-    out.result(answer, f"run {answer['run_id']} {verb}")
-    return Exit.OK if answer.get("cancelled") else Exit.FAILED
+    with _client(args, args.timeout) as client, _asking(args):
+        cancelled = client.cancel(args.run, args.reason or "")
+    verb = "cancelled" if cancelled else "not cancelled (it had already ended)"
+    out.result({"run_id": args.run, "cancelled": cancelled}, f"run {args.run} {verb}")
+    return Exit.OK if cancelled else Exit.FAILED
 
 
 def cmd_retry(args: argparse.Namespace, out: Output) -> int:
-    answer = _call(args, "POST", f"/api/runs/{_quoted(args.run)}/retry")
-    out.result(answer, f"run {args.run} retried as run {answer['run_id']}")
+    with _client(args, args.timeout) as client, _asking(args):
+        run = client.retry(args.run)
+    answer = {"run_id": run.id, "workflow": run.workflow_id}
+    out.result(answer, f"run {args.run} retried as run {run.id}")
     return Exit.OK
 
 
 def cmd_resume(args: argparse.Namespace, out: Output) -> int:
     """Resume an approval by its token, or the one approval a run waits at."""
+    payload = _payload(args.payload)
     token = args.target
-    waiting = _call(args, "GET", "/api/approvals?status=waiting") or []
-    mine = [a for a in waiting if str(a.get("run_id", "")).startswith(args.target)]
-    if mine and not any(a.get("token") == args.target for a in waiting):
-        if len(mine) > 1:
-            steps = ", ".join(f"{a['step']} ({a['token']})" for a in mine)
-            raise UsageError(
-                f"run {args.target} waits at {len(mine)} approvals: {steps}; give a token"
-            )
-        token = mine[0]["token"]
-    answer = _call(args, "POST", f"/api/approvals/{_quoted(token)}/resume", _payload(args.payload))
-    out.result({"token": token, **(answer or {})}, "resumed")
+    with _client(args, args.timeout) as client, _asking(args):
+        waiting = client.approvals("waiting")
+        mine = [a for a in waiting if str(a.get("run_id", "")).startswith(args.target)]
+        if mine and not any(a.get("token") == args.target for a in waiting):
+            if len(mine) > 1:
+                steps = ", ".join(f"{a['step']} ({a['token']})" for a in mine)
+                raise UsageError(
+                    f"run {args.target} waits at {len(mine)} approvals: {steps}; give a token"
+                )
+            token = mine[0]["token"]
+        client.resume(token, payload)
+    out.result({"token": token, "resumed": True}, "resumed")
     return Exit.OK
+
+
+def wait_remote(args: argparse.Namespace, out: Output) -> tuple[RunDetails, bool]:
+    """``actorflow wait RUN --url URL``: long-poll the run's result, drawing fan-out bars.
+
+    Returns:
+        The run as recorded at the end, and whether ``--timeout`` passed first.
+    """
+    import importlib.util
+
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    with _client(args, 30.0) as client, _asking(args):
+        run = client.run(args.run)
+        drawn = not args.no_progress and importlib.util.find_spec("rich") is not None
+        if drawn:
+            from actorflow.runtime._progress import FanoutBars
+
+            with FanoutBars(run.id) as bars:
+                timed_out = _follow(run, deadline, lambda: bars.update(run.progress()))
+        else:
+            timed_out = _follow(run, deadline, None)
+        return run.inspect(), timed_out
+
+
+def _follow(
+    run: RemoteRunHandle, deadline: float | None, redraw: Callable[[], None] | None
+) -> bool:
+    """Wait for ``run`` until ``deadline``; True if it passed first. Bars: a poll a second."""
+    while True:
+        if redraw is not None:
+            redraw()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        step = remaining if redraw is None else min(1.0, 1.0 if remaining is None else remaining)
+        try:
+            run.result(timeout=step)
+            return False
+        except RunError:
+            return False  # failed or cancelled: the run as recorded says how
+        except ResultTimeout:
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
 
 
 def add_parsers(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) -> None:

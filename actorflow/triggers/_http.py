@@ -40,6 +40,11 @@ Routes::
     POST /api/runs/{run_id}/updates/{name}   body: the payload; answer: the handler's result
     POST /api/runs/{run_id}/restart          restart a panicked code workflow run
     GET  /api/runs/{run_id}/progress         item counts of the run's fan-outs
+    GET  /api/runs/{run_id}/result?wait=30   long-poll: answers once the run finishes, or
+                                             after ``wait`` seconds (0 to 60; absent: 0):
+                                             {"run_id", "workflow", "status", "finished",
+                                             and once finished "result" or "error": {"type",
+                                             "message", "step", "cause", ...}} (_results.py)
 """
 
 from __future__ import annotations
@@ -457,6 +462,14 @@ def build_app(
         await engine.restart_async(run_id)
         return _json({"run_id": run_id, "restarted": True})
 
+    @_guard
+    async def result(request: Request) -> Response:
+        from actorflow.triggers._results import outcome, parse_wait
+
+        wait = parse_wait(request.query_params.get("wait"))
+        handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
+        return _json(await outcome(handle, wait))
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -476,6 +489,7 @@ def build_app(
         Route("/api/runs/{run_id}/updates/{name}", update, methods=["POST"]),
         Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
         Route("/api/runs/{run_id}/progress", progress, methods=["GET"]),
+        Route("/api/runs/{run_id}/result", result, methods=["GET"]),
     ]
     if read_only:
         routes = [_read_only(r) for r in routes]

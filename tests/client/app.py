@@ -1,0 +1,56 @@
+"""The engine the client tests talk to, served by ``actorflow serve tests/client/app.py:engine``
+in a process of its own (its store: ``$TEST_APP_DATA_DIR``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import actorflow as af
+
+
+def declined(ctx: Any) -> None:
+    raise ValueError("card declined")
+
+
+def nap(ctx: Any) -> str:
+    time.sleep(30)  # killed at the step's timeout long before
+    return "woke"
+
+
+engine = af.Engine(data_dir=os.environ.get("TEST_APP_DATA_DIR", ".actorflow-client"), workers=1)
+engine.define("double").step("x2", lambda ctx: ctx.payload["n"] * 2)
+engine.define("boom").step("charge", declined)
+engine.define("naps").step("nap", nap, timeout="100ms")
+engine.define("late", timeout="200ms").wait_for_event("never")
+engine.define("listed").step("noop", lambda ctx: None)
+(
+    engine.define("gate")  # held until the event "go" with the payload's id is published
+    .wait_for_event("go", key=lambda ctx: ctx.payload["id"])
+    .step("done", lambda ctx: {"got": ctx.last})
+)
+engine.define("approve").human_in_the_loop("ok", timeout="1h").step("done", lambda ctx: ctx.last)
+
+
+@engine.workflow("tally")
+async def tally(ctx: af.WorkflowContext, start: dict[str, Any]) -> dict[str, Any]:
+    counts = {"n": int(start.get("n", 0))}
+    ctx.on_query("n", lambda: counts["n"])
+    ctx.on_query("times", lambda k: counts["n"] * k)
+
+    def add(k: int) -> int:
+        if k < 0:
+            raise ValueError("negative")
+        counts["n"] += k
+        return counts["n"]
+
+    ctx.on_update("add", add)
+    ctx.on_signal("bump", lambda k: counts.__setitem__("n", counts["n"] + k))
+    closing = await ctx.wait_for_signal("close")
+    return {"n": counts["n"], "closing": closing}
+
+
+@engine.workflow("fails")
+async def fails(ctx: af.WorkflowContext, why: str) -> None:
+    raise af.WorkflowFailed(why)

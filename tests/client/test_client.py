@@ -1,0 +1,180 @@
+"""``af.Client`` against a real server (``actorflow serve`` in its own process): each method,
+with the engine's arguments, results and errors."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import actorflow as af
+from actorflow.client import _calls
+from tests.client.conftest import Server
+
+
+def _key() -> str:
+    return uuid.uuid4().hex
+
+
+def test_trigger_result_status_run_and_inspect(client: af.Client) -> None:
+    run = client.trigger("double", {"n": 21}, idempotency_key=f"order-{_key()}")
+    assert isinstance(run, af.RemoteRunHandle)
+    assert run.workflow_id == "double" and run.id
+    assert run.result(timeout=60) == 42
+    assert run.status() is af.RunStatus.COMPLETED
+    assert client.status(run.id) is af.RunStatus.COMPLETED
+    assert client.result(run.id, timeout=60) == 42
+    again = client.run(run.id)
+    assert again == run and again.workflow_id == "double"
+    details = run.inspect()
+    assert isinstance(details, af.RunDetails) and details == client.inspect(run.id)
+    assert (details.id, details.workflow_id, details.status) == (
+        run.id, "double", af.RunStatus.COMPLETED,
+    )  # fmt: skip
+    [step] = details.steps
+    assert isinstance(step, af.StepDetails) and step.status is af.StepStatus.SUCCEEDED
+    assert step.name == "x2" and step.output == "42"
+    assert isinstance(step.attempts[0], af.AttemptDetails)
+    assert details.result == "42" and details.error is None
+    assert run.progress() == []  # no fan-out
+
+
+def test_the_same_idempotency_key_is_the_same_run(client: af.Client) -> None:
+    key = _key()
+    first = client.trigger("double", {"n": 1}, idempotency_key=key)
+    second = client.trigger("double", {"n": 1}, idempotency_key=key)
+    assert first.id == second.id
+    assert client.trigger("double", {"n": 1}).id != first.id
+
+
+def test_trigger_many_in_order_with_keys(client: af.Client) -> None:
+    keys = [_key() for _ in range(4)]
+    runs = client.trigger_many("double", [{"n": i} for i in range(4)], idempotency_keys=keys)
+    assert [r.result(timeout=60) for r in runs] == [0, 2, 4, 6]
+    again = client.trigger_many("double", [{"n": i} for i in range(4)], idempotency_keys=keys)
+    assert [r.id for r in again] == [r.id for r in runs]  # sent again: the same runs
+    with pytest.raises(af.ClientError, match="expected 2 keys"):
+        client.trigger_many("double", [1, 2], idempotency_keys=["a"])
+
+
+def test_result_times_out_then_cancel_ends_the_run(client: af.Client) -> None:
+    run = client.trigger("gate", {"id": _key()})
+    began = time.monotonic()
+    with pytest.raises(af.ResultTimeout, match=r"did not finish within 0\.3s"):
+        run.result(timeout=0.3)
+    assert time.monotonic() - began >= 0.3
+    with pytest.raises(af.ResultTimeout):
+        client.result(run.id, timeout=0)  # one poll, answered at once
+    assert run.status() is af.RunStatus.RUNNING
+    assert client.cancel(run.id, "not needed") is True
+    assert run.cancel() is False  # already ended
+    with pytest.raises(af.RunCancelled) as caught:
+        run.result(timeout=60)
+    assert caught.value.reason == "not needed" and caught.value.run_id == run.id
+    assert run.status() is af.RunStatus.CANCELLED
+    assert run.inspect().cancel_reason == "not needed"
+
+
+def test_publish_delivers_to_the_waiting_run(client: af.Client) -> None:
+    key = _key()
+    run = client.trigger("gate", {"id": key})
+    deadline = time.monotonic() + 60
+    while "go" not in {s.name for s in run.inspect().steps if s.status.value == "running"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert client.publish("go", {"ok": 1}, key=key) == 1
+    assert run.result(timeout=60) == {"got": {"ok": 1}}
+    assert client.publish("go", "kept", key=_key(), ttl="1m") == 0  # nobody waits: kept
+
+
+def test_signal_query_update_of_a_code_workflow(client: af.Client) -> None:
+    run = client.trigger("tally", {"n": 2})
+    assert run.query("n") == 2  # replays the run first if it is not in memory yet
+    assert client.query(run.id, "times", 3) == 6
+    assert run.update("add", 5) == 7
+    assert client.update(run.id, "add", 1, timeout=60) == 8
+    with pytest.raises(af.RemoteError, match="ValueError: negative") as failed:
+        run.update("add", -1)
+    assert failed.value.type_name == "ValueError"
+    with pytest.raises(af.ClientError, match="nope"):
+        run.query("nope")
+    key = _key()
+    assert run.signal("bump", 10, idempotency_key=key) is True
+    assert client.signal(run.id, "bump", 10, idempotency_key=key) is False  # a repeat: dropped
+    assert run.signal("close", "bye") is True
+    assert run.result(timeout=60) == {"n": 18, "closing": "bye"}
+    with pytest.raises(af.ClientError, match="has finished"):
+        run.signal("close", "again")
+
+
+def test_approvals_and_resume(client: af.Client) -> None:
+    run = client.trigger("approve", {})
+    deadline = time.monotonic() + 60
+    while not client.approvals(run_id=run.id):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    [approval] = client.approvals(run_id=run.id)
+    assert approval["step"] == "ok" and approval["status"] == "waiting"
+    assert approval in client.approvals()  # waiting ones by default
+    client.resume(approval["token"], {"by": "grace"})
+    assert run.result(timeout=60) == {"by": "grace"}
+    assert any(a["token"] == approval["token"] for a in client.approvals(None))
+    assert [a["status"] for a in client.approvals("resumed", run_id=run.id)] == ["resumed"]
+    with pytest.raises(af.ApprovalAlreadyResolved, match="already"):
+        client.resume(approval["token"], {})
+    with pytest.raises(af.ApprovalNotFound, match="no approval has this token"):
+        client.resume("no-such-token")
+
+
+def test_retry_and_restart(client: af.Client) -> None:
+    failed = client.trigger("boom", {})
+    with pytest.raises(af.StepFailed):
+        failed.result(timeout=60)
+    again = client.retry(failed.id)
+    assert again.id != failed.id and again.workflow_id == "boom"
+    with pytest.raises(af.StepFailed):
+        again.result(timeout=60)
+    done = client.trigger("double", {"n": 1})
+    done.result(timeout=60)
+    with pytest.raises(af.ClientError, match="only a failed or cancelled run"):
+        client.retry(done.id)
+    with pytest.raises(af.ClientError, match="panicked"):
+        client.restart(done.id)  # not a panicked code workflow run
+
+
+def test_runs_filters_and_pages(
+    client: af.Client, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    since = time.time()  # (run ids carry their trigger time: only these runs are newer)
+    ids = [r.id for r in client.trigger_many("listed", [None] * 7)]
+    for run_id in ids:
+        client.result(run_id, timeout=60)
+    newest_first = list(reversed(ids))
+    listed = client.runs("listed", since=since, limit=None)
+    assert [r.id for r in listed] == newest_first
+    assert all(isinstance(r, af.RunSummary) and r.status is af.RunStatus.COMPLETED for r in listed)
+    assert [r.id for r in client.runs("listed", limit=3, since=since)] == newest_first[:3]
+    assert [r.id for r in client.runs("listed", before=ids[3], since=since)] == newest_first[4:]
+    assert client.runs("listed", "failed", since=since) == []
+    assert client.runs("listed", until=since) == [
+        r for r in client.runs("listed") if r.id not in ids
+    ]
+    # Pages of two: each next page starts at the X-Next-Cursor of the one before.
+    monkeypatch.setattr(_calls, "PAGE", 2)
+    assert [r.id for r in client.runs("listed", since=since, limit=None)] == newest_first
+    assert [r.id for r in client.runs("listed", since=since, limit=5)] == newest_first[:5]
+    with pytest.raises(af.ClientError, match="status: expected one of"):
+        client.runs(status="sleeping")
+
+
+def test_health_is_the_engines(client: af.Client) -> None:
+    health = client.health()
+    assert health["ready"] is True and health["alive"] is True
+    assert health["checks"]["store"]["ok"] is True
+
+
+def test_the_url_may_end_with_a_slash_and_the_token_is_never_shown(server: Server) -> None:
+    with af.Client(server.url + "/", token=server.token) as c:
+        assert c.url == server.url
+        assert server.token not in repr(c) and server.token not in repr(c.trigger("listed"))
