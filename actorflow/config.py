@@ -89,7 +89,8 @@ class EngineConfig:
             restart while it ran) interrupted this many times is not run again: it fails
             (``StepFailed``, kind ``interrupted``), so a step that kills the engine cannot
             keep it in a crash loop (0: no limit). Interrupted attempts do not count against
-            the step's retry policy.
+            the step's retry policy. A step recorded but not yet started when the engine
+            stops (``engine.stop``, drained or not) is no attempt, so it counts neither.
         shm_threshold: out-of-band buffers (numpy arrays, large bytes...) of more than this
             many bytes travel between the engine and workers through shared memory, not the
             pipe (0: never); also ``"1MiB"``...

@@ -3,7 +3,8 @@
 Each live command gets a :class:`State` (and, for what shows in ``inspect``, a step record).
 Its outcome becomes a *resolution*, recorded in the history and fed to the function by
 ``CodeSupervisor.wake``. After a reload, :func:`resume` takes up each command still pending
-from its records: a step recorded as running is dispatched again as a new attempt, timers
+from its records: a step recorded as running is dispatched again as a new attempt (as the
+same attempt if the last stop recorded that it never started: runtime/_unstarted.py), timers
 are armed again, events are looked for in the inbox, children are looked up.
 """
 
@@ -758,7 +759,11 @@ def _resume_leaf(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None)
         sup.leaves[leaf.path] = leaf
         sup.fx.timers.append((leaf.next_retry_at, sup.run_id, "retry:" + leaf.path))
         return
-    if leaf.status == StepStatus.RUNNING:
+    if leaf.status == StepStatus.RUNNING and sup.unstarted.get(leaf.path) == leaf.attempt:
+        # The last stop recorded that this attempt never started: it is no attempt. It goes
+        # out again under the same number, and no interruption is counted.
+        leaf.attempt -= 1
+    elif leaf.status == StepStatus.RUNNING:
         leaf.attempts.append(
             attempt_record(
                 leaf.attempt, "interrupted", "interrupted", leaf.started_at, now,

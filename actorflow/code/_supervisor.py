@@ -31,6 +31,7 @@ from actorflow.code._definition import CodeWorkflowSpec
 from actorflow.code._driver import Command, Driver
 from actorflow.code._history import VALUED, Entry, read_history, unpack_value
 from actorflow.errors import ClientError, NondeterminismError, StepFailed
+from actorflow.runtime import _unstarted
 from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import (
     ChildFinished,
@@ -96,6 +97,7 @@ class CodeSupervisor:
         "started_at",
         "states",
         "status",
+        "unstarted",
         "unwritten",
         "workflow_id",
     )
@@ -137,6 +139,8 @@ class CodeSupervisor:
         self.quiet = False  # in the sticky cache with nothing unwritten
         self._result = b"Jnull"
         self.signal_keys: set[str] = set()  # idempotency keys of signals not yet durable
+        # After a reload: the attempts the last stop recorded as never started, by task step.
+        self.unstarted: dict[str, int] = {}
 
     # -- construction --------------------------------------------------------------------------
 
@@ -453,6 +457,7 @@ class CodeSupervisor:
             self._ended(outcome)
             return
         pending = sorted(driver.pending.values(), key=lambda c: c.seq)
+        self.unstarted = _unstarted.take(self.core.store, self.run_id, self.fx.ops)
         carried, self.carried = self.carried, []
         if carried:
             self._activate([(r, self._decode(r)) for r in carried], now)

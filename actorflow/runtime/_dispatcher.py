@@ -12,6 +12,10 @@ queue unstarted. Every death is replaced, unless more than ``restart_limit`` hap
 ``restart_window`` seconds: then the restart breaker opens for ``breaker_cooldown`` seconds
 and, if no worker is left, queued tasks fail with kind ``pool``.
 
+A drain sends nothing more and takes back the tasks queued inside workers; at the stop, the
+tasks that never started (queued here, or dropped by a stopping worker) are recorded as such,
+so recovery does not count them as interrupted attempts (``_unstarted.py``).
+
 Costs are per message, not per task, so work moves in batches: a busy worker gets up to
 ``prefetch`` tasks queued behind the one it runs (sent in one frame, so it never waits for the
 engine between tasks), a wake-up reads every result a worker has written in one system call,
@@ -54,6 +58,7 @@ from actorflow.runtime._messages import (
     Unmapped,
 )
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._unstarted import left_in_inbox, record
 from actorflow.store import _keys as K
 from actorflow.store._codec import TAG_BLOB, TAG_SHARED
 from actorflow.store._protocol import Store
@@ -239,6 +244,8 @@ class Dispatcher(Actor):
         self._starting = 0  # spawn requests not yet answered
         self._drain: Promise[None] | None = None
         self._stopping = False
+        # Tasks known never to have started (a worker skipped them): see ``_unstarted``.
+        self._unstarted: list[TaskSpec] = []
         self._max_tasks = config.max_tasks_per_worker
         self._max_memory = config.max_memory_per_worker
         self._memory_check_at = 0.0  # monotonic; next look at busy workers' memory
@@ -282,7 +289,15 @@ class Dispatcher(Actor):
             if w.proc.exitcode is None:
                 w.proc.kill()
                 w.proc.join(1.0)
+            self._settle(w)
             self._forget(w)
+        if self._reports:
+            self._send_reports()  # steps that finished as their workers stopped
+        # Never sent, or never started: not attempts (see ``_unstarted``).
+        unstarted = [*self._unstarted, *self._queue, *left_in_inbox(self.actor_inbox)]
+        self._queue.clear()
+        self._unstarted = []
+        record(getattr(self._host, "writer", None), unstarted)
         self._inbox.close()
         if not self._ready.done():
             self._ready.set_exception(PoolUnavailable("engine stopped before workers started"))
@@ -336,6 +351,7 @@ class Dispatcher(Actor):
             self._cancel(frozenset(message.run_ids), frozenset(message.tasks))
         elif t is Drain:
             self._drain = message.done
+            self._withdraw()
             self._check_drained()
         elif t is _Reply:
             w = self._workers.get(message.wid)
@@ -570,7 +586,10 @@ class Dispatcher(Actor):
         elif op == W.SKIPPED:
             found = self._end(msg[1], None)
             if found is not None:
-                self._pop_entry(w, found[1])
+                entry = found[1]
+                if not entry.cancelled:  # taken back by a drain or a stop: never started
+                    self._unstarted.append(entry.spec)
+                self._pop_entry(w, entry)
         elif op == W.REQUEST:
             self._answer(w, msg)
         elif op == W.BEAT:
@@ -1130,6 +1149,40 @@ class Dispatcher(Actor):
     def _check_drained(self) -> None:
         if self._drain is not None and not self._tasks and not self._drain.done():
             self._drain.set_result(None)
+
+    def _withdraw(self) -> None:
+        """Draining starts nothing new: take back the tasks queued inside workers.
+
+        A worker reads its pipe between tasks, so it drops each (``SKIPPED``) before it would
+        start it; one it started already reports its result as usual.
+        """
+        for w in self._workers.values():
+            for entry in list(w.inflight)[1:]:
+                if not entry.cancelled:
+                    try:
+                        self._post(w, _dumps((W.CANCEL, entry.task_id), 5))
+                    except (OSError, ValueError):
+                        break  # dying: its tasks are settled at its death or the stop
+
+    def _settle(self, w: _Worker) -> None:
+        """At stop, once ``w`` exited or was killed: take its last words, note what never began.
+
+        A stopped worker finishes its task (``DONE``) and drops those queued behind it
+        (``SKIPPED``); either way it answers each task before it starts the next, in order. So
+        of the tasks it left unanswered (it was killed), only the first may have started: that
+        one is interrupted, the rest never started.
+        """
+        if w.conn in self._by_conn:
+            try:
+                while select.select([w.fd], [], [], 0)[0]:
+                    for msg in w.reader.read():
+                        if msg[0] in (W.DONE, W.SKIPPED):
+                            self._handle(w, msg)
+            except (EOFError, OSError):
+                pass  # its pipe is closed: everything it wrote was read
+        for entry in list(w.inflight)[1:]:
+            if not entry.cancelled:
+                self._unstarted.append(entry.spec)
 
     # -- starting workers ------------------------------------------------------------------
 

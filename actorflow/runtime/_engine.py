@@ -673,6 +673,12 @@ class Engine:
     def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
         """Stop the engine. Unfinished runs stay in the store and resume at the next start.
 
+        A step that was running when the engine stopped has an ``interrupted`` attempt and
+        runs again as a new attempt at the next start. A step that was dispatched but had
+        not started (it waited for a worker, or in a worker's queue) is no attempt: it runs
+        at the next start under the same attempt number, and does not count towards
+        ``max_interruptions``.
+
         Args:
             drain: first let the steps in flight finish and record their results (no new
                 step starts); False kills them at once (they are retried on recovery).

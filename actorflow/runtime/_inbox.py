@@ -127,6 +127,12 @@ class _CountingInbox:
     def empty(self) -> bool:
         return bool(self._inner.empty())
 
+    def take(self, match: Callable[[Any], bool]) -> list[Any]:
+        taken: list[Any] = self._inner.take(match)
+        for _ in taken:
+            self._activity.end()  # never handled: no longer work in flight
+        return taken
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
@@ -264,6 +270,25 @@ class SelectorInbox:
 
     def empty(self) -> bool:
         return not self._queue
+
+    def take(self, match: Callable[[Any], bool]) -> list[Any]:
+        """Remove and return the queued messages ``match`` accepts; the rest stay, in order.
+
+        For the owner once it has stopped (see ``_unstarted.left_in_inbox``). Producers may
+        still append meanwhile: each ``popleft`` is atomic, and what is kept goes back in
+        front of anything appended since.
+        """
+        q = self._queue
+        kept: list[Any] = []
+        taken: list[Any] = []
+        while True:
+            try:
+                envelope = q.popleft()
+            except IndexError:
+                break
+            (taken if match(envelope.message) else kept).append(envelope)
+        q.extendleft(reversed(kept))
+        return [e.message for e in taken]
 
     def get(self) -> Any:
         q = self._queue

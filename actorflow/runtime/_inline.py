@@ -179,7 +179,8 @@ class InlineDispatcher(RemoteDispatcher):
         host = TaskHost(self._link, task.key, spec.run_id, spec.workflow_id, self._services)
         host.step = spec.step
         task.started = time.monotonic()  # read by halt() on the actor's thread
-        host.request("start", (os.getpid(), "inline"))
+        if not host.request("start", (os.getpid(), "inline")):
+            return None  # the engine drains or stops: this step must not start
         try:
             return execute(body, host, intercept=self._intercept)
         except BaseException as exc:  # a bug of ours: report it as a crash, not a hang

@@ -7,6 +7,11 @@ subclass says how a task is sent (:meth:`RemoteDispatcher.send`), how a running 
 stopped (:meth:`RemoteDispatcher.halt`) and how many workers there are; this class keeps the
 table of tasks, their deadlines (counted from the moment a task reports that it started),
 cancels, drains, and answers what running steps ask (:meth:`RemoteDispatcher.answer`).
+
+A task sent is not yet started: it may wait in the executor's queue. A step asks to start
+before its function is called, and from the drain on that is refused (the task ends as
+not started, without running), so a drain waits only for the steps that did start, and
+the tasks that never started are not attempts (``_unstarted.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from actorflow.runtime._messages import (
     Unmapped,
 )
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._unstarted import StartGate, left_in_inbox, record
 from actorflow.store._codec import TAG_BLOB, decode_value, encode_value
 from actorflow.store._protocol import Store
 
@@ -82,8 +88,8 @@ class RemoteTask:
 class Finished:
     """A task ended.
 
-    ``outcome`` is what :func:`~actorflow.workers._task.execute` returned, or the exception
-    that stopped it.
+    ``outcome`` is what :func:`~actorflow.workers._task.execute` returned, the exception
+    that stopped it, or None: it was refused the start and did not run.
     """
 
     key: str
@@ -147,6 +153,8 @@ class RemoteDispatcher(Actor):
         self._armed: dict[str, RemoteTask] = {}
         self._next = 0
         self._drain: Promise[None] | None = None
+        self._gate = StartGate()  # which tasks started; closed by a drain or the stop
+        self._unstarted: list[TaskSpec] = []  # never sent, or refused the start
         self._reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]] = {}
         self.stats = DispatcherStats()
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
@@ -190,11 +198,18 @@ class RemoteDispatcher(Actor):
         self._ready.set_result(None)
 
     def on_stop(self) -> None:
+        begun = self._gate.close()
+        unstarted = self._unstarted
         for task in list(self._tasks.values()):
             task.cancelled = True
+            if task.key not in begun:
+                unstarted.append(task.spec)  # it can no longer start: not an attempt
             self.forget(task)
         self._tasks.clear()
         self._armed.clear()
+        unstarted.extend(left_in_inbox(self.actor_inbox))
+        record(getattr(self._host, "writer", None), unstarted)
+        self._unstarted = []
         self.close()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
@@ -227,6 +242,7 @@ class RemoteDispatcher(Actor):
             self._cancel(frozenset(message.run_ids), frozenset(message.tasks))
         elif t is Drain:
             self._drain = message.done
+            self._gate.close()  # a drain starts nothing new
             self._check_drained()
         elif t is Unmapped:
             pass  # no worker processes of ours map segments
@@ -277,7 +293,8 @@ class RemoteDispatcher(Actor):
 
     def _submit(self, spec: TaskSpec) -> None:
         if self._drain is not None:
-            return  # stopping: left to recovery, as locally
+            self._unstarted.append(spec)  # stopping: never sent (recovery sends it again)
+            return
         self._next += 1
         key = f"actorflow-{spec.run_id}-{self._next}"
         task = self._tasks[key] = RemoteTask(key, spec)
@@ -291,7 +308,12 @@ class RemoteDispatcher(Actor):
         self._armed.pop(key, None)
         if task is None:
             return  # timed out or cancelled already
+        self._gate.end(key)
         spec = task.spec
+        if outcome is None:  # it was refused the start (a drain): it never ran
+            self._unstarted.append(spec)
+            self._check_drained()
+            return
         if isinstance(outcome, BaseException):
             exc = outcome
             self.stats.crashes += 1
@@ -373,6 +395,7 @@ class RemoteDispatcher(Actor):
                 continue
             del self._tasks[task.key]
             del self._armed[task.key]
+            self._gate.end(task.key)
             spec = task.spec
             self.stats.timeouts += 1
             started = task.started if task.started is not None else now
@@ -391,12 +414,16 @@ class RemoteDispatcher(Actor):
             if spec.run_id in run_ids or (spec.run_id, spec.step) in tasks:
                 del self._tasks[task.key]
                 self._armed.pop(task.key, None)
+                self._gate.end(task.key)
                 task.cancelled = True
                 self.halt(task)
         self._check_drained()
 
     def _check_drained(self) -> None:
-        if self._drain is not None and not self._tasks and not self._drain.done():
+        # Drained once no started task is left: the others can no longer start.
+        if self._drain is None or self._drain.done():
+            return
+        if not any(self._gate.started(key) for key in self._tasks):
             self._drain.set_result(None)
 
     # -- what running steps ask (on the caller's thread) ---------------------------------------
@@ -404,14 +431,17 @@ class RemoteDispatcher(Actor):
     def answer(self, op: str, key: str, run_id: str, workflow_id: str, step: str, arg: Any) -> Any:
         """Answer a running step's request.
 
-        ``op`` is ``start`` (``arg``: pid, worker), ``beat`` (details), ``log`` (level,
+        ``op`` is ``start`` (``arg``: pid, worker; answered False if the step must not
+        start: the engine drains or stops), ``beat`` (details), ``log`` (level,
         message), ``output`` (a step name), ``ref`` (a large value's reference), ``service``
         (its id), ``breaker`` (service, action, verb) or ``state`` (op, scope, args).
         """
         ref = self.actor_ref
         if op == "start":
+            if not self._gate.begin(key):
+                return False
             tell(ref, Started(key, str(arg[1]), int(arg[0])))
-            return None
+            return True
         if op == "beat":
             tell(ref, Beat(key, arg))
             return None

@@ -3,8 +3,9 @@
 A run's history is the list of events its evaluator applied, written with the state changes
 they caused. Replaying them into a fresh evaluator state gives the same frames and node states
 as before, without running anything (commands are only noted). What is left pending at the end
-is what was in flight: steps recorded as running are dispatched again as new attempts, timers
-are re-armed, decisions that were not recorded are taken again, children are looked up.
+is what was in flight: steps recorded as running are dispatched again as new attempts (or,
+if the last stop recorded that they never started, as the same attempts: ``_unstarted.py``),
+timers are re-armed, decisions that were not recorded are taken again, children are looked up.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import struct
 from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
-from actorflow.runtime import _waits
+from actorflow.runtime import _unstarted, _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import ErrorInfo
@@ -90,6 +91,7 @@ def resume(sup: Supervisor) -> None:
         }
         sup._finish(RunStatus.FAILED)
         return
+    sup.unstarted = _unstarted.take(sup.core.store, sup.run_id, sup.fx.ops)
     ev, state = sup.ev, sup.state
     for (frame, node), op in list(sup.pending.items()):
         if ev.status(sup.pp, state, frame, node) != G.S_RUNNING:
@@ -160,7 +162,11 @@ def _resume_leaf(sup: Supervisor, frame: int, node: int, now: float) -> None:
         out = output_of(load_record(leaf.record(), "step"), sup.core.store, sup.run_id)
         sup._succeed(leaf, out if out is not None else b"Jnull")
         return
-    if leaf.status == StepStatus.RUNNING:
+    if leaf.status == StepStatus.RUNNING and sup.unstarted.get(leaf.path) == leaf.attempt:
+        # The last stop recorded that this attempt never started: it is no attempt. It goes
+        # out again under the same number, and no interruption is counted.
+        leaf.attempt -= 1
+    elif leaf.status == StepStatus.RUNNING:
         leaf.attempts.append(
             {
                 "attempt": leaf.attempt,

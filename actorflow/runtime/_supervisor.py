@@ -252,6 +252,8 @@ class Supervisor:
         self.probes: dict[Key, list[Leaf]] = {}  # items sent alone to learn a step's cost
         self.chunks: dict[str, _Chunk] = {}
         self._chunked: dict[Key, dict[int, tuple[int, float | None]]] = {}  # after a reload
+        # After a reload: the attempts the last stop recorded as never started, by task step.
+        self.unstarted: dict[str, int] = {}
         self.hist: list[int] = []
         self.seq = 0
         self.replaying = False
@@ -717,12 +719,16 @@ class Supervisor:
         if found is None:
             found = self._chunked[group] = {}
             prefix = K.step_key(self.run_id, f"{self.path(f.parent, f.owner)}#chunk/{node}/")
+            run_prefix = K.step_prefix(self.run_id)
             for key, raw in self.core.store.scan(K.VALUES, prefix):
                 rec = load_record(raw, "chunk")
-                for index in rec["items"]:
-                    found[index] = (rec["attempt"], rec.get("dispatched_at"))
                 # Its items are recorded on their own from now on.
                 self.fx.ops.append((K.VALUES, key, None))
+                cid = key[len(run_prefix) :].decode()
+                if self.unstarted.get(cid) == rec["attempt"]:
+                    continue  # it never started (the last stop says): its items were not sent
+                for index in rec["items"]:
+                    found[index] = (rec["attempt"], rec.get("dispatched_at"))
         return found.get(f.index)
 
     def load_leaf(self, frame: int, node: int) -> Leaf:

@@ -23,6 +23,7 @@ from actorflow.errors import StoreFull, WriteRejected
 from actorflow.runtime._counts import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 from actorflow.runtime._inbox import Actor, tell
 from actorflow.runtime._messages import AddTimers, CancelTasks, Dispatch, Write
+from actorflow.runtime._unstarted import marker_ops
 from actorflow.store._protocol import Op, Store
 
 __all__ = ["StoreWriter", "Targets", "WriterStats"]
@@ -153,6 +154,8 @@ class StoreWriter(Actor):
             # so recovery redoes their work at the next start (nothing acknowledged is lost).
             self._pending[:0], self._held = self._held, []
         self._flush()
+        if self._pending:
+            self._flush()  # the markers of tasks the stopped dispatcher could not take
         if self._periodic_sync and self._failed is None:
             self._store.sync()
 
@@ -302,7 +305,16 @@ class StoreWriter(Actor):
         try:
             # Dispatch before cancel: a run cancelled in the same group loses its new tasks.
             if tasks:
-                targets.dispatcher.tell(Dispatch(tuple(tasks)))
+                try:
+                    targets.dispatcher.tell(Dispatch(tuple(tasks)))
+                except pykka.ActorDeadError:
+                    # The engine stops: these tasks never start. Their markers go in the next
+                    # commit (after this one, which holds their records): recovery sends
+                    # them again as the same attempts, not as interrupted ones.
+                    markers = marker_ops(tasks)
+                    self._pending.append(Write(markers))
+                    self._pending_ops += len(markers)
+                    raise
             if cancels or stops:
                 targets.dispatcher.tell(CancelTasks(tuple(cancels), tuple(stops)))
             if timers:

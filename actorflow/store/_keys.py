@@ -12,6 +12,8 @@ runs            run id                                            JSON run recor
 steps           run id NUL step name                              JSON step record
 values          run id NUL            (the run's payload)         encoded value (see _codec)
                 run id NUL step name  (a step's output)
+                run id NUL NUL step   (a task recorded, never     JSON ``{"attempt": n}`` (see
+                                      started)                    runtime/_unstarted.py)
 index           ``s`` NUL status NUL run id                       empty (runs by status)
                 ``w`` NUL workflow NUL run id                     empty (runs by workflow)
                 ``e`` NUL workflow NUL end ms (8 bytes) run id    empty (finished runs by end
@@ -117,6 +119,8 @@ __all__ = [
     "step_key",
     "step_prefix",
     "timer_key",
+    "unstarted_key",
+    "unstarted_prefix",
     "waiter_key",
     "workflow_index_key",
     "workflow_index_prefix",
@@ -200,6 +204,16 @@ def step_key(run_id: str, step: str) -> bytes:
 def payload_key(run_id: str) -> bytes:
     """Key of a run's payload in ``values``."""
     return run_id.encode() + _SEP
+
+
+def unstarted_prefix(run_id: str) -> bytes:
+    """Prefix of a run's never-started attempts in ``values`` (no name is empty or has NUL)."""
+    return run_id.encode() + _SEP + _SEP
+
+
+def unstarted_key(run_id: str, step: str) -> bytes:
+    """Key in ``values`` of a task of ``step`` that was recorded but never started."""
+    return unstarted_prefix(run_id) + step.encode()
 
 
 def blob_key(blob_id: str) -> bytes:

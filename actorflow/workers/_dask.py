@@ -130,7 +130,7 @@ def _worker_address() -> str:
         return ""
 
 
-def run_task(task: tuple[Any, ...]) -> tuple[bool, Any, float, float]:
+def run_task(task: tuple[Any, ...]) -> tuple[bool, Any, float, float] | None:
     """Run one step on a Dask worker.
 
     Args:
@@ -139,12 +139,14 @@ def run_task(task: tuple[Any, ...]) -> tuple[bool, Any, float, float]:
             address and its key.
 
     Returns:
-        What :func:`~actorflow.workers._task.execute` returns.
+        What :func:`~actorflow.workers._task.execute` returns, or None if the engine refused
+        the start (it drains or stops: the step did not run).
     """
     *body, level, callback, authkey = task
     host = TaskHost(_link(callback, authkey), body[0], body[1], body[4])
     host.step = body[2]
-    host.request("start", (os.getpid(), _worker_address()))
+    if not host.request("start", (os.getpid(), _worker_address())):
+        return None
     # This process is the engine's: its step records go back over the link.
     _step_logger.handlers[:] = [LinkLogHandler(host)]
     _step_logger.propagate = False

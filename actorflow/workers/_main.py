@@ -145,6 +145,10 @@ class _Worker:
                 self.send((W.SKIPPED, task[0]))
                 continue
             self.run(task)
+        # Told to stop: the tasks still queued here never start, and the engine must know
+        # that they did not (they are not attempts; see runtime/_unstarted.py).
+        while self.tasks:
+            self.send((W.SKIPPED, self.tasks.popleft()[0]))
 
     def request(self, op: str, arg: Any) -> Any:
         """Ask the engine something and wait for the reply; other messages are filed."""

@@ -21,7 +21,7 @@ Engine to worker:
 - ``(REPLY, req_id, ok, value)``: the answer to a worker's request.
 - ``(UNMAP, [segment, ...])``: the engine unlinked these shared-memory segments; drop the
   mappings.
-- ``(STOP,)``: exit after the current task.
+- ``(STOP,)``: exit after the current task; each task still queued is answered ``SKIPPED``.
 
 Worker to engine:
 
@@ -29,7 +29,7 @@ Worker to engine:
 - ``(DONE, task_id, ok, data, started, ended)``: a task finished. ``ok``: ``data`` is the
   encoded output; else ``data`` is an :data:`ErrorTuple`. Times are wall clock. For a chunk,
   ``data`` is a list with one ``(ok, data, started, ended)`` per item.
-- ``(SKIPPED, task_id)``: a cancelled task was dropped unstarted.
+- ``(SKIPPED, task_id)``: a cancelled task (or one queued at ``STOP``) was dropped unstarted.
 - ``(REQUEST, req_id, task_id, op, arg, step)``: a question for the engine while a task runs
   (``op`` ``"output"``: the encoded output of step ``arg`` of the task's run, as seen from
   ``step``, the step running: inside a chunk, the current item's; ``"ref"``: a large value

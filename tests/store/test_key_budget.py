@@ -27,6 +27,8 @@ BUILT = {
     "step_prefix": K.step_prefix(RUN),
     "step_key": K.step_key(RUN, CHUNK),
     "payload_key": K.payload_key(RUN),
+    "unstarted_prefix": K.unstarted_prefix(RUN),
+    "unstarted_key": K.unstarted_key(RUN, CHUNK),
     "blob_key": K.blob_key(f"ffffffff.{RUN}.99999"),
     "blob_run_prefix": K.blob_run_prefix(RUN),
     "blob_run_key": K.blob_run_key(RUN, f"ffffffff.{RUN}.99999"),
