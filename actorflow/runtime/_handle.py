@@ -115,12 +115,17 @@ class RunHandle:
         """
         import asyncio  # here: only asyncio callers need it (``import actorflow`` stays lean)
 
+        if timeout is not None and timeout <= 0:  # one look: is it over already?
+            finished, value, _ = await _value(self._engine._offload(self._outcome))
+            if finished:
+                return value
+            raise ResultTimeout(f"run {self.id} did not finish within 0s (it goes on)")
         fut = self._engine._offload(self._result_promise)
         try:
             return await asyncio.wait_for(_value(fut), timeout)
         except TimeoutError:
-            if fut.done() and fut.exception() is not None:
-                raise  # (the run's own error, say a ResultTimeout of a child)
+            if fut.done():  # it ended just as the time ran out: its result, or its error
+                return fut.result()
             raise ResultTimeout(
                 f"run {self.id} did not finish within {timeout:g}s (it goes on)"
             ) from None
