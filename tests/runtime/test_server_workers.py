@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 import actorflow as af
+from tests.conftest import wait_until
 from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,8 +145,9 @@ def test_the_leader_killed_mid_load_loses_and_doubles_nothing(service: tuple[str
     old = _leader_pid(data_dir)
     os.kill(old, signal.SIGKILL)
     load.join(300)
-    # A follower leads now (the killed worker's requests failed: they were not acknowledged).
-    assert _leader_pid(data_dir) != old
+    # A follower leads now (the killed worker's requests failed: they were not acknowledged);
+    # how fast is bench B15's figure, not this test's.
+    wait_until(lambda: _leader_pid(data_dir) != old, timeout=60)
     acknowledged = [d["run_id"] for d in done]
     assert len(acknowledged) == len(set(acknowledged))
     assert len(done) + len(errors) == 600
