@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from pathlib import Path
@@ -34,7 +33,6 @@ from actorflow.errors import (
     RunNotFound,
     StoreError,
     StoreFull,
-    StoreInUse,
     WorkflowNotFound,
 )
 from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
@@ -69,6 +67,7 @@ from actorflow.runtime._messages import (
     Write,
 )
 from actorflow.runtime._promise import Countdown, Promise, then
+from actorflow.runtime._sharing import claims, fingerprints, open_or_follow, serve_followers
 from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
 from actorflow.runtime._waits import EventHub
 from actorflow.store import _keys as K
@@ -346,7 +345,7 @@ class Engine:
                 return self
             compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
             check_subflow_cycles({k: c.spec for k, c in compiled.items() if not c.code})
-            store = self._open_store_or_follow(compiled)
+            store = open_or_follow(self, compiled)
             if store is not None:
                 self._lead(compiled, store)
             return self
@@ -398,7 +397,7 @@ class Engine:
             self._recover(core)
             self._background = Background(core)
             self._background.start()
-            self._serve_followers()
+            serve_followers(self)
         except BaseException:
             if self._server is not None:
                 self._server.stop()
@@ -412,7 +411,7 @@ class Engine:
             self._core = None
             self._store = None
             self._release_store(store)
-            _claims.release(self)
+            claims.release(self)
             raise
         log.info(
             "engine started%s: %d workflows, %d workers, store %s",
@@ -422,102 +421,11 @@ class Engine:
             self._store_label(),
         )
 
-    # -- sharing a data_dir with other processes ------------------------------------------
+    # -- sharing a data_dir with other processes (runtime/_sharing.py) ------------------
 
-    def _open_store_or_follow(self, compiled: dict[str, Compiled | CodeCompiled]) -> Store | None:
-        """The store, opened for writing; or None: this engine follows the one that holds it."""
-        cfg = self.config
-        if self._custom_store is not None or cfg.store == "memory":
-            return self._open_store()
-        _claims.claim(self)
-        try:
-            if cfg.role != "follower":
-                try:
-                    return self._open_store()
-                except StoreInUse:
-                    if cfg.role == "leader":
-                        raise
-            self._follow(compiled)
-            return None
-        except BaseException:
-            _claims.release(self)
-            raise
-
-    def _follow(self, compiled: dict[str, Compiled | CodeCompiled]) -> None:
-        from actorflow.runtime._channel import socket_path
-        from actorflow.runtime._follower import Follower
-
-        cfg = self.config
-        follower = Follower(
-            cfg.data_dir,
-            socket_path(cfg.data_dir),
-            lambda: sealed(LmdbStore(cfg.data_dir, read_only=True), cfg.codecs, cfg.codec_keys),
-            self._fingerprints(compiled),
-            self._lifecycle.emit,
-            self._promote if cfg.role == "auto" else None,
-            cfg.leader_wait,
-        )
-        self._followed = compiled
-        self._follower = follower
-        follower.start()
-        if self._lifecycle.active:
-            follower.want_events()
-        log.info("engine started as a follower: store %s", self._store_label())
-
-    def _promote(self, lock_fd: int) -> None:
-        """Called on the follower's lock thread once it holds the store's lock: lead."""
-        with self._lock:
-            follower = self._follower
-            if follower is None or self._stopping:
-                os.close(lock_fd)
-                return
-            cfg = self.config
-            with follower.taking_over():
-                try:
-                    store = sealed(
-                        LmdbStore(
-                            cfg.data_dir,
-                            durability=cfg.durability,
-                            map_size=cfg.map_size,
-                            max_map_size=cfg.max_map_size,
-                            lock_fd=lock_fd,
-                        ),
-                        cfg.codecs,
-                        cfg.codec_keys,
-                    )
-                    self._lead(self._followed, store)
-                except BaseException as exc:
-                    log.exception("this follower could not take over as the leader")
-                    self._follower = None
-                    _claims.release(self)
-                    follower.stop(EngineNotRunning(f"taking over as the leader failed: {exc}"))
-                    return
-                self._follower = None
-        log.warning(
-            "the leader of %s went away: this engine (pid %d) leads now",
-            cfg.data_dir,
-            os.getpid(),
-        )
-        assert self._server is not None
-        follower.hand_over(self._server.ops.handle)
-
-    def _serve_followers(self) -> None:
-        if self._custom_store is not None or self.config.store == "memory":
-            return
-        from actorflow.runtime._channel import socket_path
-        from actorflow.runtime._leader import LeaderServer
-
-        server = LeaderServer(self, socket_path(self.config.data_dir))
-        server.start()
-        self._server = server
-
-    def _fingerprints(
-        self, compiled: dict[str, Compiled | CodeCompiled] | None = None
-    ) -> dict[str, str]:
-        if compiled is None:
-            core = self._core
-            compiled = core.workflows if core is not None else self._followed
-        return {wid: str(c.spec.fingerprint) for wid, c in compiled.items()}
+    def _fingerprints(self) -> dict[str, str]:
+        core = self._core
+        return fingerprints(core.workflows if core is not None else self._followed)
 
     def _finished(self, run_id: str) -> bool:
         """The run is over (or unknown: a wait for it would never end)."""
@@ -690,7 +598,7 @@ class Engine:
         if follower is not None:
             # (outside the lock: the follower's lock thread may be waiting for it to lead)
             follower.stop()
-            _claims.release(self)
+            claims.release(self)
             self._stopping = False
             log.info("engine stopped (it was a follower)")
             return
@@ -722,7 +630,7 @@ class Engine:
             store, self._store = self._store, None
             if store is not None:
                 self._release_store(store)
-            _claims.release(self)
+            claims.release(self)
             self._stopping = False
             log.info("engine stopped")
 
@@ -1505,7 +1413,7 @@ class Engine:
         """
         follower = self._follower
         if follower is not None:
-            return _follower_health(follower)
+            return follower.health()
         core = self._core
         if core is None:
             return {
@@ -1743,7 +1651,8 @@ class Engine:
         if core is not None:
             core.waiters.fail_all(StoreError(f"the engine halted after a store failure: {exc}"))
 
-    def _open_store(self) -> Store:
+    def _open_store(self, lock_fd: int | None = None) -> Store:
+        """The store, opened for writing (``lock_fd``: its lock, already held; see LmdbStore)."""
         if self._custom_store is not None:
             return self._custom_store
         cfg = self.config
@@ -1757,6 +1666,7 @@ class Engine:
             map_size=cfg.map_size,
             max_map_size=cfg.max_map_size,
             recreate=cfg.recreate_store,
+            lock_fd=lock_fd,
         )
         return sealed(store, cfg.codecs, cfg.codec_keys)
 
@@ -1797,66 +1707,6 @@ def _all(waits: list[Promise[Any]], value: Any) -> Promise[Any]:
     for fut in waits:
         fut.add_done_callback(done)
     return then(countdown.promise, value)
-
-
-def _follower_health(follower: Follower) -> dict[str, Any]:
-    connected = follower.connected
-    since = follower.connected_at
-    leader: dict[str, Any] = {
-        "ok": connected,
-        "pid": follower.leader_pid if connected else None,
-        "detail": "connected" if connected else "no leader answers yet (one takes over soon)",
-    }
-    if since is not None:
-        leader["connected_for_seconds"] = round(time.monotonic() - since, 3)
-    return {
-        "alive": True,
-        "ready": connected,
-        "role": "follower",
-        "checks": {
-            "leader": leader,
-            "definitions": {
-                "ok": True,  # a rolling deploy differs for a while: said, not failed
-                "same_as_leader": not follower.mismatch,
-                "differ": dict(follower.mismatch),
-            },
-        },
-    }
-
-
-class _Claims:
-    """The data dirs engines of this process hold (as leader or follower).
-
-    LMDB allows one environment per file per process, and the store's ``flock`` does not
-    tell two engines of one process apart from one: a second engine here on the same
-    ``data_dir`` is refused, rather than following its neighbour through the store.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[str, weakref.ref[Engine]] = {}
-
-    def claim(self, engine: Engine) -> None:
-        key = os.path.realpath(engine.config.data_dir)
-        with self._lock:
-            ref = self._held.get(key)
-            other = ref() if ref is not None else None
-            if other is not None and other is not engine and other.running:
-                raise StoreInUse(
-                    f"store at {engine.config.data_dir} is in use by another engine in this "
-                    f"process (pid {os.getpid()}): use that engine, or stop it first"
-                )
-            self._held[key] = weakref.ref(engine)
-
-    def release(self, engine: Engine) -> None:
-        key = os.path.realpath(engine.config.data_dir)
-        with self._lock:
-            ref = self._held.get(key)
-            if ref is not None and ref() is engine:
-                del self._held[key]
-
-
-_claims = _Claims()
 
 
 def _check_part(value: Any, what: str, limit: int) -> None:

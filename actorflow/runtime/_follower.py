@@ -132,6 +132,31 @@ class Follower:
         """Connected to a leader now."""
         return self._conn is not None
 
+    def health(self) -> dict[str, Any]:
+        """What ``engine.health()`` answers for a follower: ready while connected to a leader."""
+        connected = self.connected
+        since = self.connected_at
+        leader: dict[str, Any] = {
+            "ok": connected,
+            "pid": self.leader_pid if connected else None,
+            "detail": "connected" if connected else "no leader answers yet (one takes over soon)",
+        }
+        if since is not None:
+            leader["connected_for_seconds"] = round(time.monotonic() - since, 3)
+        return {
+            "alive": True,
+            "ready": connected,
+            "role": "follower",
+            "checks": {
+                "leader": leader,
+                "definitions": {
+                    "ok": True,  # a rolling deploy differs for a while: said, not failed
+                    "same_as_leader": not self.mismatch,
+                    "differ": dict(self.mismatch),
+                },
+            },
+        }
+
     # -- requests --------------------------------------------------------------------------
 
     def request(self, op: str, *args: Any) -> Promise[Any]:
