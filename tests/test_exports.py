@@ -12,7 +12,8 @@ PUBLIC = {
     "ResultTimeout", "Retry", "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo",
     "RunNotFound", "RunStatus", "RunSummary", "RunTimeout", "StepContext", "StepDetails",
     "StepFailed", "StepOutput", "StepStatus", "StepTimeout", "StoreCorrupted", "StoreError",
-    "StoreFull", "StoreInUse", "LeaderLost", "SystemClock", "WorkerCrashed", "Workflow", "WorkflowNotFound", "__version__",
+    "StoreFull", "StoreInUse", "LeaderLost", "SystemClock", "WorkerCrashed", "Workflow",
+    "WorkflowNotFound", "__version__",
     # triggers, events, approvals, state and services
     "ApprovalAlreadyResolved", "ApprovalError", "ApprovalExpired", "ApprovalNotFound", "Secret",
     "Service", "State", "WaitTimeout", "define_service",
