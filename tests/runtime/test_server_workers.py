@@ -139,21 +139,22 @@ def test_the_leader_killed_mid_load_loses_and_doubles_nothing(service: tuple[str
     url, data_dir = service
     done: list[dict[str, Any]] = []
     errors: list[str] = []
-    load = threading.Thread(target=_load, args=(url, 600, 8, done, errors))
+    load = threading.Thread(target=_load, args=(url, 3000, 8, done, errors))
     load.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(done) >= 50, timeout=60)
     old = _leader_pid(data_dir)
     os.kill(old, signal.SIGKILL)
+    assert load.is_alive(), "the load ended before the leader was killed"
     load.join(300)
     # A follower leads now (the killed worker's requests failed: they were not acknowledged);
     # how fast is bench B15's figure, not this test's.
     wait_until(lambda: _leader_pid(data_dir) != old, timeout=60)
     acknowledged = [d["run_id"] for d in done]
     assert len(acknowledged) == len(set(acknowledged))
-    assert len(done) + len(errors) == 600
-    assert len(done) >= 300, errors[:5]
+    assert len(done) + len(errors) == 3000
+    assert len(done) >= 1500, errors[:5]
     reader = af.Engine(data_dir=data_dir)
     stored = {r.id: r.status for r in reader.runs(limit=None)}
     assert set(acknowledged) <= set(stored)
     assert all(stored[r] == af.RunStatus.COMPLETED for r in acknowledged)
-    assert len(stored) <= 600  # no request was recorded twice
+    assert len(stored) <= 3000  # no request was recorded twice
