@@ -111,6 +111,23 @@ def _percentile(histogram: Counter[int], q: float) -> float:
     raise AssertionError("unreachable: the ranks add up to the total")
 
 
+def _engine_workers(me: psutil.Process) -> list[psutil.Process]:
+    """This engine's worker processes: the children of its forkserver, a child of this one.
+
+    Not every grandchild: other tests of the session may keep servers (and their own
+    workers) running as children of this process, and killing those is no kill of ours.
+    """
+    out = []
+    for child in me.children():
+        try:
+            if "forkserver" not in " ".join(child.cmdline()):
+                continue
+            out.extend(w for w in child.children() if w.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
 def soak(
     seconds: float, rate: float, kill_every: float, data_dir: str, seed: int = 1
 ) -> SoakReport:
@@ -168,11 +185,7 @@ def soak(
             triggered += 1
             n += 1
             if now >= next_kill:
-                workers = [
-                    c
-                    for c in me.children(recursive=True)
-                    if c.ppid() != me.pid and c.status() != psutil.STATUS_ZOMBIE
-                ]
+                workers = _engine_workers(me)
                 if workers:
                     os.kill(rng.choice(workers).pid, signal.SIGKILL)
                     kills += 1
