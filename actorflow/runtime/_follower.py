@@ -39,7 +39,7 @@ from typing import Any
 from actorflow.errors import EngineNotRunning, InvalidPayload, LeaderLost, StoreError
 from actorflow.runtime._channel import Connection
 from actorflow.runtime._promise import Promise, chain
-from actorflow.store._lmdb import open_engine_lock
+from actorflow.store._lmdb import ReadGate, open_engine_lock
 from actorflow.store._protocol import Store
 
 __all__ = ["Follower"]
@@ -104,7 +104,9 @@ class Follower:
         self._stopped = threading.Event()
         self._lost = threading.Event()  # the channel broke: try the lock now
         self._store: Store | None = None
-        self._store_lock = threading.RLock()
+        # Reads share the store; a take-over swaps it under the gate, alone.
+        self._gate = ReadGate()
+        self._open_lock = threading.Lock()
         #: The leader's pid, and the workflows whose definitions differ from the leader's.
         self.leader_pid: int | None = None
         self.mismatch: dict[str, str] = {}
@@ -195,10 +197,7 @@ class Follower:
             conn.post((0, "subscribe", ()))
 
     def _send(self, conn: Connection, rid: int, pending: _Pending) -> None:
-        args = pending.args
-        if pending.op in ("submit", "submit_many") and pending.sent is not None:
-            args = (*args[:-1], True)  # resent: the leader checks the store first
-        conn.post((rid, pending.op, args))
+        conn.post((rid, pending.op, _args(pending)))
         pending.sent = self._generation
 
     # -- reads -----------------------------------------------------------------------------
@@ -206,13 +205,17 @@ class Follower:
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store | None]:
         """The read-only store (opened at first use); None once this engine took over."""
-        with self._store_lock:
+        with self._gate.read():
             if self._stopped.is_set() or self._leading:
                 yield None
                 return
-            if self._store is None:
-                self._store = self._open_reader()
-            yield self._store
+            store = self._store
+            if store is None:
+                with self._open_lock:
+                    if self._store is None:
+                        self._store = self._open_reader()
+                    store = self._store
+            yield store
 
     def _open_reader(self) -> Store:
         # The leader creates the store when it starts: a follower that started with it may
@@ -230,25 +233,32 @@ class Follower:
 
     def stop(self, error: BaseException | None = None) -> None:
         """Stop following; requests still pending fail with ``error`` (EngineNotRunning)."""
-        self._stopped.set()
-        self._lost.set()
-        with self._lock:
-            conn, self._conn = self._conn, None
-            pending, self._pending = list(self._pending.values()), {}
-        if conn is not None:
-            conn.close()
-        for p in pending:
+        for p in self._detach():
             p.promise.set_exception(error or EngineNotRunning("the engine stopped"))
-        self._close_store()
         for thread in self._threads:
             if thread is not threading.current_thread() and thread.ident is not None:
                 thread.join(5)
 
+    def _detach(
+        self, handle: Callable[[str, tuple[Any, ...]], Promise[Any]] | None = None
+    ) -> list[_Pending]:
+        """Stop connecting and reading; return the requests still pending here."""
+        self._stopped.set()
+        self._lost.set()
+        with self._lock:
+            self._handle = handle
+            conn, self._conn = self._conn, None
+            pending, self._pending = list(self._pending.values()), {}
+        if conn is not None:
+            conn.close()
+        self._close_store()
+        return pending
+
     def _close_store(self) -> None:
-        with self._store_lock:
+        with self._gate.exclusive():
             store, self._store = self._store, None
             if store is not None:
-                store.close()
+                store.close()  # LMDB: one environment per file per process
 
     @contextlib.contextmanager
     def taking_over(self) -> Iterator[None]:
@@ -257,7 +267,7 @@ class Follower:
         Requests made meanwhile stay pending (:meth:`hand_over` runs them); reads wait
         for the store this engine is opening, then use it.
         """
-        with self._store_lock:
+        with self._gate.exclusive():
             self._leading = True
             with self._lock:
                 conn, self._conn = self._conn, None
@@ -274,23 +284,11 @@ class Follower:
         Called by the engine once its actors run on the store. A request that went to the
         old leader and cannot be repeated fails with :class:`~actorflow.LeaderLost`.
         """
-        self._stopped.set()
-        self._lost.set()
-        with self._lock:
-            self._handle = handle
-            conn, self._conn = self._conn, None
-            pending, self._pending = list(self._pending.values()), {}
-        if conn is not None:
-            conn.close()
-        self._close_store()
-        for p in pending:
+        for p in self._detach(handle):
             if p.sent is not None and not p.repeat:
                 p.promise.set_exception(_lost(p.op))
                 continue
-            args = p.args
-            if p.op in ("submit", "submit_many") and p.sent is not None:
-                args = (*args[:-1], True)
-            chain(handle(p.op, args), p.promise)
+            chain(handle(p.op, _args(p)), p.promise)
 
     def _lock_loop(self) -> None:
         assert self._promote is not None
@@ -437,6 +435,13 @@ class Follower:
                     "running?)"
                 )
             )
+
+
+def _args(pending: _Pending) -> tuple[Any, ...]:
+    """A request's arguments as sent (again): a trigger sent before says so (``resent``)."""
+    if pending.op in ("submit", "submit_many") and pending.sent is not None:
+        return (*pending.args[:-1], True)  # the leader checks the store first
+    return pending.args
 
 
 def _lost(op: str) -> LeaderLost:

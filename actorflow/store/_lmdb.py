@@ -45,7 +45,7 @@ from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._files import check_data_file, write_marker
 from actorflow.store._protocol import Op, check_ops
 
-__all__ = ["LmdbStore", "open_engine_lock"]
+__all__ = ["LmdbStore", "ReadGate", "open_engine_lock"]
 
 log = logging.getLogger("actorflow.store")
 
@@ -55,8 +55,12 @@ _crc32 = zlib.crc32
 _SUMS_KEY = b"checksums"  # in meta: b"crc32" when every other record carries its checksum
 
 
-class _ReadGate:
-    """Lets any number of readers in, except while the writer resizes the map."""
+class ReadGate:
+    """Lets any number of readers in, except while one holder has it exclusively.
+
+    Here: the writer resizing the map. A follower engine uses one too, to swap its
+    read-only store for the writable one when it takes over (``runtime/_follower.py``).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -139,7 +143,7 @@ class LmdbStore:
         self.durability = durability
         self.commits = 0
         self.ops_written = 0
-        self._gate = _ReadGate()
+        self._gate = ReadGate()
         #: Large values' buffers, as files beside the environment.
         self.blobs = BlobFiles(self.path / "blobs", durability == "sync", read_only)
         self._lock_fd: int | None = None
