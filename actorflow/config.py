@@ -25,6 +25,7 @@ Durability = Literal["sync", "fast"]
 StoreKind = Literal["lmdb", "memory"]
 StartMethod = Literal["forkserver", "spawn"]
 Role = Literal["auto", "leader", "follower"]
+Collector = Literal["freeze", "python"]
 
 _ENV_PREFIX = "ACTORFLOW_"
 _ARTICLE = {"int": "an", "float": "a"}
@@ -65,6 +66,13 @@ class EngineConfig:
             leader) and takes over when the leader goes; ``"leader"``: lead or fail with
             ``StoreInUse``; ``"follower"``: always follow, never take over (a process that
             only serves requests). See docs/embedding.md.
+        collector: how the process's cyclic garbage collector runs while the engine does
+            (``ACTORFLOW_COLLECTOR``). ``"freeze"`` (default): the survivors of each full
+            collection are frozen (``gc.freeze()``), so the next one walks only newer
+            objects and does not stall every thread and event loop for tens of
+            milliseconds when thousands of runs are in flight; cycles among frozen objects
+            are collected at a periodic thaw. ``"python"``: leave the collector alone. See
+            docs/embedding.md ("The garbage collector").
         leader_wait: seconds a follower's call waits for a leader to answer (while none
             answers: the leader died and another is taking over) before it fails with
             ``EngineNotRunning``.
@@ -141,6 +149,7 @@ class EngineConfig:
     recreate_store: bool = False
     role: Role = "auto"
     leader_wait: float = 30.0
+    collector: Collector = "freeze"
     max_batch: int = 4096
     prefetch: int = 32
     kill_grace: float = 0.5
@@ -179,6 +188,8 @@ class EngineConfig:
             problems.append(f"durability: expected 'sync' or 'fast', got {self.durability!r}")
         if self.role not in ("auto", "leader", "follower"):
             problems.append(f"role: expected 'auto', 'leader' or 'follower', got {self.role!r}")
+        if self.collector not in ("freeze", "python"):
+            problems.append(f"collector: expected 'freeze' or 'python', got {self.collector!r}")
         if self.start_method not in ("forkserver", "spawn"):
             problems.append(
                 f"start_method: expected 'forkserver' or 'spawn', got {self.start_method!r}"
@@ -411,7 +422,7 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     text = str(type_)
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs", "role",
-                    "codec_keys", "allowed_hosts", "retention"):  # fmt: skip
+                    "codec_keys", "allowed_hosts", "retention", "collector"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:
             return _bytes(raw, name)

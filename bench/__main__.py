@@ -171,9 +171,12 @@ def _sharing_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str
             "-", f"{b15['lost']} lost, {b15['duplicated']} doubled", "<= 1 s, 0, 0",
         ))  # fmt: skip
     if b16:
+        python = b16.get("python_collector_lag_ms")
         rows.append((
             "B16 loop lag, 10k async runs", f"{b16['lag_ms']:.0f} ms",
-            f"{b16['floor_lag_ms']:.0f} ms (asyncio floor)", "-", "<= 50 ms",
+            f"{b16['floor_lag_ms']:.0f} ms (asyncio floor)"
+            + (f", {python:.0f} ms (collector=python)" if python is not None else ""),
+            f"{b16['lag_ms'] / max(b16['floor_lag_ms'], 1e-9):.1f}x floor", "<= 50 ms",
         ))  # fmt: skip
     return rows
 

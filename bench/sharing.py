@@ -16,7 +16,9 @@ request).
 B16 loop lag: the longest delay of a 10 ms heartbeat task on the loop that runs 10,000
 ``trigger_async`` + ``result_async`` (started 200 per loop turn, all in flight together),
 against the same pattern awaiting promises that a thread completes in bursts of 400 (the
-floor of asyncio and the bridge, no engine) in the same run.
+floor of asyncio and the bridge, no engine) in the same run. Measured with the default
+``collector="freeze"`` and again with ``collector="python"`` (Python's collector as it
+comes, whose full collections over the in-flight heap were the longest stalls).
 """
 
 from __future__ import annotations
@@ -297,15 +299,24 @@ async def _lag_of(start_one: Any, n: int, wave: int) -> float:
 def loop_lag(root: Path, n: int = 10_000, wave: int = 200) -> dict[str, Any]:
     """B16: the heartbeat's longest delay under n triggers + waits, and the floor's."""
     import actorflow as af
-    from actorflow.runtime._handle import _wait
+    from actorflow.runtime._handle import _value
     from actorflow.runtime._promise import Promise
 
-    engine = af.Engine(data_dir=root / "b16", workers=2, durability="fast")
-    engine.define("go").step("n", _step)
+    def lag_with(collector: str) -> tuple[float, float]:
+        engine = af.Engine(
+            data_dir=root / f"b16-{collector}", workers=2, durability="fast", collector=collector
+        )
+        engine.define("go").step("n", _step)
 
-    async def one(i: int) -> None:
-        run = await engine.trigger_async("go", {"n": i})
-        assert await run.result_async(timeout=120) == i
+        async def one(i: int) -> None:
+            run = await engine.trigger_async("go", {"n": i})
+            assert await run.result_async(timeout=120) == i
+
+        with engine:
+            asyncio.run(_lag_of(one, 500, wave))  # warm up
+            t = time.perf_counter()
+            lag = asyncio.run(_lag_of(one, n, wave))
+            return lag, time.perf_counter() - t
 
     pending: list[Promise[None]] = []
     lock = threading.Lock()
@@ -324,21 +335,20 @@ def loop_lag(root: Path, n: int = 10_000, wave: int = 200) -> dict[str, Any]:
             p: Promise[None] = Promise()
             with lock:
                 pending.append(p)
-            await _wait(p)
+            await _value(p)
 
     thread = threading.Thread(target=completer, daemon=True)
     thread.start()
     floor = asyncio.run(_lag_of(floor_one, n, wave))
     done.set()
-    with engine:
-        asyncio.run(_lag_of(one, 500, wave))  # warm up
-        t = time.perf_counter()
-        lag = asyncio.run(_lag_of(one, n, wave))
-        seconds = time.perf_counter() - t
+    lag, seconds = lag_with("freeze")
+    python_lag, python_seconds = lag_with("python")
     return {
         "lag_ms": lag * 1000,
         "floor_lag_ms": floor * 1000,
+        "python_collector_lag_ms": python_lag * 1000,
         "runs": n,
         "seconds": seconds,
+        "python_collector_seconds": python_seconds,
         "target_ms": 50,
     }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
-from actorflow.errors import DefinitionError
+from actorflow.errors import ClientError, DefinitionError
 from actorflow.store import _keys as K
 
 if TYPE_CHECKING:
@@ -71,6 +71,21 @@ def _timeout(value: Any, what: str) -> float | None:
     return None if value is None else parse_duration(value, what)
 
 
+class _Closed:
+    """What a context points at once its function is closed: any use says so."""
+
+    __slots__ = ("run_id",)
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def __getattr__(self, name: str) -> Any:
+        raise ClientError(
+            f"run {self.run_id}: its workflow function was closed (the run finished or left "
+            "memory); a context cannot be used after its run"
+        )
+
+
 class WorkflowContext:
     """The context of a code workflow (``@engine.workflow``): recorded steps, timers, waits.
 
@@ -85,10 +100,15 @@ class WorkflowContext:
     __slots__ = ("_driver", "_log", "args", "run")
 
     def __init__(self, driver: Driver) -> None:
-        self._driver = driver
+        self._driver: Driver | _Closed = driver
         self.run = WorkflowInfo(driver.run_id, driver.workflow_id)
         self.args: tuple[Any, ...] = ()
         self._log: _ReplayAwareLogger | None = None
+
+    def _release(self) -> None:
+        """The function was closed (its run ended or left memory): let go of the driver."""
+        self._driver = _Closed(self.run.id)
+        self._log = None
 
     # -- steps ---------------------------------------------------------------------------------
 

@@ -239,9 +239,18 @@ class Driver:
         return ("panic", exc)
 
     def close(self) -> None:
-        """Discard the live function (eviction, end of run); it can issue nothing more."""
+        """Discard the live function (eviction, end of run); it can issue nothing more.
+
+        It also breaks the reference cycles a live function needs (the loop calls back into
+        the driver, the context points at it, the loop holds the tasks that hold the
+        loop): a closed driver is then freed by reference counting as soon as its
+        supervisor lets go, not left for a full collection of the garbage collector, which
+        the engine defers (runtime/_collector.py).
+        """
         self.closed = True
         self.loop.close()
+        self.loop.release()
+        self.ctx._release()
 
     def _apply(self, res: Sequence[Any]) -> None:
         kind = res[0]

@@ -159,6 +159,13 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
             self._running = False
             events._set_running_loop(previous)
 
+    def release(self) -> None:
+        """After :meth:`close`: drop the tasks, the queue and the callbacks into the driver."""
+        self.tasks.clear()
+        self._ready = []
+        self._now = _stopped_clock
+        self._on_error = _ignore_error
+
     def close(self) -> None:
         """Throw every suspended coroutine away without running it further.
 
@@ -204,3 +211,11 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     sock_recvfrom_into = sock_sendall = sock_sendto = sock_connect = sock_accept = _unsupported
     sock_sendfile = add_signal_handler = remove_signal_handler = _unsupported  # type: ignore[assignment]
     set_task_factory = get_task_factory = _unsupported
+
+
+def _stopped_clock() -> float:
+    return 0.0  # a closed loop runs nothing that would read it
+
+
+def _ignore_error(context: dict[str, Any]) -> None:
+    return None  # a closed loop's stray errors have no run left to fail

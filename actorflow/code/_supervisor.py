@@ -45,7 +45,7 @@ from actorflow.runtime._messages import (
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._steps import Leaf
-from actorflow.runtime._supervisor import Effects, move_status, open_run
+from actorflow.runtime._supervisor import Effects, HasEffects, move_status, open_run
 from actorflow.runtime._views import error_from_record
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
@@ -59,7 +59,7 @@ log = logging.getLogger("actorflow.workflow")
 RESULT_REF = "#result"
 
 
-class CodeSupervisor:
+class CodeSupervisor(HasEffects):
     """Owns one code workflow run: its record, its driver, its in-flight commands."""
 
     code = True
@@ -79,7 +79,6 @@ class CodeSupervisor:
         "ended_at",
         "error",
         "finished",
-        "fx",
         "hseq",
         "idempotency_key",
         "leaves",
@@ -125,7 +124,7 @@ class CodeSupervisor:
         self.restart_at: float | None = None
         self.payload = b"J[]"
         self.finished = False
-        self.fx = Effects()
+        self._fx: Effects | None = None
         self.driver: Driver | None = None
         #: Engine state of live commands, by seq (steps, maps, sleeps, waits, children).
         self.states: dict[int, C.State] = {}

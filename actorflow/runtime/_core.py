@@ -90,7 +90,10 @@ class Waiters:
             return fut
 
     def resolve(self, run_id: str) -> None:
-        """The run's final state is durable: wake its waiters."""
+        """The run's final state is durable (or a waiter read that it is over): wake its waiters.
+
+        Waking too many is harmless: a woken waiter reads the run again before it returns.
+        """
         with self._lock:
             fut = self._futures.pop(run_id, None)
         if fut is not None and not fut.done():

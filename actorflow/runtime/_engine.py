@@ -173,6 +173,7 @@ class Engine:
         self._followed: dict[str, Compiled | CodeCompiled] = {}  # what a follower compiled
         self._server: LeaderServer | None = None  # leading: followers connect here
         self._offloader: Offload | None = None
+        self._collector_held = False  # it uses the collector policy (runtime/_collector.py)
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -348,7 +349,28 @@ class Engine:
             store = open_or_follow(self, compiled)
             if store is not None:
                 self._lead(compiled, store)
+            self._hold_collector(True)
             return self
+
+    def _hold_collector(self, hold: bool) -> None:
+        """Use the collector policy while running (leader or follower; runtime/_collector.py)."""
+        if self.config.collector != "freeze" or hold == self._collector_held:
+            return
+        from actorflow.runtime._collector import policy
+
+        if hold:
+            policy.acquire()
+        else:
+            policy.release()
+        self._collector_held = hold
+
+    def _collector_check(self) -> dict[str, Any]:
+        """The ``collector`` entry of :meth:`health`: informational, never failing."""
+        if not self._collector_held:
+            return {"ok": True, "policy": self.config.collector}
+        from actorflow.runtime._collector import policy
+
+        return {"ok": True, "policy": "freeze", **policy.stats()}
 
     def _lead(self, compiled: dict[str, Compiled | CodeCompiled], store: Store) -> None:
         """Start the actors on ``store`` (opened for writing), recover, and serve followers."""
@@ -599,6 +621,7 @@ class Engine:
             # (outside the lock: the follower's lock thread may be waiting for it to lead)
             follower.stop()
             claims.release(self)
+            self._hold_collector(False)
             self._stopping = False
             log.info("engine stopped (it was a follower)")
             return
@@ -631,6 +654,7 @@ class Engine:
             if store is not None:
                 self._release_store(store)
             claims.release(self)
+            self._hold_collector(False)
             self._stopping = False
             log.info("engine stopped")
 
@@ -1413,7 +1437,9 @@ class Engine:
         """
         follower = self._follower
         if follower is not None:
-            return follower.health()
+            seen = follower.health()
+            seen["checks"]["collector"] = self._collector_check()
+            return seen
         core = self._core
         if core is None:
             return {
@@ -1450,6 +1476,7 @@ class Engine:
         server = self._server
         if server is not None:
             checks["followers"] = {"ok": True, "connected": server.followers}
+        checks["collector"] = self._collector_check()
         return {
             "alive": failure is None,
             "ready": all(c["ok"] for c in checks.values()),
@@ -1478,6 +1505,17 @@ class Engine:
             fut.set_exception(StoreError(f"the engine halted: {self._failure}"))
             return fut
         return core.waiters.watch(run_id)
+
+    def _unwatch(self, run_id: str) -> None:
+        """Release the watch of a run that is over: it wakes whoever shares it, who looks again.
+
+        A watch registered after its run ended is never completed by the run; without this,
+        the engine would keep one per ``result()`` of a finished run for its lifetime. (A
+        follower's watch lives in its leader, which releases it the same way.)
+        """
+        core = self._core
+        if core is not None:
+            core.waiters.resolve(run_id)
 
     def _cancel(self, run_id: str, reason: str) -> Promise[bool]:
         follower = self._follower

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 import weakref
@@ -14,11 +13,11 @@ from actorflow.errors import ResultTimeout
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._views import (
     RunDetails,
+    chain_outcome,
     fanout_progress,
     final_run,
     inspect_run,
     read_run,
-    run_outcome,
 )
 
 if TYPE_CHECKING:
@@ -91,17 +90,17 @@ class RunHandle:
 
             return result_with_progress(self, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
+        current = self.id
         while True:
-            current = self._latest()
-            fut = self._engine._watch(current)
-            finished, value, latest = self._outcome()
+            watch, finished, value, latest = self._look(current)
             if finished:
                 return value
             if latest != current:
-                continue  # it continued as new meanwhile: watch the new run
+                current = latest  # it continued as new: watch the new run
+                continue
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                fut.result(remaining)
+                watch.result(remaining)
             except TimeoutError:
                 raise ResultTimeout(
                     f"run {self.id} did not finish within {timeout:g}s (it goes on)"
@@ -113,57 +112,39 @@ class RunHandle:
         The store is read, and the end of the run awaited, on the engine's async threads
         (``runtime/_offload.py``): the loop only waits for one notification.
         """
-        import asyncio  # here: only asyncio callers need it (``import actorflow`` stays lean)
-
         if timeout is not None and timeout <= 0:  # one look: is it over already?
-            finished, value, _ = await _value(self._engine._offload(self._outcome))
-            if finished:
-                return value
+            look = await _value(self._engine._offload(self._look, self.id))
+            if look[1]:
+                return look[2]
             raise ResultTimeout(f"run {self.id} did not finish within 0s (it goes on)")
         fut = self._engine._offload(self._result_promise)
+        waiter = _value(fut)
+        if timeout is None:
+            return await waiter
+        # One timer on the loop, not ``wait_for``'s extra task per call: ten thousand waits
+        # in flight are ten thousand timers.
+        timer = waiter.get_loop().call_later(timeout, _expire, waiter)
         try:
-            return await asyncio.wait_for(_value(fut), timeout)
+            return await waiter
         except TimeoutError:
-            if fut.done():  # it ended just as the time ran out: its result, or its error
+            if fut.done():  # it ended just as the time ran out (or failed with a timeout)
                 return fut.result()
             raise ResultTimeout(
                 f"run {self.id} did not finish within {timeout:g}s (it goes on)"
             ) from None
+        finally:
+            timer.cancel()
 
     def _result_promise(self) -> Promise[Any]:
         """A promise of the run's result (or error), checked on an offload thread.
 
-        Each check registers a watch first and reads the outcome second, so a run that
-        ends in between is not missed; when the watch fires the check runs again (also
-        off the loop), which follows a continue-as-new chain to its last run.
+        Each look registers a watch first and reads the outcome second (see :meth:`_look`);
+        when the watch fires the next look runs, also off the loop, from the last run of a
+        continue-as-new chain seen so far.
         """
-        out: Promise[Any] = Promise()
-        engine = self._engine
-
-        def check() -> None:
-            try:
-                current = self._latest()
-                watch = engine._watch(current)
-                finished, value, latest = self._outcome()
-            except BaseException as exc:
-                out.set_exception(exc)
-                return
-            if finished:
-                out.set_result(value)
-            elif latest != current:
-                engine._offload(check)
-            else:
-                watch.add_done_callback(woken)
-
-        def woken(watch: Promise[None]) -> None:
-            exc = watch.exception()
-            if exc is not None:
-                out.set_exception(exc)
-            else:
-                engine._offload(check)  # not on the thread that completed the watch
-
-        check()
-        return out
+        waiting = _ResultWait(self)
+        waiting.check()
+        return waiting.out
 
     def progress(self) -> list[dict[str, Any]]:
         """Item counts of the run's fan-outs (for_each, batch, ``ctx.map``), as recorded.
@@ -283,13 +264,64 @@ class RunHandle:
         found = self._engine._read(final_run, self.id)
         return self.id if found is None else found[0]
 
-    def _outcome(self) -> tuple[bool, Any, str]:
-        """(True, result, run id) once finished, raising the run's error if it failed."""
-        latest = self._latest()
-        status, result, error = self._engine._read(run_outcome, latest)
+    def _look(self, current: str) -> tuple[Promise[None], bool, Any, str]:
+        """Watch run ``current``, then read its chain's outcome: one read of the store.
+
+        Returns ``(watch, finished, result, last run id)`` and raises the run's error if it
+        failed. The watch comes first, so a run that ends between the two is not missed.
+        A watch this look will not wait on (the run is over, or continued as new) is
+        released at once: registered after the run ended, nothing else would ever
+        complete it, and the engine would keep it for its lifetime.
+        """
+        engine = self._engine
+        watch = engine._watch(current)
+        try:
+            latest, status, result, error = engine._read(chain_outcome, current)
+        except BaseException:
+            engine._unwatch(current)
+            raise
+        if status.terminal or latest != current:
+            engine._unwatch(current)
         if error is not None:
             raise error
-        return status.terminal, result, latest
+        return watch, status.terminal, result, latest
+
+
+class _ResultWait:
+    """The looks of one ``result_async`` until the run is over (see ``_result_promise``).
+
+    An object, not two closures that call each other: those form a reference cycle per
+    wait, and ten thousand waits leave cyclic garbage that only a full collection frees,
+    which holds the GIL (and the event loop) for tens of milliseconds.
+    """
+
+    __slots__ = ("current", "handle", "out")
+
+    def __init__(self, handle: RunHandle) -> None:
+        self.handle = handle
+        self.current = handle.id  # the last run of the continue-as-new chain seen so far
+        self.out: Promise[Any] = Promise()
+
+    def check(self) -> None:
+        try:
+            watch, finished, value, latest = self.handle._look(self.current)
+        except BaseException as exc:
+            self.out.set_exception(exc)
+            return
+        if finished:
+            self.out.set_result(value)
+        elif latest != self.current:
+            self.current = latest
+            self.handle._engine._offload(self.check)
+        else:
+            watch.add_done_callback(self.woken)
+
+    def woken(self, watch: Promise[None]) -> None:
+        exc = watch.exception()
+        if exc is not None:
+            self.out.set_exception(exc)
+        else:
+            self.handle._engine._offload(self.check)  # not on the thread that completed it
 
 
 class _LoopBridge:
@@ -301,11 +333,11 @@ class _LoopBridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._pending: deque[tuple[asyncio.Future[None], Promise[Any]]] = deque()
+        self._pending: deque[tuple[asyncio.Future[Any], Promise[Any]]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
 
-    def complete(self, waiter: asyncio.Future[None], fut: Promise[Any]) -> None:
+    def complete(self, waiter: asyncio.Future[Any], fut: Promise[Any]) -> None:
         """Called on any thread when ``fut`` is done: settle ``waiter`` on the loop."""
         self._pending.append((waiter, fut))
         with self._lock:
@@ -334,41 +366,64 @@ class _LoopBridge:
 
 
 #: Futures settled per turn of the loop (each wakes a task that runs in the next turn).
-_DRAIN_SHARE = 256
+_DRAIN_SHARE = 64
 
 _bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBridge] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def _wait(fut: Promise[Any]) -> None:
-    """Await a concurrent future without ever cancelling it (other waiters share it)."""
+def _value(fut: Promise[Any]) -> asyncio.Future[Any]:
+    """An asyncio future of the running loop that settles as ``fut`` does: value or error.
+
+    Awaiting it never cancels ``fut`` (other waiters share it). A plain function, not a
+    coroutine: each await of the async API costs one asyncio future and no frames of ours.
+    """
     import asyncio
 
     loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Any] = loop.create_future()
     if fut.done():
-        if fut.exception() is not None:
-            raise fut.exception()  # type: ignore[misc]
-        return
+        _settle(waiter, fut)
+        return waiter
     bridge = _bridges.get(loop)
     if bridge is None:
         bridge = _bridges[loop] = _LoopBridge(loop)
-    waiter: asyncio.Future[None] = loop.create_future()
-    fut.add_done_callback(functools.partial(bridge.complete, waiter))
-    await waiter
+    fut.add_done_callback(_Wake(bridge, waiter))
+    return waiter
 
 
-async def _value(fut: Promise[Any]) -> Any:
-    """Await a concurrent future and return its value (or raise its error)."""
-    await _wait(fut)
-    return fut.result()
+class _Wake:
+    """The callback that hands a completed promise to its loop's bridge.
+
+    One slotted object per wait (a partial of a bound method would be three).
+    """
+
+    __slots__ = ("bridge", "waiter")
+
+    def __init__(self, bridge: _LoopBridge, waiter: asyncio.Future[Any]) -> None:
+        self.bridge = bridge
+        self.waiter = waiter
+
+    def __call__(self, fut: Promise[Any]) -> None:
+        self.bridge.complete(self.waiter, fut)
 
 
-def _settle(waiter: asyncio.Future[None], fut: Promise[Any]) -> None:
-    if waiter.done():
+async def _wait(fut: Promise[Any]) -> None:
+    """Await a promise's completion (raising its error), ignoring its value."""
+    await _value(fut)
+
+
+def _settle(waiter: asyncio.Future[Any], fut: Promise[Any]) -> None:
+    if waiter.done():  # cancelled, or timed out (``_expire``)
         return
     exc = fut.exception()
     if exc is not None:
         waiter.set_exception(exc)
     else:
-        waiter.set_result(None)
+        waiter.set_result(fut.result())
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())

@@ -121,7 +121,7 @@ class LocalOps:
         fut = self._engine._watch(run_id)
         # Registered first, then checked: a run that finished just before is not missed.
         if self._engine._finished(run_id):
-            return resolved(None)
+            self._engine._unwatch(run_id)  # completes ``fut``: nothing else would
         return fut
 
     def op_cancel(self, run_id: str, reason: str) -> Promise[bool]:

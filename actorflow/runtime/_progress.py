@@ -58,14 +58,14 @@ def result_with_progress(handle: RunHandle, timeout: float | None) -> Any:
     """Wait for the run like ``result()``, drawing its fan-outs' progress on stderr."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with FanoutBars(handle.workflow_id) as bars:
+        current = handle.id
         while True:
-            current = handle._latest()
-            fut = handle._engine._watch(current)
-            finished, value, latest = handle._outcome()
+            fut, finished, value, latest = handle._look(current)
             bars.update(handle.progress())
             if finished:
                 return value
             if latest != current:
+                current = latest
                 continue
             wait = _POLL
             if deadline is not None:

@@ -46,7 +46,7 @@ from actorflow.runtime._messages import (
 )
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._steps import attempt_summary
-from actorflow.runtime._supervisor import Effects, Supervisor
+from actorflow.runtime._supervisor import Supervisor
 from actorflow.store import _keys as K
 from actorflow.store._codec import set_thread_sink
 from actorflow.store._protocol import Op, long_key
@@ -501,7 +501,7 @@ class Shard(Actor):
             log.error("shard %d: run %s fails: %s", self._index, sup.run_id, problem)
             sup.fail_internal(WriteRejected(problem))
             sup.take_history()
-        fx, sup.fx = sup.fx, Effects()
+        fx = sup.take_effects()
         self._written.append(sup.run_id)
         sup.commits += 1
         commit = sup.commits

@@ -179,6 +179,36 @@ class Effects:
         self.continued: tuple[str, str] | None = None
 
 
+class HasEffects:
+    """The ``fx`` of a run's supervisor: its :class:`Effects`, made when first used.
+
+    A run waiting on a step holds none: its shard took the last one (:meth:`take_effects`)
+    and the next event makes the next. Seven empty lists per idle run would be seventy
+    thousand objects for ten thousand runs in flight, each walked by every full collection
+    of the cyclic garbage collector, which holds the GIL (and any event loop) meanwhile.
+    """
+
+    __slots__ = ("_fx",)
+
+    @property
+    def fx(self) -> Effects:
+        """This event's effects (a fresh :class:`Effects` if none yet)."""
+        fx: Effects | None = self._fx
+        if fx is None:
+            fx = self._fx = Effects()
+        return fx
+
+    @fx.setter
+    def fx(self, value: Effects) -> None:
+        self._fx = value
+
+    def take_effects(self) -> Effects:
+        """Hand over the effects gathered so far; the next use of ``fx`` starts anew."""
+        fx = self.fx
+        self._fx = None
+        return fx
+
+
 class _Frame:
     __slots__ = ("id", "index", "input", "owner", "parent", "prefix")
 
@@ -218,7 +248,7 @@ def chunk_size(cost: float, ready: int, workers: int) -> int:
     )
 
 
-class Supervisor:
+class Supervisor(HasEffects):
     """Owns one run: its record, its live frames and leaves, and the evaluator state.
 
     Build with :meth:`new` (a trigger) or ``_replay.load`` (from the store), then feed events.
@@ -273,7 +303,7 @@ class Supervisor:
         self.depth = 0  # below the top-level run (see _depth.py)
         self.shape = self.plan.shape
         self.finished = False
-        self.fx = Effects()
+        self._fx: Effects | None = None
 
     # -- construction ----------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ __all__ = [
     "RunDetails",
     "RunSummary",
     "StepDetails",
+    "chain_outcome",
     "error_from_record",
     "fanout_progress",
     "final_run",
@@ -616,6 +617,16 @@ def run_outcome(store: Store, run_id: str) -> tuple[RunStatus, Any, ActorflowErr
 
     A run that continued as new answers for the last run of its chain.
     """
+    _, status, result, error = chain_outcome(store, run_id)
+    return status, result, error
+
+
+def chain_outcome(store: Store, run_id: str) -> tuple[str, RunStatus, Any, ActorflowError | None]:
+    """(last run id, status, result, error) of the chain ``run_id`` starts, in one read.
+
+    Result and error only once the last run has finished. A waiter keeps the last run id
+    to watch (and to start the next look from) instead of walking the chain again.
+    """
     found = final_run(store, run_id)
     if found is None:
         raise RunNotFound(run_id)
@@ -623,11 +634,12 @@ def run_outcome(store: Store, run_id: str) -> tuple[RunStatus, Any, ActorflowErr
     status = RunStatus(rec["status"])
     if status == RunStatus.COMPLETED:
         if "result" in rec:
-            return status, rec["result"], None
+            return run_id, status, rec["result"], None
         raw = _result_bytes(store, run_id, rec)
-        return status, (decode_value(raw, f"result of run {run_id}") if raw else None), None
+        value = decode_value(raw, f"result of run {run_id}") if raw else None
+        return run_id, status, value, None
     if status == RunStatus.FAILED:
-        return status, None, error_from_record(rec.get("error") or {}, run_id)
+        return run_id, status, None, error_from_record(rec.get("error") or {}, run_id)
     if status == RunStatus.CANCELLED:
-        return status, None, RunCancelled(rec.get("cancel_reason") or "", run_id)
-    return status, None, None
+        return run_id, status, None, RunCancelled(rec.get("cancel_reason") or "", run_id)
+    return run_id, status, None, None
