@@ -13,7 +13,7 @@ import datetime as _dt
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
@@ -100,14 +100,15 @@ class WorkflowContext:
     __slots__ = ("_driver", "_log", "args", "run")
 
     def __init__(self, driver: Driver) -> None:
-        self._driver: Driver | _Closed = driver
+        self._driver = driver
         self.run = WorkflowInfo(driver.run_id, driver.workflow_id)
         self.args: tuple[Any, ...] = ()
         self._log: _ReplayAwareLogger | None = None
 
     def _release(self) -> None:
         """The function was closed (its run ended or left memory): let go of the driver."""
-        self._driver = _Closed(self.run.id)
+        # A stand-in typed as the driver: every use of it raises (see ``_Closed``).
+        self._driver = cast("Driver", _Closed(self.run.id))
         self._log = None
 
     # -- steps ---------------------------------------------------------------------------------

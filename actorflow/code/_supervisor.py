@@ -124,7 +124,7 @@ class CodeSupervisor(HasEffects):
         self.restart_at: float | None = None
         self.payload = b"J[]"
         self.finished = False
-        self._fx: Effects | None = None
+        self._fx = None
         self.driver: Driver | None = None
         #: Engine state of live commands, by seq (steps, maps, sleeps, waits, children).
         self.states: dict[int, C.State] = {}

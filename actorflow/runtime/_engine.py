@@ -87,7 +87,6 @@ if TYPE_CHECKING:
     from actorflow.runtime._blobs import BlobManager
     from actorflow.runtime._follower import Follower
     from actorflow.runtime._leader import LeaderServer
-    from actorflow.runtime._offload import Offload
 
 __all__ = ["Engine"]
 
@@ -172,7 +171,6 @@ class Engine:
         self._follower: Follower | None = None  # following another process's engine
         self._followed: dict[str, Compiled | CodeCompiled] = {}  # what a follower compiled
         self._server: LeaderServer | None = None  # leading: followers connect here
-        self._offloader: Offload | None = None
         self._collector_held = False  # it uses the collector policy (runtime/_collector.py)
 
     # -- definitions -----------------------------------------------------------------------
@@ -458,15 +456,9 @@ class Engine:
 
     def _offload(self, fn: Callable[..., Any], *args: Any) -> Promise[Any]:
         """Run ``fn(*args)`` off the event loop (see runtime/_offload.py)."""
-        offloader = self._offloader
-        if offloader is None:
-            from actorflow.runtime._offload import Offload
+        from actorflow.runtime._offload import shared
 
-            with self._lock:
-                if self._offloader is None:
-                    self._offloader = Offload()
-                offloader = self._offloader
-        return offloader(fn, *args)
+        return shared()(fn, *args)
 
     def _blob_manager(self, store: Store) -> BlobManager:
         """The large-value manager, after saving what a killed engine left in segments."""

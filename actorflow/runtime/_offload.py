@@ -22,7 +22,7 @@ from typing import Any
 
 from actorflow.runtime._promise import Promise, chain
 
-__all__ = ["Offload"]
+__all__ = ["Offload", "shared"]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -65,3 +65,25 @@ class Offload:
                 chain(result, out)
             else:
                 out.set_result(result)
+
+
+_shared: Offload | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Offload:
+    """The process's offload threads, made at the first async call and used by every engine.
+
+    One pair per process, not per engine: the threads outlive any engine (a stopped
+    engine's ``*_async`` reads still need them), so a process that makes many engines (a
+    test suite, a worker that reloads) would otherwise collect two idle threads for each.
+    The calls are short by contract, so engines sharing them do not wait on each other.
+    """
+    global _shared
+    offload = _shared
+    if offload is None:
+        with _shared_lock:
+            if _shared is None:
+                _shared = Offload()
+            offload = _shared
+    return offload

@@ -189,6 +189,7 @@ class HasEffects:
     """
 
     __slots__ = ("_fx",)
+    _fx: Effects | None
 
     @property
     def fx(self) -> Effects:
@@ -303,7 +304,7 @@ class Supervisor(HasEffects):
         self.depth = 0  # below the top-level run (see _depth.py)
         self.shape = self.plan.shape
         self.finished = False
-        self._fx: Effects | None = None
+        self._fx = None
 
     # -- construction ----------------------------------------------------------------------
 

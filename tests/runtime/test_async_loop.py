@@ -146,3 +146,19 @@ def test_no_async_call_touches_the_store_or_waits_on_the_loop_thread(
 
 def _boom(ctx: Any) -> None:
     raise ValueError("boom")
+
+
+def test_engines_share_the_offload_threads(tmp_path: Path) -> None:
+    """Each engine that used the async API kept two threads of its own for good."""
+    for i in range(3):
+        engine = af.Engine(data_dir=tmp_path / f"store{i}", workers=1, durability="fast")
+        engine.define("double").step("double", lambda ctx: ctx.payload * 2)
+
+        async def once(engine: af.Engine = engine) -> Any:
+            run = await engine.trigger_async("double", 21)
+            return await run.result_async(timeout=60)
+
+        with engine:
+            assert asyncio.run(once()) == 42
+    offload = [t for t in threading.enumerate() if t.name.startswith("actorflow-async-")]
+    assert len(offload) == 2, [t.name for t in offload]
