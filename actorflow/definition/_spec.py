@@ -39,9 +39,11 @@ __all__ = [
     "WaitSpec",
     "WhileSpec",
     "WorkflowSpec",
+    "describe_block",
     "describe_common",
     "fingerprint",
     "function_ref",
+    "shape_of",
     "walk",
 ]
 
@@ -312,6 +314,21 @@ def _block(block: tuple[NodeSpec, ...]) -> list[dict[str, Any]]:
     return [_describe(n) for n in block]
 
 
+def describe_block(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    """The described nodes of a graph workflow: its stored structure (no code)."""
+    return _block(spec.block)
+
+
+def shape_of(nodes: list[dict[str, Any]]) -> str:
+    """The shape (a short hash of the structure alone) of described nodes.
+
+    A run's history replays only onto a plan of the same shape; code, timeouts and retry
+    policies may change between restarts.
+    """
+    text = json.dumps(_shape(nodes), sort_keys=True)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 def _shape(desc: Any) -> Any:
     """Only what replaying a run's history depends on: kinds, names, nesting, fan-out sizes."""
     if isinstance(desc, list):
@@ -393,10 +410,5 @@ class WorkflowSpec:
 
     @property
     def shape(self) -> str:
-        """A short hash of the structure alone.
-
-        A run's history replays only onto a plan of the same shape; code, timeouts and retry
-        policies may change between restarts.
-        """
-        text = json.dumps(_shape(_block(self.block)), sort_keys=True)
-        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+        """A short hash of the structure alone (see :func:`shape_of`)."""
+        return shape_of(_block(self.block))

@@ -279,6 +279,10 @@ class Core:
     activity: Any = None
     #: Lifecycle event subscribers (``_lifecycle.Lifecycle``).
     lifecycle: Any = None
+    #: Runs' own plans by (workflow, shape), or why one cannot be built (``_plans.py``).
+    plans: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: Runs held because their plan cannot run with the code defined now: run id -> reason.
+    held: dict[str, str] = field(default_factory=dict)
 
     @property
     def sink(self) -> Any:

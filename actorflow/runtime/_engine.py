@@ -382,7 +382,10 @@ class Engine:
         try:
             ensure_format(store)
             blobs = self._blob_manager(store)
-            store.write(self._definition_ops(compiled.values()))
+            from actorflow.runtime._plans import previous_plan_ops
+
+            # The previous definitions' structures first: runs started under them keep it.
+            store.write(previous_plan_ops(store) + self._definition_ops(compiled.values()))
             self._failure = None
             self._full = None
             core = Core(
@@ -1634,7 +1637,11 @@ class Engine:
         return fresh
 
     def _definition_ops(self, compiled: Any) -> list[Op]:
+        """Definition records, and each graph workflow's structure under its shape."""
+        from actorflow.runtime._plans import plan_ops
+
         now = self.clock.now()
+        compiled = list(compiled)
         return [
             (
                 K.DEFINITIONS,
@@ -1642,7 +1649,7 @@ class Engine:
                 dump_record({**c.spec.to_dict(), "fingerprint": c.spec.fingerprint, "at": now}),
             )
             for c in compiled
-        ]
+        ] + plan_ops([c.spec for c in compiled if not c.code])
 
     def definition(self, workflow: str) -> dict[str, Any]:
         """The stored description of a workflow (steps, options), as JSON-compatible data.

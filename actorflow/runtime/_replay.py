@@ -11,6 +11,7 @@ timers are re-armed, decisions that were not recorded are taken again, children 
 from __future__ import annotations
 
 import base64
+import logging
 import struct
 
 from actorflow._types import RunStatus, StepStatus
@@ -20,6 +21,7 @@ from actorflow.runtime import _unstarted, _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import ErrorInfo
+from actorflow.runtime._plans import PlanUnavailable, plan_for
 from actorflow.runtime._steps import too_interrupted
 from actorflow.runtime._supervisor import Supervisor, move_status
 from actorflow.store import _keys as K
@@ -27,6 +29,8 @@ from actorflow.store._codec import encode_value
 from actorflow.store._records import load_record, output_of
 
 __all__ = ["load", "resume"]
+
+log = logging.getLogger("actorflow.engine")
 
 
 def load(core: Core, run_id: str) -> Supervisor | None:
@@ -46,6 +50,18 @@ def load(core: Core, run_id: str) -> Supervisor | None:
 
         return CodeSupervisor.load(core, compiled, rec)  # type: ignore[return-value]
     assert isinstance(compiled, Compiled)
+    shape = rec.get("plan")
+    if status != RunStatus.QUEUED and shape and shape != compiled.plan.shape:
+        # Started on another structure: it goes on on its own plan (a queued run has not
+        # started: it takes the definition current when it starts).
+        try:
+            compiled = plan_for(core, rec["workflow"], shape)
+        except PlanUnavailable as exc:
+            if core.held.get(run_id) != exc.reason:
+                log.warning("run %s is held: %s", run_id, exc.reason)
+            core.held[run_id] = exc.reason
+            return None
+    core.held.pop(run_id, None)
     sup = Supervisor(core, compiled, run_id)
     sup.status = status
     sup.created_at = rec["created_at"]
@@ -55,10 +71,9 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     parent = rec.get("parent")
     sup.parent = (parent[0], parent[1]) if parent else None
     sup.depth = run_depth(core.store, rec)
-    sup.shape = rec.get("plan") or sup.plan.shape
     sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
-    if status == RunStatus.QUEUED or sup.shape != sup.plan.shape:
-        return sup  # not started yet / cannot replay: resume() decides
+    if status == RunStatus.QUEUED:
+        return sup  # not started yet: resume() starts it
     sup.replaying = True
     try:
         sup._commands(sup.ev.start(sup.pp, sup.state))
@@ -78,18 +93,6 @@ def resume(sup: Supervisor) -> None:
     if sup.status == RunStatus.QUEUED:
         move_status(sup, RunStatus.RUNNING)
         sup._begin(now)
-        return
-    if sup.shape != sup.plan.shape:
-        sup.error = {
-            "kind": "definition_changed",
-            "type": "actorflow.errors.DefinitionError",
-            "types": ["actorflow.errors.DefinitionError"],
-            "message": (
-                f"workflow {sup.workflow_id!r} changed shape since this run started "
-                f"(plan {sup.shape} -> {sup.plan.shape}); its history cannot be replayed"
-            ),
-        }
-        sup._finish(RunStatus.FAILED)
         return
     sup.unstarted = _unstarted.take(sup.core.store, sup.run_id, sup.fx.ops)
     ev, state = sup.ev, sup.state

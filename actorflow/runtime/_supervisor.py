@@ -22,6 +22,7 @@ The durability rules (docs/design.md) live here:
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import deque
 from typing import Any
@@ -99,6 +100,7 @@ from actorflow.runtime._nodes import (
     error_info,
     items_of,
 )
+from actorflow.runtime._plans import is_missing
 from actorflow.runtime._steps import (
     Leaf,
     attempt_record,
@@ -116,7 +118,9 @@ from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["Effects", "Supervisor", "move_status", "open_run"]
+__all__ = ["Effects", "HasEffects", "Supervisor", "move_status", "open_run"]
+
+log = logging.getLogger("actorflow.engine")
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
@@ -602,6 +606,9 @@ class Supervisor(HasEffects):
         if leaf is None:
             leaf = self._leaf(frame, node)
         self.pending[key] = C_RUN
+        if is_missing(self.plan.specs[node]):  # (only a run's own old plan has these)
+            self.hold_missing(leaf)
+            return
         if leaf.attempt == 0 and self.compiled.chunkable[node]:
             group = (self.frames[frame].parent, node)
             held = self.held.get(group)
@@ -785,10 +792,28 @@ class Supervisor(HasEffects):
         self.by_path[path] = (frame, node)
         return leaf
 
+    def hold_missing(self, leaf: Leaf) -> None:
+        """The run reached a step of its plan that the code defined now lacks: hold it there.
+
+        Nothing is recorded: the step stays pending, and at the next start with code that
+        defines it the run takes it up as if it had just reached it.
+        """
+        self.pending[(leaf.frame, leaf.node)] = C_RUN
+        reason = (
+            f"step {leaf.path!r} of this run's plan is not defined in workflow "
+            f"{self.workflow_id!r} now; deploy code that defines it to resume the run"
+        )
+        if self.core.held.get(self.run_id) != reason:
+            log.warning("run %s is held: %s", self.run_id, reason)
+        self.core.held[self.run_id] = reason
+
     def _dispatch(
         self, leaf: Leaf, handler: FunctionRef | None = None, error: bytes | None = None
     ) -> None:
         """Record a new attempt of ``leaf`` (or of its error handler) and queue its task."""
+        if handler is None and is_missing(self.plan.specs[leaf.node]):
+            self.hold_missing(leaf)
+            return
         now = self.core.clock.now()
         leaf.attempt += 1
         leaf.status = StepStatus.RUNNING

@@ -410,9 +410,13 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
     for _, value in store.scan(K.STEPS, K.step_prefix(run_id)):
         srec = load_record(value, f"step of run {run_id}")
         recorded[srec.get("path", srec["name"])] = srec
-    # Nodes not yet reached have no record: take them (and the order) from the definition.
+    # Nodes not yet reached have no record: take them (and the order) from the plan the run
+    # started on (recorded under its shape, runtime/_plans.py), else from the definition.
     order: list[tuple[str, str]] = []
-    raw_def = store.get(K.DEFINITIONS, rec["workflow"].encode())
+    shape = rec.get("plan")
+    raw_def = store.get(K.DEFINITIONS, K.plan_key(rec["workflow"], shape)) if shape else None
+    if raw_def is None:
+        raw_def = store.get(K.DEFINITIONS, rec["workflow"].encode())
     if raw_def is not None:
         definition = load_record(raw_def, f"definition {rec['workflow']}")
         order = list(_top_level(definition.get("nodes", definition.get("steps", []))))

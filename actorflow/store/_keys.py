@@ -109,6 +109,7 @@ __all__ = [
     "legacy_approval_key",
     "part_problem",
     "payload_key",
+    "plan_key",
     "run_key",
     "schedule_key",
     "state_expiry_key",
@@ -189,6 +190,14 @@ _DUE = struct.Struct(">Q")
 def run_key(run_id: str) -> bytes:
     """Key of a run record in ``runs``."""
     return run_id.encode()
+
+
+def plan_key(workflow: str, shape: str) -> bytes:
+    """Key of a graph workflow's structure under ``shape``, in ``definitions``.
+
+    Beside the definition record (keyed by the workflow id alone): ids hold no NUL.
+    """
+    return workflow.encode() + _SEP + b"plan" + _SEP + shape.encode()
 
 
 def step_prefix(run_id: str) -> bytes:

@@ -27,6 +27,7 @@ BUILT = {
     "step_prefix": K.step_prefix(RUN),
     "step_key": K.step_key(RUN, CHUNK),
     "payload_key": K.payload_key(RUN),
+    "plan_key": K.plan_key(NAME, "f" * 16),  # shapes are 16 hex digits
     "unstarted_prefix": K.unstarted_prefix(RUN),
     "unstarted_key": K.unstarted_key(RUN, CHUNK),
     "blob_key": K.blob_key(f"ffffffff.{RUN}.99999"),
