@@ -32,6 +32,9 @@ class RunStatus(enum.StrEnum):
     PANICKED = "panicked"
     # A code workflow that called ``ctx.continue_as_new``: a new run carries on.
     CONTINUED = "continued"
+    # Its workflow, or a step its plan reaches, is not defined on the engine now (a deploy
+    # removed it): it goes on, from where it was, once code that defines it is deployed.
+    WAITING_FOR_DEFINITION = "waiting_for_definition"
 
     @property
     def terminal(self) -> bool:

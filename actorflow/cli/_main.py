@@ -173,6 +173,8 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         fields.append(("result", run.result))
     if run.cancel_reason is not None:
         fields.append(("cancelled", run.cancel_reason or "(no reason given)"))
+    if getattr(run, "held", None):
+        fields.append(("waiting for", run.held))
     out.fields(fields)
     out.line()
     rows, hidden = _step_rows(run, args.items)

@@ -45,7 +45,7 @@ from actorflow.runtime._messages import (
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._steps import Leaf
-from actorflow.runtime._supervisor import Effects, HasEffects, move_status, open_run
+from actorflow.runtime._supervisor import Effects, HasEffects, move_status, open_run, unhold
 from actorflow.runtime._views import error_from_record
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
@@ -177,10 +177,16 @@ class CodeSupervisor(HasEffects):
         sup.panic_error = rec.get("panic")
         sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"J[]"
         entries, sup.hseq = read_history(core.store, run_id)
+        waited = sup.status == RunStatus.WAITING_FOR_DEFINITION
+        if waited:
+            sup.status = RunStatus.RUNNING  # its workflow is defined again (recorded below)
         if sup.status == RunStatus.RUNNING and entries:
             sup._replay(entries)
         elif sup.status == RunStatus.QUEUED:
             sup.carried = [r for e in entries for r in e.r]  # signals sent while it queued
+        if waited:
+            sup.status = RunStatus.WAITING_FOR_DEFINITION
+            unhold(sup)
         return sup
 
     # -- the function ----------------------------------------------------------------------------

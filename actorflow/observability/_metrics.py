@@ -137,6 +137,11 @@ class EngineCollector:
             ("actorflow_steps_running", "Step tasks running in workers.", stats["busy_workers"]),
             ("actorflow_workers", "Worker processes.", stats["workers"]),
             ("actorflow_live_runs", "Runs held in memory.", stats["live_runs"]),
+            (
+                "actorflow_runs_waiting_for_definition",
+                "Unfinished runs whose workflow (or a step their plan reaches) is not defined.",
+                stats.get("waiting_for_definition", 0),
+            ),
             ("actorflow_timers_pending", "Durable timers waiting.", stats.get("timers", 0)),
             (
                 "actorflow_scheduler_lag_seconds",

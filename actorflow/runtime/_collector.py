@@ -58,7 +58,10 @@ class CollectorPolicy:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._lock = threading.Lock()
+        # Reentrant: the collector may call back on a thread that holds it (an allocation
+        # inside acquire or release). Held by the callback too: a thread switch inside the
+        # callback must not let a release unfreeze between its check and its freeze.
+        self._lock = threading.RLock()
         self._users = 0
         self._found_frozen = False  # the application had frozen objects of its own
         self._last_thaw = 0.0
@@ -96,10 +99,15 @@ class CollectorPolicy:
                 gc.unfreeze()  # cycles among the objects it froze are collected as usual
 
     def _on_collect(self, phase: str, info: dict[str, Any]) -> None:
-        # Called by the collector, on whichever thread allocated, with the GIL held and
-        # automatic collection suspended: short, and no locks that thread might hold.
+        # Called by the collector, on whichever thread allocated, with automatic collection
+        # suspended until it returns: short.
         if phase != "stop" or info["generation"] != 2:
             return
+        with self._lock:
+            if self._users > 0:
+                self._after_full_collection()
+
+    def _after_full_collection(self) -> None:
         now = self._clock()
         frozen = gc.get_freeze_count()
         since = now - self._last_thaw

@@ -555,27 +555,42 @@ class Engine:
             ) from None
 
     def _recover(self, core: Core) -> None:
+        from actorflow.runtime._plans import hold_ops, unavailable
+
         store = core.store
         resumed = queued = 0
-        for status in (RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.PANICKED):
+        statuses = (
+            RunStatus.RUNNING,
+            RunStatus.QUEUED,
+            RunStatus.PANICKED,
+            RunStatus.WAITING_FOR_DEFINITION,
+        )
+        for status in statuses:
             prefix = K.status_index_prefix(status)
             for key, _ in store.scan(K.INDEX, prefix):
                 run_id = key[len(prefix) :].decode()
                 try:
-                    workflow = read_run(store, run_id)["workflow"]
+                    rec = read_run(store, run_id)
                 except RunNotFound:
                     continue
-                if workflow not in core.workflows:
-                    log.warning(
-                        "run %s of workflow %r is unfinished, but the workflow is not defined "
-                        "on this engine; it resumes when an engine that defines it starts",
-                        run_id,
-                        workflow,
-                    )
+                workflow = rec["workflow"]
+                if run_id in core.held:
+                    continue  # held a moment ago, in an earlier pass of this loop
+                reason = unavailable(core, rec)
+                if reason is not None:
+                    # Held where everyone can see it, not failed: status, reason, a warning.
+                    log.warning("run %s of workflow %r is held: %s", run_id, workflow, reason)
+                    core.held[run_id] = reason
+                    if status != RunStatus.WAITING_FOR_DEFINITION or rec.get("held") != reason:
+                        store.write(hold_ops(run_id, rec, reason))
                     continue
-                if status == RunStatus.PANICKED:
+                if status == RunStatus.WAITING_FOR_DEFINITION:
+                    status_now = RunStatus.RUNNING  # its definition is back: load and go on
+                else:
+                    status_now = status
+                if status_now == RunStatus.PANICKED:
                     core.admission.adopt(workflow, run_id)  # its restart timer wakes it
-                elif status == RunStatus.RUNNING:
+                elif status_now == RunStatus.RUNNING:
                     core.admission.adopt(workflow, run_id)
                     core.route(run_id).tell(ActivateRun(run_id))
                     resumed += 1
@@ -1340,6 +1355,9 @@ class Engine:
         out["store"] = store
         out["live_runs"] = sum(s.proxy().live_runs.get(timeout=10) for s in core.shards)
         out["sticky_runs"] = sum(s.proxy().sticky_runs.get(timeout=10) for s in core.shards)
+        # Runs a deploy left without their definition (see docs/operations.md).
+        waiting = K.status_index_prefix(RunStatus.WAITING_FOR_DEFINITION)
+        out["waiting_for_definition"] = len(core.store.scan(K.INDEX, waiting))
         out["shm"] = core.blobs.statistics() if core.blobs is not None else {}
         out["breakers"] = {b.name: b.snapshot() for b in _breakers(core)}
         assert core.scheduler is not None

@@ -33,6 +33,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from actorflow._types import RunStatus
 from actorflow.definition._options import NO_RETRY
 from actorflow.definition._spec import (
     ArmSpec,
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MISSING",
     "PlanUnavailable",
+    "hold_ops",
     "is_missing",
     "missing_step",
     "plan_for",
@@ -69,6 +71,7 @@ __all__ = [
     "plan_record",
     "previous_plan_ops",
     "rebuild",
+    "unavailable",
 ]
 
 
@@ -113,6 +116,41 @@ def previous_plan_ops(store: Store) -> list[Op]:
             record = {"workflow": workflow, "shape": shape, "nodes": nodes}
             ops.append((K.DEFINITIONS, K.plan_key(workflow, shape), dump_record(record)))
     return ops
+
+
+def hold_ops(run_id: str, rec: dict[str, Any], reason: str) -> list[Op]:
+    """Record that a run waits for its definition (status ``waiting_for_definition``).
+
+    For a run no supervisor can load (its workflow is gone, or its plan cannot be built):
+    its record and its status index entry are rewritten as they are.
+    """
+    old = str(rec["status"])
+    held = RunStatus.WAITING_FOR_DEFINITION
+    record = {**rec, "status": held.value, "held": reason}
+    ops: list[Op] = [(K.RUNS, K.run_key(run_id), dump_record(record))]
+    if old != held.value:
+        ops.append((K.INDEX, K.status_index_key(old, run_id), None))
+        ops.append((K.INDEX, K.status_index_key(held, run_id), b""))
+    return ops
+
+
+def unavailable(core: Core, rec: dict[str, Any]) -> str | None:
+    """Why a recorded unfinished run cannot be loaded with the code defined now (or None)."""
+    workflow = rec["workflow"]
+    compiled = core.workflows.get(workflow)
+    if compiled is None:
+        return (
+            f"workflow {workflow!r} is not defined on this engine; the run goes on when an "
+            "engine that defines it starts"
+        )
+    shape = rec.get("plan")
+    if compiled.code or rec.get("status") == RunStatus.QUEUED.value or not shape:
+        return None
+    try:
+        plan_for(core, workflow, str(shape))
+    except PlanUnavailable as exc:
+        return exc.reason
+    return None
 
 
 def plan_record(store: Store, workflow: str, shape: str) -> dict[str, Any] | None:

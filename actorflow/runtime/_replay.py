@@ -23,7 +23,7 @@ from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import ErrorInfo
 from actorflow.runtime._plans import PlanUnavailable, plan_for
 from actorflow.runtime._steps import too_interrupted
-from actorflow.runtime._supervisor import Supervisor, move_status
+from actorflow.runtime._supervisor import Supervisor, move_status, unhold
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import load_record, output_of
@@ -74,6 +74,7 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
     if status == RunStatus.QUEUED:
         return sup  # not started yet: resume() starts it
+    sup.held_reason = rec.get("held")
     sup.replaying = True
     try:
         sup._commands(sup.ev.start(sup.pp, sup.state))
@@ -84,6 +85,7 @@ def load(core: Core, run_id: str) -> Supervisor | None:
             sup.seq = K.decode_history_seq(key) + 1
     finally:
         sup.replaying = False
+    unhold(sup)
     return sup
 
 

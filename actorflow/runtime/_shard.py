@@ -365,8 +365,11 @@ class Shard(Actor):
                 sup = None
         if sup is None:
             raw = self._core.store.get(K.RUNS, K.run_key(run_id))
+            held = self._core.held.get(run_id)
             if raw is None:
                 reply.set_exception(RunNotFound(run_id))
+            elif held is not None:
+                reply.set_exception(_held_error(run_id, held, f"{what} is refused meanwhile"))
             else:
                 reply.set_exception(
                     ClientError(f"{what}: run {run_id} has finished (or is not defined here)")
@@ -468,6 +471,10 @@ class Shard(Actor):
         from actorflow.errors import ApprovalAlreadyResolved
 
         sup = self._activate(msg.run_id)
+        held = self._core.held.get(msg.run_id) if sup is None else None
+        if held is not None:
+            msg.reply.set_exception(_held_error(msg.run_id, held, "the approval stays open"))
+            return
         problem = "resolved" if sup is None else sup.on_resume(msg)
         if sup is None or problem is not None:
             msg.reply.set_exception(
@@ -626,3 +633,10 @@ def _finished_event(sup: Any, now: float) -> RunFinished:
     elif isinstance(sup.error, dict):
         error = str(sup.error.get("message") or "") or None
     return RunFinished(sup.run_id, sup.workflow_id, status, now, error)
+
+
+def _held_error(run_id: str, reason: str, meanwhile: str) -> Exception:
+    """What a caller addressing a run that waits for its definition is told."""
+    from actorflow.errors import ClientError
+
+    return ClientError(f"run {run_id} is waiting for its definition ({reason}); {meanwhile}")

@@ -118,7 +118,7 @@ from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["Effects", "HasEffects", "Supervisor", "move_status", "open_run"]
+__all__ = ["Effects", "HasEffects", "Supervisor", "move_status", "open_run", "unhold"]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -309,6 +309,8 @@ class Supervisor(HasEffects):
         self.shape = self.plan.shape
         self.finished = False
         self._fx = None
+        #: Why the run waits for its definition (status ``waiting_for_definition``).
+        self.held_reason: str | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -806,6 +808,10 @@ class Supervisor(HasEffects):
         if self.core.held.get(self.run_id) != reason:
             log.warning("run %s is held: %s", self.run_id, reason)
         self.core.held[self.run_id] = reason
+        if self.status != RunStatus.WAITING_FOR_DEFINITION or self.held_reason != reason:
+            move_status(self, RunStatus.WAITING_FOR_DEFINITION)
+            self.held_reason = reason
+            self._put_run()
 
     def _dispatch(
         self, leaf: Leaf, handler: FunctionRef | None = None, error: bytes | None = None
@@ -1462,6 +1468,8 @@ class Supervisor(HasEffects):
         }
         if self.depth:
             rec["depth"] = self.depth
+        if self.held_reason is not None:
+            rec["held"] = self.held_reason
         if self.status == RunStatus.COMPLETED:
             result = self.plan.scope_result[0]
             value = self.output(0, result) if result >= 0 else None
@@ -1473,6 +1481,20 @@ class Supervisor(HasEffects):
             else:
                 rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
+
+
+def unhold(sup: Any) -> None:
+    """A run that waited for its definition is loaded again: it is running, from its next write.
+
+    (If it reaches a step still undefined, ``Supervisor.hold_missing`` holds it again.)
+    """
+    if sup.status == RunStatus.WAITING_FOR_DEFINITION:
+        move_status(sup, RunStatus.RUNNING)
+        if hasattr(sup, "held_reason"):
+            sup.held_reason = None
+        sup.core.held.pop(sup.run_id, None)
+        sup._put_run()
+        log.info("run %s goes on: its definition is back", sup.run_id)
 
 
 def move_status(sup: Any, status: RunStatus) -> None:

@@ -192,6 +192,8 @@ class RunDetails:
         parent_run_id: for a child run (a subflow, ``ctx.child``), the run that started it.
         depth: 0 for a top-level run, the parent's depth + 1 for a child run (bounded by
             ``max_run_depth``).
+        held: while the status is ``waiting_for_definition``, why: what the code deployed
+            now lacks (the workflow, or a step the run's plan reaches).
     """
 
     id: str
@@ -209,6 +211,7 @@ class RunDetails:
     steps: tuple[StepDetails, ...]
     parent_run_id: str | None = None
     depth: int = 0
+    held: str | None = None
 
     def step(self, path: str) -> StepDetails:
         """The node at ``path`` (a name, or ``lines[3]/price`` inside a loop body).
@@ -458,6 +461,7 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         steps=tuple(steps),
         parent_run_id=(rec.get("parent") or [None])[0],
         depth=run_depth(store, rec),
+        held=rec.get("held") if status == RunStatus.WAITING_FOR_DEFINITION else None,
     )
 
 

@@ -14,6 +14,10 @@ to format   what it adds
             ``a`` entries (approvals by run, so a pruned run's approvals go with it);
             approvals keyed by their token are keyed by its SHA-256 (a key is never
             sealed, and a token resumes a run)
+4           nothing to convert. Runs may now have the status ``waiting_for_definition``
+            and graph workflows' structures are kept under their shapes
+            (``runtime/_plans.py``); the number keeps a release that knows neither from
+            opening the store (it would fail such a run, or be unable to read it)
 ==========  ======================================================================
 """
 
@@ -100,4 +104,9 @@ def _to_3(store: Store) -> Iterator[Op]:
             yield (K.INDEX, K.approval_index_key(owner, key), b"")
 
 
-_STEPS: dict[int, Callable[[Store], Iterator[Op]]] = {2: _to_3}
+def _to_4(store: Store) -> Iterator[Op]:
+    """Format 3 -> 4: nothing to convert (see the table above); only the number moves."""
+    return iter(())
+
+
+_STEPS: dict[int, Callable[[Store], Iterator[Op]]] = {2: _to_3, 3: _to_4}

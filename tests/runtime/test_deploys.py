@@ -137,11 +137,15 @@ def test_removed_steps_a_run_has_passed_change_nothing_and_one_it_reaches_holds_
     # V2 drops a (passed) and b (not reached yet).
     v2 = make_engine(durability="fast")
     v2.define("deploy").wait_for_event("go", name="gate", key=_key).step("c", mark)
+    held = af.RunStatus.WAITING_FOR_DEFINITION
     with caplog.at_level(logging.WARNING, logger="actorflow.engine"), v2:
         _go(v2, ["k0", "k1"])
-        wait_until(lambda: "is held" in caplog.text, timeout=60)
+        wait_until(lambda: all(v2.run(r).status() is held for r in old), timeout=60)
         assert "step 'b' of this run's plan is not defined" in caplog.text
-        assert all(v2.run(r).status() is af.RunStatus.RUNNING for r in old)
+        reason = v2.inspect(old[0]).held
+        assert reason is not None and "step 'b' of this run's plan is not defined" in reason
+        assert v2.statistics()["waiting_for_definition"] == 2
+        assert [r.id for r in v2.runs("deploy", status=held)] == sorted(old, reverse=True)
     # The code comes back: the held runs take step b up and finish.
     v3 = make_engine(durability="fast")
     _v1(v3)
@@ -313,8 +317,9 @@ def test_a_renamed_step_holds_the_runs_that_reach_its_old_name(
     )
     with caplog.at_level(logging.WARNING, logger="actorflow.engine"), v2:
         _go(v2, ["k0"])
-        wait_until(lambda: "step 'b' of this run's plan" in caplog.text, timeout=60)
-        assert v2.run(old).status() is af.RunStatus.RUNNING  # held, not failed
+        held = af.RunStatus.WAITING_FOR_DEFINITION
+        wait_until(lambda: v2.run(old).status() is held, timeout=60)  # not failed
+        assert "step 'b' of this run's plan" in caplog.text
     assert _by_run(log)[old] == ["a"]
 
 
@@ -337,3 +342,62 @@ def test_a_for_each_body_turned_into_a_flow(
         paths = [f"items[{i}]/mark_item" for i in range(5)]
         assert v2.run(run.id).result(timeout=60) == paths
     assert sorted(_by_run(log)[run.id]) == paths  # each item's one step, once; no "after"
+
+
+async def _signalled(ctx: af.WorkflowContext, n: int) -> int:
+    await ctx.wait_for_signal("go")
+    return n * 2
+
+
+def _three(engine: af.Engine) -> None:
+    """V1 of three workflows: an event wait, an approval, and a code workflow's signal."""
+    _v1(engine)
+    engine.define("ok").step("a", mark).human_in_the_loop("sign").step("b", mark)
+    engine.workflow("code")(_signalled)
+
+
+def test_a_removed_workflow_holds_its_runs_visibly_until_it_returns(
+    make_engine: Callable[..., af.Engine], log: Path
+) -> None:
+    v1 = make_engine(durability="fast")
+    _three(v1)
+    with v1:
+        waiting = _started(v1, log, 1)[0]
+        signing = v1.trigger("ok", {"log": str(log)}).id
+        wait_until(lambda: bool(v1.approvals(run_id=signing)), timeout=60)
+        token = v1.approvals(run_id=signing)[0]["token"]
+        coded = v1.trigger("code", 21).id
+        wait_until(lambda: v1.inspect(coded).status is af.RunStatus.RUNNING, timeout=60)
+    # V2 defines none of the three.
+    v2 = make_engine(durability="fast")
+    v2.define("other").step("x", mark)
+    held = af.RunStatus.WAITING_FOR_DEFINITION
+    with v2:
+        for run_id, workflow in ((waiting, "deploy"), (signing, "ok"), (coded, "code")):
+            details = v2.inspect(run_id)
+            assert details.status is held
+            assert details.held is not None and f"workflow {workflow!r} is not defined" in (
+                details.held
+            )
+        assert v2.statistics()["waiting_for_definition"] == 3
+        with pytest.raises(af.ClientError, match="is waiting for its definition"):
+            v2.resume(token, {"ok": True})
+        with pytest.raises(af.ClientError, match="is waiting for its definition"):
+            v2.run(coded).signal("go")
+        with pytest.raises(af.ResultTimeout):
+            v2.run(waiting).result(timeout=0.2)
+    # V3 brings them back: each goes on from where it was.
+    v3 = make_engine(durability="fast")
+    _three(v3)
+    with v3:
+        wait_until(lambda: v3.inspect(waiting).status is af.RunStatus.RUNNING, timeout=60)
+        assert v3.inspect(waiting).held is None
+        _go(v3, ["k0"])
+        v3.resume(token, {"ok": True})
+        v3.run(coded).signal("go")
+        assert v3.run(waiting).result(timeout=60) == "b"
+        assert v3.run(signing).result(timeout=60) == "b"
+        assert v3.run(coded).result(timeout=60) == 42
+        assert v3.statistics()["waiting_for_definition"] == 0
+    ran = _by_run(log)
+    assert ran[waiting] == ["a", "b"] and ran[signing] == ["a", "b"]

@@ -96,7 +96,8 @@ async function runsPage(params) {
   const until = params.get("until") || "";
   const options = state.workflows.map((w) =>
     `<option ${w === workflow ? "selected" : ""}>${esc(w)}</option>`).join("");
-  const statuses = ["queued", "running", "completed", "failed", "cancelled", "panicked", "continued"]
+  const statuses = ["queued", "running", "waiting_for_definition", "completed", "failed",
+    "cancelled", "panicked", "continued"]
     .map((s) => `<option ${s === status ? "selected" : ""}>${s}</option>`).join("");
   main.innerHTML = `
     <h1>Runs</h1>
@@ -302,6 +303,7 @@ async function runPage(runId) {
       <dt>Input</dt><dd class="mono">${esc(run.payload)}</dd>
       <dt>Result</dt><dd class="mono" id="result">${esc(run.result ?? "")}</dd>
       ${run.cancel_reason ? `<dt>Cancelled</dt><dd>${esc(run.cancel_reason)}</dd>` : ""}
+      ${run.held ? `<dt>Waiting for its definition</dt><dd>${esc(run.held)}</dd>` : ""}
     </dl>
     <div class="actions action">
       <button class="danger" id="cancel" ${finished ? "disabled" : ""}>Cancel</button>
