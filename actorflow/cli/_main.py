@@ -297,6 +297,12 @@ def cmd_replay(args: argparse.Namespace, out: Output) -> int:
     return replay_command(args, out)
 
 
+def cmd_plan_diff(args: argparse.Namespace, out: Output) -> int:
+    from actorflow.cli._plan import plan_diff_command
+
+    return plan_diff_command(args, out)
+
+
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     from actorflow.cli._serve import serve
 
@@ -412,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _serve_parser(sub)
     _replay_parser(sub, json_flag)
+    _plan_parser(sub, json_flag)
 
     from actorflow.cli import _remote, _store
 
@@ -459,6 +466,30 @@ def _serve_parser(sub: Any) -> None:
         "repeatable; adds to allowed_hosts",
     )
     serve.set_defaults(func=cmd_serve)
+
+
+def _plan_parser(sub: Any, json_flag: Any) -> None:
+    plan = sub.add_parser("plan", help="check a deploy of graph workflows against the store")
+    plans = plan.add_subparsers(dest="plan_command", metavar="COMMAND", required=True)
+    diff = plans.add_parser(
+        "diff",
+        help="what starting APP on this store would do to the runs in flight",
+        description=(
+            "Compares the graph workflows of APP (not started) with the plans the store's "
+            "unfinished runs started on, and lists per plan the runs it affects, the nodes "
+            "added, removed and changed, and the runs that would wait for their definition "
+            "(a workflow or a step the code no longer defines). Writes nothing. Exit "
+            "status: 0 no run would wait, 4 some would, 1 error, 2 usage."
+        ),
+    )
+    diff.add_argument("app", help="module:attr or file.py:attr naming the Engine to deploy")
+    diff.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,  # the global option's value stands unless given here
+        help="store directory (default: the app's engine's)",
+    )
+    json_flag(diff, "print the changes as JSON (a list, one object per plan)")
+    diff.set_defaults(func=cmd_plan_diff)
 
 
 def _replay_parser(sub: Any, json_flag: Any) -> None:

@@ -1,0 +1,73 @@
+"""``actorflow plan diff APP:ENGINE``: what deploying this code would do to the runs in flight.
+
+V1 runs wait on a real store; the command, run as a user runs it (a separate process, the
+app given as ``file.py:engine``), compares a V2 app against them and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import actorflow as af
+from tests.cli.test_cli import cli
+from tests.conftest import wait_until
+from tests.runtime.test_deploys import _at_gate, _key, _v1
+
+V2 = """
+import actorflow as af
+from tests.runtime.test_deploys import _key, mark
+
+engine = af.Engine(data_dir={data_dir!r})
+(
+    engine.define("deploy")
+    .step("a", mark)
+    .wait_for_event("go", name="gate", key=_key)
+    .step("{last}", mark)
+    .step("c", mark)
+)
+engine.define("other").step("x", mark)
+"""
+
+
+def _app(tmp_path: Path, data_dir: Path, last: str) -> str:
+    path = tmp_path / f"v2_{last}.py"
+    path.write_text(V2.format(data_dir=str(data_dir), last=last))
+    return f"{path}:engine"
+
+
+def test_plan_diff_lists_the_runs_each_change_affects(
+    make_engine: Callable[..., af.Engine], data_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "markers.log"
+    log.touch()
+    v1 = make_engine(durability="fast")
+    _v1(v1)
+    v1.define("gone").wait_for_event("never", name="w", key=_key)
+    with v1:
+        runs = [v1.trigger("deploy", {"log": str(log), "k": f"k{i}"}).id for i in range(2)]
+        gone = v1.trigger("gone", {"k": "g"}).id
+        wait_until(lambda: all(_at_gate(v1, r) for r in runs), timeout=60)
+    before = sorted(p.name for p in data_dir.iterdir())
+
+    # V2 appends c and keeps b: the runs go on on their own plan; "gone" is removed.
+    keeps = cli(data_dir, "plan", "diff", _app(tmp_path, data_dir, "b"), "--json")
+    changes = {c["workflow"]: c for c in json.loads(keeps.stdout)}
+    assert keeps.returncode == 4, keeps.stderr  # the removed workflow's run would wait
+    deploy = changes["deploy"]
+    assert sorted(deploy["runs"]) == sorted(runs) and deploy["added"] == ["c"]
+    assert deploy["removed"] == [] and deploy["held"] is None and deploy["reach"] == []
+    assert changes["gone"]["runs"] == [gone] and "not defined" in changes["gone"]["held"]
+
+    # V2 renames b: a run that reaches b would wait for its definition there.
+    renames = cli(data_dir, "plan", "diff", _app(tmp_path, data_dir, "b2"))
+    assert renames.returncode == 4, renames.stderr
+    assert "added: b2, c" in renames.stdout and "removed: b" in renames.stdout
+    assert "a run that reaches 'b' would wait for its definition" in renames.stdout
+
+    assert sorted(p.name for p in data_dir.iterdir()) == before  # nothing was written
+    v1b = make_engine(durability="fast")
+    _v1(v1b)
+    with v1b:
+        assert all(v1b.run(r).status() is af.RunStatus.RUNNING for r in runs)
