@@ -401,3 +401,31 @@ def test_a_removed_workflow_holds_its_runs_visibly_until_it_returns(
         assert v3.statistics()["waiting_for_definition"] == 0
     ran = _by_run(log)
     assert ran[waiting] == ["a", "b"] and ran[signing] == ["a", "b"]
+
+
+def _boom(ctx: af.StepContext) -> None:
+    raise ValueError("boom")
+
+
+def test_an_ended_run_shows_no_node_running_and_no_pending_approval(
+    make_engine: Callable[..., af.Engine], log: Path
+) -> None:
+    """Failed by its timeout while asleep or at an approval, or by a failing parallel arm."""
+    clock = af.ManualClock(1000.0)
+    engine = make_engine(durability="fast", clock=clock)
+    engine.define("nap", timeout=60).step("a", mark).sleep("zz", 3600).step("b", mark)
+    engine.define("sign", timeout=60).step("a", mark).human_in_the_loop("ok").step("b", mark)
+    arms = {"x": af.Flow().step("boom", _boom), "y": af.Flow().human_in_the_loop("ok2")}
+    engine.define("arms").parallel("p", arms)
+    with engine:
+        runs = [engine.trigger(w, {"log": str(log)}) for w in ("nap", "sign", "arms")]
+        wait_until(lambda: bool(engine.approvals(run_id=runs[1].id)), timeout=60)
+        wait_until(lambda: engine.inspect(runs[0].id).step("zz").status == "running", 60)
+        clock.advance(120)
+        for run in runs:
+            with pytest.raises(af.ActorflowError):
+                run.result(timeout=60)
+            steps = engine.inspect(run.id).steps
+            assert run.status() is af.RunStatus.FAILED
+            assert not [s.path for s in steps if s.status == "running"], steps
+        assert engine.approvals() == []
