@@ -46,7 +46,8 @@ def dashboard_routes(engine: Any, read_only: bool) -> list[Any]:
         from starlette.concurrency import run_in_threadpool
 
         try:
-            data = await run_in_threadpool(engine.graph, request.path_params["workflow"])
+            run_id = request.query_params.get("run") or None
+            data = await run_in_threadpool(engine.graph, request.path_params["workflow"], run_id)
         except Exception as exc:
             return Response(
                 orjson.dumps({"error": "not_found", "detail": str(exc)}),

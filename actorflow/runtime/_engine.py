@@ -1177,10 +1177,16 @@ class Engine:
 
         return lifespan(self, drain_timeout)
 
-    def graph(self, workflow: str) -> dict[str, Any]:
+    def graph(self, workflow: str, run_id: str | None = None) -> dict[str, Any]:
         """A workflow's graph as plain data (``nodes`` and ``edges``), as the dashboard draws it.
 
         A code workflow has no graph before it runs: ``{"code": True}`` with no nodes.
+
+        Args:
+            workflow: the workflow.
+            run_id: draw the plan this run started on (``"plan"`` in the answer says which
+                shape), which a deploy may have changed since; on a follower, or when the
+                plan cannot be built with the code defined now, the current one.
 
         Raises:
             WorkflowNotFound: no such workflow.
@@ -1194,10 +1200,26 @@ class Engine:
             if compiled is None:
                 raise WorkflowNotFound(workflow, list(self._followed))
         else:
-            compiled = self._compiled(self._require_core(), workflow)
+            core = self._require_core()
+            compiled = self._compiled(core, workflow)
+            if run_id is not None and isinstance(compiled, Compiled):
+                compiled = self._run_plan(core, compiled, run_id)
         if isinstance(compiled, Compiled):
-            return {**plan_graph(compiled.plan), "code": False}
+            return {**plan_graph(compiled.plan), "code": False, "plan": compiled.plan.shape}
         return {"workflow": workflow, "code": True, "nodes": [], "edges": []}
+
+    def _run_plan(self, core: Core, current: Compiled, run_id: str) -> Compiled:
+        """The compiled plan run ``run_id`` started on, else ``current`` (see graph())."""
+        from actorflow.runtime._plans import PlanUnavailable, plan_for
+
+        rec = read_run(core.store, run_id)
+        shape = rec.get("plan")
+        if rec["workflow"] != current.spec.id or not shape or shape == current.plan.shape:
+            return current
+        try:
+            return plan_for(core, current.spec.id, str(shape))
+        except PlanUnavailable:
+            return current
 
     def _webhooks(self) -> list[tuple[str, Any]]:
         """(workflow id, webhook spec) of every defined workflow, checked for clashes."""

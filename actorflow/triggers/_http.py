@@ -23,7 +23,8 @@ Routes::
     POST /api/workflows/{id}/trigger      start a run; body: the payload (optional)
     GET  /api/runs?workflow=&status=&limit=&before=&since=&until=
                                           newest first; X-Next-Cursor: the next page's before
-    GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard
+    GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard (?run=ID: the
+                                          plan that run started on)
     GET  /api/stream                      lifecycle events (server-sent events)
     GET  /                                the dashboard (static page; /static/...)
     GET  <prefix>                         mounted: 307 to <prefix>/, the dashboard

@@ -121,10 +121,13 @@ def test_an_appended_step_applies_to_runs_started_after_the_deploy(
         _go(v2, ["new"])
         assert new.result(timeout=60) == "c"
         details = v2.inspect(old[0])
+        drawn = [n["name"] for n in v2.graph("deploy", old[0])["nodes"]]
+        now = [n["name"] for n in v2.graph("deploy")["nodes"]]
     ran = _by_run(log)
     assert all(ran[r] == ["a", "b"] for r in old)  # on their own plan: no early, no c
     assert ran[new.id] == ["early", "a", "b", "c"]
     assert [s.name for s in details.steps] == ["a", "gate", "b"]  # shown through its plan
+    assert "early" not in drawn and "c" not in drawn and {"early", "c"} <= set(now)
 
 
 def test_removed_steps_a_run_has_passed_change_nothing_and_one_it_reaches_holds_it(

@@ -273,7 +273,8 @@ async function runPage(runId) {
     return;
   }
   const [graph, approvals] = await Promise.all([
-    api(`api/workflows/${encodeURIComponent(run.workflow_id)}/graph`).then((r) => r.data).catch(() => ({ nodes: [], edges: [] })),
+    // The plan this run started on (a deploy may have changed the workflow since).
+    api(`api/workflows/${encodeURIComponent(run.workflow_id)}/graph?run=${encodeURIComponent(run.id)}`).then((r) => r.data).catch(() => ({ nodes: [], edges: [] })),
     api("api/approvals?status=waiting").then((r) => r.data.filter((a) => a.run_id === run.id)).catch(() => []),
   ]);
   const finished = ["completed", "failed", "cancelled", "continued"].includes(run.status);
