@@ -44,6 +44,11 @@ THAW_AT_MOST = 600.0
 #: Quiet: at most this many times the low-water mark of frozen objects (plus ``_SLACK``).
 _QUIET = 1.5
 _SLACK = 20_000
+#: Objects the interpreter itself keeps in the permanent generation, as counted when this
+#: module was imported: 0 on Python 3.11, a few hundred on 3.12 (which puts them back at
+#: each collection, even after ``gc.unfreeze()``). More than this at an engine's start means
+#: the application froze objects of its own.
+BASELINE = gc.get_freeze_count()
 
 
 class CollectorPolicy:
@@ -80,7 +85,7 @@ class CollectorPolicy:
             self._users += 1
             if self._users > 1:
                 return
-            self._found_frozen = gc.get_freeze_count() > 0
+            self._found_frozen = gc.get_freeze_count() > BASELINE
             self._last_thaw = self._clock()
             self._low = 0
             gc.callbacks.append(self._on_collect)

@@ -114,27 +114,27 @@ def test_policy_freezes_survivors_and_thaws_deferred_cycles(
     now = [1000.0]
     policy = CollectorPolicy(clock=lambda: now[0])
     monkeypatch.setattr(_collector, "_SLACK", 10**9)  # always "quiet": the clock decides
-    if gc.get_freeze_count():
+    if gc.get_freeze_count() > _collector.BASELINE:
         pytest.skip("something in this process froze objects already")
     alive: _Node | None = _cycle()
     held = weakref.ref(alive)
     policy.acquire()
     try:
         gc.collect()  # a full collection: its survivors (the cycle among them) are frozen
-        assert gc.get_freeze_count() > 0 and policy.freezes == 1
+        assert gc.get_freeze_count() > _collector.BASELINE and policy.freezes == 1
         alive = None
         # Dropped now, but frozen: a full collection does not walk it.
         gc.collect()
         assert held() is not None
         now[0] += _collector.THAW_AFTER  # a thaw is due: at the end of the next full collection
         gc.collect()
-        assert policy.thaws == 1 and gc.get_freeze_count() == 0
+        assert policy.thaws == 1 and gc.get_freeze_count() <= _collector.BASELINE
         gc.collect()  # walks everything once: the deferred cycle is freed
         assert held() is None
-        assert gc.get_freeze_count() > 0  # and freezing resumes
+        assert gc.get_freeze_count() > _collector.BASELINE  # and freezing resumes
     finally:
         policy.release()
-    assert gc.get_freeze_count() == 0  # left as it was found
+    assert gc.get_freeze_count() <= _collector.BASELINE  # left as it was found
     assert _collector.policy is not policy
 
 
@@ -142,7 +142,7 @@ def test_policy_thaws_when_never_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     policy = CollectorPolicy(clock=lambda: now[0])
     monkeypatch.setattr(_collector, "_SLACK", -(10**9))  # never "quiet"
-    if gc.get_freeze_count():
+    if gc.get_freeze_count() > _collector.BASELINE:
         pytest.skip("something in this process froze objects already")
     policy.acquire()
     try:
@@ -165,11 +165,11 @@ def test_engine_holds_the_policy_while_running(make_engine: Callable[..., af.Eng
         assert _collector.policy._users == users + 1
         gc.collect()
         seen = engine.health()["checks"]["collector"]
-        assert seen["ok"] and seen["policy"] == "freeze" and seen["frozen"] > 0
+        assert seen["ok"] and seen["policy"] == "freeze" and seen["frozen"] > _collector.BASELINE
         assert engine.trigger("double", {"n": 4}).result(timeout=60) == 8
     assert _collector.policy._users == users
     if users == 0:
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() <= _collector.BASELINE
 
 
 def test_collector_python_leaves_it_alone(
