@@ -59,6 +59,17 @@ def _v1(engine: af.Engine, **options: Any) -> None:
     )
 
 
+def _v2_appended(engine: af.Engine, **options: Any) -> None:
+    """V2: V1 with a step ``c`` appended."""
+    (
+        engine.define("deploy", **options)
+        .step("a", mark)
+        .wait_for_event("go", name="gate", key=_key)
+        .step("b", mark)
+        .step("c", mark)
+    )
+
+
 def _started(engine: af.Engine, log: Path, n: int, first: int = 0) -> list[str]:
     """n runs of "deploy", each waiting at its gate (step a done)."""
     runs = [
@@ -242,13 +253,7 @@ def test_sigkilled_v1_then_v2_with_an_appended_step(
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     v2 = make_engine(durability="fast")
-    (
-        v2.define("deploy")
-        .step("a", mark)
-        .wait_for_event("go", name="gate", key=_key)
-        .step("b", mark)
-        .step("c", mark)
-    )
+    _v2_appended(v2)
     with v2:
         _go(v2, ["k0", "k1", "k2"])
         assert [v2.run(r).result(timeout=60) for r in runs] == ["b"] * 3
@@ -263,13 +268,7 @@ def test_a_store_of_the_previous_release_keeps_its_runs_through_a_changed_defini
     shutil.copytree(FIXTURES / "store-format3-deploy", tmp_path / "old")
     runs = (tmp_path / "old" / "runs.txt").read_text().split()
     v2 = make_engine(data_dir=tmp_path / "old" / "store", durability="fast")
-    (
-        v2.define("deploy")
-        .step("a", mark)
-        .wait_for_event("go", name="gate", key=_key)
-        .step("b", mark)
-        .step("c", mark)
-    )
+    _v2_appended(v2)
     with v2:
         for r in runs:
             v2.run(r).inspect()  # readable
