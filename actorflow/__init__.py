@@ -88,6 +88,7 @@ from actorflow.runtime import (
     RunSummary,
     StepAttempted,
     StepDetails,
+    WorkflowVersion,
 )
 from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_context
 from actorflow.workers._dask import DaskExecutor
@@ -177,6 +178,7 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowVersion",
     "WriteRejected",
     "__version__",
     "define_service",

@@ -68,6 +68,7 @@ class CodeWorkflowSpec:
         panic: its :class:`PanicPolicy`.
         failure_types: exceptions that fail the run instead of panicking it.
         retention: seconds its finished runs are kept (0: forever; None: the engine's).
+        version: its version (several may be defined at once; runs keep theirs).
     """
 
     id: str
@@ -83,6 +84,7 @@ class CodeWorkflowSpec:
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
     retention: float | None = None
+    version: int = 1
     on_error: None = None  # graph workflows only
     kind: str = "code"
 
@@ -132,6 +134,7 @@ class CodeWorkflow(Triggers):
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
         retention: Any = None,
+        version: int = 1,
     ) -> None:
         self._id: Any = workflow_id
         self.fn = fn
@@ -144,6 +147,7 @@ class CodeWorkflow(Triggers):
         self._services: Any = services
         self._rate_limit: Any = rate_limit
         self._retention: Any = retention
+        self._version: Any = version
         self._lock = threading.Lock()
         self._frozen = False
         self._webhooks: list[tuple[Any, ...]] = []
@@ -209,6 +213,7 @@ class CodeWorkflow(Triggers):
             webhooks=common.webhooks,
             schedules=common.schedules,
             retention=common.retention,
+            version=common.version,
         )
 
     def __repr__(self) -> str:

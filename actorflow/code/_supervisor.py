@@ -32,6 +32,7 @@ from actorflow.code._driver import Command, Driver
 from actorflow.code._history import VALUED, Entry, read_history, unpack_value
 from actorflow.errors import ClientError, NondeterminismError, StepFailed
 from actorflow.runtime import _unstarted
+from actorflow.runtime._core import run_version
 from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import (
     ChildFinished,
@@ -524,6 +525,9 @@ class CodeSupervisor(HasEffects):
             "parent": list(self.parent) if self.parent else None,
             "continued_from": self.run_id,
         }
+        newest = self.core.workflows[self.workflow_id].spec.version
+        if newest != 1:
+            rec["version"] = newest  # a new run: it starts on the newest version
         if self.depth:
             rec["depth"] = self.depth  # the next run of the chain takes this run's place
         ops.append((K.RUNS, K.run_key(new_id), dump_record(rec)))
@@ -651,6 +655,8 @@ class CodeSupervisor(HasEffects):
             "parent": list(self.parent) if self.parent else None,
             "restarts": self.restarts,
         }
+        if self.spec.version != 1:
+            rec["version"] = self.spec.version  # (absent: version 1, see run_version)
         if self.depth:
             rec["depth"] = self.depth
         if self.panic_error is not None:
@@ -712,7 +718,7 @@ def finished_for_query(core: Any, run_id: str) -> CodeSupervisor | None:
     if raw is None:
         return None
     rec = load_record(raw, f"run {run_id}")
-    compiled = core.workflows.get(rec.get("workflow"))
+    compiled = core.compiled_for(rec.get("workflow"), run_version(rec))
     status = RunStatus(rec["status"])
     if rec.get("kind") != "code" or compiled is None or not status.terminal:
         return None

@@ -32,7 +32,7 @@ from actorflow.definition._triggers import (
 )
 from actorflow.errors import DefinitionError, GraphError
 
-__all__ = ["Common", "Triggers", "Workflow", "validate_name"]
+__all__ = ["Common", "Triggers", "Workflow", "check_version", "validate_name"]
 
 
 class Common(NamedTuple):
@@ -45,6 +45,14 @@ class Common(NamedTuple):
     webhooks: tuple[WebhookSpec, ...]
     schedules: tuple[ScheduleSpec, ...]
     retention: float | None
+    version: int
+
+
+def check_version(value: Any) -> str | None:
+    """The problem with a workflow ``version`` (an integer >= 1), or None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 2**31:
+        return None
+    return f"version: expected an integer from 1 to 2**31, got {value!r}"
 
 
 class Triggers:
@@ -52,7 +60,7 @@ class Triggers:
 
     The host class provides ``_lock``, ``_frozen``, ``_spec``, ``_build()`` and the raw
     options ``_id``, ``_timeout``, ``_concurrency``, ``_description``, ``_services``,
-    ``_rate_limit``, ``_retention``, ``_webhooks`` and ``_schedules``.
+    ``_rate_limit``, ``_retention``, ``_version``, ``_webhooks`` and ``_schedules``.
     """
 
     _lock: Any
@@ -65,6 +73,7 @@ class Triggers:
     _services: Any
     _rate_limit: Any
     _retention: Any = None
+    _version: Any = 1
     _webhooks: list[tuple[Any, ...]]
     _schedules: list[tuple[Any, ...]]
     #: Validates the host's own options and returns its spec (each host class defines it).
@@ -131,7 +140,13 @@ class Triggers:
                 retention = parse_retention(self._retention)
             except DefinitionError as exc:
                 problems.extend(exc.problems)
-        return Common(timeout, concurrency, services, rate, webhooks, schedules, retention)
+        version = self._version
+        if (p := check_version(version)) is not None:
+            problems.append(p)
+            version = 1
+        return Common(
+            timeout, concurrency, services, rate, webhooks, schedules, retention, version
+        )
 
     def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
         raw = self._services
@@ -263,6 +278,9 @@ class Workflow(Flow, Triggers):
             later runs queue durably and start in order as the window allows.
         retention: how long its finished runs are kept after they end (a duration such as
             ``"7d"``; 0 or ``"forever"``: always); None: the engine's ``retention``.
+        version: which version of the workflow this is (an integer >= 1): an engine may
+            define several versions of one id; new runs take the newest, and each run goes
+            on on the version it started on (docs/operations.md, "Versions").
     """
 
     def __init__(
@@ -278,6 +296,7 @@ class Workflow(Flow, Triggers):
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
         retention: Any = None,
+        version: int = 1,
     ) -> None:
         super().__init__(workflow_id if isinstance(workflow_id, str) else None)
         # Raw values, validated all at once by build(): callers may be untyped.
@@ -291,6 +310,7 @@ class Workflow(Flow, Triggers):
         self._services: Any = services
         self._rate_limit: Any = rate_limit
         self._retention: Any = retention
+        self._version: Any = version
         self._webhooks: list[tuple[Any, ...]] = []
         self._schedules: list[tuple[Any, ...]] = []
         self._spec: WorkflowSpec | None = None
@@ -348,6 +368,7 @@ class Workflow(Flow, Triggers):
             webhooks=common.webhooks,
             schedules=common.schedules,
             retention=common.retention,
+            version=common.version,
         )
 
     def __repr__(self) -> str:

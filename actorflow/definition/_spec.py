@@ -349,6 +349,7 @@ def describe_common(spec: Any) -> dict[str, Any]:
         ],
         "schedules": [s.describe() for s in spec.schedules],
         "retention": spec.retention,
+        "version": spec.version,
     }
 
 
@@ -370,6 +371,7 @@ class WorkflowSpec:
         description: free text.
         on_error: the workflow's default error handler for steps without their own.
         retention: seconds its finished runs are kept (0: forever; None: the engine's).
+        version: its version (several may be defined at once; runs keep theirs).
     """
 
     id: str
@@ -385,6 +387,7 @@ class WorkflowSpec:
     webhooks: tuple[Any, ...] = ()
     schedules: tuple[Any, ...] = ()
     retention: float | None = None
+    version: int = 1
 
     @property
     def steps(self) -> tuple[StepSpec, ...]:

@@ -32,6 +32,7 @@ from actorflow.runtime._views import (
     RunSummary,
     StepDetails,
 )
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.store._prune import PruneReport
 
 __all__ = [
@@ -47,4 +48,5 @@ __all__ = [
     "RunSummary",
     "StepAttempted",
     "StepDetails",
+    "WorkflowVersion",
 ]

@@ -30,9 +30,14 @@ from actorflow.runtime._promise import Promise
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 
-__all__ = ["Admission", "CodeCompiled", "Compiled", "Core", "Waiters"]
+__all__ = ["Admission", "CodeCompiled", "Compiled", "Core", "Waiters", "run_version"]
 
 log = logging.getLogger("actorflow.runtime")
+
+
+def run_version(rec: dict[str, Any]) -> int:
+    """The version of its workflow a run record says it runs (records before versions: 1)."""
+    return int(rec.get("version") or 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +249,7 @@ class Core:
     store: Store
     clock: Clock
     evaluator: ModuleType
+    #: The newest version of each workflow: what new runs start on.
     workflows: dict[str, Compiled | CodeCompiled]
     waiters: Waiters
     admission: Admission
@@ -279,10 +285,36 @@ class Core:
     activity: Any = None
     #: Lifecycle event subscribers (``_lifecycle.Lifecycle``).
     lifecycle: Any = None
-    #: Runs' own plans by (workflow, shape), or why one cannot be built (``_plans.py``).
-    plans: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: Runs' own plans by (workflow, version, shape), or why one cannot be built (``_plans.py``).
+    plans: dict[tuple[str, int, str], Any] = field(default_factory=dict)
     #: Runs held because their plan cannot run with the code defined now: run id -> reason.
     held: dict[str, str] = field(default_factory=dict)
+    #: Every version of the workflows defined in several versions: id -> version -> compiled.
+    versions: dict[str, dict[int, Compiled | CodeCompiled]] = field(default_factory=dict)
+
+    def compiled_for(self, workflow: str, version: int) -> Compiled | CodeCompiled | None:
+        """The definition a run of ``version`` of ``workflow`` goes on with, or None."""
+        current = self.workflows.get(workflow)
+        if current is None or current.spec.version == version:
+            return current
+        return self.versions.get(workflow, {}).get(version)
+
+    def version_problem(self, workflow: str, version: int) -> str | None:
+        """Why a run of ``version`` of ``workflow`` cannot go on here, or None."""
+        current = self.workflows.get(workflow)
+        if current is None:
+            return (
+                f"workflow {workflow!r} is not defined on this engine; the run goes on when an "
+                "engine that defines it starts"
+            )
+        if self.compiled_for(workflow, version) is not None:
+            return None
+        defined = sorted(self.versions.get(workflow, {current.spec.version: current}))
+        return (
+            f"version {version} of workflow {workflow!r} is not defined on this engine (it "
+            f"defines {', '.join(map(str, defined))}); the run goes on when an engine that "
+            "defines that version starts"
+        )
 
     @property
     def sink(self) -> Any:

@@ -22,7 +22,7 @@ from actorflow._extras import require
 from actorflow._types import RunStatus, new_run_id
 from actorflow.code._definition import CodeWorkflow, PanicPolicy
 from actorflow.config import EngineConfig
-from actorflow.definition._builder import Workflow
+from actorflow.definition._builder import Workflow, check_version
 from actorflow.definition._options import Retry
 from actorflow.errors import (
     ClientError,
@@ -36,7 +36,8 @@ from actorflow.errors import (
     WorkflowNotFound,
 )
 from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
-from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
+from actorflow.runtime._versions import WorkflowVersion
+from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters, run_version
 from actorflow.runtime._external import (
     EngineHost,
     list_approvals,
@@ -159,7 +160,8 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self._custom_store = custom_store
         self._memory_store: MemoryStore | None = None
-        self._definitions: dict[str, Workflow | CodeWorkflow] = {}
+        self._definitions: dict[str, Workflow | CodeWorkflow] = {}  # the newest version of each
+        self._versions: dict[str, dict[int, Workflow | CodeWorkflow]] = {}  # every version of each
         self._lock = threading.RLock()
         self._core: Core | None = None
         self._store: Store | None = None
@@ -188,6 +190,7 @@ class Engine:
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
         retention: Any = None,
+        version: int = 1,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -206,16 +209,20 @@ class Engine:
                 durably and start in order.
             retention: how long its finished runs are kept after they end (``"7d"``;
                 0 or ``"forever"``: always); default: the engine's ``retention`` (30 days).
+            version: which version of the workflow this is (an integer >= 1). Several
+                versions of one id may be defined at once: new runs take the newest, and
+                each run goes on with the code of the version it started on, so an old
+                version is dropped once :meth:`versions` says it has no runs left. Its
+                triggers, concurrency and rate limit are the newest version's.
 
         Returns:
             The workflow builder.
 
         Raises:
-            DefinitionError: the id is already defined.
+            DefinitionError: this id and version is already defined, ``version`` is not an
+                integer >= 1, or versions of one id mix graph and code workflows.
         """
         with self._lock:
-            if workflow_id in self._definitions:
-                raise DefinitionError("is already defined on this engine", workflow_id)
             wf = Workflow(
                 workflow_id,
                 retry=retry,
@@ -227,8 +234,9 @@ class Engine:
                 services=services,
                 rate_limit=rate_limit,
                 retention=retention,
+                version=version,
             )
-            self._definitions[workflow_id] = wf
+            self._register(wf)
             wf._owner = weakref.ref(self)  # its siblings come along to wf.test()
             return wf
 
@@ -245,6 +253,7 @@ class Engine:
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
         retention: Any = None,
+        version: int = 1,
     ) -> Callable[[Callable[..., Awaitable[Any]]], CodeWorkflow]:
         """Define a code workflow: decorate an ``async def f(ctx, *args)``.
 
@@ -268,13 +277,15 @@ class Engine:
             services: configured services its steps reach as ``ctx.services.<id>``.
             rate_limit: most runs started per window, e.g. ``"100/m"``.
             retention: how long its finished runs are kept (see :meth:`define`).
+            version: which version of the workflow this is (see :meth:`define`): a run
+                replays on the function of the version it started on.
 
         Returns:
             A decorator; it returns a :class:`~actorflow.CodeWorkflow`, still callable as
             the function.
 
         Raises:
-            DefinitionError: the id is already defined.
+            DefinitionError: this id and version is already defined (see :meth:`define`).
         """
 
         def register(fn: Callable[..., Awaitable[Any]]) -> CodeWorkflow:
@@ -290,20 +301,89 @@ class Engine:
                 services=services,
                 rate_limit=rate_limit,
                 retention=retention,
+                version=version,
             )
             with self._lock:
-                if workflow_id in self._definitions:
-                    raise DefinitionError("is already defined on this engine", workflow_id)
-                self._definitions[workflow_id] = wf
+                self._register(wf)
             wf._owner = weakref.ref(self)
             return wf
 
         return register
 
+    def _register(self, wf: Workflow | CodeWorkflow) -> None:
+        """Add a definition (a new id, or another version of one); under ``self._lock``."""
+        wid, version = wf._id, wf._version
+        if (problem := check_version(version)) is not None:
+            raise DefinitionError(problem, wid if isinstance(wid, str) else None)
+        versions = self._versions.get(wid) or (
+            {self._definitions[wid]._version: self._definitions[wid]}
+            if wid in self._definitions
+            else {}
+        )
+        if version in versions:
+            if len(versions) == 1 and version == 1:
+                raise DefinitionError(
+                    "is already defined on this engine (to run another version beside it, "
+                    "pass version=2 and so on)",
+                    wid,
+                )
+            raise DefinitionError(f"version {version} is already defined on this engine", wid)
+        kind = isinstance(wf, CodeWorkflow)
+        for other_version, other in versions.items():
+            if isinstance(other, CodeWorkflow) != kind:
+                what = ("a graph", "a code")
+                raise DefinitionError(
+                    f"version {version} is {what[kind]} workflow and version {other_version} "
+                    f"is {what[not kind]} one; the versions of one id are of one kind",
+                    wid,
+                )
+        core = self._core
+        if versions and core is not None and wid in core.workflows:
+            raise DefinitionError(
+                f"version {version}: this engine is running with the versions defined before "
+                "it started; define every version before engine.start()",
+                wid,
+            )
+        versions[version] = wf
+        self._versions[wid] = versions
+        if version == max(versions):
+            self._definitions[wid] = wf
+
     @property
     def workflows(self) -> list[str]:
         """Ids of the defined workflows."""
         return sorted(self._definitions)
+
+    def versions(self, workflow: str) -> list[WorkflowVersion]:
+        """The versions of a workflow, defined here or still run, and their runs in flight.
+
+        Each started run goes on with the version it started on; new runs take the newest.
+        Drop an old version from the code once this says it has no runs (``runs == 0``).
+        It reads every unfinished run's record: an operator's question, not a hot path.
+
+        Args:
+            workflow: the workflow id.
+
+        Returns:
+            One :class:`~actorflow.WorkflowVersion` per version, oldest first: those this
+            engine defines, and those only unfinished runs in the store still have.
+
+        Raises:
+            WorkflowNotFound: no version is defined here and no unfinished run has one.
+        """
+        from actorflow.runtime import _versions
+
+        if not isinstance(workflow, str):
+            raise ClientError(f"workflow: expected a workflow id (str), got {workflow!r}")
+        with self._lock:
+            here = self._versions.get(workflow) or {}
+            defined = set(here) or (
+                {self._definitions[workflow]._version} if workflow in self._definitions else set()
+            )
+        counts = self._read(_versions.count_versions, workflow)
+        if not defined and not counts:
+            raise WorkflowNotFound(workflow, self.workflows)
+        return _versions.versions(workflow, defined, counts)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -344,9 +424,10 @@ class Engine:
                 return self
             compiled = {wid: self._compile(wf) for wid, wf in self._definitions.items()}
             check_subflow_cycles({k: c.spec for k, c in compiled.items() if not c.code})
+            older = self._compile_older(compiled)
             store = open_or_follow(self, compiled)
             if store is not None:
-                self._lead(compiled, store)
+                self._lead(compiled, store, older)
             self._hold_collector(True)
             return self
 
@@ -370,7 +451,32 @@ class Engine:
 
         return {"ok": True, "policy": "freeze", **policy.stats()}
 
-    def _lead(self, compiled: dict[str, Compiled | CodeCompiled], store: Store) -> None:
+    def _compile_older(
+        self, compiled: dict[str, Compiled | CodeCompiled]
+    ) -> dict[str, dict[int, Compiled | CodeCompiled]]:
+        """Every version of the workflows defined in several, by id then version."""
+        older: dict[str, dict[int, Compiled | CodeCompiled]] = {}
+        for wid, versions in self._versions.items():
+            newest = self._definitions.get(wid)
+            if len(versions) < 2 or newest is None or wid not in compiled:
+                continue
+            older[wid] = {
+                v: compiled[wid] if wf is newest else self._compile(wf)
+                for v, wf in versions.items()
+            }
+        graphs = {k: c.spec for k, c in compiled.items() if not c.code}
+        for wid, compiled_versions in older.items():
+            for c in compiled_versions.values():
+                if not c.code:  # an older version's subflows make no cycle either
+                    check_subflow_cycles({**graphs, wid: c.spec}, first=wid)
+        return older
+
+    def _lead(
+        self,
+        compiled: dict[str, Compiled | CodeCompiled],
+        store: Store,
+        older: dict[str, dict[int, Compiled | CodeCompiled]] | None = None,
+    ) -> None:
         """Start the actors on ``store`` (opened for writing), recover, and serve followers."""
         # The machinery of a running engine (actors, pool, blobs, background passes) is
         # imported here, not with the module: ``import actorflow`` (workers, the CLI, code
@@ -385,7 +491,9 @@ class Engine:
             from actorflow.runtime._plans import previous_plan_ops
 
             # The previous definitions' structures first: runs started under them keep it.
-            store.write(previous_plan_ops(store) + self._definition_ops(compiled.values()))
+            older = older or {}
+            every = _every(compiled.values(), older)
+            store.write(previous_plan_ops(store) + self._definition_ops(every, older))
             self._failure = None
             self._full = None
             core = Core(
@@ -394,6 +502,7 @@ class Engine:
                 clock=self.clock,
                 evaluator=evaluator,
                 workflows=compiled,
+                versions=older,
                 waiters=Waiters(),
                 admission=Admission(
                     {k: c.spec.concurrency for k, c in compiled.items()},
@@ -1213,13 +1322,19 @@ class Engine:
         from actorflow.runtime._plans import PlanUnavailable, plan_for
 
         rec = read_run(core.store, run_id)
+        if rec["workflow"] != current.spec.id:
+            return current
+        version = run_version(rec)
+        own = core.compiled_for(current.spec.id, version)
+        if not isinstance(own, Compiled):
+            return current  # its version is not defined here
         shape = rec.get("plan")
-        if rec["workflow"] != current.spec.id or not shape or shape == current.plan.shape:
-            return current
+        if not shape or shape == own.plan.shape:
+            return own
         try:
-            return plan_for(core, current.spec.id, str(shape))
+            return plan_for(core, current.spec.id, str(shape), version)
         except PlanUnavailable:
-            return current
+            return own
 
     def _webhooks(self) -> list[tuple[str, Any]]:
         """(workflow id, webhook spec) of every defined workflow, checked for clashes."""
@@ -1645,11 +1760,13 @@ class Engine:
             # Defined after start: compile now, with the workflows its subflows reach that are
             # not compiled yet, and record the definitions before any run.
             fresh = self._compile_late(core, workflow)
+            older = self._compile_older(fresh)
+            every = _every(fresh.values(), older)
             done: Promise[None] = Promise()
             assert core.writer is not None
             core.writer.tell(
                 Write(
-                    self._definition_ops(fresh.values()),
+                    self._definition_ops(every, older),
                     then=(lambda: done.set_result(None),),
                     on_error=done.set_exception,
                 )
@@ -1657,6 +1774,7 @@ class Engine:
             done.result()
             for wid, c in fresh.items():
                 core.admission.set_limit(wid, c.spec.concurrency, c.spec.rate_limit)
+            core.versions = {**core.versions, **older}
             core.workflows = {**core.workflows, **fresh}
             return fresh[workflow]
 
@@ -1676,20 +1794,25 @@ class Engine:
         check_subflow_cycles(graphs, first=workflow)
         return fresh
 
-    def _definition_ops(self, compiled: Any) -> list[Op]:
-        """Definition records, and each graph workflow's structure under its shape."""
+    def _definition_ops(
+        self, compiled: Any, older: dict[str, dict[int, Any]] | None = None
+    ) -> list[Op]:
+        """Definition records (the newest version of each, with the versions defined), and
+        each graph workflow's structure (every version's) under its shape."""
         from actorflow.runtime._plans import plan_ops
 
         now = self.clock.now()
         compiled = list(compiled)
-        return [
-            (
-                K.DEFINITIONS,
-                c.spec.id.encode(),
-                dump_record({**c.spec.to_dict(), "fingerprint": c.spec.fingerprint, "at": now}),
-            )
-            for c in compiled
-        ] + plan_ops([c.spec for c in compiled if not c.code])
+        older = older or {}
+        ops: list[Op] = []
+        for c in compiled:
+            versions = older.get(c.spec.id)
+            if versions is not None and c is not versions[max(versions)]:
+                continue  # an older version: only its plan is recorded
+            record = {**c.spec.to_dict(), "fingerprint": c.spec.fingerprint, "at": now}
+            record["versions"] = sorted(versions) if versions else [c.spec.version]
+            ops.append((K.DEFINITIONS, c.spec.id.encode(), dump_record(record)))
+        return ops + plan_ops([c.spec for c in compiled if not c.code])
 
     def definition(self, workflow: str) -> dict[str, Any]:
         """The stored description of a workflow (steps, options), as JSON-compatible data.
@@ -1830,3 +1953,11 @@ def _activate(core: Core, run_ids: list[str]) -> None:
             core.route(run_id).tell(ActivateRun(run_id))
         except pykka.ActorDeadError:
             pass  # stopping: the queued run is admitted again at the next start
+
+
+def _every(compiled: Iterable[Any], older: dict[str, dict[int, Any]]) -> list[Any]:
+    """The compiled workflows and every older version of them, each once."""
+    out = list(compiled)
+    seen = {id(c) for c in out}
+    out += [c for vs in older.values() for c in vs.values() if id(c) not in seen]
+    return out

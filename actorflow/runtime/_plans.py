@@ -24,7 +24,9 @@ Data flow:
   for_each's items) is a :class:`PlanUnavailable` naming it: the run is held before it
   is loaded.
 
-Compiled plans are cached per (workflow, shape) on the core (``Core.plans``).
+Compiled plans are cached per (workflow, version, shape) on the core (``Core.plans``).
+With several versions defined (``engine.define(id, version=N)``), a run takes its code from
+the version it started on (``rec["version"]``); a version no longer defined holds it.
 """
 
 from __future__ import annotations
@@ -135,19 +137,26 @@ def hold_ops(run_id: str, rec: dict[str, Any], reason: str) -> list[Op]:
 
 
 def unavailable(core: Core, rec: dict[str, Any]) -> str | None:
-    """Why a recorded unfinished run cannot be loaded with the code defined now (or None)."""
+    """Why a recorded unfinished run cannot be loaded with the code defined now (or None).
+
+    A queued run has not started: it takes the newest version when it starts, so only a
+    missing workflow holds it. A started run needs its own version, and its own plan.
+    """
+    from actorflow.runtime._core import run_version
+
     workflow = rec["workflow"]
-    compiled = core.workflows.get(workflow)
-    if compiled is None:
-        return (
-            f"workflow {workflow!r} is not defined on this engine; the run goes on when an "
-            "engine that defines it starts"
-        )
-    shape = rec.get("plan")
-    if compiled.code or rec.get("status") == RunStatus.QUEUED.value or not shape:
+    if workflow not in core.workflows:
+        return core.version_problem(workflow, 1)
+    if rec.get("status") == RunStatus.QUEUED.value:
         return None
+    version = run_version(rec)
+    problem = core.version_problem(workflow, version)
+    compiled = core.compiled_for(workflow, version)
+    shape = rec.get("plan")
+    if problem is not None or compiled is None or compiled.code or not shape:
+        return problem
     try:
-        plan_for(core, workflow, str(shape))
+        plan_for(core, workflow, str(shape), version)
     except PlanUnavailable as exc:
         return exc.reason
     return None
@@ -159,24 +168,26 @@ def plan_record(store: Store, workflow: str, shape: str) -> dict[str, Any] | Non
     return None if raw is None else load_record(raw, f"plan {shape} of workflow {workflow}")
 
 
-def plan_for(core: Core, workflow: str, shape: str) -> Compiled:
-    """The compiled plan of ``workflow`` under ``shape``, with the code defined now.
+def plan_for(core: Core, workflow: str, shape: str, version: int = 1) -> Compiled:
+    """The compiled plan of ``workflow`` under ``shape``, with the code defined now for
+    ``version`` of it.
 
     Raises:
-        PlanUnavailable: the workflow is not defined here, the structure was never recorded,
-            or the current code lacks something it needs.
+        PlanUnavailable: the workflow (or that version) is not defined here, the structure
+            was never recorded, or the current code lacks something it needs.
     """
     from actorflow.graph import evaluator
     from actorflow.graph._compile import compile_plan
     from actorflow.runtime._core import Compiled
 
-    current = core.workflows.get(workflow)
+    current = core.compiled_for(workflow, version)
     if current is None or current.code:
-        raise PlanUnavailable(f"workflow {workflow!r} is not defined on this engine")
+        problem = core.version_problem(workflow, version)
+        raise PlanUnavailable(problem or f"workflow {workflow!r} is not a graph workflow here")
     assert isinstance(current, Compiled)
     if current.plan.shape == shape:
         return current
-    key = (workflow, shape)
+    key = (workflow, version, shape)
     cached = core.plans.get(key)
     if isinstance(cached, PlanUnavailable):
         raise cached

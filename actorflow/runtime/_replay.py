@@ -18,7 +18,7 @@ from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
 from actorflow.runtime import _unstarted, _waits
-from actorflow.runtime._core import Compiled, Core
+from actorflow.runtime._core import Compiled, Core, run_version
 from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import ErrorInfo
 from actorflow.runtime._plans import PlanUnavailable, plan_for
@@ -42,7 +42,16 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     status = RunStatus(rec["status"])
     if status.terminal:
         return None
-    compiled = core.workflows.get(rec["workflow"])
+    # A queued run has not started: it takes the newest version as defined now. A started
+    # run goes on with the version it started on, on the plan it started on.
+    version = None if status == RunStatus.QUEUED else run_version(rec)
+    workflow = rec["workflow"]
+    compiled = core.workflows.get(workflow) if version is None else None
+    if version is not None:
+        compiled = core.compiled_for(workflow, version)
+        if compiled is None and workflow in core.workflows:
+            _held(core, run_id, str(core.version_problem(workflow, version)))
+            return None
     if compiled is None:
         return None
     if compiled.code:
@@ -51,15 +60,11 @@ def load(core: Core, run_id: str) -> Supervisor | None:
         return CodeSupervisor.load(core, compiled, rec)  # type: ignore[return-value]
     assert isinstance(compiled, Compiled)
     shape = rec.get("plan")
-    if status != RunStatus.QUEUED and shape and shape != compiled.plan.shape:
-        # Started on another structure: it goes on on its own plan (a queued run has not
-        # started: it takes the definition current when it starts).
+    if version is not None and shape and shape != compiled.plan.shape:
         try:
-            compiled = plan_for(core, rec["workflow"], shape)
+            compiled = plan_for(core, workflow, shape, version)
         except PlanUnavailable as exc:
-            if core.held.get(run_id) != exc.reason:
-                log.warning("run %s is held: %s", run_id, exc.reason)
-            core.held[run_id] = exc.reason
+            _held(core, run_id, exc.reason)
             return None
     core.held.pop(run_id, None)
     sup = Supervisor(core, compiled, run_id)
@@ -87,6 +92,14 @@ def load(core: Core, run_id: str) -> Supervisor | None:
         sup.replaying = False
     unhold(sup)
     return sup
+
+
+def _held(core: Core, run_id: str, reason: str) -> None:
+    """Note that a run cannot load with the code defined now (its status is moved by the
+    engine's recovery, ``_recover``, or by ``Supervisor.hold_missing``)."""
+    if core.held.get(run_id) != reason:
+        log.warning("run %s is held: %s", run_id, reason)
+    core.held[run_id] = reason
 
 
 def resume(sup: Supervisor) -> None:

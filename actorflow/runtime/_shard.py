@@ -50,6 +50,7 @@ from actorflow.runtime._supervisor import Supervisor
 from actorflow.store import _keys as K
 from actorflow.store._codec import set_thread_sink
 from actorflow.store._protocol import Op, long_key
+from actorflow.store._records import load_record
 
 __all__ = ["Shard"]
 
@@ -459,6 +460,8 @@ class Shard(Actor):
             sup = Supervisor.load(self._core, msg.run_id)
             if sup is not None:
                 self._runs[msg.run_id] = sup
+        if sup is None:
+            sup = self._held_run(msg.run_id)
         if sup is None or not sup.cancel(msg.reason):
             msg.reply.set_result(False)
             return
@@ -466,6 +469,15 @@ class Shard(Actor):
         self._commit(
             sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
         )
+
+    def _held_run(self, run_id: str) -> Any:
+        """A stand-in for a held run no supervisor can load (``_held.py``), or None."""
+        if run_id not in self._core.held:
+            return None
+        from actorflow.runtime._held import HeldRun
+
+        raw = self._core.store.get(K.RUNS, K.run_key(run_id))
+        return None if raw is None else HeldRun(self._core, load_record(raw, f"run {run_id}"))
 
     def _resume_approval(self, msg: ResumeApproval) -> None:
         from actorflow.errors import ApprovalAlreadyResolved

@@ -1466,6 +1466,8 @@ class Supervisor(HasEffects):
             "cancel_reason": self.cancel_reason,
             "parent": list(self.parent) if self.parent else None,
         }
+        if self.compiled.spec.version != 1:
+            rec["version"] = self.compiled.spec.version  # (absent: version 1, see run_version)
         if self.depth:
             rec["depth"] = self.depth
         if self.held_reason is not None:

@@ -193,7 +193,9 @@ class RunDetails:
         depth: 0 for a top-level run, the parent's depth + 1 for a child run (bounded by
             ``max_run_depth``).
         held: while the status is ``waiting_for_definition``, why: what the code deployed
-            now lacks (the workflow, or a step the run's plan reaches).
+            now lacks (the workflow, its version, or a step the run's plan reaches).
+        version: the version of its workflow it runs (``engine.define(id, version=N)``);
+            None while queued: it takes the newest when it starts.
     """
 
     id: str
@@ -212,6 +214,7 @@ class RunDetails:
     parent_run_id: str | None = None
     depth: int = 0
     held: str | None = None
+    version: int | None = 1
 
     def step(self, path: str) -> StepDetails:
         """The node at ``path`` (a name, or ``lines[3]/price`` inside a loop body).
@@ -462,6 +465,7 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         parent_run_id=(rec.get("parent") or [None])[0],
         depth=run_depth(store, rec),
         held=rec.get("held") if status == RunStatus.WAITING_FOR_DEFINITION else None,
+        version=None if status == RunStatus.QUEUED else int(rec.get("version") or 1),
     )
 
 

@@ -25,6 +25,8 @@ Routes::
                                           newest first; X-Next-Cursor: the next page's before
     GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard (?run=ID: the
                                           plan that run started on)
+    GET  /api/workflows/{workflow}/versions   each version, defined or still run, and its
+                                              runs in flight (engine.versions)
     GET  /api/stream                      lifecycle events (server-sent events)
     GET  /                                the dashboard (static page; /static/...)
     GET  <prefix>                         mounted: 307 to <prefix>/, the dashboard
@@ -325,7 +327,18 @@ def build_app(
         for wid in engine.workflows:
             d = await run_in_threadpool(engine.definition, wid)
             out.append(
-                {k: d.get(k) for k in ("id", "description", "webhooks", "schedules", "rate_limit")}
+                {
+                    k: d.get(k)
+                    for k in (
+                        "id",
+                        "description",
+                        "webhooks",
+                        "schedules",
+                        "rate_limit",
+                        "version",
+                        "versions",
+                    )
+                }
             )
         return _json(out)
 
@@ -421,6 +434,11 @@ def build_app(
         return _json({"delivered": delivered}, 202)
 
     @_guard
+    async def versions(request: Request) -> Response:
+        found = await run_in_threadpool(engine.versions, request.path_params["workflow"])
+        return _json([v.to_dict() for v in found])
+
+    @_guard
     async def schedules(request: Request) -> Response:
         return _json(await run_in_threadpool(engine.schedules))
 
@@ -477,6 +495,7 @@ def build_app(
         Route("/metrics", metrics, methods=["GET"]),
         Route("/api/workflows", workflows, methods=["GET"]),
         Route("/api/workflows/{workflow}/trigger", trigger, methods=["POST"]),
+        Route("/api/workflows/{workflow}/versions", versions, methods=["GET"]),
         Route("/api/runs", runs, methods=["GET"]),
         Route("/api/runs/{run_id}", run_detail, methods=["GET"]),
         Route("/api/runs/{run_id}/cancel", cancel, methods=["POST"]),

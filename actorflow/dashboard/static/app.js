@@ -1,5 +1,5 @@
 // The actorflow dashboard: a single page on the engine's JSON API. No build step, no
-// dependencies: hash routes (#/, #/run/ID, #/trigger), SVG for the graph and the timeline,
+// dependencies: hash routes (#/, #/run/ID, #/workflows, #/trigger), SVG for the graph and the timeline,
 // server-sent events (api/stream) for live updates. Every URL is relative to the page, so the
 // dashboard works wherever the engine's app is mounted (/, /flows/, behind a proxy's prefix).
 "use strict";
@@ -297,7 +297,7 @@ async function runPage(runId) {
   main.innerHTML = `
     <h1>Run <span class="mono">${esc(run.id)}</span> ${badge(run.status)}</h1>
     <div class="card"><dl class="meta">
-      <dt>Workflow</dt><dd>${esc(run.workflow_id)}</dd>
+      <dt>Workflow</dt><dd><a href="#/workflows">${esc(run.workflow_id)}</a>${run.version && run.version !== 1 ? ` version ${esc(run.version)}` : ""}</dd>
       <dt>Triggered</dt><dd>${when(run.created_at)}</dd>
       <dt>Ended</dt><dd>${when(run.ended_at)}</dd>
       <dt>Duration</dt><dd>${seconds(run.duration)}</dd>
@@ -347,6 +347,30 @@ async function runPage(runId) {
   listen((event) => { if (event.run_id === run.id) refresh(); });
 }
 
+// -- workflows and their versions --------------------------------------------------------------
+
+async function workflowsPage() {
+  main.innerHTML = '<p class="muted">Loading…</p>';
+  const { data: workflows } = await api("api/workflows");
+  // Each version defined or still run, and its runs in flight: an old version may be
+  // dropped from the code once it has none.
+  const versions = await Promise.all(workflows.map((w) =>
+    api(`api/workflows/${encodeURIComponent(w.id)}/versions`).then((r) => r.data).catch(() => [])));
+  const rows = workflows.map((w, i) => versions[i].map((v) => {
+    const statuses = Object.entries(v.statuses).map(([s, n]) =>
+      `<a href="#/?workflow=${encodeURIComponent(w.id)}&status=${encodeURIComponent(s)}">${badge(s)} ${n}</a>`).join(" ");
+    const note = v.newest ? "new runs start here" : !v.defined ? "not defined: its runs wait"
+      : v.runs === 0 ? "no runs left: may be dropped" : "";
+    return `<tr class="version"><td><a href="#/?workflow=${encodeURIComponent(w.id)}">${esc(w.id)}</a></td>
+      <td>${esc(v.version)}</td><td>${v.defined ? "yes" : "no"}</td><td>${v.runs}</td>
+      <td>${statuses}</td><td class="muted">${esc(note)}</td></tr>`;
+  }).join("")).join("");
+  main.innerHTML = `<h1>Workflows</h1><div class="card"><table id="workflows">
+      <thead><tr><th>Workflow</th><th>Version</th><th>Defined</th><th>Runs in flight</th>
+      <th>By status</th><th></th></tr></thead><tbody>${rows}</tbody></table></div>`;
+  listen(debounce(() => { if (location.hash.startsWith("#/workflows")) workflowsPage(); }, 1000));
+}
+
 // -- trigger -----------------------------------------------------------------------------------
 
 function triggerPage() {
@@ -382,6 +406,7 @@ async function route() {
   try {
     if (path.startsWith("/run/")) await runPage(decodeURIComponent(path.slice(5)));
     else if (path === "/trigger" && !state.readOnly) triggerPage();
+    else if (path === "/workflows") await workflowsPage();
     else await runsPage(new URLSearchParams(query || ""));
   } catch (e) {
     main.innerHTML = `<p class="error">${esc(e.message)}</p>`;
