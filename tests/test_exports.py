@@ -25,6 +25,8 @@ PUBLIC = {
     # observability, operations
     "observability", "CircuitBreaker", "CircuitOpen", "LifecycleEvent", "RunStarted",
     "StepAttempted", "RunFinished", "PruneReport",
+    # deploys
+    "WorkflowVersion",
     # hostile input
     "WriteRejected",
     # a lean core: an optional surface without its extra

@@ -160,6 +160,10 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     fields: list[tuple[str, Any]] = [
         ("run", run.id),
         ("workflow", run.workflow_id),
+    ]
+    if run.version not in (None, 1):
+        fields.append(("version", run.version))
+    fields += [
         ("status", run.status.value),
         ("created", _time(run.created_at)),
         ("duration", _secs(run.duration)),
@@ -420,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     _replay_parser(sub, json_flag)
     _plan_parser(sub, json_flag)
 
-    from actorflow.cli import _remote, _store
+    from actorflow.cli import _remote, _store, _versions
 
+    _versions.add_parser(sub, json_flag)
     _remote.add_parsers(sub, json_flag)
     _store.add_parsers(sub, json_flag)
     return parser

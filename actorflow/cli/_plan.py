@@ -2,11 +2,13 @@
 
 Data flow: the engine object is loaded (not started) and its graph workflows compiled; the
 store is opened read-only; its unfinished runs (running, queued, waiting for their
-definition) are grouped by workflow and by the plan they started on (``rec["plan"]``, the
-shape). For each plan that differs from the code's, the recorded structure
-(``runtime/_plans.py``) is compared with the code's, node by node, and rebuilt with the
-code as a start would: what the run would lack is listed. Workflows with unfinished runs
-that the code does not define are listed as removed. Nothing is written.
+definition) are grouped by workflow, by the version they run (``rec["version"]``, 1 when
+absent) and by the plan they started on (``rec["plan"]``, the shape). A started run is
+compared with the code of its own version; a queued run has not started and takes the
+newest version. For each plan that differs from its version's code, the recorded
+structure (``runtime/_plans.py``) is compared with the code's, node by node, and rebuilt
+with the code as a start would: what the run would lack is listed. Runs of a workflow or a
+version that the code does not define are listed as held. Nothing is written.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ class PlanChange:
     """One recorded plan of a workflow whose runs are in flight, against the code."""
 
     workflow: str
+    version: int  # the version the runs are on (queued runs: the newest, which they take)
     plan: str  # the shape the runs started on
-    current: str | None  # the code's shape (None: the workflow is not defined)
+    current: str | None  # the code's shape of that version (None: it is not defined)
     runs: list[str] = field(default_factory=list)  # started (running, or waiting)
     queued: list[str] = field(default_factory=list)  # they take the new definition
     added: list[str] = field(default_factory=list)
@@ -65,35 +68,58 @@ def _compare(change: PlanChange, old: list[dict[str, Any]], new: list[dict[str, 
     ]
 
 
+def _compiled_versions(engine: Any) -> dict[str, dict[int, Any]]:
+    """Every version of every workflow the code defines, compiled, by id then version."""
+    out: dict[str, dict[int, Any]] = {}
+    for wid, newest in engine._definitions.items():
+        versions = engine._versions.get(wid) or {newest._version: newest}
+        out[wid] = {v: engine._compile(wf) for v, wf in versions.items()}
+    return out
+
+
 def plan_changes(engine: Any, store: Any) -> list[PlanChange]:
     """What starting ``engine`` on ``store`` would do to the runs in flight, per plan."""
-    from actorflow.definition._spec import describe_block
+    from actorflow.definition._spec import describe_block, walk
+    from actorflow.runtime._core import run_version
     from actorflow.runtime._plans import PlanUnavailable, is_missing, plan_record, rebuild
     from actorflow.runtime._views import read_run
     from actorflow.store import _keys as K
 
-    compiled = {wid: engine._compile(wf) for wid, wf in engine._definitions.items()}
-    groups: dict[tuple[str, str], PlanChange] = {}
+    compiled = _compiled_versions(engine)
+    groups: dict[tuple[str, int, str], PlanChange] = {}
     for status in _UNFINISHED:
         prefix = K.status_index_prefix(status)
         for key, _ in store.scan(K.INDEX, prefix):
             run_id = key[len(prefix) :].decode()
             rec = read_run(store, run_id)
             workflow, shape = rec["workflow"], str(rec.get("plan") or "")
-            c = compiled.get(workflow)
+            versions = compiled.get(workflow) or {}
+            # A queued run has not started: it takes the newest version when it does.
+            version = max(versions, default=1) if status == "queued" else run_version(rec)
+            c = versions.get(version)
             if c is not None and (c.code or shape == c.plan.shape):
                 continue  # a code workflow (see actorflow replay), or the same plan
             if c is not None and not shape:
                 continue  # recorded before plans were: it takes the code as it is
-            group = groups.get((workflow, shape))
+            group = groups.get((workflow, version, shape))
             if group is None:
                 current = None if c is None else c.plan.shape
-                group = groups[(workflow, shape)] = PlanChange(workflow, shape, current)
+                group = groups[(workflow, version, shape)] = PlanChange(
+                    workflow, version, shape, current
+                )
             (group.queued if status == "queued" else group.runs).append(run_id)
-    for (workflow, shape), change in sorted(groups.items()):
-        c = compiled.get(workflow)
-        if c is None:
+    for (workflow, version, shape), change in sorted(groups.items()):
+        versions = compiled.get(workflow) or {}
+        c = versions.get(version)
+        if not versions:
             change.held = f"workflow {workflow!r} is not defined by this code"
+            continue
+        if c is None:
+            defined = ", ".join(map(str, sorted(versions)))
+            change.held = (
+                f"version {version} of workflow {workflow!r} is not defined by this code "
+                f"(it defines {defined})"
+            )
             continue
         recorded = plan_record(store, workflow, shape) if shape else None
         if recorded is None:
@@ -105,8 +131,6 @@ def plan_changes(engine: Any, store: Any) -> list[PlanChange]:
         except PlanUnavailable as exc:
             change.held = exc.reason
             continue
-        from actorflow.definition._spec import walk
-
         change.reach = [n.name for n in walk(spec.block) if is_missing(n)]
     return list(groups.values())
 
@@ -130,7 +154,8 @@ def plan_diff_command(args: argparse.Namespace, out: Output) -> int:
         out.line("no run in flight started on a plan other than this code's")
     for c in changes:
         target = c.current or "not defined"
-        out.line(f"workflow {c.workflow!r}: plan {c.plan} -> {target}")
+        version = f" version {c.version}" if c.version != 1 or c.current is None else ""
+        out.line(f"workflow {c.workflow!r}{version}: plan {c.plan or '-'} -> {target}")
         if c.runs:
             out.line(f"  {len(c.runs)} runs go on on their own plan: {' '.join(c.runs[:10])}")
         if c.queued:

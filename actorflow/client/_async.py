@@ -11,6 +11,7 @@ from actorflow._types import RunStatus
 from actorflow.client import _calls as C
 from actorflow.client._handle import RemoteRunHandle
 from actorflow.client._transport import Transport
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.runtime._views import RunDetails, RunSummary
 
 __all__ = ["AsyncClient"]
@@ -202,6 +203,10 @@ class AsyncClient:
     ) -> int:
         """Publish an event (see :meth:`Client.publish`)."""
         return C.delivered(await self._t.asend(C.publish(event, payload, key, ttl)))
+
+    async def versions(self, workflow: str) -> list[WorkflowVersion]:
+        """The versions of a workflow (see :meth:`Client.versions`)."""
+        return C.versions_of(await self._t.asend(C.versions(workflow)))
 
     async def health(self) -> dict[str, Any]:
         """The engine's readiness (``GET /readyz``)."""

@@ -30,6 +30,7 @@ from actorflow.runtime._views import (
     StepDetails,
     parse_status,
 )
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.triggers._results import MAX_WAIT, error_from_json
 
 __all__ = ["PAGE", "POLL"]
@@ -289,6 +290,18 @@ def publish(event: Any, payload: Any, key: Any, ttl: Any) -> Call:
 
 def delivered(reply: Reply) -> int:
     return int(reply.data.get("delivered", 0))
+
+
+def versions(workflow: Any) -> Call:
+    return Call(
+        "GET",
+        f"/api/workflows/{_name(workflow, 'workflow')}/versions",
+        missing=("workflow", str(workflow)),
+    )
+
+
+def versions_of(reply: Reply) -> list[WorkflowVersion]:
+    return [_build(WorkflowVersion, item) for item in reply.data or []]
 
 
 def health() -> Call:

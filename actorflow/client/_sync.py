@@ -10,6 +10,7 @@ from actorflow._types import RunStatus
 from actorflow.client import _calls as C
 from actorflow.client._handle import RemoteRunHandle
 from actorflow.client._transport import Transport
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.runtime._views import RunDetails, RunSummary
 
 __all__ = ["Client"]
@@ -276,6 +277,14 @@ class Client:
             ttl: how long an untaken keyed event is kept (seconds or ``"10m"``).
         """
         return C.delivered(self._t.send(C.publish(event, payload, key, ttl)))
+
+    def versions(self, workflow: str) -> list[WorkflowVersion]:
+        """The versions of a workflow and their runs in flight, as ``engine.versions``.
+
+        Raises:
+            WorkflowNotFound: no version is defined and no unfinished run has one.
+        """
+        return C.versions_of(self._t.send(C.versions(workflow)))
 
     def health(self) -> dict[str, Any]:
         """The engine's readiness (``GET /readyz``), as ``engine.health()`` gives it."""

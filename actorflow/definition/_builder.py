@@ -144,9 +144,7 @@ class Triggers:
         if (p := check_version(version)) is not None:
             problems.append(p)
             version = 1
-        return Common(
-            timeout, concurrency, services, rate, webhooks, schedules, retention, version
-        )
+        return Common(timeout, concurrency, services, rate, webhooks, schedules, retention, version)
 
     def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
         raw = self._services

@@ -25,6 +25,7 @@ from __future__ import annotations
 from actorflow.runtime._engine import Engine
 from actorflow.runtime._handle import RunHandle
 from actorflow.runtime._lifecycle import LifecycleEvent, RunFinished, RunStarted, StepAttempted
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.runtime._views import (
     AttemptDetails,
     ErrorDetails,
@@ -32,7 +33,6 @@ from actorflow.runtime._views import (
     RunSummary,
     StepDetails,
 )
-from actorflow.runtime._versions import WorkflowVersion
 from actorflow.store._prune import PruneReport
 
 __all__ = [

@@ -352,14 +352,31 @@ class Core:
             if activity is not None:
                 activity.end()  # shutting down
 
+    def _service(self, workflow: str, service_id: str) -> Any:
+        """A workflow's configured service by id: the newest version's, else an older one's.
+
+        Why older versions too: a run goes on with its own version's steps, and a service
+        that version configured is still the one its steps call after the newest dropped it.
+        A worker's request names only the workflow, so the newest version's wins a clash.
+        """
+        newest = self.workflows.get(workflow)
+        if newest is None:
+            return None
+        older = sorted(self.versions.get(workflow, {}).items(), reverse=True)
+        for compiled in (newest, *(c for _, c in older)):
+            for s in compiled.spec.services:
+                if s.id == service_id:
+                    return s
+        return None
+
     def service_blob(self, workflow: str, service_id: str) -> bytes:
         """A workflow's configured service, pickled for a worker (``ctx.services``)."""
         key = (workflow, service_id)
         blob = self._service_blobs.get(key)
         if blob is None:
-            compiled = self.workflows.get(workflow)
-            found = [s for s in (compiled.spec.services if compiled else ()) if s.id == service_id]
-            if not found:
+            found = self._service(workflow, service_id)
+            if found is None:
+                compiled = self.workflows.get(workflow)
                 have = [s.id for s in compiled.spec.services] if compiled else []
                 raise ClientError(
                     f"workflow {workflow!r} has no service {service_id!r} (it has {have}); "
@@ -367,7 +384,7 @@ class Core:
                 )
             import cloudpickle
 
-            blob = self._service_blobs[key] = cloudpickle.dumps(found[0].with_secrets())
+            blob = self._service_blobs[key] = cloudpickle.dumps(found.with_secrets())
         return blob
 
     def service_breaker(self, workflow: str, arg: Any) -> bool:
@@ -377,11 +394,8 @@ class Core:
         ``"succeeded"`` or ``"failed"`` (the call's outcome).
         """
         service_id, action, verb = arg
-        compiled = self.workflows.get(workflow)
-        breaker = None
-        for s in compiled.spec.services if compiled else ():
-            if s.id == service_id:
-                breaker = s.service.breakers.get(action)
+        found = self._service(workflow, service_id)
+        breaker = None if found is None else found.service.breakers.get(action)
         if breaker is None:
             raise ClientError(f"service {service_id!r} action {action!r} has no breaker")
         if verb == "allow":

@@ -36,7 +36,6 @@ from actorflow.errors import (
     WorkflowNotFound,
 )
 from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
-from actorflow.runtime._versions import WorkflowVersion
 from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters, run_version
 from actorflow.runtime._external import (
     EngineHost,
@@ -69,6 +68,7 @@ from actorflow.runtime._messages import (
 )
 from actorflow.runtime._promise import Countdown, Promise, then
 from actorflow.runtime._sharing import claims, fingerprints, open_or_follow, serve_followers
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
 from actorflow.runtime._waits import EventHub
 from actorflow.store import _keys as K
@@ -1797,8 +1797,11 @@ class Engine:
     def _definition_ops(
         self, compiled: Any, older: dict[str, dict[int, Any]] | None = None
     ) -> list[Op]:
-        """Definition records (the newest version of each, with the versions defined), and
-        each graph workflow's structure (every version's) under its shape."""
+        """The definition and plan records a start writes.
+
+        One definition record per id (the newest version's, listing the versions defined),
+        and each graph workflow's structure, every version's, under its shape.
+        """
         from actorflow.runtime._plans import plan_ops
 
         now = self.clock.now()

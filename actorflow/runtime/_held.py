@@ -83,7 +83,8 @@ class HeldRun(HasEffects):
                 continue
             if step.get("child_run_id"):
                 self.fx.children.append(("cancel", step["child_run_id"]))
-            ops.append((K.STEPS, key, dump_record({**step, "status": "cancelled", "ended_at": now})))
+            closed = {**step, "status": "cancelled", "ended_at": now}
+            ops.append((K.STEPS, key, dump_record(closed)))
         prefix = K.approval_index_prefix(run_id)
         for key, _ in store.scan(K.INDEX, prefix):
             approval_key = key[len(prefix) :]

@@ -169,8 +169,9 @@ def plan_record(store: Store, workflow: str, shape: str) -> dict[str, Any] | Non
 
 
 def plan_for(core: Core, workflow: str, shape: str, version: int = 1) -> Compiled:
-    """The compiled plan of ``workflow`` under ``shape``, with the code defined now for
-    ``version`` of it.
+    """The compiled plan of ``workflow`` under ``shape``, with the code of its ``version``.
+
+    The code is what is defined now for that version of the workflow.
 
     Raises:
         PlanUnavailable: the workflow (or that version) is not defined here, the structure

@@ -95,8 +95,11 @@ def load(core: Core, run_id: str) -> Supervisor | None:
 
 
 def _held(core: Core, run_id: str, reason: str) -> None:
-    """Note that a run cannot load with the code defined now (its status is moved by the
-    engine's recovery, ``_recover``, or by ``Supervisor.hold_missing``)."""
+    """Note that a run cannot load with the code defined now.
+
+    Its status is moved by the engine's recovery (``_recover``) or by
+    ``Supervisor.hold_missing``.
+    """
     if core.held.get(run_id) != reason:
         log.warning("run %s is held: %s", run_id, reason)
     core.held[run_id] = reason

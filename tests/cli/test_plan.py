@@ -71,3 +71,53 @@ def test_plan_diff_lists_the_runs_each_change_affects(
     _v1(v1b)
     with v1b:
         assert all(v1b.run(r).status() is af.RunStatus.RUNNING for r in runs)
+
+
+VERSIONED = """
+import actorflow as af
+from tests.runtime.test_deploys import _key, _v1, _v2_appended, mark
+
+engine = af.Engine(data_dir={data_dir!r})
+if {keep_v1!r}:
+    _v1(engine)
+_v2_appended(engine, version=2)
+"""
+
+
+def test_versions_and_plan_diff_speak_of_each_runs_version(
+    make_engine: Callable[..., af.Engine], data_dir: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "markers.log"
+    log.touch()
+    v1 = make_engine(durability="fast")
+    _v1(v1)
+    with v1:
+        runs = [v1.trigger("deploy", {"log": str(log), "k": f"k{i}"}).id for i in range(2)]
+        wait_until(lambda: all(_at_gate(v1, r) for r in runs), timeout=60)
+    apps = {}
+    for keep in (True, False):
+        path = tmp_path / f"versioned_{keep}.py"
+        path.write_text(VERSIONED.format(data_dir=str(data_dir), keep_v1=keep))
+        apps[keep] = f"{path}:engine"
+
+    # From the store alone: version 1 (what the last engine defined) has both runs.
+    listed = cli(data_dir, "versions", "deploy", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(v["version"], v["defined"], v["runs"]) for v in json.loads(listed.stdout)] == [
+        (1, True, 2)
+    ]
+    # Against code that drops version 1: its runs would wait; code that keeps it: fine.
+    dropped = cli(data_dir, "versions", "deploy", "--app", apps[False])
+    assert dropped.returncode == 0, dropped.stderr
+    assert "not defined: its runs wait for it" in dropped.stdout
+    assert "new runs start here" in dropped.stdout
+    held = cli(data_dir, "plan", "diff", apps[False], "--json")
+    assert held.returncode == 4, held.stderr
+    (change,) = json.loads(held.stdout)
+    assert change["version"] == 1 and sorted(change["runs"]) == sorted(runs)
+    assert "version 1 of workflow 'deploy' is not defined by this code" in change["held"]
+    kept = cli(data_dir, "plan", "diff", apps[True])
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "no run in flight started on a plan other than this code's" in kept.stdout
+    missing = cli(data_dir, "versions", "nope")
+    assert missing.returncode == 1 and "no workflow 'nope'; defined: deploy" in missing.stderr

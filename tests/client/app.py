@@ -25,6 +25,8 @@ engine.define("boom").step("charge", declined)
 engine.define("naps").step("nap", nap, timeout="100ms")
 engine.define("late", timeout="200ms").wait_for_event("never")
 engine.define("listed").step("noop", lambda ctx: None)
+engine.define("versioned").step("v", lambda ctx: 1)
+engine.define("versioned", version=2).step("v", lambda ctx: 2)
 (
     engine.define("gate")  # held until the event "go" with the payload's id is published
     .wait_for_event("go", key=lambda ctx: ctx.payload["id"])

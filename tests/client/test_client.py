@@ -168,6 +168,20 @@ def test_runs_filters_and_pages(
         client.runs(status="sleeping")
 
 
+def test_versions_are_the_engines(client: af.Client) -> None:
+    assert client.trigger("versioned").result(timeout=30) == 2  # the newest
+    listed = client.versions("versioned")
+    assert [(v.version, v.defined, v.newest, v.runs) for v in listed] == [
+        (1, True, False, 0),
+        (2, True, True, 0),
+    ]
+    assert all(isinstance(v, af.WorkflowVersion) for v in listed)
+    with pytest.raises(af.WorkflowNotFound, match="nope"):
+        client.versions("nope")
+    with pytest.raises(af.ClientError, match="workflow: expected a non-empty string"):
+        client.versions("")
+
+
 def test_health_is_the_engines(client: af.Client) -> None:
     health = client.health()
     assert health["ready"] is True and health["alive"] is True

@@ -275,3 +275,40 @@ def test_the_dashboard_mounted_under_a_prefix_in_fastapi(
     assert ours[0] == f"{url}/flows", ours  # the redirect, then all under the prefix
     assert len(ours) > 5 and all(u.startswith(f"{url}/flows/") for u in ours[1:]), ours
     assert not engine.running  # the service's shutdown stopped it
+
+
+def test_the_workflows_page_counts_the_runs_each_version_has(
+    browser: Any, make_engine: Callable[..., af.Engine], tmp_path: Any
+) -> None:
+    from tests.runtime.test_deploys import _at_gate, _go, _started, _v1, _v2_appended
+
+    log = tmp_path / "markers.log"
+    log.touch()
+    v1 = make_engine(durability="fast")
+    _v1(v1)
+    with v1:
+        old = _started(v1, log, 2)
+    both = make_engine(durability="fast")
+    _v1(both)
+    _v2_appended(both, version=2)
+    with both, serve(both.asgi()) as url:
+        new = both.trigger("deploy", {"log": str(log), "k": "new"})
+        wait_until(lambda: _at_gate(both, new.id), timeout=60)
+        page = _page(browser, f"{url}/#/workflows")
+        page.wait_for_selector("#workflows tr.version")
+        rows = [r.inner_text().split("\t") for r in page.locator("#workflows tr.version").all()]
+        assert [r[:4] for r in rows] == [["deploy", "1", "yes", "2"], ["deploy", "2", "yes", "1"]]
+        assert "running 2" in rows[0][4] and "new runs start here" in rows[1][5]
+        _go(both, ["k0", "k1"])
+        for run_id in old:
+            both.run(run_id).result(timeout=60)
+        # Live: version 1 has no runs left, so it may be dropped.
+        page.wait_for_function(
+            "[...document.querySelectorAll('#workflows tr.version')]"
+            ".some((r) => r.innerText.includes('no runs left: may be dropped'))",
+            timeout=30_000,
+        )
+        page.goto(f"{url}/#/run/{new.id}")
+        page.wait_for_selector("#graph")
+        assert "deploy version 2" in page.inner_text("dl")
+        assert page.errors == []
