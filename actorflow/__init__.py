@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
+from actorflow._version import __version__
 from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
 from actorflow.config import EngineConfig
 from actorflow.definition import Flow, Retry, Secret, Service, Workflow, define_service
@@ -97,8 +98,6 @@ from actorflow.workers._state import State
 if TYPE_CHECKING:
     from actorflow import observability, testing
     from actorflow.client import AsyncClient, Client, RemoteRunHandle
-
-__version__ = "0.1.0"
 
 # A library's logger: silent unless the embedding application configures logging.
 _logging.getLogger("actorflow").addHandler(_logging.NullHandler())

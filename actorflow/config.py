@@ -233,7 +233,7 @@ class EngineConfig:
         if not all(isinstance(m, str) and m for m in self.preload):
             problems.append(f"preload: expected module names, got {self.preload!r}")
         if self.allowed_hosts:
-            from actorflow.triggers._origin import host_problems
+            from actorflow._hosts import host_problems
 
             problems.extend(host_problems(self.allowed_hosts))
         if self.codecs or self.codec_keys:

@@ -66,3 +66,11 @@ def test_public_names_are_documented() -> None:
         obj = getattr(af, name)
         if isinstance(obj, type):
             assert obj.__doc__, name
+
+
+def test_the_version_is_the_packages() -> None:
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert af.__version__ == project["project"]["version"]

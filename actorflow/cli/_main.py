@@ -18,30 +18,16 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from actorflow.cli._output import EXIT_HELP, Column, Exit, Output, UsageError
-from actorflow.errors import ActorflowError, RunNotFound
+from actorflow.cli._reading import default_data_dir as _default_data_dir
+from actorflow.cli._reading import read_only as _read_only
+from actorflow.cli._reading import resolve as _resolve
+from actorflow.errors import ActorflowError
 from actorflow.runtime._views import RunDetails, RunSummary, StepDetails, inspect_run, list_runs
-from actorflow.store import LmdbStore
-from actorflow.store import _keys as K
-from actorflow.store._protocol import Store
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 __all__ = ["build_parser", "main"]
-
-
-def _default_data_dir() -> str:
-    return os.environ.get("ACTORFLOW_DATA_DIR") or ".actorflow"
-
-
-def _read_only(data_dir: str | None) -> Any:
-    """The store opened read-only, unsealed with the configured codecs (env, pyproject)."""
-    from actorflow.config import EngineConfig
-    from actorflow.store._sealing import sealed
-
-    cfg = EngineConfig.from_sources()
-    store = LmdbStore(data_dir or _default_data_dir(), read_only=True)
-    return sealed(store, cfg.codecs, cfg.codec_keys)
 
 
 def _time(t: float | None) -> str:
@@ -54,19 +40,6 @@ def _secs(t: float | None) -> str:
     if t is None:
         return "-"
     return f"{t * 1000:.1f}ms" if t < 1 else f"{t:.2f}s"
-
-
-def _resolve(store: Store, prefix: str) -> str:
-    if store.get(K.RUNS, K.run_key(prefix)) is not None:
-        return prefix
-    matches = [k.decode() for k, _ in store.scan(K.RUNS, prefix.encode(), limit=2)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        missing = RunNotFound(prefix)
-        missing.args = (f"no run with id or id prefix {prefix!r}",)
-        raise missing
-    raise UsageError(f"run id prefix {prefix!r} is ambiguous; give more characters")
 
 
 def cmd_runs(args: argparse.Namespace, out: Output) -> int:

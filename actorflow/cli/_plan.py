@@ -137,11 +137,11 @@ def plan_changes(engine: Any, store: Any) -> list[PlanChange]:
 
 def plan_diff_command(args: argparse.Namespace, out: Output) -> int:
     """Run the command; 0: no run would wait for its definition, 4: some would."""
-    from actorflow.cli._main import _read_only
+    from actorflow.cli._reading import read_only
     from actorflow.cli._replay import _engine
 
     engine = _engine(args.app)
-    store = _read_only(args.data_dir or str(engine.config.data_dir))
+    store = read_only(args.data_dir or str(engine.config.data_dir))
     try:
         changes = plan_changes(engine, store)
     finally:

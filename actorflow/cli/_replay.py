@@ -49,7 +49,7 @@ def _function_of(definition: dict[str, Any] | None, workflow: str) -> Any:
 
 
 def _history(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
-    from actorflow.cli._main import _default_data_dir, _resolve
+    from actorflow.cli._reading import default_data_dir, resolve
     from actorflow.code._history import export_history, load_history
     from actorflow.store import LmdbStore
 
@@ -59,14 +59,14 @@ def _history(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
         return doc
     if not args.run:
         raise UsageError("give a RUN id, or --history FILE")
-    data_dir = args.data_dir or (engine.config.data_dir if engine else _default_data_dir())
+    data_dir = args.data_dir or (engine.config.data_dir if engine else default_data_dir())
     from actorflow.config import EngineConfig
     from actorflow.store._sealing import sealed
 
     cfg = engine.config if engine else EngineConfig.from_sources()
     store = sealed(LmdbStore(data_dir, read_only=True), cfg.codecs, cfg.codec_keys)
     try:
-        return export_history(store, _resolve(store, args.run))
+        return export_history(store, resolve(store, args.run))
     finally:
         store.close()
 

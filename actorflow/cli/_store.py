@@ -41,10 +41,10 @@ _TERMINAL = frozenset(s.value for s in RunStatus if s.terminal)
 
 def _open(data_dir: Path, sealed: bool = True) -> Any:
     """The store read-only: unsealed with the configured codecs, or raw (to copy it)."""
-    from actorflow.cli._main import _read_only
+    from actorflow.cli._reading import read_only
     from actorflow.store import LmdbStore
 
-    return _read_only(str(data_dir)) if sealed else LmdbStore(data_dir, read_only=True)
+    return read_only(str(data_dir)) if sealed else LmdbStore(data_dir, read_only=True)
 
 
 def _run_of(key: bytes) -> str:
@@ -353,9 +353,9 @@ def prune(
 
 
 def cmd_store(args: argparse.Namespace, out: Output) -> int:
-    from actorflow.cli._main import _default_data_dir
+    from actorflow.cli._reading import default_data_dir
 
-    data_dir = Path(args.data_dir or _default_data_dir())
+    data_dir = Path(args.data_dir or default_data_dir())
     if args.action == "check":
         report = check(data_dir)
         if out.as_json:

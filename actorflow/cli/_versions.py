@@ -54,9 +54,9 @@ def _note(v: WorkflowVersion) -> str:
 
 def versions_command(args: argparse.Namespace, out: Output) -> int:
     """Run the command; exit 0, or 1 when the workflow has no version and no run."""
-    from actorflow.cli._main import _read_only
+    from actorflow.cli._reading import read_only
 
-    store = _read_only(args.data_dir)
+    store = read_only(args.data_dir)
     try:
         if args.app:
             defined = _defined_in_app(args.app, args.workflow)

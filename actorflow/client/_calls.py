@@ -22,6 +22,7 @@ from actorflow.errors import (
     RunNotFound,
     WorkflowNotFound,
 )
+from actorflow.runtime._versions import WorkflowVersion
 from actorflow.runtime._views import (
     AttemptDetails,
     ErrorDetails,
@@ -30,7 +31,6 @@ from actorflow.runtime._views import (
     StepDetails,
     parse_status,
 )
-from actorflow.runtime._versions import WorkflowVersion
 from actorflow.triggers._results import MAX_WAIT, error_from_json
 
 __all__ = ["PAGE", "POLL"]

@@ -266,7 +266,7 @@ class Transport:
             raise ClientError("token: expected the API token (a non-empty string) or None")
         self.timeout = None if timeout is None else float(timeout)
         self.token_sent = token is not None
-        from actorflow import __version__
+        from actorflow._version import __version__
 
         self._headers = {
             "Accept": "application/json",

@@ -25,10 +25,19 @@ if TYPE_CHECKING:
 
     from actorflow.code._driver import Driver
 
-__all__ = ["WorkflowContext", "WorkflowInfo"]
+__all__ = ["ContinueAsNew", "WorkflowContext", "WorkflowInfo"]
 
 _MISSING: Any = object()
 _log = logging.getLogger("actorflow.workflow")
+
+
+class ContinueAsNew(Exception):
+    """Raised by ``ctx.continue_as_new`` to unwind the workflow function.
+
+    An ordinary ``Exception`` (actorflow never uses ``BaseException`` for control flow); if
+    the function swallows it, the run still continues as new once the function returns, and
+    any command issued after the call is refused.
+    """
 
 
 class WorkflowInfo:
@@ -281,8 +290,6 @@ class WorkflowContext:
         The new run starts with an empty history, which keeps long-lived loops' histories
         bounded. ``RunHandle.result()`` follows the chain.
         """
-        from actorflow.code._driver import ContinueAsNew
-
         driver = self._driver
         driver.check_usable("ctx.continue_as_new")
         driver.continue_args = tuple(args)

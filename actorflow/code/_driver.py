@@ -20,22 +20,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from actorflow.code._context import ContinueAsNew, WorkflowContext
 from actorflow.code._history import describe
 from actorflow.code._loop import DeterministicLoop
 from actorflow.errors import ClientError, NondeterminismError, RunError, WaitTimeout
 
-__all__ = ["Command", "ContinueAsNew", "Driver", "Host", "Outcome"]
+__all__ = ["Command", "Driver", "Host", "Outcome"]
 
 _MISSING: Any = object()
-
-
-class ContinueAsNew(Exception):
-    """Raised by ``ctx.continue_as_new`` to unwind the workflow function.
-
-    An ordinary ``Exception`` (actorflow never uses ``BaseException`` for control flow); if
-    the function swallows it, the run still continues as new once the function returns, and
-    any command issued after the call is refused.
-    """
 
 
 class Command:
@@ -146,8 +138,6 @@ class Driver:
         host: Host,
         failure_types: tuple[type[BaseException], ...] = (),
     ) -> None:
-        from actorflow.code._context import WorkflowContext
-
         self.run_id = run_id
         self.workflow_id = workflow_id
         self.host = host

@@ -43,11 +43,11 @@ class _Exporter:
     def __init__(self, engine: Any, provider: Any) -> None:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        import actorflow
+        from actorflow._version import __version__
 
         self._engine = engine
         self._provider = provider
-        self._scope = InstrumentationScope("actorflow", actorflow.__version__)
+        self._scope = InstrumentationScope("actorflow", __version__)
         self._runs: dict[str, tuple[float, str | None]] = {}  # run id -> (start, parent)
 
     def __call__(self, event: Any) -> None:

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from actorflow._types import RunStatus
 from actorflow.errors import ActorflowError
 from actorflow.store import _keys as K
-from actorflow.store._protocol import Op, Store
 from actorflow.store._records import dump_record, load_record
+
+if TYPE_CHECKING:  # the protocol module calls migrate(): types only, no import cycle
+    from actorflow.store._protocol import Op, Store
 
 __all__ = ["migrate"]
 

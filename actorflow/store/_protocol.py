@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from actorflow.errors import StoreCorrupted, StoreError, WriteRejected
 from actorflow.store import _keys as K
+from actorflow.store._migrations import migrate
 
 __all__ = ["BlobStore", "Op", "Store", "blob_token", "check_ops", "ensure_format", "long_key"]
 
@@ -175,8 +176,6 @@ def ensure_format(store: Store) -> int:
             f"({K.FORMAT_VERSION}); upgrade actorflow to open it"
         )
     if version < K.FORMAT_VERSION and not store.read_only:
-        from actorflow.store._migrations import migrate  # it imports this module
-
         migrate(store, version)
         return K.FORMAT_VERSION
     return version

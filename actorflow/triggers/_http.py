@@ -69,6 +69,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from actorflow._hosts import host_problems
 from actorflow.definition._triggers import WebhookSpec, validate_payload
 from actorflow.errors import (
     ActorflowError,
@@ -83,7 +84,7 @@ from actorflow.errors import (
     WorkflowNotFound,
 )
 from actorflow.runtime._lifespan import HINT, lifespan, wired
-from actorflow.triggers._origin import HostGuard, answer, host_problems
+from actorflow.triggers._origin import HostGuard, answer
 from actorflow.triggers._paths import route_path, slash_redirect
 
 if TYPE_CHECKING:

@@ -34,16 +34,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 from collections.abc import Collection, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 
+from actorflow._hosts import is_ip, is_loopback, split_authority
 from actorflow.triggers._paths import route_path
 
-__all__ = ["CLIENT_HEADER", "HostGuard", "answer", "host_problems"]
+__all__ = ["CLIENT_HEADER", "HostGuard", "answer"]
 
 log = logging.getLogger("actorflow.http")
 
@@ -53,69 +53,6 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _EXEMPT = frozenset({"/healthz", "/readyz"})
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _WANTED = frozenset({b"host", b"origin", b"sec-fetch-site", b"content-type", b"x-actorflow-client"})
-_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-def _split(authority: str) -> tuple[str, str | None] | None:
-    """``(host, port or None)`` of a Host header or URL authority; None if it is not one.
-
-    The host is normalised: lower case, no trailing dot, IPv6 without brackets.
-    """
-    text = authority.strip().lower()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not (rest[0] == ":" and _PORT.fullmatch(rest[1:]))):
-            return None
-        try:
-            address = ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-        return str(address), rest[1:] or None  # compressed, as the server reports its own
-    host, sep, port = text.partition(":")
-    if sep and not _PORT.fullmatch(port):
-        return None
-    host = host.removesuffix(".")
-    if not _NAME.fullmatch(host):
-        return None
-    return host, port or None
-
-
-def host_problems(entries: Any, name: str = "allowed_hosts") -> list[str]:
-    """What is wrong with an ``allowed_hosts`` value (empty: nothing)."""
-    if isinstance(entries, str) or not isinstance(entries, Iterable):
-        return [f"{name}: expected a list of host names, got {entries!r}"]
-    problems = []
-    for entry in entries:
-        if entry == "*" or (isinstance(entry, str) and _is_ip(entry)):
-            continue
-        parsed = None
-        if isinstance(entry, str):
-            parsed = _split(entry[1:] if entry.startswith(".") else entry)
-        if parsed is None or parsed[1] is not None:
-            problems.append(
-                f"{name}: expected host names such as 'engine.example.com', '.example.com' "
-                f"(and its sub-domains), '10.0.0.5', '[::1]' or '*', without scheme or port; "
-                f"got {entry!r}"
-            )
-    return problems
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 class HostGuard:
@@ -133,7 +70,7 @@ class HostGuard:
         self._any = "*" in entries
         entries.discard("*")
         self._names = frozenset(
-            str(ipaddress.ip_address(e.strip("[]"))) if _is_ip(e.strip("[]")) else e
+            str(ipaddress.ip_address(e.strip("[]"))) if is_ip(e.strip("[]")) else e
             for e in entries
             if not e.startswith(".")
         )
@@ -147,11 +84,11 @@ class HostGuard:
         if self._any or self._configured(host):
             return True
         own = str(server[0]).lower() if server else ""
-        return host == own or (host in _LOOPBACK and _is_loopback(own))
+        return host == own or (host in _LOOPBACK and is_loopback(own))
 
     def _names_served(self, server: Any) -> str:
         own = str(server[0]).lower() if server else ""
-        names = sorted(_LOOPBACK) if _is_loopback(own) else [own] if own else []
+        names = sorted(_LOOPBACK) if is_loopback(own) else [own] if own else []
         shown = [f"[{n}]" if ":" in n else n for n in [*names, *sorted(self._names)]]
         return ", ".join([*shown, *self._domains]) or "no names"
 
@@ -165,7 +102,7 @@ class HostGuard:
         raw_host = headers.get(b"host")
         if raw_host is None:
             return 400, "host", "the request has no Host header"
-        host = _split(raw_host)
+        host = split_authority(raw_host)
         if host is None or not self._host_ok(host[0], scope.get("server")):
             return (
                 400,
@@ -214,7 +151,7 @@ class HostGuard:
             return False
         if parts.scheme not in ("http", "https") or parts.path or parts.query:
             return False
-        theirs = _split(parts.netloc)
+        theirs = split_authority(parts.netloc)
         if theirs is None:
             return False
         if self._configured(theirs[0]):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from actorflow.store._codec import decode_value
+from actorflow.workers._services import ServicesView
 from actorflow.workers._state import State
 
 __all__ = [
@@ -39,6 +40,12 @@ _MISSING: Any = object()
 
 #: The context of the step running in this worker (``af.step_context()``).
 CURRENT: contextvars.ContextVar[StepContext] = contextvars.ContextVar("actorflow_step")
+
+
+def _current_host() -> Host | None:
+    """The host of the step running in this thread, or None."""
+    ctx = CURRENT.get(None)
+    return None if ctx is None else ctx.host
 
 
 def step_context() -> StepContext:
@@ -220,9 +227,9 @@ class StepContext:
         A service is set up once per worker process, on first use.
         """
         if self._services is None:
-            from actorflow.workers._services import ServicesView
-
-            self._services = ServicesView(self._require_host("ctx.services"), self.run.workflow_id)
+            self._services = ServicesView(
+                self._require_host("ctx.services"), self.run.workflow_id, _current_host
+            )
         return self._services
 
     def _require_host(self, what: str) -> Host:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["ServicesView"]
@@ -29,12 +30,14 @@ class _Bound:
         actions: dict[str, Any],
         guarded: frozenset[str] = frozenset(),
         host: Any = None,
+        current_host: Callable[[], Any] = lambda: None,
     ) -> None:
         self._id = service_id
         self._client = client
         self._actions = actions
         self._guarded = guarded  # actions behind a circuit breaker the engine keeps
         self._host = host
+        self._current_host = current_host
 
     @property
     def client(self) -> Any:
@@ -64,10 +67,8 @@ class _Bound:
         def host() -> Any:
             # The current step's host: the one this service was first set up with may
             # belong to an earlier task of this worker.
-            from actorflow.workers._context import CURRENT
-
-            ctx = CURRENT.get(None)
-            return ctx.host if ctx is not None and ctx.host is not None else self._host
+            current = self._current_host()
+            return current if current is not None else self._host
 
         def call(*args: Any, **kwargs: Any) -> Any:
             h = host()
@@ -94,11 +95,19 @@ class _Bound:
 
 
 class ServicesView:
-    """``ctx.services``: attribute access by service id."""
+    """``ctx.services``: attribute access by service id.
 
-    def __init__(self, host: Any, workflow_id: str) -> None:
+    ``current_host`` gives the host of the step running now (None outside one): a service
+    is set up once per process, but each call of a guarded action asks the engine of the
+    step that makes it.
+    """
+
+    def __init__(
+        self, host: Any, workflow_id: str, current_host: Callable[[], Any] = lambda: None
+    ) -> None:
         self._host = host
         self._workflow = workflow_id
+        self._current_host = current_host
 
     def __getattr__(self, service_id: str) -> Any:
         if service_id.startswith("_"):
@@ -120,6 +129,7 @@ class ServicesView:
                         dict(service.actions),
                         getattr(service, "guarded", frozenset()),
                         self._host,
+                        self._current_host,
                     )
         return bound
 
