@@ -104,6 +104,7 @@ docs: $(VENV)/.docs
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check actorflow tests bench examples
 	$(VENV)/bin/ruff format --check actorflow tests bench examples
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 clean:

@@ -33,8 +33,9 @@ from actorflow._types import RunStatus, StepStatus
 from actorflow._version import __version__
 from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
 from actorflow.config import EngineConfig
-from actorflow.definition import Flow, Retry, Secret, Service, Workflow, define_service
+from actorflow.definition import Flow, Retry, Secret, Service, Workflow, _builder, define_service
 from actorflow.definition._breaker import CircuitBreaker
+from actorflow.engine import Engine, RunHandle
 from actorflow.errors import (
     AccessDenied,
     ActorflowError,
@@ -76,18 +77,13 @@ from actorflow.errors import (
     WorkflowNotFound,
     WriteRejected,
 )
-from actorflow.runtime import (
+from actorflow.runtime import LifecycleEvent, RunFinished, RunStarted, StepAttempted
+from actorflow.store._prune import PruneReport
+from actorflow.views import (
     AttemptDetails,
-    Engine,
     ErrorDetails,
-    LifecycleEvent,
-    PruneReport,
     RunDetails,
-    RunFinished,
-    RunHandle,
-    RunStarted,
     RunSummary,
-    StepAttempted,
     StepDetails,
     WorkflowVersion,
 )
@@ -197,6 +193,16 @@ _LAZY_NAMES = {
     "Client": "actorflow.client",
     "RemoteRunHandle": "actorflow.client",
 }
+
+
+def _workflow_test(wf: Any, **options: Any) -> Any:
+    """``wf.test()``'s harness (installed below: definitions do not import the layers above)."""
+    from actorflow.testing import WorkflowTest
+
+    return WorkflowTest(wf, **options)
+
+
+_builder.HARNESS.factory = _workflow_test
 
 
 def __getattr__(name: str) -> Any:

@@ -170,8 +170,8 @@ def _wait_up(port: int, workers: int) -> None:
 
 def _stored(data_dir: Path) -> dict[str, Any]:
     """Runs in the store: their ids, statuses, and how many runs each request number has."""
-    from actorflow.runtime._views import list_runs, run_outcome
     from actorflow.store import LmdbStore
+    from actorflow.views import list_runs, run_outcome
 
     store = LmdbStore(data_dir, read_only=True)
     try:
@@ -299,7 +299,7 @@ async def _lag_of(start_one: Any, n: int, wave: int) -> float:
 def loop_lag(root: Path, n: int = 10_000, wave: int = 200) -> dict[str, Any]:
     """B16: the heartbeat's longest delay under n triggers + waits, and the floor's."""
     import actorflow as af
-    from actorflow.runtime._handle import _value
+    from actorflow.engine._handle import _value
     from actorflow.runtime._promise import Promise
 
     def lag_with(collector: str) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from actorflow.cli._reading import default_data_dir as _default_data_dir
 from actorflow.cli._reading import read_only as _read_only
 from actorflow.cli._reading import resolve as _resolve
 from actorflow.errors import ActorflowError
-from actorflow.runtime._views import RunDetails, RunSummary, StepDetails, inspect_run, list_runs
+from actorflow.views import RunDetails, RunSummary, StepDetails, inspect_run, list_runs
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -208,8 +208,8 @@ def _wait_in_store(args: argparse.Namespace) -> tuple[RunDetails, bool]:
     import time
 
     from actorflow._types import RunStatus
-    from actorflow.runtime._progress import FanoutBars
-    from actorflow.runtime._views import fanout_progress, final_run
+    from actorflow.engine._progress import FanoutBars
+    from actorflow.views import fanout_progress, final_run
 
     store = _read_only(args.data_dir)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout

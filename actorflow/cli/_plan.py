@@ -82,8 +82,8 @@ def plan_changes(engine: Any, store: Any) -> list[PlanChange]:
     from actorflow.definition._spec import describe_block, walk
     from actorflow.runtime._core import run_version
     from actorflow.runtime._plans import PlanUnavailable, is_missing, plan_record, rebuild
-    from actorflow.runtime._views import read_run
     from actorflow.store import _keys as K
+    from actorflow.views import read_run
 
     compiled = _compiled_versions(engine)
     groups: dict[tuple[str, int, str], PlanChange] = {}

@@ -27,7 +27,7 @@ from actorflow.errors import ActorflowError, EngineUnreachable, ResultTimeout, R
 
 if TYPE_CHECKING:
     from actorflow.client import Client, RemoteRunHandle
-    from actorflow.runtime._views import RunDetails
+    from actorflow.views import RunDetails
 
 __all__ = ["add_parsers", "wait_remote"]
 
@@ -182,7 +182,7 @@ def wait_remote(args: argparse.Namespace, out: Output) -> tuple[RunDetails, bool
         run = client.run(args.run)
         drawn = not args.no_progress and importlib.util.find_spec("rich") is not None
         if drawn:
-            from actorflow.runtime._progress import FanoutBars
+            from actorflow.engine._progress import FanoutBars
 
             with FanoutBars(run.id) as bars:
                 timed_out = _follow(run, deadline, lambda: bars.update(run.progress()))

@@ -17,7 +17,7 @@ def _engine(target: str | None) -> Any:
     if target is None:
         return None
     from actorflow.cli._serve import load_object
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
     engine = load_object(target)
     if not isinstance(engine, Engine):

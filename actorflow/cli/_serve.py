@@ -58,7 +58,7 @@ def _app_of(
     allowed_hosts: Sequence[str],
     token: str | None,
 ) -> Any:
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
     if isinstance(obj, Engine):
         return obj.asgi(

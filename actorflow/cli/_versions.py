@@ -6,7 +6,7 @@ the store whether any unfinished run still needs it; this command answers withou
 engine (the store is opened read-only, so it also works while one runs on it).
 
 Data flow: the unfinished runs come from the status index and their records
-(``runtime/_versions.py``, as ``Engine.versions``). Which versions are defined comes from
+(``views/_versions.py``, as ``Engine.versions``). Which versions are defined comes from
 ``--app`` (the engine object is loaded, not started: the code about to be deployed) or,
 without it, from the stored definition record, which lists the versions the engine that
 last started on this store defined.
@@ -19,9 +19,9 @@ from typing import Any
 
 from actorflow.cli._output import Column, Exit, Output
 from actorflow.errors import WorkflowNotFound
-from actorflow.runtime._versions import WorkflowVersion, count_versions, versions
 from actorflow.store import _keys as K
 from actorflow.store._records import load_record
+from actorflow.views import WorkflowVersion, count_versions, versions
 
 __all__ = ["add_parser"]
 

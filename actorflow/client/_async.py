@@ -11,8 +11,7 @@ from actorflow._types import RunStatus
 from actorflow.client import _calls as C
 from actorflow.client._handle import RemoteRunHandle
 from actorflow.client._transport import Transport
-from actorflow.runtime._versions import WorkflowVersion
-from actorflow.runtime._views import RunDetails, RunSummary
+from actorflow.views import RunDetails, RunSummary, WorkflowVersion
 
 __all__ = ["AsyncClient"]
 

@@ -22,16 +22,16 @@ from actorflow.errors import (
     RunNotFound,
     WorkflowNotFound,
 )
-from actorflow.runtime._versions import WorkflowVersion
-from actorflow.runtime._views import (
+from actorflow.triggers._results import MAX_WAIT, error_from_json
+from actorflow.views import (
     AttemptDetails,
     ErrorDetails,
     RunDetails,
     RunSummary,
     StepDetails,
+    WorkflowVersion,
     parse_status,
 )
-from actorflow.triggers._results import MAX_WAIT, error_from_json
 
 __all__ = ["PAGE", "POLL"]
 

@@ -7,7 +7,7 @@ from typing import Any
 from actorflow._types import RunStatus
 from actorflow.client import _calls as C
 from actorflow.client._transport import Transport
-from actorflow.runtime._views import RunDetails
+from actorflow.views import RunDetails
 
 __all__ = ["RemoteRunHandle"]
 

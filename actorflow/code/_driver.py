@@ -235,7 +235,7 @@ class Driver:
         the driver, the context points at it, the loop holds the tasks that hold the
         loop): a closed driver is then freed by reference counting as soon as its
         supervisor lets go, not left for a full collection of the garbage collector, which
-        the engine defers (runtime/_collector.py).
+        the engine defers (engine/_collector.py).
         """
         self.closed = True
         self.loop.close()

@@ -161,7 +161,7 @@ def export_history(store: Store, run_id: str) -> dict[str, Any]:
         RunNotFound: no such run.
         ClientError: the run is not a code workflow's.
     """
-    from actorflow.runtime._views import read_run
+    from actorflow.views import read_run
 
     rec = read_run(store, run_id)
     if rec.get("kind") != "code":

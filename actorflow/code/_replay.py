@@ -16,8 +16,8 @@ from typing import Any
 from actorflow.code._driver import Command, Driver
 from actorflow.code._history import VALUED, Entry, History, load_history, unpack_value
 from actorflow.errors import NondeterminismError
-from actorflow.runtime._views import error_from_record
 from actorflow.store._codec import decode_value, is_json_compatible
+from actorflow.views import error_from_record
 
 __all__ = ["ReplayResult", "replay", "replay_entries"]
 

@@ -32,7 +32,23 @@ from actorflow.definition._triggers import (
 )
 from actorflow.errors import DefinitionError, GraphError
 
-__all__ = ["Common", "Triggers", "Workflow", "check_version", "validate_name"]
+__all__ = ["HARNESS", "Common", "Triggers", "Workflow", "check_version", "validate_name"]
+
+
+class _Harness:
+    """How ``wf.test()`` builds its harness (``actorflow.testing.WorkflowTest``).
+
+    Why a hook and not an import: the harness runs the workflow on an engine, several layers
+    above the definitions, and a layer imports only those below it. The root package, which
+    sits above every layer, installs the factory when ``actorflow`` is imported (importing
+    any ``actorflow.*`` module imports it first), and the factory imports the harness only
+    when a test asks for it.
+    """
+
+    factory: Callable[..., Any] | None = None
+
+
+HARNESS = _Harness()
 
 
 class Common(NamedTuple):
@@ -94,9 +110,10 @@ class Triggers:
             *args: the run's payload (a code workflow's arguments); none: do not run yet.
             **options: :class:`~actorflow.testing.WorkflowTest` options.
         """
-        from actorflow.testing import WorkflowTest
-
-        harness = WorkflowTest(self, **options)
+        factory = HARNESS.factory
+        if factory is None:  # only a definitions-only import could get here
+            raise RuntimeError("wf.test() needs the actorflow package imported (import actorflow)")
+        harness = factory(self, **options)
         return harness.run(*args) if args else harness
 
     def build(self) -> Any:

@@ -1,52 +1,37 @@
-"""The runtime: the engine facade and its actors.
+"""The runtime: the actors under the engine facade (``actorflow.engine``).
 
 How a run flows through the engine::
 
-    definition ──build()──▶ WorkflowSpec ──compile_plan()──▶ Plan
-                                                               │
-    engine.trigger(payload)                                    ▼
-        │ StartRun                     ┌──────────── Supervisor (one per run, on a Shard actor)
-        ▼                              │  evaluator(plan, state, event) -> ready steps
-    Shard ─── Write(ops, then) ──▶ StoreWriter ── group commit ──▶ Store (LMDB)
-        ▲                              │ durable: then-callbacks
-        │                              ▼
-        │ StepSucceeded /          Dispatcher ── task ──▶ worker process (pipe)
-        │ StepFailed(kind)             ▲                        │
-        └──────────────────────────────┴──── result / crash ────┘
-                                   Scheduler ── TimerFired (retry backoff, deadlines)
+    graph:  definition ──build()──▶ WorkflowSpec ──compile_plan()──▶ Plan
+    code:   @engine.workflow async def ──▶ CodeWorkflowSpec
+                                                   │ (every version defined, in Core)
+    engine.trigger / webhook / schedule / child    ▼
+        │ StartRun                 ┌── a supervisor per run, on a Shard actor (_run.py):
+        ▼                          │   graph: evaluator(plan, state, event) -> commands
+    Shard ─ Write(ops, then) ─▶ StoreWriter ─ group commit ─▶ Store (LMDB)
+        ▲                          │   code: the workflow function on a deterministic
+        │                          │   loop, replayed against its history -> commands
+        │                          ▼ durable: then-callbacks
+        │ StepSucceeded /      Dispatcher ── task ──▶ worker process (pipe)
+        │ StepFailed(kind)         ▲        large values: shared-memory segments and
+        │                          │        blob files (_blobs.py), named in the task
+        └──────────────────────────┴──── result / crash ────┘
+                               Scheduler ── TimerFired (sleeps, retry backoff, deadlines)
+
+    approvals, events, signals ─▶ EngineHost (_external.py) ─▶ the run's Shard
+    (recorded as waits: an approval's token, an event's key; answered once durable)
+
+    other processes on the data_dir: a Follower forwards calls over a Unix socket to
+    the leader's LeaderServer (actorflow.engine); only the leader runs these actors.
 
 Every state change is a store op carried by one ``Write``; anything that acts on the world
 (sending a task, arming a timer, killing a worker, waking a waiter) runs as a callback of that
-write, i.e. only once it is durable.
+write, i.e. only once it is durable. A run not in memory is loaded (``_loading.py``) with
+the version and plan it started on, or held with a reason when the code lacks them.
 """
 
 from __future__ import annotations
 
-from actorflow.runtime._engine import Engine
-from actorflow.runtime._handle import RunHandle
 from actorflow.runtime._lifecycle import LifecycleEvent, RunFinished, RunStarted, StepAttempted
-from actorflow.runtime._versions import WorkflowVersion
-from actorflow.runtime._views import (
-    AttemptDetails,
-    ErrorDetails,
-    RunDetails,
-    RunSummary,
-    StepDetails,
-)
-from actorflow.store._prune import PruneReport
 
-__all__ = [
-    "AttemptDetails",
-    "Engine",
-    "ErrorDetails",
-    "LifecycleEvent",
-    "PruneReport",
-    "RunDetails",
-    "RunFinished",
-    "RunHandle",
-    "RunStarted",
-    "RunSummary",
-    "StepAttempted",
-    "StepDetails",
-    "WorkflowVersion",
-]
+__all__ = ["LifecycleEvent", "RunFinished", "RunStarted", "StepAttempted"]

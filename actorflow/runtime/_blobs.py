@@ -276,7 +276,7 @@ class BlobManager:
         Returns:
             (blobs saved from segments, blobs lost, segments unlinked).
         """
-        from actorflow.runtime._views import blob_keep  # a cycle at import time otherwise
+        from actorflow.views import blob_keep  # a cycle at import time otherwise
 
         saved = lost = 0
         store, files = self.store, self.store.blobs
@@ -687,7 +687,7 @@ class BlobManager:
             self._gc_wake.notify()
 
     def _collect(self, run_id: str) -> None:
-        from actorflow.runtime._views import blob_keep
+        from actorflow.views import blob_keep
 
         keep = blob_keep(self.store, run_id)
         if keep is None:

@@ -18,50 +18,9 @@ from typing import Any
 from actorflow.errors import RunDepthExceeded
 from actorflow.runtime._messages import ErrorInfo
 from actorflow.runtime._nodes import error_info
-from actorflow.store import _keys as K
-from actorflow.store._protocol import Store
-from actorflow.store._records import load_record
+from actorflow.views import ancestry
 
-__all__ = ["refuse_child", "run_depth"]
-
-#: Most parent links followed (a damaged store could hold a loop of them).
-_MAX_LINKS = 100_000
-
-
-def _parent_record(store: Store, parent: Any) -> dict[str, Any] | None:
-    if not parent:
-        return None
-    raw = store.get(K.RUNS, K.run_key(str(parent[0])))
-    return load_record(raw, f"run {parent[0]}") if raw is not None else None
-
-
-def run_depth(store: Store, rec: dict[str, Any]) -> int:
-    """The depth of the run whose record is ``rec`` (0 for a top-level run)."""
-    depth = rec.get("depth")
-    if isinstance(depth, int):
-        return depth
-    # Written by a release before depths: count the parent links up to a run that knows.
-    link, n = rec.get("parent"), 0
-    while link and n < _MAX_LINKS:
-        n += 1
-        parent = _parent_record(store, link)
-        if parent is None:
-            break  # the parent's record is gone (deleted): count the links known
-        known = parent.get("depth")
-        if isinstance(known, int):
-            return n + known
-        link = parent.get("parent")
-    return n
-
-
-def _ancestry(store: Store, parent: Any, most: int) -> list[str]:
-    """Workflow ids of the runs above a run, the top-level run's first."""
-    chain: list[str] = []
-    rec = _parent_record(store, parent)
-    while rec is not None and len(chain) < most:
-        chain.append(str(rec.get("workflow")))
-        rec = _parent_record(store, rec.get("parent"))
-    return chain[::-1]
+__all__ = ["refuse_child"]
 
 
 def refuse_child(sup: Any, step: str, workflow: str) -> ErrorInfo | None:
@@ -75,5 +34,5 @@ def refuse_child(sup: Any, step: str, workflow: str) -> ErrorInfo | None:
     if not limit or depth <= limit:
         return None
     # Read only on refusal: the parents' records are durable (a child starts after them).
-    chain = [*_ancestry(sup.core.store, sup.parent, depth), sup.workflow_id, workflow]
+    chain = [*ancestry(sup.core.store, sup.parent, depth), sup.workflow_id, workflow]
     return error_info(RunDepthExceeded(step, limit, depth, chain, sup.run_id))

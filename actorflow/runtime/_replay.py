@@ -13,61 +13,32 @@ from __future__ import annotations
 import base64
 import logging
 import struct
+from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
 from actorflow.runtime import _unstarted, _waits
-from actorflow.runtime._core import Compiled, Core, run_version
-from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import ErrorInfo
-from actorflow.runtime._plans import PlanUnavailable, plan_for
+from actorflow.runtime._run import move_status, unhold
 from actorflow.runtime._steps import too_interrupted
-from actorflow.runtime._supervisor import Supervisor, move_status, unhold
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import load_record, output_of
+from actorflow.views import run_depth
 
-__all__ = ["load", "resume"]
+if TYPE_CHECKING:  # the supervisor imports this module to replay and resume itself
+    from actorflow.runtime._supervisor import Supervisor
+
+__all__ = ["replay", "resume"]
 
 log = logging.getLogger("actorflow.engine")
 
 
-def load(core: Core, run_id: str) -> Supervisor | None:
-    """Rebuild a run from the store; None if it is unknown, finished, or undefined here."""
-    raw = core.store.get(K.RUNS, K.run_key(run_id))
-    if raw is None:
-        return None
-    rec = load_record(raw, f"run {run_id}")
+def replay(sup: Supervisor, rec: dict[str, Any]) -> None:
+    """Fill a new supervisor from its run record and replay its history (not if queued)."""
+    core, run_id = sup.core, sup.run_id
     status = RunStatus(rec["status"])
-    if status.terminal:
-        return None
-    # A queued run has not started: it takes the newest version as defined now. A started
-    # run goes on with the version it started on, on the plan it started on.
-    version = None if status == RunStatus.QUEUED else run_version(rec)
-    workflow = rec["workflow"]
-    compiled = core.workflows.get(workflow) if version is None else None
-    if version is not None:
-        compiled = core.compiled_for(workflow, version)
-        if compiled is None and workflow in core.workflows:
-            _held(core, run_id, str(core.version_problem(workflow, version)))
-            return None
-    if compiled is None:
-        return None
-    if compiled.code:
-        from actorflow.code._supervisor import CodeSupervisor
-
-        return CodeSupervisor.load(core, compiled, rec)  # type: ignore[return-value]
-    assert isinstance(compiled, Compiled)
-    shape = rec.get("plan")
-    if version is not None and shape and shape != compiled.plan.shape:
-        try:
-            compiled = plan_for(core, workflow, shape, version)
-        except PlanUnavailable as exc:
-            _held(core, run_id, exc.reason)
-            return None
-    core.held.pop(run_id, None)
-    sup = Supervisor(core, compiled, run_id)
     sup.status = status
     sup.created_at = rec["created_at"]
     sup.started_at = rec.get("started_at")
@@ -78,7 +49,7 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     sup.depth = run_depth(core.store, rec)
     sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
     if status == RunStatus.QUEUED:
-        return sup  # not started yet: resume() starts it
+        return  # not started yet: resume() starts it
     sup.held_reason = rec.get("held")
     sup.replaying = True
     try:
@@ -91,18 +62,6 @@ def load(core: Core, run_id: str) -> Supervisor | None:
     finally:
         sup.replaying = False
     unhold(sup)
-    return sup
-
-
-def _held(core: Core, run_id: str, reason: str) -> None:
-    """Note that a run cannot load with the code defined now.
-
-    Its status is moved by the engine's recovery (``_recover``) or by
-    ``Supervisor.hold_missing``.
-    """
-    if core.held.get(run_id) != reason:
-        log.warning("run %s is held: %s", run_id, reason)
-    core.held[run_id] = reason
 
 
 def resume(sup: Supervisor) -> None:

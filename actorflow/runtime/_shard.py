@@ -21,10 +21,12 @@ from typing import Any
 from actorflow import _faults
 from actorflow._types import RunStatus
 from actorflow.errors import WriteRejected
+from actorflow.runtime._code_supervisor import CodeSupervisor, finished_for_query
 from actorflow.runtime._core import Core
 from actorflow.runtime._counts import Counts
 from actorflow.runtime._inbox import Actor, tell
 from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
+from actorflow.runtime._loading import load_run
 from actorflow.runtime._messages import (
     ActivateRun,
     CancelRun,
@@ -308,8 +310,6 @@ class Shard(Actor):
         compiled = self._core.workflows[msg.workflow_id]
         kind: Any = Supervisor
         if compiled.code:
-            from actorflow.code._supervisor import CodeSupervisor
-
             kind = CodeSupervisor
         sup = kind.new(
             self._core,
@@ -340,7 +340,7 @@ class Shard(Actor):
         """
         sup = self._runs.get(run_id)
         if sup is None:
-            sup = Supervisor.load(self._core, run_id)
+            sup = load_run(self._core, run_id)
             if sup is None:
                 return None
             if sup.status == RunStatus.QUEUED and not admit:
@@ -359,7 +359,7 @@ class Shard(Actor):
         sup = self._activate(run_id)
         if sup is None:
             # Queued (not admitted yet): loaded without starting; signals wait in its history.
-            sup = Supervisor.load(self._core, run_id)
+            sup = load_run(self._core, run_id)
             if sup is not None and sup.status == RunStatus.QUEUED:
                 self._runs[run_id] = sup
             else:
@@ -398,8 +398,6 @@ class Shard(Actor):
 
     def _query(self, msg: QueryRun) -> None:
         if msg.run_id not in self._runs:
-            from actorflow.code._supervisor import finished_for_query
-
             done = finished_for_query(self._core, msg.run_id)
             if done is not None:  # a finished run: its final state, rebuilt by replay
                 try:
@@ -436,7 +434,7 @@ class Shard(Actor):
             return
         sup: Any = self._runs.get(msg.run_id)
         if sup is None:
-            sup = Supervisor.load(self._core, msg.run_id)
+            sup = load_run(self._core, msg.run_id)
             if sup is not None:
                 self._runs[msg.run_id] = sup
         if sup is None or not getattr(sup, "code", False) or not sup.restart():
@@ -457,7 +455,7 @@ class Shard(Actor):
         sup = self._runs.get(msg.run_id)
         if sup is None:
             # Not live: queued, or never activated since a restart. Load without resuming.
-            sup = Supervisor.load(self._core, msg.run_id)
+            sup = load_run(self._core, msg.run_id)
             if sup is not None:
                 self._runs[msg.run_id] = sup
         if sup is None:

@@ -80,7 +80,7 @@ from actorflow.graph._codes import (
     S_FAILED,
     S_SUCCEEDED,
 )
-from actorflow.runtime import _waits
+from actorflow.runtime import _replay, _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._depth import refuse_child
 from actorflow.runtime._messages import (
@@ -101,6 +101,7 @@ from actorflow.runtime._nodes import (
     items_of,
 )
 from actorflow.runtime._plans import is_missing
+from actorflow.runtime._run import Effects, HasEffects, move_status, open_run
 from actorflow.runtime._steps import (
     Leaf,
     attempt_record,
@@ -114,11 +115,10 @@ from actorflow.runtime._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["Effects", "HasEffects", "Supervisor", "move_status", "open_run", "unhold"]
+__all__ = ["Supervisor", "chunk_size"]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -146,72 +146,6 @@ _LEAF_KIND = {
     K_SLEEP: "sleep",
     K_WAIT: "wait",  # recorded as wait_for_event or approval
 }
-
-
-class Effects:
-    """What handling one event produced: ops to commit, then actions once they are durable.
-
-    A plain slotted class: one is made per event, and a dataclass with default factories
-    costs several times more to build.
-    """
-
-    __slots__ = (
-        "after",
-        "cancel_tasks",
-        "children",
-        "continued",
-        "finished",
-        "ops",
-        "replies",
-        "stop",
-        "tasks",
-        "timers",
-    )
-
-    def __init__(self) -> None:
-        self.ops: list[Op] = []
-        self.tasks: list[TaskSpec] = []
-        self.timers: list[tuple[float, str, str]] = []
-        self.cancel_tasks = False  # every task of the run
-        self.stop: list[tuple[str, str]] = []  # (run id, step path) tasks to stop
-        self.children: list[Any] = []  # messages to child runs' shards: ("start"|"cancel", ...)
-        self.finished = False
-        self.after: list[tuple[Any, ...]] = []  # (user callback, *args) to call once durable
-        # Code workflows: (run id, update id, result, error) of updates to answer once
-        # durable, and the (run id, workflow) a run continued as.
-        self.replies: list[tuple[str, str, Any, BaseException | None]] = []
-        self.continued: tuple[str, str] | None = None
-
-
-class HasEffects:
-    """The ``fx`` of a run's supervisor: its :class:`Effects`, made when first used.
-
-    A run waiting on a step holds none: its shard took the last one (:meth:`take_effects`)
-    and the next event makes the next. Seven empty lists per idle run would be seventy
-    thousand objects for ten thousand runs in flight, each walked by every full collection
-    of the cyclic garbage collector, which holds the GIL (and any event loop) meanwhile.
-    """
-
-    __slots__ = ("_fx",)
-    _fx: Effects | None
-
-    @property
-    def fx(self) -> Effects:
-        """This event's effects (a fresh :class:`Effects` if none yet)."""
-        fx: Effects | None = self._fx
-        if fx is None:
-            fx = self._fx = Effects()
-        return fx
-
-    @fx.setter
-    def fx(self, value: Effects) -> None:
-        self._fx = value
-
-    def take_effects(self) -> Effects:
-        """Hand over the effects gathered so far; the next use of ``fx`` starts anew."""
-        fx = self.fx
-        self._fx = None
-        return fx
 
 
 class _Frame:
@@ -331,17 +265,15 @@ class Supervisor(HasEffects):
         return sup
 
     @classmethod
-    def load(cls, core: Core, run_id: str) -> Supervisor | None:
-        """Rebuild a run from the store by replaying its history (see ``_replay.py``)."""
-        from actorflow.runtime._replay import load
-
-        return load(core, run_id)
+    def load(cls, core: Core, compiled: Compiled, rec: dict[str, Any]) -> Supervisor:
+        """Rebuild a run from its records by replaying its history (see ``_replay.py``)."""
+        sup = cls(core, compiled, rec["id"])
+        _replay.replay(sup, rec)
+        return sup
 
     def resume(self) -> None:
         """Start a queued run, or take up again what a loaded run had in flight."""
-        from actorflow.runtime._replay import resume
-
-        resume(self)
+        _replay.resume(self)
 
     def _begin(self, now: float) -> None:
         self.started_at = now
@@ -1304,7 +1236,7 @@ class Supervisor(HasEffects):
 
     def _child_outcome(self, leaf: Leaf) -> bool:
         """Apply the child's final state, if it has one; False while it still runs."""
-        from actorflow.runtime._views import final_run, run_outcome
+        from actorflow.views import final_run, run_outcome
 
         found = final_run(self.core.store, leaf.child or "")
         if found is None:
@@ -1483,66 +1415,6 @@ class Supervisor(HasEffects):
             else:
                 rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
-
-
-def unhold(sup: Any) -> None:
-    """A run that waited for its definition is loaded again: it is running, from its next write.
-
-    (If it reaches a step still undefined, ``Supervisor.hold_missing`` holds it again.)
-    """
-    if sup.status == RunStatus.WAITING_FOR_DEFINITION:
-        move_status(sup, RunStatus.RUNNING)
-        if hasattr(sup, "held_reason"):
-            sup.held_reason = None
-        sup.core.held.pop(sup.run_id, None)
-        sup._put_run()
-        log.info("run %s goes on: its definition is back", sup.run_id)
-
-
-def move_status(sup: Any, status: RunStatus) -> None:
-    """Set a run's status and move it in the status index (in the same write).
-
-    A run that finishes also enters the end-time index, which retention reads: its
-    ``ended_at`` is set before this call. Finished is final, so that entry never moves.
-    """
-    old = sup.status
-    sup.status = status
-    if old != status:
-        ops = sup.fx.ops
-        ops.append((K.INDEX, K.status_index_key(old, sup.run_id), None))
-        ops.append((K.INDEX, K.status_index_key(status, sup.run_id), b""))
-        if status.terminal and sup.ended_at is not None:
-            ops.append((K.INDEX, K.end_index_key(sup.workflow_id, sup.ended_at, sup.run_id), b""))
-
-
-def open_run(
-    sup: Any,
-    payload: bytes,
-    idempotency_key: str | None,
-    parent: tuple[str, str] | None,
-    depth: int = 0,
-) -> None:
-    """Record a new run (graph or code) as running or queued, and begin it if admitted."""
-    core, run_id = sup.core, sup.run_id
-    now = core.clock.now()
-    sup.payload = payload
-    sup.created_at = now
-    sup.idempotency_key = idempotency_key
-    sup.parent = parent
-    sup.depth = depth
-    admitted = core.admission.try_acquire(sup.workflow_id, run_id)
-    sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
-    ops = sup.fx.ops
-    ops.append((K.VALUES, K.payload_key(run_id), payload))
-    ops.append((K.INDEX, K.status_index_key(sup.status, run_id), b""))
-    ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
-    if idempotency_key is not None:
-        key = K.idempotency_key(sup.workflow_id, idempotency_key)
-        ops.append((K.IDEMPOTENCY, key, run_id.encode()))
-    if admitted:
-        sup._begin(now)
-    else:
-        sup._put_run()
 
 
 def _exception_bytes(err: ErrorInfo) -> bytes:

@@ -19,7 +19,7 @@ at open (see ``LmdbStore._verify``), and on every read.
 
 Only one engine may write a store: a writable open takes an exclusive ``flock`` on
 ``engine.lock`` (or adopts one already taken: a follower that waited for the lock, see
-``runtime/_follower.py``). Read-only opens (the CLI, followers) take no lock.
+``engine/_follower.py``). Read-only opens (the CLI, followers) take no lock.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class ReadGate:
     """Lets any number of readers in, except while one holder has it exclusively.
 
     Here: the writer resizing the map. A follower engine uses one too, to swap its
-    read-only store for the writable one when it takes over (``runtime/_follower.py``).
+    read-only store for the writable one when it takes over (``engine/_follower.py``).
     """
 
     def __init__(self) -> None:

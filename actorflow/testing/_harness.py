@@ -25,18 +25,18 @@ from typing import Any
 from actorflow._clock import ManualClock
 from actorflow._types import RunStatus
 from actorflow.definition._options import parse_duration
+from actorflow.engine._engine import Engine
+from actorflow.engine._handle import RunHandle
 from actorflow.errors import (
     ActorflowError,
     ResultTimeout,
     StepTimeout,
     WorkerCrashed,
 )
-from actorflow.runtime._engine import Engine
-from actorflow.runtime._handle import RunHandle
 from actorflow.runtime._inbox import Activity, Tick
 from actorflow.runtime._inline import SimulatedFault
-from actorflow.runtime._views import RunDetails
 from actorflow.testing._expect import Call, CallExpectation, base_name, same
+from actorflow.views import RunDetails
 
 __all__ = ["WorkflowTest"]
 

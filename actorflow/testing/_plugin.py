@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from actorflow.runtime._engine import Engine
+from actorflow.engine._engine import Engine
 from actorflow.testing._harness import WorkflowTest
 
 __all__ = ["actorflow_engine", "workflow_test"]

@@ -83,12 +83,12 @@ from actorflow.errors import (
     StoreFull,
     WorkflowNotFound,
 )
-from actorflow.runtime._lifespan import HINT, lifespan, wired
+from actorflow.triggers._lifespan import HINT, lifespan, wired
 from actorflow.triggers._origin import HostGuard, answer
 from actorflow.triggers._paths import route_path, slash_redirect
 
 if TYPE_CHECKING:
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
 __all__ = ["build_app"]
 
@@ -553,7 +553,7 @@ class _Webhooks:
     cost more CPU per request than recording the run; this raw ASGI path does the same checks
     (size, signature, JSON, schema, idempotency key) with a fraction of the work. It also
     sends a request for the mount point itself on to the dashboard's page (``/flows`` to
-    ``/flows/``), and answers 503 with :data:`~actorflow.runtime._lifespan.HINT` while no
+    ``/flows/``), and answers 503 with :data:`~actorflow.triggers._lifespan.HINT` while no
     lifespan started the engine (the page and its assets still load, and show the error).
     """
 

@@ -44,7 +44,7 @@ from actorflow.errors import (
 )
 
 if TYPE_CHECKING:
-    from actorflow.runtime._handle import RunHandle
+    from actorflow.engine._handle import RunHandle
 
 __all__ = ["FIELDS", "MAX_WAIT", "error_from_json", "error_json", "outcome", "parse_wait"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import actorflow as af
-from actorflow.runtime._views import read_run
+from actorflow.views import read_run
 from tests import code_steps as cs
 from tests.conftest import executions, wait_until
 

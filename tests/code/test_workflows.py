@@ -467,7 +467,7 @@ def test_workflow_code_misuse_panics_with_a_clear_message(
 
 
 def _run_record(store: Any, run_id: str) -> dict[str, Any]:
-    from actorflow.runtime._views import read_run
+    from actorflow.views import read_run
 
     return read_run(store, run_id)
 

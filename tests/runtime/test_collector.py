@@ -1,4 +1,4 @@
-"""The garbage collector while engines run (runtime/_collector.py).
+"""The garbage collector while engines run (engine/_collector.py).
 
 Two halves of one promise, that a full collection does not stall the event loop for tens of
 milliseconds when thousands of runs are in flight: what a run allocates forms no reference
@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import actorflow as af
-from actorflow.runtime import _collector
-from actorflow.runtime._collector import CollectorPolicy
+from actorflow.engine import _collector
+from actorflow.engine._collector import CollectorPolicy
 
 
 def _double(ctx: af.StepContext) -> int:

@@ -279,7 +279,7 @@ def test_a_follower_with_other_definitions_says_which(
 
 
 def test_the_socket_is_owner_only(data_dir: Path, children: list[Child]) -> None:
-    from actorflow.runtime._channel import socket_path
+    from actorflow.engine._channel import socket_path
 
     children.append(Child(data_dir))
     path = socket_path(data_dir)
@@ -287,7 +287,7 @@ def test_the_socket_is_owner_only(data_dir: Path, children: list[Child]) -> None
 
 
 def test_a_long_data_dir_puts_the_socket_in_a_private_directory(tmp_path: Path) -> None:
-    from actorflow.runtime._channel import socket_path
+    from actorflow.engine._channel import socket_path
 
     deep = tmp_path / ("d" * 120)
     path = socket_path(deep)

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
 __all__ = ["HINT", "lifespan", "wired"]
 

@@ -23,13 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actorflow.engine._channel import Connection, listen, peer_is_owner
 from actorflow.errors import ClientError, RunNotFound
-from actorflow.runtime._channel import Connection, listen, peer_is_owner
 from actorflow.runtime._promise import Promise, failed, resolved
-from actorflow.runtime._views import read_run
+from actorflow.views import read_run
 
 if TYPE_CHECKING:
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
 __all__ = ["REPEAT", "LeaderServer", "LocalOps"]
 
@@ -184,7 +184,7 @@ class LeaderServer:
 
     Args:
         engine: the leading engine.
-        path: the socket's path (:func:`~actorflow.runtime._channel.socket_path`).
+        path: the socket's path (:func:`~actorflow.engine._channel.socket_path`).
     """
 
     def __init__(self, engine: Engine, path: Path) -> None:

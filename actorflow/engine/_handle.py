@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from actorflow._types import RunStatus
 from actorflow.errors import ResultTimeout
 from actorflow.runtime._promise import Promise
-from actorflow.runtime._views import (
+from actorflow.views import (
     RunDetails,
     chain_outcome,
     fanout_progress,
@@ -23,7 +23,7 @@ from actorflow.runtime._views import (
 if TYPE_CHECKING:
     import asyncio
 
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
 __all__ = ["RunHandle"]
 
@@ -86,7 +86,7 @@ class RunHandle:
             EngineNotRunning: the run is unfinished and no engine is running to finish it.
         """
         if progress:
-            from actorflow.runtime._progress import result_with_progress
+            from actorflow.engine._progress import result_with_progress
 
             return result_with_progress(self, timeout)
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -46,7 +46,7 @@ from actorflow.store._codec import decode_value, encode_value
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 
 if TYPE_CHECKING:
-    from actorflow.code._supervisor import CodeSupervisor
+    from actorflow.runtime._code_supervisor import CodeSupervisor
 
 __all__ = [
     "State",
@@ -656,7 +656,7 @@ def on_child_finished(sup: CodeSupervisor, msg: ChildFinished) -> None:
 
 def _child_outcome(sup: CodeSupervisor, st: State) -> bool:
     """Apply the child's final state (following continue-as-new); False while it runs."""
-    from actorflow.runtime._views import final_run, run_outcome
+    from actorflow.views import final_run, run_outcome
 
     leaf = st.leaf
     child = final_run(sup.core.store, leaf.child or "")

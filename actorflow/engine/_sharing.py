@@ -25,7 +25,7 @@ from actorflow.store._protocol import Store
 from actorflow.store._sealing import sealed
 
 if TYPE_CHECKING:
-    from actorflow.runtime._engine import Engine
+    from actorflow.engine._engine import Engine
 
 __all__ = ["claims", "fingerprints", "open_or_follow", "serve_followers"]
 
@@ -53,8 +53,8 @@ def open_or_follow(engine: Engine, compiled: dict[str, Compiled | CodeCompiled])
 
 
 def _follow(engine: Engine, compiled: dict[str, Compiled | CodeCompiled]) -> None:
-    from actorflow.runtime._channel import socket_path
-    from actorflow.runtime._follower import Follower
+    from actorflow.engine._channel import socket_path
+    from actorflow.engine._follower import Follower
 
     cfg = engine.config
     follower = Follower(
@@ -105,8 +105,8 @@ def serve_followers(engine: Engine) -> None:
     """Listen for followers on the store's socket (a store in a data_dir only)."""
     if engine._custom_store is not None or engine.config.store == "memory":
         return
-    from actorflow.runtime._channel import socket_path
-    from actorflow.runtime._leader import LeaderServer
+    from actorflow.engine._channel import socket_path
+    from actorflow.engine._leader import LeaderServer
 
     server = LeaderServer(engine, socket_path(engine.config.data_dir))
     server.start()

@@ -26,14 +26,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from actorflow._types import RunStatus, StepStatus
-from actorflow.code import _commands as C
 from actorflow.code._definition import CodeWorkflowSpec
 from actorflow.code._driver import Command, Driver
 from actorflow.code._history import VALUED, Entry, read_history, unpack_value
 from actorflow.errors import ClientError, NondeterminismError, StepFailed
+from actorflow.runtime import _code_commands as C
 from actorflow.runtime import _unstarted
 from actorflow.runtime._core import run_version
-from actorflow.runtime._depth import run_depth
 from actorflow.runtime._messages import (
     ChildFinished,
     EventDelivered,
@@ -45,12 +44,12 @@ from actorflow.runtime._messages import (
 )
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._run import Effects, HasEffects, move_status, open_run, unhold
 from actorflow.runtime._steps import Leaf
-from actorflow.runtime._supervisor import Effects, HasEffects, move_status, open_run, unhold
-from actorflow.runtime._views import error_from_record
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
 from actorflow.store._records import dump_record, inline_output, load_record
+from actorflow.views import error_from_record, run_depth
 
 __all__ = ["CodeSupervisor"]
 

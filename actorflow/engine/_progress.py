@@ -9,7 +9,7 @@ from actorflow._extras import require
 from actorflow.errors import ResultTimeout
 
 if TYPE_CHECKING:
-    from actorflow.runtime._handle import RunHandle
+    from actorflow.engine._handle import RunHandle
 
 __all__ = ["FanoutBars", "result_with_progress"]
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from actorflow.engine._channel import Connection
 from actorflow.errors import EngineNotRunning, InvalidPayload, LeaderLost, StoreError
-from actorflow.runtime._channel import Connection
 from actorflow.runtime._promise import Promise, chain
 from actorflow.store._lmdb import ReadGate, open_engine_lock
 from actorflow.store._protocol import Store

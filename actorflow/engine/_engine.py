@@ -24,6 +24,8 @@ from actorflow.code._definition import CodeWorkflow, PanicPolicy
 from actorflow.config import EngineConfig
 from actorflow.definition._builder import Workflow, check_version
 from actorflow.definition._options import Retry
+from actorflow.engine._handle import RunHandle, _value, _wait
+from actorflow.engine._sharing import claims, fingerprints, open_or_follow, serve_followers
 from actorflow.errors import (
     ClientError,
     ConfigError,
@@ -44,7 +46,6 @@ from actorflow.runtime._external import (
     resume,
     state_call,
 )
-from actorflow.runtime._handle import RunHandle, _value, _wait
 from actorflow.runtime._inbox import Activity, counting
 from actorflow.runtime._lifecycle import (
     Lifecycle,
@@ -67,9 +68,6 @@ from actorflow.runtime._messages import (
     Write,
 )
 from actorflow.runtime._promise import Countdown, Promise, then
-from actorflow.runtime._sharing import claims, fingerprints, open_or_follow, serve_followers
-from actorflow.runtime._versions import WorkflowVersion
-from actorflow.runtime._views import RunDetails, RunSummary, inspect_run, list_runs, read_run
 from actorflow.runtime._waits import EventHub
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
@@ -79,15 +77,23 @@ from actorflow.store._protocol import Op, Store, blob_token, ensure_format
 from actorflow.store._prune import PruneReport
 from actorflow.store._records import dump_record, load_record
 from actorflow.store._sealing import sealed
+from actorflow.views import (
+    RunDetails,
+    RunSummary,
+    WorkflowVersion,
+    inspect_run,
+    list_runs,
+    read_run,
+)
 from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 from actorflow.workers._task import Intercept
 
 if TYPE_CHECKING:
-    from actorflow.runtime._background import Background
+    from actorflow.engine._background import Background
+    from actorflow.engine._follower import Follower
+    from actorflow.engine._leader import LeaderServer
     from actorflow.runtime._blobs import BlobManager
-    from actorflow.runtime._follower import Follower
-    from actorflow.runtime._leader import LeaderServer
 
 __all__ = ["Engine"]
 
@@ -173,7 +179,7 @@ class Engine:
         self._follower: Follower | None = None  # following another process's engine
         self._followed: dict[str, Compiled | CodeCompiled] = {}  # what a follower compiled
         self._server: LeaderServer | None = None  # leading: followers connect here
-        self._collector_held = False  # it uses the collector policy (runtime/_collector.py)
+        self._collector_held = False  # it uses the collector policy (engine/_collector.py)
 
     # -- definitions -----------------------------------------------------------------------
 
@@ -371,7 +377,7 @@ class Engine:
         Raises:
             WorkflowNotFound: no version is defined here and no unfinished run has one.
         """
-        from actorflow.runtime import _versions
+        from actorflow import views as _versions
 
         if not isinstance(workflow, str):
             raise ClientError(f"workflow: expected a workflow id (str), got {workflow!r}")
@@ -432,10 +438,10 @@ class Engine:
             return self
 
     def _hold_collector(self, hold: bool) -> None:
-        """Use the collector policy while running (leader or follower; runtime/_collector.py)."""
+        """Use the collector policy while running (leader or follower; engine/_collector.py)."""
         if self.config.collector != "freeze" or hold == self._collector_held:
             return
-        from actorflow.runtime._collector import policy
+        from actorflow.engine._collector import policy
 
         if hold:
             policy.acquire()
@@ -447,7 +453,7 @@ class Engine:
         """The ``collector`` entry of :meth:`health`: informational, never failing."""
         if not self._collector_held:
             return {"ok": True, "policy": self.config.collector}
-        from actorflow.runtime._collector import policy
+        from actorflow.engine._collector import policy
 
         return {"ok": True, "policy": "freeze", **policy.stats()}
 
@@ -481,7 +487,7 @@ class Engine:
         # The machinery of a running engine (actors, pool, blobs, background passes) is
         # imported here, not with the module: ``import actorflow`` (workers, the CLI, code
         # that only defines workflows) does not load it.
-        from actorflow.runtime._background import Background
+        from actorflow.engine._background import Background
         from actorflow.runtime._state import StateStore
 
         blobs: BlobManager | None = None
@@ -553,7 +559,7 @@ class Engine:
             self._store_label(),
         )
 
-    # -- sharing a data_dir with other processes (runtime/_sharing.py) ------------------
+    # -- sharing a data_dir with other processes (engine/_sharing.py) ------------------
 
     def _fingerprints(self) -> dict[str, str]:
         core = self._core
@@ -1282,7 +1288,7 @@ class Engine:
             app: the app whose lifespan this is (frameworks pass it; unused).
             drain_timeout: seconds the stop at shutdown waits for steps in flight.
         """
-        from actorflow.runtime._lifespan import lifespan
+        from actorflow.triggers._lifespan import lifespan
 
         return lifespan(self, drain_timeout)
 
@@ -1301,7 +1307,7 @@ class Engine:
             WorkflowNotFound: no such workflow.
             EngineNotRunning: the engine is not running.
         """
-        from actorflow.runtime._graphview import plan_graph
+        from actorflow.engine._graphview import plan_graph
 
         compiled: Compiled | CodeCompiled | None
         if self._follower is not None:
