@@ -35,10 +35,8 @@ from actorflow.runtime._steps import (
     attempt_summary,
     attempt_timeout,
     child_failure,
-    circuit_error,
     circuit_open,
     error_record,
-    retry_delay,
     too_interrupted,
 )
 from actorflow.store import _keys as K
@@ -479,38 +477,18 @@ def on_failed(sup: CodeSupervisor, msg: StepFailed) -> None:
         return
     st, leaf = found
     now = _now(sup)
-    err = msg.error
-    leaf.started_at = msg.started_at
-    leaf.ended_at = msg.ended_at
-    leaf.attempts.append(
-        attempt_record(
-            msg.attempt, "failed", err.kind, msg.started_at, msg.ended_at, attempt_summary(err),
-            msg.pid,
-        )
-    )  # fmt: skip
-    leaf.failures += 1
-    if err.details is not None:
-        leaf.details = err.details
-    breaker = st.cmd.opts.get("breaker")
-    if breaker is not None and not circuit_error(err):
-        breaker.failed()
-    leaf.error = error_record(err, leaf.path, msg.attempt)
-    delay = retry_delay(st.retry, leaf, err, now, sup.core.rng.random())
-    if delay is not None and breaker is not None and circuit_error(err):
-        delay = breaker.retry_after(delay)
+    delay = sup.attempt_failed(leaf, msg, st.retry, st.cmd.opts.get("breaker"))
     if delay is not None:
         if delay <= 0:
             _dispatch(sup, st, leaf, _args_of(st, leaf))
-            return
-        leaf.status = StepStatus.RETRYING
-        leaf.next_retry_at = now + delay
-        sup.fx.ops.append(leaf.put())
-        sup._timer(leaf.next_retry_at, "retry:" + leaf.path)
+        else:
+            sup.retry_later(leaf, delay)
         return
     leaf.status = StepStatus.FAILED
     sup.fx.ops.append(leaf.put())
     del sup.leaves[leaf.path]
     record = leaf.error
+    assert record is not None  # attempt_failed recorded it
     if st.cmd.kind == "map":
         _stop_map(sup, st, f"item {leaf.path!r} failed")
         st.leaf.status = StepStatus.FAILED

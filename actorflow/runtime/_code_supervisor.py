@@ -44,7 +44,7 @@ from actorflow.runtime._messages import (
 )
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
-from actorflow.runtime._run import Effects, HasEffects, move_status, open_run, unhold
+from actorflow.runtime._run import Effects, RunMachine, move_status, open_run, unhold
 from actorflow.runtime._steps import Leaf
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
@@ -59,72 +59,37 @@ log = logging.getLogger("actorflow.workflow")
 RESULT_REF = "#result"
 
 
-class CodeSupervisor(HasEffects):
+class CodeSupervisor(RunMachine):
     """Owns one code workflow run: its record, its driver, its in-flight commands."""
 
     code = True
     # Slots: ten thousand waiting runs each keep one of these (and a driver) in memory.
     __slots__ = (
         "_result",
-        "cancel_reason",
         "carried",
-        "commits",
-        "compiled",
         "continued_as",
-        "core",
-        "created_at",
-        "deadline",
-        "depth",
         "driver",
-        "ended_at",
-        "error",
-        "finished",
         "hseq",
-        "idempotency_key",
         "leaves",
         "new_cmds",
         "panic_error",
-        "parent",
-        "payload",
         "queued",
         "quiet",
         "restart_at",
         "restarts",
-        "run_id",
         "signal_keys",
         "spec",
-        "started_at",
         "states",
-        "status",
-        "unstarted",
         "unwritten",
-        "workflow_id",
     )
 
     def __init__(self, core: Any, compiled: Any, run_id: str) -> None:
-        self.core = core
-        self.compiled = compiled
+        super().__init__(core, compiled, run_id, b"J[]")
         self.spec: CodeWorkflowSpec = compiled.spec
-        self.run_id = run_id
-        self.workflow_id = self.spec.id
-        self.commits = 0  # effects folded into shard writes (see Shard._passivate)
-        self.status = RunStatus.RUNNING
-        self.created_at = 0.0
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.idempotency_key: str | None = None
-        self.deadline: float | None = None
-        self.error: dict[str, Any] | None = None
         self.panic_error: dict[str, Any] | None = None
-        self.cancel_reason: str | None = None
-        self.parent: tuple[str, str] | None = None
-        self.depth = 0  # below the top-level run (see runtime/_depth.py)
         self.continued_as: str | None = None
         self.restarts = 0
         self.restart_at: float | None = None
-        self.payload = b"J[]"
-        self.finished = False
-        self._fx = None
         self.driver: Driver | None = None
         #: Engine state of live commands, by seq (steps, maps, sleeps, waits, children).
         self.states: dict[int, C.State] = {}
@@ -138,8 +103,6 @@ class CodeSupervisor(HasEffects):
         self.quiet = False  # in the sticky cache with nothing unwritten
         self._result = b"Jnull"
         self.signal_keys: set[str] = set()  # idempotency keys of signals not yet durable
-        # After a reload: the attempts the last stop recorded as never started, by task step.
-        self.unstarted: dict[str, int] = {}
 
     # -- construction --------------------------------------------------------------------------
 
@@ -244,7 +207,7 @@ class CodeSupervisor(HasEffects):
         return tuple(res)
 
     def _fetch(self, ref: str) -> bytes | None:
-        return self.core.store.get(K.VALUES, K.step_key(self.run_id, ref))  # type: ignore[no-any-return]
+        return self.core.store.get(K.VALUES, K.step_key(self.run_id, ref))
 
     def _exception(self, err: dict[str, Any]) -> BaseException:
         exc = error_from_record(err, self.run_id)
@@ -574,26 +537,11 @@ class CodeSupervisor(HasEffects):
         self._finish(RunStatus.CANCELLED)
         return True
 
-    def fail_internal(self, exc: BaseException) -> None:
-        """An engine bug while handling this run: fail it rather than leave it hanging."""
-        if self.finished:
-            return
-        self.fx = Effects()
+    def _on_internal_failure(self) -> None:
         self.unwritten = []
-        self.error = {
-            "kind": "internal",
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "types": [],
-            "message": f"internal engine error: {exc}",
-        }
-        self._finish(RunStatus.FAILED)
 
     def _finish(self, status: RunStatus) -> None:
-        self.ended_at = self.core.clock.now()
-        move_status(self, status)
-        self.finished = True
-        if self.deadline is not None:
-            self._drop_timer(self.deadline, "deadline")
+        self._close_run(status)
         if self.restart_at is not None:
             self._drop_timer(self.restart_at, "restart")
             self.restart_at = None
@@ -609,14 +557,6 @@ class CodeSupervisor(HasEffects):
         self.fx.cancel_tasks = True  # steps it started and never awaited stop too
 
     # -- records -------------------------------------------------------------------------------
-
-    def _timer(self, due: float, name: str) -> None:
-        rec = dump_record({"kind": name.partition(":")[0], "step": name.partition(":")[2]})
-        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), rec))
-        self.fx.timers.append((due, self.run_id, name))
-
-    def _drop_timer(self, due: float, name: str) -> None:
-        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
 
     def take_history(self) -> None:
         """Fold this write's history records into the effects."""
@@ -639,25 +579,9 @@ class CodeSupervisor(HasEffects):
             self.driver = None
 
     def _put_run(self) -> None:
-        rec: dict[str, Any] = {
-            "id": self.run_id,
-            "kind": "code",
-            "workflow": self.workflow_id,
-            "status": self.status,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "idempotency_key": self.idempotency_key,
-            "deadline": self.deadline,
-            "error": self.error,
-            "cancel_reason": self.cancel_reason,
-            "parent": list(self.parent) if self.parent else None,
-            "restarts": self.restarts,
-        }
-        if self.spec.version != 1:
-            rec["version"] = self.spec.version  # (absent: version 1, see run_version)
-        if self.depth:
-            rec["depth"] = self.depth
+        rec = self.run_header()
+        rec["kind"] = "code"
+        rec["restarts"] = self.restarts
         if self.panic_error is not None:
             rec["panic"] = self.panic_error
         if self.restart_at is not None:

@@ -4,6 +4,9 @@ The two supervisors (``_supervisor.Supervisor`` for graph workflows,
 ``_code_supervisor.CodeSupervisor`` for code workflows) are two ways of choosing a run's
 next commands; what a run does to the store around them is the same and lives here:
 
+- :class:`RunMachine`: the base of both supervisors: the run header and its record, timers,
+  a failed attempt (its record, failure count, breaker and retry delay) and a retry
+  armed for later, an internal failure, and the common part of finishing;
 - :class:`Effects`: what handling one event produced (ops to commit, then the actions to
   take once they are durable: tasks, timers, child messages, user callbacks);
 - :class:`HasEffects`: a supervisor's ``fx``, made on first use;
@@ -22,12 +25,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actorflow._types import RunStatus
-from actorflow.runtime._messages import TaskSpec
+from actorflow._types import RunStatus, StepStatus
+from actorflow.runtime._core import CodeCompiled, Compiled, Core
+from actorflow.runtime._messages import StepFailed, TaskSpec
+from actorflow.runtime._steps import (
+    Leaf,
+    attempt_record,
+    attempt_summary,
+    circuit_error,
+    error_record,
+    retry_delay,
+)
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
+from actorflow.store._records import dump_record
 
-__all__ = ["Effects", "HasEffects", "move_status", "open_run", "unhold"]
+__all__ = ["Effects", "HasEffects", "RunMachine", "move_status", "open_run", "unhold"]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -96,6 +109,180 @@ class HasEffects:
         fx = self.fx
         self._fx = None
         return fx
+
+
+class RunMachine(HasEffects):
+    """One run, graph or code: what the two supervisors share.
+
+    A subclass chooses the run's next commands (the graph evaluator, or the workflow
+    function on its deterministic loop); this base keeps the run's header, writes its
+    record, arms and drops its timers, handles a failed attempt up to the retry decision,
+    and does the common part of ending a run. Slots: ten thousand waiting runs each keep
+    one in memory.
+
+    Subclasses define ``_put_run`` (the run record: :meth:`run_header` plus their own
+    fields), ``_finish`` (calling :meth:`_close_run` first) and ``_on_internal_failure``.
+    """
+
+    __slots__ = (
+        "cancel_reason",
+        "commits",
+        "compiled",
+        "core",
+        "created_at",
+        "deadline",
+        "depth",
+        "ended_at",
+        "error",
+        "finished",
+        "idempotency_key",
+        "parent",
+        "payload",
+        "run_id",
+        "started_at",
+        "status",
+        "unstarted",
+        "workflow_id",
+    )
+
+    def __init__(
+        self, core: Core, compiled: Compiled | CodeCompiled, run_id: str, payload: bytes
+    ) -> None:
+        self.core = core
+        self.compiled = compiled
+        self.run_id = run_id
+        self.workflow_id: str = compiled.spec.id
+        self.commits = 0  # effects folded into shard writes (see Shard._passivate)
+        self.payload = payload
+        self.status = RunStatus.RUNNING
+        self.created_at = 0.0
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.idempotency_key: str | None = None
+        self.deadline: float | None = None
+        self.error: dict[str, Any] | None = None
+        self.cancel_reason: str | None = None
+        self.parent: tuple[str, str] | None = None
+        self.depth = 0  # below the top-level run (see runtime/_depth.py)
+        self.finished = False
+        self._fx = None
+        # After a reload: the attempts the last stop recorded as never started, by task step.
+        self.unstarted: dict[str, int] = {}
+
+    # -- the run record ----------------------------------------------------------------------
+
+    def run_header(self) -> dict[str, Any]:
+        """The fields of the run record every run has (the subclass adds its own)."""
+        rec: dict[str, Any] = {
+            "id": self.run_id,
+            "workflow": self.workflow_id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "idempotency_key": self.idempotency_key,
+            "deadline": self.deadline,
+            "error": self.error,
+            "cancel_reason": self.cancel_reason,
+            "parent": list(self.parent) if self.parent else None,
+        }
+        version = self.compiled.spec.version
+        if version != 1:
+            rec["version"] = version  # (absent: version 1, see run_version)
+        if self.depth:
+            rec["depth"] = self.depth
+        return rec
+
+    def _put_run(self) -> None:
+        raise NotImplementedError
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _timer(self, due: float, name: str) -> None:
+        """Arm the durable timer ``name`` (``kind`` or ``kind:step``) of this run at ``due``."""
+        kind, _, step = name.partition(":")
+        record = {"kind": kind, "step": step} if step else {"kind": kind}
+        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), dump_record(record)))
+        self.fx.timers.append((due, self.run_id, name))
+
+    def _drop_timer(self, due: float, name: str) -> None:
+        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
+
+    # -- a failed attempt --------------------------------------------------------------------
+
+    def record_attempt(self, leaf: Leaf, msg: StepFailed, kind: str | None = None) -> None:
+        """Add the failed attempt ``msg`` reports to ``leaf``'s attempts, and count it.
+
+        ``kind`` overrides the attempt's kind (a graph step's error handler: ``handler``).
+        """
+        err = msg.error
+        leaf.started_at = msg.started_at
+        leaf.ended_at = msg.ended_at
+        leaf.attempts.append(
+            attempt_record(
+                msg.attempt, "failed", kind or err.kind, msg.started_at, msg.ended_at,
+                attempt_summary(err), msg.pid,
+            )
+        )  # fmt: skip
+        leaf.failures += 1
+
+    def attempt_failed(self, leaf: Leaf, msg: StepFailed, retry: Any, breaker: Any) -> float | None:
+        """Record a failed attempt of ``leaf``; the delay before the next one, or None.
+
+        Both kinds of run do the same here: the attempt's entry, the failure count, the
+        error record, the breaker told (not of a failure an open circuit made), and the
+        retry policy's delay (an open circuit's own delay for a circuit failure). The caller
+        then dispatches again at once (a delay <= 0), arms :meth:`retry_later`, or fails the
+        step for good (None).
+        """
+        self.record_attempt(leaf, msg)
+        err = msg.error
+        if err.details is not None:
+            leaf.details = err.details
+        leaf.error = error_record(err, leaf.path, msg.attempt)
+        if breaker is not None and not circuit_error(err):
+            breaker.failed()
+        delay = retry_delay(retry, leaf, err, self.core.clock.now(), self.core.rng.random())
+        if delay is not None and breaker is not None and circuit_error(err):
+            delay = float(breaker.retry_after(delay))
+        return delay
+
+    def retry_later(self, leaf: Leaf, delay: float) -> None:
+        """Record ``leaf`` as retrying and arm its retry timer ``delay`` seconds from now."""
+        leaf.status = StepStatus.RETRYING
+        leaf.next_retry_at = self.core.clock.now() + delay
+        self.fx.ops.append(leaf.put())
+        self._timer(leaf.next_retry_at, "retry:" + leaf.path)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """An engine bug while handling this run: fail it rather than leave it hanging."""
+        if self.finished:
+            return
+        self.fx = Effects()
+        self._on_internal_failure()
+        self.error = {
+            "kind": "internal",
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "types": [],
+            "message": f"internal engine error: {exc}",
+        }
+        self._finish(RunStatus.FAILED)
+
+    def _on_internal_failure(self) -> None:
+        """Drop what the failed handling had gathered (the subclass's own state)."""
+
+    def _finish(self, status: RunStatus) -> None:
+        raise NotImplementedError
+
+    def _close_run(self, status: RunStatus) -> None:
+        """The common start of finishing: the end time, the status, the deadline dropped."""
+        self.ended_at = self.core.clock.now()
+        move_status(self, status)
+        self.finished = True
+        if self.deadline is not None:
+            self._drop_timer(self.deadline, "deadline")
 
 
 def unhold(sup: Any) -> None:

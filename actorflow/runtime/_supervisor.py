@@ -101,17 +101,15 @@ from actorflow.runtime._nodes import (
     items_of,
 )
 from actorflow.runtime._plans import is_missing
-from actorflow.runtime._run import Effects, HasEffects, move_status, open_run
+from actorflow.runtime._run import RunMachine, move_status, open_run
 from actorflow.runtime._steps import (
     Leaf,
     attempt_record,
     attempt_summary,
     attempt_timeout,
     child_failure,
-    circuit_error,
     circuit_open,
     error_record,
-    retry_delay,
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
@@ -187,22 +185,20 @@ def chunk_size(cost: float, ready: int, workers: int) -> int:
     )
 
 
-class Supervisor(HasEffects):
+class Supervisor(RunMachine):
     """Owns one run: its record, its live frames and leaves, and the evaluator state.
 
     Build with :meth:`new` (a trigger) or ``_replay.load`` (from the store), then feed events.
     After each call the owner takes :attr:`fx` and commits it.
     """
 
+    compiled: Compiled
+
     def __init__(self, core: Core, compiled: Compiled, run_id: str) -> None:
-        self.commits = 0  # effects folded into shard writes (see Shard._passivate)
-        self.core = core
-        self.compiled = compiled
+        super().__init__(core, compiled, run_id, b"Jnull")
         self.plan = compiled.plan
         self.ev = core.evaluator
         self.pp = compiled.prepared
-        self.run_id = run_id
-        self.workflow_id = compiled.spec.id
         self.state = self.ev.new_state(self.pp)
         self.frames: dict[int, _Frame] = {0: _Frame(0, -1, -1, 0, "")}
         self.leaves: dict[Key, Leaf] = {}
@@ -221,28 +217,13 @@ class Supervisor(HasEffects):
         self.probes: dict[Key, list[Leaf]] = {}  # items sent alone to learn a step's cost
         self.chunks: dict[str, _Chunk] = {}
         self._chunked: dict[Key, dict[int, tuple[int, float | None]]] = {}  # after a reload
-        # After a reload: the attempts the last stop recorded as never started, by task step.
-        self.unstarted: dict[str, int] = {}
         self.hist: list[int] = []
         self.seq = 0
         self.replaying = False
         self._queue: deque[tuple[int, int, int, int]] = deque()
         self._applying = False
-        self.payload = b"Jnull"
-        self.status = RunStatus.RUNNING
-        self.created_at = 0.0
-        self.started_at: float | None = None
-        self.ended_at: float | None = None
-        self.idempotency_key: str | None = None
-        self.deadline: float | None = None
-        self.error: dict[str, Any] | None = None
         self.last_error: dict[str, Any] | None = None
-        self.cancel_reason: str | None = None
-        self.parent: tuple[str, str] | None = None
-        self.depth = 0  # below the top-level run (see _depth.py)
         self.shape = self.plan.shape
-        self.finished = False
-        self._fx = None
         #: Why the run waits for its definition (status ``waiting_for_definition``).
         self.held_reason: str | None = None
 
@@ -280,7 +261,7 @@ class Supervisor(HasEffects):
         timeout = self.compiled.spec.timeout
         if timeout is not None:
             self.deadline = now + timeout
-            self._timer(self.deadline, "deadline", {"kind": "deadline"})
+            self._timer(self.deadline, "deadline")
         self._put_run()
         self._commands(self.ev.start(self.pp, self.state))
         self._check_outcome()
@@ -873,7 +854,7 @@ class Supervisor(HasEffects):
         leaf.dispatched_at = now
         leaf.wake_at = now + spec.seconds
         self.fx.ops.append(leaf.put())
-        self._timer(leaf.wake_at, "sleep:" + leaf.path, {"kind": "sleep", "step": leaf.path})
+        self._timer(leaf.wake_at, "sleep:" + leaf.path)
 
     def _child(self, frame: int, node: int) -> None:
         spec = self.plan.specs[node]
@@ -1092,54 +1073,20 @@ class Supervisor(HasEffects):
         leaf = self._reported(msg.step, msg.attempt)
         if leaf is None:
             return
-        now = self.core.clock.now()
-        err = msg.error
-        leaf.started_at = msg.started_at
-        leaf.ended_at = msg.ended_at
-        leaf.attempts.append(
-            {
-                "attempt": msg.attempt,
-                "status": "failed",
-                "kind": "handler" if leaf.handling else err.kind,
-                "started_at": msg.started_at,
-                "ended_at": msg.ended_at,
-                "error": attempt_summary(err),
-                "pid": msg.pid,
-            }
-        )
         if leaf.handling:  # the error handler itself failed: the step fails with its error
-            leaf.failures += 1
-            self._leaf_failed_for_good(leaf, err)
+            self.record_attempt(leaf, msg, "handler")
+            self._leaf_failed_for_good(leaf, msg.error)
             return
-        leaf.failures += 1
-        leaf.error = error_record(err, leaf.path, msg.attempt)
         spec = self.plan.specs[leaf.node]
-        if isinstance(spec, StepSpec) and spec.breaker is not None and not circuit_error(err):
-            spec.breaker.failed()
-        retry = spec.retry if isinstance(spec, StepSpec) else NO_RETRY
-        if err.details is not None:
-            leaf.details = err.details
-        delay = retry_delay(retry, leaf, err, now, self.core.rng.random())
-        if (
-            delay is not None
-            and isinstance(spec, StepSpec)
-            and spec.breaker is not None
-            and circuit_error(err)
-        ):
-            # (a CircuitOpen from a service action's breaker retries by the policy alone)
-            delay = spec.breaker.retry_after(delay)
-        if delay is not None:
-            if delay <= 0:
-                self._dispatch(leaf)
-                return
-            leaf.status = StepStatus.RETRYING
-            leaf.next_retry_at = now + delay
-            self.fx.ops.append(leaf.put())
-            self._timer(
-                leaf.next_retry_at, "retry:" + leaf.path, {"kind": "retry", "step": leaf.path}
-            )
-            return
-        self._leaf_failed_for_good(leaf, err)
+        step = spec if isinstance(spec, StepSpec) else None
+        retry = step.retry if step is not None else NO_RETRY
+        delay = self.attempt_failed(leaf, msg, retry, step.breaker if step is not None else None)
+        if delay is None:
+            self._leaf_failed_for_good(leaf, msg.error)
+        elif delay <= 0:
+            self._dispatch(leaf)
+        else:
+            self.retry_later(leaf, delay)
 
     def _leaf_failed_for_good(self, leaf: Leaf, err: ErrorInfo) -> None:
         """No retry left: run the error handler if there is one, else fail the node."""
@@ -1277,27 +1224,11 @@ class Supervisor(HasEffects):
             self._finish(RunStatus.CANCELLED)
         return True
 
-    def fail_internal(self, exc: BaseException) -> None:
-        """An engine bug while handling this run: fail it rather than leave it hanging."""
-        if self.finished:
-            return
-        self.fx = Effects()
-        self.error = {
-            "kind": "internal",
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "types": [],
-            "message": f"internal engine error: {exc}",
-        }
+    def _on_internal_failure(self) -> None:
         self.fx.cancel_tasks = True
-        self._finish(RunStatus.FAILED)
 
     def _finish(self, status: RunStatus) -> None:
-        self.ended_at = self.core.clock.now()
-        move_status(self, status)
-        self.finished = True
-        ops = self.fx.ops
-        if self.deadline is not None:
-            ops.append((K.TIMERS, K.timer_key(self.deadline, self.run_id, "deadline"), None))
+        self._close_run(status)
         for leaf in self.leaves.values():
             if leaf.next_retry_at is not None:
                 self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)
@@ -1307,13 +1238,6 @@ class Supervisor(HasEffects):
         self.fx.cancel_tasks = self.fx.cancel_tasks or status != RunStatus.COMPLETED
 
     # -- records -----------------------------------------------------------------------------
-
-    def _timer(self, due: float, name: str, record: dict[str, Any]) -> None:
-        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), dump_record(record)))
-        self.fx.timers.append((due, self.run_id, name))
-
-    def _drop_timer(self, due: float, name: str) -> None:
-        self.fx.ops.append((K.TIMERS, K.timer_key(due, self.run_id, name), None))
 
     def _put_composite(self, frame: int, node: int, status: StepStatus, **extra: Any) -> None:
         path = self.path(frame, node)
@@ -1384,24 +1308,8 @@ class Supervisor(HasEffects):
         return True
 
     def _put_run(self) -> None:
-        rec: dict[str, Any] = {
-            "id": self.run_id,
-            "workflow": self.workflow_id,
-            "status": self.status,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "idempotency_key": self.idempotency_key,
-            "plan": self.shape,
-            "deadline": self.deadline,
-            "error": self.error,
-            "cancel_reason": self.cancel_reason,
-            "parent": list(self.parent) if self.parent else None,
-        }
-        if self.compiled.spec.version != 1:
-            rec["version"] = self.compiled.spec.version  # (absent: version 1, see run_version)
-        if self.depth:
-            rec["depth"] = self.depth
+        rec = self.run_header()
+        rec["plan"] = self.shape
         if self.held_reason is not None:
             rec["held"] = self.held_reason
         if self.status == RunStatus.COMPLETED:

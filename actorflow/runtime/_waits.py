@@ -240,7 +240,7 @@ def start_wait(sup: Supervisor, frame: int, node: int) -> None:
         return
     sup.fx.ops.append(leaf.put())
     if leaf.wake_at is not None:
-        sup._timer(leaf.wake_at, "wait:" + leaf.path, {"kind": "wait", "step": leaf.path})
+        sup._timer(leaf.wake_at, "wait:" + leaf.path)
 
 
 def resume_wait(sup: Supervisor, frame: int, node: int) -> None:
@@ -365,7 +365,7 @@ def _pause(sup: Supervisor, leaf: Leaf, spec: WaitSpec, now: float) -> None:
     sup.fx.ops.append((K.INDEX, K.approval_index_key(sup.run_id, key), b""))
     sup.fx.ops.append(leaf.put())
     if leaf.wake_at is not None:
-        sup._timer(leaf.wake_at, "wait:" + leaf.path, {"kind": "wait", "step": leaf.path})
+        sup._timer(leaf.wake_at, "wait:" + leaf.path)
     if spec.on_pause is not None:
         ctx = sup._ctx(leaf.frame, leaf.node)
         sup.fx.after.append((spec.on_pause, token, ctx))

@@ -1,0 +1,350 @@
+"""Operations on runs: trigger (one or many, idempotent), retry, restart, cancel, prune."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from actorflow._types import RunStatus, new_run_id
+from actorflow.engine._handle import RunHandle, _value, _wait
+from actorflow.errors import (
+    ClientError,
+    EngineNotRunning,
+    StoreError,
+)
+from actorflow.runtime._messages import (
+    CancelRun,
+    RestartRun,
+    StartRun,
+)
+from actorflow.runtime._promise import Countdown, Promise, then
+from actorflow.store import _keys as K
+from actorflow.store._codec import encode_value
+from actorflow.store._prune import PruneReport
+from actorflow.views import (
+    read_run,
+)
+
+if TYPE_CHECKING:
+    pass
+
+from actorflow.engine._base import (
+    _MAX_IDEMPOTENCY_KEY,
+    _all,
+    _check_part,
+    log,
+)
+from actorflow.engine._stopping import Stopping
+
+__all__ = ["Runs"]
+
+
+class Runs(Stopping):
+    """Operations on runs (see the engine package)."""
+
+    def trigger(self, workflow: str, *args: Any, idempotency_key: str | None = None) -> RunHandle:
+        """Start a run of ``workflow``; returns once the run is durably recorded.
+
+        Args:
+            workflow: the workflow id.
+            *args: a graph workflow takes one payload (``ctx.payload``; none: None); a code
+                workflow's function is called as ``f(ctx, *args)``. JSON-compatible data or
+                any picklable objects.
+            idempotency_key: runs triggered with the same key (per workflow) are one run: the
+                second call returns the first run's handle.
+
+        Raises:
+            WorkflowNotFound: no such workflow.
+            InvalidPayload: the payload cannot be stored.
+            ClientError: more than one payload for a graph workflow.
+            EngineNotRunning: the engine is not started.
+        """
+        run_id: str = self._submit(workflow, args, idempotency_key).result()
+        return RunHandle(self._facade, run_id, workflow)
+
+    async def trigger_async(
+        self, workflow: str, *args: Any, idempotency_key: str | None = None
+    ) -> RunHandle:
+        """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits.
+
+        Nothing here runs on the event loop's thread but the await (see
+        ``runtime/_offload.py``): the loop keeps serving while the trigger is recorded.
+        """
+        run_id = await _value(self._offload(self._submit, workflow, args, idempotency_key))
+        return RunHandle(self._facade, run_id, workflow)
+
+    def retry(self, run_id: str) -> RunHandle:
+        """Run a failed or cancelled run again: a new run of its workflow with its input.
+
+        The new run starts from the beginning (the old one keeps its record); its input is
+        the old run's stored payload (a code workflow's arguments), byte for byte.
+
+        Returns:
+            The new run's handle.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: the run has not failed or been cancelled.
+        """
+        new_id: str = self._retry(run_id).result()
+        return RunHandle(self._facade, new_id, self._read(read_run, new_id)["workflow"])
+
+    async def retry_async(self, run_id: str) -> RunHandle:
+        """Awaitable twin of :meth:`retry`."""
+        new_id = await _value(self._offload(self._retry, run_id))
+        handle: RunHandle = await _value(self._offload(self.run, new_id))
+        return handle
+
+    def _retry(self, run_id: str) -> Promise[str]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("retry", run_id)
+        core = self._require_core(new_work=True)
+        rec = read_run(core.store, run_id)
+        status = RunStatus(rec["status"])
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ClientError(
+                f"run {run_id} is {status}: only a failed or cancelled run can be retried "
+                "(trigger the workflow again for another run)"
+            )
+        compiled = self._compiled(core, rec["workflow"])
+        payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
+        countdown = Countdown(1)
+        new_id = new_run_id()
+        core.route(new_id).tell(StartRun(new_id, compiled.spec.id, payload, None, countdown))
+        log.info("run %s retried as %s", run_id, new_id)
+        return then(countdown.promise, new_id)
+
+    def trigger_many(
+        self,
+        workflow: str,
+        payloads: Iterable[Any],
+        *,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[RunHandle]:
+        """Start many runs of ``workflow`` at once; returns once all are durably recorded.
+
+        Cheaper than a ``trigger`` per payload: the runs are recorded in shared group commits
+        and the call waits once.
+
+        Args:
+            workflow: the workflow id.
+            payloads: one run per payload.
+            idempotency_keys: a key (or None) per payload, as for :meth:`trigger`.
+
+        Raises:
+            InvalidPayload: a payload cannot be stored (its index is named); nothing was
+                started.
+            ClientError: ``idempotency_keys`` does not match ``payloads``.
+        """
+        items = list(payloads)
+        keys: list[str | None] = (
+            list(idempotency_keys) if idempotency_keys is not None else [None] * len(items)
+        )
+        if len(keys) != len(items):
+            raise ClientError(
+                f"idempotency_keys: expected {len(items)} keys (one per payload), got {len(keys)}"
+            )
+        ids: list[str] = self._submit_many(workflow, items, keys).result()
+        return [RunHandle(self._facade, run_id, workflow) for run_id in ids]
+
+    def _submit_many(
+        self,
+        workflow: str,
+        items: list[Any],
+        keys: list[str | None],
+        run_ids: list[str] | None = None,
+    ) -> Promise[list[str]]:
+        """Start a run per item; the promise completes with their ids once all are durable."""
+        ids: list[str] = (
+            list(run_ids) if run_ids is not None else [str(new_run_id()) for _ in items]
+        )
+        follower = self._follower
+        if follower is not None:
+            return follower.request("submit_many", workflow, items, keys, ids, False)
+        core = self._require_core(new_work=True)
+        compiled = self._compiled(core, workflow)
+        sink = core.sink
+        encoded = [
+            encode_value([p] if compiled.code else p, f"payloads[{i}]", sink)
+            for i, p in enumerate(items)
+        ]
+        for i, key in enumerate(keys):
+            if key is not None:
+                _check_part(key, f"idempotency_keys[{i}]", _MAX_IDEMPOTENCY_KEY)
+        plain = [i for i, k in enumerate(keys) if k is None]
+        countdown = Countdown(len(plain))
+        for i in plain:
+            core.route(ids[i]).tell(StartRun(ids[i], compiled.spec.id, encoded[i], None, countdown))
+        waits = [countdown.promise]
+        for i, key in enumerate(keys):
+            if key is not None:
+                ids[i], fut = core.submit(compiled.spec.id, encoded[i], key)
+                waits.append(fut)
+        return _all(waits, ids)
+
+    def _submit(
+        self,
+        workflow: str,
+        args: tuple[Any, ...],
+        idempotency_key: str | None,
+        run_id: str | None = None,
+    ) -> Promise[str]:
+        """Start a run; the promise completes with its id once it is durable."""
+        follower = self._follower
+        if follower is not None:
+            return follower.request(
+                "submit", workflow, args, idempotency_key, run_id or new_run_id(), False
+            )
+        core = self._require_core(new_work=True)
+        compiled = self._compiled(core, workflow)
+        if compiled.code:
+            data = encode_value(list(args), "arguments", core.sink)
+        elif len(args) > 1:
+            raise ClientError(
+                f"trigger({workflow!r}, ...): a graph workflow takes one payload, got "
+                f"{len(args)} arguments (pass one dict or list)"
+            )
+        else:
+            data = encode_value(args[0] if args else None, "payload", core.sink)
+        if idempotency_key is not None:
+            _check_part(idempotency_key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
+        new_id, fut = core.submit(compiled.spec.id, data, idempotency_key, run_id=run_id)
+        return then(fut, new_id)
+
+    def run(self, run_id: str) -> RunHandle:
+        """A handle for an existing run.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        rec = self._read(read_run, run_id)
+        return RunHandle(self._facade, run_id, rec["workflow"])
+
+    def restart(self, run_id: str) -> None:
+        """Restart a panicked code workflow run from its history (after fixing the code).
+
+        Its restart count starts again from zero. Returns once the restart is durable.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: the run is not a panicked code workflow run.
+        """
+        self._restart(run_id).result()
+
+    async def restart_async(self, run_id: str) -> None:
+        """Awaitable twin of :meth:`restart`."""
+        await _wait(self._offload(self._restart, run_id))
+
+    def _restart(self, run_id: str) -> Promise[bool]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("restart", run_id)
+        core = self._require_core(new_work=True)
+        read_run(core.store, run_id)  # RunNotFound for an unknown id
+        fut: Promise[bool] = Promise()
+        core.route(run_id).tell(RestartRun(run_id, fut))
+        return fut
+
+    def export_history(self, run_id: str, path: str | Path | None = None) -> dict[str, Any]:
+        """A code workflow run's history as one JSON document (written to ``path`` if given).
+
+        ``actorflow replay --history FILE module:engine`` or ``af.testing.replay(doc, fn)``
+        replays it against the current code without a store.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: the run is a graph workflow's.
+        """
+        from actorflow.code._history import export_history
+
+        doc = self._read(export_history, run_id)
+        if path is not None:
+            Path(path).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return doc
+
+    def _watch(self, run_id: str) -> Promise[None]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("watch", run_id)
+        core = self._core
+        if core is None:
+            fut: Promise[None] = Promise()
+            fut.set_exception(
+                EngineNotRunning(
+                    f"run {run_id} is unfinished and no engine is running to finish it; "
+                    "start the engine (with engine: ...) to resume it"
+                )
+            )
+            return fut
+        if self._failure is not None:
+            fut = Promise()
+            fut.set_exception(StoreError(f"the engine halted: {self._failure}"))
+            return fut
+        return core.waiters.watch(run_id)
+
+    def _unwatch(self, run_id: str) -> None:
+        """Release the watch of a run that is over: it wakes whoever shares it, who looks again.
+
+        A watch registered after its run ended is never completed by the run; without this,
+        the engine would keep one per ``result()`` of a finished run for its lifetime. (A
+        follower's watch lives in its leader, which releases it the same way.)
+        """
+        core = self._core
+        if core is not None:
+            core.waiters.resolve(run_id)
+
+    def _cancel(self, run_id: str, reason: str) -> Promise[bool]:
+        follower = self._follower
+        if follower is not None:
+            return follower.request("cancel", run_id, reason)
+        core = self._require_core()
+        read_run(core.store, run_id)  # RunNotFound for an unknown id
+        fut: Promise[bool] = Promise()
+        core.route(run_id).tell(CancelRun(run_id, str(reason), fut))
+        return fut
+
+    def prune(
+        self,
+        older_than: Any = None,
+        *,
+        workflow: str | None = None,
+        dry_run: bool = False,
+        archive: str | Path | None = None,
+    ) -> PruneReport:
+        """Delete finished runs now, with everything they own (what retention does by itself).
+
+        Only finished runs (completed, failed, cancelled, continued as new) are pruned, and
+        never a child whose parent run is unfinished. Their idempotency keys are freed: a
+        trigger with the same key afterwards starts a new run.
+
+        Args:
+            older_than: prune runs that ended more than this long ago (a duration such as
+                ``"30d"``; 0: every finished run); None: each workflow's retention.
+            workflow: only this workflow's runs.
+            dry_run: delete nothing; the report says what would go.
+            archive: first append each run to this JSON-lines file (zstd-compressed if its
+                name ends in ``.zst``), fsynced before the run is deleted.
+
+        Returns:
+            What was pruned: runs, blobs, bytes freed...
+
+        Raises:
+            ClientError: ``older_than`` is not a duration.
+            MissingExtra: a ``.zst`` archive without the ``codecs`` extra (zstandard).
+            EngineNotRunning: the engine is not started.
+        """
+        if self._follower is not None:
+            return self._forward(  # type: ignore[no-any-return]
+                "prune", older_than, workflow=workflow, dry_run=dry_run, archive=archive
+            )
+        self._require_core()
+        background = self._background
+        if background is None:
+            raise EngineNotRunning("the engine is not running: start it to prune")
+        pruner = background.pruner
+        selection = pruner.selection(older_than, workflow)
+        return pruner.run(selection, bool(dry_run), None if archive is None else str(archive))
