@@ -53,7 +53,7 @@ import pykka
 import actorflow as af
 from actorflow.definition import function_ref
 from actorflow.runtime._dispatcher import Dispatcher
-from actorflow.runtime._messages import Dispatch, StepResults, StepSucceeded, TaskSpec
+from actorflow.runtime._messages import AttemptResults, AttemptSucceeded, Dispatch, TaskSpec
 from actorflow.runtime._promise import Promise
 from actorflow.store import MemoryStore, encode_value
 from bench import tasks
@@ -213,9 +213,9 @@ class _Collector(pykka.ThreadingActor):
         self._left, self._done = n, done
 
     def on_receive(self, message: Any) -> None:
-        results = message.results if isinstance(message, StepResults) else (message,)
+        results = message.results if isinstance(message, AttemptResults) else (message,)
         for r in results:
-            if not isinstance(r, StepSucceeded):
+            if not isinstance(r, AttemptSucceeded):
                 self._done.set_exception(RuntimeError(f"task failed: {r}"))
             self._left -= 1
         if self._left <= 0:

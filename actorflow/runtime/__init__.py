@@ -12,8 +12,8 @@ How a run flows through the engine::
         ▲                          │   code: the workflow function on a deterministic
         │                          │   loop, replayed against its history -> commands
         │                          ▼ durable: then-callbacks
-        │ StepSucceeded /      Dispatcher ── task ──▶ worker process (pipe)
-        │ StepFailed(kind)         ▲        large values: shared-memory segments and
+        │ AttemptSucceeded /      Dispatcher ── task ──▶ worker process (pipe)
+        │ AttemptFailed(kind)         ▲        large values: shared-memory segments and
         │                          │        blob files (_blobs.py), named in the task
         └──────────────────────────┴──── result / crash ────┘
                                Scheduler ── TimerFired (sleeps, retry backoff, deadlines)

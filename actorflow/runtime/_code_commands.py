@@ -21,11 +21,11 @@ from actorflow.definition._options import NO_RETRY, Retry
 from actorflow.definition._spec import FunctionRef, function_ref
 from actorflow.runtime._depth import refuse_child
 from actorflow.runtime._messages import (
+    AttemptFailed,
+    AttemptSucceeded,
     ChildFinished,
     ErrorInfo,
     EventDelivered,
-    StepFailed,
-    StepSucceeded,
     TaskSpec,
 )
 from actorflow.runtime._nodes import encode_list, error_info
@@ -440,7 +440,7 @@ def _reported(sup: CodeSupervisor, path: str, attempt: int) -> tuple[State, Leaf
     return st, leaf
 
 
-def on_succeeded(sup: CodeSupervisor, msg: StepSucceeded) -> None:
+def on_succeeded(sup: CodeSupervisor, msg: AttemptSucceeded) -> None:
     found = _reported(sup, msg.step, msg.attempt)
     if found is None:
         return
@@ -471,7 +471,7 @@ def on_succeeded(sup: CodeSupervisor, msg: StepSucceeded) -> None:
     _resolve_ok(sup, st, output, stored=True)
 
 
-def on_failed(sup: CodeSupervisor, msg: StepFailed) -> None:
+def on_failed(sup: CodeSupervisor, msg: AttemptFailed) -> None:
     found = _reported(sup, msg.step, msg.attempt)
     if found is None:
         return

@@ -34,13 +34,11 @@ from actorflow.runtime import _code_commands as C
 from actorflow.runtime import _unstarted
 from actorflow.runtime._core import run_version
 from actorflow.runtime._messages import (
+    AttemptFailed,
+    AttemptSucceeded,
     ChildFinished,
     EventDelivered,
     ResumeApproval,
-    StepSucceeded,
-)
-from actorflow.runtime._messages import (
-    StepFailed as StepFailedMsg,
 )
 from actorflow.runtime._nodes import error_info
 from actorflow.runtime._promise import Promise
@@ -290,10 +288,10 @@ class CodeSupervisor(RunMachine):
 
     # -- outside events (from the shard) -------------------------------------------------------
 
-    def on_succeeded(self, msg: StepSucceeded) -> None:
+    def on_succeeded(self, msg: AttemptSucceeded) -> None:
         C.on_succeeded(self, msg)
 
-    def on_failed(self, msg: StepFailedMsg) -> None:
+    def on_failed(self, msg: AttemptFailed) -> None:
         C.on_failed(self, msg)
 
     def on_timer(self, name: str, due: float) -> None:

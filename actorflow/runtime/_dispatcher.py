@@ -46,14 +46,14 @@ from actorflow.definition._options import qualified_name
 from actorflow.errors import HeartbeatTimeout, PoolUnavailable, StepTimeout, WorkerCrashed
 from actorflow.runtime._inbox import Actor, IoReady, SelectorInbox, Tick, Writable
 from actorflow.runtime._messages import (
+    AttemptFailed,
+    AttemptResults,
+    AttemptSucceeded,
     CancelTasks,
     ChunkItem,
     Dispatch,
     Drain,
     ErrorInfo,
-    StepFailed,
-    StepResults,
-    StepSucceeded,
     TaskSpec,
     Unmapped,
 )
@@ -235,7 +235,7 @@ class Dispatcher(Actor):
         self._tasks: dict[int, tuple[_Worker, _Inflight]] = {}
         # Recent seconds per call by function key; this actor is its only writer.
         self._fn_ema: dict[str, float] = {} if costs is None else costs
-        self._reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]] = {}
+        self._reports: dict[pykka.ActorRef[Any], list[AttemptSucceeded | AttemptFailed]] = {}
         self._next_task = 0
         self._next_wid = 0
         self._deaths: deque[float] = deque()
@@ -740,13 +740,13 @@ class Dispatcher(Actor):
             return
         if ok:
             self.stats.succeeded += 1
-            report: StepSucceeded | StepFailed = StepSucceeded(
+            report: AttemptSucceeded | AttemptFailed = AttemptSucceeded(
                 spec.run_id, spec.step, spec.attempt, data, started, ended, w.pid
             )
         else:
             self.stats.failed += 1
             qual, mro, message, tb, blob = data
-            report = StepFailed(
+            report = AttemptFailed(
                 spec.run_id,
                 spec.step,
                 spec.attempt,
@@ -766,12 +766,14 @@ class Dispatcher(Actor):
         failed = 0
         for item, (ok, data, started, ended) in zip(chunk, outcomes, strict=True):
             if ok:
-                report(run_id, StepSucceeded(run_id, item[0], attempt, data, started, ended, pid))
+                report(
+                    run_id, AttemptSucceeded(run_id, item[0], attempt, data, started, ended, pid)
+                )
             else:
                 failed += 1
                 qual, mro, message, tb, blob = data
                 error = ErrorInfo("error", qual, tuple(mro), message, tb, blob)
-                report(run_id, StepFailed(run_id, item[0], attempt, error, started, ended, pid))
+                report(run_id, AttemptFailed(run_id, item[0], attempt, error, started, ended, pid))
         self.stats.succeeded += len(chunk) - failed
         self.stats.failed += failed
 
@@ -880,7 +882,7 @@ class Dispatcher(Actor):
         except (OSError, ValueError):
             pass  # the worker died meanwhile; its sentinel reports it
 
-    def _report(self, run_id: str, message: StepSucceeded | StepFailed) -> None:
+    def _report(self, run_id: str, message: AttemptSucceeded | AttemptFailed) -> None:
         shard = self._route(run_id)
         batch = self._reports.get(shard)
         if batch is None:
@@ -1119,7 +1121,7 @@ class Dispatcher(Actor):
         """Report a failure the engine observed (not one the step raised)."""
         self._report(
             spec.run_id,
-            StepFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid),
+            AttemptFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid),
         )
 
     def _cancel(self, run_ids: frozenset[str], tasks: frozenset[tuple[str, str]]) -> None:
@@ -1231,11 +1233,13 @@ def _large(value: bytes | None) -> bool:
     return bool(value) and value[0] == _TAG_BLOB  # type: ignore[index]
 
 
-def send_reports(reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]]) -> None:
+def send_reports(
+    reports: dict[pykka.ActorRef[Any], list[AttemptSucceeded | AttemptFailed]],
+) -> None:
     """Send each shard its results: one message, however many there are."""
     for shard, batch in reports.items():
         try:
-            shard.tell(batch[0] if len(batch) == 1 else StepResults(tuple(batch)))
+            shard.tell(batch[0] if len(batch) == 1 else AttemptResults(tuple(batch)))
         except pykka.ActorDeadError:
             pass  # stopping: the steps stay recorded as running; recovery retries them
 

@@ -30,7 +30,7 @@ import pykka
 from actorflow.config import EngineConfig
 from actorflow.runtime._dispatcher import _CRASH_TYPES, _TIMEOUT_TYPES
 from actorflow.runtime._inbox import tell
-from actorflow.runtime._messages import ErrorInfo, StepFailed, TaskSpec
+from actorflow.runtime._messages import AttemptFailed, ErrorInfo, TaskSpec
 from actorflow.runtime._promise import Promise
 from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask
 from actorflow.store._protocol import Store
@@ -219,7 +219,7 @@ class InlineDispatcher(RemoteDispatcher):
                     details=task.details,
                 )
                 self.stats.crashes += 1
-            self.report(StepFailed(spec.run_id, step, spec.attempt, info, None, ended, None))
+            self.report(AttemptFailed(spec.run_id, step, spec.attempt, info, None, ended, None))
             return
         super().outcome(spec, step, ok, data, started, ended, task)
 

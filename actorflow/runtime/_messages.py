@@ -1,7 +1,7 @@
 """Messages between the engine's actors: commands are imperative, events past tense.
 
 All are immutable: frozen dataclasses, except the three made once per task (``TaskSpec``,
-``StepSucceeded``, ``StepFailed``), which are NamedTuples because they are built several times
+``AttemptSucceeded``, ``AttemptFailed``), which are NamedTuples because they are built several times
 faster and a fan-out of 100,000 items makes 100,000 of each. A promise carried in a message
 (see :mod:`._promise`) is completed by the receiver only after the effect is durable; no actor
 ever blocks on another's reply (no pykka ``ask`` on the hot path).
@@ -20,6 +20,9 @@ from actorflow.store._protocol import Op
 __all__ = [
     "ActivateRun",
     "AddTimers",
+    "AttemptFailed",
+    "AttemptResults",
+    "AttemptSucceeded",
     "CancelRun",
     "CancelTasks",
     "ChildFinished",
@@ -35,9 +38,6 @@ __all__ = [
     "ResumeApproval",
     "SignalRun",
     "StartRun",
-    "StepFailed",
-    "StepResults",
-    "StepSucceeded",
     "TaskSpec",
     "TimerFired",
     "Unmapped",
@@ -177,7 +177,7 @@ class ActivateRun:
     run_id: str
 
 
-class StepSucceeded(NamedTuple):
+class AttemptSucceeded(NamedTuple):
     """A step attempt returned; ``output`` is its encoded value."""
 
     run_id: str
@@ -189,7 +189,7 @@ class StepSucceeded(NamedTuple):
     pid: int
 
 
-class StepFailed(NamedTuple):
+class AttemptFailed(NamedTuple):
     """A step attempt failed (raised, timed out, crashed, or could not be run)."""
 
     run_id: str
@@ -202,10 +202,10 @@ class StepFailed(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class StepResults:
+class AttemptResults:
     """Several step outcomes at once (the dispatcher sends one per shard per wake-up)."""
 
-    results: tuple[StepSucceeded | StepFailed, ...]
+    results: tuple[AttemptSucceeded | AttemptFailed, ...]
 
 
 @dataclass(frozen=True, slots=True)

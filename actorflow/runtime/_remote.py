@@ -1,8 +1,8 @@
 """What the Dask and the inline dispatchers share: tasks run by something else than our pool.
 
 Both take the local :class:`~actorflow.runtime._dispatcher.Dispatcher`'s messages
-(``Dispatch``, ``CancelTasks``, ``Drain``) and report the same ``StepSucceeded`` /
-``StepFailed``, so supervisors, the store and recovery do not know where steps run. A
+(``Dispatch``, ``CancelTasks``, ``Drain``) and report the same ``AttemptSucceeded`` /
+``AttemptFailed``, so supervisors, the store and recovery do not know where steps run. A
 subclass says how a task is sent (:meth:`RemoteDispatcher.send`), how a running one is
 stopped (:meth:`RemoteDispatcher.halt`) and how many workers there are; this class keeps the
 table of tasks, their deadlines (counted from the moment a task reports that it started),
@@ -37,12 +37,12 @@ from actorflow.runtime._dispatcher import (
 )
 from actorflow.runtime._inbox import Actor, SelectorInbox, Tick, tell
 from actorflow.runtime._messages import (
+    AttemptFailed,
+    AttemptSucceeded,
     CancelTasks,
     Dispatch,
     Drain,
     ErrorInfo,
-    StepFailed,
-    StepSucceeded,
     TaskSpec,
     Unmapped,
 )
@@ -155,7 +155,7 @@ class RemoteDispatcher(Actor):
         self._drain: Promise[None] | None = None
         self._gate = StartGate()  # which tasks started; closed by a drain or the stop
         self._unstarted: list[TaskSpec] = []  # never sent, or refused the start
-        self._reports: dict[pykka.ActorRef[Any], list[StepSucceeded | StepFailed]] = {}
+        self._reports: dict[pykka.ActorRef[Any], list[AttemptSucceeded | AttemptFailed]] = {}
         self.stats = DispatcherStats()
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         inbox.timeout_fn = self._timeout
@@ -325,7 +325,7 @@ class RemoteDispatcher(Actor):
                 details=task.details,
             )
             self.report(
-                StepFailed(spec.run_id, spec.step, spec.attempt, info, None, time.time(), None)
+                AttemptFailed(spec.run_id, spec.step, spec.attempt, info, None, time.time(), None)
             )
             self._check_drained()
             return
@@ -354,15 +354,15 @@ class RemoteDispatcher(Actor):
         if ok:
             self.stats.succeeded += 1
             self.report(
-                StepSucceeded(spec.run_id, step, spec.attempt, data, started, ended, task.pid)
+                AttemptSucceeded(spec.run_id, step, spec.attempt, data, started, ended, task.pid)
             )
             return
         self.stats.failed += 1
         qual, mro, message, tb, blob = data
         info = ErrorInfo("error", qual, tuple(mro), message, tb, blob, details=task.details)
-        self.report(StepFailed(spec.run_id, step, spec.attempt, info, started, ended, task.pid))
+        self.report(AttemptFailed(spec.run_id, step, spec.attempt, info, started, ended, task.pid))
 
-    def report(self, message: StepSucceeded | StepFailed) -> None:
+    def report(self, message: AttemptSucceeded | AttemptFailed) -> None:
         """Queue a report for its run's shard (sent when this message is handled)."""
         shard = self._route(message.run_id)
         self._reports.setdefault(shard, []).append(message)
@@ -404,7 +404,7 @@ class RemoteDispatcher(Actor):
             task.cancelled = True
             self.halt(task)
             self.report(
-                StepFailed(spec.run_id, spec.step, spec.attempt, info, None, time.time(), None)
+                AttemptFailed(spec.run_id, spec.step, spec.attempt, info, None, time.time(), None)
             )
         self._check_drained()
 

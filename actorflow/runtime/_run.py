@@ -23,11 +23,18 @@ write's callback (record before dispatch).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from actorflow._types import RunStatus, StepStatus
 from actorflow.runtime._core import CodeCompiled, Compiled, Core
-from actorflow.runtime._messages import StepFailed, TaskSpec
+from actorflow.runtime._messages import (
+    AttemptFailed,
+    AttemptSucceeded,
+    ChildFinished,
+    EventDelivered,
+    ResumeApproval,
+    TaskSpec,
+)
 from actorflow.runtime._steps import (
     Leaf,
     attempt_record,
@@ -40,7 +47,15 @@ from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
 
-__all__ = ["Effects", "HasEffects", "RunMachine", "move_status", "open_run", "unhold"]
+__all__ = [
+    "Effects",
+    "HasEffects",
+    "RunMachine",
+    "Supervising",
+    "move_status",
+    "open_run",
+    "unhold",
+]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -109,6 +124,39 @@ class HasEffects:
         fx = self.fx
         self._fx = None
         return fx
+
+
+class Supervising(Protocol):
+    """What a shard calls on a run it holds: either supervisor, or a held run's stand-in.
+
+    The shard routes each message for a run to one of these, then takes the run's effects
+    (``take_history``, ``take_effects``) and commits them; ``passive`` says whether the run
+    may leave memory. Code-workflow operations (signals, queries, updates, restarts) are
+    the code supervisor's alone: the shard narrows to it first.
+    """
+
+    run_id: str
+    workflow_id: str
+    status: RunStatus
+    finished: bool
+    commits: int
+    parent: tuple[str, str] | None
+    error: dict[str, Any] | None
+
+    @property
+    def fx(self) -> Effects: ...
+    def resume(self) -> None: ...
+    def on_succeeded(self, msg: AttemptSucceeded) -> None: ...
+    def on_failed(self, msg: AttemptFailed) -> None: ...
+    def on_timer(self, name: str, due: float) -> None: ...
+    def on_event(self, msg: EventDelivered) -> None: ...
+    def on_resume(self, msg: ResumeApproval) -> str | None: ...
+    def on_child_finished(self, msg: ChildFinished) -> None: ...
+    def cancel(self, reason: str) -> bool: ...
+    def fail_internal(self, exc: BaseException) -> None: ...
+    def take_history(self) -> None: ...
+    def take_effects(self) -> Effects: ...
+    def passive(self) -> bool: ...
 
 
 class RunMachine(HasEffects):
@@ -210,7 +258,7 @@ class RunMachine(HasEffects):
 
     # -- a failed attempt --------------------------------------------------------------------
 
-    def record_attempt(self, leaf: Leaf, msg: StepFailed, kind: str | None = None) -> None:
+    def record_attempt(self, leaf: Leaf, msg: AttemptFailed, kind: str | None = None) -> None:
         """Add the failed attempt ``msg`` reports to ``leaf``'s attempts, and count it.
 
         ``kind`` overrides the attempt's kind (a graph step's error handler: ``handler``).
@@ -226,7 +274,9 @@ class RunMachine(HasEffects):
         )  # fmt: skip
         leaf.failures += 1
 
-    def attempt_failed(self, leaf: Leaf, msg: StepFailed, retry: Any, breaker: Any) -> float | None:
+    def attempt_failed(
+        self, leaf: Leaf, msg: AttemptFailed, retry: Any, breaker: Any
+    ) -> float | None:
         """Record a failed attempt of ``leaf``; the delay before the next one, or None.
 
         Both kinds of run do the same here: the attempt's entry, the failure count, the

@@ -22,15 +22,20 @@ from actorflow import _faults
 from actorflow._types import RunStatus
 from actorflow.errors import WriteRejected
 from actorflow.runtime._code_supervisor import CodeSupervisor, finished_for_query
-from actorflow.runtime._core import Core
+from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._counts import Counts
+from actorflow.runtime._held import HeldRun
 from actorflow.runtime._inbox import Actor, tell
 from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
 from actorflow.runtime._loading import load_run
 from actorflow.runtime._messages import (
     ActivateRun,
+    AttemptFailed,
+    AttemptResults,
+    AttemptSucceeded,
     CancelRun,
     ChildFinished,
+    ErrorInfo,
     EventDelivered,
     Flush,
     QueryRun,
@@ -38,15 +43,13 @@ from actorflow.runtime._messages import (
     ResumeApproval,
     SignalRun,
     StartRun,
-    StepFailed,
-    StepResults,
-    StepSucceeded,
     TaskSpec,
     TimerFired,
     UpdateRun,
     Write,
 )
 from actorflow.runtime._promise import Promise
+from actorflow.runtime._run import Supervising
 from actorflow.runtime._steps import attempt_summary
 from actorflow.runtime._supervisor import Supervisor
 from actorflow.store import _keys as K
@@ -79,14 +82,14 @@ class Shard(Actor):
         super().__init__()
         self._core = core
         self._index = index
-        # Graph supervisors and code supervisors (``actorflow.code``) alike.
-        self._runs: dict[str, Any] = {}
+        # Graph supervisors and code supervisors alike.
+        self._runs: dict[str, Supervising] = {}
         # Runs whose final (or queued) record is durable: the writer appends, this actor
         # drops them from memory at its next message (no extra wake-up per finished run).
         # (run id, its commit count then): the run may leave memory only if no later commit
         # is still on its way to the store (see ``_passivate``).
         self._durable: deque[tuple[str, int]] = deque()
-        self._touched: dict[str, Any] = {}  # runs with effects not yet folded
+        self._touched: dict[str, Supervising] = {}  # runs with effects not yet folded
         # Code workflows waiting (nothing in a worker), kept alive as suspended coroutines:
         # least recently used first. Past the size or the TTL they are evicted and rebuilt
         # by replay at their next event (see ``_sticky_trim``).
@@ -128,7 +131,7 @@ class Shard(Actor):
         if self._sticky and self._sticky_ttl is not None:
             self._sticky_trim()
         t = type(message)
-        if t is StepResults:
+        if t is AttemptResults:
             for result in message.results:
                 self._handle(result)
         else:
@@ -164,7 +167,7 @@ class Shard(Actor):
     def _handle(self, message: Any) -> None:
         t = type(message)
         try:
-            if t is StepSucceeded:
+            if t is AttemptSucceeded:
                 if _faults.ACTIVE:
                     _faults.crash_point("shard.before_record")
                 sup = self._runs.get(message.run_id)
@@ -180,7 +183,7 @@ class Shard(Actor):
                         self._step_event(sup, message, "succeeded", None)
                     sup.on_succeeded(message)
                     self._touched[sup.run_id] = sup
-            elif t is StepFailed:
+            elif t is AttemptFailed:
                 sup = self._runs.get(message.run_id)
                 if sup is not None:
                     kind = message.error.kind
@@ -247,7 +250,13 @@ class Shard(Actor):
 
     # -- handlers --------------------------------------------------------------------------
 
-    def _step_event(self, sup: Any, message: Any, outcome: str, error: Any) -> None:
+    def _step_event(
+        self,
+        sup: Supervising,
+        message: AttemptSucceeded | AttemptFailed,
+        outcome: str,
+        error: ErrorInfo | None,
+    ) -> None:
         """Tell lifecycle subscribers a step attempt ended (once it is durable)."""
         self._emit(
             StepAttempted(
@@ -278,7 +287,7 @@ class Shard(Actor):
             del self._runs[run_id]
             self._sticky.pop(run_id, None)
         elif sup.passive():
-            if getattr(sup, "code", False) and sup.driver is not None:
+            if isinstance(sup, CodeSupervisor) and sup.driver is not None:
                 # A waiting code run stays alive (its coroutine holds no thread) until
                 # the sticky cache needs its place.
                 sup.quiet = True
@@ -298,7 +307,7 @@ class Shard(Actor):
                 return
             del sticky[run_id]
             sup = self._runs.get(run_id)
-            if sup is not None and sup.quiet and sup.passive() and not sup.finished:
+            if isinstance(sup, CodeSupervisor) and sup.quiet and sup.passive() and not sup.finished:
                 sup.evict()
                 del self._runs[run_id]
 
@@ -308,18 +317,17 @@ class Shard(Actor):
             self._then.append(functools.partial(msg.reply.set_result, None))
             return
         compiled = self._core.workflows[msg.workflow_id]
-        kind: Any = Supervisor
-        if compiled.code:
-            kind = CodeSupervisor
-        sup = kind.new(
-            self._core,
-            compiled,
-            msg.run_id,
-            msg.payload,
-            msg.idempotency_key,
-            msg.parent,
-            msg.depth,
-        )
+        sup: Supervising
+        if isinstance(compiled, Compiled):
+            sup = Supervisor.new(
+                self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key,
+                msg.parent, msg.depth,
+            )  # fmt: skip
+        else:
+            sup = CodeSupervisor.new(
+                self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key,
+                msg.parent, msg.depth,
+            )  # fmt: skip
         self._runs[msg.run_id] = sup
         self.counts.run_started(msg.workflow_id)
         if self._core.lifecycle.active:
@@ -331,7 +339,7 @@ class Shard(Actor):
             sup, after=functools.partial(reply.set_result, None), on_error=reply.set_exception
         )
 
-    def _activate(self, run_id: str, admit: bool = False) -> Any:
+    def _activate(self, run_id: str, admit: bool = False) -> Supervising | None:
         """Return the live supervisor of ``run_id``, loading and resuming it if needed.
 
         Args:
@@ -352,7 +360,7 @@ class Shard(Actor):
         self._commit(sup)
         return sup
 
-    def _code_run(self, run_id: str, reply: Promise[Any], what: str) -> Any:
+    def _code_run(self, run_id: str, reply: Promise[Any], what: str) -> CodeSupervisor | None:
         """The live code workflow run ``run_id`` (loaded if needed), or None (reply failed)."""
         from actorflow.errors import ClientError, RunNotFound
 
@@ -376,7 +384,7 @@ class Shard(Actor):
                     ClientError(f"{what}: run {run_id} has finished (or is not defined here)")
                 )
             return None
-        if not getattr(sup, "code", False):
+        if not isinstance(sup, CodeSupervisor):
             reply.set_exception(
                 ClientError(
                     f"{what}: run {run_id} is a graph workflow's; signals, queries and updates "
@@ -432,12 +440,12 @@ class Shard(Actor):
             again = RestartRun(msg.run_id, msg.reply, durable=True)
             self._then.append(functools.partial(tell, self.actor_ref, again))
             return
-        sup: Any = self._runs.get(msg.run_id)
+        sup = self._runs.get(msg.run_id)
         if sup is None:
             sup = load_run(self._core, msg.run_id)
             if sup is not None:
                 self._runs[msg.run_id] = sup
-        if sup is None or not getattr(sup, "code", False) or not sup.restart():
+        if not isinstance(sup, CodeSupervisor) or not sup.restart():
             status = getattr(sup, "status", "finished or unknown")
             msg.reply.set_exception(
                 ClientError(
@@ -452,12 +460,12 @@ class Shard(Actor):
         )
 
     def _cancel_run(self, msg: CancelRun) -> None:
-        sup = self._runs.get(msg.run_id)
+        sup: Supervising | HeldRun | None = self._runs.get(msg.run_id)
         if sup is None:
             # Not live: queued, or never activated since a restart. Load without resuming.
-            sup = load_run(self._core, msg.run_id)
-            if sup is not None:
-                self._runs[msg.run_id] = sup
+            loaded = load_run(self._core, msg.run_id)
+            if loaded is not None:
+                self._runs[msg.run_id] = sup = loaded
         if sup is None:
             sup = self._held_run(msg.run_id)
         if sup is None or not sup.cancel(msg.reason):
@@ -468,12 +476,10 @@ class Shard(Actor):
             sup, after=functools.partial(reply.set_result, True), on_error=reply.set_exception
         )
 
-    def _held_run(self, run_id: str) -> Any:
+    def _held_run(self, run_id: str) -> HeldRun | None:
         """A stand-in for a held run no supervisor can load (``_held.py``), or None."""
         if run_id not in self._core.held:
             return None
-        from actorflow.runtime._held import HeldRun
-
         raw = self._core.store.get(K.RUNS, K.run_key(run_id))
         return None if raw is None else HeldRun(self._core, load_record(raw, f"run {run_id}"))
 
@@ -505,7 +511,7 @@ class Shard(Actor):
 
     def _commit(
         self,
-        sup: Any,
+        sup: Supervising | HeldRun,
         after: Callable[[], Any] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
     ) -> None:
@@ -635,7 +641,7 @@ def _fail_all(callbacks: list[Callable[[BaseException], Any]], exc: BaseExceptio
         callback(exc)
 
 
-def _finished_event(sup: Any, now: float) -> RunFinished:
+def _finished_event(sup: Supervising | HeldRun, now: float) -> RunFinished:
     status = RunStatus(sup.status)
     error: str | None = None
     if status == RunStatus.CANCELLED:

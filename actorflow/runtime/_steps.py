@@ -14,7 +14,7 @@ import orjson
 from actorflow._types import StepStatus
 from actorflow.definition._options import qualified_name
 from actorflow.errors import CircuitOpen
-from actorflow.runtime._messages import ErrorInfo, StepFailed
+from actorflow.runtime._messages import AttemptFailed, ErrorInfo
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
@@ -272,7 +272,7 @@ _CIRCUIT_TYPES = tuple(
 )
 
 
-def circuit_open(run_id: str, step: str, attempt: int, breaker: Any, now: float) -> StepFailed:
+def circuit_open(run_id: str, step: str, attempt: int, breaker: Any, now: float) -> AttemptFailed:
     """The failure of an attempt that its open circuit breaker stopped before it ran."""
     info = ErrorInfo(
         "error",
@@ -280,7 +280,7 @@ def circuit_open(run_id: str, step: str, attempt: int, breaker: Any, now: float)
         _CIRCUIT_TYPES,
         f"circuit breaker {breaker.name!r} is open (the attempt did not run)",
     )
-    return StepFailed(run_id, step, attempt, info, now, now, 0)
+    return AttemptFailed(run_id, step, attempt, info, now, now, 0)
 
 
 def circuit_error(err: ErrorInfo) -> bool:

@@ -84,12 +84,12 @@ from actorflow.runtime import _replay, _waits
 from actorflow.runtime._core import Compiled, Core
 from actorflow.runtime._depth import refuse_child
 from actorflow.runtime._messages import (
+    AttemptFailed,
+    AttemptSucceeded,
     ChildFinished,
     ErrorInfo,
     EventDelivered,
     ResumeApproval,
-    StepFailed,
-    StepSucceeded,
     TaskSpec,
 )
 from actorflow.runtime._nodes import (
@@ -642,7 +642,7 @@ class Supervisor(RunMachine):
         self.fx.ops.append((K.VALUES, chunk.key, None))
         return True
 
-    def _chunk_failed(self, chunk: _Chunk, msg: StepFailed) -> None:
+    def _chunk_failed(self, chunk: _Chunk, msg: AttemptFailed) -> None:
         """A chunk failed as a whole: run its unreported items again, one by one."""
         del self.chunks[chunk.id]
         self.fx.ops.append((K.VALUES, chunk.key, None))
@@ -1028,7 +1028,7 @@ class Supervisor(RunMachine):
 
     # -- worker reports ----------------------------------------------------------------------
 
-    def on_succeeded(self, msg: StepSucceeded) -> None:
+    def on_succeeded(self, msg: AttemptSucceeded) -> None:
         leaf = self._reported(msg.step, msg.attempt)
         if leaf is None:
             return
@@ -1063,7 +1063,7 @@ class Supervisor(RunMachine):
         self.fx.ops.append(leaf.put())
         self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
-    def on_failed(self, msg: StepFailed) -> None:
+    def on_failed(self, msg: AttemptFailed) -> None:
         if self.chunks:
             chunk = self.chunks.get(msg.step)
             if chunk is not None:
