@@ -83,12 +83,34 @@ def test_durations(duration: Any) -> None:
         st.text(max_size=20),
     ),
 )
+@example(cron="60 * * * *", tz="UTC")  # minute 60
+@example(cron="* * * *", tz="UTC")  # four fields
+@example(cron="0 9 * * MON-FRI", tz="Mars/Base")  # no such zone
+@example(cron="0 9 * * MON-FRI", tz="Europe/Paris")  # fine
 def test_cron_strings_and_time_zones(cron: str, tz: str) -> None:
+    """Refused with the field named exactly when cron or tz is bad; else it really fires."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from croniter import croniter
+
+    from actorflow.triggers._cron import next_fire
+
+    try:
+        zone_ok = bool(tz) and ZoneInfo(tz) is not None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        zone_ok = False
+    cron_ok = len(cron.split()) == 5 and croniter.is_valid(cron)
     wf = af.Workflow("w").step("s", steps.noop).on_schedule(cron, tz=tz)
     try:
-        wf.build()
+        spec = wf.build()
     except af.DefinitionError as exc:
+        assert not (cron_ok and zone_ok), f"refused a good schedule {cron!r} in {tz!r}: {exc}"
         _names_field(exc, "cron", "tz", "time zone")
+        return
+    assert cron_ok and zone_ok, f"accepted a bad schedule {cron!r} in {tz!r}"
+    (schedule,) = spec.schedules
+    after = 1_800_000_000.0  # 2027-01-15
+    assert next_fire(schedule.cron, schedule.tz, after) > after
 
 
 @SETTINGS

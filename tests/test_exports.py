@@ -74,3 +74,65 @@ def test_the_version_is_the_packages() -> None:
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert af.__version__ == project["project"]["version"]
+
+
+def public_signatures() -> str:
+    """One line per public callable: every name of ``af.__all__`` and the public methods and
+    properties of its classes, with their signatures (annotations as written)."""
+    import enum
+    import inspect
+    import re
+
+    lines = []
+
+    def sig(obj: object) -> str:
+        try:
+            text = str(inspect.signature(obj))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return "(...)"
+        return re.sub(r" at 0x[0-9a-f]+", "", text)  # a sentinel default's address
+
+    for name in sorted(af.__all__):
+        obj = getattr(af, name)
+        if inspect.ismodule(obj):
+            lines.append(f"{name}: module")
+            continue
+        if not inspect.isclass(obj):
+            lines.append(f"{name}{sig(obj)}" if callable(obj) else f"{name}: {type(obj).__name__}")
+            continue
+        if issubclass(obj, BaseException):
+            lines.append(f"{name}({', '.join(b.__name__ for b in obj.__bases__)})")
+            continue
+        if issubclass(obj, enum.Enum):
+            lines.append(f"{name}: {', '.join(str(m.value) for m in obj)}")
+            continue
+        lines.append(f"{name}{sig(obj)}")
+        for attr, member in sorted(inspect.getmembers(obj)):
+            if attr.startswith("_"):
+                continue
+            if isinstance(inspect.getattr_static(obj, attr), property):
+                lines.append(f"{name}.{attr}: property")
+            elif inspect.isfunction(member) or inspect.ismethod(member):
+                lines.append(f"{name}.{attr}{sig(member)}")
+    return "\n".join(lines) + "\n"
+
+
+SIGNATURES = __import__("pathlib").Path(__file__).with_name("public_api.txt")
+
+
+def test_public_signatures_are_pinned() -> None:
+    """A change of a public signature is a change of the API: update tests/public_api.txt
+    on purpose (``python -m tests.test_exports``) and say so in the docs."""
+    import difflib
+
+    now = public_signatures()
+    pinned = SIGNATURES.read_text()
+    diff = "".join(
+        difflib.unified_diff(pinned.splitlines(True), now.splitlines(True), "pinned", "now")
+    )
+    assert now == pinned, diff
+
+
+if __name__ == "__main__":
+    SIGNATURES.write_text(public_signatures())
+    print(f"wrote {SIGNATURES}")

@@ -76,6 +76,13 @@ def test_compiled_evaluator_loaded_when_required() -> None:
         assert NATIVE and load_evaluator() is _evaluator_c
         assert _evaluator_c.IMPLEMENTATION == "cython"
         assert NATIVE_REASON == ""
+        return
+    # Neither variable set (a plain pytest run): whichever loaded, the choice and its
+    # reason agree: the compiled one with no reason, or the pure twin with the reason.
+    if _evaluator_c is not None and NATIVE:
+        assert load_evaluator() is _evaluator_c and NATIVE_REASON == ""
+    else:
+        assert not NATIVE and load_evaluator() is _evaluator_py and NATIVE_REASON
 
 
 def test_a_compiled_module_that_cannot_load_is_reported_with_its_error(tmp_path: Path) -> None:

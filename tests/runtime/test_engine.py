@@ -13,7 +13,7 @@ import pytest
 
 import actorflow as af
 from tests import steps
-from tests.conftest import executions, wait_until
+from tests.conftest import executions, process_gone, wait_until
 
 
 def test_linear_run_and_context(engine: af.Engine) -> None:
@@ -168,7 +168,10 @@ def test_result_timeout_and_cancel(engine: af.Engine, counter_file: Path) -> Non
         assert details.cancel_reason == "no longer needed"
         assert details.step("slow").status == af.StepStatus.CANCELLED
         assert details.step("after").status == af.StepStatus.PENDING
-        # the worker running it was really stopped: the pool still works at full size
+        # The worker running it was really stopped (sleep_forever never returns: only a
+        # kill ends its process), and a fresh one took its place.
+        pid = int(counter_file.read_text().split()[2])
+        wait_until(lambda: process_gone(pid))
         engine.define("quick").step("one", steps.add_one)
         assert engine.trigger("quick", {"n": 1}).result(timeout=30) == 2
         wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
@@ -185,13 +188,15 @@ def test_async_cancel(engine: af.Engine) -> None:
         assert asyncio.run(main()) is True
 
 
-def test_workflow_timeout_kills_the_run(engine: af.Engine) -> None:
+def test_workflow_timeout_kills_the_run(engine: af.Engine, counter_file: Path) -> None:
     engine.define("bounded", timeout="300ms").step("slow", steps.sleep_forever)
     with engine:
-        run = engine.trigger("bounded", {})
+        run = engine.trigger("bounded", {"log": str(counter_file)})
         with pytest.raises(af.RunTimeout):
             run.result(timeout=30)
         assert run.inspect().step("slow").status == af.StepStatus.CANCELLED
+        pid = int(counter_file.read_text().split()[2])
+        wait_until(lambda: process_gone(pid))  # the step's worker was killed with the run
 
 
 def test_concurrency_limit_queues_runs(engine: af.Engine, counter_file: Path) -> None:

@@ -209,10 +209,11 @@ def test_the_leader_sigkilled_a_follower_takes_over_and_no_run_is_lost_or_double
 
     thread = threading.Thread(target=keep_triggering)
     thread.start()
-    time.sleep(0.3)
+    wait_until(lambda: len(late) >= 5, timeout=30)  # triggering through the old leader
     leader.kill()
     wait_until(lambda: engine.role == "leader", timeout=30)
-    time.sleep(0.3)
+    taken_over = len(late)
+    wait_until(lambda: len(late) >= taken_over + 5, timeout=30)  # and through the new one
     stop.set()
     thread.join(30)
     assert [r.result(timeout=60) for r in runs] == [{"n": 2 * i} for i in range(6)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,11 +66,9 @@ def test_a_step_past_its_timeout_fails_and_its_worker_is_restarted(
     engine.define("slow").step("slow", dask_steps.slow, timeout=1)
     pids = tmp_path / "pid"
     with engine:
-        started = time.monotonic()
         run = engine.trigger("slow", {"pids": str(pids)})
         with pytest.raises(af.StepTimeout):
             run.result(timeout=60)
-        assert time.monotonic() - started < 20
         pid = int(pids.read_text())
         wait_until(lambda: not psutil.pid_exists(pid) or _zombie(pid), timeout=30)
     wait_until(lambda: len(_worker_pids(cluster)) == 2, timeout=60)  # the nanny restarted it

@@ -76,10 +76,20 @@ def test_endless_loop_is_killed_at_its_timeout(engine: af.Engine, counter_file: 
         wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
 
 
-def test_sleeping_step_is_killed_at_its_timeout(engine: af.Engine) -> None:
-    engine.define("hang").step("hang", steps.sleep_forever, timeout=0.3)
-    with engine, pytest.raises(af.StepTimeout):
-        engine.trigger("hang", {}).result(timeout=30)
+def _pids(log: Path, step: str) -> list[int]:
+    """The worker pids that ran ``step``, in order (``steps.record``'s third field)."""
+    lines = [line.split() for line in log.read_text().splitlines()]
+    return [int(fields[2]) for fields in lines if fields[0] == step]
+
+
+def test_sleeping_step_is_killed_at_its_timeout(engine: af.Engine, counter_file: Path) -> None:
+    engine.define("hang").step("hang", steps.sleep_forever, timeout=0.3, retry=NO_RETRY)
+    with engine:
+        with pytest.raises(af.StepTimeout):
+            engine.trigger("hang", {"log": str(counter_file)}).result(timeout=30)
+        (pid,) = _pids(counter_file, "hang")
+        wait_until(lambda: process_gone(pid))  # killed: a sleeping process never ends alone
+        wait_until(lambda: engine.statistics()["pool"]["workers"] == 2)
 
 
 def test_crash_is_retried_with_the_step_policy(engine: af.Engine, counter_file: Path) -> None:
@@ -102,6 +112,9 @@ def test_timeout_is_retried_then_fails(engine: af.Engine, counter_file: Path) ->
         with pytest.raises(af.StepTimeout) as info:
             engine.trigger("t", {"log": str(counter_file)}).result(timeout=30)
         assert info.value.attempt == 3
+        pids = _pids(counter_file, "hang")
+        assert len(set(pids)) == 3  # each attempt on a fresh worker: the last one was killed
+        wait_until(lambda: all(process_gone(pid) for pid in pids))
     assert executions(counter_file) == {"hang": 3}
 
 
@@ -190,6 +203,8 @@ def test_memory_blow_up_is_killed_at_twice_the_limit(
         with pytest.raises(af.WorkerCrashed, match="passed twice max_memory_per_worker") as info:
             bad.result(timeout=60)
         assert info.value.exitcode == -9 and info.value.step == "bad"
+        (pid,) = _pids(counter_file, "bad")
+        wait_until(lambda: process_gone(pid))
         assert bystander.result(timeout=30) == "slow done"
         stats = engine.statistics()["pool"]
         assert stats["crashes"] == 1
@@ -216,5 +231,7 @@ def test_a_worker_that_stops_reading_its_pipe_stalls_nothing(
         handles = engine.trigger_many("t", [{"pad": pad} for _ in range(40)])
         with pytest.raises(af.StepTimeout):
             hung.result(timeout=30)
+        (pid,) = _pids(counter_file, "x")
+        wait_until(lambda: process_gone(pid))  # the hung worker was killed at its timeout
         assert [h.result(timeout=60) for h in handles] == [30_000] * 40
         assert engine.statistics()["pool"]["timeouts"] == 1
