@@ -300,7 +300,7 @@ def loop_lag(root: Path, n: int = 10_000, wave: int = 200) -> dict[str, Any]:
     """B16: the heartbeat's longest delay under n triggers + waits, and the floor's."""
     import actorflow as af
     from actorflow.engine._handle import _value
-    from actorflow.runtime._promise import Promise
+    from actorflow.runtime.kernel._promise import Promise
 
     def lag_with(collector: str) -> tuple[float, float]:
         engine = af.Engine(

@@ -52,9 +52,9 @@ import pykka
 
 import actorflow as af
 from actorflow.definition import function_ref
-from actorflow.runtime._dispatcher import Dispatcher
-from actorflow.runtime._messages import AttemptResults, AttemptSucceeded, Dispatch, TaskSpec
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.dispatch._pool import Dispatcher
+from actorflow.runtime.kernel._messages import AttemptResults, AttemptSucceeded, Dispatch, TaskSpec
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import MemoryStore, encode_value
 from bench import tasks
 

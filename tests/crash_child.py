@@ -106,8 +106,8 @@ def retry(data_dir: str, log: str) -> None:
 
 
 def writes(data_dir: str, n: int) -> None:
-    from actorflow.runtime._messages import Write
-    from actorflow.runtime._writer import StoreWriter
+    from actorflow.runtime.kernel._messages import Write
+    from actorflow.runtime.persistence._writer import StoreWriter
     from actorflow.store import LmdbStore
     from actorflow.store import _keys as K
 

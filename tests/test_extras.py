@@ -37,7 +37,8 @@ HEAVY = [
     "jsonschema", "prometheus_client", "rich", "distributed", "dask", "numpy",
     "zstandard", "cryptography", "croniter", "dateutil", "psutil",
     "asyncio", "ssl", "multiprocessing", "actorflow.code._driver", "actorflow.workers._pool",
-    "actorflow.workers._main", "actorflow.runtime._dispatcher", "actorflow.runtime._shard",
+    "actorflow.workers._main", "actorflow.runtime.dispatch._pool",
+    "actorflow.runtime.supervision._shard",
 ]  # fmt: skip
 
 

@@ -6,7 +6,7 @@ definition) are grouped by workflow, by the version they run (``rec["version"]``
 absent) and by the plan they started on (``rec["plan"]``, the shape). A started run is
 compared with the code of its own version; a queued run has not started and takes the
 newest version. For each plan that differs from its version's code, the recorded
-structure (``runtime/_plans.py``) is compared with the code's, node by node, and rebuilt
+structure (``runtime/supervision/_plans.py``) is compared with the code's, node by node, and rebuilt
 with the code as a start would: what the run would lack is listed. Runs of a workflow or a
 version that the code does not define are listed as held. Nothing is written.
 """
@@ -81,7 +81,12 @@ def plan_changes(engine: Any, store: Any) -> list[PlanChange]:
     """What starting ``engine`` on ``store`` would do to the runs in flight, per plan."""
     from actorflow.definition._spec import describe_block, walk
     from actorflow.runtime._core import run_version
-    from actorflow.runtime._plans import PlanUnavailable, is_missing, plan_record, rebuild
+    from actorflow.runtime.supervision._plans import (
+        PlanUnavailable,
+        is_missing,
+        plan_record,
+        rebuild,
+    )
     from actorflow.store import _keys as K
     from actorflow.views import read_run
 

@@ -16,9 +16,9 @@ from typing import Any
 import pykka
 
 from actorflow.runtime._core import Core
-from actorflow.runtime._messages import ActivateRun, AddTimers, Flush, Write
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._retention import Pruner
+from actorflow.runtime.kernel._messages import ActivateRun, AddTimers, Flush, Write
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.persistence._retention import Pruner
 from actorflow.triggers._schedules import Schedules
 
 __all__ = ["Background"]

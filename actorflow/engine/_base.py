@@ -31,17 +31,17 @@ from actorflow.errors import (
     StoreFull,
 )
 from actorflow.runtime._core import CodeCompiled, Compiled, Core
-from actorflow.runtime._external import state_call
-from actorflow.runtime._inbox import Activity
-from actorflow.runtime._lifecycle import (
+from actorflow.runtime.kernel._inbox import Activity
+from actorflow.runtime.kernel._lifecycle import (
     Lifecycle,
 )
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     ActivateRun,
     Unmapped,
     Write,
 )
-from actorflow.runtime._promise import Countdown, Promise, then
+from actorflow.runtime.kernel._promise import Countdown, Promise, then
+from actorflow.runtime.supervision._external import state_call
 from actorflow.store import _keys as K
 from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
@@ -250,8 +250,8 @@ class EngineBase:
         return f"<Engine {state}, store {self._store_label()}>"
 
     def _offload(self, fn: Callable[..., Any], *args: Any) -> Promise[Any]:
-        """Run ``fn(*args)`` off the event loop (see runtime/_offload.py)."""
-        from actorflow.runtime._offload import shared
+        """Run ``fn(*args)`` off the event loop (see runtime/kernel/_offload.py)."""
+        from actorflow.runtime.kernel._offload import shared
 
         return shared()(fn, *args)
 

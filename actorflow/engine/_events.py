@@ -6,17 +6,17 @@ from typing import TYPE_CHECKING, Any
 
 from actorflow._types import new_run_id
 from actorflow.engine._handle import _value, _wait
-from actorflow.runtime._external import (
-    list_approvals,
-    publish,
-    resume,
-)
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     QueryRun,
     SignalRun,
     UpdateRun,
 )
-from actorflow.runtime._promise import Promise, then
+from actorflow.runtime.kernel._promise import Promise, then
+from actorflow.runtime.supervision._external import (
+    list_approvals,
+    publish,
+    resume,
+)
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.workers._state import State

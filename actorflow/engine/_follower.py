@@ -4,7 +4,7 @@ An engine that finds the store's lock taken (another process leads) becomes a fo
 
 - Calls that change something (triggers, cancels, signals, resumes...) and waits for
   results become requests to the leader over the local channel (:mod:`._channel`), each a
-  :class:`~actorflow.runtime._promise.Promise` completed by the reply, so the engine's sync
+  :class:`~actorflow.runtime.kernel._promise.Promise` completed by the reply, so the engine's sync
   and async APIs work unchanged on top.
 - Reads (``inspect``, ``runs``, a run's outcome once the leader says it finished) go to the
   store, opened read-only in this process: LMDB lets any number of processes read while one
@@ -38,7 +38,7 @@ from typing import Any
 
 from actorflow.engine._channel import Connection
 from actorflow.errors import EngineNotRunning, InvalidPayload, LeaderLost, StoreError
-from actorflow.runtime._promise import Promise, chain
+from actorflow.runtime.kernel._promise import Promise, chain
 from actorflow.store._lmdb import ReadGate, open_engine_lock
 from actorflow.store._protocol import Store
 

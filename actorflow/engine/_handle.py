@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus
 from actorflow.errors import ResultTimeout
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.views import (
     RunDetails,
     chain_outcome,
@@ -110,7 +110,7 @@ class RunHandle:
         """Awaitable twin of :meth:`result`; does not block the event loop.
 
         The store is read, and the end of the run awaited, on the engine's async threads
-        (``runtime/_offload.py``): the loop only waits for one notification.
+        (``runtime/kernel/_offload.py``): the loop only waits for one notification.
         """
         if timeout is not None and timeout <= 0:  # one look: is it over already?
             look = await _value(self._engine._offload(self._look, self.id))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from actorflow.engine._channel import Connection, listen, peer_is_owner
 from actorflow.errors import ClientError, RunNotFound
-from actorflow.runtime._promise import Promise, failed, resolved
+from actorflow.runtime.kernel._promise import Promise, failed, resolved
 from actorflow.views import read_run
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from actorflow.errors import (
     ConfigError,
     DefinitionError,
 )
-from actorflow.runtime._lifecycle import (
+from actorflow.runtime.kernel._lifecycle import (
     LifecycleEvent,
     RunFinished,
     RunStarted,

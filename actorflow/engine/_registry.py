@@ -16,10 +16,10 @@ from actorflow.errors import (
 )
 from actorflow.graph import check_subflow_cycles, compile_plan, evaluator, subflow_targets
 from actorflow.runtime._core import CodeCompiled, Compiled, Core, run_version
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     Write,
 )
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record, load_record
@@ -337,7 +337,7 @@ class Registry(EngineBase):
         One definition record per id (the newest version's, listing the versions defined),
         and each graph workflow's structure, every version's, under its shape.
         """
-        from actorflow.runtime._plans import plan_ops
+        from actorflow.runtime.supervision._plans import plan_ops
 
         now = self.clock.now()
         compiled = list(compiled)
@@ -396,7 +396,7 @@ class Registry(EngineBase):
 
     def _run_plan(self, core: Core, current: Compiled, run_id: str) -> Compiled:
         """The compiled plan run ``run_id`` started on, else ``current`` (see graph())."""
-        from actorflow.runtime._plans import PlanUnavailable, plan_for
+        from actorflow.runtime.supervision._plans import PlanUnavailable, plan_for
 
         rec = read_run(core.store, run_id)
         if rec["workflow"] != current.spec.id:

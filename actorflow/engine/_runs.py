@@ -15,12 +15,12 @@ from actorflow.errors import (
     EngineNotRunning,
     StoreError,
 )
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     CancelRun,
     RestartRun,
     StartRun,
 )
-from actorflow.runtime._promise import Countdown, Promise, then
+from actorflow.runtime.kernel._promise import Countdown, Promise, then
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._prune import PruneReport
@@ -71,7 +71,7 @@ class Runs(Stopping):
         """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits.
 
         Nothing here runs on the event loop's thread but the await (see
-        ``runtime/_offload.py``): the loop keeps serving while the trigger is recorded.
+        ``runtime/kernel/_offload.py``): the loop keeps serving while the trigger is recorded.
         """
         run_id = await _value(self._offload(self._submit, workflow, args, idempotency_key))
         return RunHandle(self._facade, run_id, workflow)

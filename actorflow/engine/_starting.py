@@ -17,17 +17,17 @@ from actorflow.errors import (
 )
 from actorflow.graph import check_subflow_cycles, evaluator
 from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
-from actorflow.runtime._external import (
-    EngineHost,
-)
-from actorflow.runtime._inbox import counting
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._inbox import counting
+from actorflow.runtime.kernel._messages import (
     ActivateRun,
     Drain,
     Flush,
 )
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._waits import EventHub
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.supervision._external import (
+    EngineHost,
+)
+from actorflow.runtime.supervision._waits import EventHub
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op, Store, blob_token, ensure_format
 from actorflow.views import (
@@ -36,7 +36,7 @@ from actorflow.views import (
 from actorflow.workers._dask import DaskExecutor
 
 if TYPE_CHECKING:
-    from actorflow.runtime._blobs import BlobManager
+    from actorflow.runtime.blobs._manager import BlobManager
 
 from actorflow.engine._base import (
     _activate,
@@ -110,13 +110,13 @@ class Starting(Registry):
         # imported here, not with the module: ``import actorflow`` (workers, the CLI, code
         # that only defines workflows) does not load it.
         from actorflow.engine._background import Background
-        from actorflow.runtime._state import StateStore
+        from actorflow.runtime.persistence._state import StateStore
 
         blobs: BlobManager | None = None
         try:
             ensure_format(store)
             blobs = self._blob_manager(store)
-            from actorflow.runtime._plans import previous_plan_ops
+            from actorflow.runtime.supervision._plans import previous_plan_ops
 
             # The previous definitions' structures first: runs started under them keep it.
             older = older or {}
@@ -194,7 +194,7 @@ class Starting(Registry):
 
     def _blob_manager(self, store: Store) -> BlobManager:
         """The large-value manager, after saving what a killed engine left in segments."""
-        from actorflow.runtime._blobs import BlobManager
+        from actorflow.runtime.blobs._manager import BlobManager
 
         cfg = self.config
         token = blob_token(store)
@@ -227,10 +227,10 @@ class Starting(Registry):
             pass
 
     def _start_actors(self, core: Core) -> None:
-        from actorflow.runtime._dispatcher import Dispatcher
-        from actorflow.runtime._scheduler import Scheduler
-        from actorflow.runtime._shard import Shard
-        from actorflow.runtime._writer import StoreWriter
+        from actorflow.runtime.dispatch._pool import Dispatcher
+        from actorflow.runtime.persistence._scheduler import Scheduler
+        from actorflow.runtime.persistence._writer import StoreWriter
+        from actorflow.runtime.supervision._shard import Shard
 
         cfg = self.config
         writer = StoreWriter.start(
@@ -254,7 +254,7 @@ class Starting(Registry):
         ready: Promise[None] = Promise()
         dispatcher: pykka.ActorRef[Any]
         if self._executor == "inline":
-            from actorflow.runtime._inline import InlineDispatcher
+            from actorflow.runtime.dispatch._inline import InlineDispatcher
 
             dispatcher = InlineDispatcher.start(
                 cfg,
@@ -266,7 +266,7 @@ class Starting(Registry):
                 self._services_cache,
             )
         elif isinstance(self._executor, DaskExecutor):
-            from actorflow.runtime._dask_dispatcher import DaskDispatcher
+            from actorflow.runtime.dispatch._dask import DaskDispatcher
 
             dispatcher = DaskDispatcher.start(
                 cfg, core.route, core.store, ready, core, self._executor
@@ -284,7 +284,7 @@ class Starting(Registry):
             ) from None
 
     def _recover(self, core: Core) -> None:
-        from actorflow.runtime._plans import hold_ops, unavailable
+        from actorflow.runtime.supervision._plans import hold_ops, unavailable
 
         store = core.store
         resumed = queued = 0
@@ -326,7 +326,7 @@ class Starting(Registry):
                 elif core.admission.try_acquire(workflow, run_id):
                     core.route(run_id).tell(ActivateRun(run_id))
                     queued += 1
-        from actorflow.runtime._scheduler import stored_timers
+        from actorflow.runtime.persistence._scheduler import stored_timers
 
         assert core.scheduler is not None
         timers = stored_timers(store)
@@ -374,11 +374,11 @@ class Starting(Registry):
                     f.result(timeout)
             except (TimeoutError, pykka.ActorDeadError):
                 log.warning("drain did not finish within %gs; stopping anyway", timeout)
-        from actorflow.runtime._dispatcher import Dispatcher
-        from actorflow.runtime._remote import RemoteDispatcher
-        from actorflow.runtime._scheduler import Scheduler
-        from actorflow.runtime._shard import Shard
-        from actorflow.runtime._writer import StoreWriter
+        from actorflow.runtime.dispatch._pool import Dispatcher
+        from actorflow.runtime.dispatch._remote import RemoteDispatcher
+        from actorflow.runtime.persistence._scheduler import Scheduler
+        from actorflow.runtime.persistence._writer import StoreWriter
+        from actorflow.runtime.supervision._shard import Shard
 
         # Dispatcher first (no more results), writer last (it commits what the others sent).
         rank: list[tuple[type, ...]] = [

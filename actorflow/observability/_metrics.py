@@ -1,6 +1,6 @@
 """Prometheus metrics: ``engine.metrics()`` and ``GET /metrics``.
 
-The shards and the store writer count as they work (``runtime/_counts.py``); a scrape merges
+The shards and the store writer count as they work (``runtime/kernel/_counts.py``); a scrape merges
 their counts and adds gauges from ``engine.statistics()``. Each engine has its own registry,
 so several engines in one process (tests) do not collide.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from actorflow.runtime._counts import Counts, Histogram
+from actorflow.runtime.kernel._counts import Counts, Histogram
 
 __all__ = ["EngineCollector", "exposition", "registry_for"]
 

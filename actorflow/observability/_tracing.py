@@ -25,7 +25,7 @@ from typing import Any
 
 from actorflow._extras import require
 from actorflow.errors import ConfigError
-from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
+from actorflow.runtime.kernel._lifecycle import RunFinished, RunStarted, StepAttempted
 from actorflow.workers import _tracing as ids
 
 __all__ = ["trace"]

@@ -14,7 +14,7 @@ How a run flows through the engine::
         │                          ▼ durable: then-callbacks
         │ AttemptSucceeded /      Dispatcher ── task ──▶ worker process (pipe)
         │ AttemptFailed(kind)         ▲        large values: shared-memory segments and
-        │                          │        blob files (_blobs.py), named in the task
+        │                          │        blob files (blobs/), named in the task
         └──────────────────────────┴──── result / crash ────┘
                                Scheduler ── TimerFired (sleeps, retry backoff, deadlines)
 
@@ -32,6 +32,11 @@ the version and plan it started on, or held with a reason when the code lacks th
 
 from __future__ import annotations
 
-from actorflow.runtime._lifecycle import LifecycleEvent, RunFinished, RunStarted, StepAttempted
+from actorflow.runtime.kernel._lifecycle import (
+    LifecycleEvent,
+    RunFinished,
+    RunStarted,
+    StepAttempted,
+)
 
 __all__ = ["LifecycleEvent", "RunFinished", "RunStarted", "StepAttempted"]

@@ -26,7 +26,7 @@ from actorflow.definition._spec import WorkflowSpec
 from actorflow.errors import ClientError
 from actorflow.graph._codes import K_ACTION, K_BATCH, K_FOR_EACH, K_STEP, K_WHILE
 from actorflow.graph._plan import Plan
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 
@@ -434,7 +434,7 @@ class Core:
         ``run_id``: the new run's id (a follower chooses it, so that the run can be sent
         again after a leader is lost); ignored when the key names an existing run.
         """
-        from actorflow.runtime._messages import StartRun
+        from actorflow.runtime.kernel._messages import StartRun
 
         if idempotency_key is None:
             new_id = run_id or str(new_run_id())
@@ -462,7 +462,7 @@ class Core:
         depth: int,
     ) -> None:
         """Start a child run reserved by :meth:`child_run_id` (a no-op if it exists)."""
-        from actorflow.runtime._messages import StartRun
+        from actorflow.runtime.kernel._messages import StartRun
 
         with self._idem_lock:
             pending = self._idem_pending.get((workflow, key))

@@ -4,7 +4,7 @@ The LMDB store keeps them as files under ``data_dir/blobs`` rather than in the e
 LMDB has one writer, and a 50 MB value would hold it (and every other run's commit) for a
 hundred milliseconds. A file is written under a temporary name, fsynced when the store is in
 ``sync`` mode, then renamed, so a blob is either whole or absent. Which blobs exist, and for
-which run, is recorded in the ``blobs`` database (see ``runtime/_blobs.py``).
+which run, is recorded in the ``blobs`` database (see ``runtime/blobs/_manager.py``).
 
 Copies go from a shared-memory segment to the file and back with ``sendfile``, inside the
 kernel: the engine never maps the data to store it. Where a segment is no file (macOS: no

@@ -13,7 +13,7 @@ steps           run id NUL step name                              JSON step reco
 values          run id NUL            (the run's payload)         encoded value (see _codec)
                 run id NUL step name  (a step's output)
                 run id NUL NUL step   (a task recorded, never     JSON ``{"attempt": n}`` (see
-                                      started)                    runtime/_unstarted.py)
+                                      started)                    runtime/persistence/_unstarted.py)
 index           ``s`` NUL status NUL run id                       empty (runs by status)
                 ``w`` NUL workflow NUL run id                     empty (runs by workflow)
                 ``e`` NUL workflow NUL end ms (8 bytes) run id    empty (finished runs by end
@@ -32,7 +32,7 @@ approvals       ``sha256:`` hex SHA-256 of the token              JSON approval 
                                                                   the token)
 schedules       workflow NUL trigger index                        JSON schedule record
 blobs           ``b`` NUL blob id                                 JSON blob record (run, size,
-                                                                  segment): see runtime/_blobs
+                                                                  segment): see runtime/blobs
                 ``r`` NUL run id NUL blob id                      empty (blobs by run)
 ==============  ================================================  ===============================
 

@@ -16,7 +16,7 @@ to format   what it adds
             sealed, and a token resumes a run)
 4           nothing to convert. Runs may now have the status ``waiting_for_definition``
             and graph workflows' structures are kept under their shapes
-            (``runtime/_plans.py``); the number keeps a release that knows neither from
+            (``runtime/supervision/_plans.py``); the number keeps a release that knows neither from
             opening the store (it would fail such a run, or be unable to read it)
 ==========  ======================================================================
 """

@@ -185,7 +185,7 @@ def blob_token(store: Store) -> str | None:
     """The store's blob token (created on a writable store that has none yet).
 
     It prefixes blob ids and shared-memory segment names, so segments left by a killed engine
-    can be told from other stores' (see ``runtime/_blobs.py``).
+    can be told from other stores' (see ``runtime/blobs/_manager.py``).
     """
     raw = store.get(K.META, K.BLOB_TOKEN_KEY)
     if raw is not None:

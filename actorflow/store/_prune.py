@@ -1,6 +1,6 @@
 """Pruning finished runs: every record a run owns, deleted in small batches.
 
-One mechanism for the engine's background retention (``runtime/_retention.py``),
+One mechanism for the engine's background retention (``runtime/persistence/_retention.py``),
 ``engine.prune()`` and ``actorflow store prune``: :func:`prune` walks the end-time index
 (``index`` ``e`` NUL workflow NUL end ms run id, ordered by end time per workflow), so it
 reads only runs that ended before the cutoff and stops at the first that did not: a pass

@@ -3,7 +3,7 @@
 The harness starts a real engine (the same supervisors, writer and evaluator as in
 production) on the in-memory store, with steps run inline on threads of the test's process
 and a :class:`~actorflow.ManualClock`. After each step it waits until the engine is idle
-(nothing in any actor's inbox, no step running: ``runtime/_inbox.Activity``); then it
+(nothing in any actor's inbox, no step running: ``runtime/kernel/_inbox.Activity``); then it
 delivers what the test scripted (an approval, an event, a signal) if the run waits for it,
 or else moves the clock straight to the next timer (a sleep, a retry backoff, a wait's
 timeout), so a 24-hour sleep takes no time. It stops when the run has finished, or waits for
@@ -33,8 +33,8 @@ from actorflow.errors import (
     StepTimeout,
     WorkerCrashed,
 )
-from actorflow.runtime._inbox import Activity, Tick
-from actorflow.runtime._inline import SimulatedFault
+from actorflow.runtime.dispatch._inline import SimulatedFault
+from actorflow.runtime.kernel._inbox import Activity, Tick
 from actorflow.testing._expect import Call, CallExpectation, base_name, same
 from actorflow.views import RunDetails
 

@@ -20,8 +20,8 @@ from typing import Any
 from actorflow._types import RunStatus
 from actorflow.definition._triggers import ScheduleSpec
 from actorflow.runtime._core import Core
-from actorflow.runtime._messages import Write
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.kernel._messages import Write
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import dump_record, load_record

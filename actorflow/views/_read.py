@@ -223,7 +223,8 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         srec = load_record(value, f"step of run {run_id}")
         recorded[srec.get("path", srec["name"])] = srec
     # Nodes not yet reached have no record: take them (and the order) from the plan the run
-    # started on (recorded under its shape, runtime/_plans.py), else from the definition.
+    # started on (recorded under its shape, runtime/supervision/_plans.py), else from the
+    # definition.
     order: list[tuple[str, str]] = []
     shape = rec.get("plan")
     raw_def = store.get(K.DEFINITIONS, K.plan_key(rec["workflow"], shape)) if shape else None

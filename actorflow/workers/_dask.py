@@ -2,7 +2,7 @@
 
 ``Engine(executor=af.DaskExecutor(...))`` sends every step to a ``dask.distributed`` cluster
 instead of the local worker processes; the engine keeps the store, the supervisors and every
-durability rule (see ``runtime/_dask_dispatcher.py`` and ``docs/scale-out.md``).
+durability rule (see ``runtime/dispatch/_dask.py`` and ``docs/scale-out.md``).
 
 A task runs :func:`run_task` on a Dask worker. What a step asks of the engine while it runs
 (``ctx.steps[...]``, a large payload, ``ctx.state``, services, heartbeats, log records, "I

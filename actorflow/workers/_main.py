@@ -146,7 +146,7 @@ class _Worker:
                 continue
             self.run(task)
         # Told to stop: the tasks still queued here never start, and the engine must know
-        # that they did not (they are not attempts; see runtime/_unstarted.py).
+        # that they did not (they are not attempts; see runtime/persistence/_unstarted.py).
         while self.tasks:
             self.send((W.SKIPPED, self.tasks.popleft()[0]))
 

@@ -2,7 +2,7 @@
 
 A value whose pickle (protocol 5) exposes buffers above ``shm_threshold`` travels as an ``S``
 value (:mod:`actorflow.store._codec`): the in-band pickle plus the names of POSIX shared-memory
-segments holding the buffers. The engine owns every segment (``runtime/_blobs.py``): it
+segments holding the buffers. The engine owns every segment (``runtime/blobs/_manager.py``): it
 creates them, lends them to a worker for an output, reuses them, and unlinks them. Workers
 only map them.
 

@@ -1,9 +1,10 @@
 """The client side of persistent state: ``ctx.state`` in steps and ``engine.state``.
 
 A :class:`State` only encodes arguments and decodes answers; every call goes to the engine's
-state store (``runtime/_state.py``), which alone reads and writes it. Inside a worker process
-the call travels over the worker's pipe; in the engine it is a direct call. Either way a write
-returns only once it is durable, so a step that set a key and then crashed has still set it.
+state store (``runtime/persistence/_state.py``), which alone reads and writes it. Inside a
+worker process the call travels over the worker's pipe; in the engine it is a direct call.
+Either way a write returns only once it is durable, so a step that set a key and then
+crashed has still set it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Running one step outside the local worker pool: on a Dask worker, or inline on a thread.
 
 Both executors send a task (the tuple :meth:`RemoteDispatcher.task_tuple
-<actorflow.runtime._remote.RemoteDispatcher.task_tuple>` builds) to :func:`execute`, which
+<actorflow.runtime.dispatch._remote.RemoteDispatcher.task_tuple>` builds) to :func:`execute`, which
 runs the step with a :class:`StepContext` whose requests (``ctx.steps[...]``, a large value by
 reference, ``ctx.state``, services, heartbeats, log records, "I have started") go to a
 *link*: anything with ``call((op, task_key, run_id, workflow_id, step, arg))`` that returns

@@ -17,7 +17,7 @@ import pykka
 import pytest
 
 import actorflow as af
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import LmdbStore
 
 

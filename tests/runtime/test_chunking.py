@@ -9,7 +9,7 @@ from typing import Any
 
 import actorflow as af
 from actorflow.definition import function_ref
-from actorflow.runtime._supervisor import chunk_size
+from actorflow.runtime.supervision._graph import chunk_size
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
 from tests import steps

@@ -295,9 +295,9 @@ def test_tasks_the_stopped_dispatcher_cannot_take_are_marked_never_started(
     tmp_path: Path,
 ) -> None:
     from actorflow.definition import function_ref
-    from actorflow.runtime._inbox import Actor
-    from actorflow.runtime._messages import TaskSpec, Write
-    from actorflow.runtime._writer import StoreWriter
+    from actorflow.runtime.kernel._inbox import Actor
+    from actorflow.runtime.kernel._messages import TaskSpec, Write
+    from actorflow.runtime.persistence._writer import StoreWriter
     from actorflow.store._records import load_record
 
     stopped = Actor.start()

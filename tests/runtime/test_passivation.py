@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 import actorflow as af
-from actorflow.runtime._messages import AddTimers
-from actorflow.runtime._writer import StoreWriter
+from actorflow.runtime.kernel._messages import AddTimers
+from actorflow.runtime.persistence._writer import StoreWriter
 from actorflow.store import _keys as K
 from actorflow.store._lmdb import LmdbStore
 from tests import steps

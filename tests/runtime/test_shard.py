@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import actorflow as af
-from actorflow.runtime._shard import Shard
+from actorflow.runtime.supervision._shard import Shard
 from tests import steps
 
 

@@ -10,8 +10,8 @@ import pytest
 
 import actorflow as af
 from actorflow.errors import StoreError
-from actorflow.runtime._messages import Write
-from actorflow.runtime._writer import StoreWriter
+from actorflow.runtime.kernel._messages import Write
+from actorflow.runtime.persistence._writer import StoreWriter
 from actorflow.store import LmdbStore, MemoryStore
 from actorflow.store import _keys as K
 

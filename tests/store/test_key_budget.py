@@ -19,7 +19,7 @@ EID = "f" * 24  # event ids are run-id shaped
 NAME = "\u00e9" * (K.MAX_NAME // 2)  # 2 bytes per character: MAX_NAME bytes
 USER = "\u00e9" * (K.MAX_USER_KEY // 2)
 PATH = "p" * K.MAX_PATH
-CHUNK = PATH + "#chunk/99999/9999999999"  # a chunk's values key (runtime/_supervisor.py)
+CHUNK = PATH + "#chunk/99999/9999999999"  # a chunk's values key (runtime/supervision/_graph.py)
 FAR = 2**40  # a due time far in the future (seconds)
 
 BUILT = {

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from actorflow.errors import RunDepthExceeded
-from actorflow.runtime._messages import ErrorInfo
-from actorflow.runtime._nodes import error_info
+from actorflow.runtime.kernel._messages import ErrorInfo
+from actorflow.runtime.supervision._nodes import error_info
 from actorflow.views import ancestry
 
 __all__ = ["refuse_child"]

@@ -31,16 +31,16 @@ from actorflow._types import StepStatus, new_run_id
 from actorflow.definition._spec import WaitSpec
 from actorflow.errors import ClientError
 from actorflow.graph._codes import C_SLEEP
-from actorflow.runtime._messages import ErrorInfo, EventDelivered, ResumeApproval
-from actorflow.runtime._nodes import call_user, error_info
+from actorflow.runtime.kernel._messages import ErrorInfo, EventDelivered, ResumeApproval
+from actorflow.runtime.supervision._nodes import call_user, error_info
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._protocol import Op, Store
 from actorflow.store._records import dump_record, load_record
 
 if TYPE_CHECKING:
-    from actorflow.runtime._steps import Leaf
-    from actorflow.runtime._supervisor import Supervisor
+    from actorflow.runtime.supervision._graph import Supervisor
+    from actorflow.runtime.supervision._steps import Leaf
 
 __all__ = [
     "EventHub",

@@ -21,14 +21,11 @@ from typing import Any
 from actorflow import _faults
 from actorflow._types import RunStatus
 from actorflow.errors import WriteRejected
-from actorflow.runtime._code_supervisor import CodeSupervisor, finished_for_query
 from actorflow.runtime._core import Compiled, Core
-from actorflow.runtime._counts import Counts
-from actorflow.runtime._held import HeldRun
-from actorflow.runtime._inbox import Actor, tell
-from actorflow.runtime._lifecycle import RunFinished, RunStarted, StepAttempted
-from actorflow.runtime._loading import load_run
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._counts import Counts
+from actorflow.runtime.kernel._inbox import Actor, tell
+from actorflow.runtime.kernel._lifecycle import RunFinished, RunStarted, StepAttempted
+from actorflow.runtime.kernel._messages import (
     ActivateRun,
     AttemptFailed,
     AttemptResults,
@@ -48,10 +45,13 @@ from actorflow.runtime._messages import (
     UpdateRun,
     Write,
 )
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._run import Supervising
-from actorflow.runtime._steps import attempt_summary
-from actorflow.runtime._supervisor import Supervisor
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.supervision._code import CodeSupervisor, finished_for_query
+from actorflow.runtime.supervision._graph import Supervisor
+from actorflow.runtime.supervision._held import HeldRun
+from actorflow.runtime.supervision._loading import load_run
+from actorflow.runtime.supervision._run import Supervising
+from actorflow.runtime.supervision._steps import attempt_summary
 from actorflow.store import _keys as K
 from actorflow.store._codec import set_thread_sink
 from actorflow.store._protocol import Op, long_key

@@ -1,7 +1,7 @@
 """What every run has, graph or code: its effects, its status in the index, its opening.
 
-The two supervisors (``_supervisor.Supervisor`` for graph workflows,
-``_code_supervisor.CodeSupervisor`` for code workflows) are two ways of choosing a run's
+The two supervisors (``_graph.Supervisor`` for graph workflows, ``_code.CodeSupervisor``
+for code workflows) are two ways of choosing a run's
 next commands; what a run does to the store around them is the same and lives here:
 
 - :class:`RunMachine`: the base of both supervisors: the run header and its record, timers,
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from actorflow._types import RunStatus, StepStatus
 from actorflow.runtime._core import CodeCompiled, Compiled, Core
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     AttemptSucceeded,
     ChildFinished,
@@ -35,7 +35,7 @@ from actorflow.runtime._messages import (
     ResumeApproval,
     TaskSpec,
 )
-from actorflow.runtime._steps import (
+from actorflow.runtime.supervision._steps import (
     Leaf,
     attempt_record,
     attempt_summary,
@@ -211,7 +211,7 @@ class RunMachine(HasEffects):
         self.error: dict[str, Any] | None = None
         self.cancel_reason: str | None = None
         self.parent: tuple[str, str] | None = None
-        self.depth = 0  # below the top-level run (see runtime/_depth.py)
+        self.depth = 0  # below the top-level run (see runtime/supervision/_depth.py)
         self.finished = False
         self._fx = None
         # After a reload: the attempts the last stop recorded as never started, by task step.

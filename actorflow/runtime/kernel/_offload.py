@@ -7,7 +7,7 @@ thread itself only queues a call and later settles a future: no store read, no c
 and no actor ask runs on it, so a health check on the same loop keeps answering while
 thousands of triggers and waits are in flight.
 
-A call may return a :class:`~actorflow.runtime._promise.Promise` (a trigger's durability, a
+A call may return a :class:`~actorflow.runtime.kernel._promise.Promise` (a trigger's durability, a
 run's end): the offload promise then completes with it, and the thread is free meanwhile.
 Calls here must not block on such a promise themselves: they would hold one of few threads.
 """
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from actorflow.runtime._promise import Promise, chain
+from actorflow.runtime.kernel._promise import Promise, chain
 
 __all__ = ["Offload", "shared"]
 

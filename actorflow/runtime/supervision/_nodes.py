@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from actorflow.definition._options import qualified_name
-from actorflow.runtime._messages import ErrorInfo
+from actorflow.runtime.kernel._messages import ErrorInfo
 from actorflow.store._codec import TAG_JSON, decode_value, encode_value
 from actorflow.workers._context import RunInfo, StepContext
 

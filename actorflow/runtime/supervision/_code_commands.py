@@ -4,8 +4,9 @@ Each live command gets a :class:`State` (and, for what shows in ``inspect``, a s
 Its outcome becomes a *resolution*, recorded in the history and fed to the function by
 ``CodeSupervisor.wake``. After a reload, :func:`resume` takes up each command still pending
 from its records: a step recorded as running is dispatched again as a new attempt (as the
-same attempt if the last stop recorded that it never started: runtime/_unstarted.py), timers
-are armed again, events are looked for in the inbox, children are looked up.
+same attempt if the last stop recorded that it never started:
+runtime/persistence/_unstarted.py), timers are armed again, events are looked for in the
+inbox, children are looked up.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from actorflow.code._driver import Command
 from actorflow.code._history import pack_value
 from actorflow.definition._options import NO_RETRY, Retry
 from actorflow.definition._spec import FunctionRef, function_ref
-from actorflow.runtime._depth import refuse_child
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     AttemptSucceeded,
     ChildFinished,
@@ -28,8 +28,9 @@ from actorflow.runtime._messages import (
     EventDelivered,
     TaskSpec,
 )
-from actorflow.runtime._nodes import encode_list, error_info
-from actorflow.runtime._steps import (
+from actorflow.runtime.supervision._depth import refuse_child
+from actorflow.runtime.supervision._nodes import encode_list, error_info
+from actorflow.runtime.supervision._steps import (
     Leaf,
     attempt_record,
     attempt_summary,
@@ -44,7 +45,7 @@ from actorflow.store._codec import decode_value, encode_value
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 
 if TYPE_CHECKING:
-    from actorflow.runtime._code_supervisor import CodeSupervisor
+    from actorflow.runtime.supervision._code import CodeSupervisor
 
 __all__ = [
     "State",

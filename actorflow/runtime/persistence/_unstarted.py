@@ -45,8 +45,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from actorflow.runtime._inbox import tell
-from actorflow.runtime._messages import Dispatch, TaskSpec, Write
+from actorflow.runtime.kernel._inbox import tell
+from actorflow.runtime.kernel._messages import Dispatch, TaskSpec, Write
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op, Store
 from actorflow.store._records import dump_record, load_record

@@ -80,10 +80,8 @@ from actorflow.graph._codes import (
     S_FAILED,
     S_SUCCEEDED,
 )
-from actorflow.runtime import _replay, _waits
 from actorflow.runtime._core import Compiled, Core
-from actorflow.runtime._depth import refuse_child
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     AttemptSucceeded,
     ChildFinished,
@@ -92,7 +90,9 @@ from actorflow.runtime._messages import (
     ResumeApproval,
     TaskSpec,
 )
-from actorflow.runtime._nodes import (
+from actorflow.runtime.supervision import _replay, _waits
+from actorflow.runtime.supervision._depth import refuse_child
+from actorflow.runtime.supervision._nodes import (
     call_user,
     encode_dict,
     encode_list,
@@ -100,9 +100,9 @@ from actorflow.runtime._nodes import (
     error_info,
     items_of,
 )
-from actorflow.runtime._plans import is_missing
-from actorflow.runtime._run import RunMachine, move_status, open_run
-from actorflow.runtime._steps import (
+from actorflow.runtime.supervision._plans import is_missing
+from actorflow.runtime.supervision._run import RunMachine, move_status, open_run
+from actorflow.runtime.supervision._steps import (
     Leaf,
     attempt_record,
     attempt_summary,

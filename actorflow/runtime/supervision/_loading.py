@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 
 from actorflow._types import RunStatus
-from actorflow.runtime._code_supervisor import CodeSupervisor
 from actorflow.runtime._core import Compiled, Core, run_version
-from actorflow.runtime._plans import PlanUnavailable, plan_for
-from actorflow.runtime._supervisor import Supervisor
+from actorflow.runtime.supervision._code import CodeSupervisor
+from actorflow.runtime.supervision._graph import Supervisor
+from actorflow.runtime.supervision._plans import PlanUnavailable, plan_for
 from actorflow.store import _keys as K
 from actorflow.store._records import load_record
 

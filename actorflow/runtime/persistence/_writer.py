@@ -20,10 +20,10 @@ import pykka
 
 from actorflow import _faults
 from actorflow.errors import StoreFull, WriteRejected
-from actorflow.runtime._counts import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
-from actorflow.runtime._inbox import Actor, tell
-from actorflow.runtime._messages import AddTimers, CancelTasks, Dispatch, Write
-from actorflow.runtime._unstarted import marker_ops
+from actorflow.runtime.kernel._counts import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
+from actorflow.runtime.kernel._inbox import Actor, tell
+from actorflow.runtime.kernel._messages import AddTimers, CancelTasks, Dispatch, Write
+from actorflow.runtime.persistence._unstarted import marker_ops
 from actorflow.store._protocol import Op, Store
 
 __all__ = ["StoreWriter", "Targets", "WriterStats"]
@@ -96,7 +96,7 @@ class StoreWriter(Actor):
             meanwhile: the writes are held, in order, and retried with a growing delay.
         targets: where a group's dispatches, timers and cancels go.
         blobs: the large-value manager: a large value's blobs are recorded in the same
-            transaction as the first record that refers to them (``runtime/_blobs.py``).
+            transaction as the first record that refers to them (``runtime/blobs/_manager.py``).
     """
 
     def __init__(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from actorflow.definition._spec import FunctionRef
-from actorflow.runtime._promise import Countdown, Promise
+from actorflow.runtime.kernel._promise import Countdown, Promise
 from actorflow.store._protocol import Op
 
 __all__ = [

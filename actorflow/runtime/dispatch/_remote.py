@@ -1,6 +1,6 @@
 """What the Dask and the inline dispatchers share: tasks run by something else than our pool.
 
-Both take the local :class:`~actorflow.runtime._dispatcher.Dispatcher`'s messages
+Both take the local :class:`~actorflow.runtime.dispatch._pool.Dispatcher`'s messages
 (``Dispatch``, ``CancelTasks``, ``Drain``) and report the same ``AttemptSucceeded`` /
 ``AttemptFailed``, so supervisors, the store and recovery do not know where steps run. A
 subclass says how a task is sent (:meth:`RemoteDispatcher.send`), how a running one is
@@ -26,7 +26,7 @@ from typing import Any
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.runtime._dispatcher import (
+from actorflow.runtime.dispatch._pool import (
     _CRASH_TYPES,
     DispatcherStats,
     _resolve_output,
@@ -35,8 +35,8 @@ from actorflow.runtime._dispatcher import (
     send_reports,
     timeout_error,
 )
-from actorflow.runtime._inbox import Actor, SelectorInbox, Tick, tell
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick, tell
+from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     AttemptSucceeded,
     CancelTasks,
@@ -46,8 +46,8 @@ from actorflow.runtime._messages import (
     TaskSpec,
     Unmapped,
 )
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._unstarted import StartGate, left_in_inbox, record
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.persistence._unstarted import StartGate, left_in_inbox, record
 from actorflow.store._codec import TAG_BLOB, decode_value, encode_value
 from actorflow.store._protocol import Store
 

@@ -1,6 +1,6 @@
 """The dispatcher for ``executor="inline"``: steps run on threads of the engine's own process.
 
-It is a :class:`~actorflow.runtime._remote.RemoteDispatcher`, so the engine records and
+It is a :class:`~actorflow.runtime.dispatch._remote.RemoteDispatcher`, so the engine records and
 recovers exactly as with worker processes; it is meant for tests (``actorflow.testing`` uses
 it), where starting processes would cost more than the steps. What differs, and why:
 
@@ -28,11 +28,11 @@ from typing import Any
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.runtime._dispatcher import _CRASH_TYPES, _TIMEOUT_TYPES
-from actorflow.runtime._inbox import tell
-from actorflow.runtime._messages import AttemptFailed, ErrorInfo, TaskSpec
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask
+from actorflow.runtime.dispatch._pool import _CRASH_TYPES, _TIMEOUT_TYPES
+from actorflow.runtime.dispatch._remote import Finished, RemoteDispatcher, RemoteTask
+from actorflow.runtime.kernel._inbox import tell
+from actorflow.runtime.kernel._messages import AttemptFailed, ErrorInfo, TaskSpec
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store._protocol import Store
 from actorflow.workers._task import Intercept, TaskHost, execute
 

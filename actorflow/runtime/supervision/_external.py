@@ -20,9 +20,9 @@ from actorflow.errors import (
     StoreError,
 )
 from actorflow.runtime._core import Core
-from actorflow.runtime._messages import EventDelivered, ResumeApproval, Write
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._waits import find_approval
+from actorflow.runtime.kernel._messages import EventDelivered, ResumeApproval, Write
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.supervision._waits import find_approval
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._protocol import Op, Store

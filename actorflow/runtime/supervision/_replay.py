@@ -18,17 +18,18 @@ from typing import TYPE_CHECKING, Any
 from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import StepSpec, SubflowSpec
 from actorflow.graph import _codes as G
-from actorflow.runtime import _unstarted, _waits
-from actorflow.runtime._messages import ErrorInfo
-from actorflow.runtime._run import move_status, unhold
-from actorflow.runtime._steps import too_interrupted
+from actorflow.runtime.kernel._messages import ErrorInfo
+from actorflow.runtime.persistence import _unstarted
+from actorflow.runtime.supervision import _waits
+from actorflow.runtime.supervision._run import move_status, unhold
+from actorflow.runtime.supervision._steps import too_interrupted
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import load_record, output_of
 from actorflow.views import run_depth
 
 if TYPE_CHECKING:  # the supervisor imports this module to replay and resume itself
-    from actorflow.runtime._supervisor import Supervisor
+    from actorflow.runtime.supervision._graph import Supervisor
 
 __all__ = ["replay", "resume"]
 

@@ -26,8 +26,8 @@ import pykka
 from actorflow.definition._options import parse_duration
 from actorflow.errors import ClientError, DefinitionError, StoreError
 from actorflow.runtime._core import Core
-from actorflow.runtime._messages import Write
-from actorflow.runtime._promise import Promise
+from actorflow.runtime.kernel._messages import Write
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store._archive import RunArchive
 from actorflow.store._protocol import Op
 from actorflow.store._prune import PruneReport, Selection, indexed_workflows, prune

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from actorflow._types import RunStatus
-from actorflow.runtime._run import HasEffects, move_status
+from actorflow.runtime.supervision._run import HasEffects, move_status
 from actorflow.store import _keys as K
 from actorflow.store._records import dump_record, load_record
 

@@ -14,7 +14,7 @@ import orjson
 from actorflow._types import StepStatus
 from actorflow.definition._options import qualified_name
 from actorflow.errors import CircuitOpen
-from actorflow.runtime._messages import AttemptFailed, ErrorInfo
+from actorflow.runtime.kernel._messages import AttemptFailed, ErrorInfo
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record

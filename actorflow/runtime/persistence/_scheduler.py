@@ -17,8 +17,8 @@ from typing import Any
 import pykka
 
 from actorflow._clock import Clock
-from actorflow.runtime._inbox import Actor, ClockInbox, Tick
-from actorflow.runtime._messages import AddTimers, TimerFired
+from actorflow.runtime.kernel._inbox import Actor, ClockInbox, Tick
+from actorflow.runtime.kernel._messages import AddTimers, TimerFired
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 

@@ -1,6 +1,6 @@
 """The dispatcher for ``executor=af.DaskExecutor(...)``: steps run on a Dask cluster.
 
-It is a :class:`~actorflow.runtime._remote.RemoteDispatcher`: supervisors, the store and
+It is a :class:`~actorflow.runtime.dispatch._remote.RemoteDispatcher`: supervisors, the store and
 recovery do not know where steps run. What differs from local workers, and why:
 
 - **Start and timeout.** A task may wait in Dask's queue; its timeout counts from the moment
@@ -33,9 +33,9 @@ from urllib.parse import urlparse
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.runtime._inbox import tell
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._remote import Finished, RemoteDispatcher, RemoteTask, step_log
+from actorflow.runtime.dispatch._remote import Finished, RemoteDispatcher, RemoteTask, step_log
+from actorflow.runtime.kernel._inbox import tell
+from actorflow.runtime.kernel._promise import Promise
 from actorflow.store._protocol import Store
 from actorflow.workers._dask import DaskExecutor, run_task
 

@@ -44,8 +44,8 @@ from actorflow import _faults
 from actorflow.config import EngineConfig
 from actorflow.definition._options import qualified_name
 from actorflow.errors import HeartbeatTimeout, PoolUnavailable, StepTimeout, WorkerCrashed
-from actorflow.runtime._inbox import Actor, IoReady, SelectorInbox, Tick, Writable
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._inbox import Actor, IoReady, SelectorInbox, Tick, Writable
+from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     AttemptResults,
     AttemptSucceeded,
@@ -57,8 +57,8 @@ from actorflow.runtime._messages import (
     TaskSpec,
     Unmapped,
 )
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._unstarted import left_in_inbox, record
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.persistence._unstarted import left_in_inbox, record
 from actorflow.store import _keys as K
 from actorflow.store._codec import TAG_BLOB, TAG_SHARED
 from actorflow.store._protocol import Store

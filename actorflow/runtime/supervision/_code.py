@@ -1,7 +1,7 @@
 """The code supervisor: one code workflow run, hosted on a shard like a graph run.
 
 It drives a :class:`~actorflow.code._driver.Driver` and turns what the function does into
-:class:`~actorflow.runtime._supervisor.Effects` (store ops, then tasks, timers and child
+:class:`~actorflow.runtime.supervision._graph.Effects` (store ops, then tasks, timers and child
 starts once durable), with the same rules as graph runs:
 
 1. A command's record (a step's dispatch record) is in the same write as the activation that
@@ -30,20 +30,20 @@ from actorflow.code._definition import CodeWorkflowSpec
 from actorflow.code._driver import Command, Driver
 from actorflow.code._history import VALUED, Entry, read_history, unpack_value
 from actorflow.errors import ClientError, NondeterminismError, StepFailed
-from actorflow.runtime import _code_commands as C
-from actorflow.runtime import _unstarted
 from actorflow.runtime._core import run_version
-from actorflow.runtime._messages import (
+from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     AttemptSucceeded,
     ChildFinished,
     EventDelivered,
     ResumeApproval,
 )
-from actorflow.runtime._nodes import error_info
-from actorflow.runtime._promise import Promise
-from actorflow.runtime._run import Effects, RunMachine, move_status, open_run, unhold
-from actorflow.runtime._steps import Leaf
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.persistence import _unstarted
+from actorflow.runtime.supervision import _code_commands as C
+from actorflow.runtime.supervision._nodes import error_info
+from actorflow.runtime.supervision._run import Effects, RunMachine, move_status, open_run, unhold
+from actorflow.runtime.supervision._steps import Leaf
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
 from actorflow.store._records import dump_record, inline_output, load_record
