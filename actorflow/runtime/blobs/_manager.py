@@ -1,4 +1,4 @@
-"""Large values: the engine's shared-memory segments and their durable copies (blobs).
+"""The blob ledger: the engine's large values, in shared-memory segments and blob files.
 
 A value whose pickle exposes buffers above ``shm_threshold`` is encoded as ``B`` (stored form:
 in-band pickle + blob ids) or ``S`` (wire form: + segment names); see
@@ -40,13 +40,14 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from actorflow import _platform
 from actorflow.errors import StoreCorrupted
+from actorflow.runtime.blobs import _recovery
+from actorflow.runtime.blobs._segments import IDLE, Segment, SegmentPool, size_class
+from actorflow.runtime.blobs._values import Blob, BlobStats, BlobValue, register, unregister
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import segment_write
 from actorflow.store._codec import (
@@ -55,107 +56,13 @@ from actorflow.store._codec import (
     decode_value,
     encode_in_band,
     pack_large,
-    set_resolver,
     unpack_large,
 )
 from actorflow.store._protocol import Op, Store
-from actorflow.workers._shm import (
-    SegmentLog,
-    create_segment,
-    segment_prefix,
-    shm_headroom,
-    shm_space,
-    store_segments,
-    unlink_segment,
-)
 
-__all__ = ["BlobManager", "BlobStats", "BlobValue"]
+__all__ = ["BlobManager"]
 
 log = logging.getLogger("actorflow.blobs")
-
-_MIB = 1 << 20
-#: Free segments unused for this long are unlinked.
-_IDLE = 10.0
-_PAGE = mmap.PAGESIZE
-
-
-def _round(size: int) -> int:
-    """A segment size for a buffer of ``size`` bytes, rounded up to a size class.
-
-    At most ~6% larger, so that freed segments fit later buffers of about the same size.
-    """
-    step = max(_MIB, 1 << max(0, size.bit_length() - 4))
-    return max(_PAGE, -(-size // step) * step)
-
-
-class _Segment:
-    __slots__ = ("fd", "idle_since", "name", "size")
-
-    def __init__(self, name: str, size: int, fd: int) -> None:
-        self.name = name
-        self.size = size
-        self.fd = fd
-        self.idle_since = 0.0
-
-
-class _Blob:
-    __slots__ = ("committed", "deleted", "holds", "id", "owners", "seg", "size", "stored")
-
-    def __init__(self, blob_id: str, size: int, seg: _Segment | None) -> None:
-        self.id = blob_id
-        self.size = size
-        self.seg = seg
-        self.holds = 0  # tasks sent it, zero-copy views in this process, a write in progress
-        self.owners = 0  # live BlobValue objects (they keep an unrecorded blob alive)
-        self.committed = False  # recorded in the store
-        self.stored = False  # its file is written
-        self.deleted = False
-
-
-class BlobValue(bytes):
-    """An encoded ``B`` value made in this engine: while it lives, so do its blobs.
-
-    It is plain bytes to everyone else; once a record refers to its blobs, the store keeps
-    them and this object no longer matters.
-    """
-
-    def __del__(self) -> None:
-        try:
-            self._mgr._disown(self._ids)  # type: ignore[attr-defined]
-        except Exception:  # never raise from a finalizer (e.g. at interpreter exit)
-            pass
-
-
-class BlobStats:
-    """Counters for ``engine.statistics()["shm"]``."""
-
-    __slots__ = ("blobs_written", "bytes_written", "lent", "loaded", "refused", "reused")
-
-    def __init__(self) -> None:
-        self.lent = 0  # segments lent to workers for outputs
-        self.reused = 0  # of which, pooled segments reused
-        self.refused = 0  # requests refused (shm_max_bytes reached): sent through the pipe
-        self.loaded = 0  # blobs read back from the store into a segment
-        self.blobs_written = 0
-        self.bytes_written = 0
-
-
-_managers: dict[str, BlobManager] = {}
-_managers_lock = threading.Lock()
-
-
-def _resolve_blob(blob_id: str, size: int) -> Any:
-    """The process-wide resolver of ``B`` values: the running engine of the blob's store."""
-    token = blob_id.partition(".")[0]
-    manager = _managers.get(token)
-    if manager is None:
-        raise StoreCorrupted(
-            f"large value: blob {blob_id} belongs to a store with no running engine here"
-        )
-    return manager.buffer(blob_id, size)
-
-
-set_resolver(TAG_BLOB, _resolve_blob)
 
 
 class BlobManager:
@@ -188,31 +95,19 @@ class BlobManager:
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._gc_wake = threading.Condition(self._lock)
-        self._prefix = segment_prefix(token)
-        self._names = itertools.count(1)
         # Where shared memory is no directory to list, the next engine's sweep finds a killed
         # engine's segments by the names recorded beside the store (a memory store has none
         # to find: its token dies with it).
-        where = getattr(store, "path", None)
-        self._log = (
-            SegmentLog(where / "shm-segments")
-            if not _platform.SHM_FILES and isinstance(where, Path) and not store.read_only
-            else None
-        )
+        self._pool = SegmentPool(token, getattr(store, "path", None), max_bytes, store.read_only)
         self._ids = itertools.count(1)
         self._id_base = f"{token}.{os.getpid():x}{int(time.time() * 1000):x}"
-        self._segments: dict[str, _Segment] = {}
-        self._free: list[_Segment] = []
-        self._bytes = 0
-        self._blobs: dict[str, _Blob] = {}
+        self._blobs: dict[str, Blob] = {}
         #: Stored blobs nobody holds, still resident: a cache, oldest first; evictable.
-        self._cached: OrderedDict[str, _Blob] = OrderedDict()
-        self._lent: dict[int, dict[str, _Segment]] = {}
-        self._task_holds: dict[int, list[_Blob]] = {}
+        self._cached: OrderedDict[str, Blob] = OrderedDict()
+        self._lent: dict[int, dict[str, Segment]] = {}
+        self._task_holds: dict[int, list[Blob]] = {}
         self._writes: list[tuple[float, str]] = []
         self._jobs: list[Callable[[], None]] = []
-        self._unlinked: list[str] = []
-        self._notify: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
         self._gc_thread: threading.Thread | None = None
         self._stopping = False
@@ -229,9 +124,8 @@ class BlobManager:
             notify: called (from any thread) when segments were unlinked, so that workers
                 can be told to drop their mappings (:meth:`take_unlinked`).
         """
-        self._notify = notify
-        with _managers_lock:
-            _managers[self.token] = self
+        self._pool.notify = notify
+        register(self.token, self)
         self._thread = threading.Thread(target=self._loop, name="actorflow-blobs", daemon=True)
         self._thread.start()
         # Clean-ups on their own thread: a slow disk write never holds them back, and a
@@ -256,106 +150,37 @@ class BlobManager:
         with self._lock:
             for bid in [b for b in self._blobs.values() if b.committed and not b.stored]:
                 self._write(bid)
-            for seg in list(self._segments.values()):
-                self._unlink(seg)
-            if self._log is not None:
-                self._log.reset()
+            self._pool.unlink_all()
             self._blobs.clear()
             self._cached.clear()
-            self._free.clear()
-        with _managers_lock:
-            if _managers.get(self.token) is self:
-                del _managers[self.token]
+        unregister(self.token, self)
 
     def recover(self) -> tuple[int, int, int]:
         """At start-up, before any run: save what a killed engine left in shared memory.
 
-        Recorded blobs still missing a file are written from their segments; blobs of runs
-        that ended are dropped; then every segment of this store is unlinked.
+        See ``_recovery.py``: recorded blobs still missing a file are written from their
+        segments, blobs of runs that ended are dropped, every segment is unlinked.
 
         Returns:
             (blobs saved from segments, blobs lost, segments unlinked).
         """
-        from actorflow.views import blob_keep  # a cycle at import time otherwise
-
-        saved = lost = 0
-        store, files = self.store, self.store.blobs
-        records = store.scan(K.BLOBS, b"b\x00")
-        ended: dict[str, frozenset[str] | None] = {}
-        doomed: list[tuple[str, str]] = []
-        for key, raw in records:
-            bid = key[2:].decode()
-            rec = orjson.loads(raw)
-            run = rec.get("run", "")
-            if run not in ended:
-                ended[run] = blob_keep(store, run)
-            keep = ended[run]
-            if keep is not None and bid not in keep:
-                doomed.append((run, bid))
-                continue
-            if files.size(bid) == rec.get("size"):
-                continue
-            seg = rec.get("seg")
-            if seg and self._save_segment(bid, seg, int(rec["size"])):
-                saved += 1
-            else:
-                lost += 1
-                log.error(
-                    "blob %s of run %s was lost (the machine stopped before it reached the "
-                    "disk); reading that value will fail",
-                    bid,
-                    run,
-                )
-        if doomed:
-            ops: list[Op] = []
-            for run, bid in doomed:
-                ops.append((K.BLOBS, K.blob_key(bid), None))
-                ops.append((K.BLOBS, K.blob_run_key(run, bid), None))
-            store.write(ops)
-            for _, bid in doomed:
-                files.delete(bid)
-        known = {key[2:].decode() for key, _ in records}
-        for bid in files.ids():  # files whose record was never committed or was deleted
-            if bid not in known:
-                files.delete(bid)
-        names = store_segments(self.token, self._log)
-        for name in names:
-            unlink_segment(name)
-        if self._log is not None:
-            self._log.reset()
-        self.recovered = (saved, lost, len(names))
+        self.recovered = _recovery.recover(self.store, self.token, self._pool.log)
         return self.recovered
-
-    def _save_segment(self, bid: str, name: str, size: int) -> bool:
-        from actorflow.workers._shm import open_segment
-
-        try:
-            fd = open_segment(name, writable=False)
-        except OSError:
-            return False
-        try:
-            if os.fstat(fd).st_size < size:
-                return False
-            return self.store.blobs.write_from(bid, fd, size)
-        finally:
-            os.close(fd)
 
     # -- segments ----------------------------------------------------------------------------
 
-    def _alloc(self, size: int) -> _Segment | None:
+    def _alloc(self, size: int) -> Segment | None:
         """A segment of at least ``size`` bytes: pooled if one fits, else new.
 
-        None when that would pass ``max_bytes``.
+        A cached blob (stored, resident, held by nobody) gives up its segment before a new
+        one is made, and the oldest cached blobs and the largest free segments go first when
+        there is no room. None when a new one would pass ``max_bytes`` or ``/dev/shm``.
         """
-        want = _round(size)
-        best: _Segment | None = None
-        for seg in self._free:  # the pool is small: a scan is cheap
-            if want <= seg.size <= want + (want >> 2) and (best is None or seg.size < best.size):
-                best = seg
-        if best is not None:
-            self._free.remove(best)
+        pool, want = self._pool, size_class(size)
+        seg = pool.take_free(want)
+        if seg is not None:
             self.stats.reused += 1
-            return best
+            return seg
         for bid, blob in self._cached.items():  # evict the oldest cached blob that fits
             held = blob.seg
             if held is not None and want <= held.size <= want + (want >> 2):
@@ -364,85 +189,29 @@ class BlobManager:
                 blob.seg = None
                 self.stats.reused += 1
                 return held
-        while not self._fits(want) and (self._free or self._cached):
-            if self._free:
-                self._unlink(max(self._free, key=lambda s: s.size))
+        while not pool.fits(want) and (pool.free or self._cached):
+            if pool.free:
+                pool.unlink_largest_free()
             else:
                 bid, blob = self._cached.popitem(last=False)
                 self._blobs.pop(bid, None)
                 if blob.seg is not None:
-                    self._unlink(blob.seg)
+                    pool.unlink(blob.seg)
                     blob.seg = None
-        if not self._fits(want):
+        seg = pool.create(want) if pool.fits(want) else None
+        if seg is None:
             self.stats.refused += 1
-            return None
-        while True:
-            name = f"{self._prefix}{os.getpid()}_{next(self._names)}"
-            try:
-                if self._log is not None:
-                    self._log.add(name)  # before: a kill in between leaves nothing unknown
-                fd = create_segment(name, want)
-                break
-            except FileExistsError:
-                if self._log is not None:
-                    self._log.remove(name)
-                continue
-            except OSError as exc:
-                if self._log is not None:
-                    self._log.remove(name)
-                log.warning("cannot create a shared-memory segment of %d bytes: %s", want, exc)
-                self.stats.refused += 1
-                return None
-        seg = _Segment(name, want, fd)
-        self._segments[name] = seg
-        self._bytes += want
         return seg
 
-    def _fits(self, want: int) -> bool:
-        """Room for a new segment of ``want`` bytes.
-
-        Within ``max_bytes``, and within what ``/dev/shm`` has free now (less a headroom for
-        its other users): it is often much smaller than the memory (64 MB in a Docker
-        container by default), and other processes use it too, so its free space is read at
-        each new segment (a ``statvfs``; pooled segments are reused without one).
-        """
-        if self._bytes + want > self.max_bytes:
-            return False
-        total, free = shm_space()
-        return total == 0 or want <= free - shm_headroom(total)
-
-    def _release_segment(self, seg: _Segment) -> None:
-        seg.idle_since = time.monotonic()
-        if self._stopping:
-            self._unlink(seg)
-        else:
-            self._free.append(seg)
-
-    def _unlink(self, seg: _Segment) -> None:
-        if self._segments.pop(seg.name, None) is None:
-            return
-        if seg in self._free:
-            self._free.remove(seg)
-        self._bytes -= seg.size
-        try:
-            os.close(seg.fd)
-        except OSError:
-            pass
-        unlink_segment(seg.name)
-        if self._log is not None:
-            self._log.remove(seg.name)
-        self._unlinked.append(seg.name)
-        notify = self._notify
-        if notify is not None:
-            notify()
+    def _release_segment(self, seg: Segment) -> None:
+        self._pool.release(seg, self._stopping)
 
     def take_unlinked(self) -> list[str]:
         """Names unlinked since the last call (workers should drop their mappings)."""
         with self._lock:
-            names, self._unlinked = self._unlinked, []
-        return names
+            return self._pool.take_unlinked()
 
-    def _settle(self, b: _Blob) -> None:
+    def _settle(self, b: Blob) -> None:
         """``b`` lost a holder: free what nothing needs any more."""
         if b.holds or self._stopping:
             return
@@ -465,13 +234,13 @@ class BlobManager:
                     b.owners -= 1
                     self._settle(b)
 
-    def _new_blob(self, size: int, seg: _Segment) -> _Blob:
+    def _new_blob(self, size: int, seg: Segment) -> Blob:
         bid = f"{self._id_base}.{next(self._ids):x}"
-        b = _Blob(bid, size, seg)
+        b = Blob(bid, size, seg)
         self._blobs[bid] = b
         return b
 
-    def _owned(self, blobs: list[_Blob], inband: bytes | memoryview) -> BlobValue:
+    def _owned(self, blobs: list[Blob], inband: bytes | memoryview) -> BlobValue:
         value = BlobValue(pack_large(TAG_BLOB, [(b.id, b.size) for b in blobs], inband))
         for b in blobs:
             b.owners += 1
@@ -484,7 +253,7 @@ class BlobManager:
     def place(self, inband: bytes, buffers: list[memoryview], what: str) -> bytes | None:
         """Put buffers of a value the engine encodes into segments (:func:`encode_value`)."""
         with self._lock:
-            segs: list[_Segment] = []
+            segs: list[Segment] = []
             for buf in buffers:
                 seg = self._alloc(buf.nbytes)
                 if seg is None:
@@ -518,7 +287,7 @@ class BlobManager:
             raise StoreCorrupted(_missing(blob_id, None if data is None else len(data), size))
         return data
 
-    def _unhold(self, b: _Blob) -> None:
+    def _unhold(self, b: Blob) -> None:
         with self._lock:
             b.holds -= 1
             self._settle(b)
@@ -528,7 +297,7 @@ class BlobManager:
     def lend(self, task_id: int, sizes: list[int]) -> list[str] | None:
         """Segments for a task's output buffers (None: full; it uses the pipe instead)."""
         with self._lock:
-            segs: list[_Segment] = []
+            segs: list[Segment] = []
             for size in sizes:
                 if not isinstance(size, int) or size <= 0:
                     raise ValueError(f"segment size: expected a positive integer, got {size!r}")
@@ -574,7 +343,7 @@ class BlobManager:
         with self._lock:
             held = self._task_holds.setdefault(task_id, [])
             out = []
-            loaded: list[_Blob] = []
+            loaded: list[Blob] = []
             for bid, size in entries:
                 b = self._blobs.get(bid)
                 if b is None or b.seg is None:
@@ -610,7 +379,7 @@ class BlobManager:
                     return False
         return True
 
-    def _load(self, bid: str, size: int) -> _Blob | None:
+    def _load(self, bid: str, size: int) -> Blob | None:
         """Blob ``bid`` read from the store into a segment (None: no room for one)."""
         seg = self._alloc(size)
         if seg is None:
@@ -625,7 +394,7 @@ class BlobManager:
             raise StoreCorrupted(_missing(bid, got, size))
         b = self._blobs.get(bid)
         if b is None:
-            b = self._blobs[bid] = _Blob(bid, size, seg)
+            b = self._blobs[bid] = Blob(bid, size, seg)
         b.seg = seg
         b.committed = b.stored = True
         self.stats.loaded += 1
@@ -726,7 +495,7 @@ class BlobManager:
                     b.deleted = True
                     self._settle(b)
 
-    def _write(self, b: _Blob) -> None:
+    def _write(self, b: Blob) -> None:
         """Write ``b``'s file from its segment (the lock is released while copying)."""
         seg = b.seg
         if seg is None or _finished(b):
@@ -783,18 +552,17 @@ class BlobManager:
                     self._lock.acquire()
 
     def _trim(self, now: float) -> None:
-        for seg in [s for s in self._free if now - s.idle_since > _IDLE]:
-            self._unlink(seg)
+        self._pool.trim(now)
         while self._cached:
             bid, blob = next(iter(self._cached.items()))
             held = blob.seg
-            if held is not None and now - held.idle_since <= _IDLE:
+            if held is not None and now - held.idle_since <= IDLE:
                 break
             del self._cached[bid]
             self._blobs.pop(bid, None)
             if held is not None:
                 blob.seg = None
-                self._unlink(held)
+                self._pool.unlink(held)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -804,13 +572,13 @@ class BlobManager:
             s = self.stats
             return {
                 "threshold": self.threshold,
-                "segments": len(self._segments),
-                "free_segments": len(self._free),
-                "bytes": self._bytes,
+                "segments": len(self._pool.segments),
+                "free_segments": len(self._pool.free),
+                "bytes": self._pool.bytes,
                 "max_bytes": self.max_bytes,
                 "blobs": len(self._blobs),
-                "in_use": len(self._segments)
-                - len(self._free)
+                "in_use": len(self._pool.segments)
+                - len(self._pool.free)
                 - sum(1 for b in self._cached.values() if b.seg is not None),
                 "pending_writes": sum(
                     1 for b in self._blobs.values() if b.committed and not b.stored
@@ -824,7 +592,7 @@ class BlobManager:
             }
 
 
-def _finished(b: _Blob) -> bool:
+def _finished(b: Blob) -> bool:
     """Nothing more to write for ``b``.
 
     A function, so that checks after a wait are not narrowed away by the type checker.
