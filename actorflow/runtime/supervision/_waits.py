@@ -40,6 +40,7 @@ from actorflow.store._records import dump_record, load_record
 
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._graph import Supervisor
+    from actorflow.runtime.supervision._graph_state import GraphState
     from actorflow.runtime.supervision._steps import Leaf
 
 __all__ = [
@@ -331,7 +332,7 @@ def on_wait_timer(sup: Supervisor, leaf: Leaf, due: float) -> None:
     sup._leaf_failed_for_good(leaf, err)
 
 
-def abort_wait(sup: Supervisor, leaf: Leaf) -> None:
+def abort_wait(sup: GraphState, leaf: Leaf) -> None:
     """The wait was stopped (its run cancelled, a race lost): forget it everywhere."""
     spec = sup.plan.specs[leaf.node]
     if not isinstance(spec, WaitSpec) or leaf.wait is None:
@@ -384,7 +385,7 @@ def find_approval(store: Store, token: str) -> tuple[bytes, dict[str, Any]] | No
     return None
 
 
-def _set_approval(sup: Supervisor, token: str, status: str) -> None:
+def _set_approval(sup: GraphState, token: str, status: str) -> None:
     found = find_approval(sup.core.store, token)
     if found is None:
         return
@@ -394,7 +395,7 @@ def _set_approval(sup: Supervisor, token: str, status: str) -> None:
     sup.fx.ops.append((K.APPROVALS, key, dump_record(rec)))
 
 
-def _release(sup: Supervisor, leaf: Leaf, spec: WaitSpec, outcome: str) -> None:
+def _release(sup: GraphState, leaf: Leaf, spec: WaitSpec, outcome: str) -> None:
     wait = leaf.wait or {}
     if spec.kind == "approval":
         if wait.get("token"):

@@ -1,0 +1,354 @@
+"""Sending a graph run's steps: one by one, or held and sent in chunks when tiny.
+
+Item steps of a fan-out whose cost is known to be small (``Core.costs``) are held and sent
+in chunks sized to a time budget (``chunk_size``); the first items go alone to learn it
+(probes). A chunk's report is unpacked per item; a chunk that fails makes its items go
+again one by one.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from actorflow._types import RunStatus, StepStatus
+from actorflow.definition._spec import (
+    FunctionRef,
+    StepSpec,
+    SubflowSpec,
+    WaitSpec,
+)
+from actorflow.graph._codes import (
+    C_RUN,
+    E_FAILED,
+)
+from actorflow.runtime.kernel._messages import (
+    AttemptFailed,
+    ErrorInfo,
+    TaskSpec,
+)
+from actorflow.runtime.supervision._graph_state import (
+    _LEAF_KIND,
+    GraphState,
+    Key,
+    _Chunk,
+    _exception_bytes,
+    chunk_size,
+    log,
+)
+from actorflow.runtime.supervision._plans import is_missing
+from actorflow.runtime.supervision._run import move_status
+from actorflow.runtime.supervision._steps import (
+    Leaf,
+    attempt_record,
+    attempt_summary,
+    attempt_timeout,
+    circuit_open,
+    error_record,
+)
+from actorflow.store import _keys as K
+from actorflow.store._records import dump_record, load_record
+
+__all__ = ["GraphDispatch"]
+
+
+class GraphDispatch(GraphState):
+    """Sending the run's steps (see the module docstring)."""
+
+    def _run(self, frame: int, node: int) -> None:
+        key = (frame, node)
+        leaf = self.leaves.get(key)
+        if leaf is None:
+            leaf = self._leaf(frame, node)
+        self.pending[key] = C_RUN
+        if is_missing(self.plan.specs[node]):  # (only a run's own old plan has these)
+            self.hold_missing(leaf)
+            return
+        if leaf.attempt == 0 and self.compiled.chunkable[node]:
+            group = (self.frames[frame].parent, node)
+            held = self.held.get(group)
+            if held is None:
+                self.held[group] = [leaf]
+            else:
+                held.append(leaf)
+            return
+        self._dispatch(leaf)
+
+    def _send_held(self) -> None:
+        """Send the fresh item steps of this event: alone, or in chunks when they are tiny.
+
+        A step's cost (seconds per call, kept by the dispatcher) is unknown until it ran
+        once: then one item per worker goes first, alone, and the rest wait for the first
+        result. A chunk has one dispatch record (in ``values``, listing its items), not one
+        per item; each item is still recorded on its own when it finishes. A chunk that
+        fails as a whole (its worker died or it overran ``timeout`` x items) is split: its
+        unreported items run again one by one, so the item at fault fails alone.
+        """
+        held, self.held = self.held, {}
+        if self.finished:
+            return
+        costs = self.core.costs
+        workers = max(1, self.core.config.worker_count)
+        pending = self.pending
+        for group, leaves in held.items():
+            fresh = [
+                leaf
+                for leaf in leaves
+                if leaf.status is StepStatus.PENDING
+                and leaf.attempt == 0
+                and pending.get((leaf.frame, leaf.node)) == C_RUN
+            ]
+            if not fresh:
+                continue
+            spec = self.plan.specs[group[1]]
+            assert isinstance(spec, StepSpec)
+            cost = costs.get(spec.fn.key)
+            if cost is None:
+                probes = [
+                    p
+                    for p in self.probes.get(group, ())
+                    if p.status is StepStatus.RUNNING and p.attempt == 1
+                ]
+                if not probes:
+                    probes = fresh[:workers]
+                    fresh = fresh[workers:]
+                    for leaf in probes:
+                        self._dispatch(leaf)
+                self.probes[group] = probes
+                if fresh:
+                    self.held[group] = fresh
+                continue
+            self.probes.pop(group, None)
+            # Items already out in chunks count too: as one chunk comes back, the next one
+            # is sized for the whole fan-out in flight, not just for the items it freed.
+            in_flight = sum(c.live for c in self.chunks.values())
+            size = chunk_size(cost, len(fresh) + in_flight, workers)
+            if size < 2:
+                for leaf in fresh:
+                    self._dispatch(leaf)
+                continue
+            for i in range(0, len(fresh), size):
+                self._dispatch_chunk(group, spec, fresh[i : i + size])
+
+    def _dispatch_chunk(self, group: Key, spec: StepSpec, leaves: list[Leaf]) -> None:
+        loop_frame, node = group
+        first = self.frames[leaves[0].frame]
+        loop_path = self.path(loop_frame, first.owner)
+        cid = f"{loop_path}#chunk/{node}/{first.index}"
+        now = self.core.clock.now()
+        members = []
+        indices = []
+        for leaf in leaves:
+            leaf.attempt = 1
+            leaf.status = StepStatus.RUNNING
+            leaf.dispatched_at = now
+            leaf.chunk = cid
+            item, index = self._ctx_item(leaf.frame)
+            members.append((leaf.path, self._task_last(leaf.frame, leaf.node), item, index))
+            indices.append(self.frames[leaf.frame].index)
+        chunk = self.chunks[cid] = _Chunk(cid, K.step_key(self.run_id, cid), leaves)
+        record = {"kind": "chunk", "step": spec.name, "node": node, "attempt": 1}
+        record["dispatched_at"] = now
+        record["items"] = indices
+        self.fx.ops.append((K.VALUES, chunk.key, dump_record(record)))
+        self.fx.tasks.append(
+            TaskSpec(
+                self.run_id,
+                cid,
+                1,
+                self.workflow_id,
+                spec.fn,
+                self._task_payload(),
+                None,
+                None if spec.timeout is None else spec.timeout * len(leaves),
+                None,
+                None,
+                1 if spec.call == "item" else 0,
+                None,
+                tuple(members),
+            )
+        )
+
+    def _left_chunk(self, leaf: Leaf) -> bool:
+        """``leaf`` no longer waits on its chunk; True if nothing of the chunk does."""
+        chunk = self.chunks.get(leaf.chunk or "")
+        leaf.chunk = None
+        if chunk is None:
+            return True
+        chunk.live -= 1
+        if chunk.live > 0:
+            return False
+        del self.chunks[chunk.id]
+        self.fx.ops.append((K.VALUES, chunk.key, None))
+        return True
+
+    def _chunk_failed(self, chunk: _Chunk, msg: AttemptFailed) -> None:
+        """A chunk failed as a whole: run its unreported items again, one by one."""
+        del self.chunks[chunk.id]
+        self.fx.ops.append((K.VALUES, chunk.key, None))
+        note = (
+            f"ran in a chunk of {len(chunk.leaves)} items that failed as a whole "
+            f"({attempt_summary(msg.error)}); it runs again on its own"
+        )
+        for leaf in chunk.leaves:
+            if leaf.chunk != chunk.id:
+                continue
+            leaf.chunk = None
+            key = (leaf.frame, leaf.node)
+            if self.pending.get(key) != C_RUN or leaf.status is not StepStatus.RUNNING:
+                continue
+            leaf.attempts.append(
+                attempt_record(
+                    leaf.attempt, "interrupted", "chunk", msg.started_at, msg.ended_at, note
+                )
+            )
+            self._dispatch(leaf)
+
+    def chunked_before(self, frame: int, node: int) -> tuple[int, float | None] | None:
+        """After a reload: the attempt and dispatch time of the chunk an item was sent in."""
+        f = self.frames[frame]
+        group = (f.parent, node)
+        found = self._chunked.get(group)
+        if found is None:
+            found = self._chunked[group] = {}
+            prefix = K.step_key(self.run_id, f"{self.path(f.parent, f.owner)}#chunk/{node}/")
+            run_prefix = K.step_prefix(self.run_id)
+            for key, raw in self.core.store.scan(K.VALUES, prefix):
+                rec = load_record(raw, "chunk")
+                # Its items are recorded on their own from now on.
+                self.fx.ops.append((K.VALUES, key, None))
+                cid = key[len(run_prefix) :].decode()
+                if self.unstarted.get(cid) == rec["attempt"]:
+                    continue  # it never started (the last stop says): its items were not sent
+                for index in rec["items"]:
+                    found[index] = (rec["attempt"], rec.get("dispatched_at"))
+        return found.get(f.index)
+
+    def load_leaf(self, frame: int, node: int) -> Leaf:
+        """The leaf at (frame, node), from its record when it has one (after a reload)."""
+        path = self.path(frame, node)
+        raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, path))
+        if raw is None:
+            return self._leaf(frame, node)
+        leaf = Leaf.from_record(self.run_id, load_record(raw, f"step {path}"), frame, node)
+        self.leaves[(frame, node)] = leaf
+        self.by_path[path] = (frame, node)
+        return leaf
+
+    def _leaf(self, frame: int, node: int) -> Leaf:
+        path = self.path(frame, node)
+        kind = _LEAF_KIND[self.plan.kind[node]]
+        if kind == "wait":
+            spec = self.plan.specs[node]
+            assert isinstance(spec, WaitSpec)
+            kind = "wait_for_event" if spec.kind == "event" else "approval"
+        leaf = Leaf(self.run_id, frame, node, path, kind)
+        self.leaves[(frame, node)] = leaf
+        self.by_path[path] = (frame, node)
+        return leaf
+
+    def hold_missing(self, leaf: Leaf) -> None:
+        """The run reached a step of its plan that the code defined now lacks: hold it there.
+
+        Nothing is recorded: the step stays pending, and at the next start with code that
+        defines it the run takes it up as if it had just reached it.
+        """
+        self.pending[(leaf.frame, leaf.node)] = C_RUN
+        reason = (
+            f"step {leaf.path!r} of this run's plan is not defined in workflow "
+            f"{self.workflow_id!r} now; deploy code that defines it to resume the run"
+        )
+        if self.core.held.get(self.run_id) != reason:
+            log.warning("run %s is held: %s", self.run_id, reason)
+        self.core.held[self.run_id] = reason
+        if self.status != RunStatus.WAITING_FOR_DEFINITION or self.held_reason != reason:
+            move_status(self, RunStatus.WAITING_FOR_DEFINITION)
+            self.held_reason = reason
+            self._put_run()
+
+    def _dispatch(
+        self, leaf: Leaf, handler: FunctionRef | None = None, error: bytes | None = None
+    ) -> None:
+        """Record a new attempt of ``leaf`` (or of its error handler) and queue its task."""
+        if handler is None and is_missing(self.plan.specs[leaf.node]):
+            self.hold_missing(leaf)
+            return
+        now = self.core.clock.now()
+        leaf.attempt += 1
+        leaf.status = StepStatus.RUNNING
+        leaf.dispatched_at = now
+        if leaf.scheduled_at is None:
+            leaf.scheduled_at = now
+        leaf.next_retry_at = None
+        leaf.handling = handler is not None
+        self.fx.ops.append(leaf.put())
+        spec = self.plan.specs[leaf.node]
+        item, index = self._ctx_item(leaf.frame)
+        if handler is None:
+            assert isinstance(spec, StepSpec)
+            fn, call = spec.fn, 1 if spec.call == "item" else 0
+        else:
+            fn, call = handler, 0
+        breaker = spec.breaker if isinstance(spec, StepSpec) and handler is None else None
+        if breaker is not None and not breaker.allow():
+            # Open circuit: this attempt fails now, without running, and is retried by policy.
+            self.on_failed(circuit_open(self.run_id, leaf.path, leaf.attempt, breaker, now))
+            return
+        self.fx.tasks.append(
+            TaskSpec(
+                self.run_id,
+                leaf.path,
+                leaf.attempt,
+                self.workflow_id,
+                fn,
+                self._task_payload(),
+                self._task_last(leaf.frame, leaf.node),
+                attempt_timeout(spec.timeout, spec.retry, leaf, now)
+                if isinstance(spec, StepSpec)
+                else None,
+                item,
+                index,
+                call,
+                error,
+                None,
+                spec.heartbeat_timeout if isinstance(spec, StepSpec) and handler is None else None,
+                leaf.details,
+            )
+        )
+
+    def take_history(self) -> None:
+        """Send held item steps; fold progress records and this write's history into the effects."""
+        if self.held:
+            self._send_held()
+        for frame, node in list(self.dirty):
+            self._put_composite(frame, node, StepStatus.RUNNING)
+        self.dirty.clear()
+        if self.hist:
+            events = self.hist
+            self.hist = []
+            self.fx.ops.append(
+                (
+                    K.HISTORY,
+                    K.history_key(self.run_id, self.seq),
+                    struct.pack(f"<{len(events)}i", *events),
+                )
+            )
+            self.seq += 1
+
+    def _leaf_failed_for_good(self, leaf: Leaf, err: ErrorInfo) -> None:
+        """No retry left: run the error handler if there is one, else fail the node."""
+        spec = self.plan.specs[leaf.node]
+        handler = getattr(spec, "on_error", None) or self.compiled.spec.on_error
+        if handler is not None and not leaf.handling and isinstance(spec, StepSpec | SubflowSpec):
+            if leaf.error is None:
+                leaf.error = error_record(err, leaf.path, leaf.attempt)
+            if isinstance(spec, SubflowSpec):
+                self.pending[(leaf.frame, leaf.node)] = C_RUN  # the handler is a task now
+            self._dispatch(leaf, handler, _exception_bytes(err))
+            return
+        leaf.handling = False
+        leaf.status = StepStatus.FAILED
+        leaf.error = error_record(err, leaf.path, leaf.attempt)
+        self.last_error = leaf.error
+        self.error = self.error or leaf.error
+        self.fx.ops.append(leaf.put())
+        self._apply(E_FAILED, leaf.frame, leaf.node)
