@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pykka
 
@@ -26,9 +26,17 @@ from actorflow.definition._spec import WorkflowSpec
 from actorflow.errors import ClientError
 from actorflow.graph._codes import K_ACTION, K_BATCH, K_FOR_EACH, K_STEP, K_WHILE
 from actorflow.graph._plan import Plan
+from actorflow.runtime.kernel._inbox import Activity
+from actorflow.runtime.kernel._lifecycle import Lifecycle
 from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
+
+if TYPE_CHECKING:  # built by the layers above (the engine sets them: see Core)
+    from actorflow.runtime.blobs._manager import BlobManager
+    from actorflow.runtime.persistence._state import StateStore
+    from actorflow.runtime.supervision._external import EngineHost
+    from actorflow.runtime.supervision._waits import EventHub
 
 __all__ = ["Admission", "CodeCompiled", "Compiled", "Core", "Waiters", "run_version"]
 
@@ -264,27 +272,29 @@ class Core:
     writer: pykka.ActorRef[Any] | None = None
     dispatcher: pykka.ActorRef[Any] | None = None
     scheduler: pykka.ActorRef[Any] | None = None
-    #: Waiting steps and buffered events (``_waits.EventHub``).
-    events: Any = None
-    #: The persistent key-value state (``_state.StateStore``).
-    state: Any = None
-    #: Answers ``ctx.state`` for user code run in the engine (``_external.EngineHost``).
-    host: Any = None
+    # Set by the engine right after construction, before any actor starts (each needs the
+    # core, or is built beside it): typed as what they are, never None while actors run.
+    #: Waiting steps and buffered events.
+    events: EventHub = field(init=False)
+    #: The persistent key-value state.
+    state: StateStore = field(init=False)
+    #: Answers ``ctx.state`` for user code run in the engine.
+    host: EngineHost = field(init=False)
     #: Runs user callbacks (``on_pause``) off the actors' threads.
     callbacks: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="actorflow-callback")
     )
     _service_blobs: dict[tuple[str, str], bytes] = field(default_factory=dict)
-    #: Large values: shared-memory segments and blobs (``_blobs.BlobManager``).
-    blobs: Any = None
+    #: Large values: shared-memory segments and blobs (None: an engine without them).
+    blobs: BlobManager | None = None
     #: Circuit breakers met in code workflows' steps, by id (for statistics).
     breakers: dict[int, Any] = field(default_factory=dict)
     #: Callers of code workflows' updates, by (run id, update id), answered once durable.
     replies: dict[tuple[str, str], Promise[Any]] = field(default_factory=dict)
-    #: Work in flight, counted under the test harness (``_inbox.Activity``), else None.
-    activity: Any = None
-    #: Lifecycle event subscribers (``_lifecycle.Lifecycle``).
-    lifecycle: Any = None
+    #: Work in flight, counted under the test harness, else None.
+    activity: Activity | None = None
+    #: Lifecycle event subscribers.
+    lifecycle: Lifecycle = field(init=False)
     #: Runs' own plans by (workflow, version, shape), or why one cannot be built (``_plans.py``).
     plans: dict[tuple[str, int, str], Any] = field(default_factory=dict)
     #: Runs held because their plan cannot run with the code defined now: run id -> reason.
