@@ -1,8 +1,9 @@
 """Large values: shared-memory segments and blob files, and the ledger of who holds them.
 
-- ``_manager``: :class:`BlobManager`, the ledger: each blob's segment, holders and
-  durability; lending segments to workers, adopting their outputs, wiring values to them,
-  recording blobs with the first record that refers to them, writing their files later;
+- ``_ledger``: each blob's segment and holders; lending segments to workers, adopting
+  their outputs, wiring values to them;
+- ``_manager``: ``BlobManager``, the ledger made durable: blobs recorded with the first
+  record that refers to them, their files written later, clean-ups when runs end;
 - ``_segments``: the segment pool (create, reuse, unlink, the room left in /dev/shm);
 - ``_values``: the ledger's blob entries, the ``B`` values that keep blobs alive, and the
   process-wide resolver of ``B`` values;
