@@ -19,7 +19,8 @@ with atheris.instrument_imports():
     from actorflow.definition._options import parse_duration
     from actorflow.definition._triggers import WebhookSpec, check_schedule, validate_payload
     from actorflow.errors import DefinitionError
-    from actorflow.triggers._http import _HttpError, _parse, check_signature
+    from actorflow.triggers._requests import _HttpError, _parse
+    from actorflow.triggers._webhooks import check_signature
 
 os.environ["FUZZ_SECRET"] = "fuzz-secret"
 SCHEMA = {

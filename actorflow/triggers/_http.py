@@ -53,12 +53,9 @@ Routes::
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -70,41 +67,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from actorflow._hosts import host_problems
-from actorflow.definition._triggers import WebhookSpec, validate_payload
 from actorflow.errors import (
     ActorflowError,
-    ApprovalError,
-    ApprovalNotFound,
-    ClientError,
     ConfigError,
-    EngineNotRunning,
-    MissingExtra,
-    RunNotFound,
-    StoreFull,
-    WorkflowNotFound,
 )
-from actorflow.triggers._lifespan import HINT, lifespan, wired
-from actorflow.triggers._origin import HostGuard, answer
-from actorflow.triggers._paths import route_path, slash_redirect
+from actorflow.triggers._lifespan import lifespan
+from actorflow.triggers._origin import HostGuard
 
 if TYPE_CHECKING:
     from actorflow.engine._engine import Engine
 
-__all__ = ["build_app"]
+from actorflow.triggers._requests import (
+    _check_length,
+    _error,
+    _guard,
+    _HttpError,
+    _idempotency_key,
+    _json,
+    _parse,
+)
+from actorflow.triggers._webhooks import _Webhooks, check_signature
+
+__all__ = ["build_app", "check_signature"]
 
 log = logging.getLogger("actorflow.http")
-
-#: Stripe's default tolerance between its signature timestamp and now.
-STRIPE_TOLERANCE = 300.0
-_MAX_KEY = 1024
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.error = error
-        self.detail = detail
 
 
 async def _handled(call: Awaitable[Any], what: str) -> Any:
@@ -115,58 +101,6 @@ async def _handled(call: Awaitable[Any], what: str) -> Any:
         raise
     except Exception as exc:  # the handler raised
         raise _HttpError(422, f"{what}_failed", f"{type(exc).__name__}: {exc}") from None
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=str),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
-def _error(status: int, error: str, detail: str) -> Response:
-    return _json({"error": error, "detail": detail}, status)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _guard(fn: Handler) -> Handler:
-    """Turn the engine's errors into JSON 4xx/5xx answers."""
-
-    async def handler(request: Request) -> Response:
-        try:
-            return await fn(request)
-        except _HttpError as exc:
-            return _error(exc.status, exc.error, exc.detail)
-        except (RunNotFound, WorkflowNotFound, ApprovalNotFound) as exc:
-            return _error(404, "not_found", str(exc))
-        except ApprovalError as exc:
-            return _error(409, "approval", str(exc))
-        except EngineNotRunning as exc:
-            return _error(503, "engine_not_running", str(exc))
-        except StoreFull as exc:
-            return _error(507, "store_full", str(exc))
-        except MissingExtra as exc:  # e.g. GET /metrics without prometheus-client
-            return _error(501, "missing_extra", str(exc))
-        except ClientError as exc:
-            return _error(400, "bad_request", str(exc))
-        except ActorflowError as exc:
-            return _error(500, "engine_error", str(exc))
-
-    return handler
-
-
-def _check_length(declared: str | None, limit: int) -> None:
-    """Refuse a declared Content-Length past ``limit`` (413) before reading the body."""
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise _HttpError(400, "bad_request", "Content-Length is not a number") from None
-        if size > limit:
-            raise _HttpError(413, "too_large", f"body of {size} bytes is over the {limit} limit")
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -180,90 +114,6 @@ async def _body(request: Request, limit: int) -> bytes:
             raise _HttpError(413, "too_large", f"body is over the {limit} byte limit")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse(body: bytes, empty: Any = None, required: bool = False) -> Any:
-    """The JSON ``body``; an empty one is ``empty``, or a 400 if a body is ``required``."""
-    if not body.strip():
-        if required:
-            raise _HttpError(400, "bad_json", "body: expected JSON, got an empty body")
-        return empty
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise _HttpError(400, "bad_json", f"body is not valid JSON: {exc}") from None
-
-
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and (not key or len(key) > _MAX_KEY):
-        raise _HttpError(
-            400, "bad_request", f"Idempotency-Key: expected 1 to {_MAX_KEY} characters"
-        )
-    return key
-
-
-def check_signature(spec: WebhookSpec, headers: Any, body: bytes, now: float) -> None:
-    """Raise a 401 unless ``body`` carries a valid signature for ``spec``."""
-    if spec.signature is None or spec.secret_env is None:
-        return
-    secret = os.environ.get(spec.secret_env)
-    if not secret:
-        raise _HttpError(500, "misconfigured", "the webhook's signing secret is not set")
-    key = secret.encode()
-    if spec.signature == "stripe":
-        header = headers.get("stripe-signature")
-        if not header:
-            raise _HttpError(401, "signature", "missing Stripe-Signature header")
-        parts: dict[str, list[str]] = {}
-        for item in header.split(","):
-            name, _, value = item.strip().partition("=")
-            parts.setdefault(name, []).append(value)
-        try:
-            stamp = int(parts["t"][0])
-        except (KeyError, ValueError):
-            raise _HttpError(401, "signature", "Stripe-Signature has no timestamp") from None
-        if now - stamp > STRIPE_TOLERANCE:
-            raise _HttpError(
-                401,
-                "signature",
-                f"Stripe-Signature timestamp is too old (more than {STRIPE_TOLERANCE:g} s ago)",
-            )
-        if stamp - now > STRIPE_TOLERANCE:
-            # Not a replay but a clock apart: a message of its own, so that it can be fixed.
-            raise _HttpError(
-                401,
-                "signature",
-                f"Stripe-Signature timestamp is in the future (more than {STRIPE_TOLERANCE:g} s "
-                "ahead of this server's clock)",
-            )
-        expected = hmac.new(key, f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-        if not any(_same(expected, v) for v in parts.get("v1", [])):
-            raise _HttpError(401, "signature", "signature does not match")
-        return
-    name = "x-hub-signature-256" if spec.signature == "github" else "x-signature"
-    header = headers.get(name)
-    if not header:
-        raise _HttpError(401, "signature", f"missing {name} header")
-    if spec.signature == "github" and not header.startswith("sha256="):
-        raise _HttpError(
-            401,
-            "signature",
-            "X-Hub-Signature-256: expected 'sha256=<hex digest>' (no sha256= prefix)",
-        )
-    given = header.removeprefix("sha256=")
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest()
-    if not _same(expected, given):
-        raise _HttpError(401, "signature", "signature does not match")
-
-
-def _same(expected: str, given: str) -> bool:
-    """Constant-time comparison of a hex digest with what a request sent.
-
-    As bytes: ``compare_digest`` refuses str with non-ASCII characters (a TypeError, which
-    would answer 500), and a header may hold any character.
-    """
-    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
 
 
 def _read_only(route: Route) -> Route:
@@ -544,120 +394,3 @@ def build_app(
 
         front = RateLimit(front, rate_limit)
     return HostGuard(front, names, {path for path, _ in hooks})
-
-
-class _Webhooks:
-    """The app's front: webhook requests are served here, everything else by Starlette.
-
-    Webhooks are the throughput-critical route, and Starlette's middleware stack and router
-    cost more CPU per request than recording the run; this raw ASGI path does the same checks
-    (size, signature, JSON, schema, idempotency key) with a fraction of the work. It also
-    sends a request for the mount point itself on to the dashboard's page (``/flows`` to
-    ``/flows/``), and answers 503 with :data:`~actorflow.triggers._lifespan.HINT` while no
-    lifespan started the engine (the page and its assets still load, and show the error).
-    """
-
-    def __init__(
-        self,
-        app: Starlette,
-        engine: Engine,
-        hooks: dict[tuple[str, str], tuple[str, WebhookSpec]],
-        limit: int,
-    ) -> None:
-        self.app = app
-        self._engine = engine
-        self._hooks = hooks
-        self._paths = {path for path, _ in hooks}
-        self._limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = route_path(scope)
-        location = slash_redirect(scope) if not path else None
-        if location is not None:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 307,
-                    "headers": [(b"location", location), (b"content-length", b"0")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b""})
-            return
-        engine = self._engine
-        if not engine.running and not wired(engine) and path != "/" and path[:8] != "/static/":
-            await self._not_started(path, send)
-            return
-        if path in self._paths:
-            hook = self._hooks.get((path, scope["method"]))
-            if hook is None:
-                allowed = sorted(m for p, m in self._hooks if p == path)
-                status, data = (
-                    405,
-                    orjson.dumps(
-                        {"error": "method", "detail": f"this webhook takes {', '.join(allowed)}"}
-                    ),
-                )
-            else:
-                status, data = await self._handle(scope, receive, *hook)
-            await answer(send, status, data)
-            return
-        await self.app(scope, receive, send)
-
-    async def _not_started(self, path: str, send: Any) -> None:
-        """503 for an engine nothing started, saying how to start it (the lifespan)."""
-        body: dict[str, Any] = {"error": "engine_not_running", "detail": HINT}
-        if path == "/readyz":
-            body = {**await run_in_threadpool(self._engine.health), **body}
-        elif path == "/healthz":
-            body = {"status": "not_started", **body}
-        await answer(send, 503, orjson.dumps(body))
-
-    async def _handle(
-        self, scope: Any, receive: Any, workflow: str, spec: WebhookSpec
-    ) -> tuple[int, bytes]:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        try:
-            body = await _read(receive, headers, self._limit)
-            check_signature(spec, headers, body, time.time())
-            key = headers.get("idempotency-key")
-            if key is not None and (not key or len(key) > _MAX_KEY):
-                raise _HttpError(
-                    400, "bad_request", f"Idempotency-Key: expected 1 to {_MAX_KEY} characters"
-                )
-            try:
-                payload = validate_payload(spec.schema, _parse(body, required=True))
-            except ValueError as exc:
-                raise _HttpError(422, "schema", str(exc)) from None
-            run = await self._engine.trigger_async(workflow, payload, idempotency_key=key)
-            return 202, orjson.dumps({"run_id": run.id, "workflow": workflow})
-        except _HttpError as exc:
-            return exc.status, orjson.dumps({"error": exc.error, "detail": exc.detail})
-        except EngineNotRunning as exc:
-            return 503, orjson.dumps({"error": "engine_not_running", "detail": str(exc)})
-        except StoreFull as exc:
-            return 507, orjson.dumps({"error": "store_full", "detail": str(exc)})
-        except ClientError as exc:
-            return 400, orjson.dumps({"error": "bad_request", "detail": str(exc)})
-        except ActorflowError as exc:
-            return 500, orjson.dumps({"error": "engine_error", "detail": str(exc)})
-
-
-async def _read(receive: Any, headers: dict[str, str], limit: int) -> bytes:
-    """A raw ASGI request body, refused with 413 past ``limit`` bytes."""
-    _check_length(headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _HttpError(400, "bad_request", "the client went away")
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise _HttpError(413, "too_large", f"body is over the {limit} byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
