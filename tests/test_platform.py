@@ -22,7 +22,7 @@ import pytest
 import actorflow as af
 from actorflow import _platform
 from actorflow.config import EngineConfig
-from actorflow.store import LmdbStore, _lmdb
+from actorflow.store import LmdbStore, _space
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles, segment_read, segment_write
 from actorflow.store._sealing import Codecs, SealedBlobs
@@ -293,11 +293,11 @@ def test_filling_holes_allocates_a_sparse_file_without_changing_a_byte(
         f.write(b"tail")
     before = path.read_bytes()
     assert os.stat(path).st_blocks * 512 < 3 * mb
-    _lmdb._allocate(path, 12 * mb)  # and grow past the end
+    _space.allocate(path, 12 * mb)  # and grow past the end
     st = os.stat(path)
     assert st.st_size == 12 * mb
     assert st.st_blocks * 512 >= 12 * mb  # every block allocated
     after = path.read_bytes()
     assert after[: len(before)] == before and after[len(before) :] == bytes(4 * mb)
-    _lmdb._allocate(path, 6 * mb)  # smaller than the file: nothing to do, nothing cut
+    _space.allocate(path, 6 * mb)  # smaller than the file: nothing to do, nothing cut
     assert path.read_bytes() == after

@@ -39,7 +39,7 @@ from typing import Any
 from actorflow.engine._channel import Connection
 from actorflow.errors import EngineNotRunning, InvalidPayload, LeaderLost, StoreError
 from actorflow.runtime.kernel._promise import Promise, chain
-from actorflow.store._lmdb import ReadGate, open_engine_lock
+from actorflow.store._gate import ReadGate, open_engine_lock
 from actorflow.store._protocol import Store
 
 __all__ = ["Follower"]

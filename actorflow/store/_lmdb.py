@@ -29,23 +29,22 @@ import fcntl
 import logging
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-from actorflow import _platform
 from actorflow.errors import StoreCorrupted, StoreError, StoreFull, StoreInUse, WriteRejected
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._files import check_data_file, write_marker
+from actorflow.store._gate import ReadGate, open_engine_lock
 from actorflow.store._protocol import Op, check_ops
+from actorflow.store._space import allocate
 
-__all__ = ["LmdbStore", "ReadGate", "open_engine_lock"]
+__all__ = ["LmdbStore"]
 
 log = logging.getLogger("actorflow.store")
 
@@ -53,49 +52,6 @@ _MAX_KEY = K.MAX_KEY  # LMDB's compile-time key limit
 _CRC = struct.Struct("<I")
 _crc32 = zlib.crc32
 _SUMS_KEY = b"checksums"  # in meta: b"crc32" when every other record carries its checksum
-
-
-class ReadGate:
-    """Lets any number of readers in, except while one holder has it exclusively.
-
-    Here: the writer resizing the map. A follower engine uses one too, to swap its
-    read-only store for the writable one when it takes over (``engine/_follower.py``).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
-        self._resizing = False
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._resizing:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            self._leave()
-
-    def _leave(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if self._readers == 0 and self._resizing:
-                self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._resizing = True
-            while self._readers:
-                self._cond.wait()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._resizing = False
-                self._cond.notify_all()
 
 
 # Stores up to this many bytes of used pages are walked in full at open (see _verify).
@@ -204,7 +160,7 @@ class LmdbStore:
                 # The lock file's reader table is mapped too: a reader slot on a page the
                 # disk never gave a block would fault (SIGBUS) on a full disk.
                 lock = self.path / "lock.mdb"
-                _allocate(lock, lock.stat().st_size)
+                allocate(lock, lock.stat().st_size)
                 if self._writemap:
                     self._reserve(self._mapped)
             except StoreFull as exc:
@@ -502,7 +458,7 @@ class LmdbStore:
         if self._backed >= size:
             return
         try:
-            _allocate(self.path / "data.mdb", size)
+            allocate(self.path / "data.mdb", size)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreFull(
@@ -548,64 +504,6 @@ class LmdbStore:
             self._env.close()
         finally:
             self._release_engine_lock()
-
-
-def _allocate(path: Path, size: int) -> None:
-    """Give the first ``size`` bytes of ``path`` disk blocks (OSError if it cannot).
-
-    ``posix_fallocate`` where there is one; elsewhere (macOS) :func:`_fill_holes`.
-    """
-    fd = os.open(path, os.O_RDWR)
-    try:
-        if _platform.FALLOCATE:
-            os.posix_fallocate(fd, 0, size)
-        else:
-            _fill_holes(fd, size)
-    finally:
-        os.close(fd)
-
-
-_ZEROS = bytes(1 << 20)
-
-
-def _fill_holes(fd: int, size: int) -> None:
-    """Write zeros where the first ``size`` bytes of ``fd`` have no blocks (no fallocate).
-
-    The holes of a sparse file read as zeros, so writing zeros into them changes no byte
-    while making the file system find the blocks now: a full disk is an ENOSPC here, not a
-    SIGBUS on a mapped page later. The holes are found with ``SEEK_HOLE`` / ``SEEK_DATA``
-    (Linux, macOS); past the end of the file is all hole. Sound where no other process
-    writes a hole meanwhile: ``data.mdb`` has one writer, this engine, which fills it before
-    LMDB may use the range. In ``lock.mdb`` another process's reader could take its first
-    slot on a page whose hole is being filled, and lose it; readers take the lowest free slot
-    and a page holds about sixty, so that needs a page's worth of readers open elsewhere while
-    the engine opens the store (docs/operations.md, "Platforms").
-    """
-    end = os.fstat(fd).st_size
-    pos = 0
-    while pos < min(end, size):
-        try:
-            hole = os.lseek(fd, pos, os.SEEK_HOLE)
-        except OSError:
-            break  # no hole support: a file system without sparse files
-        if hole >= min(end, size):
-            break
-        try:
-            data = os.lseek(fd, hole, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-            data = end  # a hole up to the end of the file
-        _write_zeros(fd, hole, min(data, size))
-        pos = data
-    if size > end:
-        _write_zeros(fd, end, size)
-
-
-def _write_zeros(fd: int, start: int, stop: int) -> None:
-    view = memoryview(_ZEROS)
-    while start < stop:
-        start += os.pwrite(fd, view[: min(len(_ZEROS), stop - start)], start)
 
 
 def _scan(
@@ -656,14 +554,6 @@ def _successor(prefix: bytes) -> bytes | None:
     if not stripped:
         return None
     return stripped[:-1] + bytes([stripped[-1] + 1])
-
-
-def open_engine_lock(path: Path) -> int:
-    """A descriptor of the store's ``engine.lock`` (created owner-only), not locked yet."""
-    try:
-        return os.open(path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot open the lock of the store at {path}: {exc}") from exc
 
 
 def _translate(exc: Exception, doing: str) -> StoreError:

@@ -1,0 +1,70 @@
+"""Who may use the store's files at a time: readers against a resize, and the engine lock.
+
+:class:`ReadGate` lets any number of readers in except while one holder has it exclusively
+(the writer resizing the map; a follower swapping its read-only store for the writable one
+when it takes over). ``engine.lock`` is the file whose ``flock`` says which process is the
+store's engine (:func:`open_engine_lock` opens it; the store and the sharing code lock it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from actorflow.errors import StoreError
+
+__all__ = ["ReadGate", "open_engine_lock"]
+
+
+class ReadGate:
+    """Lets any number of readers in, except while one holder has it exclusively.
+
+    Here: the writer resizing the map. A follower engine uses one too, to swap its
+    read-only store for the writable one when it takes over (``engine/_follower.py``).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0 and self._resizing:
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._resizing = True
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def open_engine_lock(path: Path) -> int:
+    """A descriptor of the store's ``engine.lock`` (created owner-only), not locked yet."""
+    try:
+        return os.open(path / "engine.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock of the store at {path}: {exc}") from exc
