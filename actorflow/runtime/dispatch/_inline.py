@@ -28,7 +28,7 @@ from typing import Any
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.runtime.dispatch._pool import _CRASH_TYPES, _TIMEOUT_TYPES
+from actorflow.runtime.dispatch._core import CRASH_TYPES, TIMEOUT_TYPES
 from actorflow.runtime.dispatch._remote import Finished, RemoteDispatcher, RemoteTask
 from actorflow.runtime.kernel._inbox import tell
 from actorflow.runtime.kernel._messages import AttemptFailed, ErrorInfo, TaskSpec
@@ -203,8 +203,8 @@ class InlineDispatcher(RemoteDispatcher):
                 after = "" if spec.timeout is None else f" after {spec.timeout:g}s"
                 info = ErrorInfo(
                     "timeout",
-                    _TIMEOUT_TYPES[0],
-                    _TIMEOUT_TYPES,
+                    TIMEOUT_TYPES[0],
+                    TIMEOUT_TYPES,
                     f"timed out{after} (simulated)",
                     timeout=spec.timeout,
                     details=task.details,
@@ -213,8 +213,8 @@ class InlineDispatcher(RemoteDispatcher):
             else:
                 info = ErrorInfo(
                     "crash",
-                    _CRASH_TYPES[0],
-                    _CRASH_TYPES,
+                    CRASH_TYPES[0],
+                    CRASH_TYPES,
                     "worker process died (simulated)",
                     details=task.details,
                 )

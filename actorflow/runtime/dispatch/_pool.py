@@ -24,7 +24,6 @@ and results go to each shard as one message per wake-up.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import pickle
@@ -43,12 +42,21 @@ import pykka
 from actorflow import _faults
 from actorflow.config import EngineConfig
 from actorflow.definition._options import qualified_name
-from actorflow.errors import HeartbeatTimeout, PoolUnavailable, StepTimeout, WorkerCrashed
+from actorflow.errors import PoolUnavailable
+from actorflow.runtime.dispatch._core import (
+    CRASH_TYPES,
+    POOL_TYPES,
+    DispatcherStats,
+    Reports,
+    answer_request,
+    attempt_report,
+    blob_ref,
+    mro_names,
+    timeout_error,
+)
 from actorflow.runtime.kernel._inbox import Actor, IoReady, SelectorInbox, Tick, Writable
 from actorflow.runtime.kernel._messages import (
     AttemptFailed,
-    AttemptResults,
-    AttemptSucceeded,
     CancelTasks,
     ChunkItem,
     Dispatch,
@@ -59,13 +67,11 @@ from actorflow.runtime.kernel._messages import (
 )
 from actorflow.runtime.kernel._promise import Promise
 from actorflow.runtime.persistence._unstarted import left_in_inbox, record
-from actorflow.store import _keys as K
 from actorflow.store._codec import TAG_BLOB, TAG_SHARED
 from actorflow.store._protocol import Store
-from actorflow.store._records import step_output
 from actorflow.workers import _protocol as W
 
-__all__ = ["Dispatcher", "DispatcherStats"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("actorflow.dispatcher")
 step_log = logging.getLogger("actorflow.step")
@@ -88,16 +94,6 @@ _PREFETCH_HEAD_MAX = 0.05
 # How often the memory of busy workers is read (with max_memory_per_worker): a step that
 # blows up is killed at twice the limit before the machine runs out, not after.
 _MEMORY_EVERY = 0.25
-
-
-def _mro_names(cls: type) -> tuple[str, ...]:
-    return tuple(qualified_name(c) for c in cls.__mro__ if issubclass(c, BaseException))
-
-
-_TIMEOUT_TYPES = _mro_names(StepTimeout)
-_HEARTBEAT_TYPES = _mro_names(HeartbeatTimeout)
-_CRASH_TYPES = _mro_names(WorkerCrashed)
-_POOL_TYPES = _mro_names(PoolUnavailable)
 
 
 class _Inflight:
@@ -173,26 +169,6 @@ def _error_reply(exc: BaseException) -> tuple[str, str]:
     return ("client" if isinstance(exc, ClientError) else "engine", f"{exc}")
 
 
-@dataclass
-class DispatcherStats:
-    """Counters of the dispatcher."""
-
-    dispatched: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    timeouts: int = 0
-    crashes: int = 0
-    restarts: int = 0
-    breaker_opened: int = 0
-    queued: int = 0
-    busy: int = 0
-    workers: int = 0
-    recycled: int = 0  # workers retired at max_tasks_per_worker / max_memory_per_worker
-    bytes_sent: int = 0  # task frames written to workers' pipes
-    latency_p50_ms: float | None = None  # from a task's arrival here to its send to a worker
-    latency_p99_ms: float | None = None
-
-
 class Dispatcher(Actor):
     """Runs tasks on the worker pool and reports their outcome to the runs' supervisors.
 
@@ -235,7 +211,7 @@ class Dispatcher(Actor):
         self._tasks: dict[int, tuple[_Worker, _Inflight]] = {}
         # Recent seconds per call by function key; this actor is its only writer.
         self._fn_ema: dict[str, float] = {} if costs is None else costs
-        self._reports: dict[pykka.ActorRef[Any], list[AttemptSucceeded | AttemptFailed]] = {}
+        self._reports = Reports(route)
         self._next_task = 0
         self._next_wid = 0
         self._deaths: deque[float] = deque()
@@ -292,7 +268,7 @@ class Dispatcher(Actor):
             self._settle(w)
             self._forget(w)
         if self._reports:
-            self._send_reports()  # steps that finished as their workers stopped
+            self._reports.send()  # steps that finished as their workers stopped
         # Never sent, or never started: not attempts (see ``_unstarted``).
         unstarted = [*self._unstarted, *self._queue, *left_in_inbox(self.actor_inbox)]
         self._queue.clear()
@@ -362,7 +338,7 @@ class Dispatcher(Actor):
         else:
             return super().on_receive(message)
         if self._reports:
-            self._send_reports()
+            self._reports.send()
         return None
 
     def statistics(self) -> DispatcherStats:
@@ -475,9 +451,7 @@ class Dispatcher(Actor):
                 except Exception as exc:  # a blob is missing, or no shared memory is left
                     self._blobs.end_task(task_id)
                     qual = qualified_name(type(exc))
-                    self._fail(
-                        spec, ErrorInfo("error", qual, _mro_names(type(exc)), str(exc)), None
-                    )
+                    self._fail(spec, ErrorInfo("error", qual, mro_names(type(exc)), str(exc)), None)
                     continue
             sent.append(spec)
             fn = spec.fn
@@ -740,40 +714,22 @@ class Dispatcher(Actor):
             return
         if ok:
             self.stats.succeeded += 1
-            report: AttemptSucceeded | AttemptFailed = AttemptSucceeded(
-                spec.run_id, spec.step, spec.attempt, data, started, ended, w.pid
-            )
         else:
             self.stats.failed += 1
-            qual, mro, message, tb, blob = data
-            report = AttemptFailed(
-                spec.run_id,
-                spec.step,
-                spec.attempt,
-                ErrorInfo("error", qual, tuple(mro), message, tb, blob, details=entry.details),
-                started,
-                ended,
-                w.pid,
-            )
-        self._report(spec.run_id, report)
+        self._reports.add(
+            attempt_report(spec, spec.step, ok, data, started, ended, w.pid, entry.details)
+        )
 
     def _chunk_done(
         self, w: _Worker, spec: TaskSpec, chunk: tuple[ChunkItem, ...], outcomes: list[Any]
     ) -> None:
         """Report each item of a chunk as the step attempt it is."""
-        run_id, attempt, pid = spec.run_id, spec.attempt, w.pid
-        report = self._report
+        add, pid = self._reports.add, w.pid
         failed = 0
         for item, (ok, data, started, ended) in zip(chunk, outcomes, strict=True):
-            if ok:
-                report(
-                    run_id, AttemptSucceeded(run_id, item[0], attempt, data, started, ended, pid)
-                )
-            else:
+            if not ok:
                 failed += 1
-                qual, mro, message, tb, blob = data
-                error = ErrorInfo("error", qual, tuple(mro), message, tb, blob)
-                report(run_id, AttemptFailed(run_id, item[0], attempt, error, started, ended, pid))
+            add(attempt_report(spec, item[0], ok, data, started, ended, pid))
         self.stats.succeeded += len(chunk) - failed
         self.stats.failed += failed
 
@@ -859,16 +815,11 @@ class Dispatcher(Actor):
                 return
             if op == "shm":  # segments for this task's large output buffers
                 value = None if self._blobs is None else self._blobs.lend(task_id, list(arg))
-            elif op == "service" and self._host is not None:
-                value = self._host.service_blob(spec.workflow_id, str(arg))
-            elif op == "breaker" and self._host is not None:
-                value = self._host.service_breaker(spec.workflow_id, arg)
-            elif op == "output":
-                value = _resolve_output(self._store, spec.run_id, _task_step(spec, step), str(arg))
-            elif op == "ref":  # a large value sent by reference, read by the step
-                value = resolve_ref(self._store, spec.run_id, str(arg))
-            else:
-                raise ValueError(f"unknown request {op!r}")
+            else:  # output, ref (a large value sent by reference), service, breaker
+                value = answer_request(
+                    op, arg, self._store, self._host, spec.run_id, spec.workflow_id,
+                    _task_step(spec, step),
+                )  # fmt: skip
             if op in ("output", "ref") and self._blobs is not None:
                 value = self._wire(value, task_id)
             reply: tuple[Any, ...] = (W.REPLY, req_id, True, value)
@@ -882,23 +833,11 @@ class Dispatcher(Actor):
         except (OSError, ValueError):
             pass  # the worker died meanwhile; its sentinel reports it
 
-    def _report(self, run_id: str, message: AttemptSucceeded | AttemptFailed) -> None:
-        shard = self._route(run_id)
-        batch = self._reports.get(shard)
-        if batch is None:
-            self._reports[shard] = [message]
-        else:
-            batch.append(message)
-
-    def _send_reports(self) -> None:
-        reports, self._reports = self._reports, {}
-        send_reports(reports)
-
     # -- deadlines, kills, crashes ---------------------------------------------------------
 
     def _timeout(self) -> float | None:
         if self._reports:
-            self._send_reports()  # never sleep on undelivered results
+            self._reports.send()  # never sleep on undelivered results
         nearest: float | None = None
         for w in self._workers.values():
             for t in (w.deadline, w.kill_at):
@@ -970,8 +909,8 @@ class Dispatcher(Actor):
         if not entry.cancelled:
             error = ErrorInfo(
                 "crash",
-                _CRASH_TYPES[0],
-                _CRASH_TYPES,
+                CRASH_TYPES[0],
+                CRASH_TYPES,
                 message,
                 exitcode=-signal.SIGKILL,
                 details=entry.details,
@@ -1044,8 +983,8 @@ class Dispatcher(Actor):
                         spec,
                         ErrorInfo(
                             "crash",
-                            _CRASH_TYPES[0],
-                            _CRASH_TYPES,
+                            CRASH_TYPES[0],
+                            CRASH_TYPES,
                             f"worker process died ({how})",
                             exitcode=code,
                             details=entry.details,
@@ -1115,13 +1054,12 @@ class Dispatcher(Actor):
         )
         while self._queue:
             spec = self._queue.popleft()
-            self._fail(spec, ErrorInfo("pool", _POOL_TYPES[0], _POOL_TYPES, message), None)
+            self._fail(spec, ErrorInfo("pool", POOL_TYPES[0], POOL_TYPES, message), None)
 
     def _fail(self, spec: TaskSpec, error: ErrorInfo, pid: int | None) -> None:
         """Report a failure the engine observed (not one the step raised)."""
-        self._report(
-            spec.run_id,
-            AttemptFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid),
+        self._reports.add(
+            AttemptFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid)
         )
 
     def _cancel(self, run_ids: frozenset[str], tasks: frozenset[tuple[str, str]]) -> None:
@@ -1233,71 +1171,6 @@ def _large(value: bytes | None) -> bool:
     return bool(value) and value[0] == _TAG_BLOB  # type: ignore[index]
 
 
-def send_reports(
-    reports: dict[pykka.ActorRef[Any], list[AttemptSucceeded | AttemptFailed]],
-) -> None:
-    """Send each shard its results: one message, however many there are."""
-    for shard, batch in reports.items():
-        try:
-            shard.tell(batch[0] if len(batch) == 1 else AttemptResults(tuple(batch)))
-        except pykka.ActorDeadError:
-            pass  # stopping: the steps stay recorded as running; recovery retries them
-
-
-def blob_ref(value: bytes) -> bytes:
-    """A reference to the large (``B``) value ``value``, resolved only if the step reads it."""
-    return b"Rblob:" + base64.b64encode(value)
-
-
-def resolve_ref(store: Store, run_id: str, target: str) -> bytes | None:
-    """The value a reference (``payload``, ``step:<path>``, ``blob:<value>``) stands for."""
-    if target == "payload":
-        return store.get(K.VALUES, K.payload_key(run_id))
-    if target.startswith("step:"):
-        return step_output(store, run_id, target[5:])
-    if target.startswith("blob:"):  # a large value whose blobs were not in memory
-        return base64.b64decode(target[5:])
-    raise ValueError(f"unknown reference {target!r}")
-
-
-def timeout_error(
-    spec: TaskSpec, started: float, beat: float, details: bytes | None, what: str
-) -> ErrorInfo:
-    """The failure of a step stopped at its deadline.
-
-    Silent past its ``heartbeat_timeout``: :class:`HeartbeatTimeout`; else past its
-    ``timeout``: :class:`StepTimeout`.
-
-    Args:
-        spec: the task.
-        started: when it started (monotonic).
-        beat: its last heartbeat (monotonic; its start if none).
-        details: its last heartbeat's details.
-        what: what was done about it, for the message (``"worker killed"``).
-    """
-    hb = spec.heartbeat_timeout
-    now = time.monotonic()
-    silent = hb is not None and beat + hb <= now + 1e-3
-    if silent and (spec.timeout is None or started + spec.timeout > now + 1e-3):
-        assert hb is not None
-        return ErrorInfo(
-            "timeout",
-            _HEARTBEAT_TYPES[0],
-            _HEARTBEAT_TYPES,
-            f"no heartbeat for {hb:g}s ({what})",
-            timeout=hb,
-            details=details,
-        )
-    return ErrorInfo(
-        "timeout",
-        _TIMEOUT_TYPES[0],
-        _TIMEOUT_TYPES,
-        f"timed out after {spec.timeout:g}s ({what})",
-        timeout=spec.timeout,
-        details=details,
-    )
-
-
 def _small(spec: TaskSpec) -> bool:
     size = len(spec.payload) + len(spec.last or b"") + len(spec.item or b"")
     if spec.chunk:
@@ -1310,21 +1183,6 @@ def _task_step(spec: TaskSpec, step: str) -> str:
     if spec.chunk and any(c[0] == step for c in spec.chunk):
         return step
     return spec.step
-
-
-def _resolve_output(store: Store, run_id: str, step: str, name: str) -> bytes | None:
-    """``ctx.steps[name]`` for step ``step``: its own frame first, then the enclosing ones.
-
-    ``lines[3]/price`` asking for ``tax`` tries ``lines[3]/tax``, then ``tax``.
-    """
-    prefix = step
-    while True:
-        cut = prefix.rfind("/")
-        prefix = prefix[: cut + 1] if cut >= 0 else ""
-        value = step_output(store, run_id, prefix + name)
-        if value is not None or not prefix:
-            return value
-        prefix = prefix[:-1]
 
 
 def _describe_exit(code: int | None) -> str:

@@ -26,13 +26,13 @@ from typing import Any
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.runtime.dispatch._pool import (
-    _CRASH_TYPES,
+from actorflow.runtime.dispatch._core import (
+    CRASH_TYPES,
     DispatcherStats,
-    _resolve_output,
+    Reports,
+    answer_request,
+    attempt_report,
     blob_ref,
-    resolve_ref,
-    send_reports,
     timeout_error,
 )
 from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick, tell
@@ -155,7 +155,7 @@ class RemoteDispatcher(Actor):
         self._drain: Promise[None] | None = None
         self._gate = StartGate()  # which tasks started; closed by a drain or the stop
         self._unstarted: list[TaskSpec] = []  # never sent, or refused the start
-        self._reports: dict[pykka.ActorRef[Any], list[AttemptSucceeded | AttemptFailed]] = {}
+        self._reports = Reports(route)
         self.stats = DispatcherStats()
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         inbox.timeout_fn = self._timeout
@@ -249,8 +249,7 @@ class RemoteDispatcher(Actor):
         else:
             return super().on_receive(message)
         if self._reports:
-            reports, self._reports = self._reports, {}
-            send_reports(reports)
+            self._reports.send()
         return None
 
     def statistics(self) -> DispatcherStats:
@@ -319,8 +318,8 @@ class RemoteDispatcher(Actor):
             self.stats.crashes += 1
             info = ErrorInfo(
                 "crash",
-                _CRASH_TYPES[0],
-                _CRASH_TYPES,
+                CRASH_TYPES[0],
+                CRASH_TYPES,
                 f"the {self.where} task failed: {type(exc).__name__}: {exc}",
                 details=task.details,
             )
@@ -353,19 +352,13 @@ class RemoteDispatcher(Actor):
         """Report one step's outcome (a chunk reports one per item)."""
         if ok:
             self.stats.succeeded += 1
-            self.report(
-                AttemptSucceeded(spec.run_id, step, spec.attempt, data, started, ended, task.pid)
-            )
-            return
-        self.stats.failed += 1
-        qual, mro, message, tb, blob = data
-        info = ErrorInfo("error", qual, tuple(mro), message, tb, blob, details=task.details)
-        self.report(AttemptFailed(spec.run_id, step, spec.attempt, info, started, ended, task.pid))
+        else:
+            self.stats.failed += 1
+        self.report(attempt_report(spec, step, ok, data, started, ended, task.pid, task.details))
 
     def report(self, message: AttemptSucceeded | AttemptFailed) -> None:
         """Queue a report for its run's shard (sent when this message is handled)."""
-        shard = self._route(message.run_id)
-        self._reports.setdefault(shard, []).append(message)
+        self._reports.add(message)
 
     # -- deadlines, cancels ------------------------------------------------------------------
 
@@ -453,14 +446,6 @@ class RemoteDispatcher(Actor):
                 extra={"run_id": run_id, "step": step, "workflow_id": workflow_id},
             )
             return None
-        if op == "output":
-            return _inline(_resolve_output(self._store, run_id, step, str(arg)))
-        if op == "ref":
-            return _inline(resolve_ref(self._store, run_id, str(arg)))
-        if op == "service":
-            return self._host.service_blob(workflow_id, str(arg))
-        if op == "breaker":
-            return self._host.service_breaker(workflow_id, arg)
         if op == "state":
             answer: Promise[Any] = Promise()
 
@@ -473,7 +458,8 @@ class RemoteDispatcher(Actor):
             state_op, scope, args = arg
             self._host.state.call(state_op, str(scope), tuple(args), done)
             return answer.result(60)
-        raise ValueError(f"unknown request {op!r}")
+        value = answer_request(op, arg, self._store, self._host, run_id, workflow_id, step)
+        return _inline(value) if op in ("output", "ref") else value
 
 
 def _inline(value: bytes | None) -> bytes | None:
