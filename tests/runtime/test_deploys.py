@@ -234,9 +234,8 @@ time.sleep(600)
 """
 
 
-def test_sigkilled_v1_then_v2_with_an_appended_step(
-    data_dir: Path, log: Path, make_engine: Callable[..., af.Engine]
-) -> None:
+def sigkilled_v1(data_dir: Path, log: Path) -> list[str]:
+    """V1 in a child process with three runs at their gate (step a done), SIGKILLed."""
     root = Path(__file__).resolve().parent.parent.parent
     child = subprocess.Popen(
         [sys.executable, "-c", _V1_PROCESS, str(data_dir), str(log)],
@@ -252,6 +251,13 @@ def test_sigkilled_v1_then_v2_with_an_appended_step(
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
+    return runs
+
+
+def test_sigkilled_v1_then_v2_with_an_appended_step(
+    data_dir: Path, log: Path, make_engine: Callable[..., af.Engine]
+) -> None:
+    runs = sigkilled_v1(data_dir, log)
     v2 = make_engine(durability="fast")
     _v2_appended(v2)
     with v2:

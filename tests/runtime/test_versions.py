@@ -8,9 +8,6 @@ marker line so that "ran once" is counted across processes.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,6 @@ import actorflow as af
 from tests import code_steps as cs
 from tests.conftest import wait_until
 from tests.runtime.test_deploys import (
-    _V1_PROCESS,
     _at_gate,
     _by_run,
     _go,
@@ -31,6 +27,7 @@ from tests.runtime.test_deploys import (
     _v1,
     _v2_appended,
     mark,
+    sigkilled_v1,
 )
 from tests.serving import serve
 
@@ -90,21 +87,7 @@ def test_a_dropped_version_holds_its_runs_until_it_returns(
 ) -> None:
     """V1 is SIGKILLed with runs at their gate; an engine that defines only version 2 holds
     them (visibly, with the version in the reason); one that defines both lets them finish."""
-    root = Path(__file__).resolve().parent.parent.parent
-    child = subprocess.Popen(
-        [sys.executable, "-c", _V1_PROCESS, str(data_dir), str(log)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    try:
-        assert child.stdout is not None
-        runs = child.stdout.readline().split()
-        assert len(runs) == 3
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
+    runs = sigkilled_v1(data_dir, log)
     only2 = make_engine(durability="fast")
     _v2_appended(only2, version=2)
     with only2:
