@@ -22,6 +22,7 @@ from actorflow.testing._base import (
     _quiet,
 )
 from actorflow.testing._expect import Call, base_name, same
+from actorflow.workers._protocol import CALL_ARGS, CALL_HANDLER, CALL_ITEM
 
 __all__ = ["Mocking"]
 
@@ -146,7 +147,7 @@ class Mocking(HarnessBase):
     def _intercept(
         self, workflow_id: str, path: str, fn: Callable[..., Any], how: int
     ) -> Callable[..., Any]:
-        if how == 8:
+        if how == CALL_HANDLER:
             return fn  # an error handler runs as written
         name = base_name(path)
         mock = self._mocks.get(name)
@@ -155,7 +156,9 @@ class Mocking(HarnessBase):
             from actorflow.workers._context import CURRENT
 
             ctx = CURRENT.get()
-            shown: tuple[Any, ...] = args if how == 4 else args[:1] if how & 1 else ()
+            shown: tuple[Any, ...] = (
+                args if how == CALL_ARGS else args[:1] if how & CALL_ITEM else ()
+            )
 
             def invoke() -> Any:
                 result = mock.answer(args, {}) if mock is not None else fn(*args)
@@ -170,9 +173,9 @@ class Mocking(HarnessBase):
                     attempt=ctx.run.attempt,
                     args=tuple(shown),
                     kwargs={},
-                    payload=_quiet(lambda: ctx.payload) if how != 4 else None,
-                    last=_quiet(lambda: ctx.last) if how != 4 else None,
-                    item=_quiet(lambda: ctx.item) if how & 1 else None,
+                    payload=_quiet(lambda: ctx.payload) if how != CALL_ARGS else None,
+                    last=_quiet(lambda: ctx.last) if how != CALL_ARGS else None,
+                    item=_quiet(lambda: ctx.item) if how & CALL_ITEM else None,
                     output=same(output) if error is None else None,
                     error=error,
                     mocked=mock is not None,

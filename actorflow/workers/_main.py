@@ -176,7 +176,7 @@ class _Worker:
         if level != self.log_level:  # setLevel clears every logger's cache: only on change
             _step_logger.setLevel(level)
             self.log_level = level
-        if call in (2, 3):  # a chunk of tiny item steps
+        if call & W.CALL_CHUNK:  # a chunk of tiny item steps
             self.run_chunk(task)
             return
         started = time.time()
@@ -210,7 +210,7 @@ class _Worker:
             self.task_id = -1
             return
         started = time.time()
-        with_item = call & 1
+        with_item = call & W.CALL_ITEM
         outcomes: list[tuple[bool, Any, float, float]] = []
         for step, last, item, index in items:
             self.step = step
@@ -244,7 +244,7 @@ class _Worker:
         token = CURRENT.set(ctx)
         try:
             with _tracing.step_scope(info):
-                if with_item == 4:  # a code workflow's step: fn(*args)
+                if with_item == W.CALL_ARGS:  # a code workflow's step: fn(*args)
                     result = fn(*ctx.item)
                 else:
                     result = fn(ctx.item, ctx) if with_item else fn(ctx)

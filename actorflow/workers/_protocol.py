@@ -50,6 +50,11 @@ from typing import Any, Final
 
 __all__ = [
     "BEAT",
+    "CALL_ARGS",
+    "CALL_CHUNK",
+    "CALL_CTX",
+    "CALL_HANDLER",
+    "CALL_ITEM",
     "CANCEL",
     "DONE",
     "HELLO",
@@ -65,6 +70,13 @@ __all__ = [
     "encode_frame",
     "frame_bytes",
 ]
+
+#: How a task's function is called (``TaskSpec.call``, a task tuple's ``call``), as bits.
+CALL_CTX: Final = 0  # fn(ctx)
+CALL_ITEM: Final = 1  # fn(item, ctx): a for_each or batch body step
+CALL_CHUNK: Final = 2  # the task is a chunk of item steps (with CALL_ITEM: each fn(item, ctx))
+CALL_ARGS: Final = 4  # fn(*item): a code workflow's step (item: its argument list)
+CALL_HANDLER: Final = 8  # told to the harness's intercept for an error handler (fn(ctx))
 
 TASKS: Final = "T"
 CANCEL: Final = "C"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from actorflow.store._codec import encode_value
+from actorflow.workers._protocol import CALL_ARGS, CALL_CHUNK, CALL_HANDLER, CALL_ITEM
 from actorflow.workers._tracing import step_scope
 
 __all__ = ["Intercept", "Link", "execute"]
@@ -135,9 +136,13 @@ def execute(
         try:
             f = fn
             if intercept is not None:
-                f = intercept(workflow_id, step_name, fn, 8 if err is not None else how)
+                f = intercept(workflow_id, step_name, fn, CALL_HANDLER if err is not None else how)
             with step_scope(ctx.run):
-                result = f(*ctx.item) if how == 4 else f(ctx.item, ctx) if how & 1 else f(ctx)
+                result = (
+                    f(*ctx.item) if how == CALL_ARGS
+                    else f(ctx.item, ctx) if how & CALL_ITEM
+                    else f(ctx)
+                )  # fmt: skip
                 if inspect.iscoroutine(result):
                     import asyncio  # only async steps need it
 
@@ -153,7 +158,7 @@ def execute(
         fn = load_function(_functions, key, ref, blob)
     except BaseException as exc:
         return False, error_tuple(exc), started, time.time()
-    if call in (2, 3):  # a chunk of tiny item steps
-        outcomes = [one(s, lv, iv, ix, None, None, call & 1) for s, lv, iv, ix in item]
+    if call & CALL_CHUNK:  # a chunk of tiny item steps
+        outcomes = [one(s, lv, iv, ix, None, None, call & CALL_ITEM) for s, lv, iv, ix in item]
         return True, outcomes, started, time.time()
     return one(step, last, item, index, error, details, call)

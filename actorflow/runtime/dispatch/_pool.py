@@ -473,7 +473,7 @@ class Dispatcher(Actor):
                     level,
                     item if chunk is None else chunk,
                     spec.position,
-                    spec.call if chunk is None else 2 | spec.call,
+                    spec.call if chunk is None else W.CALL_CHUNK | spec.call,
                     error,
                     spec.details,
                 )

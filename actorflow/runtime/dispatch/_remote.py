@@ -50,6 +50,7 @@ from actorflow.runtime.kernel._promise import Promise
 from actorflow.runtime.persistence._unstarted import StartGate, left_in_inbox, record
 from actorflow.store._codec import TAG_BLOB, decode_value, encode_value
 from actorflow.store._protocol import Store
+from actorflow.workers._protocol import CALL_CHUNK
 
 __all__ = ["Beat", "Finished", "RemoteDispatcher", "RemoteTask", "Started"]
 
@@ -285,7 +286,7 @@ class RemoteDispatcher(Actor):
             _by_ref(spec.last),
             _inline(spec.item) if spec.chunk is None else _inline_chunk(spec.chunk),
             spec.position,
-            spec.call if spec.chunk is None else 2 | spec.call,
+            spec.call if spec.chunk is None else CALL_CHUNK | spec.call,
             _inline(spec.error),
             spec.details,
         )

@@ -41,6 +41,8 @@ from actorflow.store._records import dump_record, inline_output, load_record, ou
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._code import CodeSupervisor
 
+from actorflow.workers._protocol import CALL_ARGS
+
 __all__ = ["MAP", "STEP", "on_failed", "on_retry_timer", "on_succeeded"]
 
 
@@ -92,7 +94,7 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
             attempt_timeout(opts.get("timeout"), st.retry, leaf, at),
             st.args if args is None else args,
             None,
-            4,
+            CALL_ARGS,
             None,
             None,
             opts.get("heartbeat_timeout"),

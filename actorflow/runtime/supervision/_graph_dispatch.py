@@ -47,6 +47,7 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._records import dump_record, load_record
+from actorflow.workers._protocol import CALL_CTX, CALL_ITEM
 
 __all__ = ["GraphDispatch"]
 
@@ -162,7 +163,7 @@ class GraphDispatch(GraphState):
                 None if spec.timeout is None else spec.timeout * len(leaves),
                 None,
                 None,
-                1 if spec.call == "item" else 0,
+                CALL_ITEM if spec.call == "item" else CALL_CTX,
                 None,
                 tuple(members),
             )
@@ -285,7 +286,7 @@ class GraphDispatch(GraphState):
         item, index = self._ctx_item(leaf.frame)
         if handler is None:
             assert isinstance(spec, StepSpec)
-            fn, call = spec.fn, 1 if spec.call == "item" else 0
+            fn, call = spec.fn, CALL_ITEM if spec.call == "item" else CALL_CTX
         else:
             fn, call = handler, 0
         breaker = spec.breaker if isinstance(spec, StepSpec) and handler is None else None
