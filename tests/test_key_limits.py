@@ -171,7 +171,7 @@ def test_a_refused_group_commit_costs_only_its_own_runs(
     """The last guard: with the shard's check off too, the store refuses the write, the
     writer fails that write alone, its runs fail, and the engine does not halt."""
     monkeypatch.setattr("actorflow.definition._builder.path_problems", lambda block: [])
-    monkeypatch.setattr("actorflow.runtime.supervision._shard.long_key", lambda ops: None)
+    monkeypatch.setattr("actorflow.runtime.supervision._shard_writes.long_key", lambda ops: None)
     engine = _define(make_engine())
     inner = af.Flow().for_each("c" * 190, items=lambda ctx: [1], body=steps.double_item)
     mid = af.Flow().for_each("b" * 190, items=lambda ctx: [1], body=inner)
