@@ -334,17 +334,17 @@ class CodeRun(RunMachine):
                 self.fx.ops.append((K.VALUES, K.step_key(self.run_id, RESULT_REF), value))
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
 
-    # -- defined by the CodeSupervisor above, for this part -------------------------------
+    # -- the supervisor this part belongs to -----------------------------------------------
 
     @property
     def _supervisor(self) -> CodeSupervisor:
         """This run, typed as the supervisor it is (the commands take one)."""
         return cast("CodeSupervisor", self)
 
-    def _panic(self, exc: BaseException) -> None:
-        """The function raised or diverged: the run panics (``CodeSupervisor``)."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # defined by the CodeSupervisor above (types only here)
 
-    def _ended(self, outcome: tuple[str, Any]) -> None:
-        """The function returned or raised for good (``CodeSupervisor``)."""
-        raise NotImplementedError
+        def _panic(self, exc: BaseException) -> None:
+            """The function raised or diverged: the run panics."""
+
+        def _ended(self, outcome: tuple[str, Any]) -> None:
+            """The function returned or raised for good."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import (
@@ -405,15 +405,13 @@ class GraphState(RunMachine):
                 rec["result_step"] = self.plan.names[result]
         self.fx.ops.append((K.RUNS, K.run_key(self.run_id), dump_record(rec)))
 
-    # -- defined by the Supervisor at the top of the chain, for the parts below -----------
+    if TYPE_CHECKING:  # defined by the Supervisor, the top of the chain (types only here)
 
-    def _apply(self, event: int, frame: int, node: int, arg: int = 0) -> None:
-        """Feed one event to the evaluator and carry out its commands (``Supervisor``)."""
-        raise NotImplementedError
+        def _apply(self, event: int, frame: int, node: int, arg: int = 0) -> None:
+            """Feed one event to the evaluator and carry out its commands."""
 
-    def on_failed(self, msg: AttemptFailed) -> None:
-        """A step attempt failed (``Supervisor``; dispatching fails one at an open circuit)."""
-        raise NotImplementedError
+        def on_failed(self, msg: AttemptFailed) -> None:
+            """A step attempt failed (dispatching fails one at an open circuit)."""
 
 
 def _exception_bytes(err: ErrorInfo) -> bytes:

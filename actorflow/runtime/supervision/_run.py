@@ -23,7 +23,7 @@ write's callback (record before dispatch).
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from actorflow._types import RunStatus, StepStatus
 from actorflow.runtime._core import CodeCompiled, Compiled, Core
@@ -168,8 +168,9 @@ class RunMachine(HasEffects):
     and does the common part of ending a run. Slots: ten thousand waiting runs each keep
     one in memory.
 
-    Subclasses define ``_put_run`` (the run record: :meth:`run_header` plus their own
-    fields), ``_finish`` (calling :meth:`_close_run` first) and ``_on_internal_failure``.
+    Each supervisor defines ``_put_run`` (the run record: :meth:`run_header` plus its own
+    fields), ``_finish`` (calling :meth:`_close_run` first) and ``_on_internal_failure``;
+    they are declared here for the type checker only, so nothing stands in for them.
     """
 
     __slots__ = (
@@ -240,9 +241,6 @@ class RunMachine(HasEffects):
         if self.depth:
             rec["depth"] = self.depth
         return rec
-
-    def _put_run(self) -> None:
-        raise NotImplementedError
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -320,11 +318,16 @@ class RunMachine(HasEffects):
         }
         self._finish(RunStatus.FAILED)
 
-    def _on_internal_failure(self) -> None:
-        """Drop what the failed handling had gathered (the subclass's own state)."""
+    if TYPE_CHECKING:  # what each supervisor defines (declared for the type checker only)
 
-    def _finish(self, status: RunStatus) -> None:
-        raise NotImplementedError
+        def _put_run(self) -> None:
+            """Write the run record: :meth:`run_header` and the supervisor's own fields."""
+
+        def _on_internal_failure(self) -> None:
+            """Drop what the failed handling had gathered (the supervisor's own state)."""
+
+        def _finish(self, status: RunStatus) -> None:
+            """End the run: :meth:`_close_run`, the supervisor's own clean-up, the record."""
 
     def _close_run(self, status: RunStatus) -> None:
         """The common start of finishing: the end time, the status, the deadline dropped."""
