@@ -38,7 +38,8 @@ HEAVY = [
     "zstandard", "cryptography", "croniter", "dateutil", "psutil",
     "asyncio", "ssl", "multiprocessing", "actorflow.code._driver", "actorflow.workers._pool",
     "actorflow.workers._main", "actorflow.runtime.dispatch._pool",
-    "actorflow.runtime.supervision._shard",
+    "actorflow.runtime.dispatch._pool_workers", "actorflow.runtime.dispatch._pool_wire",
+    "actorflow.runtime.supervision._shard", "actorflow.runtime.supervision._shard_writes",
 ]  # fmt: skip
 
 
