@@ -71,8 +71,7 @@ def _compare(change: PlanChange, old: list[dict[str, Any]], new: list[dict[str, 
 def _compiled_versions(engine: Any) -> dict[str, dict[int, Any]]:
     """Every version of every workflow the code defines, compiled, by id then version."""
     out: dict[str, dict[int, Any]] = {}
-    for wid, newest in engine._definitions.items():
-        versions = engine._versions.get(wid) or {newest._version: newest}
+    for wid, versions in engine._versions.items():
         out[wid] = {v: engine._compile(wf) for v, wf in versions.items()}
     return out
 

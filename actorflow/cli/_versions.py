@@ -37,11 +37,7 @@ def _defined_in_store(store: Any, workflow: str) -> set[int]:
 def _defined_in_app(target: str, workflow: str) -> set[int]:
     from actorflow.cli._replay import _engine
 
-    engine = _engine(target)
-    newest = engine._definitions.get(workflow)
-    if newest is None:
-        return set()
-    return set(engine._versions.get(workflow) or {newest._version: newest})
+    return set(_engine(target)._versions.get(workflow, {}))
 
 
 def _note(v: WorkflowVersion) -> str:

@@ -180,11 +180,7 @@ class Registry(EngineBase):
         wid, version = wf._id, wf._version
         if (problem := check_version(version)) is not None:
             raise DefinitionError(problem, wid if isinstance(wid, str) else None)
-        versions = self._versions.get(wid) or (
-            {self._definitions[wid]._version: self._definitions[wid]}
-            if wid in self._definitions
-            else {}
-        )
+        versions = self._versions.get(wid, {})
         if version in versions:
             if len(versions) == 1 and version == 1:
                 raise DefinitionError(
@@ -241,10 +237,7 @@ class Registry(EngineBase):
         if not isinstance(workflow, str):
             raise ClientError(f"workflow: expected a workflow id (str), got {workflow!r}")
         with self._lock:
-            here = self._versions.get(workflow) or {}
-            defined = set(here) or (
-                {self._definitions[workflow]._version} if workflow in self._definitions else set()
-            )
+            defined = set(self._versions.get(workflow, {}))
         counts = self._read(_versions.count_versions, workflow)
         if not defined and not counts:
             raise WorkflowNotFound(workflow, self.workflows)

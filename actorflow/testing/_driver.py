@@ -118,7 +118,9 @@ class Driving(Mocking):
         engine = Engine(
             store="memory", executor="inline", clock=self.clock, schedules=False, **settings
         )
-        engine._definitions.update(self._definitions)
+        with engine._lock:  # through the registry: its versions stay whole
+            for wf in self._definitions.values():
+                engine._register(wf)
         engine._activity = self._activity
         engine._intercept = self._intercept
         cache: dict[tuple[str, str], Any] = {}
