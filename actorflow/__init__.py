@@ -78,6 +78,9 @@ from actorflow.errors import (
     WriteRejected,
 )
 from actorflow.runtime import LifecycleEvent, RunFinished, RunStarted, StepAttempted
+from actorflow.runtime.dispatch._dask import DaskExecutor
+from actorflow.runtime.dispatch._executors import Executor, InlineExecutor, ProcessExecutor
+from actorflow.runtime.dispatch._ray import RayExecutor
 from actorflow.store._prune import PruneReport
 from actorflow.views import (
     AttemptDetails,
@@ -88,7 +91,6 @@ from actorflow.views import (
     WorkflowVersion,
 )
 from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_context
-from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
 
 if TYPE_CHECKING:
@@ -121,9 +123,11 @@ __all__ = [
     "EngineNotRunning",
     "EngineUnreachable",
     "ErrorDetails",
+    "Executor",
     "Flow",
     "GraphError",
     "HeartbeatTimeout",
+    "InlineExecutor",
     "InvalidPayload",
     "LeaderLost",
     "LifecycleEvent",
@@ -133,7 +137,9 @@ __all__ = [
     "NondeterminismError",
     "PanicPolicy",
     "PoolUnavailable",
+    "ProcessExecutor",
     "PruneReport",
+    "RayExecutor",
     "RemoteError",
     "RemoteRunHandle",
     "RemoteTraceback",

@@ -16,6 +16,7 @@ surface imports its library only when it is used, through :func:`require`, which
     codecs    zstandard, cryptography    codecs=("zstd", "aesgcm"), .zst run archives
     otel      opentelemetry              af.observability.trace(engine)
     dask      distributed                af.DaskExecutor
+    ray       ray                        af.RayExecutor
     client    httpx                      af.Client, af.AsyncClient (an engine's REST API from
                                          elsewhere) and the CLI's remote commands (trigger,
                                          cancel, retry, resume, wait --url)
@@ -46,6 +47,7 @@ EXTRA_OF: Final[dict[str, str]] = {
     "cryptography": "codecs",
     "opentelemetry": "otel",
     "distributed": "dask",
+    "ray": "ray",
     "httpx": "client",
 }
 

@@ -221,19 +221,27 @@ class StepFailed(RunError):
 
 
 class StepTimeout(StepFailed):
-    """A step ran past its timeout; its worker was killed and replaced.
+    """A step ran past its timeout and was stopped (on the process pool: its worker killed).
 
     Attributes:
         timeout: the timeout in seconds.
     """
 
-    def __init__(self, step: str, attempt: int, timeout: float, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        step: str,
+        attempt: int,
+        timeout: float,
+        run_id: str | None = None,
+        message: str | None = None,
+    ) -> None:
         self.timeout = timeout
         super().__init__(
             step,
             attempt,
             "actorflow.errors.StepTimeout",
-            f"timed out after {timeout:g}s (worker killed)",
+            # The recorded message says how its executor stopped it ("Ray worker killed").
+            message or f"timed out after {timeout:g}s (worker killed)",
             run_id=run_id,
         )
 
@@ -355,19 +363,24 @@ class WaitTimeout(RunError):
 
 
 class HeartbeatTimeout(StepTimeout):
-    """A step sent no heartbeat within its ``heartbeat_timeout``; its worker was killed.
+    """A step sent no heartbeat within its ``heartbeat_timeout`` and was stopped.
 
     Attributes:
         heartbeat_timeout: the allowed silence in seconds.
     """
 
     def __init__(
-        self, step: str, attempt: int, heartbeat_timeout: float, run_id: str | None = None
+        self,
+        step: str,
+        attempt: int,
+        heartbeat_timeout: float,
+        run_id: str | None = None,
+        message: str | None = None,
     ) -> None:
         super().__init__(step, attempt, heartbeat_timeout, run_id)
         self.heartbeat_timeout = heartbeat_timeout
         self.error_type = "actorflow.errors.HeartbeatTimeout"
-        self.error_message = f"no heartbeat for {heartbeat_timeout:g}s (worker killed)"
+        self.error_message = message or f"no heartbeat for {heartbeat_timeout:g}s (worker killed)"
         Exception.__init__(self, self._describe())
 
 

@@ -52,7 +52,7 @@ import pykka
 
 import actorflow as af
 from actorflow.definition import function_ref
-from actorflow.runtime.dispatch._pool import Dispatcher
+from actorflow.runtime.dispatch._dispatcher import Dispatcher
 from actorflow.runtime.kernel._messages import AttemptResults, AttemptSucceeded, Dispatch, TaskSpec
 from actorflow.runtime.kernel._promise import Promise
 from actorflow.store import MemoryStore, encode_value
@@ -229,7 +229,12 @@ def pool_floor(n: int, ms: float, ideal: float) -> float:
     collectors = [_Collector.start(WORKERS * 4, warm)]
     ready: Promise[None] = Promise()
     dispatcher = Dispatcher.start(
-        af.EngineConfig(workers=WORKERS), lambda run_id: collectors[-1], MemoryStore(), ready
+        af.EngineConfig(workers=WORKERS),
+        lambda run_id: collectors[-1],
+        MemoryStore(),
+        ready,
+        None,
+        af.ProcessExecutor().transport,
     )
     try:
         ready.result(60)

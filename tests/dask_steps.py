@@ -1,4 +1,4 @@
-"""Step functions for the Dask executor tests (importable by Dask's worker processes)."""
+"""Step functions for the Dask and Ray executor tests (importable by their worker processes)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,23 @@ def killed_once(ctx: Any) -> int:
 
 def array_sum(ctx: Any) -> float:
     return float(ctx.payload.sum())
+
+
+def crash_once(ctx: Any) -> dict[str, Any]:
+    """The first attempt records its pid and waits to be SIGKILLed; the next one returns."""
+    log = Path(ctx.payload["log"])
+    with log.open("a") as f:
+        f.write(f"{os.getpid()} {ctx.run.attempt}\n")
+    if ctx.run.attempt == 1:
+        time.sleep(60)
+    return {"attempt": ctx.run.attempt, "pid": os.getpid()}
+
+
+def beating(ctx: Any) -> int:
+    """Heartbeats for a while, then goes silent (past its heartbeat timeout)."""
+    Path(ctx.payload["pids"]).write_text(str(os.getpid()))
+    for i in range(3):
+        ctx.heartbeat({"done": i})
+        time.sleep(0.2)
+    time.sleep(60)
+    return 0

@@ -20,8 +20,8 @@ PUBLIC = {
     # code workflows
     "CodeWorkflow", "HeartbeatTimeout", "NondeterminismError", "PanicPolicy", "WorkflowContext",
     "WorkflowFailed", "WorkflowInfo", "step_context", "testing",
-    # scale-out
-    "DaskExecutor",
+    # where steps run: the protocol and its executors
+    "Executor", "ProcessExecutor", "InlineExecutor", "DaskExecutor", "RayExecutor",
     # observability, operations
     "observability", "CircuitBreaker", "CircuitOpen", "LifecycleEvent", "RunStarted",
     "StepAttempted", "RunFinished", "PruneReport",

@@ -25,12 +25,12 @@ from actorflow.config import EngineConfig
 from actorflow.definition._builder import Workflow
 from actorflow.errors import (
     ClientError,
-    ConfigError,
     EngineNotRunning,
     StoreError,
     StoreFull,
 )
 from actorflow.runtime._core import CodeCompiled, Compiled, Core
+from actorflow.runtime.dispatch._executors import Executor, executor_from
 from actorflow.runtime.kernel._inbox import Activity
 from actorflow.runtime.kernel._lifecycle import (
     Lifecycle,
@@ -47,9 +47,7 @@ from actorflow.store._lmdb import LmdbStore
 from actorflow.store._memory import MemoryStore
 from actorflow.store._protocol import Op, Store
 from actorflow.store._sealing import sealed
-from actorflow.workers._dask import DaskExecutor
 from actorflow.workers._state import State
-from actorflow.workers._task import Intercept
 
 if TYPE_CHECKING:
     from actorflow.engine._background import Background
@@ -79,22 +77,12 @@ class EngineBase:
         store: str | Store | None = None,
         clock: Clock | None = None,
         config: EngineConfig | None = None,
-        executor: DaskExecutor | str | None = None,
+        executor: Executor | str | None = None,
         **settings: Any,
     ) -> None:
-        if executor == "process":
-            executor = None
-        if executor is not None and executor != "inline" and not isinstance(executor, DaskExecutor):
-            raise ConfigError(
-                "executor: expected 'process', 'inline', af.DaskExecutor(...) or None, "
-                f"got {executor!r}"
-            )
-        self._executor = executor
-        # Set by the test harness (actorflow.testing) before start: count work in flight,
-        # and replace step functions and services of an inline executor.
+        self._executor: Executor = executor_from(executor)
+        # Set by the test harness (actorflow.testing) before start: count work in flight.
         self._activity: Activity | None = None
-        self._intercept: Intercept | None = None
-        self._services_cache: dict[tuple[str, str], Any] | None = None
         self._registry: Any = None  # the Prometheus registry, made at the first metrics()
         self._stopping = False  # stop() has begun: no new work is taken
         self._lifecycle = Lifecycle()

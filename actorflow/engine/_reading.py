@@ -236,6 +236,7 @@ class Reading(Events):
             checks["workers"] = {"ok": alive > 0, "alive": alive}
         except Exception as exc:
             checks["workers"] = {"ok": False, "detail": f"dispatcher not answering: {exc}"}
+        checks["workers"]["executor"] = self._executor.name
         try:
             assert core.scheduler is not None
             lag = core.scheduler.proxy().lag.get(timeout=_HEALTH_WAIT)

@@ -33,7 +33,6 @@ from actorflow.store._protocol import Op, Store, blob_token, ensure_format
 from actorflow.views import (
     read_run,
 )
-from actorflow.workers._dask import DaskExecutor
 
 if TYPE_CHECKING:
     from actorflow.runtime.blobs._manager import BlobManager
@@ -227,7 +226,7 @@ class Starting(Registry):
             pass
 
     def _start_actors(self, core: Core) -> None:
-        from actorflow.runtime.dispatch._pool import Dispatcher
+        from actorflow.runtime.dispatch._dispatcher import Dispatcher
         from actorflow.runtime.persistence._scheduler import Scheduler
         from actorflow.runtime.persistence._writer import StoreWriter
         from actorflow.runtime.supervision._shard import Shard
@@ -252,27 +251,9 @@ class Starting(Registry):
             self._actors.append(shard)
             core.shards.append(shard)
         ready: Promise[None] = Promise()
-        dispatcher: pykka.ActorRef[Any]
-        if self._executor == "inline":
-            from actorflow.runtime.dispatch._inline import InlineDispatcher
-
-            dispatcher = InlineDispatcher.start(
-                cfg,
-                core.route,
-                core.store,
-                ready,
-                core,
-                self._intercept,
-                self._services_cache,
-            )
-        elif isinstance(self._executor, DaskExecutor):
-            from actorflow.runtime.dispatch._dask import DaskDispatcher
-
-            dispatcher = DaskDispatcher.start(
-                cfg, core.route, core.store, ready, core, self._executor
-            )
-        else:
-            dispatcher = Dispatcher.start(cfg, core.route, core.store, ready, core.costs, core)
+        dispatcher = Dispatcher.start(
+            cfg, core.route, core.store, ready, core, self._executor.transport
+        )
         self._actors.append(dispatcher)
         core.dispatcher = dispatcher
         try:
@@ -374,15 +355,14 @@ class Starting(Registry):
                     f.result(timeout)
             except (TimeoutError, pykka.ActorDeadError):
                 log.warning("drain did not finish within %gs; stopping anyway", timeout)
-        from actorflow.runtime.dispatch._pool import Dispatcher
-        from actorflow.runtime.dispatch._remote import RemoteDispatcher
+        from actorflow.runtime.dispatch._dispatcher import Dispatcher
         from actorflow.runtime.persistence._scheduler import Scheduler
         from actorflow.runtime.persistence._writer import StoreWriter
         from actorflow.runtime.supervision._shard import Shard
 
         # Dispatcher first (no more results), writer last (it commits what the others sent).
         rank: list[tuple[type, ...]] = [
-            (Dispatcher, RemoteDispatcher),
+            (Dispatcher,),
             (Scheduler,),
             (Shard,),
             (StoreWriter,),

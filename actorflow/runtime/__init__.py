@@ -12,10 +12,12 @@ How a run flows through the engine::
         ▲                          │   code: the workflow function on a deterministic
         │                          │   loop, replayed against its history -> commands
         │                          ▼ durable: then-callbacks
-        │ AttemptSucceeded /      Dispatcher ── task ──▶ worker process (pipe)
-        │ AttemptFailed(kind)         ▲        large values: shared-memory segments and
-        │                          │        blob files (blobs/), named in the task
-        └──────────────────────────┴──── result / crash ────┘
+        │ AttemptSucceeded /      Dispatcher ── task ──▶ transport ──▶ where steps run:
+        │ AttemptFailed(kind)      (one core: tasks,      process pool (pipes; large
+        │                          deadlines, cancels,    values in shared-memory segments
+        │                          drains, requests)      and blob files, blobs/), inline
+        │                          ▲                      threads, Dask, Ray (callback link)
+        └──────────────────────────┴──── result / crash / timeout ────┘
                                Scheduler ── TimerFired (sleeps, retry backoff, deadlines)
 
     approvals, events, signals ─▶ EngineHost (_external.py) ─▶ the run's Shard

@@ -15,6 +15,7 @@ from typing import Any, Self
 
 from actorflow.definition._options import parse_duration
 from actorflow.engine._engine import Engine
+from actorflow.runtime.dispatch._executors import InlineExecutor
 from actorflow.runtime.kernel._inbox import Tick
 from actorflow.testing._base import (
     _code,
@@ -115,14 +116,6 @@ class Driving(Mocking):
         # Time skips by days here: finished runs are kept unless the test asks for retention
         # (a workflow's own retention still applies).
         settings = {"workers": 4, "shm_threshold": 0, "retention": 0, **self._settings}
-        engine = Engine(
-            store="memory", executor="inline", clock=self.clock, schedules=False, **settings
-        )
-        with engine._lock:  # through the registry: its versions stay whole
-            for wf in self._definitions.values():
-                engine._register(wf)
-        engine._activity = self._activity
-        engine._intercept = self._intercept
         cache: dict[tuple[str, str], Any] = {}
         declared: set[str] = set()
         for wid, wf in self._definitions.items():
@@ -136,7 +129,17 @@ class Driving(Mocking):
                 f"mock_service: no workflow of this test declares {', '.join(map(repr, unknown))} "
                 f"(declared: {sorted(declared) or 'none'})"
             )
-        engine._services_cache = cache
+        # Steps run inline, through the mocks, sharing the mocked services.
+        executor = InlineExecutor()
+        executor._intercept = self._intercept
+        executor._services = cache
+        engine = Engine(
+            store="memory", executor=executor, clock=self.clock, schedules=False, **settings
+        )
+        with engine._lock:  # through the registry: its versions stay whole
+            for wf in self._definitions.values():
+                engine._register(wf)
+        engine._activity = self._activity
         self._check_mocks()
         for wf in self._definitions.values():
             # Breakers are shared objects: each test starts with them closed.

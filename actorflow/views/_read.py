@@ -338,9 +338,10 @@ def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
     if kind == "run_timeout":
         return RunTimeout(float(err.get("timeout") or 0.0), run_id)
     if kind == "timeout":
+        limit = float(err.get("timeout") or 0.0)
         if str(err.get("type", "")).endswith("HeartbeatTimeout"):
-            return HeartbeatTimeout(step, attempt, float(err.get("timeout") or 0.0), run_id)
-        return StepTimeout(step, attempt, float(err.get("timeout") or 0.0), run_id)
+            return HeartbeatTimeout(step, attempt, limit, run_id, message or None)
+        return StepTimeout(step, attempt, limit, run_id, message or None)
     if kind == "workflow":
         cause = _unpickle_error(err)
         if isinstance(cause, WorkflowFailed):

@@ -1,12 +1,12 @@
-"""Running one step outside the local worker pool: on a Dask worker, or inline on a thread.
+"""Running one step outside the local worker pool: on a Dask or Ray worker, or inline.
 
-Both executors send a task (the tuple :meth:`RemoteDispatcher.task_tuple
-<actorflow.runtime.dispatch._remote.RemoteDispatcher.task_tuple>` builds) to :func:`execute`, which
+The inline, Dask and Ray transports send a task (the tuple :func:`task_tuple
+<actorflow.runtime.dispatch._remote.task_tuple>` builds) to :func:`execute`, which
 runs the step with a :class:`StepContext` whose requests (``ctx.steps[...]``, a large value by
 reference, ``ctx.state``, services, heartbeats, log records, "I have started") go to a
 *link*: anything with ``call((op, task_key, run_id, workflow_id, step, arg))`` that returns
-the engine's answer. On Dask the link is an authenticated connection back to the engine; an
-inline task calls the engine directly.
+the engine's answer. On a cluster the link is an authenticated connection back to the
+engine (``workers/_link.py``); an inline task calls the engine directly.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class TaskHost:
     def __init__(
         self,
         link: Link,
-        task_key: str,
+        task_key: int,
         run_id: str,
         workflow_id: str,
         services: dict[tuple[str, str], Any] | None = None,
@@ -69,7 +69,7 @@ class TaskHost:
             self.services_cache = services
 
     def request(self, op: str, arg: Any) -> Any:
-        """Ask the engine (``op`` as in ``RemoteDispatcher.answer``)."""
+        """Ask the engine (``op`` as in the dispatcher's ``answer``)."""
         return self.link.call((op, self.task_key, self.run_id, self.workflow_id, self.step, arg))
 
     def heartbeat(self, details: Any) -> None:

@@ -75,7 +75,7 @@ def test_readiness_reports_each_check(make_engine: MakeEngine) -> None:
     with engine:
         health = engine.health()
         assert health["ready"], health
-        assert health["checks"]["workers"] == {"ok": True, "alive": 2}
+        assert health["checks"]["workers"] == {"ok": True, "alive": 2, "executor": "process"}
         assert health["checks"]["store"]["ok"] and health["checks"]["scheduler"]["ok"]
         transport = httpx.ASGITransport(app=engine.asgi())
 

@@ -240,7 +240,7 @@ def test_a_follower_waiting_for_a_result_carries_on_across_a_failover(
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(run.result(timeout=60)))
     thread.start()
-    time.sleep(0.3)
+    wait_until(lambda: run.status() == af.RunStatus.RUNNING, timeout=30)  # on the leader
     leader.kill()
     thread.join(60)
     assert got == [{"n": 14}]

@@ -1,13 +1,15 @@
-"""The dispatcher for ``executor=af.DaskExecutor(...)``: steps run on a Dask cluster.
+"""``executor=af.DaskExecutor(...)``: steps run on a Dask cluster.
 
-It is a :class:`~actorflow.runtime.dispatch._remote.RemoteDispatcher`: supervisors, the store and
-recovery do not know where steps run. What differs from local workers, and why:
+The Dask transport is a :class:`~actorflow.runtime.dispatch._remote.RemoteTransport`:
+supervisors, the store and recovery do not know where steps run. What differs from local
+workers, and why:
 
 - **Start and timeout.** A task may wait in Dask's queue; its timeout counts from the moment
-  it starts on a worker (the task says so over the callback link), like a local step's.
-  At the timeout the step fails with ``StepTimeout`` and the worker process running it is
-  restarted (``Client.restart_workers``), which is the only way to stop Python code in a
-  Dask worker; anything else running in that worker fails with it and is retried by policy.
+  it starts on a worker (the step asks to start over the callback link), like a local
+  step's. At the timeout the step fails with ``StepTimeout`` and the worker process running
+  it is restarted (``Client.restart_workers``), which is the only way to stop Python code in
+  a Dask worker; anything else running in that worker fails with it and is retried by
+  policy.
 - **Crashes.** When a worker dies, Dask itself runs its tasks again elsewhere, up to the
   scheduler's ``allowed-failures``; only then does the future fail (``KilledWorker``), which
   is reported as a crash (``WorkerCrashed``). So a step may run twice without an attempt
@@ -16,79 +18,118 @@ recovery do not know where steps run. What differs from local workers, and why:
 - **Large values** travel as Dask moves data, not through the engine's shared memory: a
   ``B`` value (or a large payload) goes as a reference that the step fetches over the
   callback link only if it reads it.
+- **Requests** go over the callback link (``_link.py`` says why not Dask's own channels).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import secrets
-import socket
 import threading
-from collections.abc import Callable
-from multiprocessing.connection import Connection, Listener
 from typing import Any
-from urllib.parse import urlparse
 
-import pykka
+from actorflow._extras import require
+from actorflow.runtime.dispatch._link import CallbackListener, route_host
+from actorflow.runtime.dispatch._remote import RemoteTransport
+from actorflow.runtime.dispatch._transport import Task, TransportHost
+from actorflow.workers._dask import run_task
 
-from actorflow.config import EngineConfig
-from actorflow.runtime.dispatch._remote import Finished, RemoteDispatcher, RemoteTask, step_log
-from actorflow.runtime.kernel._inbox import tell
-from actorflow.runtime.kernel._promise import Promise
-from actorflow.store._protocol import Store
-from actorflow.workers._dask import DaskExecutor, run_task
-
-__all__ = ["DaskDispatcher"]
+__all__ = ["DaskExecutor", "DaskTransport"]
 
 log = logging.getLogger("actorflow.dispatcher")
+step_log = logging.getLogger("actorflow.step")
+
+#: How long a restart of a timed-out step's Dask worker may take.
+RESTART_TIMEOUT = 60
 
 
-class DaskDispatcher(RemoteDispatcher):
-    """Runs tasks on a Dask cluster and reports their outcome (see the module docstring).
+class DaskExecutor:
+    """Run steps on a ``dask.distributed`` cluster (``pip install actorflow[dask]``).
+
+    Give one of ``address``, ``cluster`` or ``client``. Use workers with one thread each
+    (``LocalCluster(threads_per_worker=1)``, ``dask worker --nthreads 1``): a step past its
+    timeout is stopped by restarting the worker process it runs in, which also stops
+    anything else running there.
 
     Args:
-        config: the engine configuration.
-        route: run id -> its shard's actor ref.
-        store: read to answer steps' ``ctx.steps[...]`` requests.
-        ready: completed once connected to the cluster.
-        host: the engine core (``ctx.state``, services).
-        executor: where to run.
+        address: the scheduler's address, e.g. ``"tcp://10.0.0.5:8786"``.
+        cluster: a cluster object (``LocalCluster``, ``SSHCluster``...).
+        client: an existing ``distributed.Client`` (the engine does not close it).
+        callback_host: the address Dask workers use to reach this engine (default: the
+            local address that routes to the scheduler; ``127.0.0.1`` for a local one).
+        restart_on_timeout: restart the worker running a step past its timeout (or a
+            cancelled one), so the step really stops; False leaves it running and ignores
+            its result.
+
+    Raises:
+        ValueError: none or several of ``address``, ``cluster``, ``client``.
+        MissingExtra: ``dask.distributed`` is not installed (the ``dask`` extra).
     """
+
+    name = "dask"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        cluster: Any = None,
+        client: Any = None,
+        callback_host: str | None = None,
+        restart_on_timeout: bool = True,
+    ) -> None:
+        given = [x for x in (address, cluster, client) if x is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "DaskExecutor: expected exactly one of address=, cluster= or client=, "
+                f"got {len(given)}"
+            )
+        if address is not None and not isinstance(address, str):
+            raise ValueError(f"DaskExecutor address: expected a string, got {address!r}")
+        self.address = address
+        self.cluster = cluster
+        self.client = client
+        self.callback_host = callback_host
+        self.restart_on_timeout = restart_on_timeout
+        require("distributed", "af.DaskExecutor")  # here, not at start: the mistake is here
+
+    def connect(self) -> tuple[Any, bool]:
+        """A client of the cluster, and whether the engine owns it (closes it at stop)."""
+        distributed = require("distributed", "af.DaskExecutor")
+        if self.client is not None:
+            return self.client, False
+        target = self.cluster if self.cluster is not None else self.address
+        return distributed.Client(target, set_as_default=False), True
+
+    def transport(self, core: TransportHost) -> DaskTransport:
+        """The engine's Dask transport (the :class:`~actorflow.Executor` protocol)."""
+        return DaskTransport(core, self)
+
+    def __repr__(self) -> str:
+        where = self.address or (self.cluster and type(self.cluster).__name__) or "client"
+        return f"DaskExecutor({where})"
+
+
+class DaskTransport(RemoteTransport):
+    """Runs tasks on a Dask cluster (see the module docstring)."""
 
     halted = "Dask worker restarted"
     where = "Dask"
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        route: Callable[[str], pykka.ActorRef[Any]],
-        store: Store,
-        ready: Promise[None],
-        host: Any,
-        executor: DaskExecutor,
-    ) -> None:
-        super().__init__(config, route, store, ready, host)
+    def __init__(self, core: TransportHost, executor: DaskExecutor) -> None:
+        super().__init__(core)
         self._executor = executor
         self._client: Any = None
         self._owns_client = False
-        self._authkey = secrets.token_bytes(32)
-        self._listener: Listener | None = None
-        self._address: Any = None
+        self._link: CallbackListener | None = None
 
     def open(self) -> None:
         self._client, self._owns_client = self._executor.connect()
-        host = self._executor.callback_host or _callback_host(self._client)
-        self._listener = Listener((host, 0), authkey=self._authkey)
-        self._address = self._listener.address
-        threading.Thread(target=self._accept, name="actorflow-dask-link", daemon=True).start()
+        host = self._executor.callback_host or route_host(_scheduler_address(self._client))
+        self._link = CallbackListener(host, self.answer, "dask")
 
     def close(self) -> None:
-        if self._listener is not None:
-            try:
-                self._listener.close()
-            except OSError:
-                pass
+        if self._link is not None:
+            self._link.close()
         if self._client is not None and self._owns_client:
             try:
                 self._client.close()
@@ -98,88 +139,49 @@ class DaskDispatcher(RemoteDispatcher):
     def worker_count(self) -> int:
         return len(self._client.scheduler_info().get("workers", {}))
 
-    def send(self, task: RemoteTask, body: tuple[Any, ...]) -> Any:
-        full = (*body, step_log.getEffectiveLevel(), self._address, self._authkey)
-        future = self._client.submit(run_task, full, key=task.key, pure=False, retries=0)
-        future.add_done_callback(functools.partial(_collect, self.actor_ref, task.key))
+    def send(self, task: Task, body: tuple[Any, ...]) -> Any:
+        link = self._link
+        assert link is not None
+        full = (*body, step_log.getEffectiveLevel(), link.address, link.authkey)
+        key = f"actorflow-{task.spec.run_id}-{task.id}"
+        future = self._client.submit(run_task, full, key=key, pure=False, retries=0)
+        future.add_done_callback(functools.partial(_collect, self.core, task.id))
         return future
 
-    def forget(self, task: RemoteTask) -> None:
-        task.handle.cancel()  # no restart: the client closes next
+    def forget(self, task: Task) -> None:
+        if task.handle is not None:
+            task.handle.cancel()  # no restart: the client closes next
 
-    def halt(self, task: RemoteTask) -> None:
+    def halt(self, task: Task) -> None:
         """Cancel ``task``, and restart its worker if it runs."""
-        task.handle.cancel()
+        if task.handle is not None:
+            task.handle.cancel()
         if task.worker and self._executor.restart_on_timeout:
             worker = task.worker
 
             def restart() -> None:
                 try:
-                    self._client.restart_workers([worker], timeout=60, raise_for_error=False)
+                    self._client.restart_workers(
+                        [worker], timeout=RESTART_TIMEOUT, raise_for_error=False
+                    )
                 except Exception as exc:
                     log.warning("could not restart Dask worker %s: %s", worker, exc)
 
-            # Off this actor's thread: a restart takes a while.
+            # Off the dispatcher's thread: a restart takes a while.
             threading.Thread(target=restart, name="actorflow-dask-restart", daemon=True).start()
 
-    # -- the callback link (on its own threads) ---------------------------------------------
 
-    def _accept(self) -> None:
-        listener = self._listener
-        assert listener is not None
-        while True:
-            try:
-                conn = listener.accept()
-            except (OSError, EOFError):
-                return  # closed at stop
-            except Exception:  # a peer that failed the handshake
-                log.warning("refused a Dask worker connection (bad key)")
-                continue
-            threading.Thread(
-                target=self._serve, args=(conn,), name="actorflow-dask-req", daemon=True
-            ).start()
-
-    def _serve(self, conn: Connection) -> None:
-        while True:
-            try:
-                op, key, run_id, workflow_id, step, arg = conn.recv()
-            except (EOFError, OSError):
-                return
-            try:
-                value = self.answer(op, key, run_id, workflow_id, step, arg)
-                reply: tuple[bool, Any] = (True, value)
-            except Exception as exc:
-                from actorflow.errors import ClientError
-
-                kind = "client" if isinstance(exc, ClientError) else "engine"
-                reply = (False, (kind, str(exc)))
-            try:
-                conn.send(reply)
-            except (OSError, ValueError):
-                return
-
-
-def _collect(ref: Any, key: str, future: Any) -> None:
-    """A future finished (on a thread of the Dask client): fetch its result, tell the actor."""
+def _collect(core: TransportHost, key: int, future: Any) -> None:
+    """A future finished (on a thread of the Dask client): fetch its result, tell the core."""
     try:
         outcome: Any = future.result()
     except BaseException as exc:  # the task's failure (KilledWorker, CancelledError...)
         outcome = exc
-    tell(ref, Finished(key, outcome))
+    core.tell_finished(key, outcome)
 
 
-def _callback_host(client: Any) -> str:
-    """The local address that routes to the scheduler (loopback for a local cluster)."""
+def _scheduler_address(client: Any) -> str | None:
     try:
-        address = client.scheduler.address
+        return str(client.scheduler.address)
     except Exception:
-        return "127.0.0.1"
-    host = urlparse(address).hostname or "127.0.0.1"
-    if host in ("127.0.0.1", "localhost", "::1"):
-        return "127.0.0.1"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, 9))
-            return str(s.getsockname()[0])
-        except OSError:
-            return "0.0.0.0"
+        return None

@@ -1,8 +1,8 @@
-"""The dispatcher for ``executor="inline"``: steps run on threads of the engine's own process.
+"""The inline transport (``executor="inline"``): steps run on threads of the engine's process.
 
-It is a :class:`~actorflow.runtime.dispatch._remote.RemoteDispatcher`, so the engine records and
-recovers exactly as with worker processes; it is meant for tests (``actorflow.testing`` uses
-it), where starting processes would cost more than the steps. What differs, and why:
+It is a :class:`~actorflow.runtime.dispatch._remote.RemoteTransport`, so the engine records
+and recovers exactly as with worker processes; it is meant for tests (``actorflow.testing``
+uses it), where starting processes would cost more than the steps. What differs, and why:
 
 - A step runs on one of ``workers`` threads (default: at least 4), with the same ``ctx`` as
   in a worker process; its function is called directly, so it need not be importable or
@@ -10,7 +10,7 @@ it), where starting processes would cost more than the steps. What differs, and 
 - A step past its timeout fails with ``StepTimeout`` at the deadline, but Python cannot stop
   a thread: the runaway call goes on, its result is ignored, and a fresh thread takes its
   place. Crash isolation (a segfault, ``os._exit``) does not exist here either.
-- Under the test harness the dispatcher also counts each task as work in flight (see
+- Under the test harness the transport also counts each task as work in flight (see
   ``_inbox.Activity``), and lets the harness replace step functions (``intercept``) and
   turn a raised :class:`SimulatedFault` into a timeout or a worker crash.
 """
@@ -21,24 +21,20 @@ import logging
 import os
 import queue
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
-import pykka
-
-from actorflow.config import EngineConfig
 from actorflow.runtime.dispatch._core import CRASH_TYPES, TIMEOUT_TYPES
-from actorflow.runtime.dispatch._remote import Finished, RemoteDispatcher, RemoteTask
-from actorflow.runtime.kernel._inbox import tell
-from actorflow.runtime.kernel._messages import AttemptFailed, ErrorInfo, TaskSpec
-from actorflow.runtime.kernel._promise import Promise
-from actorflow.store._protocol import Store
+from actorflow.runtime.dispatch._remote import RemoteTransport
+from actorflow.runtime.dispatch._transport import Task, TransportHost
+from actorflow.runtime.kernel._messages import ErrorInfo
 from actorflow.workers._task import Intercept, TaskHost, execute
 
-__all__ = ["InlineDispatcher", "SimulatedFault"]
+__all__ = ["InlineTransport", "SimulatedFault"]
 
 log = logging.getLogger("actorflow.dispatcher")
+
+#: Threads an inline executor runs at least, when ``workers`` is not set.
+MIN_THREADS = 4
 
 
 class SimulatedFault(Exception):
@@ -51,29 +47,19 @@ class SimulatedFault(Exception):
         self.kind = kind
 
 
+#: Where an inline task runs (its ``worker``, set once a thread takes it up).
+WHERE = "inline"
+
 _FAULT = f"{SimulatedFault.__module__}.{SimulatedFault.__qualname__}"
 
 
-class _Link:
-    """An inline step's requests: answered on its own thread, with no connection."""
-
-    def __init__(self, dispatcher: InlineDispatcher) -> None:
-        self._dispatcher = dispatcher
-
-    def call(self, msg: tuple[Any, ...]) -> Any:
-        return self._dispatcher.answer(*msg)
-
-
-class InlineDispatcher(RemoteDispatcher):
+class InlineTransport(RemoteTransport):
     """Runs tasks on threads of this process (see the module docstring).
 
     Args:
-        config: the engine configuration (``workers``: how many threads; 0 means 4 or the
-            number of CPUs, whichever is more).
-        route: run id -> its shard's actor ref.
-        store: read to answer steps' ``ctx.steps[...]`` requests.
-        ready: completed at once.
-        host: the engine core (``ctx.state``, services).
+        core: the dispatcher core.
+        workers: how many threads (None: the engine's ``workers``, or if that is 0, 4 or
+            the number of CPUs, whichever is more).
         intercept: ``intercept(workflow_id, step, fn, how) -> fn``, called before each
             step (the harness's mocks), or None.
         services: the cache of set-up services its steps share (the harness pre-fills it
@@ -85,26 +71,21 @@ class InlineDispatcher(RemoteDispatcher):
 
     def __init__(
         self,
-        config: EngineConfig,
-        route: Callable[[str], pykka.ActorRef[Any]],
-        store: Store,
-        ready: Promise[None],
-        host: Any,
+        core: TransportHost,
+        workers: int | None = None,
         intercept: Intercept | None = None,
         services: dict[tuple[str, str], Any] | None = None,
     ) -> None:
-        super().__init__(config, route, store, ready, host)
+        super().__init__(core)
         self._intercept = intercept
         self._services: dict[tuple[str, str], Any] = {} if services is None else services
-        self._size = config.workers or max(4, os.cpu_count() or 1)
-        self._queue: queue.SimpleQueue[tuple[RemoteTask, tuple[Any, ...]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._size = workers or core.config.workers or max(MIN_THREADS, os.cpu_count() or 1)
+        self._queue: queue.SimpleQueue[tuple[Task, tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._threads = 0  # threads serving the queue (abandoned ones not counted)
         self._idle = 0
         self._lock = threading.Lock()
-        self._link = _Link(self)
-        self._counted: set[str] = set()  # tasks still counted as work in flight
+        self._counted: set[int] = set()  # tasks still counted as work in flight
+        self._activity = getattr(core, "activity", None)
 
     def close(self) -> None:
         with self._lock:
@@ -115,12 +96,12 @@ class InlineDispatcher(RemoteDispatcher):
     def worker_count(self) -> int:
         return self._size
 
-    def send(self, task: RemoteTask, body: tuple[Any, ...]) -> Any:
-        if self.activity is not None:
-            # Until its outcome is in this actor's inbox, or it is halted.
+    def send(self, task: Task, body: tuple[Any, ...]) -> Any:
+        if self._activity is not None:
+            # Until its outcome is in the core's inbox, or it is halted.
             with self._lock:
-                self._counted.add(task.key)
-            self.activity.begin()
+                self._counted.add(task.id)
+            self._activity.begin()
         self._queue.put((task, body))
         with self._lock:
             grow = self._idle == 0 and self._threads < self._size
@@ -132,12 +113,12 @@ class InlineDispatcher(RemoteDispatcher):
             self._spawn()
         return None
 
-    def forget(self, task: RemoteTask) -> None:
+    def forget(self, task: Task) -> None:
         pass  # stopping: a queued task is skipped; a running one is left to finish
 
-    def halt(self, task: RemoteTask) -> None:
-        self._release(task.key)  # whatever its thread still does is not the engine's work
-        if task.started is None:
+    def halt(self, task: Task) -> None:
+        self._release(task.id)  # whatever its thread still does is not the engine's work
+        if not task.worker:
             return  # still queued: its thread skips it
         with self._lock:
             # Its thread is stuck in the call: another one takes its place in the pool.
@@ -147,14 +128,14 @@ class InlineDispatcher(RemoteDispatcher):
     def _spawn(self) -> None:
         threading.Thread(target=self._serve, name="actorflow-inline", daemon=True).start()
 
-    def _release(self, key: str) -> None:
-        if self.activity is None:
+    def _release(self, key: int) -> None:
+        if self._activity is None:
             return
         with self._lock:
             if key not in self._counted:
                 return
             self._counted.discard(key)
-        self.activity.end()
+        self._activity.end()
 
     def _serve(self) -> None:
         while True:
@@ -170,16 +151,16 @@ class InlineDispatcher(RemoteDispatcher):
                 outcome = self._run(task, body)
                 if _halted(task):
                     return  # halted while it ran: a replacement thread serves the queue
-                tell(self.actor_ref, Finished(task.key, outcome))
+                self.core.tell_finished(task.id, outcome)
             finally:
-                self._release(task.key)
+                self._release(task.id)
 
-    def _run(self, task: RemoteTask, body: tuple[Any, ...]) -> Any:
+    def _run(self, task: Task, body: tuple[Any, ...]) -> Any:
         spec = task.spec
-        host = TaskHost(self._link, task.key, spec.run_id, spec.workflow_id, self._services)
+        host = TaskHost(self, task.id, spec.run_id, spec.workflow_id, self._services)
         host.step = spec.step
-        task.started = time.monotonic()  # read by halt() on the actor's thread
-        if not host.request("start", (os.getpid(), "inline")):
+        task.worker = WHERE  # a thread took it up: read by halt() on the core's thread
+        if not host.request("start", (os.getpid(), WHERE)):
             return None  # the engine drains or stops: this step must not start
         try:
             return execute(body, host, intercept=self._intercept)
@@ -187,43 +168,32 @@ class InlineDispatcher(RemoteDispatcher):
             log.exception("inline step %r of run %s", spec.step, spec.run_id)
             return exc
 
-    def outcome(
-        self,
-        spec: TaskSpec,
-        step: str,
-        ok: bool,
-        data: Any,
-        started: float,
-        ended: float,
-        task: RemoteTask,
-    ) -> None:
-        if not ok and data[0] == _FAULT:
-            kind = data[2]
-            if kind == "timeout":
-                after = "" if spec.timeout is None else f" after {spec.timeout:g}s"
-                info = ErrorInfo(
-                    "timeout",
-                    TIMEOUT_TYPES[0],
-                    TIMEOUT_TYPES,
-                    f"timed out{after} (simulated)",
-                    timeout=spec.timeout,
-                    details=task.details,
-                )
-                self.stats.timeouts += 1
-            else:
-                info = ErrorInfo(
-                    "crash",
-                    CRASH_TYPES[0],
-                    CRASH_TYPES,
-                    "worker process died (simulated)",
-                    details=task.details,
-                )
-                self.stats.crashes += 1
-            self.report(AttemptFailed(spec.run_id, step, spec.attempt, info, None, ended, None))
-            return
-        super().outcome(spec, step, ok, data, started, ended, task)
+    def failure(self, task: Task, data: Any) -> ErrorInfo | None:
+        if data[0] != _FAULT:
+            return None
+        spec = task.spec
+        stats = self.core.stats
+        if data[2] == "timeout":
+            stats.timeouts += 1
+            after = "" if spec.timeout is None else f" after {spec.timeout:g}s"
+            return ErrorInfo(
+                "timeout",
+                TIMEOUT_TYPES[0],
+                TIMEOUT_TYPES,
+                f"timed out{after} (simulated)",
+                timeout=spec.timeout,
+                details=task.details,
+            )
+        stats.crashes += 1
+        return ErrorInfo(
+            "crash",
+            CRASH_TYPES[0],
+            CRASH_TYPES,
+            "worker process died (simulated)",
+            details=task.details,
+        )
 
 
-def _halted(task: RemoteTask) -> bool:
-    """Whether the actor gave ``task`` up while it ran (read across threads)."""
+def _halted(task: Task) -> bool:
+    """Whether the core gave ``task`` up while it ran (read across threads)."""
     return task.cancelled

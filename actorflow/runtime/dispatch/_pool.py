@@ -1,8 +1,9 @@
-"""The dispatcher: owns the worker pool, queues ready steps, enforces deadlines.
+"""The process pool: the transport of ``executor="process"`` (the default).
 
-One actor thread does everything here. Its inbox (:class:`SelectorInbox`) waits on the actor's
-messages, every worker's pipe and process sentinel, and the nearest deadline at once, so worker
-results, crashes and timeouts arrive as messages and the pool state has a single owner.
+The dispatcher core (``_dispatcher.py``) keeps the tasks, their deadlines, cancels, drains
+and reports; this transport owns the worker processes. Its pipes and process sentinels are
+waitables of the core's inbox (:class:`SelectorInbox`), so worker results, crashes and
+the core's deadlines all arrive as messages on the one dispatcher thread.
 
 Per worker, the life is: starting (process launched) -> ready (said hello) -> killing (timed
 out or cancelled: SIGTERM, then SIGKILL after ``kill_grace``) -> gone (sentinel fired). A worker
@@ -12,9 +13,10 @@ queue unstarted. Every death is replaced, unless more than ``restart_limit`` hap
 ``restart_window`` seconds: then the restart breaker opens for ``breaker_cooldown`` seconds
 and, if no worker is left, queued tasks fail with kind ``pool``.
 
-A drain sends nothing more and takes back the tasks queued inside workers; at the stop, the
-tasks that never started (queued here, or dropped by a stopping worker) are recorded as such,
-so recovery does not count them as interrupted attempts (``_unstarted.py``).
+A task starts (its deadlines count) when it reaches the head of a worker's queue. A drain
+sends nothing more and takes back the tasks queued inside workers; at the stop, the tasks
+that never started (queued here, or dropped by a stopping worker) are recorded as such by
+the core, so recovery does not count them as interrupted attempts (``_unstarted.py``).
 
 Costs are per message, not per task, so work moves in batches: a busy worker gets up to
 ``prefetch`` tasks queued behind the one it runs (sent in one frame, so it never waits for the
@@ -31,10 +33,7 @@ from collections import deque
 from typing import Any
 
 from actorflow.errors import PoolUnavailable
-from actorflow.runtime.dispatch._core import (
-    CRASH_TYPES,
-    timeout_error,
-)
+from actorflow.runtime.dispatch._core import CRASH_TYPES
 from actorflow.runtime.dispatch._pool_wire import PoolWire
 from actorflow.runtime.dispatch._pool_workers import (
     _KILLING,
@@ -49,38 +48,22 @@ from actorflow.runtime.dispatch._pool_workers import (
     _Worker,
     log,
 )
-from actorflow.runtime.kernel._inbox import IoReady, Tick, Writable
-from actorflow.runtime.kernel._messages import (
-    CancelTasks,
-    Dispatch,
-    Drain,
-    ErrorInfo,
-    TaskSpec,
-    Unmapped,
-)
-from actorflow.runtime.persistence._unstarted import left_in_inbox, record
+from actorflow.runtime.dispatch._transport import Task
+from actorflow.runtime.kernel._inbox import IoReady, Writable
+from actorflow.runtime.kernel._messages import ErrorInfo, Unmapped
 from actorflow.workers import _protocol as W
 
-__all__ = ["Dispatcher"]
+__all__ = ["PoolTransport"]
 
 
-class Dispatcher(PoolWire):
-    """Runs tasks on the worker pool and reports their outcome to the runs' supervisors.
+class PoolTransport(PoolWire):
+    """Runs tasks on the worker pool (see the module docstring)."""
 
-    Args:
-        config: the engine config (pool size, start method, kill grace, breaker limits).
-        route: maps a run id to its shard's actor ref.
-        store: read to answer workers' ``ctx.steps[...]`` requests.
-        ready: completed once the initial workers all said hello.
-        costs: where to keep each function's recent seconds per call (shared with the
-            supervisors, which size chunks of tiny item steps by it).
-    """
-
-    def on_start(self) -> None:
+    def open(self) -> None:
         for _ in range(self._target):
             self._spawn()
 
-    def on_stop(self) -> None:
+    def stop(self) -> None:
         self._stopping = True
         self._spawner.close()
         for w in list(self._workers.values()):
@@ -96,20 +79,12 @@ class Dispatcher(PoolWire):
                 w.proc.join(1.0)
             self._settle(w)
             self._forget(w)
-        if self._reports:
-            self._reports.send()  # steps that finished as their workers stopped
-        # Never sent, or never started: not attempts (see ``_unstarted``).
-        unstarted = [*self._unstarted, *self._queue, *left_in_inbox(self.actor_inbox)]
-        self._queue.clear()
-        self._unstarted = []
-        record(getattr(self._host, "writer", None), unstarted)
-        self._inbox.close()
-        if not self._ready.done():
-            self._ready.set_exception(PoolUnavailable("engine stopped before workers started"))
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self._queue.clear()  # never sent: the core records them as not started
 
-    def on_receive(self, message: Any) -> Any:
+    def forget(self, task: Task) -> None:
+        pass  # its worker is gone (stopped or killed) already
+
+    def on_message(self, message: Any) -> bool:
         t = type(message)
         if t is IoReady:
             for item in message.ready:
@@ -126,22 +101,8 @@ class Dispatcher(PoolWire):
                     if w is not None:
                         self._read(w)
             self._pump()
-        elif t is Dispatch:
-            if message.tasks and self._probe is None:
-                # Sample one task per message for the dispatch latency statistics.
-                self._probe = (message.tasks[0], time.monotonic())
-            self._queue.extend(message.tasks)
-            self._pump()
-        elif t is Tick:
-            self._tick()
         elif t is _Spawned:
             self._spawned(message)
-        elif t is CancelTasks:
-            self._cancel(frozenset(message.run_ids), frozenset(message.tasks))
-        elif t is Drain:
-            self._drain = message.done
-            self._withdraw()
-            self._check_drained()
         elif t is _Reply:
             w = self._workers.get(message.wid)
             if w is not None and w.conn is message.conn:
@@ -149,13 +110,18 @@ class Dispatcher(PoolWire):
         elif t is Unmapped:
             self._unmapped()
         else:
-            return super().on_receive(message)
-        if self._reports:
-            self._reports.send()
-        return None
+            return False
+        return True
+
+    def submit(self, tasks: list[Task]) -> None:
+        if tasks and self._probe is None:
+            # Sample one task per message for the dispatch latency statistics.
+            self._probe = (tasks[0], time.monotonic())
+        self._queue.extend(tasks)
+        self._pump()
 
     def _pump(self) -> None:
-        if self._drain is not None:
+        if self.core.draining:
             return
         queue, idle = self._queue, self._idle
         if queue:
@@ -173,11 +139,8 @@ class Dispatcher(PoolWire):
         if queue and self._breaker_until is not None and not self._live_workers():
             self._fail_queued()
 
-    def _tick(self) -> None:
-        now = time.monotonic()
+    def tick(self, now: float) -> None:
         for w in list(self._workers.values()):
-            if w.deadline is not None and now >= w.deadline and w.inflight:
-                self._timed_out(w)
             if w.kill_at is not None and now >= w.kill_at:
                 w.kill_at = None
                 if w.proc.exitcode is None:
@@ -198,44 +161,45 @@ class Dispatcher(PoolWire):
                 self._spawn()
         self._pump()
 
-    def _timed_out(self, w: _Worker) -> None:
-        entry = w.inflight.popleft()
-        spec = entry.spec
-        self._end(entry.task_id, None)
-        if not entry.cancelled:
-            self.stats.timeouts += 1
-            error = timeout_error(spec, entry.started, entry.beat, entry.details, "worker killed")
+    def halt(self, task: Task) -> None:
+        """``task`` passed its deadline (it runs at the head of its worker): kill the worker."""
+        w = task.handle
+        if isinstance(w, _Worker) and w.inflight and w.inflight[0] is task:
+            w.inflight.popleft()
+            self._release(task)
             log.warning(
-                "step %r of run %s: %s; killing worker %d",
-                spec.step,
-                spec.run_id,
-                error.message,
+                "step %r of run %s: past its deadline; killing worker %d",
+                task.spec.step,
+                task.spec.run_id,
                 w.pid,
             )
-            self._fail(spec, error, w.pid)
-        self._kill(w)
+            self._kill(w)
+        else:  # not in a worker (never started): it no longer goes to one
+            try:
+                self._queue.remove(task)
+            except ValueError:
+                pass
 
     def _blew_up(self, w: _Worker, rss: int) -> None:
         """``w``'s step passed twice max_memory_per_worker: kill it, fail the step (a crash)."""
-        entry = w.inflight.popleft()
-        spec = entry.spec
-        self._end(entry.task_id, None)
+        task = w.inflight.popleft()
+        spec = task.spec
+        self._release(task)
         self.stats.crashes += 1
         message = (
             f"worker process killed: its memory ({rss >> 20} MiB) passed twice "
             f"max_memory_per_worker ({self._max_memory >> 20} MiB) while the step ran"
         )
         log.error("step %r of run %s: %s (worker %d)", spec.step, spec.run_id, message, w.pid)
-        if not entry.cancelled:
-            error = ErrorInfo(
-                "crash",
-                CRASH_TYPES[0],
-                CRASH_TYPES,
-                message,
-                exitcode=-signal.SIGKILL,
-                details=entry.details,
-            )
-            self._fail(spec, error, w.pid)
+        error = ErrorInfo(
+            "crash",
+            CRASH_TYPES[0],
+            CRASH_TYPES,
+            message,
+            exitcode=-signal.SIGKILL,
+            details=task.details,
+        )
+        self.core.fail(task, error)
         self._kill(w)
         try:
             w.proc.kill()  # a process eating memory gets no grace period
@@ -269,9 +233,9 @@ class Dispatcher(PoolWire):
             self.stats.crashes += 1
             how = _describe_exit(code)
             if w.inflight:
-                entry = w.inflight.popleft()
-                spec = entry.spec
-                self._end(entry.task_id, None)
+                task = w.inflight.popleft()
+                spec = task.spec
+                self._release(task)
                 log.error(
                     "worker %d died (%s) running step %r of run %s",
                     w.pid,
@@ -279,73 +243,77 @@ class Dispatcher(PoolWire):
                     spec.step,
                     spec.run_id,
                 )
-                if not entry.cancelled:
-                    self._fail(
-                        spec,
-                        ErrorInfo(
-                            "crash",
-                            CRASH_TYPES[0],
-                            CRASH_TYPES,
-                            f"worker process died ({how})",
-                            exitcode=code,
-                            details=entry.details,
-                        ),
-                        w.pid,
-                    )
+                self.core.fail(
+                    task,
+                    ErrorInfo(
+                        "crash",
+                        CRASH_TYPES[0],
+                        CRASH_TYPES,
+                        f"worker process died ({how})",
+                        exitcode=code,
+                        details=task.details,
+                    ),
+                )
             else:
                 log.error("idle worker %d died (%s)", w.pid, how)
         self._requeue(w)
         self._forget(w)
         if not self._stopping:
             self._replace(counted=w.state != _RETIRING)
-        if self._drain is not None:
-            self._check_drained()
 
-    def _cancel(self, run_ids: frozenset[str], tasks: frozenset[tuple[str, str]]) -> None:
-        def doomed(spec: TaskSpec) -> bool:
-            return spec.run_id in run_ids or (spec.run_id, spec.step) in tasks
+    def cancel(self, tasks: list[Task]) -> None:
+        """Stop cancelled runs' tasks (each marked ``cancelled`` already).
 
-        self._queue = deque(s for s in self._queue if not doomed(s))
+        Queued ones are dropped, those queued inside a worker are asked back, and a running
+        one's worker is killed.
+        """
+        doomed = {task.id for task in tasks}
+        if self._queue:
+            kept = []
+            for task in self._queue:
+                if task.id in doomed:
+                    self.core.drop(task)
+                else:
+                    kept.append(task)
+            self._queue = deque(kept)
         for w in list(self._workers.values()):
-            for i, entry in enumerate(w.inflight):
-                if entry.cancelled or not doomed(entry.spec):
+            for i, task in enumerate(w.inflight):
+                if i == 0 or task.id not in doomed:
                     continue
-                entry.cancelled = True
-                if i > 0:
-                    # Queued in the worker, not started: ask it to drop the task.
-                    try:
-                        self._post(w, _dumps((W.CANCEL, entry.task_id), 5))
-                    except (OSError, ValueError):
-                        pass
+                # Queued in the worker, not started: ask it to drop the task (it answers
+                # SKIPPED, and the task is dropped then).
+                try:
+                    self._post(w, _dumps((W.CANCEL, task.id), 5))
+                except (OSError, ValueError):
+                    pass
             if w.inflight and w.inflight[0].cancelled and w.state == _READY:
                 head = w.inflight.popleft()
-                self._end(head.task_id, None)
+                self._release(head)
+                self.core.drop(head)
                 log.info("killing worker %d: the run of its step was cancelled", w.pid)
                 self._kill(w)
-        if self._drain is not None:
-            self._check_drained()
 
-    def _withdraw(self) -> None:
+    def withdraw(self) -> None:
         """Draining starts nothing new: take back the tasks queued inside workers.
 
         A worker reads its pipe between tasks, so it drops each (``SKIPPED``) before it would
         start it; one it started already reports its result as usual.
         """
         for w in self._workers.values():
-            for entry in list(w.inflight)[1:]:
-                if not entry.cancelled:
+            for task in list(w.inflight)[1:]:
+                if not task.cancelled:
                     try:
-                        self._post(w, _dumps((W.CANCEL, entry.task_id), 5))
+                        self._post(w, _dumps((W.CANCEL, task.id), 5))
                     except (OSError, ValueError):
                         break  # dying: its tasks are settled at its death or the stop
 
     def _settle(self, w: _Worker) -> None:
-        """At stop, once ``w`` exited or was killed: take its last words, note what never began.
+        """At stop, once ``w`` exited or was killed: take its last words.
 
         A stopped worker finishes its task (``DONE``) and drops those queued behind it
         (``SKIPPED``); either way it answers each task before it starts the next, in order. So
-        of the tasks it left unanswered (it was killed), only the first may have started: that
-        one is interrupted, the rest never started.
+        of the tasks it left unanswered (it was killed), only the first (the started head)
+        may have run: the core counts that one as interrupted, the rest as never started.
         """
         if w.conn in self._by_conn:
             try:
@@ -355,6 +323,3 @@ class Dispatcher(PoolWire):
                             self._handle(w, msg)
             except (EOFError, OSError):
                 pass  # its pipe is closed: everything it wrote was read
-        for entry in list(w.inflight)[1:]:
-            if not entry.cancelled:
-                self._unstarted.append(entry.spec)

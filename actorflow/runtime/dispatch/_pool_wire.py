@@ -17,12 +17,7 @@ import pykka
 
 from actorflow import _faults
 from actorflow.definition._options import qualified_name
-from actorflow.runtime.dispatch._core import (
-    answer_request,
-    attempt_report,
-    blob_ref,
-    mro_names,
-)
+from actorflow.runtime.dispatch._core import answer_request, blob_ref, mro_names
 from actorflow.runtime.dispatch._pool_workers import (
     _BROKEN,
     _KILLING,
@@ -35,7 +30,6 @@ from actorflow.runtime.dispatch._pool_workers import (
     PoolWorkers,
     _dumps,
     _error_reply,
-    _Inflight,
     _large,
     _Reply,
     _small,
@@ -43,11 +37,8 @@ from actorflow.runtime.dispatch._pool_workers import (
     _Worker,
     step_log,
 )
-from actorflow.runtime.kernel._messages import (
-    ChunkItem,
-    ErrorInfo,
-    TaskSpec,
-)
+from actorflow.runtime.dispatch._transport import Task
+from actorflow.runtime.kernel._messages import ErrorInfo
 from actorflow.workers import _protocol as W
 
 __all__ = ["PoolWire"]
@@ -56,20 +47,20 @@ __all__ = ["PoolWire"]
 class PoolWire(PoolWorkers):
     """Frames to and from the workers (see the module docstring)."""
 
-    def _send(self, w: _Worker, specs: list[TaskSpec]) -> None:
+    def _send(self, w: _Worker, batch: list[Task]) -> None:
         if _faults.ACTIVE:
             _faults.crash_point("dispatcher.before_send")
         level = step_log.getEffectiveLevel()
         frames = []
-        entries = []
         probe = self._probe
-        sent: list[TaskSpec] = []
-        for spec in specs:
-            if probe is not None and spec is probe[0]:
+        sent: list[Task] = []
+        blobs = self._blobs
+        for task in batch:
+            if probe is not None and task is probe[0]:
                 self._latencies.append(time.monotonic() - probe[1])
                 self._probe = probe = None
-            self._next_task += 1
-            task_id = self._next_task
+            spec = task.spec
+            task_id = task.id
             payload: bytes | None
             payload, last, item, error, chunk = (
                 spec.payload,
@@ -78,7 +69,7 @@ class PoolWire(PoolWorkers):
                 spec.error,
                 spec.chunk,
             )
-            if self._blobs is not None:
+            if blobs is not None:
                 try:
                     payload, last, item, error = (
                         self._wire(payload, task_id, lazy=True),
@@ -92,11 +83,11 @@ class PoolWire(PoolWorkers):
                             for c in chunk
                         )
                 except Exception as exc:  # a blob is missing, or no shared memory is left
-                    self._blobs.end_task(task_id)
+                    blobs.end_task(task_id)
                     qual = qualified_name(type(exc))
-                    self._fail(spec, ErrorInfo("error", qual, mro_names(type(exc)), str(exc)), None)
+                    self.core.fail(task, ErrorInfo("error", qual, mro_names(type(exc)), str(exc)))
                     continue
-            sent.append(spec)
+            sent.append(task)
             fn = spec.fn
             first = fn.key not in w.fns
             if first:
@@ -121,8 +112,7 @@ class PoolWire(PoolWorkers):
                     spec.details,
                 )
             )
-            entries.append(_Inflight(task_id, spec))
-        if not entries:
+        if not sent:
             return
         try:
             data = _dumps((W.TASKS, frames), 5)
@@ -131,20 +121,22 @@ class PoolWire(PoolWorkers):
         except (OSError, ValueError):
             # The worker is dying; its sentinel will report it. None of these tasks started,
             # but the one it was running (if any) did: its death is that task's crash.
-            if self._blobs is not None:
-                for entry in entries:
-                    self._blobs.end_task(entry.task_id)
+            if blobs is not None:
+                for task in sent:
+                    blobs.end_task(task.id)
             self._queue.extendleft(reversed(sent))
             w.fns.clear()
             w.state = _BROKEN if w.inflight else _KILLING
             return
         was_idle = not w.inflight
-        for entry in entries:
-            w.inflight.append(entry)
-            self._tasks[entry.task_id] = (w, entry)
+        pid = w.pid
+        for task in sent:
+            task.handle = w
+            task.pid = pid
+        w.inflight.extend(sent)
         if was_idle:
             self._arm_head(w)
-        self.stats.dispatched += len(entries)
+        self.stats.dispatched += len(sent)
 
     def _fill(self, w: _Worker, share: int) -> None:
         """Send ``w`` up to ``share`` tasks: one to run, and maybe some to queue behind it.
@@ -156,7 +148,7 @@ class PoolWire(PoolWorkers):
         time. A busy worker is topped up only once its queue is half empty, so each frame
         carries several tasks.
         """
-        head = w.inflight[0].spec if w.inflight else self._queue[0]
+        head = w.inflight[0].spec if w.inflight else self._queue[0].spec
         allowed = 0
         if self._prefetch and self._short(head):
             ema = self._fn_ema[head.fn.key] * (len(head.chunk) if head.chunk else 1)
@@ -168,13 +160,14 @@ class PoolWire(PoolWorkers):
             return
         room = min(1 + allowed - len(w.inflight), share)
         queue = self._queue
-        batch: list[TaskSpec] = []
+        batch: list[Task] = []
         last = w.inflight[-1].spec if w.inflight else None
         while room > 0 and queue:
-            if last is not None and not (_small(queue[0]) and self._short(last)):
+            if last is not None and not (_small(queue[0].spec) and self._short(last)):
                 break  # only small tasks wait, and only behind tasks known to be short
-            last = queue.popleft()
-            batch.append(last)
+            task = queue.popleft()
+            batch.append(task)
+            last = task.spec
             room -= 1
         if batch:
             self._send(w, batch)
@@ -210,30 +203,22 @@ class PoolWire(PoolWorkers):
         if op == W.DONE:
             self._done(w, msg)
         elif op == W.SKIPPED:
-            found = self._end(msg[1], None)
-            if found is not None:
-                entry = found[1]
-                if not entry.cancelled:  # taken back by a drain or a stop: never started
-                    self._unstarted.append(entry.spec)
-                self._pop_entry(w, entry)
+            task = self.core.tasks.get(msg[1])
+            if task is not None:
+                self._release(task)
+                self._pop_entry(w, task)
+                if task.cancelled:
+                    self.core.drop(task)
+                else:  # taken back by a drain or a stop: never started
+                    self.core.not_started(task)
         elif op == W.REQUEST:
             self._answer(w, msg)
         elif op == W.BEAT:
             self._beat(w, msg)
         elif op == W.LOG:
-            found = self._tasks.get(msg[1])
-            if found is not None:
-                spec = found[1].spec
-                step_log.log(
-                    msg[2],
-                    msg[3],
-                    extra={
-                        "run_id": spec.run_id,
-                        "step": _task_step(spec, msg[4]),
-                        "attempt": spec.attempt,
-                        "workflow_id": spec.workflow_id,
-                    },
-                )
+            task = self.core.tasks.get(msg[1])
+            if task is not None:
+                self.core.step_log(task, msg[2], msg[3], _task_step(task.spec, msg[4]))
         elif op == W.HELLO:
             w.pid = msg[1]
             if w.state == _STARTING:
@@ -243,83 +228,49 @@ class PoolWire(PoolWorkers):
                 if not self._ready.done() and self._ready_count() >= self._target:
                     self._ready.set_result(None)
 
-    def _pop_entry(self, w: _Worker, entry: _Inflight) -> None:
+    def _pop_entry(self, w: _Worker, task: Task) -> None:
         """A task of ``w`` ended: the next one in its queue (if any) is now running."""
         inflight = w.inflight
-        if inflight and inflight[0] is entry:
+        if inflight and inflight[0] is task:
             inflight.popleft()
         else:
             try:
-                inflight.remove(entry)
+                inflight.remove(task)
             except ValueError:
                 pass
         if inflight:
             self._arm_head(w)
-        else:
-            w.deadline = None
-            if w.state == _READY:
-                self._idle.append(w)
-            elif w.state == _RETIRING:
-                self._stop_retired(w)
-        if self._drain is not None:
-            self._check_drained()
+        elif w.state == _READY:
+            self._idle.append(w)
+        elif w.state == _RETIRING:
+            self._stop_retired(w)
 
     def _beat(self, w: _Worker, msg: tuple[Any, ...]) -> None:
-        found = self._tasks.get(msg[1])
-        if found is None:
-            return
-        entry = found[1]
-        entry.details = msg[2]
-        entry.beat = time.monotonic()
-        if w.inflight and w.inflight[0] is entry and entry.spec.heartbeat_timeout is not None:
-            self._set_deadline(w, entry)
+        task = self.core.tasks.get(msg[1])
+        if task is not None:
+            self.core.beat(task, msg[2])
 
     def _done(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, task_id, ok, data, started, ended = msg
-        found = self._tasks.get(task_id)
-        if found is None:
+        task = self.core.tasks.get(task_id)
+        if task is None:
             return  # it already timed out
-        entry = found[1]
+        spec = task.spec
+        chunk = spec.chunk
         if self._blobs is not None:
-            ok, data = self._adopt(task_id, ok, data, entry.spec.chunk is not None)
-        self._end(task_id)
+            ok, data = self._adopt(task_id, ok, data, chunk is not None)
+            self._blobs.end_task(task_id)
         w.done += 1
         if w.state == _READY and (self._max_tasks or self._max_memory) and self._worn_out(w):
             self._retire(w)
-        self._pop_entry(w, entry)
-        spec = entry.spec
-        chunk = spec.chunk
+        self._pop_entry(w, task)
         took = ended - started
         if chunk:
             took /= len(chunk)
         key = spec.fn.key
         ema = self._fn_ema.get(key)
         self._fn_ema[key] = took if ema is None else 0.8 * ema + 0.2 * took
-        if entry.cancelled:
-            return
-        if chunk is not None and ok:
-            self._chunk_done(w, spec, chunk, data)
-            return
-        if ok:
-            self.stats.succeeded += 1
-        else:
-            self.stats.failed += 1
-        self._reports.add(
-            attempt_report(spec, spec.step, ok, data, started, ended, w.pid, entry.details)
-        )
-
-    def _chunk_done(
-        self, w: _Worker, spec: TaskSpec, chunk: tuple[ChunkItem, ...], outcomes: list[Any]
-    ) -> None:
-        """Report each item of a chunk as the step attempt it is."""
-        add, pid = self._reports.add, w.pid
-        failed = 0
-        for item, (ok, data, started, ended) in zip(chunk, outcomes, strict=True):
-            if not ok:
-                failed += 1
-            add(attempt_report(spec, item[0], ok, data, started, ended, pid))
-        self.stats.succeeded += len(chunk) - failed
-        self.stats.failed += failed
+        self.core.finished(task, ok, data, started, ended)
 
     def _wire(self, value: bytes | None, task_id: int, lazy: bool = False) -> bytes | None:
         """A value as the worker of ``task_id`` receives it (a large one in shared memory).
@@ -372,15 +323,15 @@ class PoolWire(PoolWorkers):
 
     def _answer(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         _, req_id, task_id, op, arg, step = msg
-        found = self._tasks.get(task_id)
+        task = self.core.tasks.get(task_id)
         try:
-            if found is None:
+            if task is None:
                 raise LookupError("the task is no longer running")
-            spec = found[1].spec
+            spec = task.spec
             if op == "state" and self._host is not None:
-                # Answered once durable, from the writer's thread: back through this inbox,
-                # so that only this actor ever writes to a worker's pipe.
-                ref, wid, conn = self.actor_ref, w.wid, w.conn
+                # Answered once durable, from the writer's thread: back through the core's
+                # inbox, so that only the dispatcher's thread ever writes to a worker's pipe.
+                ref, wid, conn = self.core.actor_ref, w.wid, w.conn
 
                 def done(ok: bool, value: Any) -> None:
                     answer = value if ok else _error_reply(value)
@@ -389,8 +340,7 @@ class PoolWire(PoolWorkers):
                     except pykka.ActorDeadError:
                         pass  # stopping: the step's worker is going away too
 
-                state_op, scope, args = arg
-                self._host.state.call(state_op, str(scope), tuple(args), done)
+                self.core.state_call(arg, done)
                 return
             if op == "shm":  # segments for this task's large output buffers
                 value = None if self._blobs is None else self._blobs.lend(task_id, list(arg))

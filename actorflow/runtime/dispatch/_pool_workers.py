@@ -1,12 +1,14 @@
 """The process pool's workers: started, watched, retired, killed and replaced.
 
-The pool dispatcher is one actor built of three parts, each in its own module and using the
+The pool is the transport of ``executor="process"`` (``_transport.py``): the dispatcher core
+keeps the tasks, their deadlines, cancels, drains and reports; the pool moves tasks to its
+worker processes and back. It is built of three parts, each in its own module and using the
 parts below it: ``PoolWorkers`` (this module: the workers and their life, from launch to
-ready to killing to gone, with memory and task limits, the restart breaker, and the
-bookkeeping of tasks in flight per worker) <- ``PoolWire`` (``_pool_wire.py``: frames to
-and from the workers' pipes: tasks sent in batches, results read in batches, requests
-answered, large values in shared memory) <- ``Dispatcher`` (``_pool.py``: the actor's
-messages, the queue, deadlines, crashes, cancels and drains).
+ready to killing to gone, with memory and task limits, the restart breaker, and which
+tasks each worker holds) <- ``PoolWire`` (``_pool_wire.py``: frames to and from the
+workers' pipes: tasks sent in batches, results read in batches, requests answered, large
+values in shared memory) <- ``PoolTransport`` (``_pool.py``: the queue, the pipes'
+readiness, crashes, halts, cancels, withdrawals and the stop).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import pickle
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -25,22 +26,11 @@ from typing import Any
 
 import pykka
 
-from actorflow.config import EngineConfig
 from actorflow.errors import PoolUnavailable
-from actorflow.runtime.dispatch._core import (
-    POOL_TYPES,
-    DispatcherStats,
-    Reports,
-)
-from actorflow.runtime.kernel._inbox import Actor, SelectorInbox
-from actorflow.runtime.kernel._messages import (
-    AttemptFailed,
-    ErrorInfo,
-    TaskSpec,
-)
-from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.dispatch._core import POOL_TYPES, DispatcherStats
+from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
+from actorflow.runtime.kernel._messages import ErrorInfo, TaskSpec
 from actorflow.store._codec import TAG_BLOB, TAG_SHARED
-from actorflow.store._protocol import Store
 from actorflow.workers import _protocol as W
 
 __all__ = ["PoolWorkers"]
@@ -75,22 +65,9 @@ _PREFETCH_HEAD_MAX = 0.05
 _MEMORY_EVERY = 0.25
 
 
-class _Inflight:
-    __slots__ = ("beat", "cancelled", "details", "spec", "started", "task_id")
-
-    def __init__(self, task_id: int, spec: TaskSpec) -> None:
-        self.task_id = task_id
-        self.spec = spec
-        self.cancelled = False  # its run was cancelled: whatever it reports is dropped
-        self.started = 0.0  # monotonic; when it reached the head of its worker's queue
-        self.beat = 0.0  # monotonic; its last heartbeat (or its start)
-        self.details = spec.details  # its last heartbeat's details (the previous attempt's)
-
-
 class _Worker:
     __slots__ = (
         "conn",
-        "deadline",
         "done",
         "fd",
         "fns",
@@ -113,8 +90,7 @@ class _Worker:
         self.reader = W.FrameReader(self.fd)
         self.pid = proc.pid or 0
         self.state = _STARTING
-        self.inflight: deque[_Inflight] = deque()  # head: running; the rest: queued in it
-        self.deadline: float | None = None  # monotonic; of the task at the head
+        self.inflight: deque[Task] = deque()  # head: running; the rest: queued in it
         self.kill_at: float | None = None  # monotonic; SIGKILL if still alive then
         self.fns: set[str] = set()  # function keys this worker has cached
         self.done = 0  # tasks it finished (max_tasks_per_worker)
@@ -182,61 +158,54 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
-class PoolWorkers(Actor):
-    """The workers of the pool (see the module docstring)."""
+class PoolWorkers(Transport):
+    """The workers of the pool (see the module docstring).
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return SelectorInbox()
+    Args:
+        core: the dispatcher core (its config sizes the pool; its host gives the blobs,
+            for shared memory, and ``costs``, each function's recent seconds per call,
+            shared with the supervisors, which size chunks of tiny item steps by it).
+    """
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        route: Callable[[str], pykka.ActorRef[Any]],
-        store: Store,
-        ready: Promise[None],
-        costs: dict[str, float] | None = None,
-        host: Any = None,
-    ) -> None:
-        super().__init__()
+    where = "worker"
+    halted = "worker killed"
+    ready_at_open = False  # ready once the first workers said hello
+
+    def __init__(self, core: TransportHost) -> None:
+        super().__init__(core)
+        config = core.config
         self._config = config
         # The engine core: answers requests that need more than the store (state, services).
+        host = core.host
         self._host = host
-        self._route = route
-        self._store = store
-        self._ready = ready
+        self._store = core.store
+        self._ready = core.ready
+        self._reports = core.reports
+        self.stats = core.stats
+        self._inbox = core.inbox
         self._target = config.worker_count
         self._prefetch = config.prefetch
         self._workers: dict[int, _Worker] = {}
         self._by_conn: dict[Connection, _Worker] = {}
         self._by_sentinel: dict[int, _Worker] = {}
         self._idle: list[_Worker] = []  # a stack: reuse the warmest worker first
-        self._queue: deque[TaskSpec] = deque()
-        self._tasks: dict[int, tuple[_Worker, _Inflight]] = {}
-        # Recent seconds per call by function key; this actor is its only writer.
+        self._queue: deque[Task] = deque()  # tasks no worker holds yet
+        # Recent seconds per call by function key; this transport is its only writer.
+        costs = getattr(host, "costs", None)
         self._fn_ema: dict[str, float] = {} if costs is None else costs
-        self._reports = Reports(route)
-        self._next_task = 0
         self._next_wid = 0
         self._deaths: deque[float] = deque()
         self._breaker_until: float | None = None
         self._spawn_failures = 0
         self._starting = 0  # spawn requests not yet answered
-        self._drain: Promise[None] | None = None
         self._stopping = False
-        # Tasks known never to have started (a worker skipped them): see ``_unstarted``.
-        self._unstarted: list[TaskSpec] = []
         self._max_tasks = config.max_tasks_per_worker
         self._max_memory = config.max_memory_per_worker
         self._memory_check_at = 0.0  # monotonic; next look at busy workers' memory
-        self._probe: tuple[TaskSpec, float] | None = None
+        self._probe: tuple[Task, float] | None = None
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         # Large values: segments lent for outputs, blobs held by tasks (``_blobs``).
         self._blobs = getattr(host, "blobs", None)
-        self.stats = DispatcherStats()
-        inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
-        self._inbox = inbox
-        inbox.timeout_fn = self._timeout
         # Imported here: the pool brings the worker's main module (asyncio, ctypes...), which
         # an engine needs from its start on, and ``import actorflow`` does not.
         from actorflow.workers._pool import Spawner, mp_context
@@ -249,9 +218,8 @@ class PoolWorkers(Actor):
             config.tracing,
         )
 
-    def statistics(self) -> DispatcherStats:
-        """Current counters (ask this actor through a proxy; not for the hot path)."""
-        s = self.stats
+    def statistics(self, stats: DispatcherStats) -> None:
+        s = stats
         s.queued = len(self._queue)
         s.busy = sum(1 for w in self._workers.values() if w.inflight)
         s.workers = sum(1 for w in self._workers.values() if w.state == _READY)
@@ -259,7 +227,6 @@ class PoolWorkers(Actor):
         if samples:
             s.latency_p50_ms = samples[len(samples) // 2] * 1000
             s.latency_p99_ms = samples[min(len(samples) - 1, len(samples) * 99 // 100)] * 1000
-        return DispatcherStats(**s.__dict__)
 
     def _on_spawned(
         self,
@@ -270,7 +237,7 @@ class PoolWorkers(Actor):
     ) -> None:
         # Runs on the spawner thread: hand the result to the actor as a message.
         try:
-            self.actor_ref.tell(_Spawned(wid, proc, conn, error))
+            self.core.actor_ref.tell(_Spawned(wid, proc, conn, error))
         except pykka.ActorDeadError:
             if proc is not None:
                 proc.kill()
@@ -368,12 +335,6 @@ class PoolWorkers(Actor):
             self._idle.remove(w)
         self._refresh_waitables()
 
-    def _fail(self, spec: TaskSpec, error: ErrorInfo, pid: int | None) -> None:
-        """Report a failure the engine observed (not one the step raised)."""
-        self._reports.add(
-            AttemptFailed(spec.run_id, spec.step, spec.attempt, error, None, time.time(), pid)
-        )
-
     def _fail_queued(self) -> None:
         message = (
             f"no worker can run this step: the worker restart breaker is open after "
@@ -381,8 +342,8 @@ class PoolWorkers(Actor):
             f"{self._config.restart_window:g}s"
         )
         while self._queue:
-            spec = self._queue.popleft()
-            self._fail(spec, ErrorInfo("pool", POOL_TYPES[0], POOL_TYPES, message), None)
+            task = self._queue.popleft()
+            self.core.fail(task, ErrorInfo("pool", POOL_TYPES[0], POOL_TYPES, message))
 
     def _replace(self, counted: bool = True) -> None:
         """Start workers up to the pool's size; ``counted``: a death the breaker counts."""
@@ -444,50 +405,36 @@ class PoolWorkers(Actor):
         except (OSError, ValueError):
             pass  # already gone: its sentinel reports it
 
-    @staticmethod
-    def _set_deadline(w: _Worker, head: _Inflight) -> None:
-        spec = head.spec
-        deadline = None if spec.timeout is None else head.started + spec.timeout
-        if spec.heartbeat_timeout is not None:
-            silent = head.beat + spec.heartbeat_timeout
-            deadline = silent if deadline is None else min(deadline, silent)
-        w.deadline = deadline
-
     def _arm_head(self, w: _Worker) -> None:
-        """The head of ``w``'s queue starts now: its deadline (timeout, heartbeat)."""
-        head = w.inflight[0]
-        head.started = head.beat = time.monotonic()
-        self._set_deadline(w, head)
+        """The head of ``w``'s queue starts now: its deadlines count from here."""
+        self.core.started(w.inflight[0])
 
-    def _end(self, task_id: int, default: Any = None) -> Any:
-        """Forget task ``task_id`` (ended in any way); release the large values it held."""
-        found = self._tasks.pop(task_id, default)
+    def _release(self, task: Task) -> None:
+        """``task`` left its worker (ended in any way): release the large values it held."""
         if self._blobs is not None:
-            self._blobs.end_task(task_id)
-        return found
+            self._blobs.end_task(task.id)
 
     def _requeue(self, w: _Worker) -> None:
         """Put ``w``'s unstarted tasks back at the front of the queue, in order."""
-        for entry in reversed(w.inflight):
-            self._end(entry.task_id, None)
-            if not entry.cancelled:
-                self._queue.appendleft(entry.spec)
+        for task in reversed(w.inflight):
+            self._release(task)
+            if task.cancelled:
+                self.core.drop(task)
+            else:
+                task.pid = 0
+                task.handle = None
+                self._queue.appendleft(task)
         w.inflight.clear()
 
     def _kill(self, w: _Worker) -> None:
         """Terminate a worker on purpose; tasks queued behind its head go back to the queue."""
         self._requeue(w)
-        w.deadline = None
         w.state = _KILLING
         w.kill_at = time.monotonic() + self._config.kill_grace
         try:
             w.proc.terminate()
         except (OSError, ValueError):
             pass
-
-    def _check_drained(self) -> None:
-        if self._drain is not None and not self._tasks and not self._drain.done():
-            self._drain.set_result(None)
 
     def _short(self, spec: TaskSpec) -> bool:
         ema = self._fn_ema.get(spec.fn.key)
@@ -501,20 +448,18 @@ class PoolWorkers(Actor):
         except (OSError, ValueError):
             pass  # the worker died meanwhile; its sentinel reports it
 
-    def _timeout(self) -> float | None:
-        if self._reports:
-            self._reports.send()  # never sleep on undelivered results
+    def next_wakeup(self) -> float | None:
         nearest: float | None = None
         for w in self._workers.values():
-            for t in (w.deadline, w.kill_at):
-                if t is not None and (nearest is None or t < nearest):
-                    nearest = t
+            t = w.kill_at
+            if t is not None and (nearest is None or t < nearest):
+                nearest = t
         if self._breaker_until is not None and (nearest is None or self._breaker_until < nearest):
             nearest = self._breaker_until
         if (
             self._max_memory
-            and self._tasks
+            and self.core.tasks
             and (nearest is None or self._memory_check_at < nearest)
         ):
             nearest = self._memory_check_at
-        return None if nearest is None else nearest - time.monotonic()
+        return nearest

@@ -42,7 +42,7 @@ dispatch record. Why this keeps the durability invariants:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from actorflow.runtime.kernel._inbox import tell
@@ -107,10 +107,10 @@ class StartGate:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._begun: set[str] = set()
+        self._begun: set[Hashable] = set()
         self._closed = False
 
-    def begin(self, key: str) -> bool:
+    def begin(self, key: Hashable) -> bool:
         """May task ``key`` start? True once per task, until the gate closes."""
         with self._lock:
             if self._closed:
@@ -118,17 +118,17 @@ class StartGate:
             self._begun.add(key)
             return True
 
-    def started(self, key: str) -> bool:
+    def started(self, key: Hashable) -> bool:
         """Whether task ``key`` was let start."""
         with self._lock:
             return key in self._begun
 
-    def end(self, key: str) -> None:
+    def end(self, key: Hashable) -> None:
         """Task ``key`` is over (forget it)."""
         with self._lock:
             self._begun.discard(key)
 
-    def close(self) -> frozenset[str]:
+    def close(self) -> frozenset[Hashable]:
         """Let no task start from now on; the tasks that had started (and not ended)."""
         with self._lock:
             self._closed = True

@@ -1,0 +1,489 @@
+"""The dispatcher: one actor that runs the runs' tasks through a transport and reports them.
+
+Whatever runs the steps (the process pool, inline threads, a Dask or Ray cluster: a
+:class:`~actorflow.runtime.dispatch._transport.Transport`), this actor does the same:
+
+- **The task table.** Each task of a ``Dispatch`` gets a :class:`Task` here and stays until
+  its transport says it is over (``finished``, ``fail``, ``not_started``, ``drop``) or its
+  deadline passes. Transports look tasks up here; they keep no table of their own.
+- **Deadlines.** A task's ``timeout`` and ``heartbeat_timeout`` count from the moment its
+  transport says it started (a local worker took it up, a remote step asked to start), not
+  from its dispatch: a task waiting for a free worker is not late. Only started tasks with a
+  timeout are *armed*, so finding the nearest deadline never walks thousands of queued
+  tasks. Past its deadline a task fails (``StepTimeout`` / ``HeartbeatTimeout``) and its
+  transport halts it (kills its worker, restarts a Dask worker, cancels a Ray task).
+- **Cancels.** Every task of a cancelled run (or a cancelled step) is marked and given to
+  its transport to stop; nothing it reports afterwards is reported on.
+- **Drains and the stop.** A drain starts nothing new (the start gate closes, the transport
+  takes back what it sent that has not started) and completes once no started task is
+  left. At the stop, every task that never started is recorded as such (``_unstarted``),
+  so recovery does not count it as an interrupted attempt.
+- **Requests** of running steps (``ctx.steps[...]``, values by reference, services,
+  breakers, ``ctx.state``, heartbeats, log records, "may I start") are answered the same
+  for every transport (:meth:`Dispatcher.answer`, :func:`~._core.answer_request`).
+- **Reports** go to each run's shard, batched: one message per shard per wake-up.
+
+The actor's inbox (:class:`SelectorInbox`) also waits on whatever the transport registers
+(a pool's pipes and process sentinels) and on the nearest deadline, so results, crashes
+and timeouts all arrive as messages on this one thread, which owns every piece of state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actorflow.config import EngineConfig
+from actorflow.runtime.dispatch._core import (
+    CRASH_TYPES,
+    DispatcherStats,
+    Reports,
+    answer_request,
+    attempt_report,
+    timeout_error,
+)
+from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
+from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick, tell
+from actorflow.runtime.kernel._messages import (
+    AttemptFailed,
+    CancelTasks,
+    Dispatch,
+    Drain,
+    ErrorInfo,
+)
+from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.persistence._unstarted import StartGate, left_in_inbox, record
+from actorflow.store._protocol import Store
+
+__all__ = ["Beat", "Dispatcher", "Finished", "Started"]
+
+log = logging.getLogger("actorflow.dispatcher")
+step_log = logging.getLogger("actorflow.step")
+
+#: How long a remote step waits for its ``ctx.state`` call to be durable.
+STATE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A task sent away ended (told from another thread).
+
+    ``outcome`` is what :func:`~actorflow.workers._task.execute` returned, the exception
+    that stopped it, or None: it was refused the start and did not run.
+    """
+
+    key: int
+    outcome: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A task sent away began to run (its timeout counts from now)."""
+
+    key: int
+    worker: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A step running elsewhere sent a heartbeat."""
+
+    key: int
+    details: bytes | None
+
+
+class Dispatcher(Actor):
+    """Runs tasks through a transport and reports their outcome (see the module docstring).
+
+    Args:
+        config: the engine configuration.
+        route: run id -> its shard's actor ref.
+        store: read to answer steps' ``ctx.steps[...]`` requests.
+        ready: completed once the transport can run tasks.
+        host: the engine core (``ctx.state``, services, blobs, the writer), or None.
+        transport: ``transport(dispatcher) -> Transport``: how tasks run (an executor's
+            :meth:`~actorflow.Executor.transport`).
+    """
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return SelectorInbox()
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        route: Callable[[str], pykka.ActorRef[Any]],
+        store: Store,
+        ready: Promise[None],
+        host: Any,
+        transport: Callable[[TransportHost], Transport],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.store = store
+        self.host = host
+        self.ready = ready
+        self.stats = DispatcherStats()
+        self.reports = Reports(route)
+        self.tasks: dict[int, Task] = {}
+        # Started tasks with a timeout or heartbeat timeout: the only ones with a deadline.
+        self._armed: dict[int, Task] = {}
+        self._next = 0
+        self._drain: Promise[None] | None = None
+        self._stopping = False
+        self._gate = StartGate()  # which remote tasks were let start; closed by a drain
+        self._unstarted: list[Any] = []  # TaskSpecs never sent, or known not to have started
+        inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
+        self.inbox = inbox
+        inbox.timeout_fn = self._timeout
+        self.transport = transport(self)
+
+    @property
+    def draining(self) -> bool:
+        """A drain (or the stop) began: nothing new is sent."""
+        return self._drain is not None
+
+    @property
+    def stopping(self) -> bool:
+        """The stop began."""
+        return self._stopping
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        try:
+            self.transport.open()
+        except BaseException as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            raise
+        if self.transport.ready_at_open and not self.ready.done():
+            self.ready.set_result(None)
+
+    def on_stop(self) -> None:
+        self._stopping = True
+        begun = self._gate.close()
+        transport = self.transport
+        transport.stop()  # a pool's workers finish or drop what they hold, and exit
+        unstarted = self._unstarted
+        for task in list(self.tasks.values()):
+            if task.cancelled:
+                continue
+            task.cancelled = True
+            if task.started is None and task.id not in begun:
+                unstarted.append(task.spec)  # it can no longer start: not an attempt
+            transport.forget(task)
+        self.tasks.clear()
+        self._armed.clear()
+        if self.reports:
+            self.reports.send()  # steps that finished as their workers stopped
+        unstarted.extend(left_in_inbox(self.actor_inbox))
+        record(getattr(self.host, "writer", None), unstarted)
+        self._unstarted = []
+        transport.close()
+        self.inbox.close()
+        if not self.ready.done():
+            from actorflow.errors import PoolUnavailable
+
+            self.ready.set_exception(PoolUnavailable("engine stopped before workers started"))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- messages --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        t = type(message)
+        if t is Dispatch:
+            self._dispatch(message.tasks)
+        elif t is Finished:
+            task = self.tasks.get(message.key)
+            if task is not None:
+                self._finished_remote(task, message.outcome)
+        elif t is Started:
+            task = self.tasks.get(message.key)
+            if task is not None:
+                self.started(task, message.worker, message.pid)
+        elif t is Beat:
+            task = self.tasks.get(message.key)
+            if task is not None:
+                self.beat(task, message.details)
+        elif t is Tick:
+            self._tick()
+        elif t is CancelTasks:
+            self._cancel(frozenset(message.run_ids), frozenset(message.tasks))
+        elif t is Drain:
+            self._drain = message.done
+            self._gate.close()  # a drain starts nothing new
+            self.transport.withdraw()
+            self.check_drained()
+        elif not self.transport.on_message(message):
+            return super().on_receive(message)
+        if self.reports:
+            self.reports.send()
+        return None
+
+    def statistics(self) -> DispatcherStats:
+        """Current counters (ask this actor through a proxy; not for the hot path)."""
+        self.transport.statistics(self.stats)
+        return DispatcherStats(**self.stats.__dict__)
+
+    def _dispatch(self, specs: Any) -> None:
+        if self._drain is not None:
+            self._unstarted.extend(specs)  # never sent: recovery sends them again
+            return
+        tasks = self.tasks
+        batch = []
+        n = self._next
+        for spec in specs:
+            n += 1
+            task = tasks[n] = Task(n, spec)
+            batch.append(task)
+        self._next = n
+        self.transport.submit(batch)
+
+    # -- what transports call ----------------------------------------------------------------
+
+    def started(self, task: Task, worker: str = "", pid: int = 0) -> None:
+        """``task`` starts now: its deadlines count from here."""
+        task.started = task.beat = time.monotonic()
+        if worker:
+            task.worker = worker
+        if pid:
+            task.pid = pid
+        spec = task.spec
+        if spec.timeout is not None or spec.heartbeat_timeout is not None:
+            self._armed[task.id] = task
+
+    def beat(self, task: Task, details: bytes | None) -> None:
+        """``task`` sent a heartbeat (with ``details``)."""
+        task.beat = time.monotonic()
+        task.details = details
+
+    def finished(self, task: Task, ok: bool, data: Any, started: float, ended: float) -> None:
+        """``task`` ended with what :func:`~actorflow.workers._task.execute` returned."""
+        self._remove(task)
+        if task.cancelled:
+            return
+        spec = task.spec
+        chunk = spec.chunk
+        if chunk is not None and ok:
+            for item, (item_ok, item_data, t0, t1) in zip(chunk, data, strict=True):
+                self._outcome(task, item[0], item_ok, item_data, t0, t1, None)
+        else:
+            self._outcome(task, spec.step, ok, data, started, ended, task.details)
+        if self._drain is not None:
+            self.check_drained()
+
+    def fail(self, task: Task, error: ErrorInfo) -> None:
+        """``task`` failed in a way the engine saw (a crash, no worker, a lost value)."""
+        self._remove(task)
+        if not task.cancelled:
+            spec = task.spec
+            self.reports.add(
+                AttemptFailed(
+                    spec.run_id,
+                    spec.step,
+                    spec.attempt,
+                    error,
+                    None,
+                    time.time(),
+                    task.pid or None,
+                )
+            )
+        if self._drain is not None:
+            self.check_drained()
+
+    def drop(self, task: Task) -> None:
+        """Forget ``task`` without a report (cancelled, or it never ran and runs no more)."""
+        self._remove(task)
+        if self._drain is not None:
+            self.check_drained()
+
+    def not_started(self, task: Task) -> None:
+        """``task`` was given back unstarted (a drain, the stop): not an attempt."""
+        self._remove(task)
+        if not task.cancelled:
+            self._unstarted.append(task.spec)
+        if self._drain is not None:
+            self.check_drained()
+
+    def check_drained(self) -> None:
+        """Complete the drain once no started task is left (the rest cannot start)."""
+        drain = self._drain
+        if drain is None or drain.done():
+            return
+        gate = self._gate
+        for task in self.tasks.values():
+            if task.started is not None or gate.started(task.id):
+                return
+        drain.set_result(None)
+
+    def _remove(self, task: Task) -> None:
+        self.tasks.pop(task.id, None)
+        self._armed.pop(task.id, None)
+        self._gate.end(task.id)
+
+    def _outcome(
+        self,
+        task: Task,
+        step: str,
+        ok: bool,
+        data: Any,
+        started: float,
+        ended: float,
+        details: bytes | None,
+    ) -> None:
+        spec = task.spec
+        stats = self.stats
+        if not ok:
+            error = self.transport.failure(task, data)
+            if error is not None:
+                self.reports.add(
+                    AttemptFailed(spec.run_id, step, spec.attempt, error, None, ended, None)
+                )
+                return
+            stats.failed += 1
+        else:
+            stats.succeeded += 1
+        self.reports.add(attempt_report(spec, step, ok, data, started, ended, task.pid, details))
+
+    def _finished_remote(self, task: Task, outcome: Any) -> None:
+        if outcome is None:  # it was refused the start (a drain): it never ran
+            self.not_started(task)
+            return
+        if isinstance(outcome, BaseException):
+            self.stats.crashes += 1
+            self.fail(
+                task,
+                ErrorInfo(
+                    "crash",
+                    CRASH_TYPES[0],
+                    CRASH_TYPES,
+                    f"the {self.transport.where} task failed: {type(outcome).__name__}: {outcome}",
+                    details=task.details,
+                ),
+            )
+            return
+        ok, data, started, ended = outcome
+        self.finished(task, ok, data, started, ended)
+
+    # -- deadlines, cancels ------------------------------------------------------------------
+
+    def _timeout(self) -> float | None:
+        if self.reports:
+            self.reports.send()  # never sleep on undelivered results
+        nearest = self.transport.next_wakeup()
+        for task in self._armed.values():
+            d = task.deadline()
+            if d is not None and (nearest is None or d < nearest):
+                nearest = d
+        return None if nearest is None else max(0.0, nearest - time.monotonic())
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        transport = self.transport
+        for task in list(self._armed.values()):
+            d = task.deadline()
+            if d is None or d > now:
+                continue
+            self._remove(task)
+            task.cancelled = True
+            spec = task.spec
+            self.stats.timeouts += 1
+            started = task.started if task.started is not None else now
+            error = timeout_error(spec, started, task.beat, task.details, transport.halted)
+            log.warning("step %r of run %s: %s", spec.step, spec.run_id, error.message)
+            self.reports.add(
+                AttemptFailed(
+                    spec.run_id, spec.step, spec.attempt, error, None, time.time(), task.pid or None
+                )
+            )
+            transport.halt(task)
+        transport.tick(now)
+        if self._drain is not None:
+            self.check_drained()
+
+    def _cancel(self, run_ids: frozenset[str], steps: frozenset[tuple[str, str]]) -> None:
+        doomed = []
+        for task in self.tasks.values():
+            spec = task.spec
+            if not task.cancelled and (spec.run_id in run_ids or (spec.run_id, spec.step) in steps):
+                task.cancelled = True
+                doomed.append(task)
+        if doomed:
+            self.transport.cancel(doomed)
+        if self._drain is not None:
+            self.check_drained()
+
+    # -- what running steps ask ----------------------------------------------------------------
+
+    def step_log(self, task: Task, level: int, message: str, step: str) -> None:
+        """Emit a step's ``ctx.log`` record here, with its run's fields."""
+        spec = task.spec
+        step_log.log(
+            level,
+            message,
+            extra={
+                "run_id": spec.run_id,
+                "step": step,
+                "attempt": spec.attempt,
+                "workflow_id": spec.workflow_id,
+            },
+        )
+
+    def state_call(self, arg: Any, done: Callable[[bool, Any], None]) -> None:
+        """A step's ``ctx.state`` call; ``done(ok, value)`` once durable (another thread)."""
+        state_op, scope, args = arg
+        self.host.state.call(state_op, str(scope), tuple(args), done)
+
+    def answer(self, op: str, key: int, run_id: str, workflow_id: str, step: str, arg: Any) -> Any:
+        """Answer a request of a step running elsewhere (on the caller's thread; blocking).
+
+        ``op`` is ``start`` (``arg``: pid, worker; answered False if the step must not
+        start: the engine drains or stops), ``beat`` (details), ``log`` (level,
+        message), ``state`` (op, scope, args), or one :func:`~._core.answer_request`
+        answers (``output``, ``ref``, ``service``, ``breaker``).
+        """
+        ref = self.actor_ref
+        if op == "start":
+            if not self._gate.begin(key):
+                return False
+            tell(ref, Started(key, str(arg[1]), int(arg[0])))
+            return True
+        if op == "beat":
+            tell(ref, Beat(key, arg))
+            return None
+        if op == "log":
+            level, message = arg
+            step_log.log(
+                level,
+                message,
+                extra={"run_id": run_id, "step": step, "workflow_id": workflow_id},
+            )
+            return None
+        if op == "state":
+            reply: Promise[Any] = Promise()
+
+            def done(ok: bool, value: Any) -> None:
+                if ok:
+                    reply.set_result(value)
+                else:
+                    reply.set_exception(value)
+
+            self.state_call(arg, done)
+            return reply.result(STATE_TIMEOUT)
+        return answer_request(op, arg, self.store, self.host, run_id, workflow_id, step)
+
+    def tell_started(self, key: int, worker: str, pid: int) -> None:
+        """Thread-safe: task ``key`` started on ``worker`` (process ``pid``)."""
+        tell(self.actor_ref, Started(key, worker, pid))
+
+    def tell_finished(self, key: int, outcome: Any) -> None:
+        """Thread-safe: task ``key`` ended with ``outcome`` (see :class:`Finished`)."""
+        tell(self.actor_ref, Finished(key, outcome))
