@@ -1,15 +1,19 @@
 """actorflow: an embeddable, durable workflow engine built as an actor-model runtime.
 
-Layers, bottom to top (each imports only those below it)::
+Layers, top to bottom (each imports only those below it; ``make lint`` checks it)::
 
-    errors, _types, _clock, config      shared vocabulary
-    store                               durable state (LMDB, in-memory twin), codecs, keys
-    definition -> graph                 fluent builder -> immutable spec -> compiled plan
+    cli                                 the ``actorflow`` command
+    client | testing | executors        af.Client; the test harness; where steps run
+    engine                              the Engine facade and RunHandle
+    triggers                            webhooks, schedules, events, the HTTP API
+    observability                       logging (JSON), metrics, tracing (loaded on first use)
+    runtime                             supervisors, the dispatcher and its transports, writer
     code                                code workflows: context, history, deterministic replay
     workers                             worker processes and their wire protocol
-    runtime                             engine facade, supervisors, dispatcher, writer, scheduler
-    observability                       logging (JSON), metrics, tracing (loaded on first use)
-    cli                                 the ``actorflow`` command
+    graph | config                      the compiled plan and its evaluator; EngineConfig
+    definition | views                  builder -> immutable spec; the read side of records
+    store                               durable state (LMDB, in-memory twin), codecs, keys
+    errors, _types, _clock, ...         shared vocabulary
 
 Quick start::
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import logging as _logging
 from typing import TYPE_CHECKING, Any
 
+from actorflow import executors
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
 from actorflow._version import __version__
@@ -77,10 +82,14 @@ from actorflow.errors import (
     WorkflowNotFound,
     WriteRejected,
 )
+from actorflow.executors import (
+    DaskExecutor,
+    Executor,
+    InlineExecutor,
+    ProcessExecutor,
+    RayExecutor,
+)
 from actorflow.runtime import LifecycleEvent, RunFinished, RunStarted, StepAttempted
-from actorflow.runtime.dispatch._dask import DaskExecutor
-from actorflow.runtime.dispatch._executors import Executor, InlineExecutor, ProcessExecutor
-from actorflow.runtime.dispatch._ray import RayExecutor
 from actorflow.store._prune import PruneReport
 from actorflow.views import (
     AttemptDetails,
@@ -183,6 +192,7 @@ __all__ = [
     "WriteRejected",
     "__version__",
     "define_service",
+    "executors",
     "observability",
     "step_context",
     "testing",

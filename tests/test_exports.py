@@ -21,7 +21,7 @@ PUBLIC = {
     "CodeWorkflow", "HeartbeatTimeout", "NondeterminismError", "PanicPolicy", "WorkflowContext",
     "WorkflowFailed", "WorkflowInfo", "step_context", "testing",
     # where steps run: the protocol and its executors
-    "Executor", "ProcessExecutor", "InlineExecutor", "DaskExecutor", "RayExecutor",
+    "Executor", "ProcessExecutor", "InlineExecutor", "DaskExecutor", "RayExecutor", "executors",
     # observability, operations
     "observability", "CircuitBreaker", "CircuitOpen", "LifecycleEvent", "RunStarted",
     "StepAttempted", "RunFinished", "PruneReport",
@@ -59,6 +59,29 @@ def test_one_exception_tree() -> None:
     assert issubclass(af.EngineUnreachable, af.EngineNotRunning)
     assert issubclass(af.EngineUnreachable, ConnectionError)
     assert issubclass(af.AccessDenied, af.ClientError)
+
+
+def test_every_error_is_named_where_records_and_pickles_find_it() -> None:
+    """Stored error records and pickles name a class by ``__module__``: the errors live in
+    private modules of ``actorflow/errors/``, and each must still be ``actorflow.errors.X``,
+    so a store written before the split (or after a later move) resolves every name."""
+    import pickle
+
+    import actorflow.errors as errors
+
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert cls.__module__ == "actorflow.errors", name
+        assert getattr(errors, cls.__qualname__) is cls, name
+    # The name a record stores is the one the supervisors compute from the live class.
+    timeout = errors.StepTimeout("s", 2, 1.5, run_id="r1")
+    assert f"{type(timeout).__module__}.{type(timeout).__qualname__}" == timeout.error_type
+    blob = pickle.dumps(timeout)
+    assert b"actorflow.errors._" not in blob  # no private module in what may be stored
+    back = pickle.loads(blob)
+    assert type(back) is errors.StepTimeout
+    assert (back.step, back.attempt, back.timeout, back.run_id) == ("s", 2, 1.5, "r1")
+    assert str(back) == str(timeout)
 
 
 def test_public_names_are_documented() -> None:

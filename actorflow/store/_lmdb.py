@@ -15,7 +15,7 @@ transaction open in this process, so reads pass through a gate that a resize clo
 Every record outside ``meta`` ends with a CRC-32 of its key and value (stores created before
 checksums keep working without them; ``meta`` says which). LMDB keeps no page checksums, so
 this is what turns bytes altered on disk into ``StoreCorrupted`` instead of silent wrong data:
-at open (see ``LmdbStore._verify``), and on every read.
+at open and on every read (``_integrity.py``).
 
 Only one engine may write a store: a writable open takes an exclusive ``flock`` on
 ``engine.lock`` (or adopts one already taken: a follower that waited for the lock, see
@@ -25,10 +25,8 @@ Only one engine may write a store: a writable open takes an exclusive ``flock`` 
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
-import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,11 +34,12 @@ from typing import Any
 
 import lmdb
 
-from actorflow.errors import StoreCorrupted, StoreError, StoreFull, StoreInUse, WriteRejected
+from actorflow.errors import StoreCorrupted, StoreError, StoreFull, WriteRejected
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import BlobFiles
 from actorflow.store._files import check_data_file, write_marker
-from actorflow.store._gate import ReadGate, open_engine_lock
+from actorflow.store._gate import EngineLock, ReadGate
+from actorflow.store._integrity import CRC, checked, uses_checksums, verify
 from actorflow.store._protocol import Op, check_ops
 from actorflow.store._space import allocate
 
@@ -49,13 +48,6 @@ __all__ = ["LmdbStore"]
 log = logging.getLogger("actorflow.store")
 
 _MAX_KEY = K.MAX_KEY  # LMDB's compile-time key limit
-_CRC = struct.Struct("<I")
-_crc32 = zlib.crc32
-_SUMS_KEY = b"checksums"  # in meta: b"crc32" when every other record carries its checksum
-
-
-# Stores up to this many bytes of used pages are walked in full at open (see _verify).
-_WALK_LIMIT = 256 << 20
 # A failed commit with less free space than this on the data dir's disk is a full disk.
 _LOW_SPACE = 4 << 20
 
@@ -102,7 +94,7 @@ class LmdbStore:
         self._gate = ReadGate()
         #: Large values' buffers, as files beside the environment.
         self.blobs = BlobFiles(self.path / "blobs", durability == "sync", read_only)
-        self._lock_fd: int | None = None
+        self._lock: EngineLock | None = None
         self._closed = False
         if read_only:
             if not (self.path / "data.mdb").exists():
@@ -114,10 +106,7 @@ class LmdbStore:
                 self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create store directory {self.path}: {exc}") from exc
-            if lock_fd is None:
-                self._take_engine_lock()
-            else:
-                self._adopt_engine_lock(lock_fd)
+            self._lock = EngineLock.take(self.path) if lock_fd is None else EngineLock(lock_fd)
             try:
                 check_data_file(self.path, recreate)  # before LMDB maps it (see _files.py)
             except BaseException:
@@ -177,109 +166,20 @@ class LmdbStore:
             except lmdb.Error as exc:
                 self.close()
                 raise StoreCorrupted(f"store at {self.path}: database {name!r}: {exc}") from exc
-        meta = self._dbs[K.META]
         #: Records carry a CRC-32 (every store created by this version does).
-        self.checksums = False
-        if meta is not None:
-            with self._env.begin(db=meta) as txn:
-                sums, fresh = txn.get(_SUMS_KEY), txn.get(K.FORMAT_KEY) is None
-            self.checksums = sums == b"crc32"
-            if sums is None and fresh and not read_only and self._empty():
-                with self._env.begin(write=True, db=meta) as txn:
-                    txn.put(_SUMS_KEY, b"crc32")
-                self.checksums = True
+        self.checksums = uses_checksums(self._env, self._dbs, read_only)
         try:
             self._verify()
         except BaseException:
             self.close()
             raise
 
-    def _empty(self) -> bool:
-        with self._env.begin() as txn:
-            return all(
-                h is None or txn.stat(h)["entries"] == 0
-                for name, h in self._dbs.items()
-                if name != K.META
-            )
-
-    def _checked(self, db: str, key: bytes | memoryview, value: bytes | memoryview) -> bytes:
-        """``value`` without its checksum, which must match (else StoreCorrupted)."""
-        # Slicing bytes copies once, and that copy is both what is checked and returned
-        # (this runs for every record read: a page of the runs list reads 64).
-        body = value[:-4]
-        if len(value) < 4 or _crc32(body, _crc32(key)) != _CRC.unpack_from(value, len(body))[0]:
-            raise StoreCorrupted(
-                f"record {db}/{bytes(key)[:60]!r} fails its checksum: the store's data file "
-                f"at {self.path} was altered on disk; restore it from a backup"
-            )
-        return body if type(body) is bytes else bytes(body)
-
     def _verify(self) -> None:
-        """Refuse a damaged store at open, before anything reads (or builds on) bad pages.
-
-        LMDB keeps no page checksums. (A data file shorter than its pages, which would make
-        a read fault with SIGBUS, was refused before LMDB mapped it: ``_files.py``.) Every
-        database's B-tree is walked (keys only), which meets a broken page as an LMDB error,
-        with each record's checksum, up to :data:`_WALK_LIMIT` bytes of used pages (about
-        0.3 s per 100 MB), at the engine's (writable) open; a larger store, or a read-only
-        open, has the first and last leaf of each database checked, every record is still
-        checked when read, and ``actorflow store check`` reads them all.
-        """
-        info = self._env.info()
-        psize = int(self._env.stat()["psize"])
-        needed = (int(info["last_pgno"]) + 1) * psize
-        data = self.path / "data.mdb"
-        # Only the engine's (writable) open walks: read-only opens come and go (the CLI, a
-        # stopped engine's reads) and check each record as they read it anyway.
-        walk = needed <= _WALK_LIMIT and not self.read_only
-        name = ""
-        try:
-            with self._env.begin(buffers=True) as txn:
-                for name, handle in self._dbs.items():
-                    if handle is None:
-                        continue
-                    cur = txn.cursor(db=handle)
-                    if not walk:
-                        if cur.first():
-                            cur.last()
-                    elif self.checksums and name != K.META:
-                        for key, value in cur:
-                            self._checked(name, key, value)
-                    else:
-                        for _ in cur.iternext(keys=True, values=False):
-                            pass
-        except lmdb.Error as exc:
-            raise StoreCorrupted(
-                f"{data} is damaged (database {name!r}: {exc}); it was left untouched: "
-                "restore it from a backup (actorflow store backup)"
-            ) from exc
-
-    # -- locking -----------------------------------------------------------------------------
-
-    def _take_engine_lock(self) -> None:
-        fd = open_engine_lock(self.path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StoreInUse(
-                    f"store at {self.path} is in use by another engine (pid {holder}); "
-                    "open it read-only or stop that engine"
-                ) from None
-            raise StoreError(f"cannot lock store at {self.path}: {exc}") from exc
-        self._adopt_engine_lock(fd)
-
-    def _adopt_engine_lock(self, fd: int) -> None:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
+        verify(self._env, self._dbs, self.path, checksums=self.checksums, walk=not self.read_only)
 
     def _release_engine_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing drops the flock
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -300,7 +200,7 @@ class LmdbStore:
                 with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
                     value: bytes | None = txn.get(key)
                 if value is not None and self.checksums and db != K.META:
-                    return self._checked(db, key, value)
+                    return checked(self.path, db, key, value)
                 return value
             except lmdb.MapResizedError:
                 self._adopt_map_size()
@@ -328,8 +228,8 @@ class LmdbStore:
                 with self._gate.read(), self._env.begin(db=handle) as txn:
                     found = _scan(txn.cursor(), prefix, after, reverse, limit)
                 if self.checksums and db != K.META:
-                    check = self._checked
-                    return [(k, check(db, k, v)) for k, v in found]
+                    path = self.path
+                    return [(k, checked(path, db, k, v)) for k, v in found]
                 return found
             except lmdb.MapResizedError:
                 self._adopt_map_size()
@@ -369,7 +269,7 @@ class LmdbStore:
             for key, value in batch:
                 if self.checksums and db != K.META:
                     try:
-                        value = self._checked(db, key, value)
+                        value = checked(self.path, db, key, value)
                     except StoreCorrupted as exc:
                         yield key, None, str(exc)
                         continue
@@ -391,7 +291,7 @@ class LmdbStore:
         if self._closed:
             raise StoreError("store is closed")
         dbs = self._dbs
-        sums, crc, pack, meta = self.checksums, zlib.crc32, _CRC.pack, K.META
+        sums, crc, pack, meta = self.checksums, zlib.crc32, CRC.pack, K.META
         if self._writemap and self._backed < self._mapped:
             self._reserve(self._mapped)  # StoreFull until the disk has room for the map
         while True:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from collections.abc import Callable
 
 import psutil
@@ -31,12 +30,14 @@ def test_ten_thousand_sleeping_runs_fit_in_memory(make_engine: Callable[..., af.
         return int(info.rss - info.shared)
 
     with engine:
+        own_timers = engine.statistics()["timers"]  # the engine's own (retention...)
         engine.trigger("sleepy", -1)  # warm up the code paths before measuring
         gc.collect()
         threads, before = threading.active_count(), heap()
         runs = engine.trigger_many("sleepy", range(RUNS))
-        wait_until(lambda: engine.statistics()["live_runs"] >= RUNS, timeout=120, interval=0.1)
-        time.sleep(0.2)  # let the last writes land
+        # Every run, the warm-up's too, asleep on its timer: nothing more is in flight.
+        asleep = own_timers + RUNS + 1
+        wait_until(lambda: engine.statistics()["timers"] >= asleep, timeout=120, interval=0.1)
         gc.collect()
         grown = heap() - before
         assert threading.active_count() == threads  # suspended coroutines, not threads

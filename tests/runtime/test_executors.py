@@ -1,21 +1,19 @@
 """``Engine(executor=...)``: names and instances of the ``af.Executor`` protocol, bad values
 refused at the boundary, and an executor written outside the engine (a transport on a
 ``concurrent.futures`` thread pool) running steps with the engine's bookkeeping: results,
-``ctx.steps``, a timeout counted from the start, a cancel, and a drain."""
+``ctx.steps``, a timeout counted from the start, and a cancel; written with the public
+``actorflow.executors`` names only."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 from typing import Any
 
 import pytest
 
 import actorflow as af
-from actorflow.runtime.dispatch._remote import RemoteTransport
-from actorflow.runtime.dispatch._transport import Task, TransportHost
-from actorflow.workers._task import TaskHost, execute
+from actorflow.executors import RemoteTransport, Task, TransportHost, run_here
 from tests.conftest import wait_until
 
 
@@ -36,11 +34,7 @@ class FuturesTransport(RemoteTransport):
         return future
 
     def _run(self, task: Task, body: tuple[Any, ...]) -> Any:
-        host = TaskHost(self, task.id, task.spec.run_id, task.spec.workflow_id)
-        host.step = task.spec.step
-        if not host.request("start", (os.getpid(), "futures")):
-            return None
-        return execute(body, host)
+        return run_here(self, task, body, "futures")
 
     def halt(self, task: Task) -> None:
         self.halted_tasks.append(task.spec.step)

@@ -1,6 +1,6 @@
 """``executor=af.DaskExecutor(...)``: steps run on a Dask cluster.
 
-The Dask transport is a :class:`~actorflow.runtime.dispatch._remote.RemoteTransport`:
+The Dask transport is a :class:`~actorflow.runtime.dispatch._remote.ClusterTransport`:
 supervisors, the store and recovery do not know where steps run. What differs from local
 workers, and why:
 
@@ -23,21 +23,18 @@ workers, and why:
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from typing import Any
 
 from actorflow._extras import require
-from actorflow.runtime.dispatch._link import CallbackListener, route_host
-from actorflow.runtime.dispatch._remote import RemoteTransport
+from actorflow.runtime.dispatch._remote import ClusterTransport
 from actorflow.runtime.dispatch._transport import Task, TransportHost
 from actorflow.workers._dask import run_task
 
 __all__ = ["DaskExecutor", "DaskTransport"]
 
 log = logging.getLogger("actorflow.dispatcher")
-step_log = logging.getLogger("actorflow.step")
 
 #: How long a restart of a timed-out step's Dask worker may take.
 RESTART_TIMEOUT = 60
@@ -109,44 +106,31 @@ class DaskExecutor:
         return f"DaskExecutor({where})"
 
 
-class DaskTransport(RemoteTransport):
+class DaskTransport(ClusterTransport):
     """Runs tasks on a Dask cluster (see the module docstring)."""
 
     halted = "Dask worker restarted"
     where = "Dask"
 
     def __init__(self, core: TransportHost, executor: DaskExecutor) -> None:
-        super().__init__(core)
-        self._executor = executor
+        super().__init__(core, executor)
+        self._dask = executor
         self._client: Any = None
-        self._owns_client = False
-        self._link: CallbackListener | None = None
 
-    def open(self) -> None:
-        self._client, self._owns_client = self._executor.connect()
-        host = self._executor.callback_host or route_host(_scheduler_address(self._client))
-        self._link = CallbackListener(host, self.answer, "dask")
+    def connect(self) -> tuple[str | None, bool]:
+        self._client, owns = self._dask.connect()
+        return _scheduler_address(self._client), owns
 
-    def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-        if self._client is not None and self._owns_client:
-            try:
-                self._client.close()
-            except Exception:
-                log.debug("closing the Dask client failed", exc_info=True)
+    def disconnect(self) -> None:
+        self._client.close()
 
     def worker_count(self) -> int:
         return len(self._client.scheduler_info().get("workers", {}))
 
-    def send(self, task: Task, body: tuple[Any, ...]) -> Any:
-        link = self._link
-        assert link is not None
-        full = (*body, step_log.getEffectiveLevel(), link.address, link.authkey)
+    def launch(self, task: Task, args: tuple[Any, ...]) -> tuple[Any, Any]:
         key = f"actorflow-{task.spec.run_id}-{task.id}"
-        future = self._client.submit(run_task, full, key=key, pure=False, retries=0)
-        future.add_done_callback(functools.partial(_collect, self.core, task.id))
-        return future
+        future = self._client.submit(run_task, args, key=key, pure=False, retries=0)
+        return future, future
 
     def forget(self, task: Task) -> None:
         if task.handle is not None:
@@ -156,7 +140,7 @@ class DaskTransport(RemoteTransport):
         """Cancel ``task``, and restart its worker if it runs."""
         if task.handle is not None:
             task.handle.cancel()
-        if task.worker and self._executor.restart_on_timeout:
+        if task.worker and self._dask.restart_on_timeout:
             worker = task.worker
 
             def restart() -> None:
@@ -169,15 +153,6 @@ class DaskTransport(RemoteTransport):
 
             # Off the dispatcher's thread: a restart takes a while.
             threading.Thread(target=restart, name="actorflow-dask-restart", daemon=True).start()
-
-
-def _collect(core: TransportHost, key: int, future: Any) -> None:
-    """A future finished (on a thread of the Dask client): fetch its result, tell the core."""
-    try:
-        outcome: Any = future.result()
-    except BaseException as exc:  # the task's failure (KilledWorker, CancelledError...)
-        outcome = exc
-    core.tell_finished(key, outcome)
 
 
 def _scheduler_address(client: Any) -> str | None:

@@ -24,10 +24,10 @@ import threading
 from typing import Any
 
 from actorflow.runtime.dispatch._core import CRASH_TYPES, TIMEOUT_TYPES
-from actorflow.runtime.dispatch._remote import RemoteTransport
+from actorflow.runtime.dispatch._remote import RemoteTransport, run_here
 from actorflow.runtime.dispatch._transport import Task, TransportHost
 from actorflow.runtime.kernel._messages import ErrorInfo
-from actorflow.workers._task import Intercept, TaskHost, execute
+from actorflow.workers._task import Intercept
 
 __all__ = ["InlineTransport", "SimulatedFault"]
 
@@ -156,16 +156,13 @@ class InlineTransport(RemoteTransport):
                 self._release(task.id)
 
     def _run(self, task: Task, body: tuple[Any, ...]) -> Any:
-        spec = task.spec
-        host = TaskHost(self, task.id, spec.run_id, spec.workflow_id, self._services)
-        host.step = spec.step
         task.worker = WHERE  # a thread took it up: read by halt() on the core's thread
-        if not host.request("start", (os.getpid(), WHERE)):
-            return None  # the engine drains or stops: this step must not start
         try:
-            return execute(body, host, intercept=self._intercept)
+            return run_here(
+                self, task, body, WHERE, intercept=self._intercept, services=self._services
+            )
         except BaseException as exc:  # a bug of ours: report it as a crash, not a hang
-            log.exception("inline step %r of run %s", spec.step, spec.run_id)
+            log.exception("inline step %r of run %s", task.spec.step, task.spec.run_id)
             return exc
 
     def failure(self, task: Task, data: Any) -> ErrorInfo | None:

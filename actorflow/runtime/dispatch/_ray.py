@@ -1,6 +1,6 @@
 """``executor=af.RayExecutor(...)``: steps run as Ray tasks.
 
-The Ray transport is a :class:`~actorflow.runtime.dispatch._remote.RemoteTransport`, like
+The Ray transport is a :class:`~actorflow.runtime.dispatch._remote.ClusterTransport`, like
 Dask's: supervisors, the store and recovery do not know where steps run. What is Ray's own:
 
 - **One Ray task per step attempt**, submitted with ``max_retries=0`` (by default): when a
@@ -20,20 +20,17 @@ Dask's: supervisors, the store and recovery do not know where steps run. What is
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from actorflow._extras import require
-from actorflow.runtime.dispatch._link import CallbackListener, route_host
-from actorflow.runtime.dispatch._remote import RemoteTransport
+from actorflow.runtime.dispatch._remote import ClusterTransport
 from actorflow.runtime.dispatch._transport import Task, TransportHost
 
 __all__ = ["RayExecutor", "RayTransport"]
 
 log = logging.getLogger("actorflow.dispatcher")
-step_log = logging.getLogger("actorflow.step")
 
 
 class RayExecutor:
@@ -103,57 +100,43 @@ class RayExecutor:
         return f"RayExecutor({self.address or 'local'})"
 
 
-class RayTransport(RemoteTransport):
+class RayTransport(ClusterTransport):
     """Runs tasks as Ray tasks (see the module docstring)."""
 
     halted = "Ray worker killed"
     where = "Ray"
 
     def __init__(self, core: TransportHost, executor: RayExecutor) -> None:
-        super().__init__(core)
-        self._executor = executor
+        super().__init__(core, executor)
+        self._rayx = executor
         self._ray: Any = None
-        self._owns = False
         self._remote: Any = None
-        self._link: CallbackListener | None = None
 
-    def open(self) -> None:
-        ray, self._owns = self._executor.connect()
-        self._ray = ray
+    def connect(self) -> tuple[str | None, bool]:
+        self._ray, owns = self._rayx.connect()
         from actorflow.workers._ray import run_task
 
-        self._remote = ray.remote(run_task).options(
-            num_cpus=self._executor.num_cpus,
-            max_retries=self._executor.max_retries,
+        self._remote = self._ray.remote(run_task).options(
+            num_cpus=self._rayx.num_cpus,
+            max_retries=self._rayx.max_retries,
             retry_exceptions=False,
         )
-        host = self._executor.callback_host or route_host(self._executor.address)
-        self._link = CallbackListener(host, self.answer, "ray")
+        return self._rayx.address, owns
 
-    def close(self) -> None:
-        if self._link is not None:
-            self._link.close()
-        if self._owns and self._ray is not None:
-            try:
-                self._ray.shutdown()
-            except Exception:
-                log.debug("shutting Ray down failed", exc_info=True)
+    def disconnect(self) -> None:
+        self._ray.shutdown()
 
     def worker_count(self) -> int:
         try:
             cpus = self._ray.cluster_resources().get("CPU", 0)
         except Exception:
             return 0
-        per = self._executor.num_cpus or 1
+        per = self._rayx.num_cpus or 1
         return int(cpus // per)
 
-    def send(self, task: Task, body: tuple[Any, ...]) -> Any:
-        link = self._link
-        assert link is not None
-        full = (*body, step_log.getEffectiveLevel(), link.address, link.authkey)
-        ref = self._remote.remote(full)
-        ref.future().add_done_callback(functools.partial(_collect, self.core, task.id))
-        return ref
+    def launch(self, task: Task, args: tuple[Any, ...]) -> tuple[Any, Any]:
+        ref = self._remote.remote(args)
+        return ref, ref.future()
 
     def forget(self, task: Task) -> None:
         self._cancel(task, force=False)  # stopping: queued ones need not run
@@ -169,12 +152,3 @@ class RayTransport(RemoteTransport):
             self._ray.cancel(task.handle, force=force)
         except Exception as exc:  # finished meanwhile, or Ray is going away
             log.debug("ray.cancel of step %r: %s", task.spec.step, exc)
-
-
-def _collect(core: TransportHost, key: int, future: Any) -> None:
-    """A Ray task ended (on a thread of Ray's): its outcome, or the error that ended it."""
-    try:
-        outcome: Any = future.result()
-    except BaseException as exc:  # WorkerCrashedError, TaskCancelledError...
-        outcome = exc
-    core.tell_finished(key, outcome)
