@@ -64,18 +64,8 @@ class CodeSupervisor(CodeRun):
         if self.finished:
             return
         if name == "deadline":
-            if self.deadline is None or abs(self.deadline - due) > 1e-3:
-                return
-            timeout = self.spec.timeout or 0.0
-            self.error = {
-                "kind": "run_timeout",
-                "type": "actorflow.errors.RunTimeout",
-                "types": ["actorflow.errors.RunTimeout"],
-                "message": f"the run exceeded the workflow timeout of {timeout:g}s",
-                "timeout": timeout,
-            }
-            self.cancel_reason = "the run exceeded its timeout"
-            self._finish(RunStatus.FAILED)
+            if self.run_timed_out(due):
+                self._finish(RunStatus.FAILED)
             return
         if name == "restart":
             at = self.restart_at

@@ -276,19 +276,9 @@ class Supervisor(GraphNodes):
         if self.finished:
             return
         if name == "deadline":
-            if self.deadline is None or abs(self.deadline - due) > 1e-3:
-                return
-            timeout = self.compiled.spec.timeout or 0.0
-            self.error = {
-                "kind": "run_timeout",
-                "type": "actorflow.errors.RunTimeout",
-                "types": ["actorflow.errors.RunTimeout"],
-                "message": f"the run exceeded the workflow timeout of {timeout:g}s",
-                "timeout": timeout,
-            }
-            self.cancel_reason = "the run exceeded its timeout"
-            self._apply(E_CANCEL, 0, 0)
-            self._finish(RunStatus.FAILED)
+            if self.run_timed_out(due):
+                self._apply(E_CANCEL, 0, 0)  # its running steps are killed
+                self._finish(RunStatus.FAILED)
             return
         kind, _, path = name.partition(":")
         key = self.by_path.get(path)

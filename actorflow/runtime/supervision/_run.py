@@ -304,6 +304,26 @@ class RunMachine(HasEffects):
 
     # -- ending ------------------------------------------------------------------------------
 
+    def run_timed_out(self, due: float) -> bool:
+        """The run's ``deadline`` timer fired at ``due``: record its :class:`RunTimeout`.
+
+        Returns:
+            True when the run must now end as failed (the supervisor stops its work and
+            calls ``_finish``); False for a stale timer (the deadline moved since).
+        """
+        if self.deadline is None or abs(self.deadline - due) > 1e-3:
+            return False
+        timeout = self.compiled.spec.timeout or 0.0
+        self.error = {
+            "kind": "run_timeout",
+            "type": "actorflow.errors.RunTimeout",
+            "types": ["actorflow.errors.RunTimeout"],
+            "message": f"the run exceeded the workflow timeout of {timeout:g}s",
+            "timeout": timeout,
+        }
+        self.cancel_reason = "the run exceeded its timeout"
+        return True
+
     def fail_internal(self, exc: BaseException) -> None:
         """An engine bug while handling this run: fail it rather than leave it hanging."""
         if self.finished:
