@@ -28,7 +28,7 @@ from actorflow.runtime.supervision._steps import Leaf
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value
 from actorflow.store._records import dump_record, inline_output
-from actorflow.views import error_from_record, run_depth
+from actorflow.views import error_from_record
 
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._code import CodeSupervisor
@@ -139,18 +139,10 @@ class CodeRun(RunMachine):
         """Rebuild a run from its records; replay its history unless queued or panicked."""
         run_id = rec["id"]
         sup = cls(core, compiled, run_id)
-        sup.status = RunStatus(rec["status"])
-        sup.created_at = rec["created_at"]
-        sup.started_at = rec.get("started_at")
-        sup.idempotency_key = rec.get("idempotency_key")
-        sup.deadline = rec.get("deadline")
-        parent = rec.get("parent")
-        sup.parent = (parent[0], parent[1]) if parent else None
-        sup.depth = run_depth(core.store, rec)
+        sup.load_header(rec, b"J[]")
         sup.restarts = int(rec.get("restarts") or 0)
         sup.restart_at = rec.get("restart_at")
         sup.panic_error = rec.get("panic")
-        sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"J[]"
         entries, sup.hseq = read_history(core.store, run_id)
         waited = sup.status == RunStatus.WAITING_FOR_DEFINITION
         if waited:

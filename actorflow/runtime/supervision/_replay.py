@@ -26,7 +26,6 @@ from actorflow.runtime.supervision._steps import too_interrupted
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import load_record, output_of
-from actorflow.views import run_depth
 
 if TYPE_CHECKING:  # the supervisor imports this module to replay and resume itself
     from actorflow.runtime.supervision._graph import Supervisor
@@ -39,17 +38,8 @@ log = logging.getLogger("actorflow.engine")
 def replay(sup: Supervisor, rec: dict[str, Any]) -> None:
     """Fill a new supervisor from its run record and replay its history (not if queued)."""
     core, run_id = sup.core, sup.run_id
-    status = RunStatus(rec["status"])
-    sup.status = status
-    sup.created_at = rec["created_at"]
-    sup.started_at = rec.get("started_at")
-    sup.idempotency_key = rec.get("idempotency_key")
-    sup.deadline = rec.get("deadline")
-    parent = rec.get("parent")
-    sup.parent = (parent[0], parent[1]) if parent else None
-    sup.depth = run_depth(core.store, rec)
-    sup.payload = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
-    if status == RunStatus.QUEUED:
+    sup.load_header(rec, b"Jnull")
+    if sup.status == RunStatus.QUEUED:
         return  # not started yet: resume() starts it
     sup.held_reason = rec.get("held")
     sup.replaying = True

@@ -46,6 +46,7 @@ from actorflow.runtime.supervision._steps import (
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
+from actorflow.views import run_depth
 
 __all__ = [
     "Effects",
@@ -241,6 +242,25 @@ class RunMachine(HasEffects):
         if self.depth:
             rec["depth"] = self.depth
         return rec
+
+    def load_header(self, rec: dict[str, Any], no_payload: bytes) -> None:
+        """Take up a live run's header from its record ``rec`` (at a reload).
+
+        Args:
+            rec: the run record :meth:`run_header` wrote.
+            no_payload: the payload to assume when none is stored (``null`` for a graph
+                run, no arguments for a code run).
+        """
+        store = self.core.store
+        self.status = RunStatus(rec["status"])
+        self.created_at = rec["created_at"]
+        self.started_at = rec.get("started_at")
+        self.idempotency_key = rec.get("idempotency_key")
+        self.deadline = rec.get("deadline")
+        parent = rec.get("parent")
+        self.parent = (parent[0], parent[1]) if parent else None
+        self.depth = run_depth(store, rec)
+        self.payload = store.get(K.VALUES, K.payload_key(self.run_id)) or no_payload
 
     # -- timers ------------------------------------------------------------------------------
 
