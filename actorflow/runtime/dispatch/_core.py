@@ -20,7 +20,7 @@ import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
@@ -36,6 +36,9 @@ from actorflow.runtime.kernel._messages import (
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
 from actorflow.store._records import step_output
+
+if TYPE_CHECKING:
+    from actorflow.runtime._core import Core
 
 __all__ = [
     "CRASH_TYPES",
@@ -147,7 +150,7 @@ def attempt_report(
 
 
 def answer_request(
-    op: str, arg: Any, store: Store, host: Any, run_id: str, workflow_id: str, step: str
+    op: str, arg: Any, store: Store, host: Core | None, run_id: str, workflow_id: str, step: str
 ) -> Any:
     """Answer what every transport answers alike.
 

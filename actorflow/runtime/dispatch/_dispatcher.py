@@ -34,11 +34,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from actorflow.config import EngineConfig
+from actorflow.errors import EngineNotRunning
 from actorflow.runtime.dispatch._core import (
     CRASH_TYPES,
     DispatcherStats,
@@ -59,6 +60,9 @@ from actorflow.runtime.kernel._messages import (
 from actorflow.runtime.kernel._promise import Promise
 from actorflow.runtime.persistence._unstarted import StartGate, left_in_inbox, record
 from actorflow.store._protocol import Store
+
+if TYPE_CHECKING:
+    from actorflow.runtime._core import Core
 
 __all__ = ["Beat", "Dispatcher", "Finished", "Started"]
 
@@ -121,7 +125,7 @@ class Dispatcher(Actor):
         route: Callable[[str], pykka.ActorRef[Any]],
         store: Store,
         ready: Promise[None],
-        host: Any,
+        host: Core | None,
         transport: Callable[[TransportHost], Transport],
     ) -> None:
         super().__init__()
@@ -440,6 +444,9 @@ class Dispatcher(Actor):
     def state_call(self, arg: Any, done: Callable[[bool, Any], None]) -> None:
         """A step's ``ctx.state`` call; ``done(ok, value)`` once durable (another thread)."""
         state_op, scope, args = arg
+        if self.host is None:  # a bare dispatcher (its own tests): no engine keeps state
+            done(False, EngineNotRunning("ctx.state needs a running engine"))
+            return
         self.host.state.call(state_op, str(scope), tuple(args), done)
 
     def answer(self, op: str, key: int, run_id: str, workflow_id: str, step: str, arg: Any) -> Any:

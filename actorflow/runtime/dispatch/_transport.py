@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from actorflow.runtime.kernel._messages import ErrorInfo, TaskSpec
 
 if TYPE_CHECKING:
+    from actorflow.config import EngineConfig
+    from actorflow.runtime._core import Core
     from actorflow.runtime.dispatch._core import DispatcherStats, Reports
     from actorflow.runtime.kernel._inbox import SelectorInbox
     from actorflow.runtime.kernel._promise import Promise
+    from actorflow.store._protocol import Store
 
 __all__ = ["Task", "Transport", "TransportHost"]
 
@@ -97,9 +100,9 @@ class TransportHost(Protocol):
     names what it relies on and imports nothing of the core.
     """
 
-    config: Any  # the EngineConfig
-    store: Any  # the Store, for requests
-    host: Any  # the engine core (services, ctx.state, blobs, writer); None in bare tests
+    config: EngineConfig
+    store: Store  # for requests
+    host: Core | None  # the engine core (services, ctx.state, blobs, writer); None in bare tests
     ready: Promise[None]  # completed once the transport can run tasks
     stats: DispatcherStats
     reports: Reports
