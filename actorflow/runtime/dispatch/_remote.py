@@ -23,14 +23,16 @@ import abc
 import functools
 import logging
 import os
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from actorflow.runtime.dispatch._core import blob_ref
-from actorflow.runtime.dispatch._link import CallbackListener, route_host
 from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
 from actorflow.store._codec import TAG_BLOB, decode_value, encode_value
 from actorflow.workers._protocol import CALL_CHUNK
 from actorflow.workers._task import Intercept, TaskHost, execute
+
+if TYPE_CHECKING:
+    from actorflow.runtime.dispatch._link import CallbackListener
 
 __all__ = ["ClusterTransport", "RemoteTransport", "run_here", "task_tuple"]
 
@@ -107,6 +109,10 @@ class ClusterTransport(RemoteTransport):
         """
 
     def open(self) -> None:
+        # Imported here: sockets and keys are for an engine that uses a cluster, not for
+        # every ``import actorflow``.
+        from actorflow.runtime.dispatch._link import CallbackListener, route_host
+
         address, self._owns = self.connect()
         host = self._executor.callback_host or route_host(address)
         self._link = CallbackListener(host, self.answer, self.where.lower())
