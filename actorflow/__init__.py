@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging as _logging
 from typing import TYPE_CHECKING, Any
 
-from actorflow import executors
 from actorflow._clock import Clock, ManualClock, SystemClock
 from actorflow._types import RunStatus, StepStatus
 from actorflow._version import __version__
@@ -82,13 +81,6 @@ from actorflow.errors import (
     WorkflowNotFound,
     WriteRejected,
 )
-from actorflow.executors import (
-    DaskExecutor,
-    Executor,
-    InlineExecutor,
-    ProcessExecutor,
-    RayExecutor,
-)
 from actorflow.runtime import LifecycleEvent, RunFinished, RunStarted, StepAttempted
 from actorflow.store._prune import PruneReport
 from actorflow.views import (
@@ -103,8 +95,15 @@ from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_co
 from actorflow.workers._state import State
 
 if TYPE_CHECKING:
-    from actorflow import observability, testing
+    from actorflow import executors, observability, testing
     from actorflow.client import AsyncClient, Client, RemoteRunHandle
+    from actorflow.executors import (
+        DaskExecutor,
+        Executor,
+        InlineExecutor,
+        ProcessExecutor,
+        RayExecutor,
+    )
 
 # A library's logger: silent unless the embedding application configures logging.
 _logging.getLogger("actorflow").addHandler(_logging.NullHandler())
@@ -199,8 +198,9 @@ __all__ = [
 ]
 
 #: Subpackages loaded on first use (PEP 562): ``import actorflow`` stays lean (no test
-#: harness, no tracing code) while ``af.testing`` and ``af.observability`` still work.
-_LAZY = frozenset({"observability", "testing"})
+#: harness, no tracing code, no transports until an engine is made) while ``af.testing``,
+#: ``af.observability`` and ``af.executors`` still work.
+_LAZY = frozenset({"executors", "observability", "testing"})
 
 #: Names loaded from a subpackage on first use: the client (``af.Client``) loads httpx only
 #: when one is made, and its package only when it is named.
@@ -208,6 +208,10 @@ _LAZY_NAMES = {
     "AsyncClient": "actorflow.client",
     "Client": "actorflow.client",
     "RemoteRunHandle": "actorflow.client",
+    **dict.fromkeys(
+        ("DaskExecutor", "Executor", "InlineExecutor", "ProcessExecutor", "RayExecutor"),
+        "actorflow.executors",
+    ),
 }
 
 

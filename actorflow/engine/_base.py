@@ -30,7 +30,6 @@ from actorflow.errors import (
     StoreFull,
 )
 from actorflow.runtime._core import CodeCompiled, Compiled, Core
-from actorflow.runtime.dispatch._executors import Executor, executor_from
 from actorflow.runtime.kernel._inbox import Activity
 from actorflow.runtime.kernel._lifecycle import (
     Lifecycle,
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
     from actorflow.engine._engine import Engine
     from actorflow.engine._follower import Follower
     from actorflow.engine._leader import LeaderServer
+    from actorflow.runtime.dispatch._executors import Executor
 
 
 __all__ = ["EngineBase"]
@@ -80,6 +80,9 @@ class EngineBase:
         executor: Executor | str | None = None,
         **settings: Any,
     ) -> None:
+        # Imported here: the transports load with the first engine, not with the package.
+        from actorflow.runtime.dispatch._executors import executor_from
+
         self._executor: Executor = executor_from(executor)
         # Set by the test harness (actorflow.testing) before start: count work in flight.
         self._activity: Activity | None = None
