@@ -191,6 +191,45 @@ def _i1_rows(i1: dict[str, Any] | None) -> list[tuple[str, str, str, str, str]]:
     )]  # fmt: skip
 
 
+#: B17's efficiency targets by worker count, and B18's head CPU targets (us per item).
+_B17_TARGETS = {"128": ">= 0.9", "256": ">= 0.6"}
+_B18_ROWS = (
+    ("unchunked_10ms", "unchunked 10 ms items", "<= 150 us"),
+    ("chunked_1ms", "chunked 1 ms items", "<= 30 us"),
+    ("map_10ms", "ctx.map of 10 ms items", "<= 1.2x for_each"),
+    ("sequential", "sequential steps", "-"),
+    ("webhook", "webhook-started runs", "-"),
+)
+
+
+def _scale_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for n, f in (results.get("B17") or {}).items():
+        if not isinstance(f, dict):
+            continue  # its "what"
+        ideal = f["items"] * 0.010 / f["workers"]
+        rows.append((
+            f"B17 {n} sleeping workers", f"{f['wall_s']:.2f} s, {f['head_us_per_item']:.0f} us "
+            f"head CPU/item", f"{ideal:.2f} s (ideal, {f['items']:,} x 10 ms)",
+            f"{f['efficiency']:.3f} efficiency", _B17_TARGETS.get(n, "-"),
+        ))  # fmt: skip
+    b18 = results.get("B18") or {}
+    for key, label, target in _B18_ROWS:
+        f = b18.get(key)
+        if not f:
+            continue
+        base = "-"
+        if key == "map_10ms" and "unchunked_10ms" in b18:
+            base = f"{b18['unchunked_10ms']['head_us_per_item']:.0f} us (for_each)"
+            ratio = f"{f['head_us_per_item'] / b18['unchunked_10ms']['head_us_per_item']:.2f}x"
+        else:
+            ratio = f"ceiling {f['ceiling_items_s']:,.0f}/s"
+        rows.append((
+            f"B18 head CPU, {label}", f"{f['head_us_per_item']:.0f} us/item", base, ratio, target,
+        ))  # fmt: skip
+    return rows
+
+
 def _speed(ratio: float) -> str:
     """A speed-up as words: "2.02x faster", or "1.10x slower" below 1."""
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
@@ -243,6 +282,7 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         *_b13_rows(results.get("B13")),
         *_i1_rows(results.get("I1")),
         *_sharing_rows(results),
+        *_scale_rows(results),
         ("L1 timeout 1s, reported", f"{l1['seconds']:.3f} s", "-", "-", "<= 1.1 s"),
         ("L2 crash -> retry", f"{l2['ms']:.1f} ms", "-", "-", "<= 50 ms"),
     ]  # fmt: skip

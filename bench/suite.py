@@ -31,6 +31,10 @@ B14, B15, B16 sharing a data_dir (``bench/sharing.py``): 4 uvicorn workers on on
    (1 leader, 3 followers) against 1, trigger-and-await requests/s; the leader SIGKILLed
    under that load (take-over time, longest gap, runs lost or doubled); the event loop's lag
    under 10,000 async triggers and waits, against the asyncio floor.
+B17, B18 the head's cost (``bench/scale.py``): a durable for_each of 10 ms sleeping items on
+   16-256 workers (sleeping workers stand in for busy cores), efficiency and the engine
+   process's CPU per item; that CPU per item for unchunked 10 ms items, chunked 1 ms items,
+   ``ctx.map``, sequential steps and webhook-started runs, with its ceiling 1 / cost.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -567,6 +571,21 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         results["B14"] = multi_process(root, 1000 if quick else 3000, 32, 1)
         results["B15"] = failover(root, 1500 if quick else 4000, 32)
         results["B16"] = loop_lag(root, 10_000)
+        from bench.scale import head_costs, scale_simulation
+
+        engine_for = lambda name, **kw: _engine(root, name, **kw)  # noqa: E731
+        results["B18"] = {
+            "what": "engine process CPU (user + system, workers excluded) per durable item, "
+            "after a warm-up, on 2 workers; ceiling = 1 / cost items/s",
+            **head_costs(engine_for, root, quick),
+        }
+        results["B17"] = {
+            "what": "durable for_each of 10 ms sleeping items on many workers: efficiency = "
+            "ideal wall / measured wall, and the head's CPU per item",
+            **scale_simulation(
+                engine_for, (16, 64) if quick else (16, 64, 128, 256), 3.0 if quick else 10.0
+            ),
+        }
         return results
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -99,3 +99,17 @@ def order_tax(ctx: Any) -> dict[str, Any]:
 
 def order_done(ctx: Any) -> dict[str, Any]:
     return {"order": ctx.last["order"], "ok": True}
+
+
+# -- the head's cost (B17, B18) ---------------------------------------------------------------
+
+
+def sleep_item(ms: float, ctx: Any) -> None:
+    """An item that takes ``ms`` of wall time and almost no CPU: N workers sleeping in it
+    stand in for N busy cores, so only the engine process (the head) can fall behind."""
+    time.sleep(ms / 1000.0)
+
+
+def sleep_ms(ms: float) -> None:
+    """``ctx.map``'s form of :func:`sleep_item` (called as ``fn(item)``)."""
+    time.sleep(ms / 1000.0)

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["webhook_throughput"]
+__all__ = ["webhook_head_cost", "webhook_throughput"]
 
 
 def _free_port() -> int:
@@ -165,6 +165,59 @@ def webhook_throughput(root: Path, total: int, connections: int, reps: int) -> d
         "all_recorded": recorded == accepted + warmup,
         "connections": connections,
     }
+
+
+def _cpu(proc: Any) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)  # this process's threads; its workers excluded
+
+
+def webhook_head_cost(root: Path, total: int, connections: int) -> dict[str, Any]:
+    """B18's webhook row: the server process's CPU per accepted request and its run.
+
+    Taken from the first request of the measured load until the process is idle again
+    (its runs finished: under 2% of a core for 0.5 s), after a warm-up load.
+    """
+    import psutil
+
+    port = _free_port()
+    data_dir = root / f"b18-hook-{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.webhooks", "serve", "engine", str(port), str(data_dir)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        _wait_up(port)
+        server = psutil.Process(proc.pid)
+        asyncio.run(_load(port, min(500, total), connections))  # warm up
+        _idle(server)
+        cpu = _cpu(server)
+        accepted, seconds = asyncio.run(_load(port, total, connections))
+        _idle(server)
+        cpu = _cpu(server) - cpu
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+    per = cpu / max(accepted, 1)
+    return {
+        "items": accepted,
+        "head_cpu_s": cpu,
+        "head_us_per_item": per * 1e6,
+        "ceiling_items_s": 1 / per if per else float("inf"),
+        "load_s": seconds,
+    }
+
+
+def _idle(proc: Any, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = _cpu(proc)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _cpu(proc)
+        if now - last < 0.01:
+            return
+        last = now
+    raise RuntimeError("the webhook server did not become idle")
 
 
 def main() -> None:

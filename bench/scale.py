@@ -1,0 +1,141 @@
+"""The head's cost per durable item (issue: "One engine keeps a big machine busy").
+
+Everything except the step itself (supervisors, dispatcher, writer, commits, pipe traffic)
+runs in the engine process, so its CPU per durable item caps how many cores one engine can
+keep busy: items/s <= 1 / (head CPU per item). The head's CPU is the engine process's user +
+system time (``time.process_time``: every thread of this process, no worker), taken around
+a measured run after a warm-up run on the same engine.
+
+B17, the scale simulation: a durable for_each of 10 ms *sleeping* items on 16, 64, 128 and
+    256 workers, with enough items for ``seconds`` of ideal wall time each. A sleeping worker
+    uses almost no CPU, so N of them stand in for N busy cores on a small machine, and only
+    the head can fall behind. Efficiency = ideal wall / measured wall; ideal = items x 10 ms
+    / workers.
+B18, head CPU per item for the shapes users run, on 2 workers: unchunked 10 ms items,
+    chunked 1 ms items, ``ctx.map`` of 10 ms items, sequential steps, and webhook-started
+    runs (the server's process, from the first request until it is idle again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import actorflow as af
+from bench import tasks
+
+__all__ = ["head_costs", "scale_simulation"]
+
+EngineFor = Callable[..., af.Engine]
+
+
+def _measured(engine: af.Engine, start: Callable[[], Any], items: int) -> dict[str, float]:
+    """Run ``start()`` to its result; wall seconds, head CPU per item and the ceiling."""
+    before_tasks = engine.statistics()["pool"]["dispatched"]
+    cpu, wall = time.process_time(), time.perf_counter()
+    start()
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() - cpu
+    per_item = cpu / items
+    return {
+        "wall_s": wall,
+        "head_cpu_s": cpu,
+        "head_us_per_item": per_item * 1e6,
+        "ceiling_items_s": 1 / per_item if per_item else float("inf"),
+        "tasks_sent": engine.statistics()["pool"]["dispatched"] - before_tasks,
+    }
+
+
+def _for_each(engine_for: EngineFor, name: str, workers: int, items: int, ms: float,
+              warmup: int) -> dict[str, float]:  # fmt: skip
+    engine = engine_for(name, workers=workers, durability="sync")
+    engine.define(name).for_each("items", lambda c: [ms] * c.payload, tasks.sleep_item)
+
+    def run(n: int) -> None:
+        out = engine.trigger(name, n).result(timeout=3600)
+        assert len(out) == n
+
+    with engine:
+        run(warmup)  # workers up, imports done, the step's cost learnt
+        figures = _measured(engine, lambda: run(items), items)
+    ideal = items * ms / 1000 / workers
+    return {**figures, "items": items, "workers": workers, "efficiency": ideal / figures["wall_s"]}
+
+
+def scale_simulation(
+    engine_for: EngineFor, workers: tuple[int, ...] = (16, 64, 128, 256), seconds: float = 10.0
+) -> dict[str, Any]:
+    """B17: efficiency and head CPU per item of 10 ms sleeping items on many workers."""
+    out: dict[str, Any] = {}
+    for n in workers:
+        items = int(n * seconds / 0.010)
+        out[str(n)] = _for_each(engine_for, f"b17-{n}", n, items, 10.0, warmup=4 * n)
+    return out
+
+
+def _code_map(engine_for: EngineFor, items: int) -> dict[str, float]:
+    engine = engine_for("b18-map", workers=2, durability="sync")
+
+    @engine.workflow("fan")
+    async def fan(ctx: af.WorkflowContext, n: int) -> int:
+        return len(await ctx.map("m", tasks.sleep_ms, [10.0] * n))
+
+    with engine:
+        engine.trigger("fan", 20).result(timeout=600)
+        return {
+            **_measured(engine, lambda: engine.trigger("fan", items).result(timeout=600), items),
+            "items": items,
+        }
+
+
+def _sequential(engine_for: EngineFor, steps: int) -> dict[str, float]:
+    engine = engine_for("b18-seq", workers=2, durability="sync")
+    flow = engine.define("seq")
+    for i in range(steps):
+        flow.step(f"s{i}", tasks.noop)
+    with engine:
+        engine.trigger("seq", {}).result(timeout=600)
+        return {
+            **_measured(engine, lambda: engine.trigger("seq", {}).result(timeout=600), steps),
+            "items": steps,
+        }
+
+
+def head_costs(engine_for: EngineFor, root: Path, quick: bool = False) -> dict[str, Any]:
+    """B18: head CPU per item for each shape (see the module docstring)."""
+    scale = 1 if quick else 2
+    from bench.webhooks import webhook_head_cost
+
+    return {
+        "unchunked_10ms": _for_each(engine_for, "b18-10ms", 2, 500 * scale, 10.0, warmup=20),
+        "chunked_1ms": _for_each(engine_for, "b18-1ms", 2, 5000 * scale, 1.0, warmup=200),
+        "map_10ms": _code_map(engine_for, 500 * scale),
+        "sequential": _sequential(engine_for, 200),
+        "webhook": webhook_head_cost(root, 3000 * scale, 32),
+    }
+
+
+if __name__ == "__main__":  # python -m bench.scale [--quick]: B17 and B18 alone, as JSON
+    import json
+    import shutil
+    import sys
+    import tempfile
+
+    quick = "--quick" in sys.argv
+    root = Path(tempfile.mkdtemp(prefix="actorflow-scale-"))
+
+    def engine_for(name: str, **settings: Any) -> af.Engine:
+        return af.Engine(data_dir=root / name, **settings)
+
+    try:
+        result = {
+            "B18": head_costs(engine_for, root, quick),
+            "B17": scale_simulation(
+                engine_for, (16, 64) if quick else (16, 64, 128, 256), 3.0 if quick else 10.0
+            ),
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
