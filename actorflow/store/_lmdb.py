@@ -124,7 +124,11 @@ class LmdbStore:
                 # slower, so only the fast mode uses it.
                 writemap=durability == "fast" and not read_only,
                 readahead=False,
-                meminit=False,
+                # Zero the pages LMDB mallocs before it writes them: without this the unused
+                # part of a page carries whatever the process's heap held there before
+                # (payloads, request bodies, keys), in plain text, into data.mdb, under a
+                # sealed data_dir too. (The write map of "fast" writes the map itself.)
+                meminit=True,
                 mode=0o600,  # data.mdb and lock.mdb: the owner's only
                 max_readers=512,
                 lock=True,
