@@ -417,3 +417,9 @@ def kill_engine_always(ctx: Any) -> None:
     record(ctx)
     os.kill(engine_pid(), signal.SIGKILL)
     time.sleep(5)
+
+
+def napping_item(item: Any, ctx: Any) -> Any:
+    """Sleep ``item`` milliseconds (the item's own cost), and return it."""
+    time.sleep(item / 1000.0)
+    return item

@@ -26,6 +26,7 @@ from actorflow.definition._spec import WorkflowSpec
 from actorflow.errors import ClientError
 from actorflow.graph._codes import K_ACTION, K_BATCH, K_FOR_EACH, K_STEP, K_WHILE
 from actorflow.graph._plan import Plan
+from actorflow.runtime.kernel._costs import CostBook
 from actorflow.runtime.kernel._inbox import Activity
 from actorflow.runtime.kernel._lifecycle import Lifecycle
 from actorflow.runtime.kernel._promise import Promise
@@ -263,9 +264,9 @@ class Core:
     admission: Admission
     on_run_finished: Callable[[str, str], Any]
     rng: random.Random = field(default_factory=random.Random)
-    #: Recent seconds per call by function key, kept by the dispatcher (its only writer) and
-    #: read by supervisors to size chunks of tiny tasks. Plain dict reads are atomic.
-    costs: dict[str, float] = field(default_factory=dict)
+    #: Recent seconds per item by function key, kept by the dispatcher core (its only
+    #: writer) and read by supervisors to size chunks of tiny tasks (kernel/_costs.py).
+    costs: CostBook = field(default_factory=CostBook)
     _idem_lock: threading.Lock = field(default_factory=threading.Lock)
     _idem_pending: dict[tuple[str, str], tuple[str, Promise[None]]] = field(default_factory=dict)
     shards: list[pykka.ActorRef[Any]] = field(default_factory=list)

@@ -81,7 +81,7 @@ def test_a_chunk_whose_worker_dies_is_split_and_the_culprit_retried_alone(
         # by a warm-up run instead, a loaded machine can measure it slower than the 1 ms
         # chunking bound, and then item 7 would never run in a chunk.)
         assert engine._core is not None
-        engine._core.costs[function_ref(steps.tiny_crash_twice).key] = 1e-5
+        engine._core.costs.set(function_ref(steps.tiny_crash_twice).key, 1e-5)
         run = engine.trigger("fan", {"n": 400, "marker": str(marker)})
         assert run.result(timeout=120) == [2 * i for i in range(400)]
         d = run.inspect()

@@ -49,6 +49,7 @@ from actorflow.runtime.dispatch._core import (
     timeout_error,
 )
 from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
+from actorflow.runtime.kernel._costs import CostBook
 from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick, tell
 from actorflow.runtime.kernel._messages import (
     AttemptFailed,
@@ -133,6 +134,8 @@ class Dispatcher(Actor):
         self.store = store
         self.host = host
         self.ready = ready
+        # What each function costs per item: learnt here, from every transport's outcomes.
+        self.costs = host.costs if host is not None else CostBook()
         self.stats = DispatcherStats()
         self.reports = Reports(route)
         self.tasks: dict[int, Task] = {}
@@ -272,10 +275,12 @@ class Dispatcher(Actor):
     def finished(self, task: Task, ok: bool, data: Any, started: float, ended: float) -> None:
         """``task`` ended with what :func:`~actorflow.workers._task.execute` returned."""
         self._remove(task)
-        if task.cancelled:
-            return
         spec = task.spec
         chunk = spec.chunk
+        items = len(chunk) if chunk else 1
+        self.costs.observe(spec.fn.key, (ended - started) / items, items)
+        if task.cancelled:
+            return
         if chunk is not None and ok:
             for item, (item_ok, item_data, t0, t1) in zip(chunk, data, strict=True):
                 self._outcome(task, item[0], item_ok, item_data, t0, t1, None)

@@ -151,7 +151,7 @@ class PoolWire(PoolWorkers):
         head = w.inflight[0].spec if w.inflight else self._queue[0].spec
         allowed = 0
         if self._prefetch and self._short(head):
-            ema = self._fn_ema[head.fn.key] * (len(head.chunk) if head.chunk else 1)
+            ema = (self.core.costs.get(head.fn.key) or 0.0) * (len(head.chunk) if head.chunk else 1)
             allowed = max(1, min(self._prefetch, int(_PREFETCH_WORK / max(ema, 1e-6))))
         if w.inflight and not allowed:
             return
@@ -264,12 +264,6 @@ class PoolWire(PoolWorkers):
         if w.state == _READY and (self._max_tasks or self._max_memory) and self._worn_out(w):
             self._retire(w)
         self._pop_entry(w, task)
-        took = ended - started
-        if chunk:
-            took /= len(chunk)
-        key = spec.fn.key
-        ema = self._fn_ema.get(key)
-        self._fn_ema[key] = took if ema is None else 0.8 * ema + 0.2 * took
         self.core.finished(task, ok, data, started, ended)
 
     def _wire(self, value: bytes | None, task_id: int, lazy: bool = False) -> bytes | None:

@@ -190,9 +190,6 @@ class PoolWorkers(Transport):
         self._by_sentinel: dict[int, _Worker] = {}
         self._idle: list[_Worker] = []  # a stack: reuse the warmest worker first
         self._queue: deque[Task] = deque()  # tasks no worker holds yet
-        # Recent seconds per call by function key; this transport is its only writer.
-        costs = getattr(host, "costs", None)
-        self._fn_ema: dict[str, float] = {} if costs is None else costs
         self._next_wid = 0
         self._deaths: deque[float] = deque()
         self._breaker_until: float | None = None
@@ -437,7 +434,7 @@ class PoolWorkers(Transport):
             pass
 
     def _short(self, spec: TaskSpec) -> bool:
-        ema = self._fn_ema.get(spec.fn.key)
+        ema = self.core.costs.get(spec.fn.key)
         if ema is not None and spec.chunk:
             ema *= len(spec.chunk)
         return ema is not None and ema <= _PREFETCH_HEAD_MAX

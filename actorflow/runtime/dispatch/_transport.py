@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from actorflow.config import EngineConfig
     from actorflow.runtime._core import Core
     from actorflow.runtime.dispatch._core import DispatcherStats, Reports
+    from actorflow.runtime.kernel._costs import CostBook
     from actorflow.runtime.kernel._inbox import SelectorInbox
     from actorflow.runtime.kernel._promise import Promise
     from actorflow.store._protocol import Store
@@ -104,6 +105,7 @@ class TransportHost(Protocol):
     store: Store  # for requests
     host: Core | None  # the engine core (services, ctx.state, blobs, writer); None in bare tests
     ready: Promise[None]  # completed once the transport can run tasks
+    costs: CostBook  # seconds per item of each function, as the core observed them
     stats: DispatcherStats
     reports: Reports
     inbox: SelectorInbox

@@ -1,8 +1,10 @@
 """Sending a graph run's steps: one by one, or held and sent in chunks when tiny.
 
 Item steps of a fan-out whose cost is known to be small (``Core.costs``) are held and sent
-in chunks sized to a time budget (``chunk_size``); the first items go alone to learn it
-(probes). A chunk's report is unpacked per item; a chunk that fails makes its items go
+in chunks sized to a time budget (``chunk_size``). A step's first items in each run go
+first and the rest wait for one of them to report: alone while its cost is unknown, in
+chunks of at most ``FIRST_CHUNK`` when another run (or earlier calls) left an estimate.
+A chunk's report is unpacked per item; a chunk that fails makes its items go
 again one by one.
 """
 
@@ -28,6 +30,7 @@ from actorflow.runtime.kernel._messages import (
 )
 from actorflow.runtime.supervision._graph_state import (
     _LEAF_KIND,
+    FIRST_CHUNK,
     GraphState,
     Key,
     _Chunk,
@@ -103,32 +106,42 @@ class GraphDispatch(GraphState):
             spec = self.plan.specs[group[1]]
             assert isinstance(spec, StepSpec)
             cost = costs.get(spec.fn.key)
-            if cost is None:
-                probes = [
-                    p
-                    for p in self.probes.get(group, ())
-                    if p.status is StepStatus.RUNNING and p.attempt == 1
-                ]
-                if not probes:
-                    probes = fresh[:workers]
-                    fresh = fresh[workers:]
-                    for leaf in probes:
-                        self._dispatch(leaf)
-                self.probes[group] = probes
-                if fresh:
-                    self.held[group] = fresh
-                continue
-            self.probes.pop(group, None)
             # Items already out in chunks count too: as one chunk comes back, the next one
             # is sized for the whole fan-out in flight, not just for the items it freed.
             in_flight = sum(c.live for c in self.chunks.values())
-            size = chunk_size(cost, len(fresh) + in_flight, workers)
-            if size < 2:
-                for leaf in fresh:
-                    self._dispatch(leaf)
-                continue
-            for i in range(0, len(fresh), size):
-                self._dispatch_chunk(group, spec, fresh[i : i + size])
+            if group[1] not in self.calibrated:
+                sent = self.probes.get(group)
+                if sent is None:
+                    # This step's first items in this run: a few go first (alone while its
+                    # cost is unknown, else in chunks of at most FIRST_CHUNK), and the rest
+                    # wait for one of them to report. What another run taught is not
+                    # trusted for more than that (kernel/_costs.py says why).
+                    size = 1 if cost is None else min(FIRST_CHUNK, chunk_size(
+                        cost, len(fresh) + in_flight, workers))  # fmt: skip
+                    first, fresh = fresh[: workers * size], fresh[workers * size :]
+                    self._send_items(group, spec, first, size)
+                    self.probes[group] = first
+                    if fresh:
+                        self.held[group] = fresh
+                    continue
+                if all(p.status is StepStatus.RUNNING and p.attempt == 1 for p in sent):
+                    self.held[group] = fresh  # none reported yet
+                    continue
+                self.calibrated.add(group[1])
+                del self.probes[group]
+                cost = costs.get(spec.fn.key)
+            # (No cost yet: a transport that reports no times.)
+            size = 1 if cost is None else chunk_size(cost, len(fresh) + in_flight, workers)
+            self._send_items(group, spec, fresh, size)
+
+    def _send_items(self, group: Key, spec: StepSpec, leaves: list[Leaf], size: int) -> None:
+        """Send ``leaves`` one by one (``size`` < 2) or in chunks of ``size``."""
+        if size < 2:
+            for leaf in leaves:
+                self._dispatch(leaf)
+            return
+        for i in range(0, len(leaves), size):
+            self._dispatch_chunk(group, spec, leaves[i : i + size])
 
     def _dispatch_chunk(self, group: Key, spec: StepSpec, leaves: list[Leaf]) -> None:
         loop_frame, node = group

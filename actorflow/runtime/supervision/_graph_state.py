@@ -58,7 +58,7 @@ from actorflow.store._codec import encode_value
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["LAZY_MAX", "GraphState", "Key", "chunk_size"]
+__all__ = ["FIRST_CHUNK", "LAZY_MAX", "GraphState", "Key", "chunk_size"]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -72,6 +72,10 @@ _CHUNK_MAX = 512
 #: (1 ms items sent one by one run at ~0.75 of Pool.map's efficiency on 2 cores; in chunks
 #: of ~20 ms, at ~0.93: bench B11.)
 _CHUNK_COST_MAX = 0.004
+#: A step's first chunks in each run hold at most this many items, until one reports: an
+#: estimate another run left (or that a few fast calls gave) costs at most this many items'
+#: worth of a slow step before it is corrected (kernel/_costs.py).
+FIRST_CHUNK = 4
 #: A payload or ``ctx.last`` larger than this travels to a worker as a reference, fetched
 #: only by a step that reads it (a step that reads only small values pays for no large one).
 LAZY_MAX = 64 * 1024
@@ -152,7 +156,10 @@ class GraphState(RunMachine):
         # Fresh item steps waiting to be sent, by (loop frame, step node): sent in chunks
         # when the step is known to be tiny (see ``_send_held``).
         self.held: dict[Key, list[Leaf]] = {}
-        self.probes: dict[Key, list[Leaf]] = {}  # items sent alone to learn a step's cost
+        # The first items of a fan-out, sent before the rest (alone, or in small chunks),
+        # and the step nodes of which one such item has reported in this run.
+        self.probes: dict[Key, list[Leaf]] = {}
+        self.calibrated: set[int] = set()
         self.chunks: dict[str, _Chunk] = {}
         self._chunked: dict[Key, dict[int, tuple[int, float | None]]] = {}  # after a reload
         self.hist: list[int] = []

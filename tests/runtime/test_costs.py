@@ -1,0 +1,142 @@
+"""The cost estimate that sizes chunks follows recent calls and cannot be poisoned.
+
+Before, a few fast calls taught a per-call average that moved by a fifth per task: after two
+0.1 ms warm-up items, a function of 20 ms items went in chunks of 5-50 (up to 1 s of work
+against a 20 ms budget) for several rounds, and in the next run too. The estimator is fed
+here by a simulated worker (each item's cost is given, so nothing depends on this machine's
+speed), and through a real engine whose tasks are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import actorflow as af
+from actorflow.definition import function_ref
+from actorflow.runtime.kernel._costs import HALF_LIFE_ITEMS, CostBook
+from actorflow.runtime.supervision._graph_state import FIRST_CHUNK, chunk_size
+from tests import steps
+
+BUDGET = 0.02  # what chunk_size aims a chunk at
+
+
+def simulate(book: CostBook, costs: Sequence[float], workers: int = 2) -> list[float]:
+    """Send ``costs`` (seconds per item) as the supervisor does, on a simulated pool.
+
+    The first ``workers`` chunks of a run hold at most FIRST_CHUNK items; then each chunk is
+    sized by ``chunk_size`` from the estimate as it is when the chunk is sent, and each
+    chunk's observed seconds per item go back into the book. Returns each chunk's work.
+    """
+    works: list[float] = []
+    i = 0
+    first = True
+    while i < len(costs):
+        cost = book.get("f")
+        ready = len(costs) - i
+        size = 1 if cost is None else chunk_size(cost, ready, workers)
+        rounds = [min(size, FIRST_CHUNK)] * workers if first else [size]
+        first = False
+        for n in rounds:
+            items = costs[i : i + n]
+            if not items:
+                break
+            i += len(items)
+            work = sum(items)
+            works.append(work)
+            book.observe("f", work / len(items), len(items))
+    return works
+
+
+def test_an_observation_weighs_as_many_calls_as_it_holds_items() -> None:
+    book = CostBook()
+    book.observe("f", 0.010)
+    book.observe("f", 0.006, items=1)  # one call: moves the estimate a little
+    one = book.get("f")
+    assert one is not None and 0.009 < one < 0.010
+    book.observe("f", 0.006, items=int(HALF_LIFE_ITEMS))  # a half-life of calls: half-way
+    half = book.get("f")
+    assert half is not None and abs(half - (one + 0.006) / 2) < 1e-9
+    book.observe("f", 0.001, items=500)  # a large chunk all but replaces it
+    assert abs((book.get("f") or 0) - 0.001) < 1e-6
+
+
+def test_a_much_slower_call_replaces_the_estimate_at_once() -> None:
+    book = CostBook()
+    book.observe("f", 0.0001, items=100)
+    book.observe("f", 0.020)  # a slow item after many fast ones
+    assert book.get("f") == 0.020  # not 0.8 x 0.0001 + 0.2 x 0.020
+    book.observe("f", 0.0001)  # one fast call does not make chunks large again
+    assert (book.get("f") or 0) > 0.015
+    book.observe("f", -1.0)  # a clock that stepped back teaches nothing
+    book.observe("f", 0.5, items=0)
+    assert (book.get("f") or 0) > 0.015
+
+
+def test_fast_then_slow_items_keep_chunks_near_their_budget() -> None:
+    book = CostBook()
+    simulate(book, [0.0001] * 2)  # the warm-up that used to poison the estimate
+    works = simulate(book, [0.020] * 200)
+    # Only the first chunks of the run (at most FIRST_CHUNK items each) run on the old
+    # estimate; after that every 20 ms item goes alone.
+    assert max(works) <= FIRST_CHUNK * 0.020 + 1e-9
+    assert sum(1 for w in works if w > 0.020 + 1e-9) <= 2
+    assert len(works) >= 200 - 2 * FIRST_CHUNK + 2
+
+
+def test_slow_then_fast_items_are_chunked_again() -> None:
+    book = CostBook()
+    simulate(book, [0.020] * 20)
+    works = simulate(book, [0.0002] * 20_000)
+    assert len(works) < 20_000 / 20  # chunks again, not one by one
+    assert max(works) <= 2 * BUDGET
+
+
+def test_mixed_items_are_chunked_to_the_budget_on_average() -> None:
+    book = CostBook()
+    pattern = [0.0002] * 9 + [0.010]  # one item in ten is 50 times slower
+    works = simulate(book, pattern * 2_000)
+    assert len(works) < len(pattern) * 2_000 / 4  # still chunked
+    # The estimate is the items' mean, so a chunk holds about the budget's worth of work.
+    # (The first chunk after two fast first items is still sized on those two alone: 100
+    # items, 118 ms. Bounding that one needs chunks that grow as reports come in.)
+    assert sum(works) / len(works) <= 1.5 * BUDGET
+    assert sorted(works)[-2] <= 4 * BUDGET  # every chunk but that first one
+
+
+def _napping(make_engine: Callable[..., af.Engine]) -> af.Engine:
+    engine = make_engine(workers=2)
+    engine.define("nap").for_each("items", lambda ctx: ctx.payload, steps.napping_item)
+    return engine
+
+
+def test_a_run_of_slow_items_after_fast_ones_is_not_sent_in_big_chunks(
+    make_engine: Callable[..., af.Engine],
+) -> None:
+    engine = _napping(make_engine)
+    with engine:
+        # A run of instant items teaches a tiny cost (and chunks them).
+        assert engine.trigger("nap", [0] * 400).result(timeout=120) == [0] * 400
+        assert engine._core is not None
+        learnt = engine._core.costs.get(function_ref(steps.napping_item).key)
+        assert learnt is not None and learnt < 0.004
+        before = engine.statistics()["pool"]["dispatched"]
+        items = [20] * 60  # 20 ms each: over the chunking bound
+        assert engine.trigger("nap", items).result(timeout=120) == items
+        tasks = engine.statistics()["pool"]["dispatched"] - before
+    # Two first chunks of at most FIRST_CHUNK items, then every item alone. (Before, the
+    # fan-out went in a handful of chunks of up to 15 items: 300 ms against a 20 ms budget.)
+    assert tasks >= len(items) - 2 * FIRST_CHUNK + 2, tasks
+
+
+def test_the_first_items_of_each_run_go_first_and_the_rest_after_one_reports(
+    make_engine: Callable[..., af.Engine],
+) -> None:
+    engine = _napping(make_engine)
+    with engine:
+        assert engine._core is not None
+        engine._core.costs.set(function_ref(steps.napping_item).key, 1e-5)  # "tiny"
+        before = engine.statistics()["pool"]["dispatched"]
+        assert engine.trigger("nap", [0] * 2000).result(timeout=120) == [0] * 2000
+        tasks = engine.statistics()["pool"]["dispatched"] - before
+    # 2 small first chunks, then chunks sized for the rest: not 2,000 tasks, not 1.
+    assert 3 <= tasks <= 250, tasks
