@@ -163,8 +163,8 @@ class PoolWorkers(Transport):
 
     Args:
         core: the dispatcher core (its config sizes the pool; its host gives the blobs,
-            for shared memory, and ``costs``, each function's recent seconds per call,
-            shared with the supervisors, which size chunks of tiny item steps by it).
+            for shared memory; its ``costs``, each function's recent seconds per item, size
+            how many short tasks a worker gets queued ahead).
     """
 
     where = "worker"

@@ -80,12 +80,14 @@ class GraphDispatch(GraphState):
     def _send_held(self) -> None:
         """Send the fresh item steps of this event: alone, or in chunks when they are tiny.
 
-        A step's cost (seconds per call, kept by the dispatcher) is unknown until it ran
-        once: then one item per worker goes first, alone, and the rest wait for the first
-        result. A chunk has one dispatch record (in ``values``, listing its items), not one
-        per item; each item is still recorded on its own when it finishes. A chunk that
-        fails as a whole (its worker died or it overran ``timeout`` x items) is split: its
-        unreported items run again one by one, so the item at fault fails alone.
+        A step's first items in each run go first, one task per worker (alone while its
+        cost, seconds per item kept by the dispatcher core, is unknown; else in chunks of at
+        most ``FIRST_CHUNK``), and the rest wait until one of them reports; from then on
+        chunks are sized by the estimate. A chunk has one dispatch record (in ``values``,
+        listing its items), not one per item; each item is still recorded on its own when
+        it finishes. A chunk that fails as a whole (its worker died or it overran
+        ``timeout`` x items) is split: its unreported items run again one by one, so the
+        item at fault fails alone.
         """
         held, self.held = self.held, {}
         if self.finished:
@@ -106,9 +108,6 @@ class GraphDispatch(GraphState):
             spec = self.plan.specs[group[1]]
             assert isinstance(spec, StepSpec)
             cost = costs.get(spec.fn.key)
-            # Items already out in chunks count too: as one chunk comes back, the next one
-            # is sized for the whole fan-out in flight, not just for the items it freed.
-            in_flight = sum(c.live for c in self.chunks.values())
             if group[1] not in self.calibrated:
                 sent = self.probes.get(group)
                 if sent is None:
@@ -117,7 +116,7 @@ class GraphDispatch(GraphState):
                     # wait for one of them to report. What another run taught is not
                     # trusted for more than that (kernel/_costs.py says why).
                     size = 1 if cost is None else min(FIRST_CHUNK, chunk_size(
-                        cost, len(fresh) + in_flight, workers))  # fmt: skip
+                        cost, len(fresh) + self._in_chunks(), workers))  # fmt: skip
                     first, fresh = fresh[: workers * size], fresh[workers * size :]
                     self._send_items(group, spec, first, size)
                     self.probes[group] = first
@@ -131,8 +130,16 @@ class GraphDispatch(GraphState):
                 del self.probes[group]
                 cost = costs.get(spec.fn.key)
             # (No cost yet: a transport that reports no times.)
-            size = 1 if cost is None else chunk_size(cost, len(fresh) + in_flight, workers)
+            size = 1 if cost is None else chunk_size(cost, len(fresh) + self._in_chunks(), workers)
             self._send_items(group, spec, fresh, size)
+
+    def _in_chunks(self) -> int:
+        """Items out in chunks, counted when sizing the next one.
+
+        As one chunk comes back, the next is sized for the whole fan-out in flight, not just
+        for the items it freed.
+        """
+        return sum(c.live for c in self.chunks.values())
 
     def _send_items(self, group: Key, spec: StepSpec, leaves: list[Leaf], size: int) -> None:
         """Send ``leaves`` one by one (``size`` < 2) or in chunks of ``size``."""
