@@ -6,6 +6,8 @@ Modes:
   twenty          trigger (idempotently) a 20-step run and wait for it; print RESULT <value>
   twenty-kill     like twenty, but step s7 SIGKILLs the engine (once: a marker file)
   foreach         a 40-item for_each (2 ms items, sent one by one); item 5 SIGKILLs the engine
+  foreach-held    a 200-item for_each of 10 ms items on 2 workers, whose successes are held
+                  back to share commits; item 100 SIGKILLs the engine
   foreach-tiny    a 3,000-item for_each of tiny items (sent in chunks); item 1500 SIGKILLs it
   retry           a step fails once then waits on a 2 s durable backoff; print RETRYING when
                   the retry is scheduled, then wait; print RESULT when done
@@ -75,6 +77,16 @@ def foreach(data_dir: str, log: str) -> None:
         run = engine.trigger("fan", payload, idempotency_key="the-fan")
         print("RUN", run.id, flush=True)
         print("RESULT", run.result(timeout=120), flush=True)
+
+
+def foreach_held(data_dir: str, log: str) -> None:
+    engine = af.Engine(data_dir=data_dir, workers=2)
+    engine.define("fan").for_each("items", lambda ctx: list(range(200)), steps.item_held_crash)
+    payload = {"log": log, "engine_pid": os.getpid(), "marker": log + ".marker"}
+    with engine:
+        run = engine.trigger("fan", payload, idempotency_key="the-fan")
+        print("RUN", run.id, flush=True)
+        print("RESULT", run.result(timeout=120) == list(range(200)), flush=True)
 
 
 def foreach_tiny(data_dir: str, log: str) -> None:
@@ -273,6 +285,8 @@ if __name__ == "__main__":
         foreach(data_dir, log)
     elif mode == "foreach-tiny":
         foreach_tiny(data_dir, log)
+    elif mode == "foreach-held":
+        foreach_held(data_dir, log)
     elif mode == "retry":
         retry(data_dir, log)
     elif mode == "subflow":

@@ -304,6 +304,19 @@ def tiny_second(ctx: Any) -> Any:
     return [ctx.last["n"], ctx.steps["tiny_first"].output["path"], ctx.index]
 
 
+def item_held_crash(item: Any, ctx: Any) -> Any:
+    """A 10 ms item; item 100 SIGKILLs the engine once (a marker file), mid fan-out."""
+    record(ctx, f"item{ctx.index}")
+    if ctx.index == 100:
+        marker = Path(ctx.payload["marker"])
+        if not marker.exists():
+            marker.write_text("killed")
+            os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
+            time.sleep(5)
+    time.sleep(0.01)
+    return item
+
+
 def tiny_logged(item: Any, ctx: Any) -> Any:
     """Tiny, logs each execution; item 1500 SIGKILLs the engine once (a marker file)."""
     record(ctx, f"item{ctx.index}")
@@ -417,6 +430,13 @@ def kill_engine_always(ctx: Any) -> None:
     record(ctx)
     os.kill(engine_pid(), signal.SIGKILL)
     time.sleep(5)
+
+
+def item_logged_nap(item: Any, ctx: Any) -> Any:
+    """Log the execution (``item<index>``), sleep ``payload["ms"]``, return the item."""
+    record(ctx, f"item{ctx.index}")
+    time.sleep(float(ctx.payload["ms"]) / 1000.0)
+    return item
 
 
 def napping_item(item: Any, ctx: Any) -> Any:

@@ -215,6 +215,38 @@ def test_sigkill_mid_for_each_reruns_only_unfinished_items(tmp_path: Path) -> No
     }
 
 
+def test_sigkill_while_successes_are_held_back_loses_none_and_reruns_no_durable_item(
+    tmp_path: Path,
+) -> None:
+    """Results that wait to share a commit (dispatch/_core.py ``Reports``) are not durable.
+
+    The engine dies with some held back: those items run again after recovery, exactly
+    like items that were still running; an item whose result was durable never runs again,
+    and every item ends with one recorded success.
+    """
+    data_dir, log = tmp_path / "store", tmp_path / "exec.log"
+    code, out, err = finish(child(data_dir, log, "foreach-held"))
+    assert code == -signal.SIGKILL, (out, err)
+    durable = {k for k, n in recorded_completions(data_dir).items() if "/" in k and n}
+    assert 0 < len(durable) < 200, len(durable)
+    code, out, err = finish(child(data_dir, log, "foreach-held"))
+    assert code == 0, err
+    assert result_line(out) == "True"
+    counts = executions(log)
+    assert set(counts) == {f"item{i}" for i in range(200)}
+    for i in range(200):
+        ran = counts[f"item{i}"]
+        if f"items[{i}]/item_held_crash" in durable:
+            assert ran == 1, (i, ran)  # durable before the kill: never again
+        else:
+            assert ran <= 2, (i, ran)
+    assert counts["item100"] == 2
+    completions = recorded_completions(data_dir)
+    assert {k: v for k, v in completions.items() if "/" in k} == {
+        f"items[{i}]/item_held_crash": 1 for i in range(200)
+    }
+
+
 def test_sigkill_mid_chunked_for_each_reruns_only_unfinished_items(tmp_path: Path) -> None:
     data_dir, log = tmp_path / "store", tmp_path / "exec.log"
     code, out, err = finish(child(data_dir, log, "foreach-tiny"))

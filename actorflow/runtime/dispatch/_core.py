@@ -5,7 +5,8 @@ transports, all report attempts the same way and answer most of what a running s
 the same way; that lives here once:
 
 - :class:`Reports`: attempt outcomes batched per shard, sent as one message per shard per
-  batch (``AttemptResults`` when there are several);
+  batch (``AttemptResults`` when there are several), a success held back a little when
+  waiting idles nobody, so that results arriving one by one still share a round;
 - :func:`attempt_report`: an ``AttemptSucceeded`` or ``AttemptFailed`` from what
   :func:`~actorflow.workers._task.execute` returned;
 - :func:`answer_request`: a step's ``output``, ``ref``, ``service`` and ``breaker``
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CRASH_TYPES",
     "HEARTBEAT_TYPES",
+    "LINGER_MAX",
     "POOL_TYPES",
     "TIMEOUT_TYPES",
     "DispatcherStats",
@@ -91,30 +93,66 @@ class DispatcherStats:
     latency_p99_ms: float | None = None
 
 
-class Reports:
-    """Attempt outcomes to send, batched per shard (the run's, by ``route``)."""
+#: Longest a success's report waits for others to share its write (see :class:`Reports`).
+LINGER_MAX = 0.02
 
-    __slots__ = ("_batches", "_route")
+#: Most reports held back at once; past this many they go at once.
+LINGER_MOST = 512
+
+
+class Reports:
+    """Attempt outcomes to send, batched per shard (the run's, by ``route``).
+
+    Each report travels to its shard, is folded into a write, committed (an fsync with
+    ``durability="sync"``) and its effects delivered: a round whose cost is per message and
+    per wake-up, not per item. When results come one at a time (a few workers, items of
+    10 ms), every item would pay a whole round. So a success may wait a little
+    (``linger``) for others to share its round, but only when waiting idles nobody: its
+    run still has at least a task per worker queued or running, so the workers go on with
+    those while the report waits, and nothing the run does next depends on this report
+    alone. A report that something may wait on (a failure, the last tasks of a run, a
+    sequential step) has no linger and takes every held report with it at once. Held
+    reports are not durable: a crash meanwhile runs those items again (they were never
+    acknowledged), exactly as if it had come just before they finished.
+    """
+
+    __slots__ = ("_batches", "_held", "_route", "due")
 
     def __init__(self, route: Callable[[str], pykka.ActorRef[Any]]) -> None:
         self._route = route
         self._batches: dict[pykka.ActorRef[Any], list[Report]] = {}
+        self._held = 0
+        #: When the held reports must go (``time.monotonic``); None: at once.
+        self.due: float | None = None
 
-    def add(self, message: Report) -> None:
-        """Queue ``message`` for its run's shard."""
+    def add(self, message: Report, linger: float = 0.0) -> None:
+        """Queue ``message`` for its run's shard; it may wait up to ``linger`` seconds."""
         shard = self._route(message.run_id)
         batch = self._batches.get(shard)
         if batch is None:
             self._batches[shard] = [message]
         else:
             batch.append(message)
+        self._held += 1
+        if linger <= 0.0 or self._held >= LINGER_MOST:
+            self.due = None
+            return
+        due = time.monotonic() + min(linger, LINGER_MAX)
+        if self._held == 1 or (self.due is not None and due < self.due):
+            self.due = due  # (None stays None: an earlier report is due at once)
 
     def __bool__(self) -> bool:
         return bool(self._batches)
 
+    def ready(self, now: float) -> bool:
+        """Whether the queued reports should go now."""
+        return bool(self._batches) and (self.due is None or now >= self.due)
+
     def send(self) -> None:
         """Send each shard what was queued for it: one message, however many there are."""
         batches, self._batches = self._batches, {}
+        self._held = 0
+        self.due = None
         send_reports(batches)
 
 

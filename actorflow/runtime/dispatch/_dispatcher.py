@@ -20,8 +20,10 @@ Whatever runs the steps (the process pool, inline threads, a Dask or Ray cluster
   so recovery does not count it as an interrupted attempt.
 - **Requests** of running steps (``ctx.steps[...]``, values by reference, services,
   breakers, ``ctx.state``, heartbeats, log records, "may I start") are answered the same
-  for every transport (:meth:`Dispatcher.answer`, :func:`~._core.answer_request`).
-- **Reports** go to each run's shard, batched: one message per shard per wake-up.
+  for every transport (``_asking.StepRequests``, :func:`~._core.answer_request`).
+- **Reports** go to each run's shard, batched: one message per shard per wake-up. A
+  success may wait a little for others to share its message, write and commit, when its
+  run has a task per worker still to do (:class:`~._core.Reports` says when and why).
 
 The actor's inbox (:class:`SelectorInbox`) also waits on whatever the transport registers
 (a pool's pipes and process sentinels) and on the nearest deadline, so results, crashes
@@ -33,24 +35,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.errors import EngineNotRunning
+from actorflow.runtime.dispatch._asking import Beat, Finished, Started, StepRequests
 from actorflow.runtime.dispatch._core import (
     CRASH_TYPES,
     DispatcherStats,
     Reports,
-    answer_request,
     attempt_report,
     timeout_error,
 )
 from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
 from actorflow.runtime.kernel._costs import CostBook
-from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick, tell
+from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick
 from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     CancelTasks,
@@ -68,42 +68,9 @@ if TYPE_CHECKING:
 __all__ = ["Beat", "Dispatcher", "Finished", "Started"]
 
 log = logging.getLogger("actorflow.dispatcher")
-step_log = logging.getLogger("actorflow.step")
-
-#: How long a remote step waits for its ``ctx.state`` call to be durable.
-STATE_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """A task sent away ended (told from another thread).
-
-    ``outcome`` is what :func:`~actorflow.workers._task.execute` returned, the exception
-    that stopped it, or None: it was refused the start and did not run.
-    """
-
-    key: int
-    outcome: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """A task sent away began to run (its timeout counts from now)."""
-
-    key: int
-    worker: str
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Beat:
-    """A step running elsewhere sent a heartbeat."""
-
-    key: int
-    details: bytes | None
-
-
-class Dispatcher(Actor):
+class Dispatcher(StepRequests, Actor):
     """Runs tasks through a transport and reports their outcome (see the module docstring).
 
     Args:
@@ -139,6 +106,8 @@ class Dispatcher(Actor):
         self.stats = DispatcherStats()
         self.reports = Reports(route)
         self.tasks: dict[int, Task] = {}
+        self._per_run: dict[str, int] = {}  # tasks in the table, per run (see _linger)
+        self._holding = False  # reports held back (counted as work under a test harness)
         # Started tasks with a timeout or heartbeat timeout: the only ones with a deadline.
         self._armed: dict[int, Task] = {}
         self._next = 0
@@ -187,9 +156,10 @@ class Dispatcher(Actor):
                 unstarted.append(task.spec)  # it can no longer start: not an attempt
             transport.forget(task)
         self.tasks.clear()
+        self._per_run.clear()
         self._armed.clear()
         if self.reports:
-            self.reports.send()  # steps that finished as their workers stopped
+            self._send_reports()  # steps that finished as their workers stopped
         unstarted.extend(left_in_inbox(self.actor_inbox))
         record(getattr(self.host, "writer", None), unstarted)
         self._unstarted = []
@@ -231,9 +201,22 @@ class Dispatcher(Actor):
             self.check_drained()
         elif not self.transport.on_message(message):
             return super().on_receive(message)
-        if self.reports:
-            self.reports.send()
+        reports = self.reports
+        if reports:
+            if reports.ready(time.monotonic()):
+                self._send_reports()
+            elif not self._holding:
+                self._holding = True
+                if self.activity is not None:
+                    self.activity.begin()  # held reports are work in flight
         return None
+
+    def _send_reports(self) -> None:
+        self.reports.send()
+        if self._holding:
+            self._holding = False
+            if self.activity is not None:
+                self.activity.end()
 
     def statistics(self) -> DispatcherStats:
         """Current counters (ask this actor through a proxy; not for the hot path)."""
@@ -245,12 +228,14 @@ class Dispatcher(Actor):
             self._unstarted.extend(specs)  # never sent: recovery sends them again
             return
         tasks = self.tasks
+        per_run = self._per_run
         batch = []
         n = self._next
         for spec in specs:
             n += 1
             task = tasks[n] = Task(n, spec)
             batch.append(task)
+            per_run[spec.run_id] = per_run.get(spec.run_id, 0) + 1
         self._next = n
         self.transport.submit(batch)
 
@@ -334,9 +319,28 @@ class Dispatcher(Actor):
         drain.set_result(None)
 
     def _remove(self, task: Task) -> None:
-        self.tasks.pop(task.id, None)
+        if self.tasks.pop(task.id, None) is not None:
+            run_id = task.spec.run_id
+            left = self._per_run[run_id] - 1
+            if left:
+                self._per_run[run_id] = left
+            else:
+                del self._per_run[run_id]
         self._armed.pop(task.id, None)
         self._gate.end(task.id)
+
+    def _linger(self, task: Task, started: float, ended: float) -> float:
+        """How long the report of ``task``'s success may wait for others (see ``Reports``).
+
+        As long as the run still has a task per worker in the table: the workers have the
+        run's work to go on with, for about a task's time per task a worker has ahead, and
+        half of that is spent waiting at most.
+        """
+        workers = self.transport.worker_count()
+        ahead = self._per_run.get(task.spec.run_id, 0)
+        if workers <= 0 or ahead < workers:
+            return 0.0
+        return 0.5 * max(0.0, ended - started) * ahead / workers
 
     def _outcome(
         self,
@@ -358,9 +362,15 @@ class Dispatcher(Actor):
                 )
                 return
             stats.failed += 1
-        else:
-            stats.succeeded += 1
-        self.reports.add(attempt_report(spec, step, ok, data, started, ended, task.pid, details))
+            self.reports.add(
+                attempt_report(spec, step, ok, data, started, ended, task.pid, details)
+            )
+            return
+        stats.succeeded += 1
+        self.reports.add(
+            attempt_report(spec, step, ok, data, started, ended, task.pid, details),
+            self._linger(task, started, ended),
+        )
 
     def _finished_remote(self, task: Task, outcome: Any) -> None:
         if outcome is None:  # it was refused the start (a drain): it never ran
@@ -385,9 +395,12 @@ class Dispatcher(Actor):
     # -- deadlines, cancels ------------------------------------------------------------------
 
     def _timeout(self) -> float | None:
-        if self.reports:
-            self.reports.send()  # never sleep on undelivered results
+        reports = self.reports
+        if reports and reports.ready(time.monotonic()):
+            self._send_reports()  # never sleep on results that are due
         nearest = self.transport.next_wakeup()
+        if reports and reports.due is not None and (nearest is None or reports.due < nearest):
+            nearest = reports.due
         for task in self._armed.values():
             d = task.deadline()
             if d is not None and (nearest is None or d < nearest):
@@ -429,73 +442,3 @@ class Dispatcher(Actor):
             self.transport.cancel(doomed)
         if self._drain is not None:
             self.check_drained()
-
-    # -- what running steps ask ----------------------------------------------------------------
-
-    def step_log(self, task: Task, level: int, message: str, step: str) -> None:
-        """Emit a step's ``ctx.log`` record here, with its run's fields."""
-        spec = task.spec
-        step_log.log(
-            level,
-            message,
-            extra={
-                "run_id": spec.run_id,
-                "step": step,
-                "attempt": spec.attempt,
-                "workflow_id": spec.workflow_id,
-            },
-        )
-
-    def state_call(self, arg: Any, done: Callable[[bool, Any], None]) -> None:
-        """A step's ``ctx.state`` call; ``done(ok, value)`` once durable (another thread)."""
-        state_op, scope, args = arg
-        if self.host is None:  # a bare dispatcher (its own tests): no engine keeps state
-            done(False, EngineNotRunning("ctx.state needs a running engine"))
-            return
-        self.host.state.call(state_op, str(scope), tuple(args), done)
-
-    def answer(self, op: str, key: int, run_id: str, workflow_id: str, step: str, arg: Any) -> Any:
-        """Answer a request of a step running elsewhere (on the caller's thread; blocking).
-
-        ``op`` is ``start`` (``arg``: pid, worker; answered False if the step must not
-        start: the engine drains or stops), ``beat`` (details), ``log`` (level,
-        message), ``state`` (op, scope, args), or one :func:`~._core.answer_request`
-        answers (``output``, ``ref``, ``service``, ``breaker``).
-        """
-        ref = self.actor_ref
-        if op == "start":
-            if not self._gate.begin(key):
-                return False
-            tell(ref, Started(key, str(arg[1]), int(arg[0])))
-            return True
-        if op == "beat":
-            tell(ref, Beat(key, arg))
-            return None
-        if op == "log":
-            level, message = arg
-            step_log.log(
-                level,
-                message,
-                extra={"run_id": run_id, "step": step, "workflow_id": workflow_id},
-            )
-            return None
-        if op == "state":
-            reply: Promise[Any] = Promise()
-
-            def done(ok: bool, value: Any) -> None:
-                if ok:
-                    reply.set_result(value)
-                else:
-                    reply.set_exception(value)
-
-            self.state_call(arg, done)
-            return reply.result(STATE_TIMEOUT)
-        return answer_request(op, arg, self.store, self.host, run_id, workflow_id, step)
-
-    def tell_started(self, key: int, worker: str, pid: int) -> None:
-        """Thread-safe: task ``key`` started on ``worker`` (process ``pid``)."""
-        tell(self.actor_ref, Started(key, worker, pid))
-
-    def tell_finished(self, key: int, outcome: Any) -> None:
-        """Thread-safe: task ``key`` ended with ``outcome`` (see :class:`Finished`)."""
-        tell(self.actor_ref, Finished(key, outcome))

@@ -272,6 +272,9 @@ class PoolWorkers(Transport):
         live = sum(1 for w in self._workers.values() if w.state in (_STARTING, _READY))
         return live + self._starting
 
+    def worker_count(self) -> int:
+        return self._target
+
     def _ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.state == _READY)
 
@@ -320,6 +323,9 @@ class PoolWorkers(Transport):
         self._workers.pop(w.wid, None)
         self._by_conn.pop(w.conn, None)
         self._by_sentinel.pop(w.proc.sentinel, None)
+        # Out of the poll set before the descriptors close (an epoll set cannot drop a
+        # descriptor already closed, and its number may be reused at once).
+        self._refresh_waitables()
         try:
             w.conn.close()
         except OSError:
@@ -330,7 +336,6 @@ class PoolWorkers(Transport):
             pass  # still running (stop gave up on it); the OS reaps it with us
         if w in self._idle:
             self._idle.remove(w)
-        self._refresh_waitables()
 
     def _fail_queued(self) -> None:
         message = (

@@ -209,6 +209,61 @@ class _Envelope:
 _READ_EVENTS = select.POLLIN | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
+class _Poller:
+    """``select.poll``'s interface over epoll where there is one (Linux).
+
+    ``poll`` walks every registered descriptor on every call: with a pool of 256 workers
+    (a pipe and a process sentinel each) that was ~15 us per wake-up of the dispatcher
+    here, against well under 1 us for epoll, which only reports what is ready. The event
+    bits of the two are the same numbers.
+    """
+
+    __slots__ = ("_epoll", "_poll")
+
+    def __init__(self) -> None:
+        epoll = getattr(select, "epoll", None)
+        self._epoll = epoll() if epoll is not None else None
+        self._poll = select.poll() if self._epoll is None else None
+
+    def register(self, fd: int, mask: int) -> None:
+        if self._epoll is not None:
+            try:
+                self._epoll.register(fd, mask)
+            except FileExistsError:
+                self._epoll.modify(fd, mask)
+        else:
+            assert self._poll is not None
+            self._poll.register(fd, mask)
+
+    def modify(self, fd: int, mask: int) -> None:
+        if self._epoll is not None:
+            self._epoll.modify(fd, mask)
+        else:
+            assert self._poll is not None
+            self._poll.modify(fd, mask)
+
+    def unregister(self, fd: int) -> None:
+        if self._epoll is not None:
+            # (a descriptor already closed has left the epoll set on its own)
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)
+        else:
+            assert self._poll is not None
+            self._poll.unregister(fd)
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        """Ready descriptors and their events, waiting at most ``timeout`` seconds."""
+        if self._epoll is not None:
+            ready: list[tuple[int, int]] = self._epoll.poll(-1 if timeout is None else timeout)
+            return ready
+        assert self._poll is not None
+        return self._poll.poll(None if timeout is None else timeout * 1000.0)
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+
+
 class SelectorInbox:
     """An inbox whose ``get`` also waits on pipes, sentinels and a deadline.
 
@@ -217,7 +272,8 @@ class SelectorInbox:
     Producers on other threads append and, if the owner sleeps, write one byte to a wake-up
     pipe; the owner sets the sleeping flag before its final emptiness check, so a wake-up is
     never lost. The poll object persists between waits (``multiprocessing.connection.wait``
-    would build and fill a new one on every call, on the dispatcher's hottest path).
+    would build and fill a new one on every call, on the dispatcher's hottest path), and is
+    an epoll set where there is one (see :class:`_Poller`).
     """
 
     def __init__(self) -> None:
@@ -226,7 +282,7 @@ class SelectorInbox:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
-        self._poll = select.poll()
+        self._poll = _Poller()
         self._poll.register(self._rfd, select.POLLIN)
         self._by_fd: dict[int, Any] = {}
         self._writing: dict[int, Any] = {}  # fds with output waiting for room
@@ -241,7 +297,12 @@ class SelectorInbox:
                 del self._by_fd[fd]
                 self._writing.pop(fd, None)
         for fd, obj in wanted.items():
-            if fd not in self._by_fd:
+            known = self._by_fd.get(fd)
+            if known is None:
+                self._poll.register(fd, select.POLLIN)
+            elif known is not obj:  # a number reused by a new pipe: register the new one
+                self._poll.unregister(fd)
+                self._writing.pop(fd, None)
                 self._poll.register(fd, select.POLLIN)
             self._by_fd[fd] = obj
 
@@ -304,7 +365,7 @@ class SelectorInbox:
                 self._sleeping = False
                 return _Envelope(_TICK)
             try:
-                events = self._poll.poll(None if timeout is None else timeout * 1000.0)
+                events = self._poll.poll(timeout)
             except InterruptedError:
                 events = []
             self._sleeping = False
@@ -330,6 +391,7 @@ class SelectorInbox:
 
     def close(self) -> None:
         """Close the wake-up pipe (after the actor stopped)."""
+        self._poll.close()
         for fd in (self._rfd, self._wfd):
             with contextlib.suppress(OSError):
                 os.close(fd)
