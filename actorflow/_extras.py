@@ -20,6 +20,8 @@ surface imports its library only when it is used, through :func:`require`, which
     client    httpx                      af.Client, af.AsyncClient (an engine's REST API from
                                          elsewhere) and the CLI's remote commands (trigger,
                                          cancel, retry, resume, wait --url)
+    tune      tomlkit, matplotlib        ``actorflow tune`` (pulls ``progress`` for its table
+                                         and bar): writing [tool.actorflow], ``--plot``
     all       every extra above
 
 :data:`EXTRA_OF` is the table the code and ``tests/test_extras.py`` share: the test checks
@@ -49,6 +51,8 @@ EXTRA_OF: Final[dict[str, str]] = {
     "distributed": "dask",
     "ray": "ray",
     "httpx": "client",
+    "tomlkit": "tune",
+    "matplotlib": "tune",
 }
 
 

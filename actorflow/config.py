@@ -54,7 +54,12 @@ class EngineConfig:
             ``StoreCorrupted``, so a lost data file never passes for an empty store.
         max_batch: most writes in one group commit.
         prefetch: most tasks queued inside a busy worker behind the one it runs, so it never
-            waits for the engine (the dispatcher aims at ~2 ms of queued work; 0 disables).
+            waits for the engine (the dispatcher aims at ~20 ms of queued work; 0 disables).
+        chunk_budget: seconds of work one chunk of a for_each's tiny items aims at (default
+            0.02). Items of a step that takes at most a fifth of it are sent in chunks of
+            that much work: more items per task costs the engine less per item, fewer
+            spreads uneven items better and loses less to a crashed worker. ``actorflow
+            tune`` measures it for a workflow (docs/tuning.md).
         kill_grace: seconds between SIGTERM and SIGKILL when a worker must die.
         restart_limit: worker deaths tolerated within ``restart_window`` seconds before the
             restart breaker opens.
@@ -152,6 +157,7 @@ class EngineConfig:
     collector: Collector = "freeze"
     max_batch: int = 4096
     prefetch: int = 32
+    chunk_budget: float = 0.02
     kill_grace: float = 0.5
     restart_limit: int = 20
     restart_window: float = 10.0
@@ -212,7 +218,7 @@ class EngineConfig:
                 problems.append(f"{name}: expected an integer >= {low}, got {value!r}")
         for name in (
             "kill_grace", "restart_window", "breaker_cooldown", "worker_start_timeout",
-            "event_ttl", "sweep_interval",
+            "event_ttl", "sweep_interval", "chunk_budget",
         ):  # fmt: skip
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:

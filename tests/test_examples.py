@@ -29,6 +29,22 @@ def test_orders_example_survives_its_own_sigkill(tmp_path: Path) -> None:
     assert "charge   succeeded  attempts: interrupted, succeeded" in second.stdout
 
 
+def test_thumbnails_example_and_its_tuning(tmp_path: Path) -> None:
+    env = {**os.environ, "THUMBS_DATA_DIR": str(tmp_path / "store"), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / "examples" / "thumbnails.py")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "checksum: 254864" in out.stdout
+    # docs/tuning.md's command, shortened: never opens the example's own store
+    tune = [sys.executable, "-m", "actorflow", "tune", f"{ROOT}/examples/thumbnails.py:engine",
+            "thumbnails", "--payload", '{"images": 50}', "--knob", "workers=1", "--runs", "1",
+            "--repeat", "1", "--dry-run"]  # fmt: skip
+    (tmp_path / "store").rename(tmp_path / "kept")
+    out = subprocess.run(tune, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[tool.actorflow]" in out.stdout and not (tmp_path / "store").exists()
+
+
 def test_control_flow_example(tmp_path: Path) -> None:
     env = {**os.environ, "FLOW_DATA_DIR": str(tmp_path / "store")}
     cmd = [sys.executable, str(ROOT / "examples" / "control_flow.py")]

@@ -397,9 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     _replay_parser(sub, json_flag)
     _plan_parser(sub, json_flag)
 
-    from actorflow.cli import _remote, _store, _versions
+    from actorflow.cli import _remote, _store, _tune, _versions
 
     _versions.add_parser(sub, json_flag)
+    _tune.add_parser(sub, json_flag)
     _remote.add_parsers(sub, json_flag)
     _store.add_parsers(sub, json_flag)
     return parser

@@ -10,6 +10,7 @@ speed), and through a real engine whose tasks are counted.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import actorflow as af
 from actorflow.definition import function_ref
@@ -140,3 +141,29 @@ def test_the_first_items_of_each_run_go_first_and_the_rest_after_one_reports(
         tasks = engine.statistics()["pool"]["dispatched"] - before
     # 2 small first chunks, then chunks sized for the rest: not 2,000 tasks, not 1.
     assert 3 <= tasks <= 250, tasks
+
+
+def test_the_chunk_budget_sets_how_much_work_a_chunk_aims_at() -> None:
+    assert chunk_size(0.001, 10_000, 2) == int(BUDGET / 0.001)  # the default: 20 ms
+    assert chunk_size(0.001, 10_000, 2, budget=0.1) == 100
+    # Only items up to a fifth of the budget are chunked: 10 ms items with a 100 ms budget.
+    assert chunk_size(0.01, 10_000, 2) == 1
+    assert chunk_size(0.01, 10_000, 2, budget=0.1) == 10
+
+
+def test_chunk_budget_is_a_setting_checked_like_the_others(tmp_path: Any) -> None:
+    import pytest
+
+    assert af.EngineConfig(chunk_budget=0.1).chunk_budget == 0.1
+    with pytest.raises(af.ConfigError, match="chunk_budget: expected a positive number"):
+        af.EngineConfig(chunk_budget=0)
+    engine = af.Engine(data_dir=tmp_path / "s", workers=2, chunk_budget=0.1)
+    engine.define("fan").for_each("items", lambda ctx: [2] * 200, steps.napping_item)
+    with engine:
+        engine.trigger("fan", None).result(timeout=60)  # the step's cost learnt: ~2 ms
+        before = engine.statistics()["pool"]["dispatched"]
+        assert engine.trigger("fan", None).result(timeout=60) == [2] * 200
+        tasks = engine.statistics()["pool"]["dispatched"] - before
+    # 2 ms items: one by one under the default budget (above a fifth of 20 ms), in chunks
+    # of ~50 under 100 ms; the first tasks of a run hold at most FIRST_CHUNK items each.
+    assert tasks <= 2 * 2 + 200 // FIRST_CHUNK // 2, tasks

@@ -94,6 +94,7 @@ class GraphDispatch(GraphState):
             return
         costs = self.core.costs
         workers = max(1, self.core.config.worker_count)
+        budget = self.core.config.chunk_budget
         pending = self.pending
         for group, leaves in held.items():
             fresh = [
@@ -116,7 +117,7 @@ class GraphDispatch(GraphState):
                     # wait for one of them to report. What another run taught is not
                     # trusted for more than that (kernel/_costs.py says why).
                     size = 1 if cost is None else min(FIRST_CHUNK, chunk_size(
-                        cost, len(fresh) + self._in_chunks(), workers))  # fmt: skip
+                        cost, len(fresh) + self._in_chunks(), workers, budget))  # fmt: skip
                     first, fresh = fresh[: workers * size], fresh[workers * size :]
                     self._send_items(group, spec, first, size)
                     self.probes[group] = first
@@ -130,7 +131,8 @@ class GraphDispatch(GraphState):
                 del self.probes[group]
                 cost = costs.get(spec.fn.key)
             # (No cost yet: a transport that reports no times.)
-            size = 1 if cost is None else chunk_size(cost, len(fresh) + self._in_chunks(), workers)
+            ready = len(fresh) + self._in_chunks()
+            size = 1 if cost is None else chunk_size(cost, ready, workers, budget)
             self._send_items(group, spec, fresh, size)
 
     def _in_chunks(self) -> int:

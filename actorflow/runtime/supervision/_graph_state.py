@@ -64,14 +64,13 @@ log = logging.getLogger("actorflow.engine")
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
-#: Chunking of tiny item steps: a chunk aims at this much work in its worker...
-_CHUNK_SECONDS = 0.02
-#: ...holds at most this many items...
+#: Chunking of tiny item steps: a chunk aims at ``chunk_budget`` of work in its worker
+#: (20 ms by default), holds at most this many items...
 _CHUNK_MAX = 512
-#: ...and only steps this quick are chunked: above it, per-task overhead is already small.
-#: (1 ms items sent one by one run at ~0.75 of Pool.map's efficiency on 2 cores; in chunks
-#: of ~20 ms, at ~0.93: bench B11.)
-_CHUNK_COST_MAX = 0.004
+#: ...and only steps that take at most this share of the budget are chunked: above it,
+#: per-task overhead is already small. (1 ms items sent one by one run at ~0.75 of
+#: Pool.map's efficiency on 2 cores; in chunks of ~20 ms, at ~0.93: bench B11.)
+_CHUNK_COST_SHARE = 0.2
 #: A step's first chunks in each run hold at most this many items, until one reports: an
 #: estimate another run left (or that a few fast calls gave) costs at most this many items'
 #: worth of a slow step before it is corrected (kernel/_costs.py).
@@ -116,19 +115,18 @@ class _Chunk:
         self.live = len(leaves)  # members not yet reported, split off or aborted
 
 
-def chunk_size(cost: float, ready: int, workers: int) -> int:
+def chunk_size(cost: float, ready: int, workers: int, budget: float = 0.02) -> int:
     """How many items of a step that takes ``cost`` seconds go in one task (1: no chunking).
 
     Enough items that the per-task overhead (a record, a message, a pipe frame: tens of
-    microseconds) is small next to the work, few enough that every worker gets at least two
-    chunks of the ``ready`` items (those to send and those out in chunks) and a lost chunk
-    costs little to run again.
+    microseconds) is small next to the work (about ``budget`` seconds of it, the engine's
+    ``chunk_budget``), few enough that every worker gets at least two chunks of the
+    ``ready`` items (those to send and those out in chunks) and a lost chunk costs little
+    to run again.
     """
-    if cost > _CHUNK_COST_MAX:
+    if cost > budget * _CHUNK_COST_SHARE:
         return 1
-    return max(
-        1, min(_CHUNK_MAX, int(_CHUNK_SECONDS / max(cost, 1e-6)), -(-ready // (2 * workers)))
-    )
+    return max(1, min(_CHUNK_MAX, int(budget / max(cost, 1e-6)), -(-ready // (2 * workers))))
 
 
 class GraphState(RunMachine):
