@@ -54,7 +54,7 @@ class EngineConfig:
             ``StoreCorrupted``, so a lost data file never passes for an empty store.
         max_batch: most writes in one group commit.
         prefetch: most tasks queued inside a busy worker behind the one it runs, so it never
-            waits for the engine (the dispatcher aims at ~20 ms of queued work; 0 disables).
+            waits for the engine (the dispatcher aims at ~50 ms of queued work; 0 disables).
         chunk_budget: seconds of work one chunk of a for_each's tiny items aims at (default
             0.02). Items of a step that takes at most a fifth of it are sent in chunks of
             that much work: more items per task costs the engine less per item, fewer

@@ -88,8 +88,57 @@ def markdown(record: dict[str, Any]) -> str:
         "JSON of every run.",
         "",
         *_retention_section(),
+        *_profile_section(),
     ]
     return "\n".join(out)
+
+
+def _profile_section() -> list[str]:
+    """The head's profile before and after the work on it (``python -m bench.profile``)."""
+    records = {}
+    for label in ("before", "after"):
+        path = RESULTS / f"profile-{label}.json"
+        if path.exists():
+            records[label] = json.loads(path.read_text())
+    if len(records) < 2:
+        return []
+    out = [
+        "## Where the head's CPU goes (py-spy)",
+        "",
+        "`python -m bench.profile before|after`: a for_each of 10 ms sleeping items, durable "
+        "(`sync`), on 2 workers (`few`: 1,000 items) and on 128 (`many`: 20,000); the engine "
+        "process's CPU per item, each thread's share, and the top functions by samples (waits "
+        "left out). `before`: "
+        f"{records['before']['when']}; `after`: {records['after']['when']}. What it measures "
+        "is in `bench/profile.py`'s docstring.",
+        "",
+    ]
+    for shape in ("few", "many"):
+        b, a = (records[k]["shapes"][shape] for k in ("before", "after"))
+        out += [
+            f"### {shape}: {a['items']:,} items on {a['workers']} workers",
+            "",
+            f"Head CPU per item: **{b['head_us_per_item']:.0f} us before, "
+            f"{a['head_us_per_item']:.0f} us after** "
+            f"(x{a['head_us_per_item'] / b['head_us_per_item']:.2f}).",
+            "",
+            "| thread | before (user + sys us/item) | after |",
+            "|---|---|---|",
+        ]
+        names = list(dict.fromkeys([*b["threads"], *a["threads"]]))
+        for name in names:
+            cells = []
+            for rec in (b, a):
+                t = rec["threads"].get(name)
+                cells.append("-" if t is None else f"{t['user_us']:.0f} + {t['sys_us']:.0f}")
+            out.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        out.append("")
+        if b.get("top") and a.get("top"):
+            out += ["| top (own samples), before | % | after | % |", "|---|---|---|---|"]
+            for (fb, pb), (fa, pa) in zip(b["top"]["own"][:10], a["top"]["own"][:10], strict=False):
+                out.append(f"| `{fb}` | {pb} | `{fa}` | {pa} |")
+            out.append("")
+    return out
 
 
 def _retention_section() -> list[str]:

@@ -76,6 +76,7 @@ def test_a_report_without_linger_takes_every_held_one_with_it() -> None:
 
 def test_past_the_most_held_reports_they_go_at_once() -> None:
     reports, _ = _reports()
+    reports.most = LINGER_MOST
     for i in range(LINGER_MOST - 1):
         reports.add(_success("r", str(i)), linger=0.01)
     assert reports.due is not None

@@ -45,6 +45,7 @@ __all__ = [
     "CRASH_TYPES",
     "HEARTBEAT_TYPES",
     "LINGER_MAX",
+    "LINGER_MOST",
     "POOL_TYPES",
     "TIMEOUT_TYPES",
     "DispatcherStats",
@@ -52,6 +53,7 @@ __all__ = [
     "answer_request",
     "attempt_report",
     "blob_ref",
+    "linger_most",
     "mro_names",
     "resolve_output",
     "resolve_ref",
@@ -94,10 +96,17 @@ class DispatcherStats:
 
 
 #: Longest a success's report waits for others to share its write (see :class:`Reports`).
-LINGER_MAX = 0.02
+LINGER_MAX = 0.05
 
-#: Most reports held back at once; past this many they go at once.
+#: Most reports held back at once; past this many they go at once. (With ``workers``
+#: workers a round is full at two results per worker, at least 16: a few workers need the
+#: whole linger to fill one, many fill it long before.)
 LINGER_MOST = 512
+
+
+def linger_most(workers: int) -> int:
+    """How many held reports fill a round, with ``workers`` workers."""
+    return max(16, min(LINGER_MOST, 2 * workers))
 
 
 class Reports:
@@ -116,12 +125,14 @@ class Reports:
     acknowledged), exactly as if it had come just before they finished.
     """
 
-    __slots__ = ("_batches", "_held", "_route", "due")
+    __slots__ = ("_batches", "_held", "_route", "due", "most")
 
     def __init__(self, route: Callable[[str], pykka.ActorRef[Any]]) -> None:
         self._route = route
         self._batches: dict[pykka.ActorRef[Any], list[Report]] = {}
         self._held = 0
+        #: Held reports that fill a round: they go at once (see :func:`linger_most`).
+        self.most = LINGER_MOST
         #: When the held reports must go (``time.monotonic``); None: at once.
         self.due: float | None = None
 
@@ -134,7 +145,7 @@ class Reports:
         else:
             batch.append(message)
         self._held += 1
-        if linger <= 0.0 or self._held >= LINGER_MOST:
+        if linger <= 0.0 or self._held >= self.most:
             self.due = None
             return
         due = time.monotonic() + min(linger, LINGER_MAX)

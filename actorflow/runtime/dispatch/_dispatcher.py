@@ -46,11 +46,12 @@ from actorflow.runtime.dispatch._core import (
     DispatcherStats,
     Reports,
     attempt_report,
+    linger_most,
     timeout_error,
 )
 from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
 from actorflow.runtime.kernel._costs import CostBook
-from actorflow.runtime.kernel._inbox import Actor, SelectorInbox, Tick
+from actorflow.runtime.kernel._inbox import Actor, IoReady, SelectorInbox, Tick
 from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     CancelTasks,
@@ -203,16 +204,31 @@ class Dispatcher(StepRequests, Actor):
             return super().on_receive(message)
         reports = self.reports
         if reports:
-            if reports.ready(time.monotonic()):
+            now = time.monotonic()
+            if reports.ready(now):
                 self._send_reports()
-            elif not self._holding:
-                self._holding = True
-                if self.activity is not None:
-                    self.activity.begin()  # held reports are work in flight
+            else:
+                fresh = not self._holding or t is IoReady
+                if not self._holding:
+                    self._holding = True
+                    if self.activity is not None:
+                        self.activity.begin()  # held reports are work in flight
+                if fresh:
+                    # Held until ``due`` anyway: results that come meanwhile can wait in
+                    # their pipes too, if every busy worker has work queued that long.
+                    # Measured only when the workers' queues seen from here are current
+                    # (the pipes were just read, or nothing was held): while the pipes
+                    # wait, those queues do not shrink here, so a later measure is stale.
+                    due = reports.due
+                    assert due is not None
+                    slack = self.transport.slack()
+                    if slack > 0:
+                        self.inbox.quiet(min(due, now + 0.75 * slack))
         return None
 
     def _send_reports(self) -> None:
         self.reports.send()
+        self.inbox.quiet(None)
         if self._holding:
             self._holding = False
             if self.activity is not None:
@@ -340,6 +356,7 @@ class Dispatcher(StepRequests, Actor):
         ahead = self._per_run.get(task.spec.run_id, 0)
         if workers <= 0 or ahead < workers:
             return 0.0
+        self.reports.most = linger_most(workers)
         return 0.5 * max(0.0, ended - started) * ahead / workers
 
     def _outcome(

@@ -13,6 +13,7 @@ readiness, crashes, halts, cancels, withdrawals and the stop).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -55,7 +56,7 @@ _dumps = pickle.dumps
 _PREFETCH_MAX_BYTES = 32 * 1024
 
 #: Queue about this much work (seconds, by recent task durations) inside a worker.
-_PREFETCH_WORK = 0.02
+_PREFETCH_WORK = 0.05
 
 #: Queue tasks only behind a task whose function usually takes at most this long.
 _PREFETCH_HEAD_MAX = 0.05
@@ -274,6 +275,31 @@ class PoolWorkers(Transport):
 
     def worker_count(self) -> int:
         return self._target
+
+    def slack(self) -> float:
+        """The least queued work of any busy worker, from its functions' recent costs.
+
+        A busy worker with nothing queued behind its task, or a task whose cost is not
+        known yet, gives none: it may need its next task as soon as it reports.
+        """
+        costs = self.core.costs
+        least: float | None = None
+        for w in self._workers.values():
+            inflight = w.inflight
+            if not inflight or w.state != _READY:
+                continue
+            if len(inflight) < 2:
+                return 0.0
+            work = 0.0
+            for task in itertools.islice(inflight, 1, None):
+                spec = task.spec
+                cost = costs.get(spec.fn.key)
+                if cost is None:
+                    return 0.0
+                work += cost * (len(spec.chunk) if spec.chunk else 1)
+            if least is None or work < least:
+                least = work
+        return 0.0 if least is None else least
 
     def _ready_count(self) -> int:
         return sum(1 for w in self._workers.values() if w.state == _READY)

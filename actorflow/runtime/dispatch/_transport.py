@@ -215,6 +215,15 @@ class Transport(abc.ABC):
         """The monotonic time this transport next needs :meth:`tick` called, or None."""
         return None
 
+    def slack(self) -> float:
+        """Seconds its workers can go on without hearing from the dispatcher.
+
+        While results are held back anyway (``Reports``), the dispatcher may leave this
+        transport's waitables unread that long, and read what came meanwhile in one go.
+        0 (the default): read at once.
+        """
+        return 0.0
+
     def tick(self, now: float) -> None:  # noqa: B027 (an optional hook)
         """A wake-up it asked for (:meth:`next_wakeup`) came (or any deadline did)."""
 

@@ -25,6 +25,7 @@ import os
 import queue
 import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -287,6 +288,12 @@ class SelectorInbox:
         self._by_fd: dict[int, Any] = {}
         self._writing: dict[int, Any] = {}  # fds with output waiting for room
         self.timeout_fn: Callable[[], float | None] = lambda: None
+        # Until this time (monotonic), only messages wake the owner, not its waitables
+        # (see ``quiet``); the poll set of the wake-up pipe alone, for those waits.
+        self._quiet_until: float | None = None
+        self._wake_only = _Poller()
+        self._wake_only.register(self._rfd, select.POLLIN)
+        self._tick_owed = False  # a deadline passed and the waitables were read first
 
     def set_waitables(self, waitables: list[Any]) -> None:
         """Wait on these objects (anything with ``fileno()``, or an int fd) from now on."""
@@ -320,6 +327,17 @@ class SelectorInbox:
             self._poll.modify(fd, select.POLLIN | select.POLLOUT)
         elif self._writing.pop(fd, None) is not None:
             self._poll.modify(fd, select.POLLIN)
+
+    def quiet(self, until: float | None) -> None:
+        """Leave the waitables unread until ``until`` (``time.monotonic``; None: no longer).
+
+        For the owner, from its own thread. Messages and deadlines still wake it; what the
+        waitables carry meanwhile (results in pipes) waits there and is read in one go. The
+        dispatcher does this while results it holds back wait for their commit anyway, and
+        only as long as every busy worker has work queued (``Transport.slack``): one wake-up
+        then reads several results instead of one each.
+        """
+        self._quiet_until = until
 
     def put(self, envelope: Any) -> None:
         self._queue.append(envelope)
@@ -363,7 +381,30 @@ class SelectorInbox:
             timeout = self.timeout_fn()
             if timeout is not None and timeout <= 0:
                 self._sleeping = False
+                if not self._tick_owed:
+                    # A deadline: what the waitables hold first (a result that beat its
+                    # deadline is read before the deadline is judged), then the tick.
+                    self._tick_owed = True
+                    ready = self._ready(0.0)
+                    if ready is not None:
+                        return ready
+                self._tick_owed = False
                 return _Envelope(_TICK)
+            quiet = self._quiet_until
+            if quiet is not None:
+                left = quiet - time.monotonic()
+                if left > 0:
+                    wait = left if timeout is None else min(left, timeout)
+                    try:
+                        woken = self._wake_only.poll(wait)
+                    except InterruptedError:
+                        woken = []
+                    self._sleeping = False
+                    if woken:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._rfd, 4096)
+                    continue  # a message, a deadline, or the end of the quiet time
+                self._quiet_until = None
             try:
                 events = self._poll.poll(timeout)
             except InterruptedError:
@@ -371,27 +412,41 @@ class SelectorInbox:
             self._sleeping = False
             if not events:
                 if timeout is not None:
+                    self._tick_owed = False
                     return _Envelope(_TICK)
                 continue
-            by_fd = self._by_fd
-            io: list[Any] = []
-            for fd, mask in events:
-                if fd == self._rfd:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._rfd, 4096)
-                    continue
-                if fd not in by_fd:
-                    continue
-                if mask & _READ_EVENTS:
-                    io.append(by_fd[fd])
-                if mask & select.POLLOUT and fd in self._writing:
-                    io.append(Writable(self._writing[fd]))
-            if io:
-                return _Envelope(IoReady(tuple(io)))
+            envelope = self._translate(events)
+            if envelope is not None:
+                return envelope
+
+    def _ready(self, timeout: float) -> _Envelope | None:
+        """Poll once; the waitables that are ready as an ``IoReady`` envelope, or None."""
+        try:
+            events = self._poll.poll(timeout)
+        except InterruptedError:
+            return None
+        return self._translate(events)
+
+    def _translate(self, events: list[tuple[int, int]]) -> _Envelope | None:
+        by_fd = self._by_fd
+        io: list[Any] = []
+        for fd, mask in events:
+            if fd == self._rfd:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._rfd, 4096)
+                continue
+            if fd not in by_fd:
+                continue
+            if mask & _READ_EVENTS:
+                io.append(by_fd[fd])
+            if mask & select.POLLOUT and fd in self._writing:
+                io.append(Writable(self._writing[fd]))
+        return _Envelope(IoReady(tuple(io))) if io else None
 
     def close(self) -> None:
         """Close the wake-up pipe (after the actor stopped)."""
         self._poll.close()
+        self._wake_only.close()
         for fd in (self._rfd, self._wfd):
             with contextlib.suppress(OSError):
                 os.close(fd)
