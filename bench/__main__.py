@@ -109,8 +109,10 @@ def _profile_section() -> list[str]:
         "(`sync`), on 2 workers (`few`: 1,000 items) and on 128 (`many`: 20,000); the engine "
         "process's CPU per item, each thread's share, and the top functions by samples (waits "
         "left out). `before`: "
-        f"{records['before']['when']}; `after`: {records['after']['when']}. What it measures "
-        "is in `bench/profile.py`'s docstring.",
+        f"{records['before']['when']}; `after`: {records['after']['when']}. Samples count the "
+        "time a thread is busy, a commit's fsync included (`LmdbStore.write` waits there for "
+        "the disk, the GIL released): the CPU is in the thread tables. What it measures is "
+        "in `bench/profile.py`'s docstring.",
         "",
     ]
     for shape in ("few", "many"):

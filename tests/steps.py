@@ -432,6 +432,18 @@ def kill_engine_always(ctx: Any) -> None:
     time.sleep(5)
 
 
+def item_kills_its_worker(item: Any, ctx: Any) -> Any:
+    """Log, nap ``payload["ms"]``; item ``payload["victim"]`` SIGKILLs its own worker once."""
+    record(ctx, f"item{ctx.index}")
+    if ctx.index == ctx.payload["victim"]:
+        marker = Path(ctx.payload["marker"])
+        if not marker.exists():
+            marker.write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(float(ctx.payload["ms"]) / 1000.0)
+    return item
+
+
 def item_logged_nap(item: Any, ctx: Any) -> Any:
     """Log the execution (``item<index>``), sleep ``payload["ms"]``, return the item."""
     record(ctx, f"item{ctx.index}")

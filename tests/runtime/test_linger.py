@@ -117,3 +117,35 @@ def test_outputs_keep_their_order_and_each_item_runs_once(tmp_path: Path) -> Non
     assert out == list(range(60))
     ran = [line.split()[0] for line in log.read_text().splitlines()]
     assert sorted(ran) == sorted(f"item{i}" for i in range(60))  # each exactly once
+
+
+def test_a_worker_killed_with_results_unread_and_tasks_queued_loses_none(tmp_path: Path) -> None:
+    """While reports are held the dispatcher reads the pipes late, and workers hold ~50 ms
+    of tasks: a worker that dies then has results in its pipe and tasks it never started.
+
+    Its results are read before its death is handled (they count once), its queued tasks go
+    to other workers without counting as attempts, and only the item it was running runs
+    again (a crash, then a retry).
+    """
+    log = tmp_path / "exec.log"
+    payload = {"log": str(log), "ms": 10, "victim": 40, "marker": str(tmp_path / "marker")}
+    engine = af.Engine(data_dir=tmp_path / "s", workers=2)
+    engine.define("fan", retry=af.Retry(attempts=2, delay=0)).for_each(
+        "items", lambda ctx: list(range(80)), steps.item_kills_its_worker
+    )
+    with engine:
+        engine.trigger("fan", {**payload, "victim": -1}).result(timeout=60)  # costs learnt
+        log.write_text("")
+        run = engine.trigger("fan", payload)
+        assert run.result(timeout=120) == list(range(80))
+        items = {s.path: s for s in run.inspect().steps if s.path.startswith("items[")}
+    ran: dict[str, int] = {}
+    for line in log.read_text().splitlines():
+        ran[line.split()[0]] = ran.get(line.split()[0], 0) + 1
+    assert ran == {f"item{i}": 2 if i == 40 else 1 for i in range(80)}
+    victim = items["items[40]/item_kills_its_worker"]
+    assert [a.status for a in victim.attempts] == ["failed", "succeeded"]
+    assert victim.attempts[0].kind == "crash"
+    assert all(
+        s.attempt == 1 for p, s in items.items() if p != "items[40]/item_kills_its_worker"
+    )
