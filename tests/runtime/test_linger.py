@@ -146,6 +146,4 @@ def test_a_worker_killed_with_results_unread_and_tasks_queued_loses_none(tmp_pat
     victim = items["items[40]/item_kills_its_worker"]
     assert [a.status for a in victim.attempts] == ["failed", "succeeded"]
     assert victim.attempts[0].kind == "crash"
-    assert all(
-        s.attempt == 1 for p, s in items.items() if p != "items[40]/item_kills_its_worker"
-    )
+    assert all(s.attempt == 1 for p, s in items.items() if p != "items[40]/item_kills_its_worker")
