@@ -257,15 +257,20 @@ def item_with_log(item: Any, ctx: Any) -> Any:
     return item + 1
 
 
-def item_crash_engine(item: Any, ctx: Any) -> Any:
-    """Item 5 SIGKILLs the engine once (a marker file), mid fan-out."""
-    record(ctx, f"item{ctx.index}")
-    if ctx.index == 5:
+def _kill_engine_once_at(ctx: Any, index: int) -> None:
+    """Item ``index`` SIGKILLs the engine (``payload["engine_pid"]``), once (a marker file)."""
+    if ctx.index == index:
         marker = Path(ctx.payload["marker"])
         if not marker.exists():
             marker.write_text("killed")
             os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
             time.sleep(5)
+
+
+def item_crash_engine(item: Any, ctx: Any) -> Any:
+    """Item 5 SIGKILLs the engine once (a marker file), mid fan-out."""
+    record(ctx, f"item{ctx.index}")
+    _kill_engine_once_at(ctx, 5)
     time.sleep(0.002)
     return item
 
@@ -307,12 +312,7 @@ def tiny_second(ctx: Any) -> Any:
 def item_held_crash(item: Any, ctx: Any) -> Any:
     """A 10 ms item; item 100 SIGKILLs the engine once (a marker file), mid fan-out."""
     record(ctx, f"item{ctx.index}")
-    if ctx.index == 100:
-        marker = Path(ctx.payload["marker"])
-        if not marker.exists():
-            marker.write_text("killed")
-            os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
-            time.sleep(5)
+    _kill_engine_once_at(ctx, 100)
     time.sleep(0.01)
     return item
 
@@ -320,12 +320,7 @@ def item_held_crash(item: Any, ctx: Any) -> Any:
 def tiny_logged(item: Any, ctx: Any) -> Any:
     """Tiny, logs each execution; item 1500 SIGKILLs the engine once (a marker file)."""
     record(ctx, f"item{ctx.index}")
-    if ctx.index == 1500:
-        marker = Path(ctx.payload["marker"])
-        if not marker.exists():
-            marker.write_text("killed")
-            os.kill(int(ctx.payload["engine_pid"]), signal.SIGKILL)
-            time.sleep(5)
+    _kill_engine_once_at(ctx, 1500)
     return item
 
 
