@@ -278,6 +278,20 @@ def _scale_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
         rows.append((
             f"B18 head CPU, {label}", f"{f['head_us_per_item']:.0f} us/item", base, ratio, target,
         ))  # fmt: skip
+    b19 = results.get("B19")
+    if b19:
+        big, small = b19["large"], b19["small"]
+        rows.append((
+            f"B19 one run of {big['items']:,} items", f"{big['items_s']:,.0f} items/s",
+            f"{small['items_s']:,.0f} items/s ({small['items']:,} items)",
+            f"{b19['linearity']:.2f}x", ">= 50,000 items/s",
+        ))  # fmt: skip
+        rows.append((
+            "B19 memory and store per item", f"{big['rss_bytes_per_item']:,.0f} B RSS, "
+            f"{big['store_bytes_per_item']:,.0f} B on disk",
+            f"{small['rss_bytes_per_item']:,.0f} B, {small['store_bytes_per_item']:,.0f} B",
+            "-", "<= 200 B, <= 300 B",
+        ))  # fmt: skip
     return rows
 
 

@@ -14,6 +14,9 @@ B17, the scale simulation: a durable for_each of 10 ms *sleeping* items on 16, 6
 B18, head CPU per item for the shapes users run, on 2 workers: unchunked 10 ms items,
     chunked 1 ms items, ``ctx.map`` of 10 ms items, sequential steps, and webhook-started
     runs (the server's process, from the first request until it is idle again).
+B19, the scale of one run: a for_each of 1,000,000 trivial items (``durability="fast"``)
+    beside one of 100,000 in the same run: items per second, the engine's peak memory per
+    item above what it held before, and the store's used pages per item.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import actorflow as af
 from bench import tasks
 
-__all__ = ["head_costs", "scale_simulation"]
+__all__ = ["head_costs", "one_run_scale", "scale_simulation"]
 
 EngineFor = Callable[..., af.Engine]
 
@@ -103,6 +106,62 @@ def _sequential(engine_for: EngineFor, steps: int) -> dict[str, float]:
         }
 
 
+def _one_run(engine_for: EngineFor, name: str, items: int) -> dict[str, float]:
+    """One for_each of ``items`` trivial items (``durability="fast"``), measured."""
+    import threading
+
+    import lmdb
+    import psutil
+
+    engine = engine_for(name, workers=2, durability="fast", map_size=1 << 30)
+    engine.define(name).for_each("items", lambda c: list(range(c.payload)), tasks.identity_item)
+    me = psutil.Process()
+    with engine:
+        engine.trigger(name, 1000).result(timeout=600)  # workers up, the step's cost learnt
+        base = peak = me.memory_info().rss
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            while not done.wait(0.05):
+                peak = max(peak, me.memory_info().rss)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        wall = time.perf_counter()
+        out = engine.trigger(name, items).result(timeout=3600)
+        wall = time.perf_counter() - wall
+        done.set()
+        watcher.join()
+        assert len(out) == items
+        data_dir = engine.config.data_dir
+    env = lmdb.open(str(data_dir), readonly=True, lock=False, max_dbs=64)
+    try:
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    finally:
+        env.close()
+    return {
+        "items": items,
+        "wall_s": wall,
+        "items_s": items / wall,
+        "rss_bytes_per_item": max(0, peak - base) / items,
+        "store_bytes_per_item": used / items,
+    }
+
+
+def one_run_scale(engine_for: EngineFor, quick: bool = False) -> dict[str, Any]:
+    """B19: one run of 1,000,000 trivial items, beside one of 100,000 in the same run.
+
+    Items per second (the small run is the baseline: a run 10x as large should go as fast),
+    the engine process's peak resident memory above what it held before the run, per item,
+    and the store's used pages per item (every item is recorded on its own).
+    """
+    large = 200_000 if quick else 1_000_000
+    small = _one_run(engine_for, "b19-small", large // 10)
+    big = _one_run(engine_for, "b19-large", large)
+    return {"small": small, "large": big, "linearity": big["items_s"] / small["items_s"]}
+
+
 def head_costs(engine_for: EngineFor, root: Path, quick: bool = False) -> dict[str, Any]:
     """B18: head CPU per item for each shape (see the module docstring)."""
     scale = 1 if quick else 2
@@ -135,6 +194,7 @@ if __name__ == "__main__":  # python -m bench.scale [--quick]: B17 and B18 alone
             "B17": scale_simulation(
                 engine_for, (16, 64) if quick else (16, 64, 128, 256), 3.0 if quick else 10.0
             ),
+            "B19": one_run_scale(engine_for, quick),
         }
         print(json.dumps(result, indent=2))
     finally:

@@ -31,10 +31,12 @@ B14, B15, B16 sharing a data_dir (``bench/sharing.py``): 4 uvicorn workers on on
    (1 leader, 3 followers) against 1, trigger-and-await requests/s; the leader SIGKILLed
    under that load (take-over time, longest gap, runs lost or doubled); the event loop's lag
    under 10,000 async triggers and waits, against the asyncio floor.
-B17, B18 the head's cost (``bench/scale.py``): a durable for_each of 10 ms sleeping items on
-   16-256 workers (sleeping workers stand in for busy cores), efficiency and the engine
-   process's CPU per item; that CPU per item for unchunked 10 ms items, chunked 1 ms items,
-   ``ctx.map``, sequential steps and webhook-started runs, with its ceiling 1 / cost.
+B17, B18, B19 the head's cost and the scale of one run (``bench/scale.py``): a durable
+   for_each of 10 ms sleeping items on 16-256 workers (sleeping workers stand in for busy
+   cores), efficiency and the engine process's CPU per item; that CPU per item for unchunked
+   10 ms items, chunked 1 ms items, ``ctx.map``, sequential steps and webhook-started runs,
+   with its ceiling 1 / cost; one run of 1,000,000 trivial items beside one of 100,000:
+   items/s, peak memory and store bytes per item.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -571,7 +573,7 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         results["B14"] = multi_process(root, 1000 if quick else 3000, 32, 1)
         results["B15"] = failover(root, 1500 if quick else 4000, 32)
         results["B16"] = loop_lag(root, 10_000)
-        from bench.scale import head_costs, scale_simulation
+        from bench.scale import head_costs, one_run_scale, scale_simulation
 
         engine_for = lambda name, **kw: _engine(root, name, **kw)  # noqa: E731
         results["B18"] = {
@@ -585,6 +587,14 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             **scale_simulation(
                 engine_for, (16, 64) if quick else (16, 64, 128, 256), 3.0 if quick else 10.0
             ),
+        }
+        results["B19"] = {
+            "what": "one for_each of 1,000,000 trivial items (fast) beside 100,000: items/s, "
+            "peak memory and store bytes per item",
+            "target_items_s": 50_000,
+            "target_rss_bytes_per_item": 200,
+            "target_store_bytes_per_item": 300,
+            **one_run_scale(engine_for, quick),
         }
         return results
     finally:
