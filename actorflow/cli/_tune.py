@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,13 +35,11 @@ from actorflow.errors import ActorflowError, ClientError
 __all__ = ["Trial", "add_parser", "base_settings", "measure", "sweep_points", "tune_command"]
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _default_values(name: str) -> tuple[Any, ...]:
     """The values swept for ``name`` when ``--knob`` does not say."""
-    cpus = _cpus()
+    from actorflow.config import EngineConfig
+
+    cpus = EngineConfig(workers=0).worker_count  # what workers="auto" means
     return {
         "workers": tuple(sorted({max(1, cpus // 2), cpus, 2 * cpus})),
         "prefetch": (0, 8, 32),

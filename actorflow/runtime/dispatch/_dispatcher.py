@@ -282,11 +282,12 @@ class Dispatcher(StepRequests, Actor):
         self.costs.observe(spec.fn.key, (ended - started) / items, items)
         if task.cancelled:
             return
+        linger = self._linger(task, (ended - started) / items)  # once per task, not per item
         if chunk is not None and ok:
             for item, (item_ok, item_data, t0, t1) in zip(chunk, data, strict=True):
-                self._outcome(task, item[0], item_ok, item_data, t0, t1, None)
+                self._outcome(task, item[0], item_ok, item_data, t0, t1, None, linger)
         else:
-            self._outcome(task, spec.step, ok, data, started, ended, task.details)
+            self._outcome(task, spec.step, ok, data, started, ended, task.details, linger)
         if self._drain is not None:
             self.check_drained()
 
@@ -345,19 +346,19 @@ class Dispatcher(StepRequests, Actor):
         self._armed.pop(task.id, None)
         self._gate.end(task.id)
 
-    def _linger(self, task: Task, started: float, ended: float) -> float:
-        """How long the report of ``task``'s success may wait for others (see ``Reports``).
+    def _linger(self, task: Task, seconds: float) -> float:
+        """How long the reports of ``task``'s successes may wait for others (see ``Reports``).
 
         As long as the run still has a task per worker in the table: the workers have the
-        run's work to go on with, for about a task's time per task a worker has ahead, and
-        half of that is spent waiting at most.
+        run's work to go on with, for about an item's time (``seconds``) per task a worker
+        has ahead, and half of that is spent waiting at most.
         """
         workers = self.transport.worker_count()
         ahead = self._per_run.get(task.spec.run_id, 0)
         if workers <= 0 or ahead < workers:
             return 0.0
         self.reports.most = linger_most(workers)
-        return 0.5 * max(0.0, ended - started) * ahead / workers
+        return 0.5 * max(0.0, seconds) * ahead / workers
 
     def _outcome(
         self,
@@ -368,7 +369,9 @@ class Dispatcher(StepRequests, Actor):
         started: float,
         ended: float,
         details: bytes | None,
+        linger: float,
     ) -> None:
+        """Report one attempt; a success may wait ``linger`` seconds, a failure never does."""
         spec = task.spec
         stats = self.stats
         if not ok:
@@ -379,14 +382,11 @@ class Dispatcher(StepRequests, Actor):
                 )
                 return
             stats.failed += 1
-            self.reports.add(
-                attempt_report(spec, step, ok, data, started, ended, task.pid, details)
-            )
-            return
-        stats.succeeded += 1
+            linger = 0.0
+        else:
+            stats.succeeded += 1
         self.reports.add(
-            attempt_report(spec, step, ok, data, started, ended, task.pid, details),
-            self._linger(task, started, ended),
+            attempt_report(spec, step, ok, data, started, ended, task.pid, details), linger
         )
 
     def _finished_remote(self, task: Task, outcome: Any) -> None:

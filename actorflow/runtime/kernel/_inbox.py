@@ -379,13 +379,15 @@ class SelectorInbox:
                 self._sleeping = False
                 continue
             timeout = self.timeout_fn()
-            if timeout is not None and timeout <= 0:
+            if timeout is None or timeout > 0:
+                self._tick_owed = False  # no deadline has passed (or it was dealt with)
+            else:
                 self._sleeping = False
                 if not self._tick_owed:
                     # A deadline: what the waitables hold first (a result that beat its
                     # deadline is read before the deadline is judged), then the tick.
                     self._tick_owed = True
-                    ready = self._ready(0.0)
+                    ready = self._ready()
                     if ready is not None:
                         return ready
                 self._tick_owed = False
@@ -412,17 +414,16 @@ class SelectorInbox:
             self._sleeping = False
             if not events:
                 if timeout is not None:
-                    self._tick_owed = False
                     return _Envelope(_TICK)
                 continue
             envelope = self._translate(events)
             if envelope is not None:
                 return envelope
 
-    def _ready(self, timeout: float) -> _Envelope | None:
-        """Poll once; the waitables that are ready as an ``IoReady`` envelope, or None."""
+    def _ready(self) -> _Envelope | None:
+        """Poll without waiting; the waitables that are ready as ``IoReady``, or None."""
         try:
-            events = self._poll.poll(timeout)
+            events = self._poll.poll(0.0)
         except InterruptedError:
             return None
         return self._translate(events)
