@@ -9,7 +9,7 @@ from typing import Any
 
 import actorflow as af
 from actorflow.definition import function_ref
-from actorflow.runtime.supervision._graph import chunk_size
+from actorflow.runtime.supervision._chunking import chunk_size
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
 from tests import steps
@@ -57,6 +57,21 @@ def test_tiny_items_travel_in_chunks_and_are_recorded_one_by_one(
     assert item.output == "8642" and item.attempt == 1
     assert [a.status for a in item.attempts] == ["succeeded"]
     assert _chunk_records(data_dir) == []  # a chunk's dispatch record goes with its last item
+
+
+def test_an_estimate_left_too_high_is_corrected_before_the_fan_out_is_sent(
+    make_engine: Callable[..., af.Engine],
+) -> None:
+    engine = make_engine()
+    _fan(engine, steps.tiny_double)
+    with engine:
+        assert engine._core is not None
+        # What one preempted probe can leave: 5 ms per item, above the chunking bound.
+        engine._core.costs.set(function_ref(steps.tiny_double).key, 0.005)
+        run = engine.trigger("fan", {"n": 5000})
+        assert run.result(timeout=120) == [2 * i for i in range(5000)]
+        tasks = engine.statistics()["pool"]["dispatched"]
+    assert tasks <= 250, tasks  # not one task per item
 
 
 def test_the_first_items_go_alone_until_the_cost_is_known(engine: af.Engine) -> None:

@@ -9,43 +9,77 @@ speed), and through a real engine whose tasks are counted.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import actorflow as af
 from actorflow.definition import function_ref
 from actorflow.runtime.kernel._costs import HALF_LIFE_ITEMS, CostBook
-from actorflow.runtime.supervision._graph_state import FIRST_CHUNK, chunk_size
+from actorflow.runtime.supervision._chunking import (
+    CHUNK_MAX,
+    FIRST_CHUNK,
+    WINDOW_PER_WORKER,
+    Window,
+    chunk_size,
+)
 from tests import steps
 
 BUDGET = 0.02  # what chunk_size aims a chunk at
 
 
-def simulate(book: CostBook, costs: Sequence[float], workers: int = 2) -> list[float]:
+def simulate(
+    book: CostBook, costs: Sequence[float], workers: int = 2, budget: float = BUDGET
+) -> list[float]:
     """Send ``costs`` (seconds per item) as the supervisor does, on a simulated pool.
 
-    The first ``workers`` chunks of a run hold at most FIRST_CHUNK items; then each chunk is
-    sized by ``chunk_size`` from the estimate as it is when the chunk is sent, and each
-    chunk's observed seconds per item go back into the book. Returns each chunk's work.
+    The step's :class:`Window` decides, as in ``_graph_dispatch``: the first tasks of a run
+    (one per worker) go first and the rest wait for one of them to report; then, after each
+    report, as many tasks as the window has room for, sized from the estimate as it is at
+    that moment. Reports come back in the order sent; each one's seconds per item go back
+    into the book. Returns each task's work.
     """
+    window = Window()
+    out: deque[list[float]] = deque()  # tasks in flight, oldest first
     works: list[float] = []
     i = 0
-    first = True
-    while i < len(costs):
-        cost = book.get("f")
-        ready = len(costs) - i
-        size = 1 if cost is None else chunk_size(cost, ready, workers)
-        rounds = [min(size, FIRST_CHUNK)] * workers if first else [size]
-        first = False
-        for n in rounds:
-            items = costs[i : i + n]
-            if not items:
-                break
-            i += len(items)
-            work = sum(items)
-            works.append(work)
-            book.observe("f", work / len(items), len(items))
+    while i < len(costs) or out:
+        room = window.room(workers)
+        if i < len(costs) and room > 0 and (works or not out):
+            ready = len(costs) - i + sum(len(t) for t in out if len(t) > 1)
+            size = window.size(book.get("f"), ready, workers, budget)
+            for _ in range(room if works else min(room, workers)):
+                task = list(costs[i : i + size])
+                if not task:
+                    break
+                i += len(task)
+                out.append(task)
+                window.sent(1)
+        task = out.popleft()
+        work = sum(task)
+        works.append(work)
+        book.observe("f", work / len(task), len(task))
+        window.back(len(task) if len(task) > 1 else 0)
     return works
+
+
+def test_the_window_bounds_the_tasks_out_and_grows_chunks_from_what_came_back() -> None:
+    window = Window()
+    assert window.size(None, 10_000, 2, BUDGET) == 1  # cost unknown: alone
+    assert window.size(1e-4, 10_000, 2, BUDGET) == FIRST_CHUNK  # not 200 yet
+    assert window.room(2) == WINDOW_PER_WORKER * 2
+    window.sent(window.room(2))
+    assert window.room(2) == 0  # full: nothing more goes until one is back
+    window.back(FIRST_CHUNK)  # a chunk of four came back whole
+    assert window.room(2) == 1
+    assert window.size(1e-4, 10_000, 2, BUDGET) == 2 * FIRST_CHUNK
+    window.back()  # a single (or a split chunk): no growth
+    assert window.size(1e-4, 10_000, 2, BUDGET) == 2 * FIRST_CHUNK
+    for _ in range(20):
+        window.sent(1)
+        window.back(window.size(1e-6, 10**6, 2, BUDGET))
+    assert window.size(1e-6, 10**6, 2, BUDGET) == CHUNK_MAX  # grown to the cap, no further
+    assert window.size(0.001, 10**6, 2, BUDGET) == int(BUDGET / 0.001)  # the estimate rules
 
 
 def test_an_observation_weighs_as_many_calls_as_it_holds_items() -> None:
@@ -97,11 +131,23 @@ def test_mixed_items_are_chunked_to_the_budget_on_average() -> None:
     pattern = [0.0002] * 9 + [0.010]  # one item in ten is 50 times slower
     works = simulate(book, pattern * 2_000)
     assert len(works) < len(pattern) * 2_000 / 4  # still chunked
-    # The estimate is the items' mean, so a chunk holds about the budget's worth of work.
-    # (The first chunk after two fast first items is still sized on those two alone: 100
-    # items, 118 ms. Bounding that one needs chunks that grow as reports come in.)
+    # The estimate is the items' mean, so a chunk holds about the budget's worth of work;
+    # and chunks grow from what came back, so the first ones are not sized on the first two
+    # fast items alone (before the window, that first chunk held 100 items: 118 ms).
     assert sum(works) / len(works) <= 1.5 * BUDGET
-    assert sorted(works)[-2] <= 4 * BUDGET  # every chunk but that first one
+    assert max(works) <= 2 * BUDGET
+
+
+def test_one_slow_outlier_does_not_send_a_fan_out_of_tiny_items_one_by_one() -> None:
+    # A probe whose worker was preempted left ~5 ms per item: above the chunking bound, so
+    # the next tasks go alone. Before the window every remaining item went at once, sized
+    # by that estimate (a CI run sent 5,000 items of 0.1 ms as 1,047 tasks); now the reports
+    # of the first tasks bring the estimate down before the rest is sent.
+    book = CostBook()
+    book.set("f", 0.005)
+    works = simulate(book, [0.0001] * 5000)
+    assert len(works) <= 150, len(works)
+    assert max(works) <= 2 * BUDGET
 
 
 def _napping(make_engine: Callable[..., af.Engine]) -> af.Engine:

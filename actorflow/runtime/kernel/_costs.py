@@ -14,9 +14,9 @@ weighs as many calls as it holds items, with a half-life of :data:`HALF_LIFE_ITE
 returned chunk of 50 items all but replaces the estimate; and an observation at least
 :data:`JUMP` times the estimate replaces it at once (a chunk that overran its budget is not
 sized the same way twice). Coming down is gradual, so a few fast items cannot make chunks
-large again. The first chunks of a step in each run are small as well (``FIRST_CHUNK`` in
-``_graph_state``): a run does not trust what another run taught until one of its own
-reports.
+large again. The first chunks of a step in each run are small as well, and a chunk holds at
+most twice the items of the largest that came back whole (``supervision/_chunking.py``): a
+run does not trust what another run taught until its own reports say so.
 """
 
 from __future__ import annotations

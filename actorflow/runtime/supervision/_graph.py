@@ -61,10 +61,7 @@ from actorflow.runtime.kernel._messages import (
 )
 from actorflow.runtime.supervision import _replay, _waits
 from actorflow.runtime.supervision._graph_nodes import GraphNodes
-from actorflow.runtime.supervision._graph_state import (
-    _AWAITED,
-    chunk_size,
-)
+from actorflow.runtime.supervision._graph_state import _AWAITED
 from actorflow.runtime.supervision._run import open_run
 from actorflow.runtime.supervision._steps import (
     Leaf,
@@ -76,7 +73,7 @@ from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import inline_output
 
-__all__ = ["Supervisor", "chunk_size"]
+__all__ = ["Supervisor"]
 
 
 class Supervisor(GraphNodes):
@@ -269,7 +266,9 @@ class Supervisor(GraphNodes):
         if leaf.status != StepStatus.RUNNING or leaf.attempt != attempt:
             return None  # a late report for an attempt that already ended: never record twice
         if leaf.chunk is not None:
-            self._left_chunk(leaf)
+            self._left_chunk(leaf, True)
+        elif leaf.window:
+            self._window_back(leaf)
         return leaf
 
     def on_timer(self, name: str, due: float) -> None:

@@ -1,16 +1,17 @@
 """Sending a graph run's steps: one by one, or held and sent in chunks when tiny.
 
 Item steps of a fan-out whose cost is known to be small (``Core.costs``) are held and sent
-in chunks sized to a time budget (``chunk_size``). A step's first items in each run go
-first and the rest wait for one of them to report: alone while its cost is unknown, in
-chunks of at most ``FIRST_CHUNK`` when another run (or earlier calls) left an estimate.
-A chunk's report is unpacked per item; a chunk that fails makes its items go
+a window at a time, in chunks sized to a time budget (``_chunking``). A step's first items
+in each run go first and the rest wait for one of them to report: alone while its cost is
+unknown, in chunks of at most ``FIRST_CHUNK`` when another run (or earlier calls) left an
+estimate. A chunk's report is unpacked per item; a chunk that fails makes its items go
 again one by one.
 """
 
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 from actorflow._types import RunStatus, StepStatus
 from actorflow.definition._spec import (
@@ -28,14 +29,13 @@ from actorflow.runtime.kernel._messages import (
     ErrorInfo,
     TaskSpec,
 )
+from actorflow.runtime.supervision._chunking import Window
 from actorflow.runtime.supervision._graph_state import (
     _LEAF_KIND,
-    FIRST_CHUNK,
     GraphState,
     Key,
     _Chunk,
     _exception_bytes,
-    chunk_size,
     log,
 )
 from actorflow.runtime.supervision._plans import is_missing
@@ -71,86 +71,101 @@ class GraphDispatch(GraphState):
             group = (self.frames[frame].parent, node)
             held = self.held.get(group)
             if held is None:
-                self.held[group] = [leaf]
+                self.held[group] = deque((leaf,))
             else:
                 held.append(leaf)
             return
         self._dispatch(leaf)
 
     def _send_held(self) -> None:
-        """Send the fresh item steps of this event: alone, or in chunks when they are tiny.
+        """Send what the windows let go of the held item steps: alone, or in chunks.
 
         A step's first items in each run go first, one task per worker (alone while its
         cost, seconds per item kept by the dispatcher core, is unknown; else in chunks of at
-        most ``FIRST_CHUNK``), and the rest wait until one of them reports; from then on
-        chunks are sized by the estimate. A chunk has one dispatch record (in ``values``,
-        listing its items), not one per item; each item is still recorded on its own when
-        it finishes. A chunk that fails as a whole (its worker died or it overran
+        most ``FIRST_CHUNK``), and the rest wait until one of them reports. From then on the
+        step's :class:`Window` (``_chunking``) says how many tasks may be out and how large
+        each is, so a held fan-out goes out a window at a time, each task sized by the
+        estimate as the reports before it left it. A chunk has one dispatch record (in
+        ``values``, listing its items), not one per item; each item is still recorded on its
+        own when it finishes. A chunk that fails as a whole (its worker died or it overran
         ``timeout`` x items) is split: its unreported items run again one by one, so the
         item at fault fails alone.
         """
-        held, self.held = self.held, {}
         if self.finished:
+            self.held.clear()
             return
         costs = self.core.costs
         workers = max(1, self.core.config.worker_count)
         budget = self.core.config.chunk_budget
-        pending = self.pending
-        for group, leaves in held.items():
-            fresh = [
-                leaf
-                for leaf in leaves
-                if leaf.status is StepStatus.PENDING
-                and leaf.attempt == 0
-                and pending.get((leaf.frame, leaf.node)) == C_RUN
-            ]
-            if not fresh:
-                continue
-            spec = self.plan.specs[group[1]]
+        for group, held in list(self.held.items()):
+            node = group[1]
+            window = self.windows.get(node)
+            if window is None:
+                window = self.windows[node] = Window()
+            room = window.room(workers)
+            if room <= 0:
+                continue  # (checked first: a full window costs nothing per write)
+            spec = self.plan.specs[node]
             assert isinstance(spec, StepSpec)
             cost = costs.get(spec.fn.key)
-            if group[1] not in self.calibrated:
+            if node not in self.calibrated:
                 sent = self.probes.get(group)
                 if sent is None:
                     # This step's first items in this run: a few go first (alone while its
                     # cost is unknown, else in chunks of at most FIRST_CHUNK), and the rest
                     # wait for one of them to report. What another run taught is not
                     # trusted for more than that (kernel/_costs.py says why).
-                    size = 1 if cost is None else min(FIRST_CHUNK, chunk_size(
-                        cost, len(fresh) + self._in_chunks(), workers, budget))  # fmt: skip
-                    first, fresh = fresh[: workers * size], fresh[workers * size :]
-                    self._send_items(group, spec, first, size)
-                    self.probes[group] = first
-                    if fresh:
-                        self.held[group] = fresh
+                    size = window.size(cost, len(held) + self.in_chunks, workers, budget)
+                    first = self._take(group, held, min(room, workers) * size)
+                    if first:
+                        self._send_items(group, spec, first, size, window)
+                        self.probes[group] = first
                     continue
                 if all(p.status is StepStatus.RUNNING and p.attempt == 1 for p in sent):
-                    self.held[group] = fresh  # none reported yet
-                    continue
-                self.calibrated.add(group[1])
+                    continue  # none reported yet
+                self.calibrated.add(node)
                 del self.probes[group]
                 cost = costs.get(spec.fn.key)
             # (No cost yet: a transport that reports no times.)
-            ready = len(fresh) + self._in_chunks()
-            size = 1 if cost is None else chunk_size(cost, ready, workers, budget)
-            self._send_items(group, spec, fresh, size)
+            size = window.size(cost, len(held) + self.in_chunks, workers, budget)
+            self._send_items(group, spec, self._take(group, held, room * size), size, window)
 
-    def _in_chunks(self) -> int:
-        """Items out in chunks, counted when sizing the next one.
+    def _take(self, group: Key, held: deque[Leaf], most: int) -> list[Leaf]:
+        """Up to ``most`` of the held leaves still to run (others were cancelled meanwhile)."""
+        pending = self.pending
+        taken: list[Leaf] = []
+        while held and len(taken) < most:
+            leaf = held.popleft()
+            if (
+                leaf.status is StepStatus.PENDING
+                and leaf.attempt == 0
+                and pending.get((leaf.frame, leaf.node)) == C_RUN
+            ):
+                taken.append(leaf)
+        if not held:
+            del self.held[group]
+        return taken
 
-        As one chunk comes back, the next is sized for the whole fan-out in flight, not just
-        for the items it freed.
-        """
-        return sum(c.live for c in self.chunks.values())
-
-    def _send_items(self, group: Key, spec: StepSpec, leaves: list[Leaf], size: int) -> None:
+    def _send_items(
+        self, group: Key, spec: StepSpec, leaves: list[Leaf], size: int, window: Window
+    ) -> None:
         """Send ``leaves`` one by one (``size`` < 2) or in chunks of ``size``."""
         if size < 2:
+            window.sent(len(leaves))
             for leaf in leaves:
+                leaf.window = True  # (first: an open circuit fails the attempt at once)
                 self._dispatch(leaf)
             return
+        window.sent(-(-len(leaves) // size))
         for i in range(0, len(leaves), size):
             self._dispatch_chunk(group, spec, leaves[i : i + size])
+
+    def _window_back(self, leaf: Leaf) -> None:
+        """A leaf sent alone from the held items is back: its place in the window is free."""
+        leaf.window = False
+        window = self.windows.get(leaf.node)
+        if window is not None:
+            window.back()
 
     def _dispatch_chunk(self, group: Key, spec: StepSpec, leaves: list[Leaf]) -> None:
         loop_frame, node = group
@@ -168,7 +183,8 @@ class GraphDispatch(GraphState):
             item, index = self._ctx_item(leaf.frame)
             members.append((leaf.path, self._task_last(leaf.frame, leaf.node), item, index))
             indices.append(self.frames[leaf.frame].index)
-        chunk = self.chunks[cid] = _Chunk(cid, K.step_key(self.run_id, cid), leaves)
+        chunk = self.chunks[cid] = _Chunk(cid, K.step_key(self.run_id, cid), node, leaves)
+        self.in_chunks += len(leaves)
         record = {"kind": "chunk", "step": spec.name, "node": node, "attempt": 1}
         record["dispatched_at"] = now
         record["items"] = indices
@@ -191,23 +207,37 @@ class GraphDispatch(GraphState):
             )
         )
 
-    def _left_chunk(self, leaf: Leaf) -> bool:
-        """``leaf`` no longer waits on its chunk; True if nothing of the chunk does."""
+    def _left_chunk(self, leaf: Leaf, reported: bool) -> bool:
+        """``leaf`` no longer waits on its chunk; True if nothing of the chunk does.
+
+        ``reported``: its report came (else it was aborted); only a chunk whose every item
+        reported lets its step's chunks grow.
+        """
         chunk = self.chunks.get(leaf.chunk or "")
         leaf.chunk = None
         if chunk is None:
             return True
         chunk.live -= 1
+        chunk.reported += reported
+        self.in_chunks -= 1
         if chunk.live > 0:
             return False
         del self.chunks[chunk.id]
         self.fx.ops.append((K.VALUES, chunk.key, None))
+        window = self.windows.get(chunk.node)
+        if window is not None:
+            n = len(chunk.leaves)
+            window.back(n if chunk.reported == n else 0)  # only a whole chunk grows the cap
         return True
 
     def _chunk_failed(self, chunk: _Chunk, msg: AttemptFailed) -> None:
         """A chunk failed as a whole: run its unreported items again, one by one."""
         del self.chunks[chunk.id]
         self.fx.ops.append((K.VALUES, chunk.key, None))
+        self.in_chunks -= chunk.live
+        window = self.windows.get(chunk.node)
+        if window is not None:
+            window.back()  # (its items go alone, outside the window: they are retries)
         note = (
             f"ran in a chunk of {len(chunk.leaves)} items that failed as a whole "
             f"({attempt_summary(msg.error)}); it runs again on its own"

@@ -218,9 +218,11 @@ class GraphNodes(GraphDispatch):
         if op == C_RUN and leaf.status == StepStatus.RUNNING:
             if leaf.chunk is None:
                 self.fx.stop.append((self.run_id, leaf.path))
+                if leaf.window:
+                    self._window_back(leaf)
             else:
                 cid = leaf.chunk
-                if self._left_chunk(leaf):  # stop it only once none of its items needs it
+                if self._left_chunk(leaf, False):  # stop it only once none of its items needs it
                     self.fx.stop.append((self.run_id, cid))
         elif leaf.status == StepStatus.RETRYING and leaf.next_retry_at is not None:
             self._drop_timer(leaf.next_retry_at, "retry:" + leaf.path)

@@ -44,6 +44,7 @@ from actorflow.runtime.kernel._messages import (
     AttemptFailed,
     ErrorInfo,
 )
+from actorflow.runtime.supervision._chunking import Window
 from actorflow.runtime.supervision._nodes import (
     call_user,
     engine_context,
@@ -58,23 +59,12 @@ from actorflow.store._codec import encode_value
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["FIRST_CHUNK", "LAZY_MAX", "GraphState", "Key", "chunk_size"]
+__all__ = ["LAZY_MAX", "GraphState", "Key"]
 
 log = logging.getLogger("actorflow.engine")
 
 Key = tuple[int, int]  # (frame, node)
 _SAME: Any = object()  # "as usual" for _ctx's optional arguments
-#: Chunking of tiny item steps: a chunk aims at ``chunk_budget`` of work in its worker
-#: (20 ms by default), holds at most this many items...
-_CHUNK_MAX = 512
-#: ...and only steps that take at most this share of the budget are chunked: above it,
-#: per-task overhead is already small. (1 ms items sent one by one run at ~0.75 of
-#: Pool.map's efficiency on 2 cores; in chunks of ~20 ms, at ~0.93: bench B11.)
-_CHUNK_COST_SHARE = 0.2
-#: A step's first chunks in each run hold at most this many items, until one reports: an
-#: estimate another run left (or that a few fast calls gave) costs at most this many items'
-#: worth of a slow step before it is corrected (kernel/_costs.py).
-FIRST_CHUNK = 4
 #: A payload or ``ctx.last`` larger than this travels to a worker as a reference, fetched
 #: only by a step that reads it (a step that reads only small values pays for no large one).
 LAZY_MAX = 64 * 1024
@@ -106,27 +96,15 @@ class _Frame:
 class _Chunk:
     """Fresh attempts of one step for many items of a fan-out, sent as one task."""
 
-    __slots__ = ("id", "key", "leaves", "live")
+    __slots__ = ("id", "key", "leaves", "live", "node", "reported")
 
-    def __init__(self, cid: str, key: bytes, leaves: list[Leaf]) -> None:
+    def __init__(self, cid: str, key: bytes, node: int, leaves: list[Leaf]) -> None:
         self.id = cid
         self.key = key  # of its dispatch record in ``values``
+        self.node = node  # its step's node
         self.leaves = leaves
         self.live = len(leaves)  # members not yet reported, split off or aborted
-
-
-def chunk_size(cost: float, ready: int, workers: int, budget: float = 0.02) -> int:
-    """How many items of a step that takes ``cost`` seconds go in one task (1: no chunking).
-
-    Enough items that the per-task overhead (a record, a message, a pipe frame: tens of
-    microseconds) is small next to the work (about ``budget`` seconds of it, the engine's
-    ``chunk_budget``), few enough that every worker gets at least two chunks of the
-    ``ready`` items (those to send and those out in chunks) and a lost chunk costs little
-    to run again.
-    """
-    if cost > budget * _CHUNK_COST_SHARE:
-        return 1
-    return max(1, min(_CHUNK_MAX, int(budget / max(cost, 1e-6)), -(-ready // (2 * workers))))
+        self.reported = 0  # members whose report came back
 
 
 class GraphState(RunMachine):
@@ -153,12 +131,17 @@ class GraphState(RunMachine):
         self.loop_iter: dict[Key, int] = {}  # replayed: the iteration a pending C_LOOP is for
         # Fresh item steps waiting to be sent, by (loop frame, step node): sent in chunks
         # when the step is known to be tiny (see ``_send_held``).
-        self.held: dict[Key, list[Leaf]] = {}
+        self.held: dict[Key, deque[Leaf]] = {}
         # The first items of a fan-out, sent before the rest (alone, or in small chunks),
         # and the step nodes of which one such item has reported in this run.
         self.probes: dict[Key, list[Leaf]] = {}
         self.calibrated: set[int] = set()
+        # By step node: its tasks out from the held items, and its chunks' size cap.
+        self.windows: dict[int, Window] = {}
         self.chunks: dict[str, _Chunk] = {}
+        # Items out in chunks: the next chunk is sized for the whole fan-out in flight (the
+        # items held and these), not just for the items a report freed.
+        self.in_chunks = 0
         self._chunked: dict[Key, dict[int, tuple[int, float | None]]] = {}  # after a reload
         self.hist: list[int] = []
         self.seq = 0

@@ -178,6 +178,7 @@ class Leaf:
         "status",
         "wait",
         "wake_at",
+        "window",
     )
 
     def __init__(self, run_id: str, frame: int, node: int, path: str, kind: str) -> None:
@@ -201,6 +202,7 @@ class Leaf:
         self.child: str | None = None  # a subflow's child run id
         self.wake_at: float | None = None  # a sleep's due time
         self.chunk: str | None = None  # the chunk task it runs in (not recorded on its own)
+        self.window = False  # sent alone from the held items: holds a place in their window
         self.wait: dict[str, Any] | None = None  # a waiting event's name and key, or token
         self.scheduled_at: float | None = None  # first dispatch (schedule_to_close)
         self.details: bytes | None = None  # the last heartbeat's encoded details
