@@ -19,6 +19,7 @@ from actorflow.runtime.kernel._costs import HALF_LIFE_ITEMS, CostBook
 from actorflow.runtime.supervision._chunking import (
     CHUNK_MAX,
     FIRST_CHUNK,
+    RAMP_PER_WORKER,
     WINDOW_PER_WORKER,
     Window,
     chunk_size,
@@ -44,10 +45,9 @@ def simulate(
     works: list[float] = []
     i = 0
     while i < len(costs) or out:
-        room = window.room(workers)
+        ready = len(costs) - i + sum(len(t) for t in out if len(t) > 1)
+        room, size = window.next(book.get("f"), ready, workers, budget)
         if i < len(costs) and room > 0 and (works or not out):
-            ready = len(costs) - i + sum(len(t) for t in out if len(t) > 1)
-            size = window.size(book.get("f"), ready, workers, budget)
             for _ in range(room if works else min(room, workers)):
                 task = list(costs[i : i + size])
                 if not task:
@@ -65,21 +65,29 @@ def simulate(
 
 def test_the_window_bounds_the_tasks_out_and_grows_chunks_from_what_came_back() -> None:
     window = Window()
-    assert window.size(None, 10_000, 2, BUDGET) == 1  # cost unknown: alone
-    assert window.size(1e-4, 10_000, 2, BUDGET) == FIRST_CHUNK  # not 200 yet
-    assert window.room(2) == WINDOW_PER_WORKER * 2
-    window.sent(window.room(2))
-    assert window.room(2) == 0  # full: nothing more goes until one is back
-    window.back(FIRST_CHUNK)  # a chunk of four came back whole
-    assert window.room(2) == 1
-    assert window.size(1e-4, 10_000, 2, BUDGET) == 2 * FIRST_CHUNK
-    window.back()  # a single (or a split chunk): no growth
-    assert window.size(1e-4, 10_000, 2, BUDGET) == 2 * FIRST_CHUNK
+    full, ramp = WINDOW_PER_WORKER * 2, RAMP_PER_WORKER * 2
+    assert window.next(None, 10_000, 2, BUDGET) == (full, 1)  # cost unknown: alone
+    assert window.next(0.01, 10_000, 2, BUDGET) == (full, 1)  # 10 ms: alone as well
+    # 0.1 ms: the estimate says 200 per chunk, but none came back yet: few chunks of four.
+    assert window.next(1e-4, 10_000, 2, BUDGET) == (ramp, FIRST_CHUNK)
+    window.sent(ramp)
+    assert window.next(1e-4, 10_000, 2, BUDGET) == (0, FIRST_CHUNK)  # full: wait
+    window.back(FIRST_CHUNK)  # a chunk of four came back whole: eight now
+    assert window.next(1e-4, 10_000, 2, BUDGET) == (1, 2 * FIRST_CHUNK)
     for _ in range(20):
         window.sent(1)
-        window.back(window.size(1e-6, 10**6, 2, BUDGET))
-    assert window.size(1e-6, 10**6, 2, BUDGET) == CHUNK_MAX  # grown to the cap, no further
-    assert window.size(0.001, 10**6, 2, BUDGET) == int(BUDGET / 0.001)  # the estimate rules
+        window.back(window.next(1e-6, 10**6, 2, BUDGET)[1])
+    assert window.next(1e-6, 10**6, 2, BUDGET) == (full - ramp + 1, CHUNK_MAX)  # grown
+    # Grown, the window is whole; it refills once a quarter of it is free.
+    window.sent(full - ramp + 1)
+    assert window.out == full
+    for _ in range(full // 4 - 1):
+        window.back()  # singles (or split chunks) back: no growth
+    assert window.next(1e-6, 10**6, 2, BUDGET) == (0, CHUNK_MAX)  # not one by one
+    window.back()
+    assert window.next(1e-6, 10**6, 2, BUDGET) == (full // 4, CHUNK_MAX)
+    assert window.next(1e-6, CHUNK_MAX, 2, BUDGET)[0] == full // 4  # what is left fits
+    assert window.next(0.001, 10**6, 2, BUDGET)[1] == int(BUDGET / 0.001)  # the estimate rules
 
 
 def test_an_observation_weighs_as_many_calls_as_it_holds_items() -> None:

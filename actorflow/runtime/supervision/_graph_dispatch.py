@@ -102,12 +102,9 @@ class GraphDispatch(GraphState):
             window = self.windows.get(node)
             if window is None:
                 window = self.windows[node] = Window()
-            room = window.room(workers)
-            if room <= 0:
-                continue  # (checked first: a full window costs nothing per write)
             spec = self.plan.specs[node]
             assert isinstance(spec, StepSpec)
-            cost = costs.get(spec.fn.key)
+            fn = spec.fn.key
             if node not in self.calibrated:
                 sent = self.probes.get(group)
                 if sent is None:
@@ -115,7 +112,9 @@ class GraphDispatch(GraphState):
                     # cost is unknown, else in chunks of at most FIRST_CHUNK), and the rest
                     # wait for one of them to report. What another run taught is not
                     # trusted for more than that (kernel/_costs.py says why).
-                    size = window.size(cost, len(held) + self.in_chunks, workers, budget)
+                    room, size = window.next(
+                        costs.get(fn), len(held) + self.in_chunks, workers, budget
+                    )
                     first = self._take(group, held, min(room, workers) * size)
                     if first:
                         self._send_items(group, spec, first, size, window)
@@ -125,10 +124,10 @@ class GraphDispatch(GraphState):
                     continue  # none reported yet
                 self.calibrated.add(node)
                 del self.probes[group]
-                cost = costs.get(spec.fn.key)
             # (No cost yet: a transport that reports no times.)
-            size = window.size(cost, len(held) + self.in_chunks, workers, budget)
-            self._send_items(group, spec, self._take(group, held, room * size), size, window)
+            room, size = window.next(costs.get(fn), len(held) + self.in_chunks, workers, budget)
+            if room:  # (else the window is full: a write costs nothing more here)
+                self._send_items(group, spec, self._take(group, held, room * size), size, window)
 
     def _take(self, group: Key, held: deque[Leaf], most: int) -> list[Leaf]:
         """Up to ``most`` of the held leaves still to run (others were cancelled meanwhile)."""
