@@ -43,8 +43,16 @@ __all__ = [
 #: Encoded JSON outputs up to this size live inside their step record.
 INLINE_OUTPUT_MAX = 2048
 
-# orjson: records are written on every state change, and it is ten times faster than json.
-dump_record = orjson.dumps
+
+def dump_record(record: Any) -> bytes:
+    """A record as JSON bytes, in a buffer of its own size.
+
+    orjson, because records are written on every state change and it is ten times faster
+    than json. But orjson 3.12 and later return bytes whose buffer is over-allocated to at
+    least 4 KiB and never shrunk: a 400-byte item record waiting for its commit held 4-8
+    KiB, which made a fan-out's peak memory ~2.4 KB per item. The copy costs ~0.2 us.
+    """
+    return bytes(memoryview(orjson.dumps(record)))
 
 
 def load_record(data: bytes, what: str) -> dict[str, Any]:

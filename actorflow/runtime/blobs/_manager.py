@@ -35,8 +35,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import orjson
-
 from actorflow.runtime.blobs import _recovery
 from actorflow.runtime.blobs._ledger import BlobLedger, _finished, log
 from actorflow.runtime.blobs._values import Blob, register, unregister
@@ -46,6 +44,7 @@ from actorflow.store._codec import (
     unpack_large,
 )
 from actorflow.store._protocol import Op
+from actorflow.store._records import dump_record
 
 __all__ = ["BlobManager"]
 
@@ -129,7 +128,7 @@ class BlobManager(BlobLedger):
                     if b is None or b.committed or b.deleted or bid in ids:
                         continue
                     seg = b.seg.name if b.seg is not None else None
-                    rec = orjson.dumps({"run": run, "size": size, "seg": seg})
+                    rec = dump_record({"run": run, "size": size, "seg": seg})
                     extra.append((K.BLOBS, K.blob_key(bid), rec))
                     extra.append((K.BLOBS, K.blob_run_key(run, bid), b""))
                     ids.append(bid)

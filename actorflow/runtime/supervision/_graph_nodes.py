@@ -43,6 +43,7 @@ from actorflow.runtime.supervision._graph_state import (
     _COUNT_SLOT,
     _LEAF_KIND,
     _SAME,
+    UNSEEN,
     _Frame,
 )
 from actorflow.runtime.supervision._nodes import (
@@ -79,7 +80,12 @@ class GraphNodes(GraphDispatch):
                 self.loop_last[key] = value
                 self.fx.ops.append((K.VALUES, self._last_key(f.parent, owner), value or b"Jnull"))
             else:
-                self.collected.setdefault(key, {})[f.index] = value
+                got = self.collected.get(key)
+                if got is None:  # (a fan-out expanded before a reload)
+                    got = self.collected[key] = [UNSEEN] * self._progress(key)[0]
+                if f.index >= len(got):
+                    got.extend([UNSEEN] * (f.index + 1 - len(got)))
+                got[f.index] = value
         if not self.replaying and self.plan.kind[owner] != K_WHILE:
             counts = self._progress(key)
             counts[_COUNT_SLOT.get(outcome, 3)] += 1
@@ -146,7 +152,9 @@ class GraphNodes(GraphDispatch):
         self.fx.ops.append((K.VALUES, self._items_key(frame, node), data))
         n = len(items) if spec.size is None else -(-len(items) // spec.size)
         self.progress[key] = [n, 0, 0, 0]
-        self.collected[key] = {}
+        # One slot per frame (8 bytes each, where a dict took ~50 per item of a large
+        # fan-out): the output of each, or UNSEEN for one not ended in this supervisor's life.
+        self.collected[key] = [UNSEEN] * n
         self._put_composite(frame, node, StepStatus.RUNNING)
         self._apply(E_ITEMS, frame, node, n)
 
@@ -284,9 +292,14 @@ class GraphNodes(GraphDispatch):
                 self._loop_last(frame, node) if arg else self.source(frame, plan.last_source[node])
             )
         else:  # for_each, batch
-            got = self.collected.get((frame, node), {})
+            got = self.collected.get((frame, node)) or []
             value = encode_list(
-                [got[i] if i in got else self._item_output(frame, node, i) for i in range(arg)]
+                [
+                    got[i]
+                    if i < len(got) and got[i] is not UNSEEN
+                    else self._item_output(frame, node, i)
+                    for i in range(arg)
+                ]
             )
         if value is None:
             value = b"Jnull"

@@ -59,7 +59,7 @@ from actorflow.store._codec import encode_value
 from actorflow.store._records import dump_record, inline_output, load_record, output_of
 from actorflow.workers._context import RunInfo
 
-__all__ = ["LAZY_MAX", "GraphState", "Key"]
+__all__ = ["LAZY_MAX", "UNSEEN", "GraphState", "Key"]
 
 log = logging.getLogger("actorflow.engine")
 
@@ -69,6 +69,8 @@ _SAME: Any = object()  # "as usual" for _ctx's optional arguments
 #: only by a step that reads it (a step that reads only small values pays for no large one).
 LAZY_MAX = 64 * 1024
 _PAYLOAD_REF = b"Rpayload"
+#: In ``collected``: a frame whose output this supervisor did not see (read from the store).
+UNSEEN: Any = object()
 _AWAITED = frozenset({C_RUN, C_DECIDE, C_EXPAND, C_LOOP, C_SLEEP, C_CHILD})
 _ITEM_LOOPS = frozenset({K_FOR_EACH, K_BATCH})
 _COUNT_SLOT = {S_SUCCEEDED: 1, S_FAILED: 2}  # where a finished item is counted
@@ -124,7 +126,7 @@ class GraphState(RunMachine):
         self.outputs: dict[Key, bytes] = {}
         self.pending: dict[Key, int] = {}
         self.items: dict[Key, list[Any]] = {}
-        self.collected: dict[Key, dict[int, bytes | None]] = {}
+        self.collected: dict[Key, list[Any]] = {}  # a fan-out's outputs, by frame index
         self.progress: dict[Key, list[int]] = {}  # [total, succeeded, failed, cancelled]
         self.dirty: set[Key] = set()
         self.loop_last: dict[Key, bytes | None] = {}

@@ -265,7 +265,7 @@ class Leaf:
         if rec.get("heartbeat"):
             leaf.details = base64.b64decode(rec["heartbeat"])
         if "output" in rec:
-            leaf.inline = orjson.Fragment(orjson.dumps(rec["output"]))
+            leaf.inline = orjson.Fragment(dump_record(rec["output"]))  # (right-sized)
         return leaf
 
 
