@@ -108,6 +108,20 @@ def _sequential(engine_for: EngineFor, steps: int) -> dict[str, float]:
         }
 
 
+def _trim_heap() -> None:
+    """Return freed heap memory to the system (glibc's ``malloc_trim``; elsewhere a no-op)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _one_run(engine_for: EngineFor, name: str, items: int) -> dict[str, float]:
     """One for_each of ``items`` trivial items (``durability="fast"``), measured."""
     import threading
@@ -120,6 +134,7 @@ def _one_run(engine_for: EngineFor, name: str, items: int) -> dict[str, float]:
     me = psutil.Process()
     with engine:
         engine.trigger(name, 1000).result(timeout=600)  # workers up, the step's cost learnt
+        _trim_heap()  # memory an earlier run freed would be reused unseen: give it back first
         # Resident memory, and its anonymous part: what the engine holds (heap, stacks,
         # LMDB's dirty pages), without the store's pages mapped from its file (page cache
         # the kernel can drop, ~the store's size: counted below as the store's bytes).

@@ -50,9 +50,10 @@ def dump_record(record: Any) -> bytes:
     orjson, because records are written on every state change and it is ten times faster
     than json. But orjson 3.12 and later return bytes whose buffer is over-allocated to at
     least 4 KiB and never shrunk: a 400-byte item record waiting for its commit held 4-8
-    KiB, which made a fan-out's peak memory ~2.4 KB per item. The copy costs ~0.2 us.
+    KiB, which made a fan-out's peak memory ~2.4 KB per item. Joining with an empty bytes
+    makes the right-sized copy in ~0.06 us (``bytes(memoryview(...))`` took ~0.2).
     """
-    return bytes(memoryview(orjson.dumps(record)))
+    return b"".join((orjson.dumps(record), b""))
 
 
 def load_record(data: bytes, what: str) -> dict[str, Any]:
