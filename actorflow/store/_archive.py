@@ -37,7 +37,7 @@ from actorflow.errors import ActorflowError, ClientError
 from actorflow.store import _keys as K
 from actorflow.store._codec import TAG_BLOB, TAG_JSON, unpack_large
 from actorflow.store._protocol import Store
-from actorflow.store._records import load_record
+from actorflow.store._records import load_step
 
 __all__ = ["ARCHIVE_FORMAT", "RunArchive", "read_archive"]
 
@@ -168,7 +168,11 @@ def _history(raw: bytes) -> Any:
 
 def _line(store: Store, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
     prefix = K.step_prefix(run_id)
-    steps = [load_record(raw, f"step {key!r}") for key, raw in store.scan(K.STEPS, prefix)]
+    # In their full shape, whichever the store holds (an archive's format does not change).
+    steps = [
+        load_step(raw, key[len(prefix) :].decode(), f"step {key!r}")
+        for key, raw in store.scan(K.STEPS, prefix)
+    ]
     payload: dict[str, Any] | None = None
     outputs: dict[str, Any] = {}
     for key, raw in store.scan(K.VALUES, prefix):

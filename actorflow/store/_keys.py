@@ -150,7 +150,7 @@ ALL_DBS: Final = (
 FORMAT_KEY: Final = b"format"
 BLOB_TOKEN_KEY: Final = b"blob_token"
 #: The store format this code writes; a store with a higher number is refused.
-FORMAT_VERSION: Final = 4
+FORMAT_VERSION: Final = 5
 
 #: LMDB's compile-time limit on a key's length, in bytes.
 MAX_KEY: Final = 511

@@ -18,6 +18,10 @@ to format   what it adds
             and graph workflows' structures are kept under their shapes
             (``runtime/supervision/_plans.py``); the number keeps a release that knows neither from
             opening the store (it would fail such a run, or be unable to read it)
+5           nothing to convert. Step records may now be compact (no ``path``, defaults
+            left out: ``store/_records.py``); records already written keep their full
+            shape and are read as they are. The number keeps a release that expects every
+            step record to name its path from opening the store
 ==========  ======================================================================
 """
 
@@ -112,4 +116,9 @@ def _to_4(store: Store) -> Iterator[Op]:
     return iter(())
 
 
-_STEPS: dict[int, Callable[[Store], Iterator[Op]]] = {2: _to_3, 3: _to_4}
+def _to_5(store: Store) -> Iterator[Op]:
+    """Format 4 -> 5: nothing to convert (see the table above); only the number moves."""
+    return iter(())
+
+
+_STEPS: dict[int, Callable[[Store], Iterator[Op]]] = {2: _to_3, 3: _to_4, 4: _to_5}

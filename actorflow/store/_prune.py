@@ -46,7 +46,7 @@ from actorflow._types import RunStatus
 from actorflow.errors import ActorflowError
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op, Store
-from actorflow.store._records import load_record
+from actorflow.store._records import load_record, load_step
 
 __all__ = [
     "Archiver",
@@ -210,8 +210,8 @@ def run_ops(
         # Only a step that waits, sleeps or retries names a timer or a waiter: skip parsing
         # the others (the usual case) by a look at the bytes (orjson writes no spaces; a
         # name's quotes are escaped, so it cannot look like a field).
-        if b'"wait":{' in raw or b'"wake_at"' in raw or b'"next_retry_at":null' not in raw:
-            _named(load_record(raw, f"step {key!r}"), timers, waiters)
+        if b'"wait":{' in raw or b'"wake_at"' in raw or _retries(raw):
+            _named(load_step(raw, key[len(prefix) :].decode(), f"step {key!r}"), timers, waiters)
         # Inbox entries and approvals belong to these steps only (graph and code kinds).
         waits = waits or b'"kind":"wait_for_event"' in raw or b'"kind":"approval"' in raw
     scans = [(K.VALUES, prefix), (K.HISTORY, K.history_prefix(run_id))]
@@ -414,3 +414,8 @@ def prune(
         archive=archive.path if archive is not None else None,
         workflows=per_workflow,
     )
+
+
+def _retries(raw: bytes) -> bool:
+    """True if a step record names a retry time (full records write it null when none)."""
+    return b'"next_retry_at":' in raw and b'"next_retry_at":null' not in raw

@@ -17,6 +17,25 @@ A step record (``steps`` database)::
 A completed step's output is inline in ``output`` when it is small JSON (saving a write per
 step); otherwise ``output`` is absent and the encoded value is in the ``values`` database.
 
+Since store format 5 a step's record is written *compact* (``Leaf.record``), because a
+fan-out writes one per item and the full shape made a trivial item's record ~420 bytes
+(~780 bytes of pages). A compact record has no ``path``, which is how a reader tells the two
+apart; :func:`load_step` gives either its full shape, so no reader sees the difference:
+
+- ``name`` and ``path`` are left out: the key holds the path, and the name is its last part.
+- ``status`` is left out when it is ``"succeeded"``, ``kind`` when it is ``"step"``,
+  ``failures`` when 0, ``attempt`` when it is
+  the number of entries in ``attempts``, ``attempts`` when empty, and any time, ``error`` and
+  ``next_retry_at`` when null.
+- ``"at": [dispatched_at, us_to_start, us_to_end]`` stands for the three times of a step
+  that ran (the second and third as whole microseconds after the one before).
+- ``"pid": P`` without ``attempts`` stands for its one attempt: number 1, succeeded, from
+  ``started_at`` to ``ended_at`` in process P, with no kind or error.
+
+A trivial item's record is ~70 bytes: ``{"node":1,"at":[1796418264.2412627,1591,10],"pid":
+2279,"output":144}``. Records of format 4 and earlier (and those of
+control-flow nodes, which are few) keep the full shape, and are read as they are.
+
 ``error`` objects: ``{"kind", "type", "types", "message", "traceback", "exc", "exitcode",
 "signal", "timeout", "step", "attempt"}`` where ``exc`` is the base64 pickled exception, if it
 could be pickled. Times are seconds since the epoch.
@@ -36,6 +55,7 @@ __all__ = [
     "dump_record",
     "inline_output",
     "load_record",
+    "load_step",
     "output_of",
     "step_output",
 ]
@@ -67,6 +87,66 @@ def load_record(data: bytes, what: str) -> dict[str, Any]:
     return record
 
 
+def load_step(data: bytes, path: str, what: str) -> dict[str, Any]:
+    """Parse the step record of ``path`` (the step's key after its run) in its full shape.
+
+    Raises:
+        StoreCorrupted: not a JSON object, or a compact record with a malformed field.
+    """
+    rec = load_record(data, what)
+    if "path" in rec:
+        return rec  # the full shape: format 4 and earlier, and control-flow nodes
+    try:
+        return _expand(rec, path)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise StoreCorrupted(f"{what}: compact step record is malformed ({exc!r})") from exc
+
+
+def _expand(rec: dict[str, Any], path: str) -> dict[str, Any]:
+    at = rec.pop("at", None)
+    times: tuple[Any, Any, Any]
+    if at is not None:
+        dispatched = float(at[0])
+        started = dispatched + int(at[1]) / 1e6
+        times = (dispatched, started, started + int(at[2]) / 1e6)
+    else:
+        times = (rec.get("dispatched_at"), rec.get("started_at"), rec.get("ended_at"))
+    attempts = rec.get("attempts")
+    if attempts is None:
+        pid = rec.pop("pid", None)
+        attempts = []
+        if pid is not None:
+            attempts.append(
+                {
+                    "attempt": 1,
+                    "status": "succeeded",
+                    "kind": None,
+                    "started_at": times[1],
+                    "ended_at": times[2],
+                    "error": None,
+                    "pid": pid,
+                }
+            )
+    full = {
+        "name": path.rpartition("/")[2],
+        "path": path,
+        "node": rec.get("node", 0),
+        "kind": rec.get("kind", "step"),
+        "status": rec.get("status", "succeeded"),
+        "attempt": rec.get("attempt", len(attempts)),
+        "failures": rec.get("failures", 0),
+        "dispatched_at": times[0],
+        "started_at": times[1],
+        "ended_at": times[2],
+        "next_retry_at": rec.get("next_retry_at"),
+        "error": rec.get("error"),
+        "attempts": attempts,
+    }
+    for key, value in rec.items():
+        full.setdefault(key, value)  # output, heartbeat, wait, child_run_id, ...
+    return full
+
+
 def inline_output(encoded: bytes) -> orjson.Fragment | None:
     """The fragment to embed in a step record, or None if the output goes to ``values``."""
     if len(encoded) <= INLINE_OUTPUT_MAX and encoded[0] == 0x4A:  # "J": JSON
@@ -91,4 +171,4 @@ def step_output(store: Any, run_id: str, step: str) -> bytes | None:
     raw = store.get(_keys.STEPS, _keys.step_key(run_id, step))
     if raw is None:
         return None
-    return output_of(load_record(raw, f"step {step!r} of run {run_id}"), store, run_id)
+    return output_of(load_step(raw, step, f"step {step!r} of run {run_id}"), store, run_id)

@@ -32,7 +32,7 @@ from actorflow.errors import (
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, describe_value, encode_value, large_ids
 from actorflow.store._protocol import Store
-from actorflow.store._records import load_record, output_of, step_output
+from actorflow.store._records import load_record, load_step, output_of, step_output
 from actorflow.views._details import (
     AttemptDetails,
     ErrorDetails,
@@ -219,8 +219,9 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
     """
     rec = read_run(store, run_id)
     recorded: dict[str, dict[str, Any]] = {}
-    for _, value in store.scan(K.STEPS, K.step_prefix(run_id)):
-        srec = load_record(value, f"step of run {run_id}")
+    of_run = K.step_prefix(run_id)
+    for key, value in store.scan(K.STEPS, of_run):
+        srec = load_step(value, key[len(of_run) :].decode(), f"step of run {run_id}")
         recorded[srec.get("path", srec["name"])] = srec
     # Nodes not yet reached have no record: take them (and the order) from the plan the run
     # started on (recorded under its shape, runtime/supervision/_plans.py), else from the

@@ -21,7 +21,7 @@ import pytest
 import actorflow as af
 from actorflow.store import LmdbStore
 from actorflow.store import _keys as K
-from actorflow.store._records import load_record
+from actorflow.store._records import load_step
 from tests.conftest import executions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,8 +68,8 @@ def recorded_completions(data_dir: Path) -> dict[str, int]:
     store = LmdbStore(data_dir, read_only=True)
     try:
         counts: dict[str, int] = {}
-        for _, value in store.scan(K.STEPS):
-            rec = load_record(value, "step")
+        for key, value in store.scan(K.STEPS):
+            rec = load_step(value, key.partition(b"\0")[2].decode(), "step")
             if "attempts" not in rec:
                 continue  # a control-flow node, not a step
             counts[rec.get("path", rec["name"])] = sum(
@@ -258,8 +258,8 @@ def _fan_recorded_once(data_dir: Path, log: Path, out: str, n: int) -> dict[str,
     store = LmdbStore(data_dir, read_only=True)
     try:
         records = {}
-        for _, value in store.scan(K.STEPS, K.step_prefix(run_id)):
-            rec = load_record(value, "step")
+        for key, value in store.scan(K.STEPS, K.step_prefix(run_id)):
+            rec = load_step(value, key.partition(b"\0")[2].decode(), "step")
             if rec.get("path", "").startswith("items[") and "attempts" in rec:
                 records[rec["path"]] = rec
         leftovers = [key for key, _ in store.scan(K.VALUES) if b"#chunk/" in key]

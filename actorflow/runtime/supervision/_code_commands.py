@@ -40,7 +40,7 @@ from actorflow.runtime.supervision._code_steps import (
 from actorflow.runtime.supervision._code_waits import EVENT, SIGNAL, SLEEP, finish_wait, on_event
 from actorflow.runtime.supervision._steps import Leaf
 from actorflow.store import _keys as K
-from actorflow.store._records import load_record
+from actorflow.store._records import load_step
 
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._code import CodeSupervisor
@@ -88,7 +88,7 @@ def resume(sup: CodeSupervisor, cmd: Command) -> None:
     if raw is None:
         start(sup, cmd)  # issued, but its start was not recorded (a signal taken at once)
         return
-    rec = load_record(raw, f"step {cmd.path!r} of run {sup.run_id}")
+    rec = load_step(raw, cmd.path, f"step {cmd.path!r} of run {sup.run_id}")
     leaf = Leaf.from_record(sup.run_id, rec, 0, cmd.seq) if cmd.kind != "map" else None
     st = State(cmd, leaf or Leaf(sup.run_id, 0, cmd.seq, cmd.path, "map"))
     sup.states[cmd.seq] = st

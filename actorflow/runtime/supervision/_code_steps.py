@@ -36,7 +36,7 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._records import dump_record, inline_output, load_record, output_of
+from actorflow.store._records import dump_record, inline_output, load_step, output_of
 
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._code import CodeSupervisor
@@ -123,7 +123,7 @@ def _drop_step(sup: CodeSupervisor, st: State, why: str, cancel_children: bool) 
 def _resume_leaf(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None) -> None:
     at = now(sup)
     if leaf.status == StepStatus.SUCCEEDED:
-        output = output_of(load_record(leaf.record(), "step"), sup.core.store, sup.run_id)
+        output = output_of(load_step(leaf.record(), leaf.path, "step"), sup.core.store, sup.run_id)
         resolve_ok(sup, st, output or b"Jnull", stored=True)
         return
     if leaf.status == StepStatus.FAILED and leaf.error is not None:
@@ -261,10 +261,11 @@ def _resume_map(sup: CodeSupervisor, st: State, leaf: Leaf | None, rec: dict[str
     st.leaf.dispatched_at = rec.get("dispatched_at")
     store = sup.core.store
     for i in range(len(st.items)):
-        raw = store.get(K.STEPS, K.step_key(sup.run_id, _item_path(st, i)))
+        path = _item_path(st, i)
+        raw = store.get(K.STEPS, K.step_key(sup.run_id, path))
         if raw is None:
             continue
-        irec = load_record(raw, "map item")
+        irec = load_step(raw, path, "map item")
         item = Leaf.from_record(sup.run_id, irec, 0, cmd.seq)
         if item.status == StepStatus.SUCCEEDED:
             st.results[i] = output_of(irec, store, sup.run_id) or b"Jnull"

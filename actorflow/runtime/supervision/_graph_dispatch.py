@@ -49,7 +49,7 @@ from actorflow.runtime.supervision._steps import (
     error_record,
 )
 from actorflow.store import _keys as K
-from actorflow.store._records import dump_record, load_record
+from actorflow.store._records import dump_record, load_record, load_step
 from actorflow.workers._protocol import CALL_CTX, CALL_ITEM
 
 __all__ = ["GraphDispatch"]
@@ -281,7 +281,7 @@ class GraphDispatch(GraphState):
         raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, path))
         if raw is None:
             return self._leaf(frame, node)
-        leaf = Leaf.from_record(self.run_id, load_record(raw, f"step {path}"), frame, node)
+        leaf = Leaf.from_record(self.run_id, load_step(raw, path, f"step {path}"), frame, node)
         self.leaves[(frame, node)] = leaf
         self.by_path[path] = (frame, node)
         return leaf

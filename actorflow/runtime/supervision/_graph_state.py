@@ -56,7 +56,7 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._records import dump_record, inline_output, load_record, output_of
+from actorflow.store._records import dump_record, inline_output, load_record, load_step, output_of
 from actorflow.workers._context import RunInfo
 
 __all__ = ["LAZY_MAX", "UNSEEN", "GraphState", "Key"]
@@ -163,9 +163,10 @@ class GraphState(RunMachine):
         key = (frame, node)
         value = self.outputs.get(key)
         if value is None and key not in self.outputs:
-            raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, self.path(frame, node)))
+            path = self.path(frame, node)
+            raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, path))
             if raw is not None:
-                value = output_of(load_record(raw, "step"), self.core.store, self.run_id)
+                value = output_of(load_step(raw, path, "step"), self.core.store, self.run_id)
             self.outputs[key] = value  # type: ignore[assignment]
         return value
 
@@ -310,12 +311,11 @@ class GraphState(RunMachine):
         prefix = f"{self.frames[frame].prefix}{self.plan.names[owner]}[{index}]/"
         if result < 0:
             return encode_value(self._item(frame, owner, index), "item")
-        raw = self.core.store.get(
-            K.STEPS, K.step_key(self.run_id, prefix + self.plan.names[result])
-        )
+        path = prefix + self.plan.names[result]
+        raw = self.core.store.get(K.STEPS, K.step_key(self.run_id, path))
         if raw is None:
             return None
-        return output_of(load_record(raw, "step"), self.core.store, self.run_id)
+        return output_of(load_step(raw, path, "step"), self.core.store, self.run_id)
 
     def _progress(self, key: Key) -> list[int]:
         """A fan-out's counts; after a replay, as its last durable record has them."""

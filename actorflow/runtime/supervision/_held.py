@@ -21,7 +21,7 @@ from typing import Any
 from actorflow._types import RunStatus
 from actorflow.runtime.supervision._run import HasEffects, move_status
 from actorflow.store import _keys as K
-from actorflow.store._records import dump_record, load_record
+from actorflow.store._records import dump_record, load_record, load_step
 
 __all__ = ["HeldRun"]
 
@@ -77,8 +77,9 @@ class HeldRun(HasEffects):
         ops.append((K.RUNS, K.run_key(run_id), dump_record(rec)))
         if rec.get("deadline") is not None:
             ops.append((K.TIMERS, K.timer_key(rec["deadline"], run_id, "deadline"), None))
-        for key, raw in store.scan(K.STEPS, K.step_prefix(run_id)):
-            step = load_record(raw, f"step of run {run_id}")
+        steps = K.step_prefix(run_id)
+        for key, raw in store.scan(K.STEPS, steps):
+            step = load_step(raw, key[len(steps) :].decode(), f"step of run {run_id}")
             if step.get("status") not in _OPEN:
                 continue
             if step.get("child_run_id"):

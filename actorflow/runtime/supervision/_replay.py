@@ -25,7 +25,7 @@ from actorflow.runtime.supervision._run import move_status, unhold
 from actorflow.runtime.supervision._steps import too_interrupted
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._records import load_record, output_of
+from actorflow.store._records import load_step, output_of
 
 if TYPE_CHECKING:  # the supervisor imports this module to replay and resume itself
     from actorflow.runtime.supervision._graph import Supervisor
@@ -130,7 +130,7 @@ def _resume_leaf(sup: Supervisor, frame: int, node: int, now: float) -> None:
         sup.fx.timers.append((leaf.next_retry_at, sup.run_id, "retry:" + leaf.path))
         return
     if leaf.status == StepStatus.SUCCEEDED:  # the result is recorded; only its event was not
-        out = output_of(load_record(leaf.record(), "step"), sup.core.store, sup.run_id)
+        out = output_of(load_step(leaf.record(), leaf.path, "step"), sup.core.store, sup.run_id)
         sup._succeed(leaf, out if out is not None else b"Jnull")
         return
     if leaf.status == StepStatus.RUNNING and sup.unstarted.get(leaf.path) == leaf.attempt:

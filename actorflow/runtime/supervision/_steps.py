@@ -208,21 +208,43 @@ class Leaf:
         self.details: bytes | None = None  # the last heartbeat's encoded details
 
     def record(self) -> bytes:
-        rec: dict[str, Any] = {
-            "name": self.path.rpartition("/")[2],
-            "path": self.path,
-            "node": self.node,
-            "kind": self.kind,
-            "status": self.status,  # a StrEnum: orjson writes it as its string
-            "attempt": self.attempt,
-            "failures": self.failures,
-            "dispatched_at": self.dispatched_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "next_retry_at": self.next_retry_at,
-            "error": self.error,
-            "attempts": self.attempts,
-        }
+        """Its record, compact (store/_records.py says how; ``load_step`` expands it)."""
+        rec: dict[str, Any] = {"node": self.node}
+        if self.kind != "step":
+            rec["kind"] = self.kind
+        if self.status != StepStatus.SUCCEEDED:
+            rec["status"] = self.status  # a StrEnum: orjson writes it as its string
+        dispatched, started, ended = self.dispatched_at, self.started_at, self.ended_at
+        if dispatched is not None and started is not None and ended is not None:
+            to_start = round((started - dispatched) * 1e6)
+            # The end from the start as written, so that rounding the two does not add up.
+            rec["at"] = [dispatched, to_start, round((ended - dispatched) * 1e6) - to_start]
+        else:
+            if dispatched is not None:
+                rec["dispatched_at"] = dispatched
+            if started is not None:
+                rec["started_at"] = started
+            if ended is not None:
+                rec["ended_at"] = ended
+        attempts = self.attempts
+        if (
+            len(attempts) == 1
+            and self.attempt == 1
+            and "at" in rec
+            and _only_success(attempts[0], started, ended)
+        ):
+            rec["pid"] = attempts[0]["pid"]
+        else:
+            if attempts:
+                rec["attempts"] = attempts
+            if self.attempt != len(attempts):
+                rec["attempt"] = self.attempt
+        if self.failures:
+            rec["failures"] = self.failures
+        if self.next_retry_at is not None:
+            rec["next_retry_at"] = self.next_retry_at
+        if self.error is not None:
+            rec["error"] = self.error
         if self.inline is not None:
             rec["output"] = self.inline
         if self.handling:
@@ -246,6 +268,7 @@ class Leaf:
 
     @classmethod
     def from_record(cls, run_id: str, rec: dict[str, Any], frame: int, node: int) -> Leaf:
+        """A live leaf from its record in its full shape (``load_step``)."""
         leaf = cls(run_id, frame, node, rec["path"], rec.get("kind", "step"))
         leaf.status = StepStatus(rec["status"])
         leaf.attempt = int(rec.get("attempt", 0))
@@ -267,6 +290,20 @@ class Leaf:
         if "output" in rec:
             leaf.inline = orjson.Fragment(dump_record(rec["output"]))  # (right-sized)
         return leaf
+
+
+def _only_success(attempt: dict[str, Any], started: float | None, ended: float | None) -> bool:
+    """True for an attempt a compact record can stand for with its pid alone."""
+    return (
+        len(attempt) == 7
+        and attempt.get("attempt") == 1
+        and attempt.get("status") == "succeeded"
+        and attempt.get("kind") is None
+        and attempt.get("error") is None
+        and attempt.get("started_at") == started
+        and attempt.get("ended_at") == ended
+        and attempt.get("pid") is not None  # (a code sleep's attempt ran in no process)
+    )
 
 
 _CIRCUIT_TYPES = tuple(
