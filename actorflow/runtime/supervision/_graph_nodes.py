@@ -292,15 +292,16 @@ class GraphNodes(GraphDispatch):
                 self._loop_last(frame, node) if arg else self.source(frame, plan.last_source[node])
             )
         else:  # for_each, batch
-            got = self.collected.get((frame, node)) or []
-            value = encode_list(
-                [
-                    got[i]
-                    if i < len(got) and got[i] is not UNSEEN
-                    else self._item_output(frame, node, i)
-                    for i in range(arg)
-                ]
-            )
+            # Assembled in the fan-out's own slots (no copy of a list of a million), which
+            # are not needed once its output is.
+            got = self.collected.pop((frame, node), None) or []
+            del got[arg:]
+            got.extend([UNSEEN] * (arg - len(got)))
+            for i, part in enumerate(got):
+                if part is UNSEEN:
+                    got[i] = self._item_output(frame, node, i)
+            value = encode_list(got)
+            del got
         if value is None:
             value = b"Jnull"
         self.outputs[(frame, node)] = value

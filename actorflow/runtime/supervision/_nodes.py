@@ -85,10 +85,27 @@ def items_of(value: Any) -> list[Any]:
 
 
 def encode_list(parts: Sequence[bytes | None]) -> bytes:
-    """Encode a list whose elements are already encoded (None: a null)."""
-    if all(p is None or p[:1] == _TAG for p in parts):
-        return _TAG + b"[" + b",".join(b"null" if p is None else p[1:] for p in parts) + b"]"
-    return encode_value([None if p is None else decode_value(p) for p in parts], "output")
+    """Encode a list whose elements are already encoded (None: a null).
+
+    JSON elements are copied into one buffer, each over the comma before it, its tag byte
+    (``b",".join(p[1:] ...)`` made a copy of every element, and a list of them, at once:
+    ~50 bytes per item at the end of a fan-out of a million).
+    """
+    out = bytearray(_TAG)
+    for p in parts:
+        if p is None:
+            out += b",null"
+        elif p[0] == TAG_JSON:
+            at = len(out)
+            out += p
+            out[at] = 0x2C  # ","
+        else:  # an element not in JSON: the whole list is encoded from its values
+            return encode_value([None if q is None else decode_value(q) for q in parts], "output")
+    if len(out) == 1:
+        return _TAG + b"[]"
+    out[1] = 0x5B  # the first element's comma becomes the "["
+    out += b"]"
+    return bytes(out)
 
 
 def encode_dict(names: Sequence[str], parts: Sequence[bytes | None]) -> bytes:
