@@ -247,13 +247,22 @@ def test_ctrl_c_ends_quietly_with_130(
     _, _, stuck = store
     proc = subprocess.Popen(
         [*CLI, "--data-dir", str(data_dir), "wait", stuck, "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**ENV, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints where each thread is
     )  # fmt: skip
     # Once it has the store mapped it is in its wait loop (imports done, handler in place).
     maps = Path(f"/proc/{proc.pid}/maps")
     wait_until(lambda: "data.mdb" in maps.read_text(), timeout=60)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # (seen once, under heavy load: say where it was)
+        if proc.poll() is not None:
+            pytest.fail(f"`actorflow wait` ended ({proc.returncode}), but a process it started "
+                        "kept its output open")  # fmt: skip
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"`actorflow wait` did not end after SIGINT; its threads then:\n{err}")
     assert proc.returncode == Exit.INTERRUPTED == 130, err
     assert err == "actorflow wait: interrupted\n" and out == ""
 
