@@ -82,8 +82,10 @@ class StepDetails:
         status: its :class:`~actorflow.StepStatus`.
         attempt: the current (or last) attempt number; 0 if never dispatched.
         failures: failed attempts so far.
-        dispatched_at: when the current attempt was recorded as dispatched.
-        started_at: when the last attempt started in its worker.
+        dispatched_at: when the current attempt was recorded as dispatched (seconds since
+            the epoch, as are all times here).
+        started_at: when the last attempt started in its worker. Once its attempt has
+            ended, the start and end are kept to the microsecond after the dispatch.
         ended_at: when the last attempt ended.
         duration: ``ended_at - started_at`` in seconds, when both are known.
         next_retry_at: when a retrying step runs again.
