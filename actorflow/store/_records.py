@@ -24,17 +24,19 @@ apart; :func:`load_step` gives either its full shape, so no reader sees the diff
 
 - ``name`` and ``path`` are left out: the key holds the path, and the name is its last part.
 - ``status`` is left out when it is ``"succeeded"``, ``kind`` when it is ``"step"``,
-  ``failures`` when 0, ``attempt`` when it is
-  the number of entries in ``attempts``, ``attempts`` when empty, and any time, ``error`` and
-  ``next_retry_at`` when null.
+  ``failures`` when 0, ``attempt`` when it is the number of entries in ``attempts``,
+  ``attempts`` when empty, and any time, ``error`` and ``next_retry_at`` when null.
 - ``"at": [dispatched_at, us_to_start, us_to_end]`` stands for the three times of a step
   that ran (the second and third as whole microseconds after the one before).
 - ``"pid": P`` without ``attempts`` stands for its one attempt: number 1, succeeded, from
   ``started_at`` to ``ended_at`` in process P, with no kind or error.
 
-A trivial item's record is ~70 bytes: ``{"node":1,"at":[1796418264.2412627,1591,10],"pid":
-2279,"output":144}``. Records of format 4 and earlier (and those of
-control-flow nodes, which are few) keep the full shape, and are read as they are.
+A trivial item's record is ~70 bytes::
+
+    {"node":1,"at":[1796418264.2412627,1591,10],"pid":2279,"output":144}
+
+Records of format 4 and earlier (and those of control-flow nodes, which are few) keep the
+full shape, and are read as they are.
 
 ``error`` objects: ``{"kind", "type", "types", "message", "traceback", "exc", "exitcode",
 "signal", "timeout", "step", "attempt"}`` where ``exc`` is the base64 pickled exception, if it
