@@ -255,13 +255,27 @@ _B18_ROWS = (
 
 def _scale_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows = []
-    for n, f in (results.get("B17") or {}).items():
-        if not isinstance(f, dict):
-            continue  # its "what"
+    b17 = results.get("B17") or {}
+    floor = b17.get("sleep_floor")
+    if floor:
+        rows.append((
+            "B17 bare 10 ms sleeps (baseline)", f"{floor['us_per_call']:.0f} us CPU/call",
+            f"{floor['procs']} processes x {floor['calls']} sleeps", "-", "-",
+        ))  # fmt: skip
+    for n, f in b17.items():
+        if not isinstance(f, dict) or "items" not in f:
+            continue  # its "what" and its baseline
         ideal = f["items"] * 0.010 / f["workers"]
+        workers = f.get("workers_us_per_item")
+        machine = (
+            f", {workers:.0f} us workers' CPU/item (machine allows "
+            f"{f['machine_bound_efficiency']:.2f})"
+            if workers is not None
+            else ""
+        )
         rows.append((
             f"B17 {n} sleeping workers", f"{f['wall_s']:.2f} s, {f['head_us_per_item']:.0f} us "
-            f"head CPU/item", f"{ideal:.2f} s (ideal, {f['items']:,} x 10 ms)",
+            f"head CPU/item{machine}", f"{ideal:.2f} s (ideal, {f['items']:,} x 10 ms)",
             f"{f['efficiency']:.3f} efficiency", _B17_TARGETS.get(n, "-"),
         ))  # fmt: skip
     b18 = results.get("B18") or {}

@@ -8,9 +8,15 @@ a measured run after a warm-up run on the same engine.
 
 B17, the scale simulation: a durable for_each of 10 ms *sleeping* items on 16, 64, 128 and
     256 workers, with enough items for ``seconds`` of ideal wall time each. A sleeping worker
-    uses almost no CPU, so N of them stand in for N busy cores on a small machine, and only
-    the head can fall behind. Efficiency = ideal wall / measured wall; ideal = items x 10 ms
-    / workers.
+    uses little CPU, so N of them stand in for N busy cores on a small machine, and mostly
+    the head falls behind. Efficiency = ideal wall / measured wall; ideal = items x 10 ms
+    / workers. Little is not nothing: each item also costs its worker a wake-up for its task
+    and one for the end of its sleep, and on a small virtual machine a bare 10 ms sleep
+    alone costs tens of microseconds of CPU. So B17 also gives the workers' CPU per item
+    (Linux: the engine's descendant processes, from ``/proc``), the machine's ceiling
+    ``cores / (head + workers CPU per item)``, and, as the same-run baseline, the CPU per
+    call of bare processes doing nothing but 10 ms sleeps (``sleep_floor``): once the
+    ceiling is below ``workers / 10 ms``, the machine, not the head, sets the efficiency.
 B18, head CPU per item for the shapes users run, on 2 workers: unchunked 10 ms items,
     chunked 1 ms items, ``ctx.map`` of 10 ms items, sequential steps, and webhook-started
     runs (the server's process, from the first request until it is idle again).
@@ -23,6 +29,9 @@ B19, the scale of one run: a for_each of 1,000,000 trivial items (``durability="
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,21 +45,90 @@ __all__ = ["head_costs", "one_run_scale", "scale_simulation"]
 EngineFor = Callable[..., af.Engine]
 
 
+def _descendants_cpu() -> float | None:
+    """CPU seconds (user + system) used so far by this process's live descendants.
+
+    Linux only (``/proc``; None elsewhere). Workers are the forkserver's children, so the
+    whole tree under this process is walked, not only its direct children. Each process's
+    time is its scheduler run time (``/proc/PID/schedstat``, nanoseconds: what
+    ``time.process_time`` reads), not the tick-sampled ``utime + stime``, which charges a
+    process that wakes often for ticks it did not use.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parent[pid] = int(fields[1])
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                cpu[pid] = int(f.read().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {os.getpid()}, True
+    while grew:
+        grew = False
+        for pid, ppid in parent.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    tree.discard(os.getpid())
+    return sum(cpu[p] for p in tree)
+
+
 def _measured(engine: af.Engine, start: Callable[[], Any], items: int) -> dict[str, float]:
-    """Run ``start()`` to its result; wall seconds, head CPU per item and the ceiling."""
+    """Run ``start()`` to its result; wall seconds, head CPU per item and the ceiling.
+
+    With ``/proc``, also the workers' CPU per item (every descendant process: the workers,
+    and the forkserver, which is idle once they are up).
+    """
     before_tasks = engine.statistics()["pool"]["dispatched"]
+    workers = _descendants_cpu()
     cpu, wall = time.process_time(), time.perf_counter()
     start()
     wall = time.perf_counter() - wall
     cpu = time.process_time() - cpu
+    after = _descendants_cpu()
     per_item = cpu / items
-    return {
+    out = {
         "wall_s": wall,
         "head_cpu_s": cpu,
         "head_us_per_item": per_item * 1e6,
         "ceiling_items_s": 1 / per_item if per_item else float("inf"),
         "tasks_sent": engine.statistics()["pool"]["dispatched"] - before_tasks,
     }
+    if workers is not None and after is not None:
+        out["workers_us_per_item"] = max(0.0, after - workers) / items * 1e6
+    return out
+
+
+def sleep_floor(ms: float = 10.0, procs: int = 16, calls: int = 200) -> dict[str, float]:
+    """B17's baseline: CPU per call of bare processes that only sleep ``ms`` at a time.
+
+    ``procs`` Python processes each call ``time.sleep`` ``calls`` times, concurrently, as the
+    workers do, and report their own CPU (``time.process_time``) around that loop alone:
+    what the kernel charges for one sleep (its timer and its two context switches) here.
+    """
+    code = (
+        "import sys, time\n"
+        "n, s = int(sys.argv[1]), float(sys.argv[2])\n"
+        "c = time.process_time()\n"
+        "for _ in range(n): time.sleep(s)\n"
+        "print(time.process_time() - c)\n"
+    )
+    argv = [sys.executable, "-c", code, str(calls), str(ms / 1000.0)]
+    children = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    used = sum(float(child.communicate(timeout=600)[0]) for child in children)
+    return {"ms": ms, "procs": procs, "calls": calls, "us_per_call": used / (procs * calls) * 1e6}
 
 
 def _for_each(engine_for: EngineFor, name: str, workers: int, items: int, ms: float,
@@ -66,14 +144,24 @@ def _for_each(engine_for: EngineFor, name: str, workers: int, items: int, ms: fl
         run(warmup)  # workers up, imports done, the step's cost learnt
         figures = _measured(engine, lambda: run(items), items)
     ideal = items * ms / 1000 / workers
-    return {**figures, "items": items, "workers": workers, "efficiency": ideal / figures["wall_s"]}
+    out = {**figures, "items": items, "workers": workers, "efficiency": ideal / figures["wall_s"]}
+    if "workers_us_per_item" in figures:
+        # What the machine's cores allow, whoever spends them: above workers / item time,
+        # the head is what stops the run; below it, the machine is.
+        total = (figures["head_us_per_item"] + figures["workers_us_per_item"]) / 1e6
+        cores = os.cpu_count() or 1
+        out["machine_ceiling_items_s"] = cores / total if total else float("inf")
+        out["machine_bound_efficiency"] = min(
+            1.0, out["machine_ceiling_items_s"] * ms / 1000 / workers
+        )
+    return out
 
 
 def scale_simulation(
     engine_for: EngineFor, workers: tuple[int, ...] = (16, 64, 128, 256), seconds: float = 10.0
 ) -> dict[str, Any]:
     """B17: efficiency and head CPU per item of 10 ms sleeping items on many workers."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"sleep_floor": sleep_floor(10.0)}
     for n in workers:
         items = int(n * seconds / 0.010)
         out[str(n)] = _for_each(engine_for, f"b17-{n}", n, items, 10.0, warmup=4 * n)

@@ -33,10 +33,11 @@ B14, B15, B16 sharing a data_dir (``bench/sharing.py``): 4 uvicorn workers on on
    under 10,000 async triggers and waits, against the asyncio floor.
 B17, B18, B19 the head's cost and the scale of one run (``bench/scale.py``): a durable
    for_each of 10 ms sleeping items on 16-256 workers (sleeping workers stand in for busy
-   cores), efficiency and the engine process's CPU per item; that CPU per item for unchunked
-   10 ms items, chunked 1 ms items, ``ctx.map``, sequential steps and webhook-started runs,
-   with its ceiling 1 / cost; one run of 1,000,000 trivial items beside one of 100,000:
-   items/s, peak memory and store bytes per item.
+   cores), efficiency, the engine process's CPU per item, and the workers' (with the
+   machine's ceiling, cores / both, beside the CPU of bare 10 ms sleeps); that CPU per
+   item for unchunked 10 ms items, chunked 1 ms items, ``ctx.map``, sequential steps and
+   webhook-started runs, with its ceiling 1 / cost; one run of 1,000,000 trivial items
+   beside one of 100,000: items/s, peak memory and store bytes per item.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -583,7 +584,9 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         }
         results["B17"] = {
             "what": "durable for_each of 10 ms sleeping items on many workers: efficiency = "
-            "ideal wall / measured wall, and the head's CPU per item",
+            "ideal wall / measured wall, the head's and the workers' CPU per item, and the "
+            "efficiency the machine's cores allow (cores / both); sleep_floor: CPU per call "
+            "of bare processes doing only 10 ms sleeps",
             **scale_simulation(
                 engine_for, (16, 64) if quick else (16, 64, 128, 256), 3.0 if quick else 10.0
             ),
