@@ -6,8 +6,11 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import actorflow as af
 
 
 def record(ctx: Any, name: str | None = None) -> None:
@@ -450,3 +453,38 @@ def napping_item(item: Any, ctx: Any) -> Any:
     """Sleep ``item`` milliseconds (the item's own cost), and return it."""
     time.sleep(item / 1000.0)
     return item
+
+
+def steps_mapping(ctx: Any) -> dict[str, Any]:
+    """What ``ctx.steps`` holds as a Mapping, seen from a graph step (``in`` used to hang)."""
+    steps = ctx.steps
+    try:
+        steps["never_ran"]
+        missing = "no KeyError"
+    except KeyError as exc:
+        missing = str(exc)
+    return {
+        "in": ["first" in steps, "never_ran" in steps, 3 in steps],
+        "get": [steps.get("first").output, steps.get("never_ran", "dflt")],
+        "keys": sorted(steps.keys()),
+        "len": len(steps),
+        "iter": sorted(steps),
+        "items": sorted((k, v.output) for k, v in steps.items()),
+        "missing": missing,
+        "is_mapping": isinstance(steps, Mapping),
+    }
+
+
+def item_steps(ctx: Any) -> list[Any]:
+    """Inside a for_each body: this item's steps first, then the run's."""
+    return [sorted(ctx.steps), ctx.steps["double"].output, "seed" in ctx.steps]
+
+
+def steps_mapping_code() -> dict[str, Any]:
+    """``af.step_context().steps`` in a code workflow's step."""
+    steps = af.step_context().steps
+    return {
+        "keys": sorted(steps),
+        "in": ["one" in steps, "nope" in steps],
+        "one": steps["one"].output,
+    }

@@ -45,6 +45,7 @@ could be pickled. Times are seconds since the epoch.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -59,6 +60,7 @@ __all__ = [
     "load_record",
     "load_step",
     "output_of",
+    "step_names",
     "step_output",
 ]
 
@@ -174,3 +176,50 @@ def step_output(store: Any, run_id: str, step: str) -> bytes | None:
     if raw is None:
         return None
     return output_of(load_step(raw, step, f"step {step!r} of run {run_id}"), store, run_id)
+
+
+#: A loop item's frame (``lines[3]``) or a code map's item: ``name[digits``.
+_ITEM = re.compile(rb"(.+?)\[[0-9]")
+
+
+def step_names(store: Any, run_id: str, step: str, page: int = 256) -> list[str]:
+    """Names of the steps with a recorded output that ``ctx.steps`` sees from ``step``.
+
+    Those of ``step``'s own frame first (``lines[3]/...`` for ``lines[3]/price``), then of
+    each enclosing one, each name once. A loop's items (``lines[3]/...``, a code map's
+    ``fn[3]``) are not names: the scan jumps over all of a loop's items at once, so a
+    for_each of a million items costs one seek, not a million reads.
+    """
+    names: list[str] = []
+    seen: set[str] = set()
+    base = _keys.step_key(run_id, "")
+    frame = step
+    while True:
+        cut = frame.rfind("/")
+        frame = frame[: cut + 1] if cut >= 0 else ""
+        prefix = base + frame.encode()
+        after: bytes | None = None
+        while True:
+            rows = store.scan(_keys.STEPS, prefix, after=after, limit=page)
+            for key, raw in rows:
+                rest = key[len(prefix) :]
+                item = _ITEM.match(rest)
+                if item is not None:  # past every key of this loop's items: name[0 .. name[9
+                    after = prefix + item.group(1) + b"[9\xff"
+                    break
+                after = key
+                if b"/" in rest:
+                    continue  # a nested frame's record (it has an item part, unless corrupt)
+                name = rest.decode()
+                if name in seen:
+                    continue
+                rec = load_step(raw, frame + name, f"step {name!r} of run {run_id}")
+                if output_of(rec, store, run_id) is not None:  # as ``ctx.steps[name]`` has it
+                    names.append(name)
+                    seen.add(name)
+            else:
+                if len(rows) < page:
+                    break
+        if not frame:
+            return names
+        frame = frame[:-1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ __all__ = [
     "RunInfo",
     "StepContext",
     "StepOutput",
+    "Steps",
     "step_context",
 ]
 
@@ -86,55 +87,85 @@ class RunInfo:
 class StepOutput:
     """A recorded step's result, read through ``ctx.steps[name]``."""
 
-    __slots__ = ("_fetch", "_value", "name")
+    __slots__ = ("_data", "_value", "name")
 
-    def __init__(self, name: str, fetch: Callable[[str], bytes | None]) -> None:
+    def __init__(self, name: str, data: bytes) -> None:
         self.name = name
-        self._fetch = fetch
+        self._data = data
         self._value: Any = _MISSING
 
     @property
     def output(self) -> Any:
-        """The step's return value (fetched from the engine on first access).
-
-        Raises:
-            KeyError: the step has not completed in this run, or there is no such step.
-        """
+        """The step's return value (decoded on first access)."""
         if self._value is _MISSING:
-            data = self._fetch(self.name)
-            if data is None:
-                raise KeyError(
-                    f"step {self.name!r} has no recorded output in this run "
-                    "(it has not completed, or there is no such step)"
-                )
-            self._value = decode_value(data, f"output of step {self.name!r}")
+            self._value = decode_value(self._data, f"output of step {self.name!r}")
         return self._value
 
     def __repr__(self) -> str:
         return f"<StepOutput {self.name!r}>"
 
 
-class _Steps:
-    """``ctx.steps``: outputs of the run's steps by name, fetched when read."""
+class Steps(Mapping[str, StepOutput]):
+    """``ctx.steps``: a read-only mapping of step name to :class:`StepOutput`.
 
-    __slots__ = ("_cache", "_fetch")
+    It holds the steps of this run that have a recorded output, as seen from the step
+    running: inside a loop body, the current item's or iteration's steps first, then the
+    enclosing ones. ``name in ctx.steps``, ``ctx.steps.get(name)``, ``len``, iteration and
+    ``keys()`` work as on a dict. Outputs are fetched from the engine when a name is read
+    (``ctx.steps[name]``), and decoded when ``.output`` is read; listing names asks the
+    engine once per listing. A loop's items are not names: read them through the loop's
+    own output.
+    """
 
-    def __init__(self, fetch: Callable[[str], bytes | None]) -> None:
+    __slots__ = ("_cache", "_fetch", "_names")
+
+    def __init__(
+        self, fetch: Callable[[str], bytes | None], names: Callable[[], list[str]] | None
+    ) -> None:
         self._fetch = fetch
+        self._names = names
         self._cache: dict[str, StepOutput] = {}
 
-    def __getitem__(self, name: str) -> StepOutput:
+    def _lookup(self, name: object) -> StepOutput | None:
+        if not isinstance(name, str):
+            return None
         out = self._cache.get(name)
         if out is None:
-            out = self._cache[name] = StepOutput(name, self._fetch)
+            data = self._fetch(name)
+            if data is None:
+                return None
+            out = self._cache[name] = StepOutput(name, data)
         return out
 
-    def get(self, name: str, default: Any = None) -> Any:
-        """Return the output of step ``name``, or ``default`` if it has none."""
-        try:
-            return self[name].output
-        except KeyError:
-            return default
+    def __getitem__(self, name: str) -> StepOutput:
+        out = self._lookup(name)
+        if out is None:
+            try:
+                known = ", ".join(repr(n) for n in self._list()) or "none yet"
+            except Exception:  # listing is a courtesy: the missing name is the error
+                known = "unknown"
+            raise KeyError(
+                f"no step {name!r} with a recorded output in this run (it has not completed, "
+                f"or there is no such step); steps with outputs: {known}"
+            )
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return self._lookup(name) is not None
+
+    def _list(self) -> list[str]:
+        if self._names is None:
+            raise RuntimeError("ctx.steps cannot list names here (no engine to ask)")
+        return self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __repr__(self) -> str:
+        return f"<ctx.steps {self._list()!r}>"
 
 
 class StepContext:
@@ -143,8 +174,10 @@ class StepContext:
     Attributes:
         run: run id, workflow id, step (its path: ``lines[3]/price`` inside a for_each) and
             attempt.
-        steps: ``ctx.steps[name].output`` is the recorded output of an earlier step; inside a
-            loop body, names resolve in the current iteration or item first.
+        steps: a read-only mapping (:class:`Steps`) of the steps with a recorded output:
+            ``ctx.steps[name].output`` is an earlier step's output, ``name in ctx.steps``
+            says whether it has one; inside a loop body, names resolve in the current
+            iteration or item first.
         idempotency_key: stable across attempts of this step in this run; pass it to outside
             systems so that a retried step does not act twice.
         index: inside a for_each or batch body, the item's (chunk's) position; inside a while
@@ -180,6 +213,7 @@ class StepContext:
         encoded: bool = True,
         host: Host | None = None,
         details: bytes | None = None,
+        names: Callable[[], list[str]] | None = None,
     ) -> None:
         self.run = run
         self.host = host  # answers requests for state and services
@@ -192,11 +226,18 @@ class StepContext:
         self._error = _Lazy(error, "ctx.error", encoded)
         self._details = _Lazy(details, "heartbeat details", True)
         self.index = index
-        self.steps = _Steps(fetch)
+        if names is None and host is not None:
+            names = self._step_names
+        self.steps = Steps(fetch, names)
         self.idempotency_key = f"{run.id}:{run.step}"
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
         self._state: State | None = None
         self._services: Any = None
+
+    def _step_names(self) -> list[str]:
+        """The names ``ctx.steps`` holds, from the engine (the store's records)."""
+        assert self.host is not None
+        return list(self.host.request("names", None))
 
     def _fetch_ref(self, ref: str) -> bytes | None:
         """A large value the engine sent by reference (``payload``, ``step:<path>``)."""

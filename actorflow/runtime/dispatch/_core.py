@@ -36,7 +36,7 @@ from actorflow.runtime.kernel._messages import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Store
-from actorflow.store._records import step_output
+from actorflow.store._records import step_names, step_output
 
 if TYPE_CHECKING:
     from actorflow.runtime._core import Core
@@ -203,7 +203,8 @@ def answer_request(
 ) -> Any:
     """Answer what every transport answers alike.
 
-    ``output`` (``ctx.steps[name]`` for ``step``), ``ref`` (a value sent by reference),
+    ``output`` (``ctx.steps[name]`` for ``step``), ``names`` (the names ``ctx.steps``
+    holds for ``step``), ``ref`` (a value sent by reference),
     ``service`` (a configured service, pickled) and ``breaker`` (a service action's circuit).
 
     Raises:
@@ -211,6 +212,8 @@ def answer_request(
     """
     if op == "output":
         return resolve_output(store, run_id, step, str(arg))
+    if op == "names":
+        return step_names(store, run_id, step)
     if op == "ref":
         return resolve_ref(store, run_id, str(arg))
     if op == "service" and host is not None:

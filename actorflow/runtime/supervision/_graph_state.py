@@ -254,6 +254,27 @@ class GraphState(RunMachine):
 
         return fetch
 
+    def _names(self, frame: int) -> Any:
+        """``ctx.steps``' names for engine-side code running in ``frame``: this frame's first."""
+
+        def names() -> list[str]:
+            out: list[str] = []
+            fid = frame
+            while True:
+                scope = self._scope(fid)
+                for node, name in enumerate(self.plan.names):
+                    if (
+                        self.plan.scope[node] == scope
+                        and name not in out
+                        and self.output(fid, node) is not None
+                    ):
+                        out.append(name)
+                if fid == 0:
+                    return out
+                fid = self.frames[fid].parent
+
+        return names
+
     def _scope(self, frame: int) -> int:
         return 0 if frame == 0 else self.plan.body[self.frames[frame].owner]
 
@@ -282,6 +303,7 @@ class GraphState(RunMachine):
             item,
             item_index if index is _SAME else index,
             self.core.host,
+            self._names(frame),
         )
 
     def child_input(self, frame: int, node: int) -> tuple[bytes | None, ErrorInfo | None]:

@@ -38,9 +38,10 @@ def engine_context(
     item: bytes | None,
     index: int | None,
     host: Any = None,
+    names: Callable[[], list[str]] | None = None,
 ) -> StepContext:
     """A context for code that runs in the engine (values decoded on first use)."""
-    return StepContext(run, payload, last, fetch, item, index, host=host)
+    return StepContext(run, payload, last, fetch, item, index, host=host, names=names)
 
 
 def error_info(exc: BaseException, kind: str = "error") -> ErrorInfo:
