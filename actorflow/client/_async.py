@@ -138,11 +138,12 @@ class AsyncClient:
         name: str,
         payload: Any = None,
         *,
+        args: Sequence[Any] | None = None,
         idempotency_key: str | None = None,
     ) -> bool:
         """Signal a code workflow run (see :meth:`RemoteRunHandle.signal`)."""
         return await self._handle(run_id).signal_async(
-            name, payload, idempotency_key=idempotency_key
+            name, payload, args=args, idempotency_key=idempotency_key
         )
 
     async def query(self, run_id: str, name: str, *args: Any, timeout: float | None = 30.0) -> Any:

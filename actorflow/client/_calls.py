@@ -155,10 +155,17 @@ def cancel(run_id: Any, reason: Any) -> Call:
     return Call("POST", f"/api/runs/{_run(run_id)}/cancel", body, missing=("run", str(run_id)))
 
 
-def signal(run_id: Any, name: Any, payload: Any, idempotency_key: Any) -> Call:
+def signal(run_id: Any, name: Any, payload: Any, idempotency_key: Any, args: Any = None) -> Call:
+    path = f"/api/runs/{_run(run_id)}/signals/{_name(name, 'signal: name')}"
+    if args is not None:  # the handler's arguments: the body is their list
+        if payload is not None:
+            raise ClientError(f"signal {name!r}: give payload or args, not both")
+        if not isinstance(args, list | tuple):
+            raise ClientError(f"signal {name!r}: args: expected a list, got {args!r}")
+        path, payload = f"{path}?args=true", list(args)
     return Call(
         "POST",
-        f"/api/runs/{_run(run_id)}/signals/{_name(name, 'signal: name')}",
+        path,
         payload,
         headers=_key(idempotency_key),
         missing=("run", str(run_id)),

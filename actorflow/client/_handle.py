@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from actorflow._types import RunStatus
@@ -118,12 +119,20 @@ class RemoteRunHandle:
         """Awaitable twin of :meth:`cancel`."""
         return bool((await self._t.asend(C.cancel(self.id, reason))).data["cancelled"])
 
-    def signal(self, name: str, payload: Any = None, *, idempotency_key: str | None = None) -> bool:
+    def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        args: Sequence[Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> bool:
         """Send signal ``name`` to a code workflow run; returns once it is durable.
 
         Args:
             name: the signal's name.
-            payload: its data (JSON).
+            payload: its data (JSON): the handler's one argument.
+            args: instead of ``payload``, the list of the handler's arguments.
             idempotency_key: a signal with a key this run has seen before is dropped, so a
                 client may retry safely (sent as the ``Idempotency-Key`` header).
 
@@ -133,13 +142,19 @@ class RemoteRunHandle:
         Raises:
             ClientError: the run is finished, or is not a code workflow's.
         """
-        return C.signaled(self._t.send(C.signal(self.id, name, payload, idempotency_key)))
+        return C.signaled(self._t.send(C.signal(self.id, name, payload, idempotency_key, args)))
 
     async def signal_async(
-        self, name: str, payload: Any = None, *, idempotency_key: str | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        args: Sequence[Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> bool:
         """Awaitable twin of :meth:`signal`."""
-        return C.signaled(await self._t.asend(C.signal(self.id, name, payload, idempotency_key)))
+        call = C.signal(self.id, name, payload, idempotency_key, args)
+        return C.signaled(await self._t.asend(call))
 
     def query(self, name: str, *args: Any, timeout: float | None = 30.0) -> Any:
         """Ask a code workflow run's ``ctx.on_query(name, fn)`` handler: ``fn(*args)``.

@@ -172,10 +172,13 @@ class Client:
         name: str,
         payload: Any = None,
         *,
+        args: Sequence[Any] | None = None,
         idempotency_key: str | None = None,
     ) -> bool:
         """Signal a code workflow run (see :meth:`RemoteRunHandle.signal`)."""
-        return self._handle(run_id).signal(name, payload, idempotency_key=idempotency_key)
+        return self._handle(run_id).signal(
+            name, payload, args=args, idempotency_key=idempotency_key
+        )
 
     def query(self, run_id: str, name: str, *args: Any, timeout: float | None = 30.0) -> Any:
         """Query a code workflow run (see :meth:`RemoteRunHandle.query`)."""

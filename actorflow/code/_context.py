@@ -353,15 +353,19 @@ class WorkflowContext:
         """Answer ``handle.query(name, *args)`` with ``fn(*args)`` (read-only, synchronous)."""
         self._handler(self._driver.query_handlers, "on_query", name, fn)
 
-    def on_signal(self, name: str, fn: Callable[[Any], Any]) -> None:
-        """Call ``fn(payload)`` (sync or async) for each signal ``name``.
+    def on_signal(self, name: str, fn: Callable[..., Any]) -> None:
+        """Call ``fn`` (sync or async) for each signal ``name``, with what its sender sent.
 
-        Signals that arrived before the handler was registered are delivered to it at once.
+        ``handle.signal(name, payload)`` calls ``fn(payload)``; ``handle.signal(name)`` calls
+        ``fn()`` if ``fn`` takes no argument (else ``fn(None)``);
+        ``handle.signal(name, args=[a, b, c])`` calls ``fn(a, b, c)``. A signal whose
+        arguments do not fit ``fn`` is dropped with a warning (the run goes on). Signals that
+        arrived before the handler was registered are delivered to it at once.
         """
         self._handler(self._driver.signal_handlers, "on_signal", name, fn)
         buffered = self._driver.signals.pop(name, None)
-        for value in buffered or ():
-            self._driver._signal(name, value)
+        for sent in buffered or ():
+            self._driver._signal(name, sent)
 
     def on_update(self, name: str, fn: Callable[[Any], Any]) -> None:
         """Handle ``handle.update(name, payload)`` with ``fn(payload)``.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,11 +24,14 @@ from typing import Any, Protocol
 from actorflow.code._context import ContinueAsNew, WorkflowContext
 from actorflow.code._history import describe
 from actorflow.code._loop import DeterministicLoop
+from actorflow.code._signals import Sent, fit_args, sent_from
 from actorflow.errors import ClientError, NondeterminismError, RunError, WaitTimeout
 
 __all__ = ["Command", "Driver", "Host", "Outcome"]
 
 _MISSING: Any = object()
+
+log = logging.getLogger("actorflow.workflow")
 
 
 class Command:
@@ -150,7 +154,7 @@ class Driver:
         self.pending: dict[int, Command] = {}
         self.expected: deque[list[Any]] | None = None  # replaying: the recorded commands
         self.issued: list[Command] = []
-        self.signals: dict[str, deque[Any]] = {}
+        self.signals: dict[str, deque[Sent]] = {}
         self.signal_waits: dict[str, deque[Command]] = {}
         self.signal_handlers: dict[str, Callable[..., Any]] = {}
         self.query_handlers: dict[str, Callable[..., Any]] = {}
@@ -268,28 +272,36 @@ class Driver:
                     ),
                 )
         elif kind == "sig":
-            self._signal(str(res[1]), res[2])
+            self._signal(str(res[1]), sent_from(res))
         elif kind == "upd":
             self._update(str(res[1]), str(res[2]), res[3])
 
-    def _signal(self, name: str, value: Any) -> None:
+    def _signal(self, name: str, sent: Sent) -> None:
         handler = self.signal_handlers.get(name)
         if handler is not None:
-            self.loop.call_soon(self._call_handler, handler, value, f"signal handler {name!r}")
+            args = fit_args(handler, sent)
+            if isinstance(args, str):
+                if not self.replaying:
+                    log.warning(
+                        "run %s: signal %r dropped: %s", self.run_id, name, args,
+                        extra={"run_id": self.run_id, "workflow_id": self.workflow_id},
+                    )  # fmt: skip
+                return
+            self.loop.call_soon(self._call_handler, handler, args, f"signal handler {name!r}")
             return
         waits = self.signal_waits.get(name)
         while waits:
             cmd = waits.popleft()
             self.pending.pop(cmd.seq, None)
             if cmd.fut is not None and not cmd.fut.done():
-                cmd.fut.set_result(value)
+                cmd.fut.set_result(sent.value)
                 if not self.replaying:
                     self.host.settled(cmd)
                 return
-        self.signals.setdefault(name, deque()).append(value)
+        self.signals.setdefault(name, deque()).append(sent)
 
-    def _call_handler(self, handler: Callable[..., Any], value: Any, what: str) -> None:
-        result = handler(value)
+    def _call_handler(self, handler: Callable[..., Any], args: tuple[Any, ...], what: str) -> None:
+        result = handler(*args)
         if inspect.isawaitable(result):
             task = self.loop.create_task(_awaited(result), name=what)
             task.add_done_callback(self._handler_done)
@@ -359,7 +371,7 @@ class Driver:
             if buffered:
                 self.pending.pop(seq, None)
                 assert fut is not None
-                fut.set_result(buffered.popleft())
+                fut.set_result(buffered.popleft().value)
             else:
                 self.signal_waits.setdefault(name, deque()).append(cmd)
         if self.expected is None:

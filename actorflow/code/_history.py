@@ -16,7 +16,8 @@ Resolutions::
     ["ok", seq, V]            command ``seq`` succeeded with value V
     ["err", seq, error]       command ``seq`` failed; ``error`` is a stored error record
     ["tmo", seq]              wait ``seq`` ran past its timeout
-    ["sig", name, V]          signal ``name`` arrived with payload V
+    ["sig", name, V]          signal ``name`` arrived with payload V (its handler's one argument)
+    ["sig", name, "*", V]     signal ``name`` arrived with V, the list of its handler's arguments
     ["upd", id, name, V]      update ``id`` (handler ``name``) arrived with payload V
 
 A value V is two items: ``"j", <JSON>`` for small JSON, or ``"r", <ref>`` for anything else,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from actorflow._types import new_run_id
 from actorflow.engine._handle import _value, _wait
+from actorflow.errors import ClientError
 from actorflow.runtime.kernel._messages import (
     QueryRun,
     SignalRun,
@@ -98,19 +100,34 @@ class Events(Runs):
         return resume(self._require_core(new_work=True), token, payload)
 
     def _signal(
-        self, run_id: str, name: str, payload: Any, key: str | None = None
+        self,
+        run_id: str,
+        name: str,
+        payload: Any,
+        key: str | None = None,
+        args: Sequence[Any] | None = None,
     ) -> Promise[bool]:
+        """Send a signal: ``payload`` is its one argument, or ``args`` (not both) its list."""
+        if args is not None:
+            if payload is not None:
+                raise ClientError(f"signal {name!r}: give payload or args, not both")
+            if not isinstance(args, list | tuple):
+                raise ClientError(f"signal {name!r}: args: expected a list, got {args!r}")
+            args = list(args)
         follower = self._follower
         if follower is not None:
             # A key of its own makes the signal safe to send again to the next leader.
-            return follower.request("signal", run_id, name, payload, key or f"af:{new_run_id()}")
+            return follower.request(
+                "signal", run_id, name, payload, key or f"af:{new_run_id()}", args
+            )
         core = self._require_core(new_work=True)
         _check_part(name, "signal: name", K.MAX_NAME)
         if key is not None:
             _check_part(key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
-        data = encode_value(payload, f"payload of signal {name!r}")
+        what = f"payload of signal {name!r}" if args is None else f"args of signal {name!r}"
+        data = encode_value(payload if args is None else args, what)
         fut: Promise[bool] = Promise()
-        core.route(run_id).tell(SignalRun(run_id, name, data, fut, key))
+        core.route(run_id).tell(SignalRun(run_id, name, data, fut, key, args is not None))
         return fut
 
     def _query(self, run_id: str, name: str, args: tuple[Any, ...]) -> Promise[Any]:

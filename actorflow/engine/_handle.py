@@ -6,6 +6,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus
@@ -173,14 +174,24 @@ class RunHandle:
 
     # -- code workflows: signals, queries, updates -------------------------------------------
 
-    def signal(self, name: str, payload: Any = None, *, idempotency_key: str | None = None) -> bool:
+    def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        args: Sequence[Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> bool:
         """Send signal ``name`` to a code workflow run; returns once it is durable.
 
         The run receives it through ``ctx.wait_for_signal(name)`` or ``ctx.on_signal``.
 
         Args:
             name: the signal's name.
-            payload: its data.
+            payload: its data: the handler's one argument (none: a handler that takes no
+                argument is called with none).
+            args: instead of ``payload``, the handler's arguments: ``args=[a, b]`` calls
+                ``fn(a, b)`` (``ctx.wait_for_signal`` returns the list).
             idempotency_key: a signal with a key this run has seen before is dropped, so a
                 client may retry safely.
 
@@ -191,15 +202,21 @@ class RunHandle:
             ClientError: the run is finished, or is not a code workflow's.
             InvalidPayload: the payload cannot be stored.
         """
-        return self._engine._signal(self._latest(), name, payload, idempotency_key).result()
+        engine = self._engine
+        return engine._signal(self._latest(), name, payload, idempotency_key, args).result()
 
     async def signal_async(
-        self, name: str, payload: Any = None, *, idempotency_key: str | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        args: Sequence[Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> bool:
         """Awaitable twin of :meth:`signal`."""
         fresh: bool = await _value(
             self._engine._offload(
-                lambda: self._engine._signal(self._latest(), name, payload, idempotency_key)
+                lambda: self._engine._signal(self._latest(), name, payload, idempotency_key, args)
             )
         )
         return fresh

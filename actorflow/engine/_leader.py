@@ -127,8 +127,10 @@ class LocalOps:
     def op_cancel(self, run_id: str, reason: str) -> Promise[bool]:
         return self._engine._cancel(run_id, reason)
 
-    def op_signal(self, run_id: str, name: str, payload: Any, key: str | None) -> Promise[bool]:
-        return self._engine._signal(run_id, name, payload, key)
+    def op_signal(
+        self, run_id: str, name: str, payload: Any, key: str | None, args: Any = None
+    ) -> Promise[bool]:
+        return self._engine._signal(run_id, name, payload, key, args)
 
     def op_query(self, run_id: str, name: str, args: tuple[Any, ...]) -> Promise[Any]:
         return self._engine._query(run_id, name, tuple(args))

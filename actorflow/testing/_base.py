@@ -76,7 +76,7 @@ def _fault_kind(exc: Any) -> str | None:
 class _Script:
     approvals: list[tuple[str, Any]] = field(default_factory=list)
     events: list[tuple[str, Any, str | None]] = field(default_factory=list)
-    signals: list[tuple[str, Any, str | None]] = field(default_factory=list)
+    signals: list[tuple[str, Any, list[Any] | None, str | None]] = field(default_factory=list)
 
 
 def _is(exc: BaseException, exc_type: type[BaseException]) -> bool:

@@ -49,9 +49,20 @@ class Driving(Mocking):
         self._script.events.append((event, payload, key))
         return self._continue()
 
-    def signal(self, name: str, payload: Any = None, *, run_id: str | None = None) -> Self:
-        """Send the signal ``name`` to the run (a code workflow keeps it until it waits)."""
-        self._script.signals.append((name, payload, run_id))
+    def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        args: list[Any] | None = None,
+        run_id: str | None = None,
+    ) -> Self:
+        """Send the signal ``name`` to the run (a code workflow keeps it until it waits).
+
+        ``payload`` is the handler's one argument; ``args`` instead, its list of arguments
+        (as ``RunHandle.signal``).
+        """
+        self._script.signals.append((name, payload, args, run_id))
         return self._continue()
 
     def advance(self, duration: Any) -> Self:
@@ -193,10 +204,10 @@ class Driving(Mocking):
         """Give the run one scripted input it can take now; True if one was given."""
         engine = self.engine
         script = self._script
-        for i, (name, payload, run_id) in enumerate(script.signals):
+        for i, (name, payload, args, run_id) in enumerate(script.signals):
             del script.signals[i]
             target = engine.run(run_id) if run_id else self._handle()
-            target.signal(name, payload)
+            target.signal(name, payload, args=args)
             return True
         if script.approvals:
             waiting = engine.approvals(status="waiting")

@@ -297,8 +297,19 @@ def build_app(
     async def signal(request: Request) -> Response:
         payload = _parse(await _body(request, limit))
         key = _idempotency_key(request)
+        spread = request.query_params.get("args", "false")
+        if spread not in ("true", "false"):
+            raise _HttpError(400, "bad_request", f"args: expected true or false, got {spread!r}")
+        if spread == "true" and not isinstance(payload, list):
+            raise _HttpError(
+                400, "bad_request", "args=true: expected the body to be a JSON list of arguments"
+            )
         handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
-        fresh = await handle.signal_async(request.path_params["name"], payload, idempotency_key=key)
+        name = request.path_params["name"]
+        if spread == "true":
+            fresh = await handle.signal_async(name, args=payload, idempotency_key=key)
+        else:
+            fresh = await handle.signal_async(name, payload, idempotency_key=key)
         return _json({"run_id": handle.id, "signaled": True, "duplicate": not fresh}, 202)
 
     @_guard

@@ -28,7 +28,8 @@ class ErrorDetails:
     """A recorded failure.
 
     Attributes:
-        kind: ``error``, ``timeout``, ``crash``, ``pool``, ``run_timeout`` or ``internal``.
+        kind: ``error``, ``timeout``, ``crash``, ``pool``, ``run_timeout``, ``internal``, or
+            ``panic`` (a code workflow's function raised or diverged: the run is panicked).
         type: qualified exception type name.
         message: the message.
         traceback: the worker's traceback text, if any.
@@ -157,7 +158,8 @@ class RunDetails:
         idempotency_key: the key given to ``trigger``, if any.
         payload: a short rendering of the payload.
         result: a short rendering of the result, when completed.
-        error: why it failed, when failed.
+        error: why it failed, when failed; why it panicked (kind ``panic``, with the
+            exception's type, message and traceback), while panicked.
         cancel_reason: why it was cancelled, when cancelled.
         steps: its steps in workflow order (including those not yet started).
         parent_run_id: for a child run (a subflow, ``ctx.child``), the run that started it.

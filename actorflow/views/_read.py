@@ -170,6 +170,17 @@ def _error(err: dict[str, Any] | None) -> ErrorDetails | None:
     )
 
 
+def _run_error(rec: dict[str, Any]) -> ErrorDetails | None:
+    """Why a run failed, or why it panicked while it is panicked (kind ``panic``).
+
+    A panic is recorded apart from ``error`` because the run is not over: it restarts by its
+    panic policy (or ``engine.restart``), and the restart clears it.
+    """
+    if rec.get("status") == RunStatus.PANICKED.value and rec.get("panic"):
+        return _error(rec["panic"])
+    return _error(rec.get("error"))
+
+
 def _step(rec: dict[str, Any], output: bytes | None) -> StepDetails:
     started, ended = rec.get("started_at"), rec.get("ended_at")
     return StepDetails(
@@ -267,7 +278,7 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         idempotency_key=rec.get("idempotency_key"),
         payload=describe_value(payload) if payload is not None else "null",
         result=result,
-        error=_error(rec.get("error")),
+        error=_run_error(rec),
         cancel_reason=rec.get("cancel_reason"),
         steps=tuple(steps),
         parent_run_id=(rec.get("parent") or [None])[0],

@@ -260,7 +260,8 @@ class SignalRun:
     """``handle.signal(name, payload)``: ``reply`` gets True once the signal is durable.
 
     With an idempotency key, a second signal with the same key is dropped (``reply`` gets
-    False).
+    False). ``spread``: ``payload`` is the encoded list of the handler's arguments
+    (``handle.signal(name, args=[...])``), not its one argument.
     """
 
     run_id: str
@@ -268,6 +269,7 @@ class SignalRun:
     payload: bytes
     reply: Promise[bool]
     idempotency_key: str | None = None
+    spread: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,8 +83,13 @@ class CodeSupervisor(CodeRun):
     def on_child_finished(self, msg: ChildFinished) -> None:
         C.on_child_finished(self, msg)
 
-    def on_signal(self, name: str, payload: bytes, key: str | None = None) -> bool:
+    def on_signal(
+        self, name: str, payload: bytes, key: str | None = None, spread: bool = False
+    ) -> bool:
         """A signal: durable with the activation it causes.
+
+        ``spread``: ``payload`` is the list of the handler's arguments; it is recorded as
+        ``["sig", name, "*", V]`` (one argument: ``["sig", name, V]``, as before).
 
         Returns:
             False if a signal with the same idempotency key was delivered before (this one
@@ -97,8 +102,11 @@ class CodeSupervisor(CodeRun):
             self.signal_keys.add(key)
             self.fx.ops.append((K.IDEMPOTENCY, where, name.encode()))
         ref = f"#sig/{self.hseq + len(self.unwritten)}"  # unique: one per history record
-        packed = ["sig", name, *C.pack(self, payload, ref)]
-        self.wake(packed, ("sig", name, decode_value(payload, f"signal {name!r}")))
+        value = decode_value(payload, f"signal {name!r}")
+        if spread:
+            self.wake(["sig", name, "*", *C.pack(self, payload, ref)], ("sig", name, "*", value))
+        else:
+            self.wake(["sig", name, *C.pack(self, payload, ref)], ("sig", name, value))
         return True
 
     def on_update(self, name: str, payload: bytes, update_id: str, reply: Promise[Any]) -> None:

@@ -279,7 +279,7 @@ class Shard(ShardWrites):
         sup = self._code_run(msg.run_id, msg.reply, f"signal {msg.name!r}")
         if sup is None:
             return
-        fresh = sup.on_signal(msg.name, msg.payload, msg.idempotency_key)
+        fresh = sup.on_signal(msg.name, msg.payload, msg.idempotency_key, msg.spread)
         reply = msg.reply
         self._commit(
             sup, after=functools.partial(reply.set_result, fresh), on_error=reply.set_exception

@@ -1,0 +1,74 @@
+"""What a signal carries, and how it reaches a handler of zero, one or many arguments.
+
+A sender gives a signal one payload (``handle.signal(name, payload)``, the common case, kept
+in the history as ``["sig", name, V]``) or a list of arguments
+(``handle.signal(name, args=[a, b, c])``, kept as ``["sig", name, "*", V]``). Temporal's
+handlers take the arguments their sender sent; ours do too, and a handler's signature
+decides how a payload-only signal fits it, so that both ``ctx.on_signal("exit", lambda:
+...)`` and ``ctx.on_signal("add", lambda n: ...)`` work with ``handle.signal(name)`` and
+``handle.signal(name, 5)``:
+
+- the arguments bind to the handler as sent: it is called with them;
+- else a payload of None (``handle.signal(name)`` sends nothing else) given to a handler
+  that takes no argument: it is called with none;
+- else the signal does not fit: it is dropped with a warning naming the handler's
+  parameters and what was sent. It was recorded, so a replay drops it the same way; the run
+  goes on (a client's mistake must not stop a run).
+
+``ctx.wait_for_signal(name)`` returns the payload, or the list of arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Sent", "fit_args", "sent_from"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A signal's arguments as its sender sent them.
+
+    Attributes:
+        args: the arguments.
+        one: sent as one payload (``args`` has exactly that one), not as a list.
+    """
+
+    args: tuple[Any, ...]
+    one: bool
+
+    @property
+    def value(self) -> Any:
+        """What ``ctx.wait_for_signal`` returns: the payload, or the list of arguments."""
+        return self.args[0] if self.one else list(self.args)
+
+
+def sent_from(resolution: Any) -> Sent:
+    """The arguments of a decoded ``("sig", name, value)`` or ``("sig", name, "*", list)``."""
+    if len(resolution) == 4 and resolution[2] == "*":
+        return Sent(tuple(resolution[3]), False)
+    return Sent((resolution[2],), True)
+
+
+def fit_args(handler: Callable[..., Any], sent: Sent) -> tuple[Any, ...] | str:
+    """The arguments to call ``handler`` with, or why the signal does not fit it."""
+    try:
+        sig = inspect.signature(handler)
+    except (TypeError, ValueError):  # a builtin without a signature: as sent
+        return sent.args
+    try:
+        sig.bind(*sent.args)
+        return sent.args
+    except TypeError:
+        pass
+    if sent.one and sent.args == (None,):
+        try:
+            sig.bind()
+            return ()
+        except TypeError:
+            pass
+    shown = "one payload" if sent.one else f"{len(sent.args)} argument(s)"
+    return f"the handler takes {sig} but the signal carried {shown}"
