@@ -42,7 +42,7 @@ _live: weakref.WeakSet[HarnessBase] = weakref.WeakSet()
 @atexit.register
 def _close_all() -> None:  # a test that forgot close() must not keep the process alive
     for t in list(_live):
-        t.close()
+        t._stop()
 
 
 @dataclass
@@ -138,6 +138,7 @@ class HarnessBase:
         self._timeout = timeout
         self._settings = settings
         self._mocks: dict[str, _Mock] = {}
+        self._unchecked: set[str] = set()  # mocks of names only a code workflow could have
         self._services: dict[str, Any] = {}  # service id -> its double (_mocks._MockService)
         self._calls: list[Call] = []
         self._calls_lock = threading.Lock()
@@ -211,6 +212,9 @@ class HarnessBase:
 
     def close(self) -> None:
         """Stop the test engine (also done at exit, and by the pytest fixture)."""
+        self._stop()
+
+    def _stop(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.stop(drain=False, timeout=5.0)

@@ -58,7 +58,10 @@ class WorkflowTest(Driving):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if exc[0] is None:
+            self.close()
+        else:  # the test failed already: its error is the one to see
+            self._stop()
 
     def expect_status(self, status: str | RunStatus) -> WorkflowTest:
         """The run's status is ``status`` (``"completed"``, ``"failed"``...)."""

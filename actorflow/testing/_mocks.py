@@ -92,9 +92,15 @@ class Mocking(HarnessBase):
         Returns:
             This harness, to chain calls.
 
+        A graph step's name is checked here: no graph workflow of the test has such a
+        step, and no code workflow could have it, is a ``ValueError`` at once. A code
+        workflow's step names are only known when it runs: a mock that no step used is an
+        ``AssertionError`` when the test ends (``close()``, the ``with`` block or the
+        ``workflow_test`` fixture), so a misspelt name cannot pass silently.
+
         Raises:
-            ValueError: none or several of ``returns``, ``raises``, ``fn``; or the test has
-                already started.
+            ValueError: none or several of ``returns``, ``raises``, ``fn``; the test has
+                already started; or no step of the test's workflows has this name.
         """
         given = sum(x is not None and x is not _UNSET for x in (raises, fn)) + (
             returns is not _UNSET
@@ -112,6 +118,14 @@ class Mocking(HarnessBase):
         ):
             raise ValueError(f"mock_step({name!r}): raises: expected an exception, got {raises!r}")
         self._check_not_started(f"mock_step({name!r})")
+        names = self._graph_step_names()
+        if name not in names:
+            if not any(_code(wf) for wf in self._definitions.values()):
+                raise ValueError(
+                    f"mock_step: no step named {name!r} in {sorted(self._definitions)} "
+                    f"(steps: {sorted(names)})"
+                )
+            self._unchecked.add(name)  # a code workflow's step, known when it runs
         self._mocks[name] = _Mock(returns, raises, fn)
         return self
 
@@ -132,16 +146,31 @@ class Mocking(HarnessBase):
         self._services[service_id] = _MockService(self, service_id, obj, table)
         return self
 
-    def _check_mocks(self) -> None:
-        if any(_code(wf) for wf in self._definitions.values()):
-            return  # a code workflow's step names are only known when it runs
-        names = {s.name for wf in self._definitions.values() for s in wf.build().steps}
-        names |= {n[: -len("_item")] for n in names if n.endswith("_item")}
-        unknown = sorted(set(self._mocks) - names)
-        if unknown:
-            raise ValueError(
-                f"mock_step: no step named {', '.join(map(repr, unknown))} in "
-                f"{sorted(self._definitions)} (steps: {sorted(names)})"
+    def _graph_step_names(self) -> set[str]:
+        """The step names of the test's graph workflows (a for_each body's too)."""
+        names = {
+            s.name for wf in self._definitions.values() if not _code(wf) for s in wf.build().steps
+        }
+        return names | {n[: -len("_item")] for n in names if n.endswith("_item")}
+
+    def close(self) -> None:
+        """Stop the test engine; then fail if a code-workflow mock was never used.
+
+        Raises:
+            AssertionError: ``mock_step(name)`` for a name no graph workflow has, and no
+                step of that name ran (a misspelt name, or a step the test never reached).
+        """
+        super().close()
+        if not self._unchecked:
+            return
+        used = {c.name for c in self._calls if c.mocked}
+        unused, self._unchecked = sorted(self._unchecked - used), set()
+        if unused:
+            ran = sorted({c.name for c in self._calls})
+            raise AssertionError(
+                f"mock_step: no step named {', '.join(map(repr, unused))} ran in this test "
+                f"(a code workflow's step names are known when it runs; steps that ran: "
+                f"{ran or 'none'}): check the name, or drop the mock"
             )
 
     def _intercept(

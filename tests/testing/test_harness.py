@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,6 +268,87 @@ def test_bad_mocks_are_refused_with_the_known_names(workflow_test: Harness) -> N
     t = workflow_test(wf).run(None)
     with pytest.raises(ValueError, match="before the first run"):
         t.mock_step("charge", returns=2)
+
+
+def test_a_graph_mock_of_no_step_is_refused_at_mock_step() -> None:
+    engine = af.Engine(store="memory")
+    wf = engine.define("one").step("charge", lambda ctx: 1)
+    t = WorkflowTest(wf)
+    with pytest.raises(ValueError, match=r"no step named 'chrage' .* \(steps: \['charge'\]\)"):
+        t.mock_step("chrage", returns=1)  # at once: before any run
+    t.close()
+
+
+async def _charge_step(amount: int) -> int:
+    return amount
+
+
+def _code_engine() -> tuple[af.Engine, Any]:
+    engine = af.Engine(store="memory")
+    graph = engine.define("graph").step("ship", lambda ctx: "shipped")
+
+    @engine.workflow("pay")
+    async def pay(ctx: af.WorkflowContext, amount: int) -> int:
+        if amount > 100:
+            return await ctx.step("review", _charge_step, amount)
+        return await ctx.step("charge", _charge_step, amount)
+
+    return engine, (graph, pay)
+
+
+def test_a_code_mock_never_used_fails_the_test_at_its_end() -> None:
+    """The check used to be skipped whenever the engine had a code workflow (issue 24.9)."""
+    _, (_graph, pay) = _code_engine()
+    t = WorkflowTest(pay).mock_step("chrage", returns=1).mock_step("ship", returns="x")
+    t.run(5).expect_output(5)  # the real "charge" ran: the misspelt mock was never used
+    with pytest.raises(AssertionError, match=r"no step named 'chrage' ran .*\['charge'\]"):
+        t.close()
+    t.close()  # reported once
+
+
+def test_a_code_mock_used_passes_and_a_failing_test_keeps_its_own_error() -> None:
+    _, (_graph, pay) = _code_engine()
+    with WorkflowTest(pay).mock_step("charge", returns=7) as t:
+        t.run(5).expect_output(7)
+    # A test that fails inside the block sees its own error, not the unused mock's.
+    with (
+        pytest.raises(KeyError, match="the test's own"),
+        WorkflowTest(pay).mock_step("review", returns=1) as t,
+    ):
+        t.run(5)
+        raise KeyError("the test's own")
+
+
+def test_the_fixture_reports_an_unused_code_mock(tmp_path: Path) -> None:
+    """As a user's suite runs it: pytest in its own process, the plugin's fixture."""
+    (tmp_path / "test_user.py").write_text(
+        textwrap.dedent(
+            """
+            import actorflow as af
+
+            engine = af.Engine(store="memory")
+
+
+            async def add(a):
+                return a + 1
+
+
+            @engine.workflow("w")
+            async def w(ctx, a):
+                return await ctx.step("add", add, a)
+
+
+            def test_typo(workflow_test):
+                workflow_test(w).mock_step("ad", returns=0).run(1).expect_output(2)
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert "1 passed, 1 error" in out.stdout, out.stdout + out.stderr
+    assert "no step named 'ad' ran in this test" in out.stdout
 
 
 def test_a_step_that_really_hangs_fails_the_test_in_time(workflow_test: Harness) -> None:
