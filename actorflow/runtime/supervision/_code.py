@@ -23,7 +23,7 @@ from typing import Any
 
 from actorflow._types import RunStatus
 from actorflow.code._history import read_history
-from actorflow.errors import ClientError
+from actorflow.errors import ClientError, NondeterminismError
 from actorflow.runtime._core import run_version
 from actorflow.runtime.kernel._messages import (
     AttemptFailed,
@@ -83,6 +83,25 @@ class CodeSupervisor(CodeRun):
     def on_child_finished(self, msg: ChildFinished) -> None:
         C.on_child_finished(self, msg)
 
+    def divergence(self) -> NondeterminismError | None:
+        """Why replaying this run's history took another path than the code, if it did.
+
+        Every path that rebuilds a run by replay (recovery at start, a signal, query or
+        update to a run evicted from memory, a query of a finished run, a restart) feeds
+        the history to the same driver, which records the first divergence; so each asks
+        here and answers the same way: with the :class:`NondeterminismError` and its
+        position. A run panicked by a divergence keeps it in its panic record.
+        """
+        driver = self.driver
+        if driver is not None and isinstance(driver.panic, NondeterminismError):
+            return driver.panic
+        err = self.panic_error
+        if self.status == RunStatus.PANICKED and err and err.get("position") is not None:
+            return NondeterminismError(
+                int(err["position"]), err.get("expected"), err.get("actual"), self.run_id
+            )
+        return None
+
     def on_signal(
         self, name: str, payload: bytes, key: str | None = None, spread: bool = False
     ) -> bool:
@@ -91,10 +110,18 @@ class CodeSupervisor(CodeRun):
         ``spread``: ``payload`` is the list of the handler's arguments; it is recorded as
         ``["sig", name, "*", V]`` (one argument: ``["sig", name, V]``, as before).
 
+        Raises:
+            NondeterminismError: the run's history diverged from its code (it is panicked
+                until a fix and a restart): the signal is refused, not kept, so that the
+                sender knows it was not delivered.
+
         Returns:
             False if a signal with the same idempotency key was delivered before (this one
             is dropped).
         """
+        diverged = self.divergence()
+        if diverged is not None:
+            raise diverged
         if key is not None:
             where = K.idempotency_key(f"{self.run_id}/signal", key)
             if key in self.signal_keys or self.core.store.get(K.IDEMPOTENCY, where) is not None:
@@ -111,6 +138,10 @@ class CodeSupervisor(CodeRun):
 
     def on_update(self, name: str, payload: bytes, update_id: str, reply: Promise[Any]) -> None:
         """An update: its handler runs in the function; ``reply`` gets its result."""
+        diverged = self.divergence()
+        if diverged is not None:
+            reply.set_exception(diverged)
+            return
         driver = self.driver
         if self.finished or driver is None or self.status != RunStatus.RUNNING:
             reply.set_exception(ClientError(f"run {self.run_id} is {self.status}: no update"))
@@ -128,7 +159,16 @@ class CodeSupervisor(CodeRun):
         self.wake(packed, ("upd", update_id, name, decode_value(payload, f"update {name!r}")))
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
-        """Answer a query from the function's state (nothing is recorded)."""
+        """Answer a query from the function's state (nothing is recorded).
+
+        Raises:
+            NondeterminismError: replaying the run diverged from its code: its state is not
+                the one it had, so it does not answer from it.
+            ClientError: no such handler, or the run cannot be queried (panicked).
+        """
+        diverged = self.divergence()
+        if diverged is not None:
+            raise diverged
         if self.driver is None or self.status == RunStatus.PANICKED:
             raise ClientError(
                 f"run {self.run_id} is {self.status}: its workflow state cannot be queried"

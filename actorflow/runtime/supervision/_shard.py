@@ -15,6 +15,7 @@ from typing import Any
 
 from actorflow import _faults
 from actorflow._types import RunStatus
+from actorflow.errors import NondeterminismError
 from actorflow.runtime._core import Compiled
 from actorflow.runtime.kernel._inbox import tell
 from actorflow.runtime.kernel._lifecycle import RunStarted
@@ -279,8 +280,13 @@ class Shard(ShardWrites):
         sup = self._code_run(msg.run_id, msg.reply, f"signal {msg.name!r}")
         if sup is None:
             return
-        fresh = sup.on_signal(msg.name, msg.payload, msg.idempotency_key, msg.spread)
         reply = msg.reply
+        try:
+            fresh = sup.on_signal(msg.name, msg.payload, msg.idempotency_key, msg.spread)
+        except NondeterminismError as exc:
+            reply.set_exception(exc)
+            self._commit(sup)  # what loading it found (its panic) is recorded all the same
+            return
         self._commit(
             sup, after=functools.partial(reply.set_result, fresh), on_error=reply.set_exception
         )
