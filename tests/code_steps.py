@@ -117,3 +117,9 @@ def kill_engine_always(log: str, name: str) -> None:
     _record(log, name)
     os.kill(engine_pid(), signal.SIGKILL)
     time.sleep(5)
+
+
+def hang(log: str, name: str) -> None:
+    """Record the execution (with this worker's pid), then run for ten minutes."""
+    _record(log, name)
+    time.sleep(600)

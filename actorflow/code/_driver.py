@@ -86,9 +86,13 @@ class Host(Protocol):
         """An update handler finished (``task`` holds its result or error)."""
         ...
 
+    def dropped(self, cmd: Command) -> None:
+        """The function cancelled a live command's future: stop what carries it out."""
+        ...
+
 
 #: How the function ended: ("completed", value), ("failed", exc), ("panic", exc),
-#: ("continue", args), or None while it runs.
+#: ("continue", args), ("cancelled", reason), or None while it runs.
 Outcome = tuple[str, Any] | None
 
 
@@ -108,6 +112,7 @@ class Driver:
 
     __slots__ = (
         "_rng",
+        "cancel_reason",
         "closed",
         "continue_args",
         "ctx",
@@ -161,6 +166,7 @@ class Driver:
         self.update_handlers: dict[str, Callable[..., Any]] = {}
         self.patches: dict[str, bool] = {}
         self.panic: BaseException | None = None
+        self.cancel_reason: str | None = None  # the run's cancel, once requested
         self.continue_args: tuple[Any, ...] | None = None
         self.closed = False
         self.querying = False
@@ -206,6 +212,7 @@ class Driver:
             for res in resolutions:
                 self._apply(res)
             self.loop.run_until_idle()
+            self._drop_cancelled()
             if self.expected and self.panic is None:
                 rec = self.expected[0]
                 self._diverged(int(rec[0]), describe(rec[1], rec[2]), None, throw=False)
@@ -222,6 +229,8 @@ class Driver:
         if not self.main.done():
             return None
         if self.main.cancelled():
+            if self.cancel_reason is not None:  # the run's cancel, not caught: it is cancelled
+                return ("cancelled", self.cancel_reason)
             return ("panic", RuntimeError("the workflow's main task was cancelled"))
         exc = self.main.exception()
         if exc is None:
@@ -275,6 +284,40 @@ class Driver:
             self._signal(str(res[1]), sent_from(res))
         elif kind == "upd":
             self._update(str(res[1]), str(res[2]), res[3])
+        elif kind == "cxl":
+            self._cancel(str(res[1]))
+
+    def _cancel(self, reason: str) -> None:
+        """The run is cancelled: ``CancelledError`` is raised in the function where it waits.
+
+        As in Temporal, the function may catch it, run clean-up steps (they are new commands:
+        nothing cancels them) and end as it likes; uncaught, the run ends cancelled. What it
+        was awaiting is cancelled by asyncio and dropped by :meth:`_drop_cancelled`.
+        """
+        if self.cancel_reason is not None:
+            return  # requested once: a second cancel changes nothing
+        self.cancel_reason = reason
+        if not self.main.done():
+            self.main.cancel(reason)
+
+    def _drop_cancelled(self) -> None:
+        """Commands whose future the function cancelled: no longer pending, and stopped.
+
+        A run's cancel cancels what the function awaited; the code may cancel a command too
+        (``asyncio.wait_for``, a ``TaskGroup`` that failed). Either way the step's worker is
+        stopped and its record says cancelled. In replay nothing is stopped (it was, the
+        first time), but the command leaves ``pending`` the same way, so it is not resumed.
+        """
+        for seq, cmd in list(self.pending.items()):
+            if cmd.fut is None or not cmd.fut.cancelled():
+                continue
+            del self.pending[seq]
+            if cmd.kind == "signal":
+                waits = self.signal_waits.get(cmd.name)
+                if waits is not None and cmd in waits:
+                    waits.remove(cmd)
+            if not self.replaying:
+                self.host.dropped(cmd)
 
     def _signal(self, name: str, sent: Sent) -> None:
         handler = self.signal_handlers.get(name)

@@ -19,6 +19,7 @@ Resolutions::
     ["sig", name, V]          signal ``name`` arrived with payload V (its handler's one argument)
     ["sig", name, "*", V]     signal ``name`` arrived with V, the list of its handler's arguments
     ["upd", id, name, V]      update ``id`` (handler ``name``) arrived with payload V
+    ["cxl", reason]           the run was cancelled: ``CancelledError`` raised where it waits
 
 A value V is two items: ``"j", <JSON>`` for small JSON, or ``"r", <ref>`` for anything else,
 whose encoded bytes are in the ``values`` database under the run's key ``ref`` (a step's path,

@@ -56,7 +56,7 @@ class ReplayResult:
         events: resolutions and commands in the history.
         seconds: how long the replay took.
         outcome: ``waiting`` (the function waits where the history ends), ``completed``,
-            ``failed``, ``continued``, or ``panicked``.
+            ``failed``, ``continued``, ``cancelled``, or ``panicked``.
         error: the divergence or panic, as ``Type: message``.
         position: for a divergence, its position in the history.
         expected: for a divergence, the recorded command (None: the history has none).
@@ -96,6 +96,9 @@ class _Checker:
         pass
 
     def update_done(self, update_id: str, task: asyncio.Task[Any]) -> None:
+        pass
+
+    def dropped(self, cmd: Command) -> None:
         pass
 
 
@@ -162,7 +165,12 @@ def replay(
         return ReplayResult(ok=True, outcome="waiting", **base)
     kind, value = outcome
     if kind != "panic":
-        name = {"completed": "completed", "failed": "failed", "continue": "continued"}[kind]
+        name = {
+            "completed": "completed",
+            "failed": "failed",
+            "continue": "continued",
+            "cancelled": "cancelled",
+        }[kind]
         result = value if kind == "completed" else None
         return ReplayResult(ok=True, outcome=name, result=result, **base)
     problem: BaseException = value

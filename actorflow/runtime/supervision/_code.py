@@ -252,6 +252,9 @@ class CodeSupervisor(CodeRun):
             self._finish(RunStatus.FAILED)
         elif kind == "continue":
             self._continue(value)
+        elif kind == "cancelled":
+            self.cancel_reason = str(value)
+            self._finish(RunStatus.CANCELLED)
         else:
             self._panic(value)
 
@@ -328,9 +331,24 @@ class CodeSupervisor(CodeRun):
         self._put_run()
 
     def cancel(self, reason: str) -> bool:
-        """Cancel the run: stop its steps and waits; False if it had already finished."""
+        """Cancel the run; False if it had already finished.
+
+        A running function is told, as in Temporal: ``["cxl", reason]`` is recorded in its
+        history and ``asyncio.CancelledError`` is raised where it waits; what it awaited is
+        stopped (a step's worker killed). It may catch the error, run clean-up steps and
+        end as it likes; uncaught, the run ends cancelled in the same activation. Replay
+        raises it at the same point, so a cancel survives a crash. A second cancel while
+        the function handles the first changes nothing. A run with no live function
+        (queued, panicked, waiting for its definition) ends cancelled at once.
+        """
         if self.finished:
             return False
+        driver = self.driver
+        if self.status == RunStatus.RUNNING and driver is not None and not driver.main.done():
+            if driver.cancel_reason is None:
+                self.cancel_reason = reason
+                self.wake(["cxl", reason], ("cxl", reason))
+            return True
         self.cancel_reason = reason
         self._finish(RunStatus.CANCELLED)
         return True

@@ -101,6 +101,22 @@ def drop(sup: CodeSupervisor, st: State, cancel_children: bool = True) -> None:
     KINDS[st.cmd.kind].drop(sup, st, why, cancel_children)
 
 
+def cancel_one(sup: CodeSupervisor, st: State) -> None:
+    """The function cancelled this command while it was pending: stop it, record it cancelled.
+
+    A step's worker is stopped (killed, if it runs), a map's items too, a wait's timer and
+    registration dropped, a child asked to cancel. Its results, if they come, are ignored.
+    """
+    why = (
+        f"cancelled with its run ({sup.cancel_reason})"
+        if sup.cancel_reason
+        else "cancelled by the workflow"
+    )
+    sup.states.pop(st.cmd.seq, None)
+    KINDS[st.cmd.kind].drop(sup, st, why, True)
+    sup.leaves.pop(st.leaf.path, None)
+
+
 def on_timer(sup: CodeSupervisor, name: str, due: float) -> None:
     """A timer of the run fired: ``retry:``, ``sleep:`` or ``wait:`` and a command's path."""
     if sup.status != RunStatus.RUNNING:

@@ -149,6 +149,8 @@ class CodeRun(RunMachine):
             sup.status = RunStatus.RUNNING  # its workflow is defined again (recorded below)
         if sup.status == RunStatus.RUNNING and entries:
             sup._replay(entries)
+            if sup.driver is not None and sup.driver.cancel_reason is not None:
+                sup.cancel_reason = sup.driver.cancel_reason  # cancelled, still cleaning up
         elif sup.status == RunStatus.QUEUED:
             sup.carried = [r for e in entries for r in e.r]  # signals sent while it queued
         if waited:
@@ -263,6 +265,15 @@ class CodeRun(RunMachine):
     def issue(self, cmd: Command) -> None:
         """A live command: carried out once the activation is known to complete."""
         self.new_cmds.append(cmd)
+
+    def dropped(self, cmd: Command) -> None:
+        """The function cancelled a command's future (its run's cancel, or its own choice)."""
+        if cmd in self.new_cmds:
+            self.new_cmds.remove(cmd)  # issued and cancelled in one activation: never started
+            return
+        state = self.states.get(cmd.seq)
+        if state is not None:
+            C.cancel_one(self._supervisor, state)
 
     def settled(self, cmd: Command) -> None:
         """A signal wait took a signal within the function: its record says so."""
