@@ -488,3 +488,12 @@ def steps_mapping_code() -> dict[str, Any]:
         "in": ["one" in steps, "nope" in steps],
         "one": steps["one"].output,
     }
+
+
+def on_cancel_cleanup(ctx: Any) -> str:
+    """A workflow's on_cancel handler: recorded, and held by the payload's gate file if any."""
+    record(ctx)
+    gate = ctx.payload.get("gate")
+    while gate and not Path(gate).exists():
+        time.sleep(0.01)
+    return f"cleaned up after {sorted(ctx.steps)}"

@@ -23,7 +23,7 @@ from actorflow.definition._build import (
 from actorflow.definition._flow import Flow
 from actorflow.definition._options import Retry, parse_duration, parse_retention
 from actorflow.definition._services import Service, ServiceInstance
-from actorflow.definition._spec import WorkflowSpec
+from actorflow.definition._spec import ON_CANCEL, WorkflowSpec
 from actorflow.definition._triggers import (
     ScheduleSpec,
     WebhookSpec,
@@ -287,6 +287,9 @@ class Workflow(Flow, Triggers):
         concurrency: most runs active at once; more are queued in trigger order.
         description: free text shown by the CLI.
         on_error: default handler for steps that fail for good and have none of their own.
+        on_cancel: ``handler(ctx)`` run as the step ``on_cancel`` (in a worker) when a run
+            is cancelled: its steps are stopped first, and the run ends cancelled once the
+            handler has ended (succeeded or failed).
         services: configured services (``svc.with_config(...)``) its steps reach as
             ``ctx.services.<id>``.
         rate_limit: most runs started per time window, e.g. ``"100/m"`` or ``"5/10s"``;
@@ -308,6 +311,7 @@ class Workflow(Flow, Triggers):
         concurrency: int | None = None,
         description: str = "",
         on_error: Callable[[Any], Any] | None = None,
+        on_cancel: Callable[[Any], Any] | None = None,
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
         retention: Any = None,
@@ -322,6 +326,7 @@ class Workflow(Flow, Triggers):
         self._concurrency: Any = concurrency
         self._description: Any = description
         self._on_error: Any = on_error
+        self._on_cancel: Any = on_cancel
         self._services: Any = services
         self._rate_limit: Any = rate_limit
         self._retention: Any = retention
@@ -363,6 +368,16 @@ class Workflow(Flow, Triggers):
             self._on_error, 1, "on_error", "(ctx)", ctx
         ):
             on_error = _ref(self._on_error, "on_error", ctx)
+        on_cancel = None
+        if self._on_cancel is not None and _check_callable(
+            self._on_cancel, 1, "on_cancel", "(ctx)", ctx
+        ):
+            on_cancel = _ref(self._on_cancel, "on_cancel", ctx)
+        if on_cancel is not None and any(n.name == ON_CANCEL for n in self._block):
+            problems.append(
+                f"a node is named {ON_CANCEL!r}, the step its on_cancel handler is recorded as: "
+                "rename it"
+            )
         if not self._block:
             problems.append("has no steps: add one with .step(name, fn)")
         block = build_flow(self, ctx, "workflow")
@@ -378,6 +393,7 @@ class Workflow(Flow, Triggers):
             concurrency=common.concurrency,
             description=self._description,
             on_error=on_error,
+            on_cancel=on_cancel,
             services=common.services,
             rate_limit=common.rate_limit,
             webhooks=common.webhooks,

@@ -26,6 +26,7 @@ import cloudpickle
 from actorflow.definition._options import Retry
 
 __all__ = [
+    "ON_CANCEL",
     "ArmSpec",
     "BranchSpec",
     "CancelSpec",
@@ -50,6 +51,9 @@ __all__ = [
 StepKind = Literal["step", "action"]
 CallMode = Literal["ctx", "item"]
 Predicate = Callable[[Any], Any]
+
+#: The path of the step a workflow's ``on_cancel`` handler runs as.
+ON_CANCEL = "on_cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +374,7 @@ class WorkflowSpec:
         concurrency: most runs of this workflow active at once, or None for no limit.
         description: free text.
         on_error: the workflow's default error handler for steps without their own.
+        on_cancel: run as the step ``on_cancel`` when a run is cancelled, or None.
         retention: seconds its finished runs are kept (0: forever; None: the engine's).
         version: its version (several may be defined at once; runs keep theirs).
     """
@@ -380,6 +385,7 @@ class WorkflowSpec:
     concurrency: int | None
     description: str
     on_error: FunctionRef | None = None
+    on_cancel: FunctionRef | None = None
     #: Configured services (``ctx.services.<id>``).
     services: tuple[Any, ...] = ()
     #: (runs, per seconds): most runs started per window; later ones queue.
@@ -402,6 +408,7 @@ class WorkflowSpec:
             "timeout": self.timeout,
             "concurrency": self.concurrency,
             "on_error": self.on_error.display if self.on_error else None,
+            **({"on_cancel": self.on_cancel.display} if self.on_cancel else {}),
             "nodes": _block(self.block),
             **describe_common(self),
         }

@@ -56,6 +56,7 @@ class Registry(EngineBase):
         rate_limit: str | None = None,
         retention: Any = None,
         version: int = 1,
+        on_cancel: Callable[[Any], Any] | None = None,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -68,6 +69,9 @@ class Registry(EngineBase):
             description: free text.
             on_error: default ``handler(ctx)`` for steps that fail for good and have none of
                 their own (it runs in a worker; ``ctx.error`` is the exception).
+            on_cancel: ``handler(ctx)`` run as the step ``on_cancel`` (in a worker) when a run
+                is cancelled: its running steps are stopped first, and it ends cancelled once
+                the handler has ended. Recorded like a step, and taken up after a crash.
             services: configured services (``af.define_service(...).with_config(...)``),
                 reached in steps as ``ctx.services.<id>.<action>(...)``.
             rate_limit: most runs started per window, e.g. ``"100/m"``; the rest queue
@@ -96,6 +100,7 @@ class Registry(EngineBase):
                 concurrency=concurrency,
                 description=description,
                 on_error=on_error,
+                on_cancel=on_cancel,
                 services=services,
                 rate_limit=rate_limit,
                 retention=retention,

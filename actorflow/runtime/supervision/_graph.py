@@ -59,7 +59,7 @@ from actorflow.runtime.kernel._messages import (
     EventDelivered,
     ResumeApproval,
 )
-from actorflow.runtime.supervision import _replay, _waits
+from actorflow.runtime.supervision import _graph_cancel, _replay, _waits
 from actorflow.runtime.supervision._graph_nodes import GraphNodes
 from actorflow.runtime.supervision._graph_state import _AWAITED
 from actorflow.runtime.supervision._run import open_run
@@ -196,6 +196,9 @@ class Supervisor(GraphNodes):
             self._finish(RunStatus.CANCELLED)
 
     def on_succeeded(self, msg: AttemptSucceeded) -> None:
+        if self.on_cancel is not None and msg.step == self.on_cancel.path:
+            _graph_cancel.reported(self, msg)
+            return
         leaf = self._reported(msg.step, msg.attempt)
         if leaf is None:
             return
@@ -231,6 +234,9 @@ class Supervisor(GraphNodes):
         self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
     def on_failed(self, msg: AttemptFailed) -> None:
+        if self.on_cancel is not None and msg.step == self.on_cancel.path:
+            _graph_cancel.reported(self, msg)
+            return
         if self.chunks:
             chunk = self.chunks.get(msg.step)
             if chunk is not None:
@@ -356,6 +362,8 @@ class Supervisor(GraphNodes):
         """Cancel the run; False if it had already finished."""
         if self.finished:
             return False
+        if self.on_cancel is not None:
+            return True  # being cancelled: its on_cancel handler runs
         self.cancel_reason = reason
         self._apply(E_CANCEL, 0, 0)
         if not self.finished:
@@ -366,6 +374,13 @@ class Supervisor(GraphNodes):
         self.fx.cancel_tasks = True
 
     def _finish(self, status: RunStatus) -> None:
+        if (
+            status == RunStatus.CANCELLED
+            and self.compiled.spec.on_cancel is not None
+            and not self.on_cancel_done
+            and _graph_cancel.begin(self)
+        ):
+            return  # ends once its on_cancel handler has (the evaluator stopped the rest)
         self._close_run(status)
         for leaf in self.leaves.values():
             if leaf.next_retry_at is not None:

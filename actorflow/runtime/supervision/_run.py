@@ -257,6 +257,8 @@ class RunMachine(HasEffects):
         self.started_at = rec.get("started_at")
         self.idempotency_key = rec.get("idempotency_key")
         self.deadline = rec.get("deadline")
+        # A live run with a reason is being cancelled (its clean-up runs): it keeps the reason.
+        self.cancel_reason = rec.get("cancel_reason")
         parent = rec.get("parent")
         self.parent = (parent[0], parent[1]) if parent else None
         self.depth = run_depth(store, rec)
