@@ -9,6 +9,7 @@ that a replay takes exactly the same path.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import uuid
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
-from actorflow.errors import ClientError, DefinitionError
+from actorflow.errors import ClientError, DefinitionError, WaitTimeout
 from actorflow.store import _keys as K
 
 if TYPE_CHECKING:
@@ -230,6 +231,41 @@ class WorkflowContext:
         )
 
     # -- waits ---------------------------------------------------------------------------------
+
+    async def wait_condition(
+        self, fn: Callable[[], Any], *, timeout: Any = None, name: str = "wait_condition"
+    ) -> None:
+        """Wait until ``fn()`` is true: a predicate over the workflow's own state.
+
+        As Temporal's ``workflow.wait_condition``: ``fn`` is checked now, then after every
+        activation (a signal or update handled, a step's result), so it holds at the same
+        points when the run is replayed. It must only read the function's state (no I/O,
+        no clock). With a ``timeout``, a durable timer ``name`` (a ``sleep`` record) bounds
+        the wait: past it, :class:`~actorflow.WaitTimeout` (a ``TimeoutError``) is raised;
+        if the condition holds first, the timer is dropped (its record says cancelled).
+
+        Raises:
+            WaitTimeout: ``timeout`` passed first.
+            DefinitionError: ``fn`` is not callable, or ``timeout`` is not a duration.
+        """
+        if not callable(fn):
+            raise DefinitionError(f"ctx.wait_condition: fn: expected a callable, got {fn!r}")
+        self._driver.check_usable("ctx.wait_condition")
+        if fn():
+            return
+        held = self._driver.add_condition(fn)
+        if timeout is None:
+            await held
+            return
+        timer = asyncio.ensure_future(self.sleep(name, timeout))
+        try:
+            await asyncio.wait({held, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when the run's cancel is raised here
+            timer.cancel()  # a timer still pending is dropped (``Driver._drop_cancelled``)
+            held.cancel()
+        if held.done() and not held.cancelled():
+            return
+        raise WaitTimeout(f"ctx.wait_condition {name!r}: not true within {timeout}")
 
     def wait_for_signal(
         self, name: str, *, timeout: Any = None, default: Any = _MISSING

@@ -114,6 +114,7 @@ class Driver:
         "_rng",
         "cancel_reason",
         "closed",
+        "conditions",
         "continue_args",
         "ctx",
         "expected",
@@ -167,6 +168,8 @@ class Driver:
         self.patches: dict[str, bool] = {}
         self.panic: BaseException | None = None
         self.cancel_reason: str | None = None  # the run's cancel, once requested
+        # ctx.wait_condition: predicates over the function's state, with their futures.
+        self.conditions: list[tuple[Callable[[], Any], asyncio.Future[None]]] = []
         self.continue_args: tuple[Any, ...] | None = None
         self.closed = False
         self.querying = False
@@ -212,6 +215,8 @@ class Driver:
             for res in resolutions:
                 self._apply(res)
             self.loop.run_until_idle()
+            while self._check_conditions():
+                self.loop.run_until_idle()
             self._drop_cancelled()
             if self.expected and self.panic is None:
                 rec = self.expected[0]
@@ -299,6 +304,39 @@ class Driver:
         self.cancel_reason = reason
         if not self.main.done():
             self.main.cancel(reason)
+
+    def _check_conditions(self) -> bool:
+        """Resolve the ``wait_condition`` predicates that hold now; True if one did.
+
+        Called once the function is idle after each activation (a signal, an update, a
+        result), and again while one resolves, since what it wakes may change the state.
+        The predicates read only the function's state, which replay rebuilds: they hold at
+        the same points on every replay. A predicate that raises panics the run.
+        """
+        held = False
+        for entry in list(self.conditions):
+            fn, fut = entry
+            if fut.done():
+                self.conditions.remove(entry)
+                continue
+            try:
+                ok = fn()
+            except Exception as exc:
+                if self.panic is None:
+                    self.panic = exc
+                self.conditions.remove(entry)
+                continue
+            if ok:
+                self.conditions.remove(entry)
+                fut.set_result(None)
+                held = True
+        return held
+
+    def add_condition(self, fn: Callable[[], Any]) -> asyncio.Future[None]:
+        """A future set once ``fn()`` is true, checked after each activation."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self.conditions.append((fn, fut))
+        return fut
 
     def _drop_cancelled(self) -> None:
         """Commands whose future the function cancelled: no longer pending, and stopped.

@@ -212,8 +212,12 @@ class RunTimeout(RunError):
         super().__init__(f"run {run_id or ''} exceeded the workflow timeout of {timeout:g}s")
 
 
-class WaitTimeout(RunError):
-    """A wait (``wait_for_event``, ``human_in_the_loop``, ``wait_for_signal``) timed out."""
+class WaitTimeout(RunError, TimeoutError):
+    """A wait (an event, an approval, a signal, ``wait_condition``) timed out.
+
+    It is a :class:`TimeoutError` too (``asyncio.TimeoutError``), so code written for
+    Temporal's ``workflow.wait_condition(..., timeout=)`` catches it as it is.
+    """
 
 
 class HeartbeatTimeout(StepTimeout):
