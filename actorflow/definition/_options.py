@@ -98,9 +98,17 @@ def qualified_name(t: type) -> str:
 class Retry:
     """How a failed step is retried.
 
+    Two vocabularies are accepted, and each keeps its own defaults. In actorflow's
+    (``attempts``, ``delay``, ``max_delay``, ``non_retryable``), ``attempts`` defaults to 3.
+    In Temporal's (a retry given any of ``initial_interval``, ``maximum_interval``,
+    ``maximum_attempts`` or ``non_retryable_error_types``, and no ``attempts``), an absent
+    ``maximum_attempts`` means no limit, as in Temporal's ``RetryPolicy``. Both default to
+    a 1 s first wait, a coefficient of 2 and a longest wait of 100 times the first.
+
     Args:
         attempts: total executions allowed, the first included (``attempts=3``: up to two
-            retries). 1 means no retry.
+            retries). 1 means no retry. Default: 3, or unlimited for a retry written in
+            Temporal's vocabulary.
         backoff: ``"fixed"`` waits ``delay`` each time; ``"exponential"`` doubles it after
             every failure, up to ``max_delay``.
         delay: wait before the first retry (a duration; 0 retries at once).
@@ -124,7 +132,7 @@ class Retry:
         DefinitionError: listing every invalid field.
     """
 
-    attempts: int = 3
+    attempts: int | None = None  # None: 3, or unlimited in Temporal's vocabulary (__post_init__)
     backoff: Literal["fixed", "exponential"] = "exponential"
     delay: Duration = 1.0
     max_delay: Duration | None = None
@@ -147,6 +155,18 @@ class Retry:
         non_retryable_error_types: Sequence[type[BaseException] | str] | None,
     ) -> None:
         problems: list[str] = []
+        if self.attempts is None:
+            temporal = any(
+                v is not None
+                for v in (
+                    initial_interval,
+                    maximum_interval,
+                    maximum_attempts,
+                    non_retryable_error_types,
+                )
+            )
+            # Temporal's RetryPolicy retries without limit unless maximum_attempts says.
+            object.__setattr__(self, "attempts", UNLIMITED if temporal else 3)
         if initial_interval is not None:
             object.__setattr__(self, "delay", initial_interval)
         if maximum_interval is not None:
@@ -280,6 +300,7 @@ class Retry:
         The last failure's error types must be retryable; the ``schedule_to_close`` bound is
         checked by the caller.
         """
+        assert self.attempts is not None  # set by __post_init__
         return failures < self.attempts and self.is_retryable(type_names)
 
 

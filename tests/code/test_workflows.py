@@ -115,6 +115,27 @@ def test_temporal_retry_fields(make_engine: MakeEngine, tmp_path: Path) -> None:
     assert af.Retry(maximum_attempts=0).attempts > 10**9  # Temporal: 0 means no limit
 
 
+def test_temporal_vocabulary_means_temporal_defaults(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    """Issue 24.6: without maximum_attempts, a Temporal-style Retry retries without limit."""
+    assert af.Retry().attempts == 3 and af.Retry(delay="1s").attempts == 3  # actorflow's
+    assert af.Retry(initial_interval="1s").attempts > 10**9  # Temporal's: no limit
+    assert af.Retry(non_retryable_error_types=["KeyError"]).attempts > 10**9
+    assert af.Retry(initial_interval="1s", maximum_attempts=4).attempts == 4
+    assert af.Retry(attempts=2, initial_interval="1s").attempts == 2  # said outright
+    engine = make_engine()
+    log = str(tmp_path / "log")
+
+    @engine.workflow("patient", retry=af.Retry(initial_interval=0))
+    async def patient(ctx: af.WorkflowContext) -> int:
+        return await ctx.step("flaky", cs.fail_until, log, "flaky", 6)
+
+    with engine:
+        assert engine.trigger("patient").result(timeout=30) == 6  # past the 3 of the default
+    assert executions(Path(log)) == {"flaky": 6}
+
+
 def test_schedule_to_close_bounds_all_attempts(make_engine: MakeEngine, tmp_path: Path) -> None:
     engine = make_engine()
     log = str(tmp_path / "log")
