@@ -230,6 +230,19 @@ class WorkflowContext:
             "child", _name(name, "ctx.child: name"), {"workflow": workflow_id, "args": args}
         )
 
+    def external(self, run_id: str) -> ExternalRun:
+        """Another run, to signal or cancel from this workflow (``ctx.external(parent)``).
+
+        Each call is a recorded command, carried out once: after a crash it is sent again
+        with the same idempotency key, so the target takes it once.
+
+        Raises:
+            DefinitionError: ``run_id`` is not a non-empty string.
+        """
+        if not isinstance(run_id, str) or not run_id:
+            raise DefinitionError(f"ctx.external: run_id: expected a run id, got {run_id!r}")
+        return ExternalRun(self, run_id)
+
     # -- waits ---------------------------------------------------------------------------------
 
     async def wait_condition(
@@ -429,6 +442,54 @@ class WorkflowContext:
 
     def __repr__(self) -> str:
         return f"<WorkflowContext {self.run.workflow_id}/{self.run.id}>"
+
+
+class ExternalRun:
+    """A run this workflow signals or cancels: ``ctx.external(run_id)``.
+
+    As Temporal's ``workflow.get_external_workflow_handle``.
+    """
+
+    def __init__(self, ctx: WorkflowContext, run_id: str) -> None:
+        self._ctx = ctx
+        self.run_id = run_id
+
+    def signal(
+        self, name: str, payload: Any = None, *, args: list[Any] | None = None
+    ) -> Awaitable[bool]:
+        """Send the signal ``name`` (``payload``, or ``args`` for several arguments).
+
+        Awaited: True once it is durable in the target, False if the target had it already.
+
+        Raises:
+            StepFailed: (when awaited) the target refused it (``RunNotFound``, a finished
+                run, a graph run); the cause says why.
+        """
+        what = f"ctx.external({self.run_id!r}).signal"
+        _name(name, f"{what}: name")
+        if args is not None and payload is not None:
+            raise DefinitionError(f"{what} {name!r}: give payload or args, not both")
+        if args is not None and not isinstance(args, list | tuple):
+            raise DefinitionError(f"{what} {name!r}: args: expected a list, got {args!r}")
+        opts = {"op": "signal", "target": self.run_id, "name": name, "payload": payload}
+        if args is not None:
+            opts["args"] = list(args)
+        return self._ctx._future("external", f"signal:{name}", opts)
+
+    def cancel(self, reason: str = "") -> Awaitable[bool]:
+        """Cancel the target run.
+
+        Awaited: True once the cancel is durable there, False if it had finished.
+        """
+        if not isinstance(reason, str):
+            raise DefinitionError(
+                f"ctx.external(...).cancel: reason: expected a str, got {reason!r}"
+            )
+        opts = {"op": "cancel", "target": self.run_id, "reason": reason}
+        return self._ctx._future("external", "cancel", opts)
+
+    def __repr__(self) -> str:
+        return f"<ExternalRun {self.run_id}>"
 
 
 def _retry(value: Any, what: str) -> Retry | None:

@@ -31,6 +31,7 @@ __all__ = [
     "Drain",
     "ErrorInfo",
     "EventDelivered",
+    "ExternalDone",
     "FailureKind",
     "Flush",
     "QueryRun",
@@ -224,6 +225,20 @@ class ChildFinished:
     run_id: str  # the parent
     path: str  # the parent's subflow node
     child_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalDone:
+    """What a code workflow sent another run (a signal, a cancel) is durable there.
+
+    ``ok``: ``value`` is the target's answer (True, or False for a duplicate or a finished
+    run); else ``value`` is the exception it was refused with.
+    """
+
+    run_id: str  # the sender
+    path: str  # the sender's command
+    ok: bool
+    value: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from actorflow.runtime.kernel._messages import (
     AttemptSucceeded,
     ChildFinished,
     EventDelivered,
+    ExternalDone,
     ResumeApproval,
 )
 from actorflow.runtime.kernel._promise import Promise
@@ -82,6 +83,10 @@ class CodeSupervisor(CodeRun):
 
     def on_child_finished(self, msg: ChildFinished) -> None:
         C.on_child_finished(self, msg)
+
+    def on_external_done(self, msg: ExternalDone) -> None:
+        """What ``ctx.external(...)`` sent another run was taken (or refused) there."""
+        C.on_external_done(self, msg)
 
     def divergence(self) -> NondeterminismError | None:
         """Why replaying this run's history took another path than the code, if it did.

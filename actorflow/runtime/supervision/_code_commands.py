@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from actorflow._types import RunStatus
 from actorflow.code._driver import Command
 from actorflow.runtime.supervision._code_children import CHILD, on_child_finished
+from actorflow.runtime.supervision._code_external import EXTERNAL, on_external_done
 from actorflow.runtime.supervision._code_state import (
     KIND_RECORDED,
     CommandKind,
@@ -47,10 +48,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "State",
+    "cancel_one",
     "drop",
     "finish_wait",
     "on_child_finished",
     "on_event",
+    "on_external_done",
     "on_failed",
     "on_succeeded",
     "on_timer",
@@ -67,6 +70,7 @@ KINDS: dict[str, CommandKind] = {
     "signal": SIGNAL,
     "event": EVENT,
     "child": CHILD,
+    "external": EXTERNAL,
 }
 
 

@@ -54,6 +54,7 @@ KIND_RECORDED = {
     "signal": "signal",
     "event": "wait_for_event",
     "child": "subflow",
+    "external": "external",
 }
 _refs: weakref.WeakKeyDictionary[Any, FunctionRef] = weakref.WeakKeyDictionary()
 

@@ -27,6 +27,7 @@ from actorflow.runtime.kernel._messages import (
     CancelRun,
     ChildFinished,
     EventDelivered,
+    ExternalDone,
     Flush,
     QueryRun,
     RestartRun,
@@ -148,6 +149,11 @@ class Shard(ShardWrites):
                 sup = self._activate(message.run_id)
                 if sup is not None:
                     sup.on_child_finished(message)
+                    self._commit(sup)
+            elif t is ExternalDone:
+                sup = self._activate(message.run_id)
+                if isinstance(sup, CodeSupervisor):
+                    sup.on_external_done(message)
                     self._commit(sup)
             elif t is EventDelivered:
                 sup = self._activate(message.run_id)

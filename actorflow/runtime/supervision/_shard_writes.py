@@ -29,6 +29,8 @@ from actorflow.runtime.kernel._messages import (
     CancelRun,
     ChildFinished,
     ErrorInfo,
+    ExternalDone,
+    SignalRun,
     TaskSpec,
     Write,
 )
@@ -174,8 +176,10 @@ class ShardWrites(Actor):
         for child in fx.children:
             if child[0] == "start":
                 self._then.append(functools.partial(core.start_child, *child[1:]))
-            else:
+            elif child[0] == "cancel":
                 self._then.append(functools.partial(self._cancel_child, child[1]))
+            else:  # a code workflow's ctx.external(...): a signal or a cancel
+                self._then.append(functools.partial(self._external, *child))
         for call in fx.after:  # user callbacks (on_pause): never on the writer's thread
             self._then.append(functools.partial(core.background, *call))
         for answer in fx.replies:
@@ -200,6 +204,31 @@ class ShardWrites(Actor):
             # Out of memory once durable: finished for good, queued until admitted, or only
             # waiting on timers and children (reloaded from its history when woken).
             self._then.append(functools.partial(self._durable.append, (sup.run_id, commit)))
+
+    def _external(self, op: str, target: str, *rest: Any) -> None:
+        """Send what ``ctx.external(target)`` asked, now that the command is durable.
+
+        The target's reply goes back to the sender as :class:`ExternalDone`.
+        """
+        reply_to: tuple[str, str] = rest[-1]
+        sent: Promise[Any] = Promise()
+        if op == "external_signal":
+            name, data, key, spread = rest[:4]
+            message: Any = SignalRun(target, name, data, sent, key, spread)
+        else:
+            message = CancelRun(target, str(rest[0]) or f"cancelled by run {reply_to[0]}", sent)
+        core = self._core
+
+        def answered(done: Promise[Any]) -> None:
+            error = done.exception()
+            value = error if error is not None else done.result()
+            tell(core.route(reply_to[0]), ExternalDone(*reply_to, error is None, value))
+
+        sent.add_done_callback(answered)
+        try:
+            tell(core.route(target), message)
+        except Exception as exc:  # no such run id (it cannot be routed)
+            sent.set_exception(exc)
 
     def _cancel_child(self, child_run_id: str) -> None:
         tell(
