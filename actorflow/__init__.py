@@ -33,7 +33,7 @@ import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from actorflow._clock import Clock, ManualClock, SystemClock
-from actorflow._types import RunStatus, StepStatus
+from actorflow._types import ParentClosePolicy, RunStatus, StepStatus
 from actorflow._version import __version__
 from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowInfo
 from actorflow.config import EngineConfig
@@ -144,6 +144,7 @@ __all__ = [
     "MissingExtra",
     "NondeterminismError",
     "PanicPolicy",
+    "ParentClosePolicy",
     "PoolUnavailable",
     "ProcessExecutor",
     "PruneReport",

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import NewType
 
-__all__ = ["RunId", "RunStatus", "StepKey", "StepStatus", "new_run_id"]
+__all__ = ["ParentClosePolicy", "RunId", "RunStatus", "StepKey", "StepStatus", "new_run_id"]
 
 RunId = NewType("RunId", str)
 StepKey = NewType("StepKey", str)
@@ -57,6 +57,18 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+
+
+class ParentClosePolicy(enum.StrEnum):
+    """What happens to a code workflow's running child when its parent's run closes.
+
+    The parent closes when it completes, fails, is cancelled or continues as new (not when
+    it panics: it may restart). As in Temporal, the default is ``TERMINATE``.
+    """
+
+    TERMINATE = "terminate"  # the child ends cancelled at once; its code is not told
+    REQUEST_CANCEL = "request_cancel"  # the child is cancelled: its code is told, cleans up
+    ABANDON = "abandon"  # the child goes on, on its own (it survives continue_as_new)
 
 
 _lock = threading.Lock()

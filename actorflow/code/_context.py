@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
+from actorflow._types import ParentClosePolicy
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.errors import ClientError, DefinitionError, WaitTimeout
@@ -215,20 +216,42 @@ class WorkflowContext:
         seconds = parse_duration(duration, f"ctx.sleep {name!r}: duration", allow_zero=True)
         return self._future("sleep", _name(name, "ctx.sleep: name"), {"seconds": seconds})
 
-    def child(self, name: str, workflow_id: str, *args: Any) -> Awaitable[Any]:
+    def child(
+        self,
+        name: str,
+        workflow_id: str,
+        *args: Any,
+        parent_close_policy: str = "terminate",
+    ) -> Awaitable[Any]:
         """Start a child run of ``workflow_id`` (once, ever) and await its result.
 
         A code workflow child gets ``*args``; a graph workflow child gets ``args[0]`` as its
         payload. The child's failure raises here as :class:`~actorflow.StepFailed` whose
-        cause is the child's error.
+        cause is the child's error. The child is started even if it is never awaited
+        (also when the function ends, or continues as new, in the same activation).
+
+        Args:
+            name: the command's name.
+            workflow_id: the child's workflow.
+            *args: its arguments.
+            parent_close_policy: what happens to the child if it is still running when
+                this run closes (completes, fails, is cancelled, continues as new): an
+                :class:`~actorflow.ParentClosePolicy` or its value: ``"terminate"`` (the
+                default, as Temporal's), ``"request_cancel"`` or ``"abandon"``.
         """
+        try:
+            policy = ParentClosePolicy(parent_close_policy)
+        except ValueError:
+            raise DefinitionError(
+                f"ctx.child {name!r}: parent_close_policy: expected one of "
+                f"{[p.value for p in ParentClosePolicy]}, got {parent_close_policy!r}"
+            ) from None
         if not isinstance(workflow_id, str) or not workflow_id:
             raise DefinitionError(
                 f"ctx.child {name!r}: workflow_id: expected a workflow id, got {workflow_id!r}"
             )
-        return self._future(
-            "child", _name(name, "ctx.child: name"), {"workflow": workflow_id, "args": args}
-        )
+        opts = {"workflow": workflow_id, "args": args, "policy": policy.value}
+        return self._future("child", _name(name, "ctx.child: name"), opts)
 
     def external(self, run_id: str) -> ExternalRun:
         """Another run, to signal or cancel from this workflow (``ctx.external(parent)``).

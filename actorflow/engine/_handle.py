@@ -158,6 +158,10 @@ class RunHandle:
     def cancel(self, reason: str = "") -> bool:
         """Cancel the run: running steps are killed, pending ones never start.
 
+        A code workflow's function is told (``asyncio.CancelledError`` where it waits) and
+        may run clean-up steps first; a graph workflow's ``on_cancel`` handler runs. Until
+        then the run is still running; ``result`` raises once it has ended.
+
         Args:
             reason: recorded and carried by the :class:`RunCancelled` that ``result`` raises.
 
@@ -171,6 +175,18 @@ class RunHandle:
         """Awaitable twin of :meth:`cancel`."""
         cancelled: bool = await _value(self._engine._offload(self._engine._cancel, self.id, reason))
         return cancelled
+
+    def terminate(self, reason: str = "") -> bool:
+        """End the run cancelled at once, as Temporal's terminate.
+
+        Its steps are killed, and neither its code (a code workflow's) nor its
+        ``on_cancel`` handler is told. Also what ends a run that is cleaning up after
+        :meth:`cancel` without waiting for it.
+
+        Returns:
+            True if the run was active and is now cancelled; False if it had finished.
+        """
+        return self._engine._cancel(self.id, reason, terminate=True).result()
 
     # -- code workflows: signals, queries, updates -------------------------------------------
 

@@ -124,8 +124,8 @@ class LocalOps:
             self._engine._unwatch(run_id)  # completes ``fut``: nothing else would
         return fut
 
-    def op_cancel(self, run_id: str, reason: str) -> Promise[bool]:
-        return self._engine._cancel(run_id, reason)
+    def op_cancel(self, run_id: str, reason: str, terminate: bool = False) -> Promise[bool]:
+        return self._engine._cancel(run_id, reason, terminate)
 
     def op_signal(
         self, run_id: str, name: str, payload: Any, key: str | None, args: Any = None

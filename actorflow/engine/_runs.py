@@ -297,14 +297,14 @@ class Runs(Stopping):
         if core is not None:
             core.waiters.resolve(run_id)
 
-    def _cancel(self, run_id: str, reason: str) -> Promise[bool]:
+    def _cancel(self, run_id: str, reason: str, terminate: bool = False) -> Promise[bool]:
         follower = self._follower
         if follower is not None:
-            return follower.request("cancel", run_id, reason)
+            return follower.request("cancel", run_id, reason, terminate)
         core = self._require_core()
         read_run(core.store, run_id)  # RunNotFound for an unknown id
         fut: Promise[bool] = Promise()
-        core.route(run_id).tell(CancelRun(run_id, str(reason), fut))
+        core.route(run_id).tell(CancelRun(run_id, str(reason), fut, terminate))
         return fut
 
     def prune(

@@ -130,6 +130,23 @@ def test_a_second_cancel_while_cleaning_up_changes_nothing(
     assert executions(log) == {"after": 1}
 
 
+def test_terminate_ends_a_run_that_is_cleaning_up(make_engine: MakeEngine, tmp_path: Path) -> None:
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    engine = make_engine()
+    engine.workflow("job")(gated_flow(str(log), str(gate)))
+    with engine:
+        run = engine.trigger("job")
+        wait_until(lambda: log.exists() and "long" in executions(log))
+        run.cancel("first")
+        wait_until(lambda: "cleanup" in steps_of(engine, run.id))
+        assert run.terminate("enough") is True  # its clean-up is not waited for
+        with pytest.raises(af.RunCancelled):
+            run.result(timeout=30)
+        assert steps_of(engine, run.id)["cleanup"].status == af.StepStatus.CANCELLED
+        assert run.terminate() is False
+    assert "done" not in executions(log)
+
+
 def test_the_code_may_cancel_a_step_itself(make_engine: MakeEngine, tmp_path: Path) -> None:
     """The same mechanism: a step future the code cancels (here, a race's loser) is stopped
     at once, while the run goes on (it used to run until the run ended)."""

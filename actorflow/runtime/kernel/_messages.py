@@ -243,11 +243,16 @@ class ExternalDone:
 
 @dataclass(frozen=True, slots=True)
 class CancelRun:
-    """Cancel a run; ``reply`` gets True if it was active, once the cancel is durable."""
+    """Cancel a run; ``reply`` gets True if it was active, once the cancel is durable.
+
+    ``terminate``: end it at once, as Temporal's terminate: its code is not told and no
+    ``on_cancel`` handler runs (a parent's close policy ``terminate``).
+    """
 
     run_id: str
     reason: str
     reply: Promise[bool]
+    terminate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -335,7 +335,7 @@ class CodeSupervisor(CodeRun):
         )
         self._put_run()
 
-    def cancel(self, reason: str) -> bool:
+    def cancel(self, reason: str, terminate: bool = False) -> bool:
         """Cancel the run; False if it had already finished.
 
         A running function is told, as in Temporal: ``["cxl", reason]`` is recorded in its
@@ -344,12 +344,18 @@ class CodeSupervisor(CodeRun):
         end as it likes; uncaught, the run ends cancelled in the same activation. Replay
         raises it at the same point, so a cancel survives a crash. A second cancel while
         the function handles the first changes nothing. A run with no live function
-        (queued, panicked, waiting for its definition) ends cancelled at once.
+        (queued, panicked, waiting for its definition) ends cancelled at once, and so does
+        one terminated (its code is not told).
         """
         if self.finished:
             return False
         driver = self.driver
-        if self.status == RunStatus.RUNNING and driver is not None and not driver.main.done():
+        if (
+            not terminate
+            and self.status == RunStatus.RUNNING
+            and driver is not None
+            and not driver.main.done()
+        ):
             if driver.cancel_reason is None:
                 self.cancel_reason = reason
                 self.wake(["cxl", reason], ("cxl", reason))
@@ -367,7 +373,7 @@ class CodeSupervisor(CodeRun):
             self._drop_timer(self.restart_at, "restart")
             self.restart_at = None
         for state in self.states.values():
-            C.drop(self, state, cancel_children=status != RunStatus.COMPLETED)
+            C.drop(self, state)  # a child follows its parent-close policy (_code_children)
         self.states.clear()
         self.leaves.clear()
         if self.driver is not None:

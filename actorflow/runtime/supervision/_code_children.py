@@ -147,11 +147,22 @@ def _resume_child(sup: CodeSupervisor, st: State, leaf: Leaf | None, rec: dict[s
 
 
 def _drop_child(sup: CodeSupervisor, st: State, why: str, cancel_children: bool) -> None:
+    """The parent closed (or cancelled this command): its parent-close policy applies.
+
+    ``terminate`` ends the child at once, ``request_cancel`` cancels it (its code cleans
+    up), ``abandon`` leaves it running on its own: then the parent's record of it stays
+    ``running`` (its ``child_run_id`` leads to it). A command the code itself cancelled
+    while its run goes on asks the child to cancel, whatever the policy.
+    """
     leaf = st.leaf
     if leaf.wake_at is not None:
         sup._drop_timer(leaf.wake_at, "wait:" + leaf.path)
+    policy = st.cmd.opts.get("policy", "terminate")
+    if sup.finished and policy == "abandon":
+        return
     if leaf.child is not None and cancel_children:
-        sup.fx.children.append(("cancel", leaf.child))
+        closing = sup.finished and policy == "terminate"
+        sup.fx.children.append(("terminate" if closing else "cancel", leaf.child))
     mark_cancelled(sup, leaf)
 
 

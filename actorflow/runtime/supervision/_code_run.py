@@ -253,6 +253,12 @@ class CodeRun(RunMachine):
             self.unwritten.append(Entry(now, packed, [c.recorded() for c in issued]))
             outcome = driver.outcome()
             if outcome is not None:
+                # Children it started and did not await are started all the same: their
+                # parent-close policy then says what becomes of them (abandon: they live on).
+                for cmd in self.new_cmds:
+                    if cmd.kind == "child":
+                        C.start(self._supervisor, cmd)
+                self.new_cmds = []
                 self._ended(outcome)
                 return
             for cmd in self.new_cmds:

@@ -358,10 +358,20 @@ class Supervisor(GraphNodes):
         self._leaf_failed_for_good(leaf, info)
         return True
 
-    def cancel(self, reason: str) -> bool:
-        """Cancel the run; False if it had already finished."""
+    def cancel(self, reason: str, terminate: bool = False) -> bool:
+        """Cancel the run; False if it had already finished.
+
+        ``terminate``: no ``on_cancel`` handler runs (one running is stopped).
+        """
         if self.finished:
             return False
+        if terminate:
+            self.on_cancel_done = True
+            if self.on_cancel is not None:
+                self.fx.stop.append((self.run_id, self.on_cancel.path))
+                self.on_cancel = None
+                self._finish(RunStatus.CANCELLED)
+                return True
         if self.on_cancel is not None:
             return True  # being cancelled: its on_cancel handler runs
         self.cancel_reason = reason

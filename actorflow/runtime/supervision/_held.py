@@ -61,7 +61,7 @@ class HeldRun(HasEffects):
         self.cancel_reason: str | None = None
         self.ended_at: float | None = None
 
-    def cancel(self, reason: str) -> bool:
+    def cancel(self, reason: str, terminate: bool = False) -> bool:
         """End the run as cancelled (False: it had already finished)."""
         if self.finished or self.status.terminal:
             return False

@@ -357,7 +357,11 @@ class Shard(ShardWrites):
         if sup is None:
             # Not live: queued, or never activated since a restart. Load without resuming.
             loaded = load_run(self._core, msg.run_id)
-            if isinstance(loaded, CodeSupervisor) and loaded.status == RunStatus.RUNNING:
+            if (
+                isinstance(loaded, CodeSupervisor)
+                and loaded.status == RunStatus.RUNNING
+                and not msg.terminate
+            ):
                 # Its function is told of the cancel and may run clean-up steps: it must be
                 # live, with what it had in flight taken up (and then stopped by the cancel).
                 sup = self._activate(msg.run_id)
@@ -365,7 +369,7 @@ class Shard(ShardWrites):
                 self._runs[msg.run_id] = sup = loaded
         if sup is None:
             sup = self._held_run(msg.run_id)
-        if sup is None or not sup.cancel(msg.reason):
+        if sup is None or not sup.cancel(msg.reason, msg.terminate):
             msg.reply.set_result(False)
             return
         reply = msg.reply

@@ -176,8 +176,9 @@ class ShardWrites(Actor):
         for child in fx.children:
             if child[0] == "start":
                 self._then.append(functools.partial(core.start_child, *child[1:]))
-            elif child[0] == "cancel":
-                self._then.append(functools.partial(self._cancel_child, child[1]))
+            elif child[0] in ("cancel", "terminate"):
+                stop = functools.partial(self._cancel_child, child[1], child[0] == "terminate")
+                self._then.append(stop)
             else:  # a code workflow's ctx.external(...): a signal or a cancel
                 self._then.append(functools.partial(self._external, *child))
         for call in fx.after:  # user callbacks (on_pause): never on the writer's thread
@@ -230,11 +231,13 @@ class ShardWrites(Actor):
         except Exception as exc:  # no such run id (it cannot be routed)
             sent.set_exception(exc)
 
-    def _cancel_child(self, child_run_id: str) -> None:
-        tell(
-            self._core.route(child_run_id),
-            CancelRun(child_run_id, "its parent run stopped it", Promise()),
+    def _cancel_child(self, child_run_id: str, terminate: bool = False) -> None:
+        why = (
+            "its parent run closed (parent_close_policy: terminate)"
+            if terminate
+            else ("its parent run stopped it")
         )
+        tell(self._core.route(child_run_id), CancelRun(child_run_id, why, Promise(), terminate))
 
     def _flush(self) -> None:
         if not (self._ops or self._then):
