@@ -9,7 +9,6 @@ that a replay takes exactly the same path.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import logging
 import uuid
@@ -286,6 +285,8 @@ class WorkflowContext:
         """
         if not callable(fn):
             raise DefinitionError(f"ctx.wait_condition: fn: expected a callable, got {fn!r}")
+        import asyncio  # here: ``import actorflow`` must stay light (tests/test_extras.py)
+
         self._driver.check_usable("ctx.wait_condition")
         if fn():
             return
