@@ -39,6 +39,7 @@ from actorflow.code import CodeWorkflow, PanicPolicy, WorkflowContext, WorkflowI
 from actorflow.config import EngineConfig
 from actorflow.definition import Flow, Retry, Secret, Service, Workflow, _builder, define_service
 from actorflow.definition._breaker import CircuitBreaker
+from actorflow.definition._cache import Cache
 from actorflow.engine import Engine, RunHandle
 from actorflow.errors import (
     AccessDenied,
@@ -117,6 +118,7 @@ __all__ = [
     "ApprovalNotFound",
     "AsyncClient",
     "AttemptDetails",
+    "Cache",
     "CircuitBreaker",
     "CircuitOpen",
     "Client",

@@ -497,3 +497,9 @@ def on_cancel_cleanup(ctx: Any) -> str:
     while gate and not Path(gate).exists():
         time.sleep(0.01)
     return f"cleaned up after {sorted(ctx.steps)}"
+
+
+def weather(ctx: Any) -> dict[str, Any]:
+    """A step worth caching: recorded per execution."""
+    record(ctx)
+    return {"city": ctx.payload["city"], "temp": len(ctx.payload["city"]) * 3}

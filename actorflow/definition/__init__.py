@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from actorflow.definition._builder import Workflow
+from actorflow.definition._cache import Cache
 from actorflow.definition._flow import ITEM, Flow
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.definition._services import Secret, Service, ServiceInstance, define_service
@@ -29,6 +30,7 @@ __all__ = [
     "ITEM",
     "ArmSpec",
     "BranchSpec",
+    "Cache",
     "CancelSpec",
     "Flow",
     "ForEachSpec",

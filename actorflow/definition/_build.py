@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actorflow.definition._breaker import CircuitBreaker
+from actorflow.definition._cache import Cache
 from actorflow.definition._flow import (
     ITEM,
     Flow,
@@ -180,6 +181,10 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         ctx.problems.append(
             f"{where}: breaker: expected af.CircuitBreaker(...), got {raw.breaker!r}"
         )
+    if raw.cache is not None and not isinstance(raw.cache, Cache):
+        ctx.problems.append(
+            f"{where}: cache: expected af.Cache(key=..., ttl=...), got {raw.cache!r}"
+        )
     if not (ok and fn_ok):
         return None
     ref = _ref(raw.fn, f"{where}: fn", ctx)
@@ -195,6 +200,7 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         call="item" if raw.call == "item" else "ctx",
         heartbeat_timeout=heartbeat,
         breaker=raw.breaker if isinstance(raw.breaker, CircuitBreaker) else None,
+        cache=raw.cache if isinstance(raw.cache, Cache) else None,
     )
 
 

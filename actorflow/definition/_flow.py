@@ -50,6 +50,7 @@ class RawStep:
     call: str = "ctx"
     heartbeat_timeout: Any = None
     breaker: Any = None
+    cache: Any = None
 
 
 @dataclass(slots=True)
@@ -175,6 +176,7 @@ class Flow:
         retry: Retry | None = None,
         heartbeat_timeout: Any = None,
         breaker: Any = None,
+        cache: Any = None,
     ) -> Self:
         """Add a step: ``fn(ctx)`` runs in a worker process; its return value is recorded.
 
@@ -189,6 +191,9 @@ class Flow:
             breaker: an :class:`~actorflow.CircuitBreaker` (shared with other steps and
                 runs given the same one): while it is open, attempts fail at once with
                 ``CircuitOpen`` and are retried per the policy.
+            cache: an :class:`~actorflow.Cache` (``af.Cache(key=fn, ttl="1h")``): a step
+                whose key was recorded within the TTL, by any run of this workflow, returns
+                that output without running; its record says ``cached``.
         """
         return self._add(
             RawStep(
@@ -199,6 +204,7 @@ class Flow:
                 retry,
                 heartbeat_timeout=heartbeat_timeout,
                 breaker=breaker,
+                cache=cache,
             )
         )
 

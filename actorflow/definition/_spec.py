@@ -110,6 +110,7 @@ class StepSpec:
             or batch body given as a plain function).
         heartbeat_timeout: seconds a step may go without ``ctx.heartbeat``, or None.
         breaker: its circuit breaker, or None.
+        cache: its :class:`~actorflow.Cache`, or None.
     """
 
     name: str
@@ -121,6 +122,7 @@ class StepSpec:
     call: CallMode = "ctx"
     heartbeat_timeout: float | None = None
     breaker: Any = None
+    cache: Any = None  # an af.Cache, or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +273,7 @@ def _describe(node: NodeSpec) -> dict[str, Any]:
             "on_error": node.on_error.display if node.on_error else None,
             "call": node.call,
             **({"breaker": node.breaker.describe()} if node.breaker is not None else {}),
+            **({"cache": node.cache.describe()} if node.cache is not None else {}),
         }
     if isinstance(node, BranchSpec):
         arms = [

@@ -59,7 +59,7 @@ from actorflow.runtime.kernel._messages import (
     EventDelivered,
     ResumeApproval,
 )
-from actorflow.runtime.supervision import _graph_cancel, _replay, _waits
+from actorflow.runtime.supervision import _graph_cancel, _replay, _step_cache, _waits
 from actorflow.runtime.supervision._graph_nodes import GraphNodes
 from actorflow.runtime.supervision._graph_state import _AWAITED
 from actorflow.runtime.supervision._run import open_run
@@ -225,6 +225,8 @@ class Supervisor(GraphNodes):
         self._succeed(leaf, msg.output)
 
     def _succeed(self, leaf: Leaf, output: bytes) -> None:
+        if not self.replaying:
+            _step_cache.remember(self, leaf, output)
         key = (leaf.frame, leaf.node)
         self.outputs[key] = output
         leaf.inline = inline_output(output)

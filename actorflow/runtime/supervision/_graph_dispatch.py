@@ -29,6 +29,7 @@ from actorflow.runtime.kernel._messages import (
     ErrorInfo,
     TaskSpec,
 )
+from actorflow.runtime.supervision import _step_cache
 from actorflow.runtime.supervision._chunking import Window
 from actorflow.runtime.supervision._graph_state import (
     _LEAF_KIND,
@@ -67,6 +68,8 @@ class GraphDispatch(GraphState):
         if is_missing(self.plan.specs[node]):  # (only a run's own old plan has these)
             self.hold_missing(leaf)
             return
+        if leaf.attempt == 0 and _step_cache.lookup(self, frame, node, leaf):
+            return  # answered from its cache (or its cache key failed it)
         if leaf.attempt == 0 and self.compiled.chunkable[node]:
             group = (self.frames[frame].parent, node)
             held = self.held.get(group)

@@ -429,6 +429,9 @@ class GraphState(RunMachine):
         def on_failed(self, msg: AttemptFailed) -> None:
             """A step attempt failed (dispatching fails one at an open circuit)."""
 
+        def _succeed(self, leaf: Leaf, output: bytes) -> None:
+            """Record a leaf's output and tell the evaluator (a cache hit does too)."""
+
 
 def _exception_bytes(err: ErrorInfo) -> bytes:
     """The step's exception, encoded for its error handler's ``ctx.error``."""

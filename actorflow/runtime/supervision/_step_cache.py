@@ -1,0 +1,87 @@
+"""Graph steps' caches (``af.Cache``; see ``definition/_cache.py`` for what users see).
+
+Data flow: ``_run`` asks :func:`lookup` before a step's first attempt; a hit is recorded as
+the step's success (one attempt, kind ``cached``) without a task; a miss runs the step, and
+``_succeed`` calls :func:`remember`, which adds the output to the same commit as the step's
+record, under ``#cache/<workflow>`` in the ``state`` db with the TTL's expiry (its index
+entry lets the engine's state sweep delete it once expired). Entries have the state db's
+layout (8-byte expiry in ms, then the encoded value), so they read as expired the same way.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from actorflow._types import StepStatus
+from actorflow.definition._cache import cache_digest
+from actorflow.definition._spec import StepSpec
+from actorflow.runtime.supervision._nodes import call_user
+from actorflow.runtime.supervision._steps import Leaf
+from actorflow.store import _keys as K
+
+if TYPE_CHECKING:
+    from actorflow.runtime.supervision._graph_dispatch import GraphDispatch
+
+__all__ = ["lookup", "remember"]
+
+_EXP = struct.Struct(">Q")
+
+
+def _where(sup: GraphDispatch, spec: StepSpec, frame: int, node: int) -> tuple[str, str] | Any:
+    """(scope, key) of the step's entry, or the ErrorInfo of a key function that raised."""
+    value, err = call_user(spec.cache.key, sup._ctx(frame, node))
+    if err is not None:
+        return err
+    try:
+        digest = cache_digest(value)
+    except TypeError as exc:
+        from actorflow.runtime.supervision._nodes import error_info
+
+        return error_info(exc)
+    return f"#cache/{sup.workflow_id}", f"{spec.name}:{digest}"
+
+
+def lookup(sup: GraphDispatch, frame: int, node: int, leaf: Leaf) -> bool:
+    """Answer the step from its cache if it can; True if it did (or its key failed it)."""
+    spec = sup.plan.specs[node]
+    if not isinstance(spec, StepSpec) or spec.cache is None or leaf.attempt != 0:
+        return False
+    where = _where(sup, spec, frame, node)
+    if not isinstance(where, tuple):  # the key function raised: the step fails with it
+        leaf.attempt = 1
+        sup._leaf_failed_for_good(leaf, where)
+        return True
+    raw = sup.core.store.get(K.STATE, K.state_key(*where))
+    now = sup.core.clock.now()
+    if raw is None or len(raw) < _EXP.size:
+        return False
+    (expiry,) = _EXP.unpack_from(raw)
+    if expiry and expiry <= round(now * 1000):
+        return False  # expired (the sweep has not deleted it yet)
+    leaf.attempt = 1
+    leaf.status = StepStatus.SUCCEEDED
+    leaf.dispatched_at = leaf.started_at = leaf.ended_at = now
+    leaf.attempts.append(
+        {
+            "attempt": 1, "status": "succeeded", "kind": "cached", "started_at": now,
+            "ended_at": now, "error": None, "pid": None,
+        }
+    )  # fmt: skip
+    sup._succeed(leaf, bytes(raw[_EXP.size :]))
+    return True
+
+
+def remember(sup: GraphDispatch, leaf: Leaf, output: bytes) -> None:
+    """Keep a step's fresh output in its cache (in the commit that records the step)."""
+    spec = sup.plan.specs[leaf.node] if leaf.node >= 0 else None
+    if not isinstance(spec, StepSpec) or spec.cache is None:
+        return
+    if leaf.attempts and leaf.attempts[-1].get("kind") == "cached":
+        return  # the output came from the cache: its entry stays as it was
+    where = _where(sup, spec, leaf.frame, leaf.node)
+    if not isinstance(where, tuple):
+        return  # it answered when the step started; it raises now: no entry, nothing else
+    expiry = round((sup.core.clock.now() + float(spec.cache.ttl)) * 1000)
+    sup.fx.ops.append((K.STATE, K.state_key(*where), _EXP.pack(expiry) + output))
+    sup.fx.ops.append((K.STATE, K.state_expiry_key(expiry / 1000, *where), b""))
