@@ -99,3 +99,31 @@ def process_gone(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
+
+
+def sigkill_when(tmp_path: Path, code: str, marker: str) -> str:
+    """Run ``code`` (an engine script) in its own process until it prints ``marker RUN_ID``,
+    then SIGKILL it, as a crash would; return the run id it printed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "engine_script.py"
+    script.write_text(textwrap.dedent(code))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE, text=True, cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith(marker):
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(f"the engine script printed {line!r}, not {marker}")
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(30) == -signal.SIGKILL
+    return line.split()[1]

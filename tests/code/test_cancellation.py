@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +17,7 @@ import pytest
 
 import actorflow as af
 from tests import code_steps as cs
-from tests.conftest import executions, wait_until
+from tests.conftest import executions, sigkill_when, wait_until
 
 MakeEngine = Callable[..., af.Engine]
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,10 +180,9 @@ def test_cancel_survives_an_engine_sigkill_during_cleanup(
     once, the cancelled step never runs again, and the run ends cancelled."""
     log = tmp_path / "log"
     gate = tmp_path / "gate"
-    script = tmp_path / "engine.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
+    run_id = sigkill_when(
+        tmp_path,
+        f"""
             import time
             from pathlib import Path
             import actorflow as af
@@ -206,20 +201,9 @@ def test_cancel_survives_an_engine_sigkill_during_cleanup(
                     time.sleep(0.02)
                 print("CLEANING", run.id, flush=True)
                 time.sleep(600)
-            """
-        )
+            """,
+        "CLEANING",
     )
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("CLEANING"), line
-    run_id = line.split()[1]
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
 
     engine = make_engine()
     engine.workflow("job")(gated_flow(str(log), str(gate)))

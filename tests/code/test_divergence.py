@@ -8,11 +8,6 @@ the :class:`NondeterminismError` with its position.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +17,7 @@ import pytest
 import actorflow as af
 from actorflow.code._history import read_history
 from tests.code.test_replay import order_v1, order_v2, waiting_at
-from tests.conftest import executions, wait_until
+from tests.conftest import executions, sigkill_when, wait_until
 
 MakeEngine = Callable[..., af.Engine]
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,10 +107,9 @@ def test_recovery_after_sigkill_on_a_diverged_history(
     make_engine: MakeEngine, tmp_path: Path, data_dir: Path
 ) -> None:
     log = str(tmp_path / "log")
-    script = tmp_path / "v1.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
+    run_id = sigkill_when(
+        tmp_path,
+        f"""
             import sys, time
             import actorflow as af
             from tests.code.test_replay import order_v1
@@ -128,20 +122,9 @@ def test_recovery_after_sigkill_on_a_diverged_history(
                     time.sleep(0.02)
                 print("WAITING", run.id, flush=True)
                 time.sleep(600)
-            """
-        )
+            """,
+        "WAITING",
     )
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("WAITING"), line
-    run_id = line.split()[1]
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
 
     second = make_engine()
     second.workflow("order", panic=af.PanicPolicy(max_restarts=0))(order_v2(log))

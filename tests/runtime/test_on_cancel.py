@@ -4,11 +4,6 @@ cancelled once the handler has ended, and a crash meanwhile does not lose it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +12,7 @@ import pytest
 import actorflow as af
 from tests import steps
 from tests.code.test_cancellation import gone
-from tests.conftest import wait_until
+from tests.conftest import sigkill_when, wait_until
 
 MakeEngine = Callable[..., af.Engine]
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,10 +89,9 @@ def test_on_cancel_survives_an_engine_sigkill(
     make_engine: MakeEngine, tmp_path: Path, data_dir: Path
 ) -> None:
     log, gate = tmp_path / "log", tmp_path / "gate"
-    script = tmp_path / "engine.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
+    run_id = sigkill_when(
+        tmp_path,
+        f"""
             import time
             from pathlib import Path
             import actorflow as af
@@ -115,20 +109,9 @@ def test_on_cancel_survives_an_engine_sigkill(
                     time.sleep(0.02)
                 print("HANDLING", run.id, flush=True)
                 time.sleep(600)
-            """
-        )
+            """,
+        "HANDLING",
     )
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("HANDLING"), line
-    run_id = line.split()[1]
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait(30) == -signal.SIGKILL
 
     engine = make_engine()
     define(engine)
