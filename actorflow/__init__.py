@@ -40,6 +40,7 @@ from actorflow.config import EngineConfig
 from actorflow.definition import Flow, Retry, Secret, Service, Workflow, _builder, define_service
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._cache import Cache
+from actorflow.definition._queue import Queue
 from actorflow.engine import Engine, RunHandle
 from actorflow.errors import (
     AccessDenied,
@@ -150,6 +151,7 @@ __all__ = [
     "PoolUnavailable",
     "ProcessExecutor",
     "PruneReport",
+    "Queue",
     "RayExecutor",
     "RemoteError",
     "RemoteRunHandle",

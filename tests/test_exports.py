@@ -10,7 +10,7 @@ PUBLIC = {
     "InvalidPayload", "RunDepthExceeded",
     "MaxIterationsExceeded", "ManualClock", "PoolUnavailable", "RemoteError", "RemoteTraceback",
     "ResultTimeout", "Retry", "RunCancelled", "RunDetails", "RunError", "RunHandle", "RunInfo",
-    "ParentClosePolicy", "Cache",
+    "ParentClosePolicy", "Cache", "Queue",
     "RunNotFound", "RunStatus", "RunSummary", "RunTimeout", "StepContext", "StepDetails",
     "StepFailed", "StepOutput", "StepStatus", "StepTimeout", "StoreCorrupted", "StoreError",
     "StoreFull", "StoreInUse", "LeaderLost", "SystemClock", "WorkerCrashed", "Workflow",

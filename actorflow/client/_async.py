@@ -76,10 +76,15 @@ class AsyncClient:
         await self.aclose()
 
     async def trigger(
-        self, workflow: str, payload: Any = None, *, idempotency_key: str | None = None
+        self,
+        workflow: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        priority: int = 0,
     ) -> RemoteRunHandle:
         """Start a run (see :meth:`Client.trigger`)."""
-        reply = await self._t.asend(C.trigger(workflow, payload, idempotency_key))
+        reply = await self._t.asend(C.trigger(workflow, payload, idempotency_key, priority))
         return RemoteRunHandle(self._t, *C.started(reply))
 
     async def trigger_many(

@@ -68,13 +68,16 @@ def _key(key: Any) -> dict[str, str]:
 # -- starting runs --------------------------------------------------------------------------
 
 
-def trigger(workflow: Any, payload: Any, idempotency_key: Any) -> Call:
+def trigger(workflow: Any, payload: Any, idempotency_key: Any, priority: Any = 0) -> Call:
     if not isinstance(workflow, str) or not workflow:
         raise WorkflowNotFound(str(workflow))
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ClientError(f"priority: expected an integer, got {priority!r}")
     return Call(
         "POST",
         f"/api/workflows/{quoted(workflow)}/trigger",
         payload,
+        params={"priority": str(priority)} if priority else {},
         headers=_key(idempotency_key),
         missing=("workflow", workflow),
     )

@@ -91,7 +91,12 @@ class Client:
     # -- starting runs ----------------------------------------------------------------------
 
     def trigger(
-        self, workflow: str, payload: Any = None, *, idempotency_key: str | None = None
+        self,
+        workflow: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        priority: int = 0,
     ) -> RemoteRunHandle:
         """Start a run of ``workflow``; returns once the run is durably recorded.
 
@@ -102,13 +107,16 @@ class Client:
             idempotency_key: runs triggered with the same key (per workflow) are one run: a
                 second call returns the first run's handle. Sent as ``Idempotency-Key``;
                 a request that failed on the way can be sent again with it.
+            priority: its place among queued runs on a queue that orders by priority
+                (see ``Engine.trigger``); sent as ``?priority=``.
 
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidPayload: the payload is not JSON.
+            ClientError: the priority is refused (400).
             EngineNotRunning: the engine is not started (503).
         """
-        reply = self._t.send(C.trigger(workflow, payload, idempotency_key))
+        reply = self._t.send(C.trigger(workflow, payload, idempotency_key, priority))
         return RemoteRunHandle(self._t, *C.started(reply))
 
     def trigger_many(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from actorflow._types import ParentClosePolicy
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._options import Retry, parse_duration
+from actorflow.definition._queue import Queue
 from actorflow.errors import ClientError, DefinitionError, WaitTimeout
 from actorflow.store import _keys as K
 
@@ -132,6 +133,7 @@ class WorkflowContext:
         retry: Retry | None = None,
         heartbeat_timeout: Any = None,
         breaker: Any = None,
+        queue: Any = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` in the worker pool, recorded; await it for its result.
 
@@ -148,6 +150,8 @@ class WorkflowContext:
                 long; the last heartbeat's details reach the next attempt.
             breaker: an :class:`~actorflow.CircuitBreaker`: while it is open, attempts fail
                 at once with ``CircuitOpen`` (retried per the policy).
+            queue: an :class:`~actorflow.Queue`: the step waits for a slot of it before it
+                starts (shared with every step given the same queue, in any run).
 
         Raises:
             StepFailed: (when awaited) the step failed for good; its exception is the cause.
@@ -158,6 +162,10 @@ class WorkflowContext:
             raise DefinitionError(
                 f"ctx.step {name!r}: breaker: expected af.CircuitBreaker(...), got {breaker!r}"
             )
+        if queue is not None and not isinstance(queue, Queue):
+            raise DefinitionError(
+                f"ctx.step {name!r}: queue: expected af.Queue(...), got {queue!r}"
+            )
         opts = {
             "fn": fn,
             "args": args,
@@ -167,6 +175,7 @@ class WorkflowContext:
                 heartbeat_timeout, f"ctx.step {name!r}: heartbeat_timeout"
             ),
             "breaker": breaker,
+            "queue": queue,
         }
         return self._future("step", _name(name, "ctx.step: name"), opts)
 

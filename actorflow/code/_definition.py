@@ -69,6 +69,7 @@ class CodeWorkflowSpec:
         failure_types: exceptions that fail the run instead of panicking it.
         retention: seconds its finished runs are kept (0: forever; None: the engine's).
         version: its version (several may be defined at once; runs keep theirs).
+        queue: the :class:`~actorflow.Queue` whose limits it shares, or None.
     """
 
     id: str
@@ -85,6 +86,8 @@ class CodeWorkflowSpec:
     schedules: tuple[Any, ...] = ()
     retention: float | None = None
     version: int = 1
+    queue: Any = None
+    events: tuple[Any, ...] = ()
     on_error: None = None  # graph workflows only
     kind: str = "code"
 
@@ -116,8 +119,8 @@ class CodeWorkflow(Triggers):
 
     It stays callable as the function it wraps, so it can be tested and replayed directly
     (``af.testing.replay(history, etl)``). Add triggers with :meth:`on_webhook`,
-    :meth:`on_schedule` and :meth:`on_interval` before the engine starts: each starts the
-    function with the trigger's payload as its one argument.
+    :meth:`on_schedule`, :meth:`on_interval` and :meth:`on_event` before the engine starts:
+    each starts the function with the trigger's payload as its one argument.
     """
 
     def __init__(
@@ -135,9 +138,11 @@ class CodeWorkflow(Triggers):
         rate_limit: str | None = None,
         retention: Any = None,
         version: int = 1,
+        queue: Any = None,
     ) -> None:
         self._id: Any = workflow_id
         self.fn = fn
+        self._queue: Any = queue
         self._retry: Any = retry
         self._timeout: Any = timeout
         self._concurrency: Any = concurrency
@@ -152,6 +157,7 @@ class CodeWorkflow(Triggers):
         self._frozen = False
         self._webhooks: list[tuple[Any, ...]] = []
         self._schedules: list[tuple[Any, ...]] = []
+        self._event_triggers: list[tuple[Any, ...]] = []
         self._spec: CodeWorkflowSpec | None = None
         self.__name__ = getattr(fn, "__name__", str(workflow_id))
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -213,6 +219,8 @@ class CodeWorkflow(Triggers):
             webhooks=common.webhooks,
             schedules=common.schedules,
             retention=common.retention,
+            queue=common.queue,
+            events=common.events,
             version=common.version,
         )
 

@@ -26,7 +26,8 @@ from actorflow.definition._flow import (
     RawWait,
     RawWhile,
 )
-from actorflow.definition._options import NO_RETRY, Retry, parse_duration
+from actorflow.definition._options import NO_RETRY, Retry, parse_duration, validate_name
+from actorflow.definition._queue import Queue
 from actorflow.definition._spec import (
     ArmSpec,
     BranchSpec,
@@ -49,22 +50,6 @@ __all__ = ["DEFAULT_CONCURRENCY", "Context", "build_flow", "path_problems", "val
 
 #: Items of a for_each in flight at once unless told otherwise.
 DEFAULT_CONCURRENCY = 1000
-
-
-def validate_name(name: Any, what: str) -> str | None:
-    """Return a problem with ``name`` (a workflow id or node name), or None if it is fine."""
-    if not isinstance(name, str) or not name.strip():
-        return f"{what}: expected a non-empty string, got {name!r}"
-    problem = K.part_problem(name, what, K.MAX_NAME)
-    if problem is not None:
-        return problem
-    if any(ord(c) < 32 for c in name):
-        return f"{what}: must not contain control characters (NUL, newline...), got {name!r}"
-    if "/" in name:
-        return (
-            f"{what}: must not contain '/' (it separates the parts of a step's path), got {name!r}"
-        )
-    return None
 
 
 @dataclass
@@ -185,6 +170,8 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         ctx.problems.append(
             f"{where}: cache: expected af.Cache(key=..., ttl=...), got {raw.cache!r}"
         )
+    if raw.queue is not None and not isinstance(raw.queue, Queue):
+        ctx.problems.append(f"{where}: queue: expected af.Queue(...), got {raw.queue!r}")
     if not (ok and fn_ok):
         return None
     ref = _ref(raw.fn, f"{where}: fn", ctx)
@@ -201,6 +188,7 @@ def _step(raw: RawStep, ctx: Context, where: str) -> StepSpec | None:
         heartbeat_timeout=heartbeat,
         breaker=raw.breaker if isinstance(raw.breaker, CircuitBreaker) else None,
         cache=raw.cache if isinstance(raw.cache, Cache) else None,
+        queue=raw.queue if isinstance(raw.queue, Queue) else None,
     )
 
 

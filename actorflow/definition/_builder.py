@@ -8,7 +8,6 @@ first trigger of a workflow defined later) checks everything at once and raises 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Self
 
@@ -22,11 +21,14 @@ from actorflow.definition._build import (
 )
 from actorflow.definition._flow import Flow
 from actorflow.definition._options import Retry, parse_duration, parse_retention
+from actorflow.definition._queue import Queue, parse_rate
 from actorflow.definition._services import Service, ServiceInstance
 from actorflow.definition._spec import ON_CANCEL, WorkflowSpec
 from actorflow.definition._triggers import (
+    EventTriggerSpec,
     ScheduleSpec,
     WebhookSpec,
+    check_event_trigger,
     check_schedule,
     check_webhook,
 )
@@ -62,6 +64,8 @@ class Common(NamedTuple):
     schedules: tuple[ScheduleSpec, ...]
     retention: float | None
     version: int
+    queue: Queue | None = None
+    events: tuple[EventTriggerSpec, ...] = ()
 
 
 def check_version(value: Any) -> str | None:
@@ -76,7 +80,8 @@ class Triggers:
 
     The host class provides ``_lock``, ``_frozen``, ``_spec``, ``_build()`` and the raw
     options ``_id``, ``_timeout``, ``_concurrency``, ``_description``, ``_services``,
-    ``_rate_limit``, ``_retention``, ``_version``, ``_webhooks`` and ``_schedules``.
+    ``_rate_limit``, ``_queue``, ``_retention``, ``_version``, ``_webhooks``,
+    ``_schedules`` and ``_event_triggers``.
     """
 
     _lock: Any
@@ -88,10 +93,12 @@ class Triggers:
     _description: Any
     _services: Any
     _rate_limit: Any
+    _queue: Any = None
     _retention: Any = None
     _version: Any = 1
     _webhooks: list[tuple[Any, ...]]
     _schedules: list[tuple[Any, ...]]
+    _event_triggers: list[tuple[Any, ...]]
     #: Validates the host's own options and returns its spec (each host class defines it).
     _build: Callable[[], Any]
     #: The engine it was defined on (a weak reference), if any.
@@ -149,8 +156,22 @@ class Triggers:
             c for cron, every, tz, overlap, catch_up in self._schedules
             if (c := check_schedule(cron, every, tz, overlap, catch_up, problems))
         )  # fmt: skip
+        events = tuple(
+            e for event, key in self._event_triggers
+            if (e := check_event_trigger(event, key, problems))
+        )  # fmt: skip
         services = self._check_services(problems)
-        rate = _rate_limit(self._rate_limit, problems)
+        rate = parse_rate(self._rate_limit, problems)
+        queue = self._queue
+        if queue is not None:
+            if not isinstance(queue, Queue):
+                problems.append(f"queue: expected af.Queue(...), got {queue!r}")
+                queue = None
+            elif concurrency is not None or rate is not None:
+                problems.append(
+                    f"queue: the workflow's runs are limited by queue {queue.name!r}: give "
+                    "concurrency and rate_limit to the queue, not to the workflow as well"
+                )
         retention = None
         if self._retention is not None:
             try:
@@ -161,7 +182,18 @@ class Triggers:
         if (p := check_version(version)) is not None:
             problems.append(p)
             version = 1
-        return Common(timeout, concurrency, services, rate, webhooks, schedules, retention, version)
+        return Common(
+            timeout,
+            concurrency,
+            services,
+            rate,
+            webhooks,
+            schedules,
+            retention,
+            version,
+            queue,
+            events,
+        )
 
     def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
         raw = self._services
@@ -264,6 +296,25 @@ class Triggers:
             self._schedules.append((None, every, "UTC", overlap, catch_up))
         return self
 
+    def on_event(self, event: str, *, key: Callable[[Any], Any] | None = None) -> Self:
+        """Start a run for each published event ``event``, with its payload as the payload.
+
+        ``engine.publish(event, payload, key=...)`` (or ``POST /api/events/{event}``)
+        records the runs it starts before it returns, as a webhook does, and a run is
+        started once per event: its idempotency key is the event's identity, so publishing
+        the same event again (a retry after a crash) starts nothing more.
+
+        Args:
+            event: the event's name, e.g. ``"order.created"``.
+            key: ``key(payload) -> str``, the event's identity (e.g. ``lambda e:
+                e["order_id"]``); it runs in the engine, at the publish, and must be quick.
+                Default: the publish's ``key=``; without one, each publish is a new event.
+        """
+        with self._lock:
+            self._check_open()
+            self._event_triggers.append((event, key))
+        return self
+
     def _check_open(self) -> None:
         if self._frozen:
             raise DefinitionError(
@@ -299,6 +350,8 @@ class Workflow(Flow, Triggers):
         version: which version of the workflow this is (an integer >= 1): an engine may
             define several versions of one id; new runs take the newest, and each run goes
             on on the version it started on (docs/operations.md, "Versions").
+        queue: an :class:`~actorflow.Queue` whose limits its runs share with the other
+            workflows given it (instead of ``concurrency`` and ``rate_limit`` of its own).
     """
 
     def __init__(
@@ -316,8 +369,10 @@ class Workflow(Flow, Triggers):
         rate_limit: str | None = None,
         retention: Any = None,
         version: int = 1,
+        queue: Any = None,
     ) -> None:
         super().__init__(workflow_id if isinstance(workflow_id, str) else None)
+        self._queue: Any = queue
         # Raw values, validated all at once by build(): callers may be untyped.
         self._id: Any = workflow_id
         self._retry: Any = retry
@@ -333,6 +388,7 @@ class Workflow(Flow, Triggers):
         self._version: Any = version
         self._webhooks: list[tuple[Any, ...]] = []
         self._schedules: list[tuple[Any, ...]] = []
+        self._event_triggers: list[tuple[Any, ...]] = []
         self._spec: WorkflowSpec | None = None
 
     @property
@@ -400,29 +456,9 @@ class Workflow(Flow, Triggers):
             schedules=common.schedules,
             retention=common.retention,
             version=common.version,
+            queue=common.queue,
+            events=common.events,
         )
 
     def __repr__(self) -> str:
         return f"<Workflow {self._id!r}: {len(self._block)} nodes>"
-
-
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
-
-
-def _rate_limit(value: Any, problems: list[str]) -> tuple[int, float] | None:
-    """Parse ``"100/m"``, ``"5/10s"``... into (runs, window seconds)."""
-    if value is None:
-        return None
-    m = _RATE.match(value) if isinstance(value, str) else None
-    if m is not None:
-        count, unit = int(m.group(1)), m.group(2)
-        try:
-            window = parse_duration(unit if unit[0].isdigit() else "1" + unit, "rate_limit")
-        except DefinitionError:
-            window = 0.0
-        if count >= 1 and window > 0:
-            return count, window
-    problems.append(
-        f"rate_limit: expected runs per window such as '100/m', '10/s' or '5/10s', got {value!r}"
-    )
-    return None

@@ -51,6 +51,7 @@ class RawStep:
     heartbeat_timeout: Any = None
     breaker: Any = None
     cache: Any = None
+    queue: Any = None
 
 
 @dataclass(slots=True)
@@ -177,6 +178,7 @@ class Flow:
         heartbeat_timeout: Any = None,
         breaker: Any = None,
         cache: Any = None,
+        queue: Any = None,
     ) -> Self:
         """Add a step: ``fn(ctx)`` runs in a worker process; its return value is recorded.
 
@@ -194,6 +196,9 @@ class Flow:
             cache: an :class:`~actorflow.Cache` (``af.Cache(key=fn, ttl="1h")``): a step
                 whose key was recorded within the TTL, by any run of this workflow, returns
                 that output without running; its record says ``cached``.
+            queue: an :class:`~actorflow.Queue`: at most its ``concurrency`` of the steps
+                given it run at once (and at most ``rate_limit`` start per window), over
+                every run of every workflow; the others wait for a slot before they start.
         """
         return self._add(
             RawStep(
@@ -205,6 +210,7 @@ class Flow:
                 heartbeat_timeout=heartbeat_timeout,
                 breaker=breaker,
                 cache=cache,
+                queue=queue,
             )
         )
 

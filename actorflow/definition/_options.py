@@ -9,8 +9,16 @@ from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal, cast
 
 from actorflow.errors import DefinitionError
+from actorflow.store import _keys as K
 
-__all__ = ["UNLIMITED", "Retry", "parse_duration", "parse_retention", "qualified_name"]
+__all__ = [
+    "UNLIMITED",
+    "Retry",
+    "parse_duration",
+    "parse_retention",
+    "qualified_name",
+    "validate_name",
+]
 
 #: ``attempts`` of a policy with no limit (Temporal's ``maximum_attempts=0``).
 UNLIMITED = 2**62
@@ -306,3 +314,19 @@ class Retry:
 
 #: The policy of a step that names none and whose workflow names none: run once.
 NO_RETRY = Retry(attempts=1)
+
+
+def validate_name(name: Any, what: str) -> str | None:
+    """Return a problem with ``name`` (a workflow id or node name), or None if it is fine."""
+    if not isinstance(name, str) or not name.strip():
+        return f"{what}: expected a non-empty string, got {name!r}"
+    problem = K.part_problem(name, what, K.MAX_NAME)
+    if problem is not None:
+        return problem
+    if any(ord(c) < 32 for c in name):
+        return f"{what}: must not contain control characters (NUL, newline...), got {name!r}"
+    if "/" in name:
+        return (
+            f"{what}: must not contain '/' (it separates the parts of a step's path), got {name!r}"
+        )
+    return None

@@ -111,6 +111,7 @@ class StepSpec:
         heartbeat_timeout: seconds a step may go without ``ctx.heartbeat``, or None.
         breaker: its circuit breaker, or None.
         cache: its :class:`~actorflow.Cache`, or None.
+        queue: the :class:`~actorflow.Queue` it waits for before it starts, or None.
     """
 
     name: str
@@ -123,6 +124,7 @@ class StepSpec:
     heartbeat_timeout: float | None = None
     breaker: Any = None
     cache: Any = None  # an af.Cache, or None
+    queue: Any = None  # an af.Queue, or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +276,7 @@ def _describe(node: NodeSpec) -> dict[str, Any]:
             "call": node.call,
             **({"breaker": node.breaker.describe()} if node.breaker is not None else {}),
             **({"cache": node.cache.describe()} if node.cache is not None else {}),
+            **({"queue": node.queue.describe()} if node.queue is not None else {}),
         }
     if isinstance(node, BranchSpec):
         arms = [
@@ -357,6 +360,9 @@ def describe_common(spec: Any) -> dict[str, Any]:
         "schedules": [s.describe() for s in spec.schedules],
         "retention": spec.retention,
         "version": spec.version,
+        # Only when set: a definition without a queue keeps the fingerprint it had.
+        **({"queue": spec.queue.describe()} if spec.queue is not None else {}),
+        **({"events": [e.describe() for e in spec.events]} if spec.events else {}),
     }
 
 
@@ -397,6 +403,10 @@ class WorkflowSpec:
     schedules: tuple[Any, ...] = ()
     retention: float | None = None
     version: int = 1
+    #: The :class:`~actorflow.Queue` whose limits it shares, or None.
+    queue: Any = None
+    #: Published events that start its runs (``on_event``).
+    events: tuple[Any, ...] = ()
 
     @property
     def steps(self) -> tuple[StepSpec, ...]:

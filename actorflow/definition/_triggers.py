@@ -1,4 +1,4 @@
-"""Trigger specs (webhooks, schedules) and their checks, run when a workflow is built.
+"""Trigger specs (webhooks, schedules, events) and their checks, run when a workflow is built.
 
 Triggers do not change a workflow's graph; they say what starts its runs. Everything that can
 be checked without a request or a clock is checked at definition: cron syntax, time zone names,
@@ -16,10 +16,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from actorflow._extras import require
 from actorflow.definition._options import parse_duration
 from actorflow.errors import DefinitionError
+from actorflow.store import _keys as K
 
 __all__ = [
+    "EventTriggerSpec",
     "ScheduleSpec",
     "WebhookSpec",
+    "check_event_trigger",
     "check_schedule",
     "check_webhook",
     "validate_payload",
@@ -81,6 +84,40 @@ class ScheduleSpec:
             "overlap": self.overlap,
             "catch_up": self.catch_up,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class EventTriggerSpec:
+    """A published event that starts a run, with the event's payload as the run's payload.
+
+    Attributes:
+        event: the event's name (``engine.publish(event, ...)``).
+        key: ``key(payload) -> str``: the event's identity; one run per identity (None: the
+            publish's ``key=``, else each publish is an event of its own).
+    """
+
+    event: str
+    key: Callable[[Any], Any] | None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-compatible description for the stored definition."""
+        return {"event": self.event, "key": self.key is not None}
+
+
+def check_event_trigger(event: Any, key: Any, problems: list[str]) -> EventTriggerSpec | None:
+    """An ``on_event`` trigger, or None (each problem noted)."""
+    where = f"on_event({event!r})"
+    # The rules engine.publish checks (any name it accepts can start a run).
+    if not isinstance(event, str) or not event:
+        problem: str | None = f"{where}: event: expected a non-empty string, got {event!r}"
+    else:
+        problem = K.part_problem(event, f"{where}: event", K.MAX_NAME)
+    if problem is not None:
+        problems.append(problem)
+    if key is not None and not callable(key):
+        problems.append(f"{where}: key: expected a function key(payload) -> str, got {key!r}")
+        return None
+    return EventTriggerSpec(event, key) if problem is None else None
 
 
 def check_webhook(

@@ -48,8 +48,8 @@ class Background:
         self._arm("prune", due)
         if self._core.config.schedules:
             self.schedules.start()
-        for workflow in self._core.workflows:
-            self._admit(workflow)  # runs queued behind a rate window before a restart
+        for group in self._core.admission.groups():
+            self._admit(group)  # runs queued behind a rate window before a restart
 
     def stop(self) -> None:
         """Stop firing (timers left in the heap are ignored) and pruning."""
@@ -89,19 +89,19 @@ class Background:
         if removed or ops:
             log.debug("sweep: %d state entries, %d buffered events expired", removed, len(ops))
 
-    def _admit(self, workflow: str) -> None:
-        for run_id in self._core.admission.admit_ready(workflow):
+    def _admit(self, group: str) -> None:
+        for run_id in self._core.admission.admit_ready(group):
             try:
                 self._core.route(run_id).tell(ActivateRun(run_id))
             except pykka.ActorDeadError:
                 return
 
-    def _rate_wait(self, workflow: str, due: float) -> None:
-        armed = self._armed.get(workflow)
+    def _rate_wait(self, group: str, due: float) -> None:
+        armed = self._armed.get(group)
         if armed is not None and armed <= due:
             return
-        self._armed[workflow] = due
-        self._arm("admit:" + workflow, due)
+        self._armed[group] = due
+        self._arm("admit:" + group, due)
 
     def _arm(self, name: str, due: float) -> None:
         scheduler: Any = self._core.scheduler

@@ -440,7 +440,8 @@ class Follower:
 def _args(pending: _Pending) -> tuple[Any, ...]:
     """A request's arguments as sent (again): a trigger sent before says so (``resent``)."""
     if pending.op in ("submit", "submit_many") and pending.sent is not None:
-        return (*pending.args[:-1], True)  # the leader checks the store first
+        # (..., resent, priority): the leader checks the store first
+        return (*pending.args[:-2], True, pending.args[-1])
     return pending.args
 
 

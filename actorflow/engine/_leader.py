@@ -79,11 +79,17 @@ class LocalOps:
         return resolved({"pid": os.getpid(), "fingerprints": self._engine._fingerprints()})
 
     def op_submit(
-        self, workflow: str, args: tuple[Any, ...], key: str | None, run_id: str, resent: bool
+        self,
+        workflow: str,
+        args: tuple[Any, ...],
+        key: str | None,
+        run_id: str,
+        resent: bool,
+        priority: int = 0,
     ) -> Promise[str]:
         if resent and key is None and self._exists(run_id):
             return resolved(run_id)  # the last leader recorded it before it went
-        return self._engine._submit(workflow, tuple(args), key, run_id)
+        return self._engine._submit(workflow, tuple(args), key, run_id, priority)
 
     def op_submit_many(
         self,
@@ -92,6 +98,7 @@ class LocalOps:
         keys: list[str | None],
         run_ids: list[str],
         resent: bool,
+        priority: int = 0,
     ) -> Promise[list[str]]:
         if resent:
             todo = [i for i, (k, r) in enumerate(zip(keys, run_ids, strict=True))
@@ -100,7 +107,7 @@ class LocalOps:
                 out: Promise[list[str]] = Promise()
                 part = self._engine._submit_many(
                     workflow, [payloads[i] for i in todo], [keys[i] for i in todo],
-                    [run_ids[i] for i in todo],
+                    [run_ids[i] for i in todo], priority,
                 )  # fmt: skip
 
                 def merge(fut: Promise[list[str]]) -> None:
@@ -115,7 +122,7 @@ class LocalOps:
 
                 part.add_done_callback(merge)
                 return out
-        return self._engine._submit_many(workflow, payloads, keys, run_ids)
+        return self._engine._submit_many(workflow, payloads, keys, run_ids, priority)
 
     def op_watch(self, run_id: str) -> Promise[None]:
         fut = self._engine._watch(run_id)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from actorflow.code._definition import CodeWorkflow, PanicPolicy
 from actorflow.definition._builder import Workflow, check_version
 from actorflow.definition._options import Retry
+from actorflow.definition._queue import Queue
 from actorflow.errors import (
     ClientError,
     DefinitionError,
@@ -57,6 +58,7 @@ class Registry(EngineBase):
         retention: Any = None,
         version: int = 1,
         on_cancel: Callable[[Any], Any] | None = None,
+        queue: Queue | None = None,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -83,6 +85,9 @@ class Registry(EngineBase):
                 each run goes on with the code of the version it started on, so an old
                 version is dropped once :meth:`versions` says it has no runs left. Its
                 triggers, concurrency and rate limit are the newest version's.
+            queue: an :class:`~actorflow.Queue` whose limits its runs share with every
+                other workflow given the same queue (instead of ``concurrency`` and
+                ``rate_limit`` of its own).
 
         Returns:
             The workflow builder.
@@ -105,6 +110,7 @@ class Registry(EngineBase):
                 rate_limit=rate_limit,
                 retention=retention,
                 version=version,
+                queue=queue,
             )
             self._register(wf)
             wf._owner = weakref.ref(self)  # its siblings come along to wf.test()
@@ -124,6 +130,7 @@ class Registry(EngineBase):
         rate_limit: str | None = None,
         retention: Any = None,
         version: int = 1,
+        queue: Queue | None = None,
     ) -> Callable[[Callable[..., Awaitable[Any]]], CodeWorkflow]:
         """Define a code workflow: decorate an ``async def f(ctx, *args)``.
 
@@ -149,6 +156,8 @@ class Registry(EngineBase):
             retention: how long its finished runs are kept (see :meth:`define`).
             version: which version of the workflow this is (see :meth:`define`): a run
                 replays on the function of the version it started on.
+            queue: an :class:`~actorflow.Queue` whose limits its runs share (see
+                :meth:`define`).
 
         Returns:
             A decorator; it returns a :class:`~actorflow.CodeWorkflow`, still callable as
@@ -172,6 +181,7 @@ class Registry(EngineBase):
                 rate_limit=rate_limit,
                 retention=retention,
                 version=version,
+                queue=queue,
             )
             with self._lock:
                 self._register(wf)
@@ -210,10 +220,30 @@ class Registry(EngineBase):
                 "it started; define every version before engine.start()",
                 wid,
             )
+        self._check_queue(wf)
         versions[version] = wf
         self._versions[wid] = versions
         if version == max(versions):
             self._definitions[wid] = wf
+
+    def _check_queue(self, wf: Workflow | CodeWorkflow) -> None:
+        """A queue is known by its name: every workflow naming it gives the same limits."""
+        queue = wf._queue
+        if not isinstance(queue, Queue):
+            return  # not a queue, or none: build() says so
+        for other in self._definitions.values():
+            theirs = other._queue
+            if (
+                isinstance(theirs, Queue)
+                and theirs.name == queue.name
+                and theirs.limits() != queue.limits()
+            ):
+                raise DefinitionError(
+                    f"queue {queue.name!r} is given here as {queue!r} but workflow "
+                    f"{other._id!r} has it as {theirs!r}: one queue has one set of limits "
+                    "(create it once and give that object to both)",
+                    wf._id if isinstance(wf._id, str) else None,
+                )
 
     @property
     def workflows(self) -> list[str]:
@@ -286,7 +316,7 @@ class Registry(EngineBase):
             )
             done.result()
             for wid, c in fresh.items():
-                core.admission.set_limit(wid, c.spec.concurrency, c.spec.rate_limit)
+                core.admission.set_limit(wid, c.spec.concurrency, c.spec.rate_limit, c.spec.queue)
             core.versions = {**core.versions, **older}
             core.workflows = {**core.workflows, **fresh}
             return fresh[workflow]

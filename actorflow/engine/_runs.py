@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from actorflow._types import RunStatus, new_run_id
+from actorflow.definition._queue import check_priority
 from actorflow.engine._handle import RunHandle, _value, _wait
 from actorflow.errors import (
     ClientError,
@@ -45,7 +46,13 @@ __all__ = ["Runs"]
 class Runs(Stopping):
     """Operations on runs (see the engine package)."""
 
-    def trigger(self, workflow: str, *args: Any, idempotency_key: str | None = None) -> RunHandle:
+    def trigger(
+        self,
+        workflow: str,
+        *args: Any,
+        idempotency_key: str | None = None,
+        priority: int = 0,
+    ) -> RunHandle:
         """Start a run of ``workflow``; returns once the run is durably recorded.
 
         Args:
@@ -55,25 +62,37 @@ class Runs(Stopping):
                 any picklable objects.
             idempotency_key: runs triggered with the same key (per workflow) are one run: the
                 second call returns the first run's handle.
+            priority: on a :class:`~actorflow.Queue` created with ``priority=True``, where
+                the run stands among the queued runs: lowest first (0, the default, is
+                first), ties in trigger order. It is kept in the run's record, so recovery
+                queues it the same.
 
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidPayload: the payload cannot be stored.
-            ClientError: more than one payload for a graph workflow.
+            ClientError: more than one payload for a graph workflow; a ``priority`` other
+                than 0 for a workflow whose queue does not order by priority, or one that is
+                not an integer from 0 to 2**31-1.
             EngineNotRunning: the engine is not started.
         """
-        run_id: str = self._submit(workflow, args, idempotency_key).result()
+        run_id: str = self._submit(workflow, args, idempotency_key, priority=priority).result()
         return RunHandle(self._facade, run_id, workflow)
 
     async def trigger_async(
-        self, workflow: str, *args: Any, idempotency_key: str | None = None
+        self,
+        workflow: str,
+        *args: Any,
+        idempotency_key: str | None = None,
+        priority: int = 0,
     ) -> RunHandle:
         """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits.
 
         Nothing here runs on the event loop's thread but the await (see
         ``runtime/kernel/_offload.py``): the loop keeps serving while the trigger is recorded.
         """
-        run_id = await _value(self._offload(self._submit, workflow, args, idempotency_key))
+        run_id = await _value(
+            self._offload(self._submit, workflow, args, idempotency_key, None, priority)
+        )
         return RunHandle(self._facade, run_id, workflow)
 
     def retry(self, run_id: str) -> RunHandle:
@@ -124,6 +143,7 @@ class Runs(Stopping):
         payloads: Iterable[Any],
         *,
         idempotency_keys: Sequence[str | None] | None = None,
+        priority: int = 0,
     ) -> list[RunHandle]:
         """Start many runs of ``workflow`` at once; returns once all are durably recorded.
 
@@ -134,6 +154,7 @@ class Runs(Stopping):
             workflow: the workflow id.
             payloads: one run per payload.
             idempotency_keys: a key (or None) per payload, as for :meth:`trigger`.
+            priority: every run's priority, as for :meth:`trigger`.
 
         Raises:
             InvalidPayload: a payload cannot be stored (its index is named); nothing was
@@ -148,7 +169,7 @@ class Runs(Stopping):
             raise ClientError(
                 f"idempotency_keys: expected {len(items)} keys (one per payload), got {len(keys)}"
             )
-        ids: list[str] = self._submit_many(workflow, items, keys).result()
+        ids: list[str] = self._submit_many(workflow, items, keys, None, priority).result()
         return [RunHandle(self._facade, run_id, workflow) for run_id in ids]
 
     def _submit_many(
@@ -157,6 +178,7 @@ class Runs(Stopping):
         items: list[Any],
         keys: list[str | None],
         run_ids: list[str] | None = None,
+        priority: int = 0,
     ) -> Promise[list[str]]:
         """Start a run per item; the promise completes with their ids once all are durable."""
         ids: list[str] = (
@@ -164,9 +186,10 @@ class Runs(Stopping):
         )
         follower = self._follower
         if follower is not None:
-            return follower.request("submit_many", workflow, items, keys, ids, False)
+            return follower.request("submit_many", workflow, items, keys, ids, False, priority)
         core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
+        _check_priority(core, compiled.spec.id, priority)
         sink = core.sink
         encoded = [
             encode_value([p] if compiled.code else p, f"payloads[{i}]", sink)
@@ -178,11 +201,14 @@ class Runs(Stopping):
         plain = [i for i, k in enumerate(keys) if k is None]
         countdown = Countdown(len(plain))
         for i in plain:
-            core.route(ids[i]).tell(StartRun(ids[i], compiled.spec.id, encoded[i], None, countdown))
+            start = StartRun(
+                ids[i], compiled.spec.id, encoded[i], None, countdown, None, 0, priority
+            )
+            core.route(ids[i]).tell(start)
         waits = [countdown.promise]
         for i, key in enumerate(keys):
             if key is not None:
-                ids[i], fut = core.submit(compiled.spec.id, encoded[i], key)
+                ids[i], fut = core.submit(compiled.spec.id, encoded[i], key, priority=priority)
                 waits.append(fut)
         return _all(waits, ids)
 
@@ -192,15 +218,17 @@ class Runs(Stopping):
         args: tuple[Any, ...],
         idempotency_key: str | None,
         run_id: str | None = None,
+        priority: int = 0,
     ) -> Promise[str]:
         """Start a run; the promise completes with its id once it is durable."""
         follower = self._follower
         if follower is not None:
             return follower.request(
-                "submit", workflow, args, idempotency_key, run_id or new_run_id(), False
+                "submit", workflow, args, idempotency_key, run_id or new_run_id(), False, priority
             )
         core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
+        _check_priority(core, compiled.spec.id, priority)
         if compiled.code:
             data = encode_value(list(args), "arguments", core.sink)
         elif len(args) > 1:
@@ -212,7 +240,9 @@ class Runs(Stopping):
             data = encode_value(args[0] if args else None, "payload", core.sink)
         if idempotency_key is not None:
             _check_part(idempotency_key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
-        new_id, fut = core.submit(compiled.spec.id, data, idempotency_key, run_id=run_id)
+        new_id, fut = core.submit(
+            compiled.spec.id, data, idempotency_key, run_id=run_id, priority=priority
+        )
         return then(fut, new_id)
 
     def run(self, run_id: str) -> RunHandle:
@@ -348,3 +378,16 @@ class Runs(Stopping):
         pruner = background.pruner
         selection = pruner.selection(older_than, workflow)
         return pruner.run(selection, bool(dry_run), None if archive is None else str(archive))
+
+
+def _check_priority(core: Any, workflow: str, priority: Any) -> None:
+    """A trigger's ``priority`` is an integer, and means something for this workflow."""
+    try:
+        check_priority(priority)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    if priority and not core.admission.orders_by_priority(workflow):
+        raise ClientError(
+            f"priority: workflow {workflow!r} is not on a queue that orders by priority "
+            f"(give it af.Queue(..., priority=True)), got priority={priority!r}"
+        )

@@ -16,7 +16,8 @@ from actorflow.errors import (
     RunNotFound,
 )
 from actorflow.graph import check_subflow_cycles, evaluator
-from actorflow.runtime._core import Admission, CodeCompiled, Compiled, Core, Waiters
+from actorflow.runtime._admission import Admission
+from actorflow.runtime._core import CodeCompiled, Compiled, Core, Waiters
 from actorflow.runtime.kernel._inbox import counting
 from actorflow.runtime.kernel._messages import (
     ActivateRun,
@@ -131,11 +132,7 @@ class Starting(Registry):
                 workflows=compiled,
                 versions=older,
                 waiters=Waiters(),
-                admission=Admission(
-                    {k: c.spec.concurrency for k, c in compiled.items()},
-                    {k: c.spec.rate_limit for k, c in compiled.items()},
-                    self.clock,
-                ),
+                admission=_admission(compiled, self.clock),
                 on_run_finished=self._on_run_finished,
             )
             core.events = EventHub(store, self.clock.now)
@@ -304,7 +301,7 @@ class Starting(Registry):
                     core.admission.adopt(workflow, run_id)
                     core.route(run_id).tell(ActivateRun(run_id))
                     resumed += 1
-                elif core.admission.try_acquire(workflow, run_id):
+                elif core.admission.try_acquire(workflow, run_id, rec.get("priority", 0)):
                     core.route(run_id).tell(ActivateRun(run_id))
                     queued += 1
         from actorflow.runtime.persistence._scheduler import stored_timers
@@ -379,3 +376,11 @@ class Starting(Registry):
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
                 ref.stop(block=True, timeout=max(timeout, 10.0))
         self._actors.clear()
+
+
+def _admission(compiled: dict[str, Compiled | CodeCompiled], clock: Any) -> Admission:
+    """The limits of every workflow: its own, or its queue's."""
+    admission = Admission({}, {}, clock)
+    for wid, c in compiled.items():
+        admission.set_limit(wid, c.spec.concurrency, c.spec.rate_limit, c.spec.queue)
+    return admission

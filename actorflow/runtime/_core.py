@@ -1,8 +1,9 @@
 """What the engine's actors share: config, store, clock, compiled workflows and actor refs.
 
 The core holds no mutable run state of its own; the supervisors own that. The two concurrent
-structures here (:class:`Waiters`, :class:`Admission`) are small lock-protected registries
-that client threads and actors both touch, off the hot path.
+structures it holds (:class:`Waiters` here, :class:`~actorflow.runtime._admission.Admission`
+beside it) are small lock-protected registries that client threads and actors both touch,
+off the hot path.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from actorflow.definition._spec import WorkflowSpec
 from actorflow.errors import ClientError
 from actorflow.graph._codes import K_ACTION, K_BATCH, K_FOR_EACH, K_STEP, K_WHILE
 from actorflow.graph._plan import Plan
+from actorflow.runtime._admission import Admission
 from actorflow.runtime.kernel._costs import CostBook
 from actorflow.runtime.kernel._inbox import Activity
 from actorflow.runtime.kernel._lifecycle import Lifecycle
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # built by the layers above (the engine sets them: see Core)
     from actorflow.runtime.supervision._external import EngineHost
     from actorflow.runtime.supervision._waits import EventHub
 
-__all__ = ["Admission", "CodeCompiled", "Compiled", "Core", "Waiters", "run_version"]
+__all__ = ["CodeCompiled", "Compiled", "Core", "Waiters", "run_version"]
 
 log = logging.getLogger("actorflow.runtime")
 
@@ -79,10 +80,13 @@ class Compiled:
             if kind in (K_WHILE, K_FOR_EACH, K_BATCH):
                 loops[plan.scope[node]].append(node)
         owner = plan.scope_owner
+        # Item steps may travel in chunks, but not those given a queue: a chunk would
+        # take one of the queue's slots for many steps.
         chunkable = tuple(
             kind in (K_STEP, K_ACTION)
             and owner[plan.scope[node]] >= 0
             and plan.kind[owner[plan.scope[node]]] in (K_FOR_EACH, K_BATCH)
+            and getattr(plan.specs[node], "queue", None) is None
             for node, kind in enumerate(plan.kind)
         )
         return cls(spec, plan, prepared, tuple(tuple(x) for x in loops), chunkable)
@@ -120,134 +124,6 @@ class Waiters:
         for fut in futures.values():
             if not fut.done():
                 fut.set_exception(exc)
-
-
-class Admission:
-    """Per-workflow limits: how many runs may be active, how many may start per window.
-
-    Runs over a limit are recorded as queued and admitted in trigger order, when a run
-    finishes (:meth:`release`) or when the rate window has room again (:meth:`admit_ready`,
-    driven by a timer the engine arms through ``on_wait``).
-
-    Args:
-        limits: workflow -> most active runs (None: no limit).
-        rates: workflow -> (runs, window seconds) (None: no limit).
-        clock: measures rate windows.
-    """
-
-    def __init__(
-        self,
-        limits: dict[str, int | None],
-        rates: dict[str, tuple[int, float] | None] | None = None,
-        clock: Any = None,
-    ) -> None:
-        self._lock = threading.Lock()
-        self._limits = dict(limits)
-        self._rates = dict(rates or {})
-        self._clock = clock
-        self._active: dict[str, set[str]] = {}
-        self._queued: dict[str, deque[str]] = {}
-        self._starts: dict[str, deque[float]] = {}  # start times within the rate window
-        #: ``on_wait(workflow, due)``: queued runs wait for the rate window until ``due``.
-        self.on_wait: Callable[[str, float], Any] | None = None
-
-    def set_limit(
-        self, workflow: str, limit: int | None, rate: tuple[int, float] | None = None
-    ) -> None:
-        """Record a workflow's limits (None: unlimited)."""
-        with self._lock:
-            self._limits[workflow] = limit
-            self._rates[workflow] = rate
-
-    def _limited(self, workflow: str) -> bool:
-        return self._limits.get(workflow) is not None or self._rates.get(workflow) is not None
-
-    def _room(self, workflow: str) -> float | None:
-        """0 if a run may start now, else when the rate window has room (inf: not by time)."""
-        limit = self._limits.get(workflow)
-        if limit is not None and len(self._active.setdefault(workflow, set())) >= limit:
-            return float("inf")
-        rate = self._rates.get(workflow)
-        if rate is None:
-            return 0.0
-        count, window = rate
-        now = self._clock.now()
-        starts = self._starts.setdefault(workflow, deque())
-        while starts and starts[0] <= now - window:
-            starts.popleft()
-        if len(starts) < count:
-            return 0.0
-        return starts[0] + window
-
-    def _admit(self, workflow: str, run_id: str) -> None:
-        self._active.setdefault(workflow, set()).add(run_id)
-        if self._rates.get(workflow) is not None:
-            self._starts.setdefault(workflow, deque()).append(self._clock.now())
-
-    def try_acquire(self, workflow: str, run_id: str) -> bool:
-        """Admit a new run now (True), or queue it behind earlier ones (False)."""
-        due: float | None = None
-        with self._lock:
-            if not self._limited(workflow):
-                return True
-            queue = self._queued.setdefault(workflow, deque())
-            if not queue:
-                room = self._room(workflow)
-                if room == 0.0:
-                    self._admit(workflow, run_id)
-                    return True
-                if room != float("inf"):
-                    due = room
-            queue.append(run_id)
-        if due is not None and self.on_wait is not None:
-            self.on_wait(workflow, due)
-        return False
-
-    def adopt(self, workflow: str, run_id: str) -> None:
-        """Count a recovered running run against its workflow's limit."""
-        with self._lock:
-            if self._limits.get(workflow) is not None:
-                self._active.setdefault(workflow, set()).add(run_id)
-
-    def release(self, workflow: str, run_id: str) -> list[str]:
-        """A run finished: free its slot and return the queued runs admitted in its place."""
-        with self._lock:
-            if not self._limited(workflow):
-                return []
-            active = self._active.setdefault(workflow, set())
-            if run_id in active:
-                active.discard(run_id)
-            else:
-                try:
-                    self._queued.setdefault(workflow, deque()).remove(run_id)  # cancelled
-                except ValueError:
-                    pass
-                return []
-        return self.admit_ready(workflow)
-
-    def admit_ready(self, workflow: str) -> list[str]:
-        """Admit queued runs while the limits allow; arm a wait if the rate window is full."""
-        admitted: list[str] = []
-        due: float | None = None
-        with self._lock:
-            queue = self._queued.setdefault(workflow, deque())
-            while queue:
-                room = self._room(workflow)
-                if room != 0.0:
-                    if room != float("inf"):
-                        due = room
-                    break
-                nxt = queue.popleft()
-                self._admit(workflow, nxt)
-                admitted.append(nxt)
-        if due is not None and self.on_wait is not None:
-            self.on_wait(workflow, due)
-        return admitted
-
-    def queued(self, workflow: str) -> int:
-        """Runs of ``workflow`` waiting for admission."""
-        with self._lock:
-            return len(self._queued.get(workflow, ()))
 
 
 @dataclass
@@ -298,6 +174,8 @@ class Core:
     lifecycle: Lifecycle = field(init=False)
     #: Runs' own plans by (workflow, version, shape), or why one cannot be built (``_plans.py``).
     plans: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    #: (the workflows it was built from, event -> its on_event triggers): see _event_runs.
+    event_triggers: tuple[Any, dict[str, list[tuple[str, Any]]]] | None = None
     #: Runs held because their plan cannot run with the code defined now: run id -> reason.
     held: dict[str, str] = field(default_factory=dict)
     #: Every version of the workflows defined in several versions: id -> version -> compiled.
@@ -439,23 +317,26 @@ class Core:
         idempotency_key: str | None,
         parent: tuple[str, str] | None = None,
         run_id: str | None = None,
+        priority: int = 0,
     ) -> tuple[str, Promise[None]]:
         """Start a run (once per idempotency key); the promise completes when it is durable.
 
         ``run_id``: the new run's id (a follower chooses it, so that the run can be sent
         again after a leader is lost); ignored when the key names an existing run.
+        ``priority``: its place among queued runs (see :class:`~actorflow.Queue`).
         """
         from actorflow.runtime.kernel._messages import StartRun
 
         if idempotency_key is None:
             new_id = run_id or str(new_run_id())
             fut: Promise[None] = Promise()
-            self.route(new_id).tell(StartRun(new_id, workflow, payload, None, fut, parent))
+            start = StartRun(new_id, workflow, payload, None, fut, parent, 0, priority)
+            self.route(new_id).tell(start)
             return new_id, fut
         run_id, fut, fresh = self._reserve(workflow, idempotency_key)
         if fresh:
             self.route(run_id).tell(
-                StartRun(run_id, workflow, payload, idempotency_key, fut, parent)
+                StartRun(run_id, workflow, payload, idempotency_key, fut, parent, 0, priority)
             )
         return run_id, fut
 

@@ -85,6 +85,7 @@ from actorflow.triggers._requests import (
     _idempotency_key,
     _json,
     _parse,
+    _priority,
 )
 from actorflow.triggers._webhooks import _Webhooks, check_signature
 
@@ -198,7 +199,10 @@ def build_app(
         body = await _body(request, limit)
         key = _idempotency_key(request)
         run = await engine.trigger_async(
-            request.path_params["workflow"], _parse(body), idempotency_key=key
+            request.path_params["workflow"],
+            _parse(body),
+            idempotency_key=key,
+            priority=_priority(request),
         )
         return _json({"run_id": run.id, "workflow": run.workflow_id}, 202)
 

@@ -108,6 +108,17 @@ def _parse(body: bytes, empty: Any = None, required: bool = False) -> Any:
         raise _HttpError(400, "bad_json", f"body is not valid JSON: {exc}") from None
 
 
+def _priority(request: Request) -> int:
+    """A trigger's ``?priority=`` (0 when absent); its range is the engine's to check."""
+    raw = request.query_params.get("priority")
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise _HttpError(400, "bad_request", "priority: expected an integer") from None
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and (not key or len(key) > _MAX_KEY):

@@ -32,6 +32,9 @@ engine.define("versioned", version=2).step("v", lambda ctx: 2)
     .wait_for_event("go", key=lambda ctx: ctx.payload["id"])
     .step("done", lambda ctx: {"got": ctx.last})
 )
+ranked = af.Queue("ranked", concurrency=1, priority=True)
+engine.define("ranked-hold", queue=ranked).wait_for_event("rank-go", key=lambda ctx: ctx.payload)
+engine.define("ranked", queue=ranked).step("tag", lambda ctx: ctx.payload)
 engine.define("approve").human_in_the_loop("ok", timeout="1h").step("done", lambda ctx: ctx.last)
 
 

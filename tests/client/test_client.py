@@ -76,6 +76,27 @@ def test_result_times_out_then_cancel_ends_the_run(client: af.Client) -> None:
     assert run.inspect().cancel_reason == "not needed"
 
 
+def test_priority_orders_a_priority_queue_over_rest(client: af.Client) -> None:
+    key = _key()
+    hold = client.trigger("ranked-hold", key)
+    deadline = time.monotonic() + 60
+    while hold.status() != af.RunStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    runs = [client.trigger("ranked", tag, priority=p) for tag, p in [("late", 9), ("soon", 1)]]
+    assert [r.status() for r in runs] == [af.RunStatus.QUEUED] * 2
+    with pytest.raises(af.ClientError, match="not on a queue that orders by priority"):
+        client.trigger("double", {"n": 1}, priority=2)
+    with pytest.raises(af.ClientError, match="priority: expected an integer from 0"):
+        client.trigger("ranked", "x", priority=-4)
+    with pytest.raises(af.ClientError, match="priority: expected an integer"):
+        client.trigger("ranked", "x", priority="high")  # type: ignore[arg-type]
+    assert client.publish("rank-go", None, key=key) == 1
+    assert [r.result(timeout=60) for r in runs] == ["late", "soon"]
+    late, soon = (r.inspect().started_at or 0 for r in runs)
+    assert soon < late  # priority 1 started before priority 9, triggered first
+
+
 def test_publish_delivers_to_the_waiting_run(client: af.Client) -> None:
     key = _key()
     run = client.trigger("gate", {"id": key})

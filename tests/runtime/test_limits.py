@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import actorflow as af
-from actorflow.runtime._core import Admission
+from actorflow.runtime._admission import Admission
 from tests.conftest import wait_until
 
 
@@ -24,8 +24,7 @@ def test_concurrency_holds_under_a_burst_of_500(make_engine: Callable[..., af.En
         def watch() -> None:
             nonlocal peak
             while not stop.is_set():
-                with admission._lock:
-                    peak = max(peak, len(admission._active.get("limited", ())))
+                peak = max(peak, admission.active("limited"))
 
         watcher = threading.Thread(target=watch)
         watcher.start()

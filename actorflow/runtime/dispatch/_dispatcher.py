@@ -18,6 +18,8 @@ Whatever runs the steps (the process pool, inline threads, a Dask or Ray cluster
   takes back what it sent that has not started) and completes once no started task is
   left. At the stop, every task that never started is recorded as such (``_unstarted``),
   so recovery does not count it as an interrupted attempt.
+- **Step queues.** A task whose step was given a queue goes to its transport only once the
+  queue has room (``_step_queues``); until then it waits in the table, unsent.
 - **Requests** of running steps (``ctx.steps[...]``, values by reference, services,
   breakers, ``ctx.state``, heartbeats, log records, "may I start") are answered the same
   for every transport (``_asking.StepRequests``, :func:`~._core.answer_request`).
@@ -49,6 +51,7 @@ from actorflow.runtime.dispatch._core import (
     linger_most,
     timeout_error,
 )
+from actorflow.runtime.dispatch._step_queues import StepQueues
 from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
 from actorflow.runtime.kernel._costs import CostBook
 from actorflow.runtime.kernel._inbox import Actor, IoReady, SelectorInbox, Tick
@@ -116,6 +119,7 @@ class Dispatcher(StepRequests, Actor):
         self._stopping = False
         self._gate = StartGate()  # which remote tasks were let start; closed by a drain
         self._unstarted: list[Any] = []  # TaskSpecs never sent, or known not to have started
+        self.queues = StepQueues(time.monotonic)  # steps given a queue wait here for room
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         self.inbox = inbox
         inbox.timeout_fn = self._timeout
@@ -199,9 +203,13 @@ class Dispatcher(StepRequests, Actor):
             self._drain = message.done
             self._gate.close()  # a drain starts nothing new
             self.transport.withdraw()
+            for task in self.queues.take_all():
+                self.not_started(task)  # waited for its queue: never sent
             self.check_drained()
         elif not self.transport.on_message(message):
             return super().on_receive(message)
+        if self.queues.dirty and self._drain is None:
+            self._send_queued()
         reports = self.reports
         if reports:
             now = time.monotonic()
@@ -253,7 +261,15 @@ class Dispatcher(StepRequests, Actor):
             batch.append(task)
             per_run[spec.run_id] = per_run.get(spec.run_id, 0) + 1
         self._next = n
+        if any(task.spec.queue is not None for task in batch):
+            batch = [t for t in batch if t.spec.queue is None or self.queues.admit(t)]
         self.transport.submit(batch)
+
+    def _send_queued(self) -> None:
+        """Send the tasks their queues have room for now."""
+        batch = self.queues.ready()
+        if batch:
+            self.transport.submit(batch)
 
     # -- what transports call ----------------------------------------------------------------
 
@@ -345,6 +361,8 @@ class Dispatcher(StepRequests, Actor):
                 del self._per_run[run_id]
         self._armed.pop(task.id, None)
         self._gate.end(task.id)
+        if task.spec.queue is not None:
+            self.queues.release(task)
 
     def _linger(self, task: Task, seconds: float) -> float:
         """How long the reports of ``task``'s successes may wait for others (see ``Reports``).
@@ -416,6 +434,9 @@ class Dispatcher(StepRequests, Actor):
         if reports and reports.ready(time.monotonic()):
             self._send_reports()  # never sleep on results that are due
         nearest = self.transport.next_wakeup()
+        due = self.queues.next_due()
+        if due is not None and (nearest is None or due < nearest):
+            nearest = due
         if reports and reports.due is not None and (nearest is None or reports.due < nearest):
             nearest = reports.due
         for task in self._armed.values():
@@ -445,16 +466,24 @@ class Dispatcher(StepRequests, Actor):
             )
             transport.halt(task)
         transport.tick(now)
+        due = self.queues.next_due()
+        if due is not None and due <= now:
+            self.queues.dirty = True  # a rate window has room again
         if self._drain is not None:
             self.check_drained()
 
     def _cancel(self, run_ids: frozenset[str], steps: frozenset[tuple[str, str]]) -> None:
-        doomed = []
+        doomed: list[Task] = []
+        unsent: list[Task] = []
         for task in self.tasks.values():
             spec = task.spec
             if not task.cancelled and (spec.run_id in run_ids or (spec.run_id, spec.step) in steps):
                 task.cancelled = True
-                doomed.append(task)
+                (unsent if spec.queue is not None and self.queues.held(task) else doomed).append(
+                    task
+                )
+        for task in unsent:
+            self.drop(task)  # it waited for its queue: its transport never had it
         if doomed:
             self.transport.cancel(doomed)
         if self._drain is not None:

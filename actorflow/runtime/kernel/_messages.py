@@ -103,6 +103,8 @@ class TaskSpec(NamedTuple):
             ``last``, ``item`` and ``position`` are unused). See ``Supervisor.flush``.
         heartbeat_timeout: kill the worker if the step sends no heartbeat for this long.
         details: the previous attempt's last heartbeat details (``heartbeat_details``).
+        queue: the :class:`~actorflow.Queue` the step waits for in the dispatcher, or None.
+        rank: its run's priority, on a queue that orders by it.
     """
 
     run_id: str
@@ -120,6 +122,8 @@ class TaskSpec(NamedTuple):
     chunk: tuple[ChunkItem, ...] | None = None
     heartbeat_timeout: float | None = None
     details: bytes | None = None
+    queue: Any = None
+    rank: int = 0
 
 
 # -- to the dispatcher -----------------------------------------------------------------------
@@ -169,6 +173,7 @@ class StartRun:
     reply: Promise[None] | Countdown
     parent: tuple[str, str] | None = None  # (parent run id, path of its subflow node)
     depth: int = 0  # 0 for a top-level run, the parent's + 1 for a child
+    priority: int = 0  # its place among queued runs, on a queue that orders by priority
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,10 +128,11 @@ class CodeRun(RunMachine):
         idempotency_key: str | None,
         parent: tuple[str, str] | None = None,
         depth: int = 0,
+        priority: int = 0,
     ) -> Self:
         """A new run: record it (queued or running) and start the function."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent, depth)
+        open_run(sup, payload, idempotency_key, parent, depth, priority)
         return sup
 
     @classmethod

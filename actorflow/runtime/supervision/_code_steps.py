@@ -99,6 +99,8 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
             None,
             opts.get("heartbeat_timeout"),
             leaf.details,
+            opts.get("queue"),
+            sup.priority,
         )
     )
 

@@ -21,7 +21,8 @@ from actorflow.errors import (
 )
 from actorflow.runtime._core import Core
 from actorflow.runtime.kernel._messages import EventDelivered, ResumeApproval, Write
-from actorflow.runtime.kernel._promise import Promise
+from actorflow.runtime.kernel._promise import Countdown, Promise
+from actorflow.runtime.supervision import _event_runs
 from actorflow.runtime.supervision._waits import find_approval
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
@@ -45,8 +46,12 @@ def publish(
 ) -> tuple[str, Promise[None], int]:
     """Record an event; the promise completes once it is durable (then the runs are told).
 
+    The runs its ``on_event`` triggers start (``_event_runs``) are part of it: planned
+    before anything is written, and durable before the promise completes.
+
     Returns:
-        The event id, the promise, and how many waiting steps it was delivered to.
+        The event id, the promise, and how many runs it reached: the waiting steps it was
+        delivered to, and the runs its triggers started (or had started already).
     """
     problem = K.part_problem(event, "event", K.MAX_NAME)
     if problem is None and key is not None:
@@ -60,6 +65,7 @@ def publish(
         except DefinitionError as exc:
             raise ClientError("; ".join(exc.problems)) from None
     data = encode_value(payload, "payload")
+    planned = _event_runs.plan(core, event, payload, key)
     done: Promise[None] = Promise()
     holder: dict[str, Any] = {}
 
@@ -77,7 +83,26 @@ def publish(
 
     eid, targets = core.events.publish(event, data, key, seconds, submit)
     holder["eid"], holder["targets"] = eid, targets
-    return eid, done, len(targets)
+    if not planned:
+        return eid, done, len(targets)
+    runs = _event_runs.start(core, event, planned, eid)
+    return eid, _all_done([done, *runs]), len(targets) + len(runs)
+
+
+def _all_done(promises: list[Promise[None]]) -> Promise[None]:
+    """Completes once every promise has; with the first error, if one failed."""
+    countdown = Countdown(len(promises))
+
+    def one(fut: Promise[None]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            countdown.set_exception(exc)
+        else:
+            countdown.set_result(None)
+
+    for p in promises:
+        p.add_done_callback(one)
+    return countdown.promise
 
 
 def resume(core: Core, token: Any, payload: Any) -> Promise[bool]:

@@ -93,10 +93,11 @@ class Supervisor(GraphNodes):
         idempotency_key: str | None,
         parent: tuple[str, str] | None = None,
         depth: int = 0,
+        priority: int = 0,
     ) -> Supervisor:
         """A new run: record it (queued or running) and start its first nodes."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent, depth)
+        open_run(sup, payload, idempotency_key, parent, depth, priority)
         return sup
 
     @classmethod

@@ -367,6 +367,8 @@ class GraphDispatch(GraphState):
                 None,
                 spec.heartbeat_timeout if isinstance(spec, StepSpec) and handler is None else None,
                 leaf.details,
+                spec.queue if isinstance(spec, StepSpec) and handler is None else None,
+                self.priority,
             )
         )
 

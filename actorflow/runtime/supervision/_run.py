@@ -188,6 +188,7 @@ class RunMachine(HasEffects):
         "idempotency_key",
         "parent",
         "payload",
+        "priority",
         "run_id",
         "started_at",
         "status",
@@ -214,6 +215,7 @@ class RunMachine(HasEffects):
         self.cancel_reason: str | None = None
         self.parent: tuple[str, str] | None = None
         self.depth = 0  # below the top-level run (see runtime/supervision/_depth.py)
+        self.priority = 0  # among queued runs (kept so that recovery queues it the same)
         self.finished = False
         self._fx = None
         # After a reload: the attempts the last stop recorded as never started, by task step.
@@ -241,6 +243,8 @@ class RunMachine(HasEffects):
             rec["version"] = version  # (absent: version 1, see run_version)
         if self.depth:
             rec["depth"] = self.depth
+        if self.priority:
+            rec["priority"] = self.priority  # (absent: 0)
         return rec
 
     def load_header(self, rec: dict[str, Any], no_payload: bytes) -> None:
@@ -262,6 +266,7 @@ class RunMachine(HasEffects):
         parent = rec.get("parent")
         self.parent = (parent[0], parent[1]) if parent else None
         self.depth = run_depth(store, rec)
+        self.priority = rec.get("priority", 0)
         self.payload = store.get(K.VALUES, K.payload_key(self.run_id)) or no_payload
 
     # -- timers ------------------------------------------------------------------------------
@@ -416,6 +421,7 @@ def open_run(
     idempotency_key: str | None,
     parent: tuple[str, str] | None,
     depth: int = 0,
+    priority: int = 0,
 ) -> None:
     """Record a new run (graph or code) as running or queued, and begin it if admitted."""
     core, run_id = sup.core, sup.run_id
@@ -425,7 +431,8 @@ def open_run(
     sup.idempotency_key = idempotency_key
     sup.parent = parent
     sup.depth = depth
-    admitted = core.admission.try_acquire(sup.workflow_id, run_id)
+    sup.priority = priority
+    admitted = core.admission.try_acquire(sup.workflow_id, run_id, priority)
     sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
     ops = sup.fx.ops
     ops.append((K.VALUES, K.payload_key(run_id), payload))
