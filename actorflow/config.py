@@ -86,8 +86,9 @@ class EngineConfig:
         event_ttl: seconds a keyed event published before anyone waits for it is kept.
         sweep_interval: seconds between background sweeps of expired state and events.
         max_body: largest HTTP request body the ASGI app accepts, in bytes.
-        schedules: run the workflows' cron and interval schedules (False: only other
-            triggers start runs, e.g. on all but one engine of a deployment).
+        schedules: run the workflows' cron and interval schedules and their poll triggers
+            (False: only other triggers start runs, e.g. on all but one engine of a
+            deployment).
         sticky_cache_size: most waiting code workflow runs kept in memory as suspended
             coroutines (0: none); others are rebuilt by replay at their next event.
         sticky_cache_ttl: seconds a waiting code workflow run stays in that cache (0: no

@@ -88,6 +88,7 @@ class CodeWorkflowSpec:
     version: int = 1
     queue: Any = None
     events: tuple[Any, ...] = ()
+    polls: tuple[Any, ...] = ()
     on_error: None = None  # graph workflows only
     kind: str = "code"
 
@@ -119,8 +120,8 @@ class CodeWorkflow(Triggers):
 
     It stays callable as the function it wraps, so it can be tested and replayed directly
     (``af.testing.replay(history, etl)``). Add triggers with :meth:`on_webhook`,
-    :meth:`on_schedule`, :meth:`on_interval` and :meth:`on_event` before the engine starts:
-    each starts the function with the trigger's payload as its one argument.
+    :meth:`on_schedule`, :meth:`on_interval`, :meth:`on_event` and :meth:`on_poll` before the
+    engine starts: each starts the function with the trigger's payload as its one argument.
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class CodeWorkflow(Triggers):
         self._webhooks: list[tuple[Any, ...]] = []
         self._schedules: list[tuple[Any, ...]] = []
         self._event_triggers: list[tuple[Any, ...]] = []
+        self._polls: list[tuple[Any, ...]] = []
         self._spec: CodeWorkflowSpec | None = None
         self.__name__ = getattr(fn, "__name__", str(workflow_id))
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -221,6 +223,7 @@ class CodeWorkflow(Triggers):
             retention=common.retention,
             queue=common.queue,
             events=common.events,
+            polls=common.polls,
             version=common.version,
         )
 

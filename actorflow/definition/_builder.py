@@ -26,9 +26,11 @@ from actorflow.definition._services import Service, ServiceInstance
 from actorflow.definition._spec import ON_CANCEL, WorkflowSpec
 from actorflow.definition._triggers import (
     EventTriggerSpec,
+    PollSpec,
     ScheduleSpec,
     WebhookSpec,
     check_event_trigger,
+    check_poll,
     check_schedule,
     check_webhook,
 )
@@ -66,6 +68,7 @@ class Common(NamedTuple):
     version: int
     queue: Queue | None = None
     events: tuple[EventTriggerSpec, ...] = ()
+    polls: tuple[PollSpec, ...] = ()
 
 
 def check_version(value: Any) -> str | None:
@@ -81,7 +84,7 @@ class Triggers:
     The host class provides ``_lock``, ``_frozen``, ``_spec``, ``_build()`` and the raw
     options ``_id``, ``_timeout``, ``_concurrency``, ``_description``, ``_services``,
     ``_rate_limit``, ``_queue``, ``_retention``, ``_version``, ``_webhooks``,
-    ``_schedules`` and ``_event_triggers``.
+    ``_schedules``, ``_event_triggers`` and ``_polls``.
     """
 
     _lock: Any
@@ -99,6 +102,7 @@ class Triggers:
     _webhooks: list[tuple[Any, ...]]
     _schedules: list[tuple[Any, ...]]
     _event_triggers: list[tuple[Any, ...]]
+    _polls: list[tuple[Any, ...]]
     #: Validates the host's own options and returns its spec (each host class defines it).
     _build: Callable[[], Any]
     #: The engine it was defined on (a weak reference), if any.
@@ -160,6 +164,7 @@ class Triggers:
             e for event, key in self._event_triggers
             if (e := check_event_trigger(event, key, problems))
         )  # fmt: skip
+        polls = tuple(p for fn, every in self._polls if (p := check_poll(fn, every, problems)))
         services = self._check_services(problems)
         rate = parse_rate(self._rate_limit, problems)
         queue = self._queue
@@ -193,6 +198,7 @@ class Triggers:
             version,
             queue,
             events,
+            polls,
         )
 
     def _check_services(self, problems: list[str]) -> tuple[ServiceInstance, ...]:
@@ -315,6 +321,26 @@ class Triggers:
             self._event_triggers.append((event, key))
         return self
 
+    def on_poll(self, fn: Callable[..., Any], *, every: Any) -> Self:
+        """Call ``fn`` every ``every``; start a run when it returns something new.
+
+        ``fn()`` (or ``fn(last)``, given the value that started the previous run) returns
+        a JSON value, or None for "nothing this time". A value other than the last one
+        starts a run with it as the payload and becomes the new last value, kept in the
+        store: a restart goes on from it, and a value that was there before the restart
+        starts nothing. ``fn`` runs on a helper thread of the engine (it may wait on the
+        network); the next poll starts ``every`` after one ends, so polls never overlap.
+        An exception is logged and the next poll comes as usual.
+
+        Args:
+            fn: the function polled.
+            every: the time between polls (a duration such as ``"30s"``).
+        """
+        with self._lock:
+            self._check_open()
+            self._polls.append((fn, every))
+        return self
+
     def _check_open(self) -> None:
         if self._frozen:
             raise DefinitionError(
@@ -389,6 +415,7 @@ class Workflow(Flow, Triggers):
         self._webhooks: list[tuple[Any, ...]] = []
         self._schedules: list[tuple[Any, ...]] = []
         self._event_triggers: list[tuple[Any, ...]] = []
+        self._polls: list[tuple[Any, ...]] = []
         self._spec: WorkflowSpec | None = None
 
     @property
@@ -458,6 +485,7 @@ class Workflow(Flow, Triggers):
             version=common.version,
             queue=common.queue,
             events=common.events,
+            polls=common.polls,
         )
 
     def __repr__(self) -> str:

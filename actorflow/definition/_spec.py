@@ -363,6 +363,7 @@ def describe_common(spec: Any) -> dict[str, Any]:
         # Only when set: a definition without a queue keeps the fingerprint it had.
         **({"queue": spec.queue.describe()} if spec.queue is not None else {}),
         **({"events": [e.describe() for e in spec.events]} if spec.events else {}),
+        **({"polls": [p.describe() for p in spec.polls]} if spec.polls else {}),
     }
 
 
@@ -407,6 +408,8 @@ class WorkflowSpec:
     queue: Any = None
     #: Published events that start its runs (``on_event``).
     events: tuple[Any, ...] = ()
+    #: Functions polled for new values that start its runs (``on_poll``).
+    polls: tuple[Any, ...] = ()
 
     @property
     def steps(self) -> tuple[StepSpec, ...]:

@@ -1,4 +1,4 @@
-"""Trigger specs (webhooks, schedules, events) and their checks, run when a workflow is built.
+"""Trigger specs (webhooks, schedules, events, polls) and their checks, run at build time.
 
 Triggers do not change a workflow's graph; they say what starts its runs. Everything that can
 be checked without a request or a clock is checked at definition: cron syntax, time zone names,
@@ -7,6 +7,7 @@ paths, methods, signature schemes, JSON schemas and the secret's environment var
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +21,11 @@ from actorflow.store import _keys as K
 
 __all__ = [
     "EventTriggerSpec",
+    "PollSpec",
     "ScheduleSpec",
     "WebhookSpec",
     "check_event_trigger",
+    "check_poll",
     "check_schedule",
     "check_webhook",
     "validate_payload",
@@ -118,6 +121,55 @@ def check_event_trigger(event: Any, key: Any, problems: list[str]) -> EventTrigg
         problems.append(f"{where}: key: expected a function key(payload) -> str, got {key!r}")
         return None
     return EventTriggerSpec(event, key) if problem is None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PollSpec:
+    """A function polled every ``every`` seconds; a run starts when it returns something new.
+
+    Attributes:
+        fn: ``fn()`` or ``fn(last)``: the value to compare (None: nothing this time); ``last``
+            is the value that started the previous run (None before the first).
+        every: seconds between the end of one poll and the start of the next.
+        takes_last: ``fn`` takes the last value.
+    """
+
+    fn: Callable[..., Any]
+    every: float
+    takes_last: bool
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-compatible description for the stored definition."""
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        return {"fn": f"{getattr(self.fn, '__module__', '?')}:{name}", "every": self.every}
+
+
+def check_poll(fn: Any, every: Any, problems: list[str]) -> PollSpec | None:
+    """An ``on_poll`` trigger, or None (each problem noted)."""
+    where = f"on_poll({getattr(fn, '__name__', fn)!r})"
+    seconds = 0.0
+    try:
+        seconds = parse_duration(every, f"{where}: every")
+    except DefinitionError as exc:
+        problems.extend(exc.problems)
+    else:
+        if seconds <= 0:
+            problems.append(f"{where}: every: expected a positive duration, got {every!r}")
+    if not callable(fn):
+        problems.append(f"{where}: fn: expected a function fn() or fn(last), got {fn!r}")
+        return None
+    try:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        params = []  # a builtin without a signature: called without arguments
+    if len(params) > 1:
+        problems.append(f"{where}: fn: expected fn() or fn(last), it takes {len(params)} arguments")
+        return None
+    return PollSpec(fn, seconds, len(params) == 1) if seconds > 0 else None
 
 
 def check_webhook(

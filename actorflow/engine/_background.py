@@ -1,4 +1,4 @@
-"""The engine's own timed work: schedules, rate windows, sweeps, retention.
+"""The engine's own timed work: schedules, polls, rate windows, sweeps, retention.
 
 Retention (pruning finished runs) only wakes its own thread here: see ``_retention.py``.
 
@@ -19,6 +19,7 @@ from actorflow.runtime._core import Core
 from actorflow.runtime.kernel._messages import ActivateRun, AddTimers, Flush, Write
 from actorflow.runtime.kernel._promise import Promise
 from actorflow.runtime.persistence._retention import Pruner
+from actorflow.triggers._polls import Polls
 from actorflow.triggers._schedules import Schedules
 
 __all__ = ["Background"]
@@ -37,6 +38,7 @@ class Background:
         self._core = core
         self._armed: dict[str, float] = {}  # admit timers already in the heap
         self.schedules = Schedules(core, self._arm)
+        self.polls = Polls(core, self._arm)
         self.pruner = Pruner(core)
         core.admission.on_wait = self._rate_wait
 
@@ -48,12 +50,14 @@ class Background:
         self._arm("prune", due)
         if self._core.config.schedules:
             self.schedules.start()
+            self.polls.start()
         for group in self._core.admission.groups():
             self._admit(group)  # runs queued behind a rate window before a restart
 
     def stop(self) -> None:
         """Stop firing (timers left in the heap are ignored) and pruning."""
         self.schedules.stop()
+        self.polls.stop()
         self.pruner.stop()
         self._core.admission.on_wait = None
 
@@ -71,6 +75,8 @@ class Background:
             self._admit(arg)
         elif kind == "schedule":
             self.schedules.on_timer(arg, due)
+        elif kind == "poll":
+            self.polls.on_timer(arg)
 
     def run_finished(self, run_id: str, workflow: str) -> None:
         """A run's final state is durable (a schedule with queued slots may go on)."""

@@ -110,6 +110,7 @@ __all__ = [
     "part_problem",
     "payload_key",
     "plan_key",
+    "poll_key",
     "run_key",
     "schedule_key",
     "state_expiry_key",
@@ -378,6 +379,11 @@ def legacy_approval_key(token: str) -> bytes:
     A token is URL-safe base64, which has no ``:``, so the two forms never collide.
     """
     return token.encode()
+
+
+def poll_key(workflow: str, index: int) -> bytes:
+    """Key of a poll trigger's record (``schedules`` db): its last value and counters."""
+    return workflow.encode() + _SEP + b"poll" + _SEP + str(index).encode()
 
 
 def schedule_key(workflow: str, index: int) -> bytes:
