@@ -91,8 +91,10 @@ class Polls:
             self._stopped = True
 
     def describe(self) -> list[dict[str, Any]]:
-        """Each trigger: workflow, function, interval, last value and run, runs started (in
-        all), polls done and errors (since this engine started).
+        """Each trigger's workflow, function, interval, last value, run and counts.
+
+        ``runs`` counts every run it started; ``polls`` and ``errors`` count since this
+        engine started.
         """
         with self._lock:
             return [
