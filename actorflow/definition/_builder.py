@@ -164,7 +164,7 @@ class Triggers:
             e for event, key in self._event_triggers
             if (e := check_event_trigger(event, key, problems))
         )  # fmt: skip
-        polls = tuple(p for fn, every in self._polls if (p := check_poll(fn, every, problems)))
+        polls = tuple(x for fn, every in self._polls if (x := check_poll(fn, every, problems)))
         services = self._check_services(problems)
         rate = parse_rate(self._rate_limit, problems)
         queue = self._queue
