@@ -503,3 +503,29 @@ def weather(ctx: Any) -> dict[str, Any]:
     """A step worth caching: recorded per execution."""
     record(ctx)
     return {"city": ctx.payload["city"], "temp": len(ctx.payload["city"]) * 3}
+
+
+def on_run_end(ctx: Any) -> str:
+    """A workflow's on_success / on_failure hook: recorded, held by the payload's gate file if
+    any, and it raises when the payload says so (a failing hook changes nothing)."""
+    record(ctx)
+    gate = ctx.payload.get("gate")
+    while gate and not Path(gate).exists():
+        time.sleep(0.01)
+    if ctx.payload.get("hook_fails"):
+        raise RuntimeError("the hook broke")
+    error = getattr(ctx, "error", None)
+    why = f" ({type(error).__name__}: {error})" if error is not None else ""
+    return f"after {sorted(ctx.steps)}{why}"
+
+
+def fail_if_asked(ctx: Any) -> int:
+    record(ctx)
+    if ctx.payload.get("fail"):
+        raise ValueError("card declined")
+    return 1
+
+
+def describe_error(ctx: Any) -> str:
+    """An on_error handler: what ``ctx.error`` is."""
+    return f"{type(ctx.error).__name__}: {ctx.error}"

@@ -23,7 +23,7 @@ from actorflow.definition._flow import Flow
 from actorflow.definition._options import Retry, parse_duration, parse_retention
 from actorflow.definition._queue import Queue, parse_rate
 from actorflow.definition._services import Service, ServiceInstance
-from actorflow.definition._spec import ON_CANCEL, WorkflowSpec
+from actorflow.definition._spec import HOOKS, FunctionRef, WorkflowSpec
 from actorflow.definition._triggers import (
     EventTriggerSpec,
     PollSpec,
@@ -367,6 +367,10 @@ class Workflow(Flow, Triggers):
         on_cancel: ``handler(ctx)`` run as the step ``on_cancel`` (in a worker) when a run
             is cancelled: its steps are stopped first, and the run ends cancelled once the
             handler has ended (succeeded or failed).
+        on_success: ``hook(ctx)`` run as the step ``on_success`` (in a worker) once a run
+            has completed; the run ends completed once it has ended (succeeded or failed).
+        on_failure: ``hook(ctx)`` run as the step ``on_failure`` once a run has failed
+            (``ctx.error`` is the run's error); the run ends failed once it has ended.
         services: configured services (``svc.with_config(...)``) its steps reach as
             ``ctx.services.<id>``.
         rate_limit: most runs started per time window, e.g. ``"100/m"`` or ``"5/10s"``;
@@ -391,6 +395,8 @@ class Workflow(Flow, Triggers):
         description: str = "",
         on_error: Callable[[Any], Any] | None = None,
         on_cancel: Callable[[Any], Any] | None = None,
+        on_success: Callable[[Any], Any] | None = None,
+        on_failure: Callable[[Any], Any] | None = None,
         services: Sequence[Any] = (),
         rate_limit: str | None = None,
         retention: Any = None,
@@ -408,6 +414,8 @@ class Workflow(Flow, Triggers):
         self._description: Any = description
         self._on_error: Any = on_error
         self._on_cancel: Any = on_cancel
+        self._on_success: Any = on_success
+        self._on_failure: Any = on_failure
         self._services: Any = services
         self._rate_limit: Any = rate_limit
         self._retention: Any = retention
@@ -451,16 +459,20 @@ class Workflow(Flow, Triggers):
             self._on_error, 1, "on_error", "(ctx)", ctx
         ):
             on_error = _ref(self._on_error, "on_error", ctx)
-        on_cancel = None
-        if self._on_cancel is not None and _check_callable(
-            self._on_cancel, 1, "on_cancel", "(ctx)", ctx
+        hooks: dict[str, FunctionRef | None] = {}
+        for name, raw in (
+            (HOOKS["cancelled"], self._on_cancel),
+            (HOOKS["completed"], self._on_success),
+            (HOOKS["failed"], self._on_failure),
         ):
-            on_cancel = _ref(self._on_cancel, "on_cancel", ctx)
-        if on_cancel is not None and any(n.name == ON_CANCEL for n in self._block):
-            problems.append(
-                f"a node is named {ON_CANCEL!r}, the step its on_cancel handler is recorded as: "
-                "rename it"
-            )
+            hooks[name] = None
+            if raw is None or not _check_callable(raw, 1, name, "(ctx)", ctx):
+                continue
+            hooks[name] = _ref(raw, name, ctx)
+            if any(n.name == name for n in self._block):
+                problems.append(
+                    f"a node is named {name!r}, the step its {name} hook is recorded as: rename it"
+                )
         if not self._block:
             problems.append("has no steps: add one with .step(name, fn)")
         block = build_flow(self, ctx, "workflow")
@@ -476,7 +488,9 @@ class Workflow(Flow, Triggers):
             concurrency=common.concurrency,
             description=self._description,
             on_error=on_error,
-            on_cancel=on_cancel,
+            on_cancel=hooks[HOOKS["cancelled"]],
+            on_success=hooks[HOOKS["completed"]],
+            on_failure=hooks[HOOKS["failed"]],
             services=common.services,
             rate_limit=common.rate_limit,
             webhooks=common.webhooks,

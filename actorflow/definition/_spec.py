@@ -26,6 +26,7 @@ import cloudpickle
 from actorflow.definition._options import Retry
 
 __all__ = [
+    "HOOKS",
     "ON_CANCEL",
     "ArmSpec",
     "BranchSpec",
@@ -54,6 +55,10 @@ Predicate = Callable[[Any], Any]
 
 #: The path of the step a workflow's ``on_cancel`` handler runs as.
 ON_CANCEL = "on_cancel"
+
+#: A run's final status -> the hook (a WorkflowSpec field, and the path of the step it
+#: runs as) that runs once a run's outcome is that (``runtime/supervision/_graph_hooks``).
+HOOKS = {"cancelled": ON_CANCEL, "completed": "on_success", "failed": "on_failure"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +390,8 @@ class WorkflowSpec:
         description: free text.
         on_error: the workflow's default error handler for steps without their own.
         on_cancel: run as the step ``on_cancel`` when a run is cancelled, or None.
+        on_success: run as the step ``on_success`` when a run has completed, or None.
+        on_failure: run as the step ``on_failure`` when a run has failed, or None.
         retention: seconds its finished runs are kept (0: forever; None: the engine's).
         version: its version (several may be defined at once; runs keep theirs).
     """
@@ -396,6 +403,8 @@ class WorkflowSpec:
     description: str
     on_error: FunctionRef | None = None
     on_cancel: FunctionRef | None = None
+    on_success: FunctionRef | None = None
+    on_failure: FunctionRef | None = None
     #: Configured services (``ctx.services.<id>``).
     services: tuple[Any, ...] = ()
     #: (runs, per seconds): most runs started per window; later ones queue.
@@ -425,6 +434,8 @@ class WorkflowSpec:
             "concurrency": self.concurrency,
             "on_error": self.on_error.display if self.on_error else None,
             **({"on_cancel": self.on_cancel.display} if self.on_cancel else {}),
+            **({"on_success": self.on_success.display} if self.on_success else {}),
+            **({"on_failure": self.on_failure.display} if self.on_failure else {}),
             "nodes": _block(self.block),
             **describe_common(self),
         }

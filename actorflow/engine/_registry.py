@@ -59,6 +59,8 @@ class Registry(EngineBase):
         version: int = 1,
         on_cancel: Callable[[Any], Any] | None = None,
         queue: Queue | None = None,
+        on_success: Callable[[Any], Any] | None = None,
+        on_failure: Callable[[Any], Any] | None = None,
     ) -> Workflow:
         """Define a workflow; chain ``.step(...)`` / ``.action(...)`` on the result.
 
@@ -74,6 +76,10 @@ class Registry(EngineBase):
             on_cancel: ``handler(ctx)`` run as the step ``on_cancel`` (in a worker) when a run
                 is cancelled: its running steps are stopped first, and it ends cancelled once
                 the handler has ended. Recorded like a step, and taken up after a crash.
+            on_success: ``hook(ctx)`` run as the step ``on_success`` once a run has
+                completed (the run ends completed when it has ended, whatever it did).
+            on_failure: ``hook(ctx)`` run as the step ``on_failure`` once a run has failed,
+                with ``ctx.error`` the run's error (the run ends failed when it has ended).
             services: configured services (``af.define_service(...).with_config(...)``),
                 reached in steps as ``ctx.services.<id>.<action>(...)``.
             rate_limit: most runs started per window, e.g. ``"100/m"``; the rest queue
@@ -106,6 +112,8 @@ class Registry(EngineBase):
                 description=description,
                 on_error=on_error,
                 on_cancel=on_cancel,
+                on_success=on_success,
+                on_failure=on_failure,
                 services=services,
                 rate_limit=rate_limit,
                 retention=retention,

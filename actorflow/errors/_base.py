@@ -9,6 +9,7 @@ out, and the stand-ins for a worker's traceback and unpicklable exception.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class ActorflowError(Exception):
@@ -149,4 +150,10 @@ class RemoteError(ActorflowError):
 
     def __init__(self, type_name: str, message: str) -> None:
         self.type_name = type_name
+        self.message = message
         super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # It travels to workers as an error handler's ``ctx.error``: pickled by default as
+        # ``RemoteError(str(self))``, which its two-argument __init__ cannot take.
+        return (type(self), (self.type_name, self.message))

@@ -59,7 +59,7 @@ from actorflow.runtime.kernel._messages import (
     EventDelivered,
     ResumeApproval,
 )
-from actorflow.runtime.supervision import _graph_cancel, _replay, _step_cache, _waits
+from actorflow.runtime.supervision import _graph_hooks, _replay, _step_cache, _waits
 from actorflow.runtime.supervision._graph_nodes import GraphNodes
 from actorflow.runtime.supervision._graph_state import _AWAITED
 from actorflow.runtime.supervision._run import open_run
@@ -197,8 +197,8 @@ class Supervisor(GraphNodes):
             self._finish(RunStatus.CANCELLED)
 
     def on_succeeded(self, msg: AttemptSucceeded) -> None:
-        if self.on_cancel is not None and msg.step == self.on_cancel.path:
-            _graph_cancel.reported(self, msg)
+        if self.hook is not None and msg.step == self.hook.path:
+            _graph_hooks.reported(self, msg)
             return
         leaf = self._reported(msg.step, msg.attempt)
         if leaf is None:
@@ -237,8 +237,8 @@ class Supervisor(GraphNodes):
         self._apply(E_SUCCEEDED, leaf.frame, leaf.node)
 
     def on_failed(self, msg: AttemptFailed) -> None:
-        if self.on_cancel is not None and msg.step == self.on_cancel.path:
-            _graph_cancel.reported(self, msg)
+        if self.hook is not None and msg.step == self.hook.path:
+            _graph_hooks.reported(self, msg)
             return
         if self.chunks:
             chunk = self.chunks.get(msg.step)
@@ -364,19 +364,20 @@ class Supervisor(GraphNodes):
     def cancel(self, reason: str, terminate: bool = False) -> bool:
         """Cancel the run; False if it had already finished.
 
-        ``terminate``: no ``on_cancel`` handler runs (one running is stopped).
+        ``terminate``: no ``on_cancel`` hook runs (a running hook is stopped, and the run
+        ends with the outcome it runs for). A run whose outcome is decided and whose
+        ``on_success`` / ``on_failure`` hook runs is not cancelled (False).
         """
         if self.finished:
             return False
         if terminate:
-            self.on_cancel_done = True
-            if self.on_cancel is not None:
-                self.fx.stop.append((self.run_id, self.on_cancel.path))
-                self.on_cancel = None
-                self._finish(RunStatus.CANCELLED)
-                return True
-        if self.on_cancel is not None:
-            return True  # being cancelled: its on_cancel handler runs
+            self.hook_done = True
+            if self.hook is not None:
+                self.fx.stop.append((self.run_id, self.hook.path))
+                return _graph_hooks.stop(self) == RunStatus.CANCELLED
+        if self.hook is not None:
+            # Being cancelled (its on_cancel hook runs), or finishing (too late to cancel).
+            return self.hook_status == RunStatus.CANCELLED
         self.cancel_reason = reason
         self._apply(E_CANCEL, 0, 0)
         if not self.finished:
@@ -388,12 +389,11 @@ class Supervisor(GraphNodes):
 
     def _finish(self, status: RunStatus) -> None:
         if (
-            status == RunStatus.CANCELLED
-            and self.compiled.spec.on_cancel is not None
-            and not self.on_cancel_done
-            and _graph_cancel.begin(self)
+            not self.hook_done
+            and _graph_hooks.handler(self, status) is not None
+            and _graph_hooks.begin(self, status)
         ):
-            return  # ends once its on_cancel handler has (the evaluator stopped the rest)
+            return  # ends once its hook has (for a cancel: the evaluator stopped the rest)
         self._close_run(status)
         for leaf in self.leaves.values():
             if leaf.next_retry_at is not None:

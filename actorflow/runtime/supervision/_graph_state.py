@@ -154,10 +154,11 @@ class GraphState(RunMachine):
         self.shape = self.plan.shape
         #: Why the run waits for its definition (status ``waiting_for_definition``).
         self.held_reason: str | None = None
-        #: The workflow's ``on_cancel`` handler while it runs (``_graph_cancel``), and
-        #: whether it has ended.
-        self.on_cancel: Leaf | None = None
-        self.on_cancel_done = False
+        #: The workflow's hook (on_cancel, on_success, on_failure) while it runs
+        #: (``_graph_hooks``), the outcome it runs for, and whether it has ended.
+        self.hook: Leaf | None = None
+        self.hook_status: RunStatus | None = None
+        self.hook_done = False
 
     def path(self, frame: int, node: int) -> str:
         return self.frames[frame].prefix + self.plan.names[node]
