@@ -116,9 +116,10 @@ class AsyncClient:
                 raise handle
         return [h for h in done if isinstance(h, RemoteRunHandle)]
 
-    async def retry(self, run_id: str) -> RemoteRunHandle:
-        """Run a failed or cancelled run again (see :meth:`Client.retry`)."""
-        return RemoteRunHandle(self._t, *C.started(await self._t.asend(C.retry(run_id))))
+    async def retry(self, run_id: str, **overrides: Any) -> RemoteRunHandle:
+        """Run a past run again (see :meth:`Client.retry`)."""
+        reply = await self._t.asend(C.retry(run_id, C.retry_overrides(overrides)))
+        return RemoteRunHandle(self._t, *C.started(reply))
 
     async def run(self, run_id: str) -> RemoteRunHandle:
         """A handle for an existing run (see :meth:`Client.run`)."""

@@ -99,8 +99,19 @@ def keys_for(payloads: list[Any], keys: Any) -> list[Any]:
     return given
 
 
-def retry(run_id: Any) -> Call:
-    return Call("POST", f"/api/runs/{_run(run_id)}/retry", missing=("run", str(run_id)))
+def retry_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``Client.retry``'s keyword arguments, checked: ``payload`` and ``mock_steps`` only."""
+    unknown = sorted(set(overrides) - {"payload", "mock_steps"})
+    if unknown:
+        raise ClientError(f"retry: unexpected {unknown} (it takes payload= and mock_steps=)")
+    return overrides
+
+
+def retry(run_id: Any, overrides: dict[str, Any] | None = None) -> Call:
+    """``overrides``: ``payload`` and ``mock_steps``, as given (none: the run as it was)."""
+    return Call(
+        "POST", f"/api/runs/{_run(run_id)}/retry", overrides or {}, missing=("run", str(run_id))
+    )
 
 
 # -- one run --------------------------------------------------------------------------------

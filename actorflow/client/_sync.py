@@ -142,14 +142,22 @@ class Client:
             for item, key in zip(items, keys, strict=True)
         ]
 
-    def retry(self, run_id: str) -> RemoteRunHandle:
-        """Run a failed or cancelled run again, as a new run with its input.
+    def retry(self, run_id: str, **overrides: Any) -> RemoteRunHandle:
+        """Run a past run again, as a new run (see ``Engine.retry``).
+
+        Args:
+            run_id: the past run.
+            **overrides: ``payload=`` (the new run's payload) and ``mock_steps=`` (step
+                name -> output, answered without running); with either, any finished run
+                can be run again. JSON.
 
         Raises:
             RunNotFound: no such run.
-            ClientError: the run has not failed or been cancelled.
+            ClientError: the run has not failed or been cancelled (without overrides), or
+                an override is refused (400).
         """
-        return RemoteRunHandle(self._t, *C.started(self._t.send(C.retry(run_id))))
+        reply = self._t.send(C.retry(run_id, C.retry_overrides(overrides)))
+        return RemoteRunHandle(self._t, *C.started(reply))
 
     # -- runs -------------------------------------------------------------------------------
 

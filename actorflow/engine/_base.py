@@ -66,6 +66,9 @@ log = logging.getLogger("actorflow.engine")
 #: Bytes; keys longer than the store's MAX_USER_KEY are stored as their SHA-256.
 _MAX_IDEMPOTENCY_KEY = 1024
 
+#: ``retry(payload=)`` not given: the old run's payload (None is a payload of its own).
+_SAME: Any = type("_Same", (), {"__repr__": lambda self: "<the old payload>"})()
+
 
 class EngineBase:
     """The engine's state and the helpers every part uses (see the module docstring)."""

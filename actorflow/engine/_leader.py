@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from actorflow.engine._base import _SAME
 from actorflow.engine._channel import Connection, listen, peer_is_owner
 from actorflow.errors import ClientError, RunNotFound
 from actorflow.runtime.kernel._promise import Promise, failed, resolved
@@ -154,8 +155,14 @@ class LocalOps:
     def op_resume(self, token: str, payload: Any) -> Promise[None]:
         return self._engine._resume(token, payload)
 
-    def op_retry(self, run_id: str) -> Promise[str]:
-        return self._engine._retry(run_id)
+    def op_retry(
+        self,
+        run_id: str,
+        new_payload: bool = False,
+        payload: Any = None,
+        mock_steps: dict[str, Any] | None = None,
+    ) -> Promise[str]:
+        return self._engine._retry(run_id, payload if new_payload else _SAME, mock_steps)
 
     def op_state(self, op: str, scope: str, args: tuple[Any, ...]) -> Promise[Any]:
         return self._pooled(self._engine._state_backend, op, scope, tuple(args))

@@ -33,6 +33,8 @@ Routes::
     GET  /api/runs/{run_id}               everything recorded about a run
     POST /api/runs/{run_id}/cancel        body: {"reason": "..."} (optional)
     POST /api/runs/{run_id}/retry         a failed or cancelled run again, as a new run
+                                          (body {"payload": .., "mock_steps": {..}}: any
+                                          finished run, with those overrides)
     GET  /api/approvals?status=waiting
     POST /api/approvals/{token}/resume    body: the payload (the approval step's output)
     POST /api/events/{name}               body: {"payload": ..., "key": ..., "ttl": ...}
@@ -257,7 +259,17 @@ def build_app(
 
     @_guard
     async def retry(request: Request) -> Response:
-        handle = await run_in_threadpool(engine.retry, request.path_params["run_id"])
+        data = _parse(await _body(request, limit), {}) or {}
+        if not isinstance(data, dict) or set(data) - {"payload", "mock_steps"}:
+            raise _HttpError(
+                400, "bad_request", 'body: expected {"payload": ..., "mock_steps": {...}} or none'
+            )
+        overrides: dict[str, Any] = {"mock_steps": data.get("mock_steps")}
+        if "payload" in data:
+            overrides["payload"] = data["payload"]
+        handle = await run_in_threadpool(
+            functools.partial(engine.retry, request.path_params["run_id"], **overrides)
+        )
         return _json({"run_id": handle.id, "workflow": handle.workflow_id}, 202)
 
     @_guard

@@ -164,6 +164,21 @@ def test_retry_and_restart(client: af.Client) -> None:
         client.restart(done.id)  # not a panicked code workflow run
 
 
+def test_retry_with_overrides(client: af.Client) -> None:
+    failed = client.trigger("boom", {})
+    with pytest.raises(af.StepFailed):
+        failed.result(timeout=60)
+    mocked = client.retry(failed.id, mock_steps={"charge": "paid by hand"})
+    assert mocked.result(timeout=60) == "paid by hand"
+    done = client.trigger("double", {"n": 1})
+    assert done.result(timeout=60) == 2
+    assert client.retry(done.id, payload={"n": 21}).result(timeout=60) == 42
+    with pytest.raises(af.ClientError, match="name no step of workflow 'double'"):
+        client.retry(done.id, mock_steps={"nope": 1})
+    with pytest.raises(af.ClientError, match="it takes payload= and mock_steps="):
+        client.retry(done.id, payloads=[1])
+
+
 def test_runs_filters_and_pages(
     client: af.Client, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

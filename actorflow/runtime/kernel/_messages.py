@@ -174,6 +174,8 @@ class StartRun:
     parent: tuple[str, str] | None = None  # (parent run id, path of its subflow node)
     depth: int = 0  # 0 for a top-level run, the parent's + 1 for a child
     priority: int = 0  # its place among queued runs, on a queue that orders by priority
+    #: Steps answered without running (step name or path -> JSON output): engine.retry's.
+    mocks: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,10 +129,11 @@ class CodeRun(RunMachine):
         parent: tuple[str, str] | None = None,
         depth: int = 0,
         priority: int = 0,
+        mocks: dict[str, Any] | None = None,
     ) -> Self:
         """A new run: record it (queued or running) and start the function."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent, depth, priority)
+        open_run(sup, payload, idempotency_key, parent, depth, priority, mocks)
         return sup
 
     @classmethod

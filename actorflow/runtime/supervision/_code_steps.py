@@ -106,8 +106,30 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
 
 
 def _start_step(sup: CodeSupervisor, st: State) -> None:
-    if _prepare_step(sup, st):
+    mocks = sup.mocks
+    if mocks is not None and st.cmd.path in mocks:
+        _mocked(sup, st, st.leaf, encode_value(mocks[st.cmd.path], "mock"))
+    elif _prepare_step(sup, st):
         _dispatch(sup, st, st.leaf)
+
+
+def _mocked(sup: CodeSupervisor, st: State, leaf: Leaf, output: bytes) -> None:
+    """The step's output is a mock (``engine.retry(..., mock_steps=)``): it does not run.
+
+    It is recorded as one attempt of kind ``mocked``, as a step that ran would be.
+    """
+    at = now(sup)
+    leaf.attempt += 1
+    leaf.dispatched_at = leaf.started_at = leaf.ended_at = at
+    if leaf.scheduled_at is None:
+        leaf.scheduled_at = at
+    leaf.status = StepStatus.SUCCEEDED
+    leaf.attempts.append(attempt_record(leaf.attempt, "succeeded", "mocked", at, at))
+    leaf.inline = inline_output(output)
+    if leaf.inline is None:
+        sup.fx.ops.append((K.VALUES, leaf.key, output))
+    sup.fx.ops.append(leaf.put())
+    resolve_ok(sup, st, output, stored=True)
 
 
 def _resume_step(sup: CodeSupervisor, st: State, leaf: Leaf | None, rec: dict[str, Any]) -> None:

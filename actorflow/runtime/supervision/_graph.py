@@ -94,10 +94,11 @@ class Supervisor(GraphNodes):
         parent: tuple[str, str] | None = None,
         depth: int = 0,
         priority: int = 0,
+        mocks: dict[str, Any] | None = None,
     ) -> Supervisor:
         """A new run: record it (queued or running) and start its first nodes."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent, depth, priority)
+        open_run(sup, payload, idempotency_key, parent, depth, priority, mocks)
         return sup
 
     @classmethod

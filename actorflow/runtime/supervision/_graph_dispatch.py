@@ -50,10 +50,13 @@ from actorflow.runtime.supervision._steps import (
     error_record,
 )
 from actorflow.store import _keys as K
+from actorflow.store._codec import encode_value
 from actorflow.store._records import dump_record, load_record, load_step
 from actorflow.workers._protocol import CALL_CTX, CALL_ITEM
 
 __all__ = ["GraphDispatch"]
+
+_NONE = object()  # no mock for this step (a mock may be None)
 
 
 class GraphDispatch(GraphState):
@@ -68,6 +71,11 @@ class GraphDispatch(GraphState):
         if is_missing(self.plan.specs[node]):  # (only a run's own old plan has these)
             self.hold_missing(leaf)
             return
+        if leaf.attempt == 0 and self.mocks is not None:
+            mocked = self.mocks.get(leaf.path, self.mocks.get(self.plan.names[node], _NONE))
+            if mocked is not _NONE:
+                _step_cache.answer(self, leaf, encode_value(mocked, "mock"), "mocked")
+                return  # engine.retry(..., mock_steps=) gave its output
         if leaf.attempt == 0 and _step_cache.lookup(self, frame, node, leaf):
             return  # answered from its cache (or its cache key failed it)
         if leaf.attempt == 0 and self.compiled.chunkable[node]:

@@ -186,6 +186,7 @@ class RunMachine(HasEffects):
         "error",
         "finished",
         "idempotency_key",
+        "mocks",
         "parent",
         "payload",
         "priority",
@@ -216,6 +217,8 @@ class RunMachine(HasEffects):
         self.parent: tuple[str, str] | None = None
         self.depth = 0  # below the top-level run (see runtime/supervision/_depth.py)
         self.priority = 0  # among queued runs (kept so that recovery queues it the same)
+        #: Steps answered without running: name or path -> JSON output (``engine.retry``).
+        self.mocks: dict[str, Any] | None = None
         self.finished = False
         self._fx = None
         # After a reload: the attempts the last stop recorded as never started, by task step.
@@ -245,6 +248,8 @@ class RunMachine(HasEffects):
             rec["depth"] = self.depth
         if self.priority:
             rec["priority"] = self.priority  # (absent: 0)
+        if self.mocks:
+            rec["mocks"] = self.mocks
         return rec
 
     def load_header(self, rec: dict[str, Any], no_payload: bytes) -> None:
@@ -267,6 +272,7 @@ class RunMachine(HasEffects):
         self.parent = (parent[0], parent[1]) if parent else None
         self.depth = run_depth(store, rec)
         self.priority = rec.get("priority", 0)
+        self.mocks = rec.get("mocks")
         self.payload = store.get(K.VALUES, K.payload_key(self.run_id)) or no_payload
 
     # -- timers ------------------------------------------------------------------------------
@@ -422,6 +428,7 @@ def open_run(
     parent: tuple[str, str] | None,
     depth: int = 0,
     priority: int = 0,
+    mocks: dict[str, Any] | None = None,
 ) -> None:
     """Record a new run (graph or code) as running or queued, and begin it if admitted."""
     core, run_id = sup.core, sup.run_id
@@ -432,6 +439,7 @@ def open_run(
     sup.parent = parent
     sup.depth = depth
     sup.priority = priority
+    sup.mocks = mocks
     admitted = core.admission.try_acquire(sup.workflow_id, run_id, priority)
     sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
     ops = sup.fx.ops

@@ -23,7 +23,7 @@ from actorflow.store import _keys as K
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._graph_dispatch import GraphDispatch
 
-__all__ = ["lookup", "remember"]
+__all__ = ["answer", "lookup", "remember"]
 
 _EXP = struct.Struct(">Q")
 
@@ -59,17 +59,26 @@ def lookup(sup: GraphDispatch, frame: int, node: int, leaf: Leaf) -> bool:
     (expiry,) = _EXP.unpack_from(raw)
     if expiry and expiry <= round(now * 1000):
         return False  # expired (the sweep has not deleted it yet)
+    answer(sup, leaf, bytes(raw[_EXP.size :]), "cached")
+    return True
+
+
+def answer(sup: GraphDispatch, leaf: Leaf, output: bytes, kind: str) -> None:
+    """Record ``leaf`` as succeeded with ``output`` without running it.
+
+    One attempt of ``kind``: ``cached``, or ``mocked`` (``engine.retry(mock_steps=)``).
+    """
+    now = sup.core.clock.now()
     leaf.attempt = 1
     leaf.status = StepStatus.SUCCEEDED
     leaf.dispatched_at = leaf.started_at = leaf.ended_at = now
     leaf.attempts.append(
         {
-            "attempt": 1, "status": "succeeded", "kind": "cached", "started_at": now,
+            "attempt": 1, "status": "succeeded", "kind": kind, "started_at": now,
             "ended_at": now, "error": None, "pid": None,
         }
     )  # fmt: skip
-    sup._succeed(leaf, bytes(raw[_EXP.size :]))
-    return True
+    sup._succeed(leaf, output)
 
 
 def remember(sup: GraphDispatch, leaf: Leaf, output: bytes) -> None:
