@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actorflow._types import ParentClosePolicy
 from actorflow.definition._breaker import CircuitBreaker
+from actorflow.definition._cache import Cache
 from actorflow.definition._options import Retry, parse_duration
 from actorflow.definition._queue import Queue
 from actorflow.errors import ClientError, DefinitionError, WaitTimeout
@@ -134,6 +135,7 @@ class WorkflowContext:
         heartbeat_timeout: Any = None,
         breaker: Any = None,
         queue: Any = None,
+        cache: Any = None,
     ) -> Awaitable[Any]:
         """Run ``fn(*args)`` in the worker pool, recorded; await it for its result.
 
@@ -152,6 +154,10 @@ class WorkflowContext:
                 at once with ``CircuitOpen`` (retried per the policy).
             queue: an :class:`~actorflow.Queue`: the step waits for a slot of it before it
                 starts (shared with every step given the same queue, in any run).
+            cache: an :class:`~actorflow.Cache` whose ``key`` is called with the step's
+                arguments (``key(*args)``): a step of this name whose key was recorded
+                within the TTL, by any run of this workflow, returns that output without
+                running (its record says ``cached``).
 
         Raises:
             StepFailed: (when awaited) the step failed for good; its exception is the cause.
@@ -161,6 +167,10 @@ class WorkflowContext:
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise DefinitionError(
                 f"ctx.step {name!r}: breaker: expected af.CircuitBreaker(...), got {breaker!r}"
+            )
+        if cache is not None and not isinstance(cache, Cache):
+            raise DefinitionError(
+                f"ctx.step {name!r}: cache: expected af.Cache(key=..., ttl=...), got {cache!r}"
             )
         if queue is not None and not isinstance(queue, Queue):
             raise DefinitionError(
@@ -176,6 +186,7 @@ class WorkflowContext:
             ),
             "breaker": breaker,
             "queue": queue,
+            "cache": cache,
         }
         return self._future("step", _name(name, "ctx.step: name"), opts)
 

@@ -81,3 +81,55 @@ def test_cache_options_are_checked() -> None:
     wf = engine.define("w").step("s", steps.noop, cache={"ttl": 1})
     with pytest.raises(af.DefinitionError, match=r"cache: expected af\.Cache"):
         wf.build()
+
+
+async def code_forecast(ctx: af.WorkflowContext, city: str, log: str) -> str:
+    weather = await ctx.step(
+        "weather",
+        steps.city_weather,
+        city,
+        log,
+        cache=af.Cache(key=lambda city, log: city.lower(), ttl="1h"),
+    )
+    return f"{weather['city']}: {weather['temp']}"
+
+
+async def bad_key(ctx: af.WorkflowContext) -> str:
+    try:
+        await ctx.step(
+            "s",
+            steps.city_weather,
+            "x",
+            "/dev/null",
+            cache=af.Cache(key=lambda *a: object(), ttl=60),
+        )
+    except af.StepFailed as exc:
+        return str(exc)
+    return "ran"
+
+
+def test_code_workflow_steps_cache_across_runs_and_restarts(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    data_dir = tmp_path / "data"
+    clock = af.ManualClock()
+    engine = make_engine(clock=clock, data_dir=data_dir)
+    engine.workflow("forecast")(code_forecast)
+    with engine:
+        assert engine.trigger("forecast", "Lima", str(log)).result(timeout=30) == "Lima: 12"
+        again = engine.trigger("forecast", "LIMA", str(log))
+        assert again.result(timeout=30) == "Lima: 12"  # the output Lima's run recorded
+        assert [a.kind for a in again.inspect().step("weather").attempts] == ["cached"]
+        assert executions(log) == {"city_weather": 1}
+    engine = make_engine(clock=clock, data_dir=data_dir)
+    engine.workflow("forecast")(code_forecast)
+    engine.workflow("bad")(bad_key)
+    with engine:
+        assert engine.trigger("forecast", "lima", str(log)).result(timeout=30) == "Lima: 12"
+        assert executions(log) == {"city_weather": 1}
+        clock.advance(3601)
+        assert engine.trigger("forecast", "lima", str(log)).result(timeout=30) == "lima: 12"
+        assert executions(log) == {"city_weather": 2}
+        out = engine.trigger("bad").result(timeout=30)
+        assert "a cache key must be a JSON value" in out

@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus, StepStatus
+from actorflow.definition._cache import cache_digest
 from actorflow.definition._options import NO_RETRY
-from actorflow.runtime.kernel._messages import AttemptFailed, AttemptSucceeded, TaskSpec
+from actorflow.runtime.kernel._messages import AttemptFailed, AttemptSucceeded, ErrorInfo, TaskSpec
+from actorflow.runtime.supervision import _step_cache
 from actorflow.runtime.supervision._code_state import (
     CommandKind,
     State,
@@ -108,15 +110,38 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
 def _start_step(sup: CodeSupervisor, st: State) -> None:
     mocks = sup.mocks
     if mocks is not None and st.cmd.path in mocks:
-        _mocked(sup, st, st.leaf, encode_value(mocks[st.cmd.path], "mock"))
-    elif _prepare_step(sup, st):
+        _answered(sup, st, st.leaf, encode_value(mocks[st.cmd.path], "mock"), "mocked")
+        return
+    where = _cache_entry(sup, st)
+    if isinstance(where, ErrorInfo):
+        fail_command(sup, st, where, "its cache key failed")
+        return
+    if where is not None:
+        hit = _step_cache.read(sup.core, *where)
+        if hit is not None:
+            _answered(sup, st, st.leaf, hit, "cached")
+            return
+    if _prepare_step(sup, st):
         _dispatch(sup, st, st.leaf)
 
 
-def _mocked(sup: CodeSupervisor, st: State, leaf: Leaf, output: bytes) -> None:
-    """The step's output is a mock (``engine.retry(..., mock_steps=)``): it does not run.
+def _cache_entry(sup: CodeSupervisor, st: State) -> tuple[str, str] | ErrorInfo | None:
+    """(scope, key) of a cached step's entry, the error of its key function, or None."""
+    cache = st.cmd.opts.get("cache")
+    if cache is None:
+        return None
+    try:
+        digest = cache_digest(cache.key(*st.cmd.opts["args"]))
+    except Exception as exc:
+        return error_info(exc)
+    return f"#cache/{sup.workflow_id}", f"{st.cmd.name}:{digest}"
 
-    It is recorded as one attempt of kind ``mocked``, as a step that ran would be.
+
+def _answered(sup: CodeSupervisor, st: State, leaf: Leaf, output: bytes, kind: str) -> None:
+    """The step's output is known without running it: it does not run.
+
+    A mock (``engine.retry(..., mock_steps=)``) or its cache's, recorded as one attempt of
+    ``kind`` (``mocked``, ``cached``), as a step that ran would be.
     """
     at = now(sup)
     leaf.attempt += 1
@@ -124,7 +149,7 @@ def _mocked(sup: CodeSupervisor, st: State, leaf: Leaf, output: bytes) -> None:
     if leaf.scheduled_at is None:
         leaf.scheduled_at = at
     leaf.status = StepStatus.SUCCEEDED
-    leaf.attempts.append(attempt_record(leaf.attempt, "succeeded", "mocked", at, at))
+    leaf.attempts.append(attempt_record(leaf.attempt, "succeeded", kind, at, at))
     leaf.inline = inline_output(output)
     if leaf.inline is None:
         sup.fx.ops.append((K.VALUES, leaf.key, output))
@@ -350,6 +375,12 @@ def on_succeeded(sup: CodeSupervisor, msg: AttemptSucceeded) -> None:
     if leaf.inline is None:
         sup.fx.ops.append((K.VALUES, leaf.key, output))
     sup.fx.ops.append(leaf.put())
+    if st.cmd.kind == "step" and st.cmd.opts.get("cache") is not None:
+        where = _cache_entry(sup, st)
+        if isinstance(where, tuple):  # (it was checked when the step started)
+            scope, key = where
+            ttl = float(st.cmd.opts["cache"].ttl)
+            sup.fx.ops.extend(_step_cache.entry_ops(sup.core, scope, key, ttl, output))
     if st.cmd.kind == "map":
         index = int(leaf.path[len(st.cmd.path) + 1 : -1])
         st.results[index] = output

@@ -1,11 +1,14 @@
-"""Graph steps' caches (``af.Cache``; see ``definition/_cache.py`` for what users see).
+"""Steps' caches (``af.Cache``; see ``definition/_cache.py`` for what users see).
 
-Data flow: ``_run`` asks :func:`lookup` before a step's first attempt; a hit is recorded as
-the step's success (one attempt, kind ``cached``) without a task; a miss runs the step, and
-``_succeed`` calls :func:`remember`, which adds the output to the same commit as the step's
-record, under ``#cache/<workflow>`` in the ``state`` db with the TTL's expiry (its index
-entry lets the engine's state sweep delete it once expired). Entries have the state db's
-layout (8-byte expiry in ms, then the encoded value), so they read as expired the same way.
+Data flow, graph steps: ``_run`` asks :func:`lookup` before a step's first attempt; a hit
+is recorded as the step's success (one attempt, kind ``cached``) without a task; a miss runs
+the step, and ``_succeed`` calls :func:`remember`, which adds the output to the same commit
+as the step's record, under ``#cache/<workflow>`` in the ``state`` db with the TTL's expiry
+(its index entry lets the engine's state sweep delete it once expired). Entries have the
+state db's layout (8-byte expiry in ms, then the encoded value), so they read as expired
+the same way. Code workflows' steps (``ctx.step(..., cache=)``, ``_code_steps``) read and
+write the same entries through :func:`read` and :func:`entry_ops`, their key computed from
+the step's arguments.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from actorflow.store import _keys as K
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._graph_dispatch import GraphDispatch
 
-__all__ = ["answer", "lookup", "remember"]
+__all__ = ["answer", "entry_ops", "lookup", "read", "remember"]
 
 _EXP = struct.Struct(">Q")
 
@@ -52,15 +55,31 @@ def lookup(sup: GraphDispatch, frame: int, node: int, leaf: Leaf) -> bool:
         leaf.attempt = 1
         sup._leaf_failed_for_good(leaf, where)
         return True
-    raw = sup.core.store.get(K.STATE, K.state_key(*where))
-    now = sup.core.clock.now()
-    if raw is None or len(raw) < _EXP.size:
+    output = read(sup.core, *where)
+    if output is None:
         return False
-    (expiry,) = _EXP.unpack_from(raw)
-    if expiry and expiry <= round(now * 1000):
-        return False  # expired (the sweep has not deleted it yet)
-    answer(sup, leaf, bytes(raw[_EXP.size :]), "cached")
+    answer(sup, leaf, output, "cached")
     return True
+
+
+def read(core: Any, scope: str, key: str) -> bytes | None:
+    """The cached output at (scope, key), or None (none, or expired)."""
+    raw = core.store.get(K.STATE, K.state_key(scope, key))
+    if raw is None or len(raw) < _EXP.size:
+        return None
+    (expiry,) = _EXP.unpack_from(raw)
+    if expiry and expiry <= round(core.clock.now() * 1000):
+        return None  # expired (the sweep has not deleted it yet)
+    return bytes(raw[_EXP.size :])
+
+
+def entry_ops(core: Any, scope: str, key: str, ttl: float, output: bytes) -> list[Any]:
+    """The writes that keep ``output`` at (scope, key) for ``ttl`` seconds from now."""
+    expiry = round((core.clock.now() + float(ttl)) * 1000)
+    return [
+        (K.STATE, K.state_key(scope, key), _EXP.pack(expiry) + output),
+        (K.STATE, K.state_expiry_key(expiry / 1000, scope, key), b""),
+    ]
 
 
 def answer(sup: GraphDispatch, leaf: Leaf, output: bytes, kind: str) -> None:
@@ -91,6 +110,5 @@ def remember(sup: GraphDispatch, leaf: Leaf, output: bytes) -> None:
     where = _where(sup, spec, leaf.frame, leaf.node)
     if not isinstance(where, tuple):
         return  # it answered when the step started; it raises now: no entry, nothing else
-    expiry = round((sup.core.clock.now() + float(spec.cache.ttl)) * 1000)
-    sup.fx.ops.append((K.STATE, K.state_key(*where), _EXP.pack(expiry) + output))
-    sup.fx.ops.append((K.STATE, K.state_expiry_key(expiry / 1000, *where), b""))
+    scope, key = where
+    sup.fx.ops.extend(entry_ops(sup.core, scope, key, float(spec.cache.ttl), output))
