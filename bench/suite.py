@@ -21,8 +21,8 @@ B7 webhook triggers (``bench/webhooks.py``): POSTs to a webhook on loopback, acc
    second, every run recorded (durability "sync") before its 202 and counted in the store
    afterwards. Baseline: a bare Starlette endpoint (parse the JSON, answer 202) on the same
    uvicorn/uvloop/httptools server.
-B8, B9 code workflows (``bench/code.py``): 200 sequential steps against B1's graph figure;
-   replay of a 10,000-event history.
+B8, B9 code workflows (``bench/code.py``): 200 sequential steps against a graph workflow's, runs
+   interleaved on one engine; replay of a 10,000-event history.
 B10, B11, B12 large data and fan-out (``bench/data.py``): a 50 MB array handed between steps
    through shared memory; a durable for_each of 10,000 x 1 ms items; memory and segments.
 I1 ``import actorflow`` (``bench/imports.py``): milliseconds in a fresh interpreter, bytecode
@@ -524,12 +524,14 @@ def run_all(quick: bool = False) -> dict[str, Any]:
         from bench.code import run_code
 
         code = run_code(root, lambda name, **kw: _engine(root, name, **kw), quick)
+        b8 = code["B8"]
         results["B8"] = {
             "what": "code workflow of 200 sequential steps, ms per step, sync (lower is "
-            "better); baseline: the graph workflow of B1 in this run",
-            "code_ms": code["B8_code_ms"],
-            "graph_ms": sync_seq,
-            "ratio": code["B8_code_ms"] / sync_seq,
+            "better); baseline: a graph workflow of 200 steps, runs interleaved with it on "
+            "one engine",
+            "code_ms": b8["code_ms"],
+            "graph_ms": b8["graph_ms"],
+            "ratio": b8["code_ms"] / b8["graph_ms"],
             "target_ratio": 1.2,
         }
         b9 = code["B9"]
