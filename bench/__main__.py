@@ -308,6 +308,15 @@ def _scale_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
             f"{small.get(anon, 0):,.0f} B held, {small['store_bytes_per_item']:,.0f} B",
             "-", "<= 200 B held, <= 300 B",
         ))  # fmt: skip
+    b20 = results.get("B20")
+    if b20:
+        base = b20["ms"]["unfiltered"]
+        for name in ("equality", "equality_and_range", "range"):
+            rows.append((
+                f"B20 page of {b20['page']} at {b20['runs']:,} runs, {name.replace('_', ' ')}",
+                f"{b20['ms'][name]:.2f} ms", f"{base:.2f} ms (unfiltered)",
+                f"{b20['ratio'][name]:.2f}x", "<= 2x" if name == "equality" else "-",
+            ))  # fmt: skip
     return rows
 
 

@@ -38,6 +38,8 @@ B17, B18, B19 the head's cost and the scale of one run (``bench/scale.py``): a d
    item for unchunked 10 ms items, chunked 1 ms items, ``ctx.map``, sequential steps and
    webhook-started runs, with its ceiling 1 / cost; one run of 1,000,000 trivial items
    beside one of 100,000: items/s, peak memory and store bytes per item.
+B20 search attributes (``bench/search.py``): the newest page of 50 runs at 100,000 runs,
+   filtered (an equality, an equality and a range, a range) beside unfiltered.
 L1 a hung step with a 1 s timeout: seconds from its start until its failure is recorded.
 L2 a crashed worker: milliseconds from the crash until the retried attempt starts.
 """
@@ -601,6 +603,15 @@ def run_all(quick: bool = False) -> dict[str, Any]:
             "target_anon_bytes_per_item": 200,
             "target_store_bytes_per_item": 300,
             **one_run_scale(engine_for, quick),
+        }
+        from bench.search import filtered_pages
+
+        results["B20"] = {
+            "what": "the newest page of 50 runs at 100,000 runs with search attributes, ms "
+            "(lower is better), best of interleaved reps: unfiltered (the baseline), by an "
+            "equality, an equality and a range, a range alone",
+            "target_ratio": 2.0,
+            **filtered_pages(engine_for, 20_000 if quick else 100_000, 5 if quick else 9),
         }
         return results
     finally:

@@ -82,9 +82,13 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
         priority: int = 0,
+        search_attributes: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> RemoteRunHandle:
         """Start a run (see :meth:`Client.trigger`)."""
-        reply = await self._t.asend(C.trigger(workflow, payload, idempotency_key, priority))
+        reply = await self._t.asend(
+            C.trigger(workflow, payload, idempotency_key, priority, search_attributes, memo)
+        )
         return RemoteRunHandle(self._t, *C.started(reply))
 
     async def trigger_many(
@@ -179,6 +183,7 @@ class AsyncClient:
         before: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first, following ``X-Next-Cursor`` (see :meth:`Client.runs`)."""
         C.check_limit(limit)
@@ -187,7 +192,9 @@ class AsyncClient:
         while limit is None or len(out) < limit:
             size = C.page_size(limit, len(out))
             page, cursor = C.summaries(
-                await self._t.asend(C.runs_page(workflow, status, size, cursor, since, until))
+                await self._t.asend(
+                    C.runs_page(workflow, status, size, cursor, since, until, where)
+                )
             )
             out.extend(page)
             if cursor is None or len(page) < size:

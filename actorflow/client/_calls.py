@@ -68,16 +68,32 @@ def _key(key: Any) -> dict[str, str]:
 # -- starting runs --------------------------------------------------------------------------
 
 
-def trigger(workflow: Any, payload: Any, idempotency_key: Any, priority: Any = 0) -> Call:
+def trigger(
+    workflow: Any,
+    payload: Any,
+    idempotency_key: Any,
+    priority: Any = 0,
+    search_attributes: Any = None,
+    memo: Any = None,
+) -> Call:
     if not isinstance(workflow, str) or not workflow:
         raise WorkflowNotFound(str(workflow))
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ClientError(f"priority: expected an integer, got {priority!r}")
+    params = {"priority": str(priority)} if priority else {}
+    for name, value in (("search_attributes", search_attributes), ("memo", memo)):
+        if value is not None:
+            if not isinstance(value, Mapping):
+                raise ClientError(f"{name}: expected a mapping, got {value!r}")
+            try:
+                params[name] = orjson.dumps(dict(value)).decode()
+            except TypeError as exc:
+                raise ClientError(f"{name}: expected JSON values ({exc})") from None
     return Call(
         "POST",
         f"/api/workflows/{quoted(workflow)}/trigger",
         payload,
-        params={"priority": str(priority)} if priority else {},
+        params=params,
         headers=_key(idempotency_key),
         missing=("workflow", workflow),
     )
@@ -244,8 +260,18 @@ def runs_page(
     before: Any,
     since: Any,
     until: Any,
+    where: Any = None,
 ) -> Call:
     params: dict[str, str] = {"limit": str(limit)}
+    if where is not None:
+        if not isinstance(where, Mapping):
+            raise ClientError(
+                f"where: expected a mapping such as {{'customer': 'c-42'}}, got {where!r}"
+            )
+        try:
+            params["where"] = orjson.dumps(dict(where)).decode()
+        except TypeError as exc:
+            raise ClientError(f"where: expected JSON values ({exc})") from None
     if workflow is not None:
         params["workflow"] = str(workflow)
     wanted = parse_status(status)

@@ -97,6 +97,8 @@ class Client:
         *,
         idempotency_key: str | None = None,
         priority: int = 0,
+        search_attributes: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> RemoteRunHandle:
         """Start a run of ``workflow``; returns once the run is durably recorded.
 
@@ -109,6 +111,9 @@ class Client:
                 a request that failed on the way can be sent again with it.
             priority: its place among queued runs on a queue that orders by priority
                 (see ``Engine.trigger``); sent as ``?priority=``.
+            search_attributes: indexed attributes (see ``Engine.trigger``), sent as
+                ``?search_attributes=`` JSON.
+            memo: JSON kept with the run, sent as ``?memo=``.
 
         Raises:
             WorkflowNotFound: no such workflow.
@@ -116,7 +121,9 @@ class Client:
             ClientError: the priority is refused (400).
             EngineNotRunning: the engine is not started (503).
         """
-        reply = self._t.send(C.trigger(workflow, payload, idempotency_key, priority))
+        reply = self._t.send(
+            C.trigger(workflow, payload, idempotency_key, priority, search_attributes, memo)
+        )
         return RemoteRunHandle(self._t, *C.started(reply))
 
     def trigger_many(
@@ -232,6 +239,7 @@ class Client:
         before: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first, as ``engine.runs`` lists them.
 
@@ -245,6 +253,8 @@ class Client:
             before: a cursor: runs older than this run id (the previous page's last).
             since: only runs triggered at or after this time (seconds since the epoch).
             until: only runs triggered before this time.
+            where: search attribute conditions, as ``engine.runs`` takes them (sent as
+                ``?where=`` JSON).
         """
         C.check_limit(limit)
         out: list[RunSummary] = []
@@ -252,7 +262,7 @@ class Client:
         while limit is None or len(out) < limit:
             size = C.page_size(limit, len(out))
             page, cursor = C.summaries(
-                self._t.send(C.runs_page(workflow, status, size, cursor, since, until))
+                self._t.send(C.runs_page(workflow, status, size, cursor, since, until, where))
             )
             out.extend(page)
             if cursor is None or len(page) < size:

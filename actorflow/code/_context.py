@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actorflow._types import ParentClosePolicy
@@ -22,6 +22,7 @@ from actorflow.definition._options import Retry, parse_duration
 from actorflow.definition._queue import Queue
 from actorflow.errors import ClientError, DefinitionError, WaitTimeout
 from actorflow.store import _keys as K
+from actorflow.store._search import check_attributes
 
 if TYPE_CHECKING:
     import asyncio
@@ -396,6 +397,26 @@ class WorkflowContext:
         takes the new one (and records that it did).
         """
         return self._driver.patched(_name(patch_id, "ctx.patched: patch_id"))
+
+    def upsert_search_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set (or, with None, remove) search attributes of this run, as Temporal's.
+
+        Recorded in the history (a replay does not set them again) and indexed in the same
+        write as the activation: ``engine.runs(where={"status": "shipped"})`` finds the run
+        once the activation is durable. The others keep their values.
+
+        Args:
+            attributes: name -> a string, a number, a boolean, or None to remove it.
+
+        Raises:
+            DefinitionError: a name or value that cannot be indexed (named).
+        """
+        self._driver.check_usable("ctx.upsert_search_attributes")
+        try:
+            checked = check_attributes(attributes, "ctx.upsert_search_attributes", removals=True)
+        except ClientError as exc:
+            raise DefinitionError(str(exc)) from None
+        self._driver.command("attrs", "search_attributes", {"attrs": checked}, future=False)
 
     def deprecate_patch(self, patch_id: str) -> None:
         """Mark a patch whose old path is gone: no run that needs it is still open.

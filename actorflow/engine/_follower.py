@@ -440,8 +440,10 @@ class Follower:
 def _args(pending: _Pending) -> tuple[Any, ...]:
     """A request's arguments as sent (again): a trigger sent before says so (``resent``)."""
     if pending.op in ("submit", "submit_many") and pending.sent is not None:
-        # (..., resent, priority): the leader checks the store first
-        return (*pending.args[:-2], True, pending.args[-1])
+        # (workflow, args or payloads, keys, run ids, resent, ...): the leader checks first
+        args = list(pending.args)
+        args[4] = True
+        return tuple(args)
     return pending.args
 
 

@@ -87,10 +87,12 @@ class LocalOps:
         run_id: str,
         resent: bool,
         priority: int = 0,
+        attrs: dict[str, Any] | None = None,
+        memo: dict[str, Any] | None = None,
     ) -> Promise[str]:
         if resent and key is None and self._exists(run_id):
             return resolved(run_id)  # the last leader recorded it before it went
-        return self._engine._submit(workflow, tuple(args), key, run_id, priority)
+        return self._engine._submit(workflow, tuple(args), key, run_id, priority, attrs, memo)
 
     def op_submit_many(
         self,
@@ -100,6 +102,8 @@ class LocalOps:
         run_ids: list[str],
         resent: bool,
         priority: int = 0,
+        attrs: list[Any] | None = None,
+        memos: list[Any] | None = None,
     ) -> Promise[list[str]]:
         if resent:
             todo = [i for i, (k, r) in enumerate(zip(keys, run_ids, strict=True))
@@ -109,6 +113,8 @@ class LocalOps:
                 part = self._engine._submit_many(
                     workflow, [payloads[i] for i in todo], [keys[i] for i in todo],
                     [run_ids[i] for i in todo], priority,
+                    [attrs[i] for i in todo] if attrs is not None else None,
+                    [memos[i] for i in todo] if memos is not None else None,
                 )  # fmt: skip
 
                 def merge(fut: Promise[list[str]]) -> None:
@@ -123,7 +129,7 @@ class LocalOps:
 
                 part.add_done_callback(merge)
                 return out
-        return self._engine._submit_many(workflow, payloads, keys, run_ids, priority)
+        return self._engine._submit_many(workflow, payloads, keys, run_ids, priority, attrs, memos)
 
     def op_watch(self, run_id: str) -> Promise[None]:
         fut = self._engine._watch(run_id)

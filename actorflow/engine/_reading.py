@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from actorflow._extras import require
@@ -62,6 +62,7 @@ class Reading(Events):
         before: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first.
 
@@ -72,8 +73,16 @@ class Reading(Events):
             before: a page's cursor: runs older than this run id (the previous page's last).
             since: only runs triggered at or after this time (seconds since the epoch).
             until: only runs triggered before this time.
+            where: search attributes: ``{"customer": "c-42", "amount>": 100}``: each key an
+                attribute's name, alone (equal) or followed by ``>``, ``>=``, ``<``, ``<=``
+                or ``!=``; every condition must hold. Read from the attributes' index: an
+                equality pages newest first without reading other runs; a range alone reads
+                its attribute's matching entries, then the page's records.
+
+        Raises:
+            ClientError: a filter that cannot be read (named).
         """
-        return self._read(list_runs, workflow, status, limit, before, since, until)
+        return self._read(list_runs, workflow, status, limit, before, since, until, where)
 
     def statistics(self) -> dict[str, Any]:
         """What the engine is doing (not for hot loops).

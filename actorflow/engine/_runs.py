@@ -25,6 +25,7 @@ from actorflow.runtime.kernel._promise import Countdown, Promise, then
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._prune import PruneReport
+from actorflow.store._search import check_attributes
 from actorflow.views import (
     read_run,
 )
@@ -53,6 +54,8 @@ class Runs(Stopping):
         *args: Any,
         idempotency_key: str | None = None,
         priority: int = 0,
+        search_attributes: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Start a run of ``workflow``; returns once the run is durably recorded.
 
@@ -67,16 +70,24 @@ class Runs(Stopping):
                 the run stands among the queued runs: lowest first (0, the default, is
                 first), ties in trigger order. It is kept in the run's record, so recovery
                 queues it the same.
+            search_attributes: name -> a string, number or boolean, indexed:
+                ``runs(where={"customer": "c-42", "amount>": 100})`` finds the run without
+                scanning the others (a code workflow changes them with
+                ``ctx.upsert_search_attributes``).
+            memo: JSON kept with the run and shown with it (``inspect().memo``), not
+                indexed.
 
         Raises:
             WorkflowNotFound: no such workflow.
             InvalidPayload: the payload cannot be stored.
             ClientError: more than one payload for a graph workflow; a ``priority`` other
                 than 0 for a workflow whose queue does not order by priority, or one that is
-                not an integer from 0 to 2**31-1.
+                not an integer from 0 to 2**31-1; a search attribute or memo that cannot be
+                kept (named).
             EngineNotRunning: the engine is not started.
         """
-        run_id: str = self._submit(workflow, args, idempotency_key, priority=priority).result()
+        extra = (priority, search_attributes, memo)
+        run_id: str = self._submit(workflow, args, idempotency_key, None, *extra).result()
         return RunHandle(self._facade, run_id, workflow)
 
     async def trigger_async(
@@ -85,6 +96,8 @@ class Runs(Stopping):
         *args: Any,
         idempotency_key: str | None = None,
         priority: int = 0,
+        search_attributes: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> RunHandle:
         """Awaitable twin of :meth:`trigger`; concurrent triggers share group commits.
 
@@ -92,7 +105,16 @@ class Runs(Stopping):
         ``runtime/kernel/_offload.py``): the loop keeps serving while the trigger is recorded.
         """
         run_id = await _value(
-            self._offload(self._submit, workflow, args, idempotency_key, None, priority)
+            self._offload(
+                self._submit,
+                workflow,
+                args,
+                idempotency_key,
+                None,
+                priority,
+                search_attributes,
+                memo,
+            )
         )
         return RunHandle(self._facade, run_id, workflow)
 
@@ -178,6 +200,8 @@ class Runs(Stopping):
         *,
         idempotency_keys: Sequence[str | None] | None = None,
         priority: int = 0,
+        search_attributes: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        memo: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[RunHandle]:
         """Start many runs of ``workflow`` at once; returns once all are durably recorded.
 
@@ -189,6 +213,8 @@ class Runs(Stopping):
             payloads: one run per payload.
             idempotency_keys: a key (or None) per payload, as for :meth:`trigger`.
             priority: every run's priority, as for :meth:`trigger`.
+            search_attributes: every run's (a mapping), or one per payload (a list).
+            memo: every run's (a mapping), or one per payload (a list).
 
         Raises:
             InvalidPayload: a payload cannot be stored (its index is named); nothing was
@@ -203,7 +229,11 @@ class Runs(Stopping):
             raise ClientError(
                 f"idempotency_keys: expected {len(items)} keys (one per payload), got {len(keys)}"
             )
-        ids: list[str] = self._submit_many(workflow, items, keys, None, priority).result()
+        attrs = _per_payload(search_attributes, len(items), "search_attributes")
+        memos = _per_payload(memo, len(items), "memo")
+        ids: list[str] = self._submit_many(
+            workflow, items, keys, None, priority, attrs, memos
+        ).result()
         return [RunHandle(self._facade, run_id, workflow) for run_id in ids]
 
     def _submit_many(
@@ -213,6 +243,8 @@ class Runs(Stopping):
         keys: list[str | None],
         run_ids: list[str] | None = None,
         priority: int = 0,
+        attrs: list[Any] | None = None,
+        memos: list[Any] | None = None,
     ) -> Promise[list[str]]:
         """Start a run per item; the promise completes with their ids once all are durable."""
         ids: list[str] = (
@@ -220,10 +252,17 @@ class Runs(Stopping):
         )
         follower = self._follower
         if follower is not None:
-            return follower.request("submit_many", workflow, items, keys, ids, False, priority)
+            return follower.request(
+                "submit_many", workflow, items, keys, ids, False, priority, attrs, memos
+            )
         core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
         _check_priority(core, compiled.spec.id, priority)
+        attrs = [
+            check_attributes(a, f"search_attributes[{i}]") or None
+            for i, a in enumerate(attrs or [None] * len(items))
+        ]
+        memos = [_check_memo(m, f"memo[{i}]") for i, m in enumerate(memos or [None] * len(items))]
         sink = core.sink
         encoded = [
             encode_value([p] if compiled.code else p, f"payloads[{i}]", sink)
@@ -236,13 +275,16 @@ class Runs(Stopping):
         countdown = Countdown(len(plain))
         for i in plain:
             start = StartRun(
-                ids[i], compiled.spec.id, encoded[i], None, countdown, None, 0, priority
-            )
+                ids[i], compiled.spec.id, encoded[i], None, countdown, None, 0, priority,
+                None, attrs[i], memos[i],
+            )  # fmt: skip
             core.route(ids[i]).tell(start)
         waits = [countdown.promise]
         for i, key in enumerate(keys):
             if key is not None:
-                ids[i], fut = core.submit(compiled.spec.id, encoded[i], key, priority=priority)
+                ids[i], fut = core.submit(
+                    compiled.spec.id, encoded[i], key, None, None, priority, attrs[i], memos[i]
+                )
                 waits.append(fut)
         return _all(waits, ids)
 
@@ -253,16 +295,21 @@ class Runs(Stopping):
         idempotency_key: str | None,
         run_id: str | None = None,
         priority: int = 0,
+        attrs: Mapping[str, Any] | None = None,
+        memo: Mapping[str, Any] | None = None,
     ) -> Promise[str]:
         """Start a run; the promise completes with its id once it is durable."""
         follower = self._follower
         if follower is not None:
             return follower.request(
-                "submit", workflow, args, idempotency_key, run_id or new_run_id(), False, priority
-            )
+                "submit", workflow, args, idempotency_key, run_id or new_run_id(), False,
+                priority, attrs, memo,
+            )  # fmt: skip
         core = self._require_core(new_work=True)
         compiled = self._compiled(core, workflow)
         _check_priority(core, compiled.spec.id, priority)
+        checked = check_attributes(attrs, "search_attributes") or None
+        memo = _check_memo(memo, "memo")
         if compiled.code:
             data = encode_value(list(args), "arguments", core.sink)
         elif len(args) > 1:
@@ -275,7 +322,7 @@ class Runs(Stopping):
         if idempotency_key is not None:
             _check_part(idempotency_key, "idempotency_key", _MAX_IDEMPOTENCY_KEY)
         new_id, fut = core.submit(
-            compiled.spec.id, data, idempotency_key, run_id=run_id, priority=priority
+            compiled.spec.id, data, idempotency_key, None, run_id, priority, checked, memo
         )
         return then(fut, new_id)
 
@@ -453,3 +500,35 @@ def _check_mocks(compiled: Any, mocks: Mapping[str, Any] | None) -> dict[str, An
             ) from None
         out[str(name)] = value
     return out
+
+
+#: Largest memo, as JSON.
+_MAX_MEMO = 64 * 1024
+
+
+def _check_memo(memo: Any, what: str) -> dict[str, Any] | None:
+    """A memo: a mapping of JSON, at most 64 KiB of it (it is kept in the run record)."""
+    if memo is None:
+        return None
+    if not isinstance(memo, Mapping):
+        raise ClientError(f"{what}: expected a mapping, got {memo!r}")
+    try:
+        size = len(orjson.dumps(memo))
+    except TypeError as exc:
+        raise ClientError(f"{what}: expected JSON values ({exc})") from None
+    if size > _MAX_MEMO:
+        raise ClientError(f"{what}: at most {_MAX_MEMO} bytes of JSON, got {size}")
+    return dict(memo)
+
+
+def _per_payload(value: Any, n: int, what: str) -> list[Any] | None:
+    """trigger_many's ``search_attributes`` / ``memo``: one mapping for all, or a list of n."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return [value] * n
+    if isinstance(value, list | tuple):
+        if len(value) != n:
+            raise ClientError(f"{what}: expected {n} entries (one per payload), got {len(value)}")
+        return list(value)
+    raise ClientError(f"{what}: expected a mapping or a list of them, got {value!r}")

@@ -318,25 +318,42 @@ class Core:
         parent: tuple[str, str] | None = None,
         run_id: str | None = None,
         priority: int = 0,
+        attrs: dict[str, Any] | None = None,
+        memo: dict[str, Any] | None = None,
     ) -> tuple[str, Promise[None]]:
         """Start a run (once per idempotency key); the promise completes when it is durable.
 
         ``run_id``: the new run's id (a follower chooses it, so that the run can be sent
         again after a leader is lost); ignored when the key names an existing run.
-        ``priority``: its place among queued runs (see :class:`~actorflow.Queue`).
+        ``priority``: its place among queued runs (see :class:`~actorflow.Queue`);
+        ``attrs`` and ``memo``: its search attributes (checked) and memo.
         """
         from actorflow.runtime.kernel._messages import StartRun
 
         if idempotency_key is None:
             new_id = run_id or str(new_run_id())
             fut: Promise[None] = Promise()
-            start = StartRun(new_id, workflow, payload, None, fut, parent, 0, priority)
+            start = StartRun(
+                new_id, workflow, payload, None, fut, parent, 0, priority, None, attrs, memo
+            )
             self.route(new_id).tell(start)
             return new_id, fut
         run_id, fut, fresh = self._reserve(workflow, idempotency_key)
         if fresh:
             self.route(run_id).tell(
-                StartRun(run_id, workflow, payload, idempotency_key, fut, parent, 0, priority)
+                StartRun(
+                    run_id,
+                    workflow,
+                    payload,
+                    idempotency_key,
+                    fut,
+                    parent,
+                    0,
+                    priority,
+                    None,
+                    attrs,
+                    memo,
+                )
             )
         return run_id, fut
 

@@ -212,6 +212,32 @@ class LmdbStore:
                 raise _translate(exc, f"reading {db}") from exc
         raise StoreError(f"reading {db}: the map kept being resized")
 
+    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
+        """The values of ``keys`` (None for each absent), read in one transaction.
+
+        A page of runs found through an index reads its records this way: one read
+        transaction (and one pass of the read gate) instead of one per record.
+        """
+        handle = self._db(db)
+        if handle is None:
+            return [None] * len(keys)
+        for _ in range(3):
+            try:
+                with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
+                    values = [txn.get(k) if len(k) <= _MAX_KEY else None for k in keys]
+                if self.checksums and db != K.META:
+                    path = self.path
+                    return [
+                        checked(path, db, k, v) if v is not None else None
+                        for k, v in zip(keys, values, strict=True)
+                    ]
+                return values
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                raise _translate(exc, f"reading {db}") from exc
+        raise StoreError(f"reading {db}: the map kept being resized")
+
     def scan(
         self,
         db: str,

@@ -68,6 +68,11 @@ class MemoryStore:
         with self._lock:
             return self._table(db).data.get(key)
 
+    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
+        with self._lock:
+            data = self._table(db).data
+            return [data.get(k) for k in keys]
+
     def scan(
         self,
         db: str,

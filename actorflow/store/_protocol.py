@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from actorflow.errors import StoreCorrupted, StoreError, WriteRejected
 from actorflow.store import _keys as K
 from actorflow.store._migrations import migrate
 
-__all__ = ["BlobStore", "Op", "Store", "blob_token", "check_ops", "ensure_format", "long_key"]
+__all__ = [
+    "BlobStore",
+    "Op",
+    "Store",
+    "blob_token",
+    "check_ops",
+    "ensure_format",
+    "get_many",
+    "long_key",
+]
 
 #: One write: (database, key, value), or value None to delete the key.
 Op = tuple[str, bytes, bytes | None]
@@ -108,6 +117,19 @@ class Store(Protocol):
     def close(self) -> None:
         """Release the store; further calls raise :class:`StoreError`."""
         ...
+
+
+def get_many(store: Any, db: str, keys: list[bytes]) -> list[bytes | None]:
+    """The values of ``keys`` in ``db`` (None for each absent).
+
+    In one read where the store can (``get_many``), else one ``get`` each (a store of the
+    tests' own, wrapping another).
+    """
+    many = getattr(store, "get_many", None)
+    if many is not None:
+        found: list[bytes | None] = many(db, keys)
+        return found
+    return [store.get(db, k) for k in keys]
 
 
 def long_key(ops: Sequence[Op]) -> str | None:

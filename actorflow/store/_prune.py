@@ -47,6 +47,7 @@ from actorflow.errors import ActorflowError
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op, Store
 from actorflow.store._records import load_record, load_step
+from actorflow.store._search import index_ops
 
 __all__ = [
     "Archiver",
@@ -263,6 +264,9 @@ def run_ops(
         tail.append((K.INDEX, end_key, None))
     tail.append((K.INDEX, K.status_index_key(str(rec.get("status")), run_id), None))
     tail.append((K.INDEX, K.workflow_index_key(workflow, run_id), None))
+    attrs = rec.get("search_attributes")
+    if isinstance(attrs, dict) and attrs:
+        tail.extend(index_ops(run_id, attrs, {}))  # its search attributes' entries
     tail.append((K.RUNS, K.run_key(run_id), None))
     size += sum(len(op[1]) for op in tail) + record_size
     return _RunOps(run_id, workflow, rec, body, tail, blobs, size)

@@ -44,7 +44,7 @@ from actorflow.errors import StoreCorrupted, StoreError
 from actorflow.store import _keys as K
 from actorflow.store._blobfiles import SEALED_MAGIC, BlobFiles, segment_read, segment_write
 from actorflow.store._chain import CODECS, Codecs, is_sealed, parse_keys
-from actorflow.store._protocol import BlobStore, Op, Store
+from actorflow.store._protocol import BlobStore, Op, Store, get_many
 
 __all__ = [
     "CHUNK",
@@ -100,6 +100,18 @@ class SealedStore:
         if raw is None or db not in SEALED_DBS:
             return raw
         return self.codecs.open(raw, record_aad(db, key), f"{db} {key.decode(errors='replace')!r}")
+
+    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
+        found = get_many(self.inner, db, keys)
+        if db not in SEALED_DBS:
+            return found
+        codecs = self.codecs
+        return [
+            codecs.open(raw, record_aad(db, k), f"{db} {k.decode(errors='replace')!r}")
+            if raw is not None
+            else None
+            for k, raw in zip(keys, found, strict=True)
+        ]
 
     def scan(self, db: str, prefix: bytes = b"", **kwargs: Any) -> list[tuple[bytes, bytes]]:
         found = self.inner.scan(db, prefix, **kwargs)

@@ -21,7 +21,7 @@ Routes::
     GET  /metrics                         Prometheus metrics (501 without the metrics extra)
     GET  /api/workflows                   defined workflows and their triggers
     POST /api/workflows/{id}/trigger      start a run; body: the payload (optional)
-    GET  /api/runs?workflow=&status=&limit=&before=&since=&until=
+    GET  /api/runs?workflow=&status=&limit=&before=&since=&until=&where={json}
                                           newest first; X-Next-Cursor: the next page's before
     GET  /api/workflows/{workflow}/graph  nodes and edges, for the dashboard (?run=ID: the
                                           plan that run started on)
@@ -86,6 +86,7 @@ from actorflow.triggers._requests import (
     _HttpError,
     _idempotency_key,
     _json,
+    _json_param,
     _parse,
     _priority,
 )
@@ -205,6 +206,8 @@ def build_app(
             _parse(body),
             idempotency_key=key,
             priority=_priority(request),
+            search_attributes=_json_param(request, "search_attributes"),
+            memo=_json_param(request, "memo"),
         )
         return _json({"run_id": run.id, "workflow": run.workflow_id}, 202)
 
@@ -227,6 +230,7 @@ def build_app(
                 raise _HttpError(
                     400, "bad_request", f"{name}: expected seconds since the epoch"
                 ) from None
+        where = _json_param(request, "where")
         items = await run_in_threadpool(
             functools.partial(
                 engine.runs,
@@ -236,6 +240,7 @@ def build_app(
                 before=q.get("before") or None,
                 since=times["since"],
                 until=times["until"],
+                where=where,
             )
         )
         response = _json(items)

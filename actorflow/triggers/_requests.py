@@ -119,6 +119,17 @@ def _priority(request: Request) -> int:
         raise _HttpError(400, "bad_request", "priority: expected an integer") from None
 
 
+def _json_param(request: Request, name: str) -> Any:
+    """A query parameter holding JSON (``?where=``, ``?search_attributes=``), or None."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise _HttpError(400, "bad_request", f"{name}: expected JSON") from None
+
+
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is not None and (not key or len(key) > _MAX_KEY):

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from actorflow._types import RunStatus, StepStatus
@@ -134,6 +134,8 @@ class RunSummary:
         status: its :class:`~actorflow.RunStatus`.
         created_at: when it was triggered.
         ended_at: when it finished, if it has.
+        search_attributes: its indexed attributes (``trigger(search_attributes=)``,
+            ``ctx.upsert_search_attributes``).
     """
 
     id: str
@@ -141,6 +143,7 @@ class RunSummary:
     status: RunStatus
     created_at: float
     ended_at: float | None
+    search_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,9 @@ class RunDetails:
             now lacks (the workflow, its version, or a step the run's plan reaches).
         version: the version of its workflow it runs (``engine.define(id, version=N)``);
             None while queued: it takes the newest when it starts.
+        search_attributes: its indexed attributes (``trigger(search_attributes=)``,
+            ``ctx.upsert_search_attributes``), as they are now.
+        memo: what ``trigger(memo=)`` kept with it, or None.
     """
 
     id: str
@@ -188,6 +194,8 @@ class RunDetails:
     depth: int = 0
     held: str | None = None
     version: int | None = 1
+    search_attributes: dict[str, Any] = field(default_factory=dict)
+    memo: dict[str, Any] | None = None
 
     def step(self, path: str) -> StepDetails:
         """The node at ``path`` (a name, or ``lines[3]/price`` inside a loop body).

@@ -31,8 +31,9 @@ from actorflow.errors import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, describe_value, encode_value, large_ids
-from actorflow.store._protocol import Store
+from actorflow.store._protocol import Store, get_many
 from actorflow.store._records import load_record, load_step, output_of, step_output
+from actorflow.store._search import Cond, matches, parse_where, scan_ids
 from actorflow.views._details import (
     AttemptDetails,
     ErrorDetails,
@@ -77,6 +78,7 @@ def _summary(rec: dict[str, Any]) -> RunSummary:
         status=RunStatus(rec["status"]),
         created_at=rec["created_at"],
         ended_at=rec.get("ended_at"),
+        search_attributes=rec.get("search_attributes") or {},
     )
 
 
@@ -88,6 +90,7 @@ def list_runs(
     before: str | None = None,
     since: float | None = None,
     until: float | None = None,
+    where: Any = None,
 ) -> list[RunSummary]:
     """Runs, newest first, optionally filtered by workflow, status and trigger time.
 
@@ -102,8 +105,12 @@ def list_runs(
         before: the cursor: only runs older than this run id (the last of the previous page).
         since: only runs triggered at or after this time (seconds since the epoch).
         until: only runs triggered before this time.
+        where: search attribute conditions (``store/_search.py``): ``{"customer": "c-42",
+            "amount>": 100}``; an equality is read from its index newest first (a page
+            reads about a page), a range alone from its attribute's index in value order.
     """
     wanted = parse_status(status)
+    conds = parse_where(where)
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ClientError(f"limit: expected a non-negative integer or None, got {limit!r}")
     for name, given in (("since", since), ("until", until)):
@@ -111,6 +118,8 @@ def list_runs(
             raise ClientError(f"{name}: expected seconds since the epoch, got {given!r}")
     if before is not None and not isinstance(before, str):
         raise ClientError(f"before: expected a run id, got {before!r}")
+    if conds:
+        return _where_runs(store, conds, workflow, wanted, limit, before, since, until)
     out: list[RunSummary] = []
     if wanted is not None:
         prefix = K.status_index_prefix(wanted)
@@ -153,6 +162,75 @@ def list_runs(
                 break
         after = rows[-1][0]
     return out
+
+
+def _where_runs(
+    store: Store,
+    conds: list[Cond],
+    workflow: str | None,
+    wanted: RunStatus | None,
+    limit: int | None,
+    before: str | None,
+    since: float | None,
+    until: float | None,
+) -> list[RunSummary]:
+    """``list_runs`` with search attribute conditions: driven by one condition's index."""
+    eq = next((c for c in conds if c.op == "="), None)
+    ids: Any
+    if eq is not None:
+        # Newest first, read as the page fills (a few more than a page: others may drop).
+        ids = scan_ids(store, eq, before, batch=max(16, (limit or 256) + 8))
+    else:
+        ranged = next((c for c in conds if c.op != "!="), None)
+        if ranged is None:
+            raise ClientError("where: '!=' alone is not searchable: add '=' or a range")
+        ids = sorted(set(scan_ids(store, ranged)), reverse=True)
+        if before is not None:
+            ids = [i for i in ids if i < before]
+    ceiling = None if until is None else f"{max(0, int(until * 1000)):012x}"
+    floor = None if since is None else f"{max(0, int(since * 1000)):012x}"
+    out: list[RunSummary] = []
+    chunk = max(16, limit or 256)
+    batch: list[str] = []
+    for run_id in ids:
+        if ceiling is not None and run_id[:12] >= ceiling:
+            continue
+        if floor is not None and run_id[:12] < floor:
+            break  # older than `since`: so is every id after it
+        batch.append(run_id)
+        if len(batch) >= chunk and _take(store, batch, conds, workflow, wanted, limit, out):
+            return out
+    if batch:
+        _take(store, batch, conds, workflow, wanted, limit, out)
+    return out
+
+
+def _take(
+    store: Store,
+    batch: list[str],
+    conds: list[Cond],
+    workflow: str | None,
+    wanted: RunStatus | None,
+    limit: int | None,
+    out: list[RunSummary],
+) -> bool:
+    """Read ``batch``'s run records in one go, keep those that qualify; True once full."""
+    found = get_many(store, K.RUNS, [K.run_key(r) for r in batch])
+    for run_id, raw in zip(batch, found, strict=True):
+        if raw is None:
+            continue
+        rec = load_record(raw, f"run {run_id}")
+        if workflow is not None and rec["workflow"] != workflow:
+            continue
+        if wanted is not None and rec["status"] != wanted.value:
+            continue
+        if not matches(rec.get("search_attributes"), conds):
+            continue  # another condition, or an entry its run has just replaced
+        out.append(_summary(rec))
+        if limit is not None and len(out) >= limit:
+            return True
+    batch.clear()
+    return False
 
 
 def _error(err: dict[str, Any] | None) -> ErrorDetails | None:
@@ -285,6 +363,8 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
         depth=run_depth(store, rec),
         held=rec.get("held") if status == RunStatus.WAITING_FOR_DEFINITION else None,
         version=None if status == RunStatus.QUEUED else int(rec.get("version") or 1),
+        search_attributes=rec.get("search_attributes") or {},
+        memo=rec.get("memo"),
     )
 
 

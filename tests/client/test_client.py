@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
 import pytest
 
 import actorflow as af
@@ -162,6 +163,30 @@ def test_retry_and_restart(client: af.Client) -> None:
         client.retry(done.id)
     with pytest.raises(af.ClientError, match="panicked"):
         client.restart(done.id)  # not a panicked code workflow run
+
+
+def test_search_attributes_over_rest(client: af.Client, server: Server) -> None:
+    tag = _key()
+    runs = [
+        client.trigger(
+            "double", {"n": i}, search_attributes={"tag": tag, "n": i}, memo={"by": "test"}
+        )
+        for i in range(4)
+    ]
+    for r in runs:
+        r.result(timeout=60)
+    found = client.runs(where={"tag": tag, "n>=": 2})
+    assert [r.id for r in found] == [runs[3].id, runs[2].id]
+    assert found[0].search_attributes == {"tag": tag, "n": 3}
+    assert runs[1].inspect().memo == {"by": "test"}
+    with pytest.raises(af.ClientError, match=r"where\['n>'\]: expected a string"):
+        client.runs(where={"n>": [1]})
+    with pytest.raises(af.ClientError, match=r"search_attributes\['x'\]: expected a string"):
+        client.trigger("double", {"n": 1}, search_attributes={"x": {"a": 1}})
+    auth = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=server.url, headers=auth) as h:
+        bad = h.get("/api/runs", params={"where": "{not json"})
+        assert bad.status_code == 400 and "where: expected JSON" in bad.text
 
 
 def test_retry_with_overrides(client: af.Client) -> None:

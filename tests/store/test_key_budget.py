@@ -52,6 +52,7 @@ BUILT = {
     "approval_key": K.approval_key("t" * 10_000),  # hashed
     "legacy_approval_key": K.legacy_approval_key("t" * K.MAX_NAME),
     "schedule_key": K.schedule_key(NAME, 9999),
+    "poll_key": K.poll_key(NAME, 9999),
     "end_index_prefix": K.end_index_prefix(NAME),
     "end_index_key": K.end_index_key(NAME, FAR, RUN),
     "approval_index_prefix": K.approval_index_prefix(RUN),

@@ -89,9 +89,25 @@ function listen(fn) {
 
 // -- runs list ---------------------------------------------------------------------------------
 
+// "customer=c-42 amount>100 vip=true" as the API's where: {"customer": "c-42", "amount>": 100,
+// "vip": true}. A number or true/false is typed; anything else (quotes dropped) is a string.
+function parseWhere(text) {
+  const where = {};
+  for (const token of text.trim().split(/\s+/).filter(Boolean)) {
+    const m = /^([^<>=!]+)(>=|<=|!=|>|<|=)(.*)$/.exec(token);
+    if (!m) throw new Error(`search: expected name=value, name>value... got ${token}`);
+    let value = m[3].replace(/^"(.*)"$/, "$1");
+    if (/^-?\d+(\.\d+)?$/.test(value)) value = Number(value);
+    else if (value === "true" || value === "false") value = value === "true";
+    where[m[1] + (m[2] === "=" ? "" : m[2])] = value;
+  }
+  return where;
+}
+
 async function runsPage(params) {
   const workflow = params.get("workflow") || "";
   const status = params.get("status") || "";
+  const search = params.get("search") || "";
   const since = params.get("since") || "";
   const until = params.get("until") || "";
   const options = state.workflows.map((w) =>
@@ -106,6 +122,8 @@ async function runsPage(params) {
       <label>Status<select name="status"><option value="">all</option>${statuses}</select></label>
       <label>Since<input type="datetime-local" name="since" value="${esc(since)}"></label>
       <label>Until<input type="datetime-local" name="until" value="${esc(until)}"></label>
+      <label>Search attributes<input name="search" placeholder="customer=c-42 amount>100"
+        value="${esc(search)}"></label>
       <button type="submit">Filter</button>
     </form>
     <div class="card"><table id="runs">
@@ -130,6 +148,7 @@ async function runsPage(params) {
     if (status) q.set("status", status);
     if (since) q.set("since", String(new Date(since).getTime() / 1000));
     if (until) q.set("until", String(new Date(until).getTime() / 1000));
+    if (search) q.set("where", JSON.stringify(parseWhere(search)));
     if (!reset && cursor) q.set("before", cursor);
     const { data, headers } = await api(`api/runs?${q}`);
     if (reset) { body.innerHTML = ""; shown = 0; }
@@ -149,7 +168,7 @@ async function runsPage(params) {
     document.getElementById("count").textContent = `${shown} run(s) shown`;
   }
   document.getElementById("more").onclick = () => load(false).catch((e) => toast(e.message, true));
-  await load(true);
+  await load(true).catch((e) => toast(e.message, true));  // (a search the API refuses, say)
   const refresh = debounce(() => load(true).catch(() => {}), 300);
   listen((event) => {
     if (event.type === "RunStarted" || event.type === "RunFinished") refresh();
@@ -304,6 +323,9 @@ async function runPage(runId) {
       <dt>Input</dt><dd class="mono">${esc(run.payload)}</dd>
       <dt>Result</dt><dd class="mono" id="result">${esc(run.result ?? "")}</dd>
       ${run.cancel_reason ? `<dt>Cancelled</dt><dd>${esc(run.cancel_reason)}</dd>` : ""}
+      ${Object.keys(run.search_attributes || {}).length ? `<dt>Search attributes</dt><dd class="mono" id="attrs">${
+        Object.entries(run.search_attributes).map(([k, v]) => `${esc(k)}=${esc(JSON.stringify(v))}`).join(" ")}</dd>` : ""}
+      ${run.memo ? `<dt>Memo</dt><dd class="mono">${esc(JSON.stringify(run.memo))}</dd>` : ""}
       ${run.held ? `<dt>Waiting for its definition</dt><dd>${esc(run.held)}</dd>` : ""}
     </dl>
     <div class="actions action">

@@ -176,6 +176,9 @@ class StartRun:
     priority: int = 0  # its place among queued runs, on a queue that orders by priority
     #: Steps answered without running (step name or path -> JSON output): engine.retry's.
     mocks: dict[str, Any] | None = None
+    #: Its search attributes (checked) and memo, from the trigger.
+    attrs: dict[str, Any] | None = None
+    memo: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

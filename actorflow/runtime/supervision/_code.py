@@ -46,6 +46,7 @@ from actorflow.runtime.supervision._run import Effects, move_status
 from actorflow.store import _keys as K
 from actorflow.store._codec import decode_value, encode_value
 from actorflow.store._records import dump_record, load_record
+from actorflow.store._search import index_ops
 
 __all__ = ["CodeSupervisor", "finished_for_query"]
 
@@ -298,6 +299,12 @@ class CodeSupervisor(CodeRun):
             rec["version"] = newest  # a new run: it starts on the newest version
         if self.depth:
             rec["depth"] = self.depth  # the next run of the chain takes this run's place
+        # As in Temporal, the next run of the chain keeps the search attributes and memo.
+        if self.search_attributes:
+            rec["search_attributes"] = self.search_attributes
+            ops.extend(index_ops(new_id, {}, self.search_attributes))
+        if self.memo is not None:
+            rec["memo"] = self.memo
         ops.append((K.RUNS, K.run_key(new_id), dump_record(rec)))
         self.fx.continued = (new_id, self.workflow_id)
         self._finish(RunStatus.CONTINUED)

@@ -18,7 +18,7 @@ of four functions; this module only chooses which.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from actorflow._types import RunStatus
 from actorflow.code._driver import Command
@@ -42,6 +42,7 @@ from actorflow.runtime.supervision._code_waits import EVENT, SIGNAL, SLEEP, fini
 from actorflow.runtime.supervision._steps import Leaf
 from actorflow.store import _keys as K
 from actorflow.store._records import load_step
+from actorflow.store._search import index_ops
 
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._code import CodeSupervisor
@@ -62,7 +63,8 @@ __all__ = [
     "start",
 ]
 
-#: Every kind of command but ``patch`` (a marker in the history, with nothing to carry out).
+#: Every kind of command but the markers: ``patch`` (nothing to carry out) and ``attrs``
+#: (search attributes, set in the activation's own write).
 KINDS: dict[str, CommandKind] = {
     "step": STEP,
     "map": MAP,
@@ -78,6 +80,9 @@ def start(sup: CodeSupervisor, cmd: Command) -> None:
     """Carry out a command the function issued in an activation that completed."""
     if cmd.kind == "patch":
         return
+    if cmd.kind == "attrs":
+        _upsert(sup, cmd.opts["attrs"])
+        return
     leaf = Leaf(sup.run_id, 0, cmd.seq, cmd.path, KIND_RECORDED[cmd.kind])
     st = State(cmd, leaf)
     sup.states[cmd.seq] = st
@@ -86,7 +91,7 @@ def start(sup: CodeSupervisor, cmd: Command) -> None:
 
 def resume(sup: CodeSupervisor, cmd: Command) -> None:
     """Take up a command still pending after a replay, from its records."""
-    if cmd.kind == "patch":
+    if cmd.kind in ("patch", "attrs"):
         return
     raw = sup.core.store.get(K.STEPS, K.step_key(sup.run_id, cmd.path))
     if raw is None:
@@ -134,3 +139,13 @@ def on_timer(sup: CodeSupervisor, name: str, due: float) -> None:
         return
     sup._drop_timer(due, name)
     KINDS[st.cmd.kind].timer(sup, st, kind)
+
+
+def _upsert(sup: CodeSupervisor, attrs: dict[str, Any]) -> None:
+    """``ctx.upsert_search_attributes``: the run record and index, in the activation's write."""
+    old = sup.search_attributes
+    new = {**old, **attrs}
+    new = {k: v for k, v in new.items() if v is not None}
+    sup.fx.ops.extend(index_ops(sup.run_id, old, new))
+    sup.search_attributes = new
+    sup._put_run()

@@ -130,10 +130,12 @@ class CodeRun(RunMachine):
         depth: int = 0,
         priority: int = 0,
         mocks: dict[str, Any] | None = None,
+        attrs: dict[str, Any] | None = None,
+        memo: dict[str, Any] | None = None,
     ) -> Self:
         """A new run: record it (queued or running) and start the function."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent, depth, priority, mocks)
+        open_run(sup, payload, idempotency_key, parent, depth, priority, mocks, attrs, memo)
         return sup
 
     @classmethod
@@ -257,8 +259,9 @@ class CodeRun(RunMachine):
             if outcome is not None:
                 # Children it started and did not await are started all the same: their
                 # parent-close policy then says what becomes of them (abandon: they live on).
+                # Search attributes it set last are the run's final ones.
                 for cmd in self.new_cmds:
-                    if cmd.kind == "child":
+                    if cmd.kind in ("child", "attrs"):
                         C.start(self._supervisor, cmd)
                 self.new_cmds = []
                 self._ended(outcome)

@@ -95,10 +95,12 @@ class Supervisor(GraphNodes):
         depth: int = 0,
         priority: int = 0,
         mocks: dict[str, Any] | None = None,
+        attrs: dict[str, Any] | None = None,
+        memo: dict[str, Any] | None = None,
     ) -> Supervisor:
         """A new run: record it (queued or running) and start its first nodes."""
         sup = cls(core, compiled, run_id)
-        open_run(sup, payload, idempotency_key, parent, depth, priority, mocks)
+        open_run(sup, payload, idempotency_key, parent, depth, priority, mocks, attrs, memo)
         return sup
 
     @classmethod

@@ -46,6 +46,7 @@ from actorflow.runtime.supervision._steps import (
 from actorflow.store import _keys as K
 from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
+from actorflow.store._search import index_ops
 from actorflow.views import run_depth
 
 __all__ = [
@@ -186,11 +187,13 @@ class RunMachine(HasEffects):
         "error",
         "finished",
         "idempotency_key",
+        "memo",
         "mocks",
         "parent",
         "payload",
         "priority",
         "run_id",
+        "search_attributes",
         "started_at",
         "status",
         "unstarted",
@@ -219,6 +222,9 @@ class RunMachine(HasEffects):
         self.priority = 0  # among queued runs (kept so that recovery queues it the same)
         #: Steps answered without running: name or path -> JSON output (``engine.retry``).
         self.mocks: dict[str, Any] | None = None
+        #: Indexed attributes (``store/_search.py``) and a memo, shown with the run.
+        self.search_attributes: dict[str, Any] = {}
+        self.memo: dict[str, Any] | None = None
         self.finished = False
         self._fx = None
         # After a reload: the attempts the last stop recorded as never started, by task step.
@@ -250,6 +256,10 @@ class RunMachine(HasEffects):
             rec["priority"] = self.priority  # (absent: 0)
         if self.mocks:
             rec["mocks"] = self.mocks
+        if self.search_attributes:
+            rec["search_attributes"] = self.search_attributes
+        if self.memo is not None:
+            rec["memo"] = self.memo
         return rec
 
     def load_header(self, rec: dict[str, Any], no_payload: bytes) -> None:
@@ -273,6 +283,8 @@ class RunMachine(HasEffects):
         self.depth = run_depth(store, rec)
         self.priority = rec.get("priority", 0)
         self.mocks = rec.get("mocks")
+        self.search_attributes = rec.get("search_attributes") or {}
+        self.memo = rec.get("memo")
         self.payload = store.get(K.VALUES, K.payload_key(self.run_id)) or no_payload
 
     # -- timers ------------------------------------------------------------------------------
@@ -429,6 +441,8 @@ def open_run(
     depth: int = 0,
     priority: int = 0,
     mocks: dict[str, Any] | None = None,
+    attrs: dict[str, Any] | None = None,
+    memo: dict[str, Any] | None = None,
 ) -> None:
     """Record a new run (graph or code) as running or queued, and begin it if admitted."""
     core, run_id = sup.core, sup.run_id
@@ -440,12 +454,16 @@ def open_run(
     sup.depth = depth
     sup.priority = priority
     sup.mocks = mocks
+    sup.search_attributes = attrs or {}
+    sup.memo = memo
     admitted = core.admission.try_acquire(sup.workflow_id, run_id, priority)
     sup.status = RunStatus.RUNNING if admitted else RunStatus.QUEUED
     ops = sup.fx.ops
     ops.append((K.VALUES, K.payload_key(run_id), payload))
     ops.append((K.INDEX, K.status_index_key(sup.status, run_id), b""))
     ops.append((K.INDEX, K.workflow_index_key(sup.workflow_id, run_id), b""))
+    if attrs:
+        ops.extend(index_ops(run_id, {}, attrs))
     if idempotency_key is not None:
         key = K.idempotency_key(sup.workflow_id, idempotency_key)
         ops.append((K.IDEMPOTENCY, key, run_id.encode()))

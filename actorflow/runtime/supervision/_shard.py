@@ -209,12 +209,12 @@ class Shard(ShardWrites):
         if isinstance(compiled, Compiled):
             sup = Supervisor.new(
                 self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key,
-                msg.parent, msg.depth, msg.priority, msg.mocks,
+                msg.parent, msg.depth, msg.priority, msg.mocks, msg.attrs, msg.memo,
             )  # fmt: skip
         else:
             sup = CodeSupervisor.new(
                 self._core, compiled, msg.run_id, msg.payload, msg.idempotency_key,
-                msg.parent, msg.depth, msg.priority, msg.mocks,
+                msg.parent, msg.depth, msg.priority, msg.mocks, msg.attrs, msg.memo,
             )  # fmt: skip
         self._runs[msg.run_id] = sup
         self.counts.run_started(msg.workflow_id)
