@@ -94,6 +94,14 @@ from actorflow.views import (
     WorkflowVersion,
 )
 from actorflow.workers._context import RunInfo, StepContext, StepOutput, step_context
+from actorflow.workers._interceptors import (
+    Interceptor,
+    QueryCall,
+    SignalCall,
+    StartCall,
+    StepCall,
+    UpdateCall,
+)
 from actorflow.workers._state import State
 
 if TYPE_CHECKING:
@@ -139,6 +147,7 @@ __all__ = [
     "GraphError",
     "HeartbeatTimeout",
     "InlineExecutor",
+    "Interceptor",
     "InvalidPayload",
     "LeaderLost",
     "LifecycleEvent",
@@ -151,6 +160,7 @@ __all__ = [
     "PoolUnavailable",
     "ProcessExecutor",
     "PruneReport",
+    "QueryCall",
     "Queue",
     "RayExecutor",
     "RemoteError",
@@ -172,8 +182,11 @@ __all__ = [
     "RunTimeout",
     "Secret",
     "Service",
+    "SignalCall",
+    "StartCall",
     "State",
     "StepAttempted",
+    "StepCall",
     "StepContext",
     "StepDetails",
     "StepFailed",
@@ -185,6 +198,7 @@ __all__ = [
     "StoreFull",
     "StoreInUse",
     "SystemClock",
+    "UpdateCall",
     "WaitTimeout",
     "WorkerCrashed",
     "Workflow",

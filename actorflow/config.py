@@ -118,6 +118,9 @@ class EngineConfig:
             metrics (empty: none); best from ``ACTORFLOW_API_TOKEN``; never shown.
         api_rate_limit: requests per second ``engine.asgi()`` allows each client address
             (0: no limit); past it, 429 with ``Retry-After``.
+        interceptors: ``af.Interceptor`` instances (or ``"module:name"`` of one, or of a class
+            made without arguments) run around workflow starts, signals, queries, updates
+            and step attempts (these in the worker processes): see docs/observability.md.
         tracing: run steps inside their OpenTelemetry span's context (set by
             ``af.observability.trace(engine)``, which also exports the spans).
         codecs: the codec chain sealing stored user data (payloads, outputs, errors,
@@ -178,6 +181,7 @@ class EngineConfig:
     shm_max_bytes: int = 0
     blob_write_delay: float = 0.2
     tracing: bool = False
+    interceptors: tuple[Any, ...] = field(default=(), compare=False)
     api_token: str = field(default="", repr=False)
     api_rate_limit: float = 0.0
     codecs: tuple[str, ...] = ()
@@ -413,6 +417,10 @@ def _coerce(name: str, value: Any) -> Any:
         return 0
     if name in _SIZES and isinstance(value, str):
         return _bytes(value, name)
+    if name == "interceptors":
+        if isinstance(value, str):
+            return tuple(m.strip() for m in value.split(",") if m.strip())
+        return tuple(value) if isinstance(value, list | tuple) else (value,)
     if name in ("preload", "codecs", "codec_keys", "allowed_hosts"):
         if isinstance(value, str):
             return tuple(m.strip() for m in value.split(",") if m.strip())
@@ -429,7 +437,8 @@ def _parse(name: str, type_: Any, raw: str) -> Any:
     text = str(type_)
     try:
         if name in ("data_dir", "preload", "store", "durability", "start_method", "codecs", "role",
-                    "codec_keys", "allowed_hosts", "retention", "collector"):  # fmt: skip
+                    "codec_keys", "allowed_hosts", "retention", "collector",
+                    "interceptors"):  # fmt: skip
             return _coerce(name, raw)
         if name in _SIZES:
             return _bytes(raw, name)

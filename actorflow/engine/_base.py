@@ -99,6 +99,10 @@ class EngineBase:
         if config is None:
             config = EngineConfig.from_sources(data_dir=data_dir, store=store, **settings)
         self.config = config
+        from actorflow.workers._interceptors import resolve
+
+        #: The interceptors, resolved from ``config.interceptors`` (ConfigError if one is not).
+        self._interceptors = resolve(config.interceptors)
         self.clock: Clock = clock or SystemClock()
         self._custom_store = custom_store
         self._memory_store: MemoryStore | None = None
@@ -242,6 +246,12 @@ class EngineBase:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<Engine {state}, store {self._store_label()}>"
+
+    def _through(self, method: str, call: Any, last: Callable[[Any], Any]) -> Any:
+        """``call`` through the engine's interceptors' ``method``, then ``last``."""
+        from actorflow.workers._interceptors import through
+
+        return through(self._interceptors, method, call, last)
 
     def _offload(self, fn: Callable[..., Any], *args: Any) -> Promise[Any]:
         """Run ``fn(*args)`` off the event loop (see runtime/kernel/_offload.py)."""

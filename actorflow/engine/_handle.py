@@ -20,6 +20,7 @@ from actorflow.views import (
     inspect_run,
     read_run,
 )
+from actorflow.workers._interceptors import QueryCall, SignalCall, UpdateCall
 
 if TYPE_CHECKING:
     import asyncio
@@ -219,7 +220,19 @@ class RunHandle:
             InvalidPayload: the payload cannot be stored.
         """
         engine = self._engine
-        return engine._signal(self._latest(), name, payload, idempotency_key, args).result()
+        call = SignalCall(self.id, name, payload, args, idempotency_key)
+        if engine._interceptors:
+            fresh: bool = engine._through("signal", call, self._send_signal)
+            return fresh
+        return self._send_signal(call)
+
+    def _send_signal(self, call: SignalCall) -> bool:
+        engine = self._engine
+        fut = engine._signal(
+            self._latest(), call.name, call.payload, call.idempotency_key, call.args
+        )
+        fresh: bool = fut.result()
+        return fresh
 
     async def signal_async(
         self,
@@ -230,6 +243,12 @@ class RunHandle:
         idempotency_key: str | None = None,
     ) -> bool:
         """Awaitable twin of :meth:`signal`."""
+        if self._engine._interceptors:
+            import asyncio
+
+            return await asyncio.to_thread(
+                self.signal, name, payload, args=args, idempotency_key=idempotency_key
+            )
         fresh: bool = await _value(
             self._engine._offload(
                 lambda: self._engine._signal(self._latest(), name, payload, idempotency_key, args)
@@ -246,14 +265,25 @@ class RunHandle:
         Raises:
             ClientError: no such handler, or the run is finished or not a code workflow's.
         """
-        fut = self._engine._query(self._latest(), name, args)
-        try:
-            return fut.result(timeout)
-        except TimeoutError:
-            raise ResultTimeout(f"query {name!r} of run {self.id}: no answer") from None
+
+        def last(call: QueryCall) -> Any:
+            fut = self._engine._query(self._latest(), call.name, call.args)
+            try:
+                return fut.result(timeout)
+            except TimeoutError:
+                raise ResultTimeout(f"query {call.name!r} of run {self.id}: no answer") from None
+
+        call = QueryCall(self.id, name, tuple(args))
+        if self._engine._interceptors:
+            return self._engine._through("query", call, last)
+        return last(call)
 
     async def query_async(self, name: str, *args: Any) -> Any:
         """Awaitable twin of :meth:`query`."""
+        if self._engine._interceptors:
+            import asyncio
+
+            return await asyncio.to_thread(self.query, name, *args)
         return await _value(
             self._engine._offload(lambda: self._engine._query(self._latest(), name, args))
         )
@@ -269,16 +299,27 @@ class RunHandle:
             ResultTimeout: ``timeout`` passed first (the update goes on).
             Exception: whatever the handler raised.
         """
-        fut = self._engine._update(self._latest(), name, payload)
-        try:
-            return fut.result(timeout)
-        except TimeoutError:
-            raise ResultTimeout(
-                f"update {name!r} of run {self.id} did not finish within {timeout:g}s"
-            ) from None
+
+        def last(call: UpdateCall) -> Any:
+            fut = self._engine._update(self._latest(), call.name, call.payload)
+            try:
+                return fut.result(timeout)
+            except TimeoutError:
+                raise ResultTimeout(
+                    f"update {call.name!r} of run {self.id} did not finish within {timeout:g}s"
+                ) from None
+
+        call = UpdateCall(self.id, name, payload)
+        if self._engine._interceptors:
+            return self._engine._through("update", call, last)
+        return last(call)
 
     async def update_async(self, name: str, payload: Any = None) -> Any:
         """Awaitable twin of :meth:`update`."""
+        if self._engine._interceptors:
+            import asyncio
+
+            return await asyncio.to_thread(self.update, name, payload)
         return await _value(
             self._engine._offload(lambda: self._engine._update(self._latest(), name, payload))
         )

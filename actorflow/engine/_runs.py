@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from actorflow._types import RunStatus, new_run_id
+from actorflow._types import new_run_id
 from actorflow.definition._queue import check_priority
 from actorflow.engine._handle import RunHandle, _value, _wait
 from actorflow.errors import (
@@ -22,30 +22,28 @@ from actorflow.runtime.kernel._messages import (
     StartRun,
 )
 from actorflow.runtime.kernel._promise import Countdown, Promise, then
-from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._prune import PruneReport
 from actorflow.store._search import check_attributes
 from actorflow.views import (
     read_run,
 )
+from actorflow.workers._interceptors import StartCall
 
 if TYPE_CHECKING:
     pass
 
 from actorflow.engine._base import (
     _MAX_IDEMPOTENCY_KEY,
-    _SAME,
     _all,
     _check_part,
-    log,
 )
-from actorflow.engine._stopping import Stopping
+from actorflow.engine._retrying import Retrying
 
 __all__ = ["Runs"]
 
 
-class Runs(Stopping):
+class Runs(Retrying):
     """Operations on runs (see the engine package)."""
 
     def trigger(
@@ -86,9 +84,22 @@ class Runs(Stopping):
                 kept (named).
             EngineNotRunning: the engine is not started.
         """
-        extra = (priority, search_attributes, memo)
-        run_id: str = self._submit(workflow, args, idempotency_key, None, *extra).result()
+        call = StartCall(workflow, args, idempotency_key, priority, search_attributes, memo)
+        run_id: str = self._start(call)
         return RunHandle(self._facade, run_id, workflow)
+
+    def _start(self, call: StartCall) -> str:
+        """Start a run through the interceptors (``workflow_start``); its id once durable."""
+
+        def last(c: StartCall) -> str:
+            extra = (c.priority, c.search_attributes, c.memo)
+            run_id: str = self._submit(c.workflow, c.args, c.idempotency_key, None, *extra).result()
+            return run_id
+
+        if not self._interceptors:
+            return last(call)
+        run_id: str = self._through("workflow_start", call, last)
+        return run_id
 
     async def trigger_async(
         self,
@@ -104,6 +115,14 @@ class Runs(Stopping):
         Nothing here runs on the event loop's thread but the await (see
         ``runtime/kernel/_offload.py``): the loop keeps serving while the trigger is recorded.
         """
+        if self._interceptors:
+            # Interceptors are plain functions that wait on next(): a thread of their own,
+            # not one of the offload's few (which must never block on a promise).
+            import asyncio
+
+            call = StartCall(workflow, args, idempotency_key, priority, search_attributes, memo)
+            started: str = await asyncio.to_thread(self._start, call)
+            return RunHandle(self._facade, started, workflow)
         run_id = await _value(
             self._offload(
                 self._submit,
@@ -117,81 +136,6 @@ class Runs(Stopping):
             )
         )
         return RunHandle(self._facade, run_id, workflow)
-
-    def retry(
-        self, run_id: str, *, payload: Any = _SAME, mock_steps: Mapping[str, Any] | None = None
-    ) -> RunHandle:
-        """Run a past run again: a new run of its workflow, from the beginning.
-
-        The old run keeps its record. Without overrides the new run's input is the old
-        run's stored payload (a code workflow's arguments), byte for byte, and only a failed
-        or cancelled run can be retried. With overrides (as cronflow's replay) any finished
-        run can be, to try a fix or a case:
-
-        Args:
-            run_id: the past run.
-            payload: the new run's payload instead (a code workflow's one argument).
-            mock_steps: step name (or path, ``lines[2]/price``) -> the output it returns
-                in the new run without running: recorded as one attempt of kind
-                ``mocked``. JSON values. A graph workflow's names are checked here; a code
-                workflow's are the names its ``ctx.step`` calls record (``charge``,
-                ``charge#2`` for the second call of that name).
-
-        Returns:
-            The new run's handle.
-
-        Raises:
-            RunNotFound: no such run.
-            ClientError: the run has not failed or been cancelled (without overrides), has
-                not finished (with them), a mock names no step of a graph workflow, or a
-                mock's value is not JSON.
-            InvalidPayload: the new payload cannot be stored.
-        """
-        new_id: str = self._retry(run_id, payload, mock_steps).result()
-        return RunHandle(self._facade, new_id, self._read(read_run, new_id)["workflow"])
-
-    async def retry_async(
-        self, run_id: str, *, payload: Any = _SAME, mock_steps: Mapping[str, Any] | None = None
-    ) -> RunHandle:
-        """Awaitable twin of :meth:`retry`."""
-        new_id = await _value(self._offload(self._retry, run_id, payload, mock_steps))
-        handle: RunHandle = await _value(self._offload(self.run, new_id))
-        return handle
-
-    def _retry(
-        self, run_id: str, payload: Any = _SAME, mock_steps: Mapping[str, Any] | None = None
-    ) -> Promise[str]:
-        follower = self._follower
-        overrides = payload is not _SAME or mock_steps is not None
-        if follower is not None:
-            if overrides:
-                # (The leader takes them as plain arguments; _SAME does not travel.)
-                return follower.request("retry", run_id, payload is not _SAME, payload, mock_steps)
-            return follower.request("retry", run_id)
-        core = self._require_core(new_work=True)
-        rec = read_run(core.store, run_id)
-        status = RunStatus(rec["status"])
-        if not overrides and status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise ClientError(
-                f"run {run_id} is {status}: only a failed or cancelled run can be retried "
-                "as it was (trigger the workflow again for another run, or give retry a "
-                "payload= or mock_steps= to run it again with them)"
-            )
-        if overrides and not status.terminal:
-            raise ClientError(f"run {run_id} is {status}: only a finished run can be run again")
-        compiled = self._compiled(core, rec["workflow"])
-        if payload is _SAME:
-            data = core.store.get(K.VALUES, K.payload_key(run_id)) or b"Jnull"
-        else:
-            data = encode_value([payload] if compiled.code else payload, "payload", core.sink)
-        mocks = _check_mocks(compiled, mock_steps)
-        countdown = Countdown(1)
-        new_id = new_run_id()
-        core.route(new_id).tell(
-            StartRun(new_id, compiled.spec.id, data, None, countdown, mocks=mocks)
-        )
-        log.info("run %s retried as %s", run_id, new_id)
-        return then(countdown.promise, new_id)
 
     def trigger_many(
         self,
@@ -472,34 +416,6 @@ def _check_priority(core: Any, workflow: str, priority: Any) -> None:
             f"priority: workflow {workflow!r} is not on a queue that orders by priority "
             f"(give it af.Queue(..., priority=True)), got priority={priority!r}"
         )
-
-
-def _check_mocks(compiled: Any, mocks: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """``mock_steps`` checked: names of steps (a graph workflow's), JSON values."""
-    if mocks is None:
-        return None
-    if not isinstance(mocks, Mapping):
-        raise ClientError(f"mock_steps: expected a mapping of step name to output, got {mocks!r}")
-    if not compiled.code:
-        known = {s.name for s in compiled.spec.steps}
-        unknown = sorted(str(k) for k in mocks if str(k).rsplit("/", 1)[-1] not in known)
-        if unknown:
-            raise ClientError(
-                f"mock_steps: {unknown} name no step of workflow {compiled.spec.id!r} "
-                f"(its steps: {sorted(known)})"
-            )
-    out = {}
-    for name, value in mocks.items():
-        _check_part(name, "mock_steps: a step name", K.MAX_PATH)
-        try:
-            orjson.dumps(value)
-        except TypeError:
-            raise ClientError(
-                f"mock_steps[{name!r}]: expected a JSON value (it is kept in the run's "
-                f"record), got {value!r}"
-            ) from None
-        out[str(name)] = value
-    return out
 
 
 #: Largest memo, as JSON.

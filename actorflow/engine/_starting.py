@@ -140,6 +140,11 @@ class Starting(Registry):
             core.state = StateStore(store, self.clock, functools.partial(_submit, core))
             core.host = EngineHost(core)
             core.blobs = blobs
+            # Steps run through these: in the pool's workers (pickled), inline here.
+            from actorflow.workers._interceptors import TracingInterceptor
+
+            tracing = (TracingInterceptor(),) if self.config.tracing else ()
+            core.interceptors = tracing + self._interceptors
             core.activity = self._activity
             self._lifecycle.activity = self._activity
             core.lifecycle = self._lifecycle

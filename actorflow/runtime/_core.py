@@ -174,6 +174,8 @@ class Core:
     lifecycle: Lifecycle = field(init=False)
     #: Runs' own plans by (workflow, version, shape), or why one cannot be built (``_plans.py``).
     plans: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    #: The engine's interceptors, resolved (``workers/_interceptors.py``).
+    interceptors: tuple[Any, ...] = ()
     #: (the workflows it was built from, event -> its on_event triggers): see _event_runs.
     event_triggers: tuple[Any, dict[str, list[tuple[str, Any]]]] | None = None
     #: Runs held because their plan cannot run with the code defined now: run id -> reason.

@@ -29,8 +29,8 @@ from typing import Any
 from actorflow import _platform
 from actorflow.errors import ClientError
 from actorflow.store._codec import TAG_SHARED, encode_value, set_resolver
+from actorflow.workers import _interceptors, _tracing
 from actorflow.workers import _protocol as W
-from actorflow.workers import _tracing
 from actorflow.workers._context import CURRENT, RunInfo, StepContext
 from actorflow.workers._shm import Maps, WorkerSink
 
@@ -242,16 +242,21 @@ class _Worker:
             info, payload, last, self.fetch_output, item, index, error, host=self, details=details
         )
         token = CURRENT.set(ctx)
+
+        def invoke() -> Any:
+            if with_item == W.CALL_ARGS:  # a code workflow's step: fn(*args)
+                result = fn(*ctx.item)
+            else:
+                result = fn(ctx.item, ctx) if with_item else fn(ctx)
+            if inspect.iscoroutine(result):
+                if self.loop is None:
+                    self.loop = asyncio.new_event_loop()
+                result = self.loop.run_until_complete(result)
+            return result
+
         try:
-            with _tracing.step_scope(info):
-                if with_item == W.CALL_ARGS:  # a code workflow's step: fn(*args)
-                    result = fn(*ctx.item)
-                else:
-                    result = fn(ctx.item, ctx) if with_item else fn(ctx)
-                if inspect.iscoroutine(result):
-                    if self.loop is None:
-                        self.loop = asyncio.new_event_loop()
-                    result = self.loop.run_until_complete(result)
+            # Through the interceptors (the tracing scope first, when tracing is on).
+            result = _interceptors.run_step(_interceptors.CHAIN, info, fn, invoke, os.getpid())
         finally:
             CURRENT.reset(token)
         return encode_value(result, f"output of step {info.step!r}", self.sink)
@@ -390,6 +395,7 @@ def worker_main(
     shm_threshold: int = 0,
     tracing: bool = False,
     engine_pid: int = 0,
+    interceptors: bytes = b"",
 ) -> None:
     """Entry point of a worker process.
 
@@ -401,6 +407,7 @@ def worker_main(
         tracing: run each step inside its span's trace context (OpenTelemetry).
         engine_pid: the engine's process id: the worker exits when it is gone (0: the pipe's
             hang-up and the parent-death signal alone).
+        interceptors: the engine's interceptors, pickled (``workers/_interceptors.py``).
     """
     _tracing.ENABLED = tracing
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -410,6 +417,7 @@ def worker_main(
             sys.path.insert(0, entry)
     for module in preload:
         importlib.import_module(module)
+    _interceptors.install(interceptors, tracing)  # (after sys.path: their classes import)
     _watch_engine(conn)
     worker = _Worker(conn, shm_threshold)
     worker.send((W.HELLO, os.getpid()))

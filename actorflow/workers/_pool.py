@@ -82,14 +82,18 @@ def _install_main_filter() -> None:
 
 
 def spawn_worker(
-    ctx: BaseContext, preload: tuple[str, ...], shm_threshold: int = 0, tracing: bool = False
+    ctx: BaseContext,
+    preload: tuple[str, ...],
+    shm_threshold: int = 0,
+    tracing: bool = False,
+    interceptors: bytes = b"",
 ) -> tuple[BaseProcess, Connection]:
     """Start one worker process; return it and the engine's end of its pipe."""
     _install_main_filter()
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(child, list(sys.path), preload, shm_threshold, tracing, os.getpid()),
+        args=(child, list(sys.path), preload, shm_threshold, tracing, os.getpid(), interceptors),
         name="actorflow-worker",
         daemon=True,
     )
@@ -111,6 +115,7 @@ class Spawner:
         report: called on the spawner thread with ``(wid, proc, conn, error)``.
         shm_threshold: workers send output buffers above this through shared memory.
         tracing: workers run steps inside their spans' trace context.
+        interceptors: the engine's interceptors, pickled, for each worker.
     """
 
     def __init__(
@@ -120,9 +125,11 @@ class Spawner:
         report: Callable[[int, BaseProcess | None, Connection | None, BaseException | None], Any],
         shm_threshold: int = 0,
         tracing: bool = False,
+        interceptors: bytes = b"",
     ) -> None:
         self._ctx = ctx
         self._preload = preload
+        self._interceptors = interceptors
         self._shm_threshold = shm_threshold
         self._tracing = tracing
         self._report = report
@@ -148,7 +155,11 @@ class Spawner:
                 return
             try:
                 proc, conn = spawn_worker(
-                    self._ctx, self._preload, self._shm_threshold, self._tracing
+                    self._ctx,
+                    self._preload,
+                    self._shm_threshold,
+                    self._tracing,
+                    self._interceptors,
                 )
             except Exception as exc:
                 log.error("could not start worker %d: %s", wid, exc)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from actorflow.store._codec import encode_value
+from actorflow.workers._interceptors import run_step
 from actorflow.workers._protocol import CALL_ARGS, CALL_CHUNK, CALL_HANDLER, CALL_ITEM
-from actorflow.workers._tracing import step_scope
 
 __all__ = ["Intercept", "Link", "execute"]
 
@@ -102,8 +102,11 @@ def execute(
     host: TaskHost,
     *,
     intercept: Intercept | None = None,
+    chain: Sequence[Any] = (),
 ) -> tuple[bool, Any, float, float]:
     """Run one task; report that it started, then return its outcome.
+
+    ``chain``: the interceptors each step attempt runs through (``workers/_interceptors``).
 
     Returns:
         ``(ok, encoded output or error tuple, started, ended)``; for a chunk of tiny item
@@ -137,16 +140,20 @@ def execute(
             f = fn
             if intercept is not None:
                 f = intercept(workflow_id, step_name, fn, CALL_HANDLER if err is not None else how)
-            with step_scope(ctx.run):
-                result = (
+
+            def invoke() -> Any:
+                out = (
                     f(*ctx.item) if how == CALL_ARGS
                     else f(ctx.item, ctx) if how & CALL_ITEM
                     else f(ctx)
                 )  # fmt: skip
-                if inspect.iscoroutine(result):
+                if inspect.iscoroutine(out):
                     import asyncio  # only async steps need it
 
-                    result = asyncio.run(result)
+                    out = asyncio.run(out)
+                return out
+
+            result = run_step(chain, ctx.run, fn, invoke)
             data = encode_value(result, f"output of step {step_name!r}")
             return True, data, t, time.time()
         except BaseException as exc:

@@ -33,6 +33,7 @@ from actorflow.runtime.dispatch._transport import Task, Transport, TransportHost
 from actorflow.runtime.kernel._messages import ErrorInfo, TaskSpec
 from actorflow.store._codec import TAG_BLOB, TAG_SHARED
 from actorflow.workers import _protocol as W
+from actorflow.workers._interceptors import TracingInterceptor, pack
 
 __all__ = ["PoolWorkers"]
 
@@ -214,6 +215,8 @@ class PoolWorkers(Transport):
             self._on_spawned,
             config.shm_threshold if self._blobs is not None else 0,
             config.tracing,
+            # (The tracing scope is the worker's own first interceptor: install() adds it.)
+            pack([i for i in getattr(host, "interceptors", ()) if not _is_tracing(i)]),
         )
 
     def statistics(self, stats: DispatcherStats) -> None:
@@ -491,3 +494,7 @@ class PoolWorkers(Transport):
         ):
             nearest = self._memory_check_at
         return nearest
+
+
+def _is_tracing(interceptor: object) -> bool:
+    return type(interceptor) is TracingInterceptor

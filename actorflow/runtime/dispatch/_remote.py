@@ -175,7 +175,8 @@ def run_here(
     host.step = spec.step
     if not host.request("start", (os.getpid(), where)):
         return None
-    return execute(body, host, intercept=intercept)
+    core = transport.core.host  # the engine core (None in bare tests)
+    return execute(body, host, intercept=intercept, chain=getattr(core, "interceptors", ()))
 
 
 def task_tuple(task: Task) -> tuple[Any, ...]:
