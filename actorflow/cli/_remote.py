@@ -136,7 +136,10 @@ def cmd_trigger(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_cancel(args: argparse.Namespace, out: Output) -> int:
     with _client(args, args.timeout) as client, _asking(args):
-        cancelled = client.cancel(args.run, args.reason or "")
+        if args.terminate:
+            cancelled = client.terminate(args.run, args.reason or "")
+        else:
+            cancelled = client.cancel(args.run, args.reason or "")
     verb = "cancelled" if cancelled else "not cancelled (it had already ended)"
     out.result({"run_id": args.run, "cancelled": cancelled}, f"run {args.run} {verb}")
     return Exit.OK if cancelled else Exit.FAILED
@@ -238,6 +241,11 @@ def add_parsers(sub: Any, json_flag: Callable[[argparse.ArgumentParser], None]) 
     cancel = sub.add_parser("cancel", help="cancel a run (exit 4 if it had already ended)")
     cancel.add_argument("run")
     cancel.add_argument("--reason", help="recorded with the run")
+    cancel.add_argument(
+        "--terminate",
+        action="store_true",
+        help="end it at once: neither its code nor its on_cancel hook is told",
+    )
     common(cancel)
     cancel.set_defaults(func=cmd_cancel)
 

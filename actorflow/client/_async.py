@@ -142,6 +142,10 @@ class AsyncClient:
         """Cancel a run; False if it had already finished."""
         return await self._handle(run_id).cancel_async(reason)
 
+    async def terminate(self, run_id: str, reason: str = "") -> bool:
+        """Terminate a run (see :meth:`RemoteRunHandle.terminate`)."""
+        return await self._handle(run_id).terminate_async(reason)
+
     async def signal(
         self,
         run_id: str,

@@ -178,10 +178,12 @@ def late(run_id: str, timeout: float | None, deadline: float | None) -> None:
         raise ResultTimeout(f"run {run_id} did not finish within {timeout:g}s (it goes on)")
 
 
-def cancel(run_id: Any, reason: Any) -> Call:
+def cancel(run_id: Any, reason: Any, terminate: bool = False) -> Call:
     if not isinstance(reason, str):
         raise ClientError(f"reason: expected a string, got {reason!r}")
-    body = {"reason": reason} if reason else {}  # none: the server records "cancelled over the API"
+    body: dict[str, Any] = {"reason": reason} if reason else {}  # none: "cancelled over the API"
+    if terminate:
+        body["terminate"] = True
     return Call("POST", f"/api/runs/{_run(run_id)}/cancel", body, missing=("run", str(run_id)))
 
 

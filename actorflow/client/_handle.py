@@ -119,6 +119,21 @@ class RemoteRunHandle:
         """Awaitable twin of :meth:`cancel`."""
         return bool((await self._t.asend(C.cancel(self.id, reason))).data["cancelled"])
 
+    def terminate(self, reason: str = "") -> bool:
+        """End the run cancelled at once, as ``RunHandle.terminate``.
+
+        Its steps are killed, and neither its code nor its ``on_cancel`` hook is told.
+
+        Returns:
+            True if the run was active and is now cancelled; False if it had finished.
+        """
+        return bool(self._t.send(C.cancel(self.id, reason, terminate=True)).data["cancelled"])
+
+    async def terminate_async(self, reason: str = "") -> bool:
+        """Awaitable twin of :meth:`terminate`."""
+        reply = await self._t.asend(C.cancel(self.id, reason, terminate=True))
+        return bool(reply.data["cancelled"])
+
     def signal(
         self,
         name: str,

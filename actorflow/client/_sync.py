@@ -189,6 +189,10 @@ class Client:
         """Cancel a run; False if it had already finished (see :meth:`RemoteRunHandle.cancel`)."""
         return self._handle(run_id).cancel(reason)
 
+    def terminate(self, run_id: str, reason: str = "") -> bool:
+        """Terminate a run (see :meth:`RemoteRunHandle.terminate`)."""
+        return self._handle(run_id).terminate(reason)
+
     def signal(
         self,
         run_id: str,

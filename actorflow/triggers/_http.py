@@ -258,8 +258,14 @@ def build_app(
     async def cancel(request: Request) -> Response:
         data = _parse(await _body(request, limit), {}) or {}
         reason = data.get("reason", "cancelled over the API") if isinstance(data, dict) else ""
+        terminate = isinstance(data, dict) and data.get("terminate", False)
+        if not isinstance(terminate, bool):
+            raise _HttpError(400, "bad_request", "terminate: expected true or false")
         handle = await run_in_threadpool(engine.run, request.path_params["run_id"])
-        cancelled = await handle.cancel_async(str(reason))
+        if terminate:  # at once: neither the run's code nor its on_cancel hook is told
+            cancelled = await run_in_threadpool(handle.terminate, str(reason))
+        else:
+            cancelled = await handle.cancel_async(str(reason))
         return _json({"run_id": handle.id, "cancelled": cancelled})
 
     @_guard

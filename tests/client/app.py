@@ -59,3 +59,15 @@ async def tally(ctx: af.WorkflowContext, start: dict[str, Any]) -> dict[str, Any
 @engine.workflow("fails")
 async def fails(ctx: af.WorkflowContext, why: str) -> None:
     raise af.WorkflowFailed(why)
+
+
+@engine.workflow("careful")
+async def careful(ctx: af.WorkflowContext, _payload: Any = None) -> str:
+    import asyncio
+
+    try:
+        await ctx.wait_for_signal("go")
+        return "went"
+    except asyncio.CancelledError:
+        await ctx.step("cleanup", lambda: "cleaned")  # a cancel runs it; a terminate does not
+        raise

@@ -39,6 +39,15 @@ def test_trigger_cancel_retry_resume(server: Server, client: af.Client) -> None:
     out = cli(server, "cancel", held.id, "--json")
     assert out.returncode == Exit.FAILED and json.loads(out.stdout)["cancelled"] is False
 
+    careful = client.trigger("careful")
+    while careful.status() != af.RunStatus.RUNNING:
+        time.sleep(0.05)
+    out = cli(server, "cancel", careful.id, "--terminate", "--reason", "now")
+    assert (out.returncode, out.stdout) == (0, f"run {careful.id} cancelled\n"), out.stderr
+    details = careful.inspect()
+    assert details.status == af.RunStatus.CANCELLED and details.cancel_reason == "now"
+    assert "cleanup" not in {s.name for s in details.steps}  # its code was not told
+
     out = cli(server, "retry", held.id, "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["run_id"] != held.id

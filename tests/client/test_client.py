@@ -189,6 +189,23 @@ def test_search_attributes_over_rest(client: af.Client, server: Server) -> None:
         assert bad.status_code == 400 and "where: expected JSON" in bad.text
 
 
+def test_cancel_runs_clean_up_and_terminate_does_not(client: af.Client) -> None:
+    cancelled, terminated = client.trigger("careful"), client.trigger("careful")
+    for run in (cancelled, terminated):
+        deadline = time.monotonic() + 60
+        while run.status() != af.RunStatus.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    assert cancelled.cancel("stop") is True
+    assert client.terminate(terminated.id, "stop now") is True
+    for run in (cancelled, terminated):
+        with pytest.raises(af.RunCancelled):
+            run.result(timeout=60)
+    assert "cleanup" in {s.name for s in cancelled.inspect().steps}
+    assert "cleanup" not in {s.name for s in terminated.inspect().steps}
+    assert terminated.terminate() is False  # it had ended
+
+
 def test_retry_with_overrides(client: af.Client) -> None:
     failed = client.trigger("boom", {})
     with pytest.raises(af.StepFailed):

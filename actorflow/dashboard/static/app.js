@@ -330,6 +330,8 @@ async function runPage(runId) {
     </dl>
     <div class="actions action">
       <button class="danger" id="cancel" ${finished ? "disabled" : ""}>Cancel</button>
+      <button class="danger" id="terminate" ${finished ? "disabled" : ""}
+        title="End it at once: neither its code nor its on_cancel hook is told">Terminate</button>
       <button class="secondary" id="retry" ${["failed", "cancelled"].includes(run.status) ? "" : "disabled"}>Retry</button>
     </div></div>
     ${approvalForms}
@@ -344,6 +346,14 @@ async function runPage(runId) {
     try {
       await api(`api/runs/${encodeURIComponent(run.id)}/cancel`, { method: "POST", body: JSON.stringify({ reason: "cancelled from the dashboard" }) });
       toast("cancelled");
+      runPage(run.id);
+    } catch (e) { toast(e.message, true); }
+  };
+  document.getElementById("terminate").onclick = async () => {
+    if (!confirm("Terminate this run at once? Its clean-up code does not run.")) return;
+    try {
+      await api(`api/runs/${encodeURIComponent(run.id)}/cancel`, { method: "POST", body: JSON.stringify({ reason: "terminated from the dashboard", terminate: true }) });
+      toast("terminated");
       runPage(run.id);
     } catch (e) { toast(e.message, true); }
   };
