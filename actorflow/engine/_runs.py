@@ -175,6 +175,15 @@ class Runs(Retrying):
             )
         attrs = _per_payload(search_attributes, len(items), "search_attributes")
         memos = _per_payload(memo, len(items), "memo")
+        if self._interceptors:
+            # Each start through the interceptors, as trigger's: one commit wait each.
+            return [
+                RunHandle(self._facade, self._start(StartCall(
+                    workflow, (p,), keys[i], priority,
+                    attrs[i] if attrs else None, memos[i] if memos else None,
+                )), workflow)
+                for i, p in enumerate(items)
+            ]  # fmt: skip
         ids: list[str] = self._submit_many(
             workflow, items, keys, None, priority, attrs, memos
         ).result()

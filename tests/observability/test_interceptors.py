@@ -137,3 +137,25 @@ def test_an_interceptor_that_cannot_reach_the_workers_fails_the_start(
     engine.define("double").step("x2", double)
     with pytest.raises(af.ConfigError, match="cannot be sent to worker processes"):
         engine.start()
+
+
+def test_trigger_many_and_webhooks_start_through_them(
+    make_engine: MakeEngine, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.serving import serve
+
+    log = tmp_path / "log"
+    engine = make_engine(workers=1, interceptors=[Recorder(str(log))])
+    engine.define("double").step("x2", double).on_webhook("/double")
+    with engine:
+        runs = engine.trigger_many("double", [{"n": 1}, {"n": 2}])
+        assert [r.result(timeout=60) for r in runs] == [2, 4]
+        with serve(engine.asgi()) as url:
+            reply = httpx.post(f"{url}/double", json={"n": 3})
+            assert reply.status_code == 202
+            hooked = engine.run(reply.json()["run_id"])
+            assert hooked.result(timeout=60) == 6
+        assert all(r.inspect().search_attributes == {"tenant": "acme"} for r in [*runs, hooked])
+    assert [line[1] for line in lines(log)].count("start") == 3
