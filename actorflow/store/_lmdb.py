@@ -28,7 +28,7 @@ import errno
 import logging
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,22 +195,26 @@ class LmdbStore:
         except KeyError:
             raise StoreError(f"unknown database {db!r}") from None
 
+    def _reading(self, handle: Any, db: str, what: str, read: Callable[[Any], Any]) -> Any:
+        """``read(txn)`` in a read transaction, behind the read gate; again if the map grew."""
+        for _ in range(3):
+            try:
+                with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
+                    return read(txn)
+            except lmdb.MapResizedError:
+                self._adopt_map_size()
+            except lmdb.Error as exc:
+                raise _translate(exc, f"{what} {db}") from exc
+        raise StoreError(f"{what} {db}: the map kept being resized")
+
     def get(self, db: str, key: bytes) -> bytes | None:
         handle = self._db(db)
         if handle is None or len(key) > _MAX_KEY:
             return None  # (LMDB would raise for a key it can never hold)
-        for _ in range(3):
-            try:
-                with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
-                    value: bytes | None = txn.get(key)
-                if value is not None and self.checksums and db != K.META:
-                    return checked(self.path, db, key, value)
-                return value
-            except lmdb.MapResizedError:
-                self._adopt_map_size()
-            except lmdb.Error as exc:
-                raise _translate(exc, f"reading {db}") from exc
-        raise StoreError(f"reading {db}: the map kept being resized")
+        value: bytes | None = self._reading(handle, db, "reading", lambda txn: txn.get(key))
+        if value is not None and self.checksums and db != K.META:
+            return checked(self.path, db, key, value)
+        return value
 
     def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
         """The values of ``keys`` (None for each absent), read in one transaction.
@@ -221,22 +225,19 @@ class LmdbStore:
         handle = self._db(db)
         if handle is None:
             return [None] * len(keys)
-        for _ in range(3):
-            try:
-                with self._gate.read(), self._env.begin(db=handle, buffers=False) as txn:
-                    values = [txn.get(k) if len(k) <= _MAX_KEY else None for k in keys]
-                if self.checksums and db != K.META:
-                    path = self.path
-                    return [
-                        checked(path, db, k, v) if v is not None else None
-                        for k, v in zip(keys, values, strict=True)
-                    ]
-                return values
-            except lmdb.MapResizedError:
-                self._adopt_map_size()
-            except lmdb.Error as exc:
-                raise _translate(exc, f"reading {db}") from exc
-        raise StoreError(f"reading {db}: the map kept being resized")
+        values: list[bytes | None] = self._reading(
+            handle,
+            db,
+            "reading",
+            lambda txn: [txn.get(k) if len(k) <= _MAX_KEY else None for k in keys],
+        )
+        if self.checksums and db != K.META:
+            path = self.path
+            return [
+                checked(path, db, k, v) if v is not None else None
+                for k, v in zip(keys, values, strict=True)
+            ]
+        return values
 
     def scan(
         self,
@@ -253,19 +254,13 @@ class LmdbStore:
         if after is not None and len(after) > _MAX_KEY:
             # LMDB cannot position on it; no stored key lies between it and its head.
             after = after[:_MAX_KEY]
-        for _ in range(3):
-            try:
-                with self._gate.read(), self._env.begin(db=handle) as txn:
-                    found = _scan(txn.cursor(), prefix, after, reverse, limit)
-                if self.checksums and db != K.META:
-                    path = self.path
-                    return [(k, checked(path, db, k, v)) for k, v in found]
-                return found
-            except lmdb.MapResizedError:
-                self._adopt_map_size()
-            except lmdb.Error as exc:
-                raise _translate(exc, f"scanning {db}") from exc
-        raise StoreError(f"scanning {db}: the map kept being resized")
+        found: list[tuple[bytes, bytes]] = self._reading(
+            handle, db, "scanning", lambda txn: _scan(txn.cursor(), prefix, after, reverse, limit)
+        )
+        if self.checksums and db != K.META:
+            path = self.path
+            return [(k, checked(path, db, k, v)) for k, v in found]
+        return found
 
     def walk(self, db: str, page: int = 1000) -> Iterator[tuple[bytes, bytes | None, str | None]]:
         """Every record of ``db``, in key order, each checked on its own (``store check``).
