@@ -26,12 +26,11 @@ def test_wf_test_runs_at_once_and_skips_a_24h_sleep() -> None:
         .sleep("nap", "24h")
         .step("b", lambda ctx: ctx.last * 2)
     )
-    began = time.perf_counter()
     with wf.test(3) as t:
-        wall = time.perf_counter() - began
         t.expect_status("completed").expect_output(8)
-        assert t.elapsed == 86_400.0  # the clock moved a whole day...
-        assert wall < 1.0  # ...in well under a second of real time
+        # The clock moved a whole day, skipped: waited for, the test would pass the suite's
+        # 120 s timeout (no assertion on wall-clock speed here: CI machines vary).
+        assert t.elapsed == 86_400.0
         t.expect_step("a").times(1).called_with(payload=3).output(4)
         t.expect_step("b").called_with(last=4)
         assert next(s for s in t.details.steps if s.name == "nap").status == "succeeded"
