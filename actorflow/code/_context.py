@@ -532,6 +532,8 @@ class ExternalRun:
         """
         what = f"ctx.external({self.run_id!r}).signal"
         _name(name, f"{what}: name")
+        # Recorded as the command "signal:<name>": the prefix counts against the limit.
+        _name(f"signal:{name}", f"{what}: name (with its 'signal:' prefix)")
         if args is not None and payload is not None:
             raise DefinitionError(f"{what} {name!r}: give payload or args, not both")
         if args is not None and not isinstance(args, list | tuple):

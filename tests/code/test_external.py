@@ -11,6 +11,7 @@ import pytest
 
 import actorflow as af
 from actorflow.code._history import read_history
+from actorflow.store import _keys as K
 from tests.conftest import wait_until
 
 MakeEngine = Callable[..., af.Engine]
@@ -131,3 +132,15 @@ def test_a_resend_after_a_crash_is_dropped_by_the_target(make_engine: MakeEngine
         assert target.signal("note", "once", idempotency_key=f"{src.id}/signal:note") is False
         target.signal("end")
         assert target.result(timeout=30) == ["once"]
+
+
+def test_a_signal_name_too_long_for_its_command_is_refused_when_sent() -> None:
+    from actorflow.code._context import ExternalRun
+
+    class _Ctx:
+        def _future(self, *a: Any) -> None:
+            raise AssertionError("never issued")
+
+    long = "n" * (K.MAX_NAME - 3)  # fits alone; 'signal:' + it does not
+    with pytest.raises(af.DefinitionError, match="with its 'signal:' prefix"):
+        ExternalRun(_Ctx(), "r").signal(long)  # type: ignore[arg-type]
