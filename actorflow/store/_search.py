@@ -46,6 +46,7 @@ _ROOT = b"sa" + _SEP
 _OPS = (">=", "<=", "!=", ">", "<")  # suffixes of a where key (longest first)
 _DOUBLE = struct.Struct(">d")
 _ID = 24  # a run id's length (``new_run_id``: 24 hex digits)
+_ABSENT = object()
 
 
 class Cond(NamedTuple):
@@ -162,15 +163,25 @@ def parse_where(where: Any) -> list[Cond]:
     return conds
 
 
+def _kind(value: Any) -> str:
+    """A value's type, as the index tags it (a bool is not a number here)."""
+    if isinstance(value, bool):
+        return "b"
+    return "n" if isinstance(value, int | float) else "s"
+
+
 def matches(attrs: Mapping[str, Any] | None, conds: list[Cond]) -> bool:
-    """Whether a run with ``attrs`` meets every condition (values of the same type only)."""
-    attrs = attrs or {}
-    for name, op, wanted in conds:
-        if name not in attrs:
-            return False
-        have, want = _encode(attrs[name]), _encode(wanted)
-        if have[:1] != want[:1]:
-            return False  # another type: never equal, never in range
+    """Whether a run with ``attrs`` meets every condition (values of the same type only).
+
+    Compared as Python values: numbers numerically and strings by code point, which is the
+    order of the index's bytes (a float64's order-preserving form, UTF-8).
+    """
+    if not attrs:
+        return False
+    for name, op, want in conds:
+        have = attrs.get(name, _ABSENT)
+        if have is _ABSENT or _kind(have) != _kind(want):
+            return False  # absent, or another type: never equal, never in range
         if not (
             (op == "=" and have == want)
             or (op == "!=" and have != want)
