@@ -63,7 +63,10 @@ def _check_value(value: Any, where: str) -> None:
             raise ClientError(f"{where}: NaN cannot be searched")
         return
     if isinstance(value, str):
-        data = value.encode()
+        try:
+            data = value.encode()
+        except UnicodeEncodeError:
+            raise ClientError(f"{where}: must be valid Unicode text (a lone surrogate)") from None
         if len(data) > MAX_TEXT or any(ord(c) < 32 for c in value):
             raise ClientError(
                 f"{where}: expected a string of at most {MAX_TEXT} bytes without control "

@@ -92,6 +92,8 @@ def test_bad_attributes_and_filters_are_refused_naming_them(make_engine: MakeEng
             engine.trigger("invoice", {}, memo={"x": object()})
         with pytest.raises(af.ClientError, match=r"where\['a>'\]: expected a string"):
             engine.runs(where={"a>": None})
+        with pytest.raises(af.ClientError, match="valid Unicode text"):
+            engine.trigger("invoice", {}, search_attributes={"x": "\ud800"})
         with pytest.raises(af.ClientError, match="'!=' alone is not searchable"):
             engine.runs(where={"a!=": 1})
         assert engine.runs(limit=None) == []  # nothing was recorded
