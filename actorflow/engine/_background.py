@@ -96,9 +96,9 @@ class Background:
             log.debug("sweep: %d state entries, %d buffered events expired", removed, len(ops))
 
     def _admit(self, group: str) -> None:
-        for run_id in self._core.admission.admit_ready(group):
+        for run_id, at in self._core.admission.admit_ready(group):
             try:
-                self._core.route(run_id).tell(ActivateRun(run_id))
+                self._core.route(run_id).tell(ActivateRun(run_id, at))
             except pykka.ActorDeadError:
                 return
 

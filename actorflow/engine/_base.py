@@ -328,11 +328,11 @@ def _unmapped(core: Core) -> None:
             pass
 
 
-def _activate(core: Core, run_ids: list[str]) -> None:
-    """Start queued runs that were just admitted."""
-    for run_id in run_ids:
+def _activate(core: Core, admitted: list[tuple[str, float]]) -> None:
+    """Start queued runs that were just admitted (each with the time it was admitted)."""
+    for run_id, at in admitted:
         try:
-            core.route(run_id).tell(ActivateRun(run_id))
+            core.route(run_id).tell(ActivateRun(run_id, at))
         except pykka.ActorDeadError:
             pass  # stopping: the queued run is admitted again at the next start
 

@@ -3,8 +3,11 @@
 Data flow. A new run's supervisor asks :meth:`Admission.try_acquire` before it records the
 run: admitted, it is recorded running and begins; not, it is recorded queued (durably, so
 it survives a restart) and waits here. A run that finishes calls :meth:`Admission.release`
-(through ``core.on_run_finished``), which returns the queued runs admitted in its place;
-the engine sends each an ``ActivateRun``. A rate window that is full arms a timer through
+(through ``core.on_run_finished``), which returns the queued runs admitted in its place,
+each with the time it was admitted; the engine sends each an ``ActivateRun`` carrying that
+time, which becomes the run's ``started_at``. The time is read under the admission lock, so
+runs admitted one after another start one after another in their records too, even when
+their shards take them up in another order. A rate window that is full arms a timer through
 ``on_wait``; when it fires, :meth:`Admission.admit_ready` admits what the window allows.
 
 Limits belong to a *group*: a workflow with its own ``concurrency`` / ``rate_limit`` is a
@@ -22,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -134,10 +138,13 @@ class Admission:
             return 0.0
         return starts[0] + window
 
+    def _now(self) -> float:
+        return self._clock.now() if self._clock is not None else time.time()
+
     def _admit(self, group: _Group, run_id: str) -> None:
         group.active.add(run_id)
         if group.rate is not None:
-            group.starts.append(self._clock.now())
+            group.starts.append(self._now())
 
     def try_acquire(self, workflow: str, run_id: str, priority: int = 0) -> bool:
         """Admit a new run now (True), or queue it behind earlier ones (False).
@@ -171,8 +178,12 @@ class Admission:
             if key is not None and self._groups[key].limit is not None:
                 self._groups[key].active.add(run_id)
 
-    def release(self, workflow: str, run_id: str) -> list[str]:
-        """A run finished: free its slot and return the queued runs admitted in its place."""
+    def release(self, workflow: str, run_id: str) -> list[tuple[str, float]]:
+        """A run finished: free its slot; return the queued runs admitted in its place.
+
+        Returns:
+            (run id, when it was admitted) for each, in admission order.
+        """
         with self._lock:
             key = self._of.get(workflow)
             if key is None:
@@ -186,12 +197,15 @@ class Admission:
                 return []
         return self.admit_ready(key)
 
-    def admit_ready(self, key: str) -> list[str]:
+    def admit_ready(self, key: str) -> list[tuple[str, float]]:
         """Admit a group's queued runs while its limits allow; arm a wait if the window is full.
 
         ``key`` is a group's key (a limited workflow's id names its own group).
+
+        Returns:
+            (run id, when it was admitted) for each, in admission order.
         """
-        admitted: list[str] = []
+        admitted: list[tuple[str, float]] = []
         due: float | None = None
         with self._lock:
             group = self._groups.get(key)
@@ -209,7 +223,7 @@ class Admission:
                     break
                 nxt = heapq.heappop(waiting)[2]
                 self._admit(group, nxt)
-                admitted.append(nxt)
+                admitted.append((nxt, self._now()))
         if due is not None and self.on_wait is not None:
             self.on_wait(key, due)
         return admitted

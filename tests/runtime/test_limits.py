@@ -100,5 +100,5 @@ def test_admission_rate_window_unit() -> None:
     assert waits == [("w", 110.0)]
     assert adm.admit_ready("w") == []
     clock.advance(10)
-    assert adm.admit_ready("w") == ["c"]
+    assert adm.admit_ready("w") == [("c", 110.0)]
     assert adm.queued("w") == 0

@@ -183,9 +183,14 @@ class StartRun:
 
 @dataclass(frozen=True, slots=True)
 class ActivateRun:
-    """Load a run from the store and drive it (recovery, or admission of a queued run)."""
+    """Load a run from the store and drive it (recovery, or admission of a queued run).
+
+    ``admitted_at`` is when admission let a queued run start: it becomes the run's
+    ``started_at`` (None: now, as the shard takes the message up).
+    """
 
     run_id: str
+    admitted_at: float | None = None
 
 
 class AttemptSucceeded(NamedTuple):

@@ -205,12 +205,12 @@ class CodeSupervisor(CodeRun):
         self.resume()
         return True
 
-    def resume(self) -> None:
-        """Start a queued run, or take up again what a loaded run had in flight."""
+    def resume(self, admitted_at: float | None = None) -> None:
+        """Start a queued run (begun at ``admitted_at``), or take up what a loaded run had."""
         now = self.core.clock.now()
         if self.status == RunStatus.QUEUED:
             move_status(self, RunStatus.RUNNING)
-            self._begin(now)
+            self._begin(now if admitted_at is None else admitted_at)
             return
         if self.status == RunStatus.PANICKED:
             if self.restart_at is not None:

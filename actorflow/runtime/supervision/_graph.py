@@ -110,9 +110,9 @@ class Supervisor(GraphNodes):
         _replay.replay(sup, rec)
         return sup
 
-    def resume(self) -> None:
-        """Start a queued run, or take up again what a loaded run had in flight."""
-        _replay.resume(self)
+    def resume(self, admitted_at: float | None = None) -> None:
+        """Start a queued run (begun at ``admitted_at``), or take up what a loaded run had."""
+        _replay.resume(self, admitted_at)
 
     def _begin(self, now: float) -> None:
         self.started_at = now

@@ -55,12 +55,15 @@ def replay(sup: Supervisor, rec: dict[str, Any]) -> None:
     unhold(sup)
 
 
-def resume(sup: Supervisor) -> None:
-    """Drive a loaded run: start a queued one, take up again what was in flight."""
+def resume(sup: Supervisor, admitted_at: float | None = None) -> None:
+    """Drive a loaded run: start a queued one, take up again what was in flight.
+
+    A queued run begins at ``admitted_at`` when admission gave the time (see ``_admission``).
+    """
     now = sup.core.clock.now()
     if sup.status == RunStatus.QUEUED:
         move_status(sup, RunStatus.RUNNING)
-        sup._begin(now)
+        sup._begin(now if admitted_at is None else admitted_at)
         return
     sup.unstarted = _unstarted.take(sup.core.store, sup.run_id, sup.fx.ops)
     ev, state = sup.ev, sup.state

@@ -165,7 +165,7 @@ class Shard(ShardWrites):
             elif t is StartRun:
                 self._start(message)
             elif t is ActivateRun:
-                self._activate(message.run_id, admit=True)
+                self._activate(message.run_id, admit=True, at=message.admitted_at)
             elif t is CancelRun:
                 self._cancel_run(message)
             elif t is Flush:
@@ -227,12 +227,15 @@ class Shard(ShardWrites):
             sup, after=functools.partial(reply.set_result, None), on_error=reply.set_exception
         )
 
-    def _activate(self, run_id: str, admit: bool = False) -> Supervising | None:
+    def _activate(
+        self, run_id: str, admit: bool = False, at: float | None = None
+    ) -> Supervising | None:
         """Return the live supervisor of ``run_id``, loading and resuming it if needed.
 
         Args:
             run_id: the run.
             admit: the admission controller let this run start (it may be queued).
+            at: when admission let it start (its ``started_at`` if it was queued).
         """
         sup = self._runs.get(run_id)
         if sup is None:
@@ -244,7 +247,7 @@ class Shard(ShardWrites):
             self._runs[run_id] = sup
         elif not (admit and sup.status == RunStatus.QUEUED):
             return sup  # already live: a duplicate activation is harmless
-        sup.resume()
+        sup.resume(at)
         self._commit(sup)
         return sup
 
