@@ -188,6 +188,8 @@ class AsyncClient:
         since: float | None = None,
         until: float | None = None,
         where: Mapping[str, Any] | None = None,
+        id_prefix: str | None = None,
+        idempotency_key: str | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first, following ``X-Next-Cursor`` (see :meth:`Client.runs`)."""
         C.check_limit(limit)
@@ -197,7 +199,17 @@ class AsyncClient:
             size = C.page_size(limit, len(out))
             page, cursor = C.summaries(
                 await self._t.asend(
-                    C.runs_page(workflow, status, size, cursor, since, until, where)
+                    C.runs_page(
+                        workflow,
+                        status,
+                        size,
+                        cursor,
+                        since,
+                        until,
+                        where,
+                        id_prefix,
+                        idempotency_key,
+                    )
                 )
             )
             out.extend(page)

@@ -263,8 +263,15 @@ def runs_page(
     since: Any,
     until: Any,
     where: Any = None,
+    id_prefix: Any = None,
+    idempotency_key: Any = None,
 ) -> Call:
     params: dict[str, str] = {"limit": str(limit)}
+    for name, text in (("id_prefix", id_prefix), ("idempotency_key", idempotency_key)):
+        if text is not None:
+            if not isinstance(text, str) or not text:
+                raise ClientError(f"{name}: expected a non-empty string, got {text!r}")
+            params[name] = text
     if where is not None:
         if not isinstance(where, Mapping):
             raise ClientError(

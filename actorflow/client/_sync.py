@@ -244,6 +244,8 @@ class Client:
         since: float | None = None,
         until: float | None = None,
         where: Mapping[str, Any] | None = None,
+        id_prefix: str | None = None,
+        idempotency_key: str | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first, as ``engine.runs`` lists them.
 
@@ -259,6 +261,8 @@ class Client:
             until: only runs triggered before this time.
             where: search attribute conditions, as ``engine.runs`` takes them (sent as
                 ``?where=`` JSON).
+            id_prefix: only runs whose id starts with this.
+            idempotency_key: only the runs triggered with this idempotency key.
         """
         C.check_limit(limit)
         out: list[RunSummary] = []
@@ -266,7 +270,19 @@ class Client:
         while limit is None or len(out) < limit:
             size = C.page_size(limit, len(out))
             page, cursor = C.summaries(
-                self._t.send(C.runs_page(workflow, status, size, cursor, since, until, where))
+                self._t.send(
+                    C.runs_page(
+                        workflow,
+                        status,
+                        size,
+                        cursor,
+                        since,
+                        until,
+                        where,
+                        id_prefix,
+                        idempotency_key,
+                    )
+                )
             )
             out.extend(page)
             if cursor is None or len(page) < size:

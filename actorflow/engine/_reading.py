@@ -63,6 +63,8 @@ class Reading(Events):
         since: float | None = None,
         until: float | None = None,
         where: Mapping[str, Any] | None = None,
+        id_prefix: str | None = None,
+        idempotency_key: str | None = None,
     ) -> list[RunSummary]:
         """Runs, newest first.
 
@@ -78,11 +80,26 @@ class Reading(Events):
                 or ``!=``; every condition must hold. Read from the attributes' index: an
                 equality pages newest first without reading other runs; a range alone reads
                 its attribute's matching entries, then the page's records.
+            id_prefix: only runs whose id starts with this (the start of an id copied from
+                a log line, say); read from the runs' own order, newest first.
+            idempotency_key: only the runs triggered with this key (one per workflow at
+                most; with ``workflow``, that workflow's), looked up, not scanned for.
 
         Raises:
             ClientError: a filter that cannot be read (named).
         """
-        return self._read(list_runs, workflow, status, limit, before, since, until, where)
+        return self._read(
+            list_runs,
+            workflow,
+            status,
+            limit,
+            before,
+            since,
+            until,
+            where,
+            id_prefix,
+            idempotency_key,
+        )
 
     def statistics(self) -> dict[str, Any]:
         """What the engine is doing (not for hot loops).

@@ -241,6 +241,8 @@ def build_app(
                 since=times["since"],
                 until=times["until"],
                 where=where,
+                id_prefix=q.get("id_prefix") or None,
+                idempotency_key=q.get("idempotency_key") or None,
             )
         )
         response = _json(items)

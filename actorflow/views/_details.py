@@ -136,6 +136,10 @@ class RunSummary:
         ended_at: when it finished, if it has.
         search_attributes: its indexed attributes (``trigger(search_attributes=)``,
             ``ctx.upsert_search_attributes``).
+        started_at: when it was admitted and began (None while queued).
+        duration: ``ended_at - created_at``, once finished (as :class:`RunDetails` has it).
+        parent_run_id: for a child run (a subflow, ``ctx.child``), the run that started it.
+        idempotency_key: the key given to ``trigger``, if any.
     """
 
     id: str
@@ -144,6 +148,10 @@ class RunSummary:
     created_at: float
     ended_at: float | None
     search_attributes: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    duration: float | None = None
+    parent_run_id: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,13 +72,18 @@ def read_run(store: Store, run_id: str) -> dict[str, Any]:
 
 
 def _summary(rec: dict[str, Any]) -> RunSummary:
+    ended = rec.get("ended_at")
     return RunSummary(
         id=rec["id"],
         workflow_id=rec["workflow"],
         status=RunStatus(rec["status"]),
         created_at=rec["created_at"],
-        ended_at=rec.get("ended_at"),
+        ended_at=ended,
         search_attributes=rec.get("search_attributes") or {},
+        started_at=rec.get("started_at"),
+        duration=(ended - rec["created_at"]) if ended is not None else None,
+        parent_run_id=(rec.get("parent") or [None])[0],
+        idempotency_key=rec.get("idempotency_key"),
     )
 
 
@@ -91,6 +96,8 @@ def list_runs(
     since: float | None = None,
     until: float | None = None,
     where: Any = None,
+    id_prefix: str | None = None,
+    idempotency_key: str | None = None,
 ) -> list[RunSummary]:
     """Runs, newest first, optionally filtered by workflow, status and trigger time.
 
@@ -108,9 +115,15 @@ def list_runs(
         where: search attribute conditions (``store/_search.py``): ``{"customer": "c-42",
             "amount>": 100}``; an equality is read from its index newest first (a page
             reads about a page), a range alone from its attribute's index in value order.
+        id_prefix: only runs whose id starts with this (read from the runs' own order).
+        idempotency_key: only the runs triggered with this idempotency key (one per
+            workflow at most): looked up in the keys' database, not scanned for.
     """
     wanted = parse_status(status)
     conds = parse_where(where)
+    for name, text in (("id_prefix", id_prefix), ("idempotency_key", idempotency_key)):
+        if text is not None and (not isinstance(text, str) or not text):
+            raise ClientError(f"{name}: expected a non-empty string, got {text!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 0):
         raise ClientError(f"limit: expected a non-negative integer or None, got {limit!r}")
     for name, given in (("since", since), ("until", until)):
@@ -118,10 +131,16 @@ def list_runs(
             raise ClientError(f"{name}: expected seconds since the epoch, got {given!r}")
     if before is not None and not isinstance(before, str):
         raise ClientError(f"before: expected a run id, got {before!r}")
-    if conds:
-        return _where_runs(store, conds, workflow, wanted, limit, before, since, until)
+    if idempotency_key is not None or conds:
+        ids = None if idempotency_key is None else _keyed_runs(store, workflow, idempotency_key)
+        if id_prefix is not None and ids is not None:
+            ids = [i for i in ids if i.startswith(id_prefix)]
+        return _where_runs(store, conds, workflow, wanted, limit, before, since, until, ids)
     out: list[RunSummary] = []
-    if wanted is not None:
+    if id_prefix is not None:
+        # Run ids are the runs database's keys: a prefix is a range of it, newest last.
+        prefix, db = K.run_key(id_prefix), K.RUNS
+    elif wanted is not None:
         prefix = K.status_index_prefix(wanted)
         db = K.INDEX
     elif workflow is not None:
@@ -143,7 +162,7 @@ def list_runs(
         if not rows:
             break
         for key, value in rows:
-            run_id = key[len(prefix) :].decode()
+            run_id = key[len(prefix) :].decode() if db != K.RUNS else key.decode()
             if floor is not None and run_id[:12] < floor:
                 return out  # older than `since`: so is everything after it
             if db == K.RUNS:
@@ -173,11 +192,18 @@ def _where_runs(
     before: str | None,
     since: float | None,
     until: float | None,
+    keyed: list[str] | None = None,
 ) -> list[RunSummary]:
-    """``list_runs`` with search attribute conditions: driven by one condition's index."""
+    """``list_runs`` with search attribute conditions: driven by one condition's index.
+
+    ``keyed``: the run ids an idempotency key names, newest first; they drive the scan
+    instead of an index (the conditions, if any, are checked on their records).
+    """
     eq = next((c for c in conds if c.op == "="), None)
     ids: Any
-    if eq is not None:
+    if keyed is not None:
+        ids = [i for i in keyed if before is None or i < before]
+    elif eq is not None:
         # Newest first, read as the page fills (a few more than a page: others may drop).
         ids = scan_ids(store, eq, before, batch=max(16, (limit or 256) + 8))
     else:
@@ -205,6 +231,23 @@ def _where_runs(
     return out
 
 
+def _keyed_runs(store: Store, workflow: str | None, key: str) -> list[str]:
+    """The runs triggered with idempotency key ``key``: one per workflow at most, newest first.
+
+    Keys are stored per workflow (``idempotency``: workflow, then key); without a workflow,
+    each workflow the store has defined is looked up (a handful of gets, not a scan).
+    """
+    if workflow is not None:
+        workflows = [workflow]
+    else:
+        # (a plan's key is its workflow id, NUL, its shape)
+        workflows = sorted(
+            {k.split(b"\0", 1)[0].decode() for k, _ in store.scan(K.DEFINITIONS, b"")}
+        )
+    found = get_many(store, K.IDEMPOTENCY, [K.idempotency_key(w, key) for w in workflows])
+    return sorted((raw.decode() for raw in found if raw is not None), reverse=True)
+
+
 def _take(
     store: Store,
     batch: list[str],
@@ -224,7 +267,7 @@ def _take(
             continue
         if wanted is not None and rec["status"] != wanted.value:
             continue
-        if not matches(rec.get("search_attributes"), conds):
+        if conds and not matches(rec.get("search_attributes"), conds):
             continue  # another condition, or an entry its run has just replaced
         out.append(_summary(rec))
         if limit is not None and len(out) >= limit:

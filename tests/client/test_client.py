@@ -181,6 +181,15 @@ def test_search_attributes_over_rest(client: af.Client, server: Server) -> None:
     assert runs[1].inspect().memo == {"by": "test"}
     with pytest.raises(af.ClientError, match=r"where\['n>'\]: expected a string"):
         client.runs(where={"n>": [1]})
+    # By run id prefix and by idempotency key (issue 25), with the listing's new fields.
+    keyed = client.trigger("double", {"n": 9}, idempotency_key=tag)
+    keyed.result(timeout=60)
+    [by_key] = client.runs(idempotency_key=tag)
+    assert by_key.id == keyed.id and by_key.idempotency_key == tag
+    assert by_key.duration is not None and by_key.started_at is not None
+    assert [r.id for r in client.runs(id_prefix=runs[2].id)] == [runs[2].id]
+    with pytest.raises(af.ClientError, match="id_prefix: expected a non-empty string"):
+        client.runs(id_prefix="")
     with pytest.raises(af.ClientError, match=r"search_attributes\['x'\]: expected a string"):
         client.trigger("double", {"n": 1}, search_attributes={"x": {"a": 1}})
     auth = {"Authorization": f"Bearer {server.token}"}

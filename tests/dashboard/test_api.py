@@ -187,3 +187,61 @@ def test_a_bearer_token_guards_the_api_dashboard_and_metrics(
     assert "HttpOnly" in out["cookie"] and "SameSite=Strict" in out["cookie"]
     assert "Path=/;" in out["cookie"]  # not mounted: the whole site
     assert out["after"] == 200
+
+
+def test_the_listing_says_duration_parent_and_key_and_finds_runs_by_id_or_key(
+    make_engine: Callable[..., af.Engine],
+) -> None:
+    """Issue 25: the runs list had no duration (never sent), no child marks, and no search
+    by run id or idempotency key; each is answered from the records, over the API too."""
+    store = CountingStore()
+    engine = af.Engine(store=store, workers=1)
+    engine.define("kid").step("x", steps.noop)
+    engine.define("mom").subflow("sub", "kid")
+    engine.define("other").step("x", steps.noop)
+    with engine:
+        app = engine.asgi()
+        mom = engine.trigger("mom", {}, idempotency_key="order-7")
+        mom.result(timeout=60)
+        same_key = engine.trigger("other", {}, idempotency_key="order-7")
+        same_key.result(timeout=60)
+        others = [engine.trigger("other", {}, idempotency_key=f"o-{i}") for i in range(40)]
+        for run in others:
+            run.result(timeout=60)
+        child_id = mom.inspect().step("sub").child_run_id
+        rows = {r.id: r for r in engine.runs(limit=None)}
+        top = rows[mom.id]
+        assert top.duration is not None and top.duration == top.ended_at - top.created_at
+        assert top.started_at is not None and top.created_at <= top.started_at <= top.ended_at
+        assert top.idempotency_key == "order-7" and top.parent_run_id is None
+        assert rows[child_id].parent_run_id == mom.id
+
+        store.read = 0
+        keyed = engine.runs(idempotency_key="order-7")
+        assert [r.id for r in keyed] == [same_key.id, mom.id]  # both workflows, newest first
+        assert store.read <= 20  # looked up, not a scan of 43 runs
+        assert [r.id for r in engine.runs("mom", idempotency_key="order-7")] == [mom.id]
+        assert engine.runs(idempotency_key="order-7", status="failed") == []
+        assert engine.runs(idempotency_key="nobody") == []
+
+        target = others[17].id
+        assert [r.id for r in engine.runs(id_prefix=target)] == [target]
+        prefix = target[:12]  # the millisecond part: every run triggered in that ms
+        found = engine.runs(id_prefix=prefix, limit=None)
+        assert target in [r.id for r in found]
+        assert all(r.id.startswith(prefix) for r in found)
+        assert [r.id for r in found] == sorted((r.id for r in found), reverse=True)
+        assert engine.runs(id_prefix="zzzz") == []
+        with pytest.raises(af.ClientError, match="id_prefix: expected a non-empty string"):
+            engine.runs(id_prefix="")
+        with pytest.raises(af.ClientError, match="idempotency_key: expected a non-empty"):
+            engine.runs(idempotency_key=7)  # type: ignore[arg-type]
+
+        listed = _get(app, f"/api/runs?id_prefix={mom.id}").json()
+        assert [r["id"] for r in listed] == [mom.id]
+        assert listed[0]["duration"] == pytest.approx(top.duration)
+        assert listed[0]["idempotency_key"] == "order-7"
+        kid = _get(app, f"/api/runs?id_prefix={child_id}").json()[0]
+        assert kid["parent_run_id"] == mom.id
+        by_key = _get(app, "/api/runs?idempotency_key=order-7&workflow=other").json()
+        assert [r["id"] for r in by_key] == [same_key.id]
