@@ -170,6 +170,10 @@ class AsyncClient:
         """Update a code workflow run (see :meth:`RemoteRunHandle.update`)."""
         return await self._handle(run_id).update_async(name, payload, timeout=timeout)
 
+    async def history(self, run_id: str) -> list[dict[str, Any]]:
+        """What happened to a run, oldest first (see :meth:`Client.history`)."""
+        return await self._handle(run_id).history_async()
+
     async def inspect(self, run_id: str) -> RunDetails:
         """Everything recorded about a run, as ``engine.inspect`` gives it."""
         return await self._handle(run_id).inspect_async()

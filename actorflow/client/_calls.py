@@ -248,6 +248,10 @@ def progress(run_id: Any) -> Call:
     return Call("GET", f"/api/runs/{_run(run_id)}/progress", missing=("run", str(run_id)))
 
 
+def history(run_id: Any) -> Call:
+    return Call("GET", f"/api/runs/{_run(run_id)}/history", missing=("run", str(run_id)))
+
+
 def restart(run_id: Any) -> Call:
     return Call("POST", f"/api/runs/{_run(run_id)}/restart", missing=("run", str(run_id)))
 

@@ -211,6 +211,14 @@ class RemoteRunHandle:
         """Awaitable twin of :meth:`inspect`."""
         return C.details(await self._t.asend(C.inspect(self.id)))
 
+    def history(self) -> list[dict[str, Any]]:
+        """What happened to the run, oldest first, as ``engine.history(run.id)`` lists it."""
+        return list(self._t.send(C.history(self.id)).data)
+
+    async def history_async(self) -> list[dict[str, Any]]:
+        """Awaitable twin of :meth:`history`."""
+        return list((await self._t.asend(C.history(self.id))).data)
+
     def progress(self) -> list[dict[str, Any]]:
         """Item counts of the run's fan-outs (for_each, batch, ``ctx.map``), as recorded."""
         return list(self._t.send(C.progress(self.id)).data)

@@ -217,6 +217,14 @@ class Client:
         """Update a code workflow run (see :meth:`RemoteRunHandle.update`)."""
         return self._handle(run_id).update(name, payload, timeout=timeout)
 
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """What happened to a run, oldest first, as ``engine.history`` lists it.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        return self._handle(run_id).history()
+
     def inspect(self, run_id: str) -> RunDetails:
         """Everything recorded about a run, as ``engine.inspect`` gives it.
 

@@ -148,6 +148,11 @@ class RunHandle:
         waiting.check()
         return waiting.out
 
+    def history(self) -> list[dict[str, Any]]:
+        """What happened to this run, oldest first: see :meth:`Engine.history`."""
+        history: list[dict[str, Any]] = self._engine.history(self.id)
+        return history
+
     def progress(self) -> list[dict[str, Any]]:
         """Item counts of the run's fan-outs (for_each, batch, ``ctx.map``), as recorded.
 

@@ -313,6 +313,29 @@ class Runs(Retrying):
         core.route(run_id).tell(RestartRun(run_id, fut))
         return fut
 
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """What happened to a run, oldest first, as Temporal's event history lists it.
+
+        Read back from the run's records (nothing more is recorded for it), for graph and
+        code workflows alike: ``run_triggered``, ``run_started``, each attempt's
+        ``step_started`` and ``step_succeeded`` / ``step_failed`` / ``step_cancelled`` /
+        ``step_interrupted`` / ``step_mocked``, ``retry_scheduled``, ``branch_taken``,
+        ``race_won``, ``child_started``, ``approval_requested`` and how it was resolved, a
+        code workflow's ``command`` (each command its function issued),
+        ``signal_received``, ``update_received``, ``cancel_requested`` and
+        ``wait_timed_out``, and the run's end (``run_completed``, ``run_failed``,
+        ``run_cancelled``, ``run_continued``).
+
+        Returns:
+            Dicts ``{"time", "type", "step", "attempt", "detail"}``.
+
+        Raises:
+            RunNotFound: no such run.
+        """
+        from actorflow.engine._history import run_history
+
+        return self._read(run_history, run_id)
+
     def export_history(self, run_id: str, path: str | Path | None = None) -> dict[str, Any]:
         """A code workflow run's history as one JSON document (written to ``path`` if given).
 

@@ -367,6 +367,10 @@ def build_app(
         return _json(await run_in_threadpool(handle.progress))
 
     @_guard
+    async def history(request: Request) -> Response:
+        return _json(await run_in_threadpool(engine.history, request.path_params["run_id"]))
+
+    @_guard
     async def restart(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         await engine.restart_async(run_id)
@@ -400,6 +404,7 @@ def build_app(
         Route("/api/runs/{run_id}/updates/{name}", update, methods=["POST"]),
         Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
         Route("/api/runs/{run_id}/progress", progress, methods=["GET"]),
+        Route("/api/runs/{run_id}/history", history, methods=["GET"]),
         Route("/api/runs/{run_id}/result", result, methods=["GET"]),
     ]
     if read_only:
