@@ -145,6 +145,11 @@ class EngineConfig:
             duration (``"30d"``, ``"12h"``, seconds; ``ACTORFLOW_RETENTION``), or 0, None or
             ``"forever"`` to keep them forever. Default 30 days. Past it a run is deleted
             with everything it owns, in the background (every ``sweep_interval``).
+        step_logs: the least level of the ``ctx.log`` records kept with their run, for
+            ``engine.logs`` (``"DEBUG"``, ``"INFO"``, the default, ``"WARNING"``, ``"ERROR"``,
+            ``"CRITICAL"``), or ``"off"`` to keep none; at most 1,000 records of 8 KiB per
+            step attempt (docs/observability.md). The ``actorflow.step`` logger still gets
+            the records its own level lets through.
     """
 
     data_dir: Path = Path(".actorflow")
@@ -189,6 +194,7 @@ class EngineConfig:
     max_run_depth: int = 64
     allowed_hosts: tuple[str, ...] = ()
     retention: float | None = 30 * 86400.0  # normalised: seconds, 0.0 keeps runs forever
+    step_logs: str = "INFO"  # normalised: upper case
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -268,6 +274,15 @@ class EngineConfig:
         depth: Any = self.max_run_depth
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
             problems.append(f"max_run_depth: expected an integer >= 0 (0: no limit), got {depth!r}")
+        logs: Any = self.step_logs
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "OFF")
+        if isinstance(logs, str) and logs.strip().upper() in levels:
+            object.__setattr__(self, "step_logs", logs.strip().upper())
+        else:
+            problems.append(
+                "step_logs: expected a level ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL') "
+                f"or 'off', got {logs!r}"
+            )
         from actorflow.definition._options import parse_retention
 
         try:

@@ -36,6 +36,7 @@ def make(data_dir: str, role: str = "auto", variant: str = "v1", **settings: Any
         flow.step("again", double)  # a rolling deploy changed this workflow
     engine.define("approve").human_in_the_loop("ok", timeout="1h").step("done", _done)
     engine.define("event").wait_for_event("paid", key=lambda ctx: ctx.payload["order"])
+    engine.define("chatty").step("talk", _talk)
 
     @engine.workflow("counter")
     async def counter(ctx: Any) -> int:
@@ -50,6 +51,11 @@ def make(data_dir: str, role: str = "auto", variant: str = "v1", **settings: Any
 
 def _done(ctx: Any) -> Any:
     return {"approved": ctx.last}
+
+
+def _talk(ctx: Any) -> str:
+    ctx.log.info("said on %s", ctx.run.step)
+    return "said"
 
 
 def main(data_dir: str, role: str = "auto", variant: str = "v1") -> None:

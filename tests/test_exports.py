@@ -29,6 +29,8 @@ PUBLIC = {
     "StepAttempted", "RunFinished", "PruneReport",
     # deploys
     "WorkflowVersion",
+    # schedules paused, resumed and triggered by name
+    "ScheduleNotFound",
     # hostile input
     "WriteRejected",
     # a lean core: an optional surface without its extra

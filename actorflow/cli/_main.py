@@ -72,9 +72,13 @@ _ITEM_INDEX = re.compile(r"\[(\d+)\]")
 
 
 def _detail(s: StepDetails) -> str:
-    """What to say about a node: its error, or what it chose, counted or started, or its output."""
+    """What to say about a node: its error, what it chose, counted or started, or its I/O.
+
+    Its input and output read ``input -> output`` (a failure adds its input to the error).
+    """
     if s.error is not None:
-        return f"{s.error.type.rpartition('.')[2]}: {s.error.message}"
+        said = f"{s.error.type.rpartition('.')[2]}: {s.error.message}"
+        return said if s.input is None else f"{said} (input {s.input})"
     parts = []
     if s.kind == "branch":
         parts.append(f"took {s.branch}" if s.branch else "no arm matched")
@@ -89,8 +93,10 @@ def _detail(s: StepDetails) -> str:
         parts.append(f"child run {s.child_run_id}")
     if s.recovered:
         parts.append("recovered by on_error")
-    if s.output is not None and not parts:
-        parts.append(s.output)
+    if not parts and s.output is not None:
+        parts.append(s.output if s.input is None else f"{s.input} -> {s.output}")
+    elif not parts and s.input is not None:
+        parts.append(f"input {s.input}")  # (no output: running, or cancelled)
     return "; ".join(parts)
 
 

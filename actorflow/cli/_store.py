@@ -52,7 +52,7 @@ def _run_of(key: bytes) -> str:
 
 
 #: Databases whose every value is a JSON record (``store/_keys.py``).
-_JSON_DBS = ("runs", "steps", "approvals", "definitions", "schedules", "timers")
+_JSON_DBS = ("runs", "steps", "approvals", "definitions", "schedules", "timers", "logs")
 
 
 def _records(
@@ -169,6 +169,7 @@ def check(data_dir: Path) -> dict[str, Any]:
             (K.STEPS, "step"),
             (K.HISTORY, "history record"),
             (K.VALUES, "value"),
+            (K.LOGS, "log record"),
         ):
             for key, _ in _records(store, db, problems, counts):
                 run_id = _run_of(key)

@@ -178,6 +178,12 @@ class AsyncClient:
         """Everything recorded about a run, as ``engine.inspect`` gives it."""
         return await self._handle(run_id).inspect_async()
 
+    async def logs(
+        self, run_id: str, step: str | None = None, *, attempt: int | None = None
+    ) -> dict[str, Any]:
+        """What a run's steps logged (see :meth:`Client.logs`)."""
+        return C.step_logs(await self._t.asend(C.logs(run_id, step, attempt)))
+
     async def restart(self, run_id: str) -> None:
         """Restart a panicked code workflow run (see :meth:`Client.restart`)."""
         await self._t.asend(C.restart(run_id))
@@ -244,6 +250,23 @@ class AsyncClient:
     async def health(self) -> dict[str, Any]:
         """The engine's readiness (``GET /readyz``)."""
         return dict((await self._t.asend(C.health())).data)
+
+    async def schedules(self) -> list[dict[str, Any]]:
+        """The engine's schedules (see :meth:`Client.schedules`)."""
+        return list((await self._t.asend(C.schedules())).data or [])
+
+    async def pause_schedule(self, name: str, *, note: str | None = None) -> None:
+        """Pause a schedule (see :meth:`Client.pause_schedule`)."""
+        await self._t.asend(C.schedule(name, "pause", note))
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule (see :meth:`Client.resume_schedule`)."""
+        await self._t.asend(C.schedule(name, "resume"))
+
+    async def trigger_schedule(self, name: str) -> RemoteRunHandle:
+        """Start one run of a schedule now (see :meth:`Client.trigger_schedule`)."""
+        reply = await self._t.asend(C.schedule(name, "trigger"))
+        return RemoteRunHandle(self._t, *C.started(reply))
 
     def _handle(self, run_id: str) -> RemoteRunHandle:
         return RemoteRunHandle(self._t, run_id, "")

@@ -252,6 +252,27 @@ def history(run_id: Any) -> Call:
     return Call("GET", f"/api/runs/{_run(run_id)}/history", missing=("run", str(run_id)))
 
 
+def logs(run_id: Any, step: Any, attempt: Any) -> Call:
+    params: dict[str, str] = {}
+    if step is not None:
+        if not isinstance(step, str) or not step:
+            raise ClientError(f"step: expected a step's path or None, got {step!r}")
+        params["step"] = step
+    if attempt is not None:
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+            raise ClientError(f"attempt: expected an integer >= 1 or None, got {attempt!r}")
+        params["attempt"] = str(attempt)
+    return Call(
+        "GET", f"/api/runs/{_run(run_id)}/logs", params=params, missing=("run", str(run_id))
+    )
+
+
+def step_logs(reply: Reply) -> dict[str, Any]:
+    """``engine.logs``'s answer: ``{"records": [...], "dropped": [...]}``."""
+    data = reply.data
+    return {"records": list(data["records"]), "dropped": list(data["dropped"])}
+
+
 def restart(run_id: Any) -> Call:
     return Call("POST", f"/api/runs/{_run(run_id)}/restart", missing=("run", str(run_id)))
 
@@ -366,6 +387,25 @@ def versions_of(reply: Reply) -> list[WorkflowVersion]:
 
 def health() -> Call:
     return Call("GET", "/readyz", accept=frozenset({503}))
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def schedules() -> Call:
+    return Call("GET", "/api/schedules")
+
+
+def schedule(name: Any, action: str, note: Any = None) -> Call:
+    """``POST /api/schedules/{name}/{action}`` (pause, resume, trigger)."""
+    if note is not None and not isinstance(note, str):
+        raise ClientError(f"note: expected a string or None, got {note!r}")
+    return Call(
+        "POST",
+        f"/api/schedules/{_name(name, 'name')}/{action}",
+        {"note": note} if note is not None else {},
+        missing=("schedule", str(name)),
+    )
 
 
 # -- RunDetails from JSON -------------------------------------------------------------------

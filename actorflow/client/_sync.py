@@ -233,6 +233,21 @@ class Client:
         """
         return self._handle(run_id).inspect()
 
+    def logs(
+        self, run_id: str, step: str | None = None, *, attempt: int | None = None
+    ) -> dict[str, Any]:
+        """What a run's steps logged, as ``engine.logs`` gives it.
+
+        Returns:
+            ``{"records": [{"time", "level", "step", "attempt", "message"}, ...],
+            "dropped": [{"step", "attempt", "count"}, ...]}``.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: ``step`` or ``attempt`` is refused.
+        """
+        return C.step_logs(self._t.send(C.logs(run_id, step, attempt)))
+
     def restart(self, run_id: str) -> None:
         """Restart a panicked code workflow run from its history.
 
@@ -345,6 +360,44 @@ class Client:
     def health(self) -> dict[str, Any]:
         """The engine's readiness (``GET /readyz``), as ``engine.health()`` gives it."""
         return dict(self._t.send(C.health()).data)
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """The engine's schedules, as ``engine.schedules()`` lists them (each with a ``name``)."""
+        return list(self._t.send(C.schedules()).data or [])
+
+    def pause_schedule(self, name: str, *, note: str | None = None) -> None:
+        """Pause a schedule until :meth:`resume_schedule` (see ``Engine.pause_schedule``).
+
+        Args:
+            name: the schedule's name (``"report#0"``), URL-encoded on the way.
+            note: why, shown by :meth:`schedules` while it is paused.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+            ClientError: ``name`` or ``note`` is refused.
+            AccessDenied: the API is read-only (403).
+        """
+        self._t.send(C.schedule(name, "pause", note))
+
+    def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule; the slots it missed are skipped, not fired.
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+            AccessDenied: the API is read-only (403).
+        """
+        self._t.send(C.schedule(name, "resume"))
+
+    def trigger_schedule(self, name: str) -> RemoteRunHandle:
+        """Start one run of a schedule now, as a slot would (see ``Engine.trigger_schedule``).
+
+        Raises:
+            ScheduleNotFound: no schedule has this name.
+            AccessDenied: the API is read-only (403).
+        """
+        return RemoteRunHandle(self._t, *C.started(self._t.send(C.schedule(name, "trigger"))))
 
     def _handle(self, run_id: str) -> RemoteRunHandle:
         return RemoteRunHandle(self._t, run_id, "")

@@ -33,6 +33,7 @@ from actorflow.errors import (
     RemoteError,
     ResultTimeout,
     RunNotFound,
+    ScheduleNotFound,
     StoreFull,
     WorkflowNotFound,
 )
@@ -94,8 +95,8 @@ class Call:
         timeout: this request's timeout instead of the client's (``...``: the client's).
         late: with ``timeout``: the message of the :class:`ResultTimeout` raised when no
             answer comes in time (an update that runs on), instead of EngineUnreachable.
-        missing: what a 404 of the API means: ``("run", id)``, ``("workflow", id)`` or
-            ``("approval", token)``.
+        missing: what a 404 of the API means: ``("run", id)``, ``("workflow", id)``,
+            ``("approval", token)`` or ``("schedule", name)``.
         accept: statuses besides 2xx answered as a :class:`Reply` (``/readyz``'s 503).
     """
 
@@ -223,6 +224,8 @@ def _not_found(missing: tuple[str, str] | None, detail: str) -> ActorflowError:
         exc = WorkflowNotFound(name)
     elif kind == "approval":
         exc = ApprovalNotFound(detail)
+    elif kind == "schedule":
+        exc = ScheduleNotFound(name)
     else:
         return ClientError(detail)
     exc.args = (detail,)  # the server's words (they list the workflows it knows)

@@ -6,8 +6,9 @@ race have arms, while / for_each / batch have a body that runs once per iteratio
 chunk.
 
 A step function travels to workers by reference (``module:qualname``) when the worker can
-import it, else as cloudpickle bytes; either way it is identified by a ``key`` so that a worker
-unpickles or imports it once and caches it. Predicates and item selectors never travel: they
+import it, else as cloudpickle bytes (keeping its code's file names, so that tracebacks name
+them: ``actorflow/_tracebacks.py``); either way it is identified by a ``key`` so that a
+worker unpickles or imports it once and caches it. Predicates and item selectors never travel: they
 run in the engine.
 """
 
@@ -21,8 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import cloudpickle
-
+from actorflow._tracebacks import dumps_by_value
 from actorflow.definition._options import Retry
 
 __all__ = [
@@ -93,7 +93,7 @@ def function_ref(fn: Callable[..., Any]) -> FunctionRef:
         if target is fn:
             ref = f"{module}:{qualname}"
             return FunctionRef("r:" + ref, ref, None, display, is_async)
-    blob = cloudpickle.dumps(fn, protocol=5)
+    blob = dumps_by_value(fn)
     digest = hashlib.sha1(blob, usedforsecurity=False).hexdigest()
     return FunctionRef("p:" + digest, None, blob, display, is_async)
 

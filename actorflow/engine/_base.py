@@ -6,7 +6,8 @@ using only the parts below it: ``EngineBase`` (this module: the state made in
 versions) <- ``Starting`` (start, lead, recover) <- ``Stopping`` (stop, drain, signals)
 <- ``Runs`` (trigger, retry, cancel, prune) <- ``Events`` (events, approvals, signals,
 queries, updates, state) <- ``Reading`` (inspect, runs, statistics, health, metrics, the
-ASGI app) <- ``Engine``. Users see ``Engine`` only.
+ASGI app) <- ``Scheduling`` (pause, resume and trigger schedules) <- ``Engine``. Users see
+``Engine`` only.
 """
 
 from __future__ import annotations

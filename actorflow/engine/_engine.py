@@ -5,12 +5,12 @@ Its parts live in this package, one module each (see ``_base.py``).
 
 from __future__ import annotations
 
-from actorflow.engine._reading import Reading
+from actorflow.engine._scheduling import Scheduling
 
 __all__ = ["Engine"]
 
 
-class Engine(Reading):
+class Engine(Scheduling):
     """An embedded durable workflow engine.
 
     Define workflows with :meth:`define`, start the engine (``with engine:`` or

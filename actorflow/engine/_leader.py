@@ -41,7 +41,19 @@ log = logging.getLogger("actorflow.engine")
 REPEAT = None
 
 #: Engine methods a follower may call by name (each blocks, so each runs on the pool).
-_CALLS = frozenset({"statistics", "schedules", "prune", "metrics"})
+#: ``_triggered_schedule`` is ``trigger_schedule`` with the follower's instant, answering
+#: the run's id (a handle cannot cross the channel).
+_CALLS = frozenset(
+    {
+        "statistics",
+        "schedules",
+        "prune",
+        "metrics",
+        "pause_schedule",
+        "resume_schedule",
+        "_triggered_schedule",
+    }
+)
 
 
 class LocalOps:

@@ -20,6 +20,7 @@ from actorflow.runtime.kernel._lifecycle import (
     StepAttempted,
 )
 from actorflow.store import _keys as K
+from actorflow.store._logs import read_logs
 from actorflow.views import (
     RunDetails,
     RunSummary,
@@ -52,6 +53,42 @@ class Reading(Events):
             RunNotFound: no such run.
         """
         return self._read(inspect_run, run_id)
+
+    def logs(
+        self, run_id: str, step: str | None = None, *, attempt: int | None = None
+    ) -> dict[str, Any]:
+        """What a run's steps logged through ``ctx.log``, kept with the run.
+
+        Read from the store: also on a stopped engine, and on a follower. Records at the
+        ``step_logs`` level (``"INFO"`` unless configured) and above are kept, at most 1,000
+        per step attempt, each message cut to 8 KiB (docs/observability.md).
+
+        Args:
+            run_id: the run.
+            step: only this step's records: its path, as ``inspect`` names it
+                (``"lines[3]/price"`` inside a loop, ``"fetch#2"`` for a repeated name).
+            attempt: only this attempt's records (from 1).
+
+        Returns:
+            ``{"records": [...], "dropped": [...]}``: each record ``{"time", "level",
+            "step", "attempt", "message"}`` in the order they were logged (``time`` in
+            seconds since the epoch, taken where the step ran); each dropped entry
+            ``{"step", "attempt", "count"}``: how many records of that attempt came past
+            the bound and were counted, not kept.
+
+        Raises:
+            RunNotFound: no such run.
+            ClientError: ``step`` or ``attempt`` is not what is expected.
+        """
+        if step is not None:
+            problem = K.part_problem(step, "step", K.MAX_PATH)
+            if problem is not None:
+                raise ClientError(problem)
+        if attempt is not None and (
+            not isinstance(attempt, int) or isinstance(attempt, bool) or not 1 <= attempt < 2**31
+        ):
+            raise ClientError(f"attempt: expected an integer >= 1 or None, got {attempt!r}")
+        return self._read(read_logs, run_id, step, attempt)
 
     def runs(
         self,
@@ -281,7 +318,11 @@ class Reading(Events):
         }
 
     def schedules(self) -> list[dict[str, Any]]:
-        """The schedules of the running engine: spec, last and next slot, counts."""
+        """The schedules of the running engine: spec, last and next slot, counts.
+
+        Each has a ``name`` (``"<workflow>#<n>"``, what :meth:`pause_schedule` takes),
+        ``paused``, its ``note``, and ``next`` None while paused (see docs/triggers.md).
+        """
         if self._follower is not None:
             return self._forward("schedules")  # type: ignore[no-any-return]
         self._require_core()

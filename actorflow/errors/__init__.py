@@ -27,6 +27,7 @@ third-party libraries (lmdb, pickle, pykka) are translated at the boundary::
     ├── ClientError                  a client call was given something it cannot use
     │   ├── RunNotFound
     │   ├── WorkflowNotFound
+    │   ├── ScheduleNotFound         pause/resume/trigger_schedule: no schedule has the name
     │   ├── InvalidPayload
     │   ├── EngineNotRunning
     │   │   ├── LeaderLost           the leader died with a call in flight that is not repeated
@@ -82,6 +83,7 @@ from ._client import (
     InvalidPayload,
     LeaderLost,
     RunNotFound,
+    ScheduleNotFound,
     WorkflowNotFound,
 )
 from ._run import (
@@ -127,6 +129,7 @@ __all__ = [
     "RunError",
     "RunNotFound",
     "RunTimeout",
+    "ScheduleNotFound",
     "StepFailed",
     "StepTimeout",
     "StoreCorrupted",

@@ -131,10 +131,17 @@ class ResultTimeout(ActorflowError, TimeoutError):
 
 
 class RemoteTraceback(ActorflowError):
-    """The traceback text of an exception raised in a worker process."""
+    """The traceback text of an exception raised in a worker process.
 
-    def __init__(self, tb: str) -> None:
+    Attributes:
+        tb: the text in full (also its ``str()``).
+        user_traceback: the same without the engine's frames (``tb`` when there is no other):
+            what a user traceback of an exception chained to this one shows in its place.
+    """
+
+    def __init__(self, tb: str, user_traceback: str = "") -> None:
         self.tb = tb
+        self.user_traceback = user_traceback or tb
         super().__init__(tb)
 
     def __str__(self) -> str:

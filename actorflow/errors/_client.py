@@ -39,6 +39,27 @@ class WorkflowNotFound(ClientError, KeyError):
         return str(self.args[0])
 
 
+class ScheduleNotFound(ClientError, KeyError):
+    """No schedule has this name (``"<workflow>#<n>"``: see ``engine.schedules()``).
+
+    Attributes:
+        name: the name asked for.
+        known: the names of the engine's schedules.
+    """
+
+    def __init__(self, name: str, known: Sequence[str] = ()) -> None:
+        self.name = name
+        self.known = tuple(known)
+        hint = f"; schedules: {', '.join(sorted(known))}" if known else "; there are none"
+        super().__init__(f"no schedule {name!r}{hint}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name, self.known))
+
+
 class InvalidPayload(ClientError, ValueError):
     """A payload or argument cannot be stored (not JSON-compatible and not picklable)."""
 

@@ -35,6 +35,8 @@ class StepFailed(RunError):
         error_type: qualified name of the step's exception type, e.g. ``builtins.ValueError``.
         error_message: ``str()`` of the step's exception.
         traceback: the traceback text from the worker, if any.
+        user_traceback: the same without the engine's frames (the user's frames, chained
+            exceptions and the exception's line); ``traceback`` when there is no other.
     """
 
     def __init__(
@@ -45,12 +47,14 @@ class StepFailed(RunError):
         error_message: str = "",
         traceback: str = "",
         run_id: str | None = None,
+        user_traceback: str = "",
     ) -> None:
         self.step = step
         self.attempt = attempt
         self.error_type = error_type
         self.error_message = error_message
         self.traceback = traceback
+        self.user_traceback = user_traceback or traceback
         self.run_id = run_id
         super().__init__(self._describe())
 
@@ -70,6 +74,7 @@ class StepFailed(RunError):
     def _rebuild(cls: type[StepFailed], state: dict[str, object]) -> StepFailed:
         obj = cls.__new__(cls)
         obj.__dict__.update(state)
+        obj.__dict__.setdefault("user_traceback", state.get("traceback", ""))  # (older pickles)
         Exception.__init__(obj, obj._describe())
         return obj
 

@@ -273,9 +273,9 @@ class Core:
                     f"workflow {workflow!r} has no service {service_id!r} (it has {have}); "
                     "pass it in engine.define(..., services=[...])"
                 )
-            import cloudpickle
+            from actorflow._tracebacks import dumps_by_value  # (file names kept: tracebacks)
 
-            blob = self._service_blobs[key] = cloudpickle.dumps(found.with_secrets())
+            blob = self._service_blobs[key] = dumps_by_value(found.with_secrets())
         return blob
 
     def service_breaker(self, workflow: str, arg: Any) -> bool:

@@ -8,14 +8,17 @@ before the batch's deletes are handed to the store. One line per run::
      "run": {...run record...},
      "steps": [{...step record...}, ...],
      "payload": V, "outputs": {"<step path>": V, ...},
-     "history": [H, ...]}
+     "history": [H, ...],
+     "logs": {"records": [...], "dropped": [...]}}
 
 A value ``V`` is ``{"json": <the value>}`` when it was stored as JSON, else ``{"tag": "P",
 "base64": "..."}`` (a pickle, as stored: unpickling it needs the user's code) or ``{"tag":
 "B", "base64": "...", "blobs": [{"id", "size"}]}`` for a large value (its buffers' bytes are
 not archived). A history record ``H`` is a code workflow's JSON record, or ``{"events":
 [...]}``, a graph run's evaluator events (int32s). A small output kept inside its step
-record is in that record's ``output`` field, as it is in the store.
+record is in that record's ``output`` field, as it is in the store. ``logs``, what the
+run's steps logged as ``engine.logs`` reads it (``store/_logs.py``), is there only for a
+run that has some (a field added within format 1: a reader ignores fields it does not know).
 
 The file is opened for appending, so one archive can collect many prunes: a zstd archive is
 a sequence of frames (one per batch), which zstd reads as one stream.
@@ -36,6 +39,7 @@ from actorflow._extras import require
 from actorflow.errors import ActorflowError, ClientError
 from actorflow.store import _keys as K
 from actorflow.store._codec import TAG_BLOB, TAG_JSON, unpack_large
+from actorflow.store._logs import archived_logs
 from actorflow.store._protocol import Store
 from actorflow.store._records import load_step
 
@@ -182,7 +186,7 @@ def _line(store: Store, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
         else:
             payload = _value(raw)
     history = [_history(raw) for _, raw in store.scan(K.HISTORY, K.history_prefix(run_id))]
-    return {
+    line = {
         "format": ARCHIVE_FORMAT,
         "archived_at": time.time(),
         "run": rec,
@@ -191,3 +195,7 @@ def _line(store: Store, run_id: str, rec: dict[str, Any]) -> dict[str, Any]:
         "outputs": outputs,
         "history": history,
     }
+    logs = archived_logs(store, run_id)
+    if logs is not None:
+        line["logs"] = logs
+    return line

@@ -385,12 +385,18 @@ def decode_value(data: bytes | memoryview, what: str = "value") -> Any:
 
 
 def describe_value(data: bytes | memoryview, limit: int = 200) -> str:
-    """Return a short human-readable rendering, without unpickling anything."""
+    """Return a short human-readable rendering, without unpickling anything.
+
+    Its cost is bounded too: of a large JSON value only the first ``4 * limit`` bytes (at
+    least ``limit`` characters) are decoded, as steps' inputs are described at dispatch.
+    """
     if not data:
         return "<empty>"
     if data[0] == TAG_JSON:
-        text = bytes(data[1:]).decode(errors="replace")
-        return text if len(text) <= limit else text[: limit - 3] + "..."
+        text = bytes(data[1 : 4 * limit + 1]).decode(errors="replace")
+        if len(text) <= limit and len(data) <= 4 * limit + 1:
+            return text
+        return text[: limit - 3] + "..."
     if data[0] == TAG_PICKLE:
         return f"<pickled object, {len(data) - 1} bytes>"
     if data[0] in (TAG_BLOB, TAG_SHARED):

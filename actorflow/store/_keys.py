@@ -34,6 +34,9 @@ schedules       workflow NUL trigger index                        JSON schedule 
 blobs           ``b`` NUL blob id                                 JSON blob record (run, size,
                                                                   segment): see runtime/blobs
                 ``r`` NUL run id NUL blob id                      empty (blobs by run)
+logs            run id NUL step path NUL attempt (4 bytes) seq    JSON log record ``{"time",
+                (4 bytes, both big-endian)                        "level", "message"}``
+                run id NUL step path NUL attempt (4 bytes) FF*4   JSON ``{"dropped": n}``
 ==============  ================================================  ===============================
 
 Key budget: LMDB refuses a key over :data:`MAX_KEY` bytes, and a refused key would fail the
@@ -47,13 +50,18 @@ A blob's bytes are a file under ``data_dir/blobs`` (see ``store/_blobfiles.py``)
 ``blob_token``, the store's random token that prefixes its blob ids and segment names.
 
 With codecs configured, the values of ``values``, ``runs``, ``steps``, ``history``,
-``state``, ``events`` and ``approvals``, and the blob files, are sealed (see
+``state``, ``events``, ``approvals`` and ``logs``, and the blob files, are sealed (see
 ``store/_sealing.py``); keys never are, which is why an approval is keyed by a hash of its
 token.
 
 The scope of ``state`` is ``""`` for the engine's global state, else the workflow id.
 
 Run ids are time-ordered, so every run-keyed scan is chronological.
+
+``logs`` holds what steps logged through ``ctx.log`` (``store/_logs.py``). It came after
+format 5 without a new format number: a store without it opens unchanged (a writable open
+creates the empty database, a read-only one reads no records), and a release that does not
+know it ignores it.
 
 Format 3 added the ``e`` and ``a`` index entries, so that retention finds the runs that ended
 before a time without reading every run, and a run's approvals without reading every
@@ -78,6 +86,7 @@ __all__ = [
     "HISTORY",
     "IDEMPOTENCY",
     "INDEX",
+    "LOGS",
     "MAX_KEY",
     "MAX_NAME",
     "MAX_PATH",
@@ -98,6 +107,7 @@ __all__ = [
     "buffered_prefix",
     "decode_end_index_key",
     "decode_history_seq",
+    "decode_log_key",
     "decode_state_expiry_key",
     "decode_timer_key",
     "end_index_key",
@@ -107,6 +117,8 @@ __all__ = [
     "idempotency_key",
     "inbox_prefix",
     "legacy_approval_key",
+    "log_key",
+    "log_prefix",
     "part_problem",
     "payload_key",
     "plan_key",
@@ -142,10 +154,11 @@ EVENTS: Final = "events"
 APPROVALS: Final = "approvals"
 SCHEDULES: Final = "schedules"
 BLOBS: Final = "blobs"
+LOGS: Final = "logs"
 
 ALL_DBS: Final = (
     META, DEFINITIONS, RUNS, STEPS, VALUES, INDEX, TIMERS, IDEMPOTENCY, HISTORY,
-    STATE, EVENTS, APPROVALS, SCHEDULES, BLOBS,
+    STATE, EVENTS, APPROVALS, SCHEDULES, BLOBS, LOGS,
 )  # fmt: skip
 
 FORMAT_KEY: Final = b"format"
@@ -186,6 +199,7 @@ def part_problem(value: object, what: str, limit: int) -> str | None:
 
 _SEP = b"\x00"
 _DUE = struct.Struct(">Q")
+_ATTEMPT_SEQ = struct.Struct(">II")
 
 
 def run_key(run_id: str) -> bytes:
@@ -313,6 +327,27 @@ def decode_history_seq(key: bytes) -> int:
     """The sequence number of a history key."""
     (seq,) = _DUE.unpack_from(key, len(key) - _DUE.size)
     return int(seq)
+
+
+def log_prefix(run_id: str, step: str | None = None) -> bytes:
+    """Prefix of a run's log records in ``logs`` (of one step's, if ``step`` is given)."""
+    if step is None:
+        return run_id.encode() + _SEP
+    return run_id.encode() + _SEP + step.encode() + _SEP
+
+
+def log_key(run_id: str, step: str, attempt: int, seq: int) -> bytes:
+    """Key of the ``seq``-th log record of a step attempt (``0xFFFFFFFF``: its dropped count).
+
+    Records sort by step, then attempt, then the order they were logged in.
+    """
+    return log_prefix(run_id, step) + _ATTEMPT_SEQ.pack(attempt, seq)
+
+
+def decode_log_key(key: bytes, prefix_len: int) -> tuple[str, int, int]:
+    """(step path, attempt, seq) of a log key whose run prefix is ``prefix_len`` bytes."""
+    attempt, seq = _ATTEMPT_SEQ.unpack_from(key, len(key) - _ATTEMPT_SEQ.size)
+    return key[prefix_len : len(key) - _ATTEMPT_SEQ.size - 1].decode(), attempt, seq
 
 
 def idempotency_key(workflow: str, key: str) -> bytes:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ log = logging.getLogger("actorflow.store")
 _MAX_KEY = K.MAX_KEY  # LMDB's compile-time key limit
 # A failed commit with less free space than this on the data dir's disk is a full disk.
 _LOW_SPACE = 4 << 20
+_LATE_OPEN = threading.Lock()  # opening a database that appeared after the store's open
 
 
 class LmdbStore:
@@ -191,9 +193,26 @@ class LmdbStore:
         if self._closed:
             raise StoreError("store is closed")
         try:
-            return self._dbs[db]
+            handle = self._dbs[db]
         except KeyError:
             raise StoreError(f"unknown database {db!r}") from None
+        if handle is None and self.read_only:
+            handle = self._created_since(db)
+        return handle
+
+    def _created_since(self, db: str) -> Any:
+        """A database the writing engine created after this read-only open, or None.
+
+        A follower may open the store before its leader, a newer release, adds a database
+        (``logs`` came after format 5); it reads it from then on.
+        """
+        with _LATE_OPEN, self._gate.exclusive():  # one open at a time, no read meanwhile
+            if self._dbs[db] is None:
+                try:
+                    self._dbs[db] = self._env.open_db(db.encode(), create=False)
+                except lmdb.Error:
+                    return None
+            return self._dbs[db]
 
     def _reading(self, handle: Any, db: str, what: str, read: Callable[[Any], Any]) -> Any:
         """``read(txn)`` in a read transaction, behind the read gate; again if the map grew."""

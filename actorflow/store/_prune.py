@@ -8,7 +8,7 @@ with nothing to prune costs one short scan per workflow. For each run, :func:`ru
 builds the deletes of everything it owns:
 
 - its run record, its ``index`` entries (status, workflow, end time, approvals by run);
-- its steps, its ``values`` (payload, outputs), its history;
+- its steps, its ``values`` (payload, outputs), its history, its steps' log records;
 - its inbox entries and any waiter or timer its records still name (none, for a run that
   ended normally: these are removed as the run ends; deleting them again is harmless);
 - its idempotency key, only if it still names this run, and its signals' keys;
@@ -216,6 +216,7 @@ def run_ops(
         # Inbox entries and approvals belong to these steps only (graph and code kinds).
         waits = waits or b'"kind":"wait_for_event"' in raw or b'"kind":"approval"' in raw
     scans = [(K.VALUES, prefix), (K.HISTORY, K.history_prefix(run_id))]
+    scans.append((K.LOGS, K.log_prefix(run_id)))  # (one seek for a run that logged nothing)
     if waits:  # events are delivered to waiting steps only
         scans.append((K.EVENTS, b"i" + _SEP + run_id.encode() + _SEP))
     if rec.get("kind") == "code":  # signals: code runs only

@@ -11,11 +11,14 @@ output of ``result_step``.
 A step record (``steps`` database)::
 
     {"name", "node", "kind", "status", "attempt", "failures", "dispatched_at", "started_at",
-     "ended_at", "next_retry_at", "error", "output",
+     "ended_at", "next_retry_at", "error", "output", "input",
      "attempts": [{"attempt", "status", "kind", "started_at", "ended_at", "error", "pid"}]}
 
 A completed step's output is inline in ``output`` when it is small JSON (saving a write per
 step); otherwise ``output`` is absent and the encoded value is in the ``values`` database.
+``input`` is the short rendering (``describe_value``: at most 200 characters, pickles as a
+placeholder) of what the step was given, written by its dispatch in the record that the
+dispatch writes anyway; records written before inputs were have none.
 
 Since store format 5 a step's record is written *compact* (``Leaf.record``), because a
 fan-out writes one per item and the full shape made a trivial item's record ~420 bytes
@@ -30,17 +33,21 @@ apart; :func:`load_step` gives either its full shape, so no reader sees the diff
   that ran (the second and third as whole microseconds after the one before).
 - ``"pid": P`` without ``attempts`` stands for its one attempt: number 1, succeeded, from
   ``started_at`` to ``ended_at`` in process P, with no kind or error.
+- ``"in": V`` stands for an input that is JSON of at most ``INLINE_INPUT_MAX`` bytes, as it
+  is (its rendering is its text); a larger or pickled input's rendering is in ``input``.
 
-A trivial item's record is ~70 bytes::
+A trivial item's record is ~70 bytes (~80 with its input)::
 
-    {"node":1,"at":[1796418264.2412627,1591,10],"pid":2279,"output":144}
+    {"node":1,"at":[1796418264.2412627,1591,10],"pid":2279,"output":144,"in":72}
 
 Records of format 4 and earlier (and those of control-flow nodes, which are few) keep the
 full shape, and are read as they are.
 
-``error`` objects: ``{"kind", "type", "types", "message", "traceback", "exc", "exitcode",
-"signal", "timeout", "step", "attempt"}`` where ``exc`` is the base64 pickled exception, if it
-could be pickled. Times are seconds since the epoch.
+``error`` objects: ``{"kind", "type", "types", "message", "traceback", "user_traceback",
+"exc", "exitcode", "signal", "timeout", "step", "attempt"}`` where ``exc`` is the base64
+pickled exception, if it could be pickled, and ``user_traceback`` the traceback without the
+engine's frames (``actorflow/_tracebacks.py``; older records lack it: readers take
+``traceback``). Times are seconds since the epoch.
 """
 
 from __future__ import annotations
@@ -52,11 +59,14 @@ import orjson
 
 from actorflow.errors import StoreCorrupted
 from actorflow.store import _keys
+from actorflow.store._codec import describe_value
 
 __all__ = [
+    "INLINE_INPUT_MAX",
     "INLINE_OUTPUT_MAX",
     "dump_record",
     "inline_output",
+    "input_of",
     "load_record",
     "load_step",
     "output_of",
@@ -66,6 +76,9 @@ __all__ = [
 
 #: Encoded JSON outputs up to this size live inside their step record.
 INLINE_OUTPUT_MAX = 2048
+#: Encoded JSON inputs up to this size are kept in their step record as they are (``in``):
+#: ``describe_value`` would render them as their own text (its limit is 200 characters).
+INLINE_INPUT_MAX = 200
 
 
 def dump_record(record: Any) -> bytes:
@@ -146,9 +159,23 @@ def _expand(rec: dict[str, Any], path: str) -> dict[str, Any]:
         "error": rec.get("error"),
         "attempts": attempts,
     }
+    if "in" in rec:  # a small JSON input, as it is: its rendering is its text
+        full["input"] = describe_value(b"J" + orjson.dumps(rec.pop("in")))
     for key, value in rec.items():
-        full.setdefault(key, value)  # output, heartbeat, wait, child_run_id, ...
+        full.setdefault(key, value)  # output, input, heartbeat, wait, child_run_id, ...
     return full
+
+
+def input_of(encoded: bytes | memoryview) -> orjson.Fragment | str:
+    """What a step record keeps of an encoded input: small JSON as it is, else its rendering.
+
+    Either reads back (``load_step``) as ``input``: ``describe_value(encoded)``. Small JSON is
+    kept as a fragment because it is the most common input and the cheapest to keep: no
+    decoding at dispatch, and no escaping in the record (a fan-out writes one per item).
+    """
+    if len(encoded) <= INLINE_INPUT_MAX + 1 and encoded[0] == 0x4A:  # "J": JSON
+        return orjson.Fragment(bytes(encoded[1:]))
+    return describe_value(encoded)
 
 
 def inline_output(encoded: bytes) -> orjson.Fragment | None:

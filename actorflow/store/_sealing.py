@@ -5,8 +5,9 @@ value that can hold user bytes (the chain itself is :mod:`actorflow.store._chain
 
 - **Records** of :data:`SEALED_DBS`: payloads, outputs and results (``values``), step and
   run records with their inline outputs, errors and tracebacks (``steps``, ``runs``), code
-  workflows' histories, ``ctx.state``, buffered events, approvals. A record's database and
-  key are its associated data: a record copied elsewhere in the store does not decrypt. The
+  workflows' histories, ``ctx.state``, buffered events, approvals, steps' log records
+  (``logs``). A record's database and key are its associated data: a record copied
+  elsewhere in the store does not decrypt. The
   other databases hold what the engine derives from the code's definitions and its own
   bookkeeping (definitions, the status index, timers, schedules, idempotency and blob
   records, meta); see docs/operations.md for why keys themselves stay readable.
@@ -60,7 +61,9 @@ __all__ = [
 ]
 
 #: Databases whose values can carry user bytes (see the module docstring for the others).
-SEALED_DBS = frozenset({K.VALUES, K.RUNS, K.STEPS, K.HISTORY, K.STATE, K.EVENTS, K.APPROVALS})
+SEALED_DBS = frozenset(
+    {K.VALUES, K.RUNS, K.STEPS, K.HISTORY, K.STATE, K.EVENTS, K.APPROVALS, K.LOGS}
+)
 
 
 def record_aad(db: str, key: bytes) -> bytes:

@@ -11,7 +11,10 @@ dashboard's static files must present the token:
 
 Mounted under a prefix, those paths are under it (``/flows/?token=...``; route paths:
 ``_paths.route_path``) and the cookie's ``Path`` is the prefix, so that it goes to this app
-only. Tokens are compared in constant time; a refusal is a 401 with a JSON body.
+only. Tokens are compared in constant time; a refusal is a 401 with a JSON body, except the
+dashboard's page itself asked for by a browser (``Accept: text/html``): that 401 is the login
+page, a form that sends the token as ``./?token=...``, which the rule above turns into the
+cookie at once.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ class TokenGate:
     Args:
         app: the app behind the gate.
         token: the token; an empty one lets everything through.
+        login: answer a browser asking for ``/`` without the token with the login page
+            (the app serves the dashboard there).
     """
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, login: bool = False) -> None:
         self.app = app
         self._token = token.encode()
+        self._login = login
 
     def _ok(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented.encode(), self._token)
@@ -84,6 +90,17 @@ class TokenGate:
             )
             await send({"type": "http.response.body", "body": b""})
             return
+        if self._login and path == "/" and "text/html" in headers.get("accept", ""):
+            wrong = "token" in query  # a token was given, and it was not this one
+            page = _login_page().replace("{{WRONG}}", "" if wrong else " hidden")
+            await answer(
+                send,
+                401,
+                page.encode(),
+                (b"www-authenticate", b"Bearer"),
+                content_type=b"text/html; charset=utf-8",
+            )
+            return
         body = orjson.dumps(
             {
                 "error": "unauthorized",
@@ -92,6 +109,12 @@ class TokenGate:
             }
         )
         await answer(send, 401, body, (b"www-authenticate", b"Bearer"))
+
+
+def _login_page() -> str:
+    from actorflow.dashboard._routes import STATIC
+
+    return (STATIC / "login.html").read_text()
 
 
 def _cookie(header: str) -> str | None:

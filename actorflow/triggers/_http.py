@@ -39,12 +39,16 @@ Routes::
     POST /api/approvals/{token}/resume    body: the payload (the approval step's output)
     POST /api/events/{name}               body: {"payload": ..., "key": ..., "ttl": ...}
     GET  /api/schedules
+    POST /api/schedules/{name}/pause      body: {"note": "..."} (optional); name URL-encoded
+    POST /api/schedules/{name}/resume     missed slots are skipped, not fired
+    POST /api/schedules/{name}/trigger    one run now, as a slot: 202 {"run_id", "workflow"}
     POST /api/runs/{run_id}/signals/{name}   code workflows: body: the signal's payload
                                              (an Idempotency-Key header drops repeats)
     GET  /api/runs/{run_id}/queries/{name}?args=[...]   the query handler's answer
     POST /api/runs/{run_id}/updates/{name}   body: the payload; answer: the handler's result
     POST /api/runs/{run_id}/restart          restart a panicked code workflow run
     GET  /api/runs/{run_id}/progress         item counts of the run's fan-outs
+    GET  /api/runs/{run_id}/logs?step=&attempt=   what its steps logged (engine.logs)
     GET  /api/runs/{run_id}/result?wait=30   long-poll: answers once the run finishes, or
                                              after ``wait`` seconds (0 to 60; absent: 0):
                                              {"run_id", "workflow", "status", "finished",
@@ -82,6 +86,7 @@ if TYPE_CHECKING:
 from actorflow.triggers._requests import (
     _check_length,
     _error,
+    _fields,
     _guard,
     _HttpError,
     _idempotency_key,
@@ -192,7 +197,16 @@ def build_app(
                         "rate_limit",
                         "version",
                         "versions",
+                        "concurrency",
+                        "queue",
                     )
+                }
+                # A code workflow's kind is "code"; a graph's record has none. Events and
+                # polls are listed when it has them.
+                | {
+                    "kind": d.get("kind", "graph"),
+                    "events": d.get("events") or [],
+                    "polls": d.get("polls") or [],
                 }
             )
         return _json(out)
@@ -322,6 +336,28 @@ def build_app(
     async def schedules(request: Request) -> Response:
         return _json(await run_in_threadpool(engine.schedules))
 
+    # A schedule's name ("report#0") is one path segment, URL-encoded; ``{name:path}``
+    # also takes one with a "%2F" in it (decoded to "/" before routing), answered 404.
+    @_guard
+    async def pause_schedule(request: Request) -> Response:
+        note = _fields(await _body(request, limit), {"note": str}).get("note")
+        name = request.path_params["name"]
+        await engine.pause_schedule_async(name, note=note)
+        return _json({"name": name, "paused": True, "note": note})
+
+    @_guard
+    async def resume_schedule(request: Request) -> Response:
+        _fields(await _body(request, limit), {})
+        name = request.path_params["name"]
+        await engine.resume_schedule_async(name)
+        return _json({"name": name, "paused": False})
+
+    @_guard
+    async def trigger_schedule(request: Request) -> Response:
+        _fields(await _body(request, limit), {})
+        run = await engine.trigger_schedule_async(request.path_params["name"])
+        return _json({"run_id": run.id, "workflow": run.workflow_id}, 202)
+
     @_guard
     async def signal(request: Request) -> Response:
         payload = _parse(await _body(request, limit))
@@ -371,6 +407,21 @@ def build_app(
         return _json(await run_in_threadpool(engine.history, request.path_params["run_id"]))
 
     @_guard
+    async def logs(request: Request) -> Response:
+        q = request.query_params
+        raw = q.get("attempt")
+        attempt = None
+        if raw:
+            digits = raw.isascii() and raw.isdigit() and len(raw) <= 10
+            attempt = int(raw) if digits else 0
+            if not 1 <= attempt < 2**31:
+                raise _HttpError(
+                    400, "bad_request", f"attempt: expected an integer >= 1, got {raw[:40]!r}"
+                )
+        run_id, step = request.path_params["run_id"], q.get("step") or None
+        return _json(await run_in_threadpool(engine.logs, run_id, step, attempt=attempt))
+
+    @_guard
     async def restart(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         await engine.restart_async(run_id)
@@ -399,11 +450,15 @@ def build_app(
         Route("/api/approvals/{token}/resume", resume, methods=["POST"]),
         Route("/api/events/{name}", publish, methods=["POST"]),
         Route("/api/schedules", schedules, methods=["GET"]),
+        Route("/api/schedules/{name:path}/pause", pause_schedule, methods=["POST"]),
+        Route("/api/schedules/{name:path}/resume", resume_schedule, methods=["POST"]),
+        Route("/api/schedules/{name:path}/trigger", trigger_schedule, methods=["POST"]),
         Route("/api/runs/{run_id}/signals/{name}", signal, methods=["POST"]),
         Route("/api/runs/{run_id}/queries/{name}", query, methods=["GET"]),
         Route("/api/runs/{run_id}/updates/{name}", update, methods=["POST"]),
         Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
         Route("/api/runs/{run_id}/progress", progress, methods=["GET"]),
+        Route("/api/runs/{run_id}/logs", logs, methods=["GET"]),
         Route("/api/runs/{run_id}/history", history, methods=["GET"]),
         Route("/api/runs/{run_id}/result", result, methods=["GET"]),
     ]
@@ -432,7 +487,7 @@ def build_app(
     if token:
         from actorflow.triggers._auth import TokenGate
 
-        app = TokenGate(app, token)
+        app = TokenGate(app, token, login=dashboard)
     front: Any = _Webhooks(app, engine, hooks, limit)
     if rate_limit:
         from actorflow.triggers._limits import RateLimit

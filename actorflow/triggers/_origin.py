@@ -175,14 +175,20 @@ class HostGuard:
         await answer(send, status, orjson.dumps({"error": error, "detail": detail}))
 
 
-async def answer(send: Any, status: int, body: bytes, *headers: tuple[bytes, bytes]) -> None:
-    """Send a whole JSON response from a raw ASGI layer (the guard, gates, webhooks)."""
+async def answer(
+    send: Any,
+    status: int,
+    body: bytes,
+    *headers: tuple[bytes, bytes],
+    content_type: bytes = b"application/json",
+) -> None:
+    """Send a whole response (JSON unless told) from a raw ASGI layer (guard, gates, webhooks)."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
                 *headers,
             ],

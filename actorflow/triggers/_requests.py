@@ -24,6 +24,7 @@ from actorflow.errors import (
     EngineNotRunning,
     MissingExtra,
     RunNotFound,
+    ScheduleNotFound,
     StoreFull,
     WorkflowNotFound,
 )
@@ -67,7 +68,7 @@ def _guard(fn: Handler) -> Handler:
             return await fn(request)
         except _HttpError as exc:
             return _error(exc.status, exc.error, exc.detail)
-        except (RunNotFound, WorkflowNotFound, ApprovalNotFound) as exc:
+        except (RunNotFound, WorkflowNotFound, ApprovalNotFound, ScheduleNotFound) as exc:
             return _error(404, "not_found", str(exc))
         except ApprovalError as exc:
             return _error(409, "approval", str(exc))
@@ -106,6 +107,24 @@ def _parse(body: bytes, empty: Any = None, required: bool = False) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _HttpError(400, "bad_json", f"body is not valid JSON: {exc}") from None
+
+
+def _fields(body: bytes, allowed: dict[str, type]) -> dict[str, Any]:
+    """A body that is empty or a JSON object of ``allowed`` fields (name -> type, or null)."""
+    data = _parse(body, {})
+    shape = ", ".join(f'"{k}": {t.__name__}' for k, t in allowed.items())
+    if not isinstance(data, dict):
+        raise _HttpError(400, "bad_request", f"body: expected {{{shape}}} or none")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise _HttpError(400, "bad_request", f"body: unknown fields {unknown} (expected {shape})")
+    for name, kind in allowed.items():
+        value = data.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise _HttpError(
+                400, "bad_request", f"{name}: expected a {kind.__name__} or null, got {value!r:.80}"
+            )
+    return data
 
 
 def _priority(request: Request) -> int:

@@ -14,6 +14,7 @@ The answer is ``200`` with::
      "error": {"type": "StepFailed", "message": "step 'charge' failed on attempt 3: ...",
                "step": "charge", "attempt": 3, "error_type": "builtins.ValueError",
                "error_message": "card declined", "traceback": "...",
+               "user_traceback": "...",
                "cause": {"type": "builtins.ValueError", "message": "card declined"}}}
 
 ``status`` is the run's (for a run that continued as new, the last run of its chain);
@@ -59,6 +60,7 @@ FIELDS: Final = (
     "error_type",
     "error_message",
     "traceback",
+    "user_traceback",
     "reason",
     "timeout",
     "heartbeat_timeout",
@@ -156,6 +158,8 @@ def error_from_json(data: Any, run_id: str | None = None) -> ActorflowError:
     exc.__dict__.update({k: data[k] for k in FIELDS if k in data})
     if isinstance(exc.__dict__.get("chain"), list):
         exc.__dict__["chain"] = tuple(exc.__dict__["chain"])
+    if "traceback" in exc.__dict__:  # (a server of an older version sends no user_traceback)
+        exc.__dict__.setdefault("user_traceback", exc.__dict__["traceback"])
     exc.__dict__["run_id"] = run_id
     Exception.__init__(exc, str(data.get("message", "")))
     cause = data.get("cause")
@@ -163,6 +167,7 @@ def error_from_json(data: Any, run_id: str | None = None) -> ActorflowError:
         stand_in = RemoteError(str(cause.get("type", "Exception")), str(cause.get("message", "")))
         traceback = data.get("traceback")
         if isinstance(traceback, str) and traceback:
-            stand_in.__cause__ = RemoteTraceback(traceback)
+            user = data.get("user_traceback")
+            stand_in.__cause__ = RemoteTraceback(traceback, user if isinstance(user, str) else "")
         exc.__cause__ = stand_in
     return exc

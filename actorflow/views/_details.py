@@ -32,11 +32,15 @@ class ErrorDetails:
             ``panic`` (a code workflow's function raised or diverged: the run is panicked).
         type: qualified exception type name.
         message: the message.
-        traceback: the worker's traceback text, if any.
+        traceback: the worker's traceback text, if any, in full.
         step: the failing step, if any.
         attempt: the failing attempt, if any.
         exitcode: a crashed worker's exit code.
         signal: the signal that killed a crashed worker.
+        user_traceback: the same traceback without the engine's frames (actorflow's own,
+            and the ``asyncio`` plumbing it put around the user's code): the user's frames,
+            chained exceptions and the exception's line; ``traceback`` itself when it holds
+            no frame of the user's, or for records written before it was kept.
     """
 
     kind: str
@@ -47,6 +51,7 @@ class ErrorDetails:
     attempt: int | None = None
     exitcode: int | None = None
     signal: str | None = None
+    user_traceback: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,13 @@ class StepDetails:
         iterations: for a while, the iterations started.
         child_run_id: for a subflow, the child run.
         recovered: its output came from its ``on_error`` handler.
+        input: a short rendering of what its last attempt was given, as ``output`` is
+            rendered (JSON text cut to 200 characters, or a placeholder for pickled and
+            large values): a code workflow step's argument list (``["a", 2]``; a
+            ``ctx.map`` item's ``[item]``), a graph step's ``ctx.last`` (the item, for the
+            first step of a for_each body), a subflow's or child run's payload. Recorded
+            with the dispatch; None for nodes that take no input and for steps recorded by
+            a release before inputs were.
     """
 
     name: str
@@ -122,6 +134,7 @@ class StepDetails:
     iterations: int | None = None
     child_run_id: str | None = None
     recovered: bool = False
+    input: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -288,6 +288,7 @@ def _error(err: dict[str, Any] | None) -> ErrorDetails | None:
         attempt=err.get("attempt"),
         exitcode=err.get("exitcode"),
         signal=err.get("signal"),
+        user_traceback=err.get("user_traceback") or err.get("traceback") or "",
     )
 
 
@@ -336,6 +337,7 @@ def _step(rec: dict[str, Any], output: bytes | None) -> StepDetails:
         iterations=rec.get("iterations"),
         child_run_id=rec.get("child_run_id"),
         recovered=bool(rec.get("recovered")),
+        input=rec.get("input"),  # (records of releases before inputs have none)
     )
 
 
@@ -512,9 +514,10 @@ def error_from_record(err: dict[str, Any], run_id: str) -> ActorflowError:
         depth_err.__cause__ = original
         return depth_err
     tb = err.get("traceback") or ""
+    user_tb = err.get("user_traceback") or tb
     if tb:
-        original.__cause__ = RemoteTraceback(tb)
-    failed = StepFailed(step, attempt, err.get("type", ""), message, tb, run_id)
+        original.__cause__ = RemoteTraceback(tb, user_tb)
+    failed = StepFailed(step, attempt, err.get("type", ""), message, tb, run_id, user_tb)
     failed.__cause__ = original
     return failed
 

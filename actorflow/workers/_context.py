@@ -67,6 +67,33 @@ def step_context() -> StepContext:
         ) from None
 
 
+class _HostLogHandler(logging.Handler):
+    """Sends a step's records to the engine through its host (a step on a thread of it)."""
+
+    def __init__(self, host: Host) -> None:
+        super().__init__()
+        self.host = host
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.host.request("log", (record.levelno, self.format(record), record.created))
+        except Exception:
+            self.handleError(record)
+
+
+def _host_logger(ctx: StepContext, level: int) -> logging.Logger:
+    """A logger of this step's own whose records go to its host, at ``level`` and above.
+
+    For a step on a thread of the engine's process: the process's ``actorflow.step`` logger
+    is the engine's, which cannot tell one step's records from another's.
+    """
+    assert ctx.host is not None
+    logger = logging.Logger("actorflow.step", level)
+    logger.propagate = False
+    logger.addHandler(_HostLogHandler(ctx.host))
+    return logger
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """Who is running.
@@ -282,11 +309,13 @@ class StepContext:
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose records reach the engine's ``actorflow.step`` logger.
 
-        Records carry the run id, step name and attempt as extra fields.
+        Records carry the run id, step name and attempt as extra fields; the engine keeps
+        them with the run (``engine.logs``).
         """
         if self._log is None:
+            level = getattr(self.host, "thread_log_level", None)
             self._log = logging.LoggerAdapter(
-                logging.getLogger("actorflow.step"),
+                logging.getLogger("actorflow.step") if level is None else _host_logger(self, level),
                 {"run_id": self.run.id, "step": self.run.step, "attempt": self.run.attempt},
             )
         return self._log

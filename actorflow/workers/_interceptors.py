@@ -209,10 +209,12 @@ def pack(chain: Sequence[Interceptor]) -> bytes:
     """
     if not chain:
         return b""
-    import cloudpickle  # by value where a class is not importable there (``__main__``'s)
+    # cloudpickle: by value where a class is not importable there (``__main__``'s), keeping
+    # its code's file names for tracebacks.
+    from actorflow._tracebacks import dumps_by_value
 
     try:
-        data: bytes = cloudpickle.dumps(tuple(chain))
+        data: bytes = dumps_by_value(tuple(chain))
         return data
     except Exception as exc:
         raise ConfigError(

@@ -20,13 +20,13 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from actorflow import _platform
+from actorflow._tracebacks import format_error
 from actorflow.errors import ClientError
 from actorflow.store._codec import TAG_SHARED, encode_value, set_resolver
 from actorflow.workers import _interceptors, _tracing
@@ -41,7 +41,10 @@ _PR_SET_PDEATHSIG = 1
 
 
 def error_tuple(exc: BaseException) -> W.ErrorTuple:
-    """Describe an exception so the engine can match, show and (if possible) re-raise it."""
+    """Describe an exception so the engine can match, show and (if possible) re-raise it.
+
+    Its traceback comes in full and without the engine's frames (``format_error``).
+    """
     t = type(exc)
     qual = f"{t.__module__}.{t.__qualname__}"
     mro = tuple(
@@ -51,14 +54,14 @@ def error_tuple(exc: BaseException) -> W.ErrorTuple:
         message = str(exc)
     except Exception:  # a broken __str__ must not lose the error
         message = f"<unprintable {t.__qualname__}>"
-    tb = "".join(traceback.format_exception(t, exc, exc.__traceback__))
+    tb, user_tb = format_error(exc)
     blob: bytes | None
     try:
         blob = pickle.dumps(exc, protocol=5)
         pickle.loads(blob)  # exceptions with required init args pickle but do not unpickle
     except Exception:
         blob = None
-    return qual, mro, message, tb, blob
+    return qual, mro, message, tb, blob, user_tb
 
 
 class _Worker:
@@ -305,7 +308,8 @@ class _PipeLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             w = self.worker
-            w.send((W.LOG, w.task_id, record.levelno, record.getMessage(), w.step))
+            message = self.format(record)  # with its traceback, if it has one
+            w.send((W.LOG, w.task_id, record.levelno, message, w.step, record.created))
         except Exception:
             self.handleError(record)
 

@@ -35,7 +35,8 @@ Worker to engine:
   ``step``, the step running: inside a chunk, the current item's; ``"ref"``: a large value
   sent by reference; ``"shm"``: segments for output buffers of sizes ``arg``, answered with
   their names or None; ``"state"``, ``"service"``).
-- ``(LOG, task_id, levelno, message, step)``: a record logged through ``ctx.log``.
+- ``(LOG, task_id, levelno, message, step, created)``: a record logged through ``ctx.log``
+  (``created``: when, by the worker's clock; the message formatted with its traceback).
 - ``(BEAT, task_id, details)``: ``ctx.heartbeat(details)``: the step is alive (``details``
   encoded, or None); it resets the step's ``heartbeat_timeout`` and is kept for its next
   attempt.
@@ -90,8 +91,10 @@ REQUEST: Final = "Q"
 LOG: Final = "L"
 BEAT: Final = "B"
 
-#: (type qualified name, MRO qualified names, message, traceback text, pickled exception|None)
-ErrorTuple = tuple[str, tuple[str, ...], str, str, bytes | None]
+#: (type qualified name, MRO qualified names, message, traceback text, pickled exception|None,
+#: the traceback without the engine's frames). A worker of an older version sends the first
+#: five alone.
+ErrorTuple = tuple[str, tuple[str, ...], str, str, bytes | None, str]
 
 _I32 = struct.Struct("!i")
 _U64 = struct.Struct("!Q")

@@ -65,6 +65,9 @@ class TaskHost:
         self.run_id = run_id
         self.workflow_id = workflow_id
         self.step = ""
+        #: Set for a step on a thread of the engine's process: ``ctx.log`` then sends its
+        #: records at this level and above here (``workers/_context.py``).
+        self.thread_log_level: int | None = None
         if services is not None:
             self.services_cache = services
 
@@ -92,7 +95,7 @@ class LinkLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.host.request("log", (record.levelno, record.getMessage()))
+            self.host.request("log", (record.levelno, self.format(record), record.created))
         except Exception:
             self.handleError(record)
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import actorflow as af
+from tests import log_steps
 
 
 def declined(ctx: Any) -> None:
@@ -36,6 +37,7 @@ ranked = af.Queue("ranked", concurrency=1, priority=True)
 engine.define("ranked-hold", queue=ranked).wait_for_event("rank-go", key=lambda ctx: ctx.payload)
 engine.define("ranked", queue=ranked).step("tag", lambda ctx: ctx.payload)
 engine.define("approve").human_in_the_loop("ok", timeout="1h").step("done", lambda ctx: ctx.last)
+engine.define("chatty").step("flaky", log_steps.flaky, retry=af.Retry(attempts=2, delay=0.01))
 
 
 @engine.workflow("tally")

@@ -135,6 +135,23 @@ def test_a_follower_forwards_every_call_and_reads_the_store(
     assert engine.graph("double")["nodes"]
 
 
+def test_a_follower_reads_the_logs_its_leader_kept(
+    data_dir: Path, children: list[Child], engines: list[af.Engine]
+) -> None:
+    children.append(Child(data_dir))
+    engine = _follower(data_dir, engines)
+    assert engine.role == "follower"
+    run = engine.trigger("chatty")
+    assert run.result(timeout=60) == "said"
+    found = engine.logs(run.id)
+    assert [(r["step"], r["attempt"], r["message"]) for r in found["records"]] == [
+        ("talk", 1, "said on talk")
+    ]
+    assert engine.logs(run.id, "talk", attempt=1) == found
+    with pytest.raises(af.RunNotFound):
+        engine.logs("0" * 24)
+
+
 def test_the_async_api_works_on_a_follower(
     data_dir: Path, children: list[Child], engines: list[af.Engine]
 ) -> None:

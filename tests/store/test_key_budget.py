@@ -57,6 +57,8 @@ BUILT = {
     "end_index_key": K.end_index_key(NAME, FAR, RUN),
     "approval_index_prefix": K.approval_index_prefix(RUN),
     "approval_index_key": K.approval_index_key(RUN, K.approval_key("t" * 10_000)),
+    "log_prefix": K.log_prefix(RUN, CHUNK),
+    "log_key": K.log_key(RUN, CHUNK, 2**32 - 1, 2**32 - 1),
 }
 
 

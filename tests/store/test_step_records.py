@@ -27,7 +27,7 @@ T = 1796418264.2412627
 FIELDS = (
     "status", "attempt", "failures", "dispatched_at", "started_at", "ended_at",
     "next_retry_at", "error", "handling", "recovered", "child", "wake_at", "wait",
-    "scheduled_at", "details", "kind",
+    "scheduled_at", "details", "kind", "input",
 )  # fmt: skip
 
 
@@ -68,6 +68,7 @@ def _others() -> list[Leaf]:
     waiting.status, waiting.wait = StepStatus.RUNNING, {"event": "go", "key": "k"}
     beating = _leaf()
     beating.status, beating.attempt, beating.details = StepStatus.RUNNING, 1, b"J[1,2]"
+    beating.input = '{"sku":"a"}'  # what it was given, rendered at its dispatch
     second = _succeeded(_leaf())
     second.attempt = 2  # succeeded on a second attempt: its attempts are written out
     second.attempts.insert(0, attempt_record(1, "interrupted", None, T, T + 0.1))
@@ -151,8 +152,14 @@ def test_a_store_of_the_previous_format_reads_as_that_release_read_it(
         for what, run_id in then["runs"].items():
             if what != "gate":
                 got = _plain(engine.inspect(run_id))
-                # Fields added since (search attributes, memo) read as runs without them.
+                # Fields added since (search attributes, memo) read as runs without them;
+                # so do steps' inputs (recorded since): none.
                 assert got.pop("search_attributes") == {} and got.pop("memo") is None
+                assert [s.pop("input") for s in got["steps"]] == [None] * len(got["steps"])
+                # user_traceback (added since): a record without it reads its full traceback.
+                for err in [got["error"], *(s["error"] for s in got["steps"])]:
+                    if err is not None:
+                        assert err.pop("user_traceback") == err["traceback"], what
                 assert got == then["inspect"][what], what
         flaky = engine.inspect(then["runs"]["flaky"]).step("call")
         assert [a.status for a in flaky.attempts] == ["failed", "failed", "succeeded"]
@@ -163,6 +170,9 @@ def test_a_store_of_the_previous_format_reads_as_that_release_read_it(
         step_b = gate.inspect().step("b")
         assert step_b.status == "succeeded" and [a.status for a in step_b.attempts] == ["succeeded"]
         assert step_b.attempts[0].pid is not None
+        # Dispatched by this release: its input (the event's payload, its ctx.last) is
+        # recorded; the step of the old release beside it has none.
+        assert (step_b.input, gate.inspect().step("a").input) == ("null", None)
     store = LmdbStore(tmp_path / "old" / "store", read_only=True)
     try:
         assert store.get(K.META, K.FORMAT_KEY) == str(K.FORMAT_VERSION).encode()

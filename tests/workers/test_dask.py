@@ -51,6 +51,19 @@ def test_steps_run_on_the_cluster_with_their_context(make_engine: MakeEngine, cl
     assert [s.status.value for s in detail.steps] == ["succeeded", "succeeded"]
 
 
+def test_a_dask_steps_log_records_are_kept_with_its_run(
+    make_engine: MakeEngine, cluster: Any
+) -> None:
+    engine = make_engine(executor=af.DaskExecutor(cluster=cluster))
+    engine.define("remote").step("where", dask_steps.where).step("add", dask_steps.add)
+    with engine:
+        run = engine.trigger("remote", {"n": 1})
+        out = run.result(timeout=60)
+        found = engine.logs(run.id)
+    assert [(r["step"], r["attempt"], r["level"]) for r in found["records"]] == [("add", 1, "INFO")]
+    assert found["records"][0]["message"] == f"adding on {out['pid']}"
+
+
 def test_a_large_payload_reaches_a_dask_step(make_engine: MakeEngine, cluster: Any) -> None:
     engine = make_engine(executor=af.DaskExecutor(cluster=cluster))
     engine.define("sum").step("sum", dask_steps.array_sum)

@@ -188,13 +188,17 @@ def attempt_report(
 ) -> Report:
     """The report of one step attempt from ``execute``'s outcome (``ok``, ``data``).
 
-    ``data`` is the encoded output, or ``(type, mro, message, traceback, pickled)`` of the
-    exception the step raised. A chunk reports one per item (``step``: the item's).
+    ``data`` is the encoded output, or ``(type, mro, message, traceback, pickled,
+    user_traceback)`` of the exception the step raised (a worker of an older version sends
+    no ``user_traceback``). A chunk reports one per item (``step``: the item's).
     """
     if ok:
         return AttemptSucceeded(spec.run_id, step, spec.attempt, data, started, ended, pid)
-    qual, mro, message, tb, blob = data
-    error = ErrorInfo("error", qual, tuple(mro), message, tb, blob, details=details)
+    qual, mro, message, tb, blob = data[:5]
+    user_tb = data[5] if len(data) > 5 else ""
+    error = ErrorInfo(
+        "error", qual, tuple(mro), message, tb, blob, details=details, user_traceback=user_tb
+    )
     return AttemptFailed(spec.run_id, step, spec.attempt, error, started, ended, pid)
 
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actorflow.config import EngineConfig
-from actorflow.runtime.dispatch._asking import Beat, Finished, Started, StepRequests
+from actorflow.runtime.dispatch._asking import Beat, Finished, Logged, Started, StepRequests
 from actorflow.runtime.dispatch._core import (
     CRASH_TYPES,
     DispatcherStats,
@@ -64,6 +64,7 @@ from actorflow.runtime.kernel._messages import (
 )
 from actorflow.runtime.kernel._promise import Promise
 from actorflow.runtime.persistence._unstarted import StartGate, left_in_inbox, record
+from actorflow.store._logs import keep_level
 from actorflow.store._protocol import Store
 
 if TYPE_CHECKING:
@@ -120,6 +121,7 @@ class Dispatcher(StepRequests, Actor):
         self._gate = StartGate()  # which remote tasks were let start; closed by a drain
         self._unstarted: list[Any] = []  # TaskSpecs never sent, or known not to have started
         self.queues = StepQueues(time.monotonic)  # steps given a queue wait here for room
+        self.keep_level, self._log_ops = keep_level(config.step_logs), []
         inbox: SelectorInbox = self.actor_inbox  # type: ignore[assignment]
         self.inbox = inbox
         inbox.timeout_fn = self._timeout
@@ -160,6 +162,7 @@ class Dispatcher(StepRequests, Actor):
             if task.started is None and task.id not in begun:
                 unstarted.append(task.spec)  # it can no longer start: not an attempt
             transport.forget(task)
+        self.stop_logs(self.tasks.values())  # before the reports (see StepRequests)
         self.tasks.clear()
         self._per_run.clear()
         self._armed.clear()
@@ -195,6 +198,8 @@ class Dispatcher(StepRequests, Actor):
             task = self.tasks.get(message.key)
             if task is not None:
                 self.beat(task, message.details)
+        elif t is Logged:
+            self.logged(message)
         elif t is Tick:
             self._tick()
         elif t is CancelTasks:
@@ -210,6 +215,7 @@ class Dispatcher(StepRequests, Actor):
             return super().on_receive(message)
         if self.queues.dirty and self._drain is None:
             self._send_queued()
+        self.flush_logs()  # before the reports: a step's records go with its result or before
         reports = self.reports
         if reports:
             now = time.monotonic()
@@ -361,6 +367,7 @@ class Dispatcher(StepRequests, Actor):
                 del self._per_run[run_id]
         self._armed.pop(task.id, None)
         self._gate.end(task.id)
+        self.end_logs(task)
         if task.spec.queue is not None:
             self.queues.release(task)
 

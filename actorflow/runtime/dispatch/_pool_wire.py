@@ -35,7 +35,6 @@ from actorflow.runtime.dispatch._pool_workers import (
     _small,
     _task_step,
     _Worker,
-    step_log,
 )
 from actorflow.runtime.dispatch._transport import Task
 from actorflow.runtime.kernel._messages import ErrorInfo
@@ -50,7 +49,7 @@ class PoolWire(PoolWorkers):
     def _send(self, w: _Worker, batch: list[Task]) -> None:
         if _faults.ACTIVE:
             _faults.crash_point("dispatcher.before_send")
-        level = step_log.getEffectiveLevel()
+        level = self.core.log_level()
         frames = []
         probe = self._probe
         sent: list[Task] = []
@@ -218,7 +217,8 @@ class PoolWire(PoolWorkers):
         elif op == W.LOG:
             task = self.core.tasks.get(msg[1])
             if task is not None:
-                self.core.step_log(task, msg[2], msg[3], _task_step(task.spec, msg[4]))
+                at = msg[5] if len(msg) > 5 else None  # when it was logged, in the worker
+                self.core.step_log(task, msg[2], msg[3], _task_step(task.spec, msg[4]), at)
         elif op == W.HELLO:
             w.pid = msg[1]
             if w.state == _STARTING:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["ClusterTransport", "RemoteTransport", "run_here", "task_tuple"]
 
 log = logging.getLogger("actorflow.dispatcher")
-step_log = logging.getLogger("actorflow.step")
 
 
 class RemoteTransport(Transport):
@@ -129,7 +128,7 @@ class ClusterTransport(RemoteTransport):
     def send(self, task: Task, body: tuple[Any, ...]) -> Any:
         link = self._link
         assert link is not None, "send before open"
-        args = (*body, step_log.getEffectiveLevel(), link.address, link.authkey)
+        args = (*body, self.core.log_level(), link.address, link.authkey)
         handle, future = self.launch(task, args)
         future.add_done_callback(functools.partial(_collect, self.core, task.id))
         return handle
@@ -173,6 +172,9 @@ def run_here(
     spec = task.spec
     host = TaskHost(transport, task.id, spec.run_id, spec.workflow_id, services)
     host.step = spec.step
+    # This thread's ``ctx.log`` records go to the engine through its link, as a cluster
+    # step's do (the engine's own ``actorflow.step`` logger cannot tell them apart).
+    host.thread_log_level = transport.core.log_level()
     if not host.request("start", (os.getpid(), where)):
         return None
     core = transport.core.host  # the engine core (None in bare tests)

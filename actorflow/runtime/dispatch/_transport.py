@@ -56,6 +56,8 @@ class Task:
         handle: the transport's own handle (a worker, a Dask future, a Ray object ref).
         worker: where it runs, for the record (a Dask worker's address); "" if not known.
         pid: the process running it; 0 if not known.
+        logs: what it logged and kept, per step (``store/_logs.LogTally``); None until it
+            logs.
     """
 
     __slots__ = (
@@ -64,6 +66,7 @@ class Task:
         "details",
         "handle",
         "id",
+        "logs",
         "pid",
         "spec",
         "started",
@@ -80,6 +83,7 @@ class Task:
         self.handle: Any = None
         self.worker = ""
         self.pid = 0
+        self.logs: Any = None
 
     def deadline(self) -> float | None:
         """When it must end (monotonic): its timeout or its heartbeat timeout, if started."""
@@ -134,7 +138,11 @@ class TransportHost(Protocol):
 
     def check_drained(self) -> None: ...
 
-    def step_log(self, task: Task, level: int, message: str, step: str) -> None: ...
+    def step_log(
+        self, task: Task, level: int, message: str, step: str, at: float | None = None
+    ) -> None: ...
+
+    def log_level(self) -> int: ...
 
     def state_call(self, arg: Any, done: Callable[[bool, Any], None]) -> None: ...
 

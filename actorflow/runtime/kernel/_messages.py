@@ -60,6 +60,8 @@ class ErrorInfo:
         types: qualified names of the exception's MRO, for ``non_retryable`` matching.
         message: the exception's message.
         traceback: traceback text from the worker.
+        user_traceback: the same without the engine's frames (``actorflow/_tracebacks.py``);
+            empty: the same as ``traceback``.
         pickled: the pickled exception, when it survived a round trip.
         exitcode: for crashes, the worker's exit code (negative: signal number).
         timeout: for timeouts, the step's timeout in seconds.
@@ -75,6 +77,7 @@ class ErrorInfo:
     exitcode: int | None = None
     timeout: float | None = None
     details: bytes | None = None  # the attempt's last heartbeat details (encoded)
+    user_traceback: str = ""
 
 
 #: One item of a chunk task: (step path, encoded ctx.last, encoded item, index).

@@ -35,7 +35,7 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._records import inline_output
+from actorflow.store._records import inline_output, input_of
 from actorflow.views import final_run, run_outcome
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ def _start_child(sup: CodeSupervisor, st: State) -> None:
     leaf.dispatched_at = at
     key = f"{sup.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
     leaf.child = sup.core.child_run_id(workflow, key)
+    leaf.input = input_of(payload)  # what the child is given
     sup.fx.ops.append(leaf.put())
     parent = (sup.run_id, leaf.path)
     sup.fx.children.append(("start", leaf.child, workflow, payload, key, parent, sup.depth + 1))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self, cast
 
+from actorflow._tracebacks import format_error
 from actorflow._types import RunStatus, StepStatus
 from actorflow.code._definition import CodeWorkflowSpec
 from actorflow.code._driver import Command, Driver
@@ -52,7 +52,8 @@ def _failure_record(exc: BaseException) -> dict[str, Any]:
         "type": info.type,
         "types": list(info.types),
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": info.traceback,
+        "user_traceback": info.user_traceback,
         "exc": base64.b64encode(info.pickled).decode() if info.pickled else None,
         "step": None,
         "attempt": None,
@@ -60,11 +61,13 @@ def _failure_record(exc: BaseException) -> dict[str, Any]:
 
 
 def _panic_record(exc: BaseException) -> dict[str, Any]:
+    full, user = format_error(exc)
     rec: dict[str, Any] = {
         "kind": "panic",
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": full,
+        "user_traceback": user,
     }
     if isinstance(exc, NondeterminismError):
         rec["position"] = exc.position

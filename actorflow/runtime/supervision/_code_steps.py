@@ -38,7 +38,7 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._records import dump_record, inline_output, load_step, output_of
+from actorflow.store._records import dump_record, inline_output, input_of, load_step, output_of
 
 if TYPE_CHECKING:
     from actorflow.runtime.supervision._code import CodeSupervisor
@@ -73,6 +73,8 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
         leaf.scheduled_at = at
     leaf.next_retry_at = None
     sup.leaves[leaf.path] = leaf
+    sent = st.args if args is None else args
+    leaf.input = None if sent is None else input_of(sent)  # (kept in this record)
     sup.fx.ops.append(leaf.put())
     opts = st.cmd.opts
     assert st.fn is not None
@@ -94,7 +96,7 @@ def _dispatch(sup: CodeSupervisor, st: State, leaf: Leaf, args: bytes | None = N
             b"Jnull",
             None,
             attempt_timeout(opts.get("timeout"), st.retry, leaf, at),
-            st.args if args is None else args,
+            sent,
             None,
             CALL_ARGS,
             None,

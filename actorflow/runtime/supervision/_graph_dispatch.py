@@ -191,7 +191,7 @@ class GraphDispatch(GraphState):
             leaf.dispatched_at = now
             leaf.chunk = cid
             item, index = self._ctx_item(leaf.frame)
-            members.append((leaf.path, self._task_last(leaf.frame, leaf.node), item, index))
+            members.append((leaf.path, self._task_last(leaf), item, index))
             indices.append(self.frames[leaf.frame].index)
         chunk = self.chunks[cid] = _Chunk(cid, K.step_key(self.run_id, cid), node, leaves)
         self.in_chunks += len(leaves)
@@ -343,6 +343,7 @@ class GraphDispatch(GraphState):
             leaf.scheduled_at = now
         leaf.next_retry_at = None
         leaf.handling = handler is not None
+        last = self._task_last(leaf)  # (and its rendering, leaf.input, goes in this record)
         self.fx.ops.append(leaf.put())
         spec = self.plan.specs[leaf.node]
         item, index = self._ctx_item(leaf.frame)
@@ -364,7 +365,7 @@ class GraphDispatch(GraphState):
                 self.workflow_id,
                 fn,
                 self._task_payload(),
-                self._task_last(leaf.frame, leaf.node),
+                last,
                 attempt_timeout(spec.timeout, spec.retry, leaf, now)
                 if isinstance(spec, StepSpec)
                 else None,

@@ -58,6 +58,7 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
+from actorflow.store._records import input_of
 
 __all__ = ["GraphNodes"]
 
@@ -211,6 +212,7 @@ class GraphNodes(GraphDispatch):
         leaf.attempt += 1
         key = f"{self.run_id}/{leaf.path}"  # the child's idempotency key: one child, ever
         leaf.child = self.core.child_run_id(spec.workflow_id, key)
+        leaf.input = None if payload is None else input_of(payload)  # the child's payload
         self.fx.ops.append(leaf.put())
         parent = (self.run_id, leaf.path)
         self.fx.children.append(

@@ -56,7 +56,14 @@ from actorflow.runtime.supervision._steps import (
 )
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
-from actorflow.store._records import dump_record, inline_output, load_record, load_step, output_of
+from actorflow.store._records import (
+    dump_record,
+    inline_output,
+    input_of,
+    load_record,
+    load_step,
+    output_of,
+)
 from actorflow.workers._context import RunInfo
 
 __all__ = ["LAZY_MAX", "UNSEEN", "GraphState", "Key"]
@@ -287,13 +294,17 @@ class GraphState(RunMachine):
         """The payload as a task carries it: itself, or a reference when it is large."""
         return self.payload if len(self.payload) <= LAZY_MAX else _PAYLOAD_REF
 
-    def _task_last(self, frame: int, node: int) -> bytes | None:
-        """``ctx.last`` as a task carries it: itself, or a reference when it is large.
+    def _task_last(self, leaf: Leaf) -> bytes | None:
+        """``ctx.last`` as ``leaf``'s task carries it: itself, or a reference when it is large.
 
         The reference names the step output it is; the step fetches it only if it reads it.
+        Its short rendering becomes ``leaf.input``, kept in the record that the dispatch
+        writes (a chunk's item: in the item's record when it ends).
         """
-        src = self.plan.last_source[node]
+        frame = leaf.frame
+        src = self.plan.last_source[leaf.node]
         value = self.source(frame, src)
+        leaf.input = input_of(b"Jnull" if value is None else value)
         if src >= 0 and value is not None and len(value) > LAZY_MAX:
             return b"Rstep:" + self.path(frame, src).encode()
         return value

@@ -10,10 +10,10 @@ they are all JSON.
 from __future__ import annotations
 
 import pickle
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from actorflow._tracebacks import format_error
 from actorflow.definition._options import qualified_name
 from actorflow.runtime.kernel._messages import ErrorInfo
 from actorflow.store._codec import TAG_JSON, decode_value, encode_value
@@ -53,13 +53,15 @@ def error_info(exc: BaseException, kind: str = "error") -> ErrorInfo:
         pickle.loads(blob)
     except Exception:
         blob = None
+    full, user = format_error(exc)
     return ErrorInfo(
         kind,  # type: ignore[arg-type]
         qualified_name(t),
         tuple(qualified_name(c) for c in t.__mro__ if issubclass(c, BaseException)),
         _message(exc),
-        "".join(traceback.format_exception(t, exc, exc.__traceback__)),
+        full,
         blob,
+        user_traceback=user,
     )
 
 

@@ -55,7 +55,11 @@ def too_interrupted(attempts: list[dict[str, Any]], limit: int) -> ErrorInfo | N
 
 
 def error_record(err: ErrorInfo, step: str, attempt: int) -> dict[str, Any]:
-    """The stored form of a failure."""
+    """The stored form of a failure.
+
+    ``user_traceback`` is ``traceback`` without the engine's frames (``_tracebacks``); records
+    written before it was kept lack it, and readers take ``traceback`` for it then.
+    """
     sig = None
     if err.exitcode is not None and err.exitcode < 0:
         try:
@@ -68,6 +72,7 @@ def error_record(err: ErrorInfo, step: str, attempt: int) -> dict[str, Any]:
         "types": list(err.types),
         "message": err.message,
         "traceback": err.traceback,
+        "user_traceback": err.user_traceback or err.traceback,
         "exc": base64.b64encode(err.pickled).decode() if err.pickled else None,
         "exitcode": err.exitcode,
         "signal": sig,
@@ -120,6 +125,7 @@ def child_failure(child_id: str, rec: dict[str, Any]) -> ErrorInfo:
         f"child run {child_id} failed: {err.get('message', '')}",
         err.get("traceback") or "",
         base64.b64decode(exc) if isinstance(exc, str) and exc else None,
+        user_traceback=err.get("user_traceback") or "",
     )
 
 
@@ -167,6 +173,7 @@ class Leaf:
         "frame",
         "handling",
         "inline",
+        "input",
         "key",
         "kind",
         "next_retry_at",
@@ -206,6 +213,8 @@ class Leaf:
         self.wait: dict[str, Any] | None = None  # a waiting event's name and key, or token
         self.scheduled_at: float | None = None  # first dispatch (schedule_to_close)
         self.details: bytes | None = None  # the last heartbeat's encoded details
+        # What it was given: small JSON as it is, else its rendering (``input_of``).
+        self.input: orjson.Fragment | str | None = None
 
     def record(self) -> bytes:
         """Its record, compact (store/_records.py says how; ``load_step`` expands it)."""
@@ -247,6 +256,10 @@ class Leaf:
             rec["error"] = self.error
         if self.inline is not None:
             rec["output"] = self.inline
+        if isinstance(self.input, str):
+            rec["input"] = self.input
+        elif self.input is not None:
+            rec["in"] = self.input  # (load_step renders it)
         if self.handling:
             rec["handling"] = True
         if self.recovered:
@@ -285,6 +298,7 @@ class Leaf:
         leaf.wake_at = rec.get("wake_at")
         leaf.wait = rec.get("wait")
         leaf.scheduled_at = rec.get("scheduled_at")
+        leaf.input = rec.get("input")
         if rec.get("heartbeat"):
             leaf.details = base64.b64decode(rec["heartbeat"])
         if "output" in rec:
