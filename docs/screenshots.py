@@ -1,7 +1,9 @@
 """Take the dashboard screenshots in docs/images/ (``python docs/screenshots.py``).
 
-Starts an engine on a temporary store with a few runs (one waiting for approval, one failed),
-serves it on loopback and drives Debian's chromium through Playwright, as the browser tests do.
+Starts an engine on a temporary store with a few runs (one waiting for approval, one failed,
+one child run), serves it on loopback and drives Debian's chromium through Playwright, as
+the browser tests do: the runs list, a run, an approval, a failure, the workflows and
+schedules page, and the approvals inbox.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def main() -> None:
     engine = af.Engine(data_dir=data, workers=2)
     engine.define("ship").step("label", lambda ctx: "DHL")
     (
-        engine.define("orders")
+        engine.define("orders", description="Orders from the shop")
+        .on_webhook("/hooks/orders")
         .step("validate", lambda ctx: ctx.payload)
         .if_("big", lambda ctx: ctx.last["amount"] > 100)
         .human_in_the_loop("approve", description="Approve a big order")
@@ -45,9 +48,14 @@ def main() -> None:
         .step("done", lambda ctx: "done")
     )
     engine.define("payments").step("charge", boom, retry=af.Retry(attempts=2, delay="50ms"))
+    engine.define("report", description="The nightly report").on_schedule("0 3 * * *").step(
+        "write", lambda ctx: "written"
+    )
     with engine:
         for amount in (20, 40, 60):
-            engine.trigger("orders", {"amount": amount}).result(timeout=60)
+            engine.trigger("orders", {"amount": amount}, idempotency_key=f"order-{amount}").result(
+                timeout=60
+            )
         waiting = engine.trigger("orders", {"amount": 500})
         failed = engine.trigger("payments", {"order": "A-7"})
         try:
@@ -80,9 +88,12 @@ def main() -> None:
                 ("run", f"/#/run/{done.id}", "#timeline"),
                 ("approval", f"/#/run/{waiting.id}", ".approval"),
                 ("failed", f"/#/run/{failed.id}", ".error-card"),
+                ("workflows", "/#/workflows", "#schedules"),
+                ("approvals", "/#/approvals", ".approval-item"),
             ):
                 page.goto(url + path)
                 page.wait_for_selector(ready)
+                page.wait_for_timeout(300)  # the page's second fetches (history, approvals)
                 page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=True)
             browser.close()
         server.should_exit = True

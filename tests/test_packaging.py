@@ -32,6 +32,9 @@ pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[1]
 FALLBACK = "actorflow: the compiled graph evaluator was not built"
+#: The dashboard's files a package must carry: the page, its modules, the vendored layout
+#: library and its licence, the login page.
+DASHBOARD = ("index.html", "app.js", "graph.js", "dagre.min.js", "dagre.LICENSE", "login.html")
 
 STEPS = """
 def double(ctx):
@@ -161,6 +164,7 @@ def test_the_sdist_carries_the_source_license_and_metadata(
         metadata = pkg_info.read().decode()
     assert {"native/_evaluator_c.pyx", "LICENSE", "setup.py", "pyproject.toml"} <= names
     assert {"actorflow/py.typed", "actorflow/graph/_evaluator_py.py"} <= names
+    assert {f"actorflow/dashboard/static/{f}" for f in DASHBOARD} <= names
     # The C is generated at build time; no build product ships.
     assert not [n for n in names if n.endswith((".c", ".so"))]
     assert "License-Expression: Apache-2.0" in metadata
@@ -179,6 +183,7 @@ def test_the_wheel_built_from_the_sdist_runs_on_the_compiled_evaluator(
         names = whl.namelist()
     assert any(n.startswith("actorflow/graph/_evaluator_c.") for n in names), names
     assert "actorflow-0.1.0.dist-info/licenses/LICENSE" in names
+    assert {f"actorflow/dashboard/static/{f}" for f in DASHBOARD} <= set(names)
     pip = [python, "-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir"]
     run([*pip, wheel], env=clean_env())
     report = run_flow(python, tmp_path)

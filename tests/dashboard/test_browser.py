@@ -10,78 +10,16 @@ tests skip without it, unless ``ACTORFLOW_REQUIRE_BROWSER=1`` (set by CI) makes 
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 import actorflow as af
-from tests import steps
 from tests.conftest import wait_until
+from tests.dashboard.conftest import _define, _page
 from tests.serving import serve
-
-CHROMIUM = (
-    os.environ.get("ACTORFLOW_CHROMIUM")
-    or shutil.which("chromium")
-    or shutil.which("chromium-browser")
-)
-if CHROMIUM is None:
-    if os.environ.get("ACTORFLOW_REQUIRE_BROWSER"):
-        raise RuntimeError("ACTORFLOW_REQUIRE_BROWSER is set but no chromium executable found")
-    pytest.skip("no chromium executable (apt-get install chromium)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def _define(engine: af.Engine) -> af.Engine:
-    engine.define("child").step("total", lambda ctx: 1)
-    (
-        engine.define("orders")
-        .step("validate", lambda ctx: ctx.payload)
-        .if_("big", lambda ctx: ctx.last["amount"] > 100)
-        .human_in_the_loop("approve", description="Approve a big order")
-        .endif()
-        .for_each("lines", lambda ctx: list(range(4)), lambda item, ctx: item * 2)
-        .parallel("notify", {"email": lambda ctx: "sent", "crm": lambda ctx: "ok"})
-        .subflow("sum", "child")
-        .step("done", lambda ctx: "done")
-    )
-    engine.define("slow").step("wait", steps.slow)
-    engine.define("bad").step("boom", steps.fail_always)
-    return engine
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        # evil.example: another site, on this machine (and a name re-pointed at loopback).
-        args.append("--host-resolver-rules=MAP evil.example 127.0.0.1")
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def site(make_engine: Callable[..., af.Engine]) -> Iterator[tuple[af.Engine, str]]:
-    engine = _define(make_engine(workers=2))
-    engine.start()
-    with serve(engine.asgi()) as url:
-        yield engine, url
-
-
-def _page(browser: Any, url: str) -> Any:
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.errors = errors
-    page.goto(url)
-    return page
 
 
 def test_runs_list_filters_and_run_detail(browser: Any, site: tuple[af.Engine, str]) -> None:

@@ -1,0 +1,147 @@
+// Shared helpers of the dashboard's pages: escaping, the API, times, badges, and patching
+// the page in place (live updates change the nodes that changed, never a form being typed in).
+
+export function esc(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;",
+  })[c]);
+}
+
+export function h(html) {
+  // One element from HTML text (the first child of a template).
+  const t = document.createElement("template");
+  t.innerHTML = html.trim();
+  return t.content.firstElementChild;
+}
+
+export function when(t) {
+  return t ? new Date(t * 1000).toLocaleString() : "-";
+}
+
+// "3 min ago", "in 2 h": relative to now; the absolute time goes in the title attribute.
+export function ago(t, now = Date.now() / 1000) {
+  if (!t) return "-";
+  const d = t - now;
+  const a = Math.abs(d);
+  let text;
+  if (a < 5) return d <= 0 ? "just now" : "in a moment";
+  if (a < 90) text = `${Math.round(a)} s`;
+  else if (a < 90 * 60) text = `${Math.round(a / 60)} min`;
+  else if (a < 36 * 3600) text = `${Math.round(a / 3600)} h`;
+  else text = `${Math.round(a / 86400)} d`;
+  return d < 0 ? `${text} ago` : `in ${text}`;
+}
+
+export function time(t) {
+  // A relative time with the absolute one on hover; `data-t` lets the clock refresh it.
+  if (!t) return "-";
+  return `<time class="rel" data-t="${t}" datetime="${new Date(t * 1000).toISOString()}"
+    title="${esc(when(t))}">${esc(ago(t))}</time>`;
+}
+
+export function refreshTimes(root = document) {
+  const now = Date.now() / 1000;
+  for (const el of root.querySelectorAll("time.rel[data-t]")) {
+    const text = ago(Number(el.dataset.t), now);
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+export function seconds(s) {
+  if (s === null || s === undefined) return "-";
+  if (s < 1) return `${(s * 1000).toFixed(1)} ms`;
+  if (s < 120) return `${s.toFixed(2)} s`;
+  if (s < 3600) return `${(s / 60).toFixed(1)} min`;
+  if (s < 172800) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} d`;
+}
+
+export function badge(status) {
+  return `<span class="badge s-${esc(status)}">${esc(status)}</span>`;
+}
+
+export function toast(message, bad) {
+  const el = document.getElementById("toast");
+  el.textContent = message;
+  el.classList.toggle("bad", Boolean(bad));
+  el.classList.add("show");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => el.classList.remove("show"), 3500);
+}
+
+export async function api(path, options = {}) {
+  // `path` is relative ("api/runs"): resolved against the page, under the app's prefix.
+  // The server takes actions only as JSON, or with X-Actorflow-Client: headers another
+  // site's page cannot send here (they need a CORS preflight, which is never granted).
+  const response = await fetch(path, {
+    ...options,
+    headers: {
+      "Content-Type": "application/json",
+      Accept: "application/json",
+      "X-Actorflow-Client": "dashboard",
+      ...(options.headers || {}),
+    },
+  });
+  if (response.status === 401) {
+    location.reload();  // the token's cookie is gone: the page itself answers with the login
+    throw new Error("unauthorized");
+  }
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    throw new Error((data && (data.detail || data.error)) || `${response.status}`);
+  }
+  return { data, headers: response.headers };
+}
+
+export function post(path, body, headers = {}) {
+  return api(path, { method: "POST", headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
+export function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+export const FINISHED = ["completed", "failed", "cancelled", "continued"];
+
+// Set an element's HTML only when it changed: a live update leaves untouched what it does not
+// change (a focused control, a text selection, an open <details>).
+export function setHTML(el, html) {
+  if (el && el.dataset.html !== html) {
+    el.innerHTML = html;
+    el.dataset.html = html;
+  }
+}
+
+// Keep `container`'s children in step with `items`: one child per key, created by `make`,
+// updated by `update`, in the items' order; children of keys gone are removed. Children that
+// stay are the same nodes, so whatever the user typed into them stays.
+export function keyed(container, items, key, make, update) {
+  const old = new Map([...container.children].map((el) => [el.dataset.key, el]));
+  let at = 0;
+  for (const item of items) {
+    const k = String(key(item));
+    let el = old.get(k);
+    if (el) old.delete(k);
+    else {
+      el = make(item);
+      el.dataset.key = k;
+    }
+    update(el, item);
+    if (container.children[at] !== el) container.insertBefore(el, container.children[at] || null);
+    at += 1;
+  }
+  for (const el of old.values()) el.remove();
+}
+
+export function jsonInput(text, what) {
+  try {
+    return JSON.parse(text || "null");
+  } catch (e) {
+    throw new Error(`${what}: ${e.message}`);
+  }
+}
