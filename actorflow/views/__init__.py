@@ -7,7 +7,8 @@ client (from JSON) and code-workflow replay all build the same views, and the pa
 below the runtime.
 
 - ``_details``: the frozen dataclasses (``RunDetails``, ``StepDetails``, ...).
-- ``_read``: building them from records, listing runs, run outcomes and depths.
+- ``_read``: building them from records, run outcomes and depths.
+- ``_listing``: pages of runs (``list_runs``), each filter driving the scan it needs.
 - ``_versions``: the versions of a workflow and the unfinished runs each still has.
 """
 
@@ -21,6 +22,7 @@ from actorflow.views._details import (
     StepDetails,
     parse_status,
 )
+from actorflow.views._listing import list_runs
 from actorflow.views._read import (
     ancestry,
     blob_keep,
@@ -29,7 +31,6 @@ from actorflow.views._read import (
     fanout_progress,
     final_run,
     inspect_run,
-    list_runs,
     read_run,
     run_depth,
     run_outcome,
