@@ -39,6 +39,7 @@ def _succeeded(leaf: Leaf, pid: int = 4242) -> Leaf:
     leaf.status = StepStatus.SUCCEEDED
     leaf.attempt = 1
     leaf.dispatched_at, leaf.started_at, leaf.ended_at = T, T + 0.0015907, T + 0.0016011
+    leaf.scheduled_at = T  # the first dispatch: not written, read back from dispatched_at
     leaf.attempts.append(attempt_record(1, "succeeded", None, leaf.started_at, leaf.ended_at))
     leaf.attempts[0]["pid"] = pid
     leaf.inline = orjson.Fragment(b'{"price":3}')
@@ -50,6 +51,7 @@ def _retried() -> Leaf:
     leaf.status = StepStatus.RETRYING
     leaf.attempt, leaf.failures = 2, 1
     leaf.dispatched_at, leaf.started_at = T, T + 0.5
+    leaf.scheduled_at = T - 3.0  # its first attempt's dispatch, before this one's: written
     leaf.next_retry_at = T + 2.0
     leaf.error = {"kind": "error", "type": "builtins.OSError", "message": "refused"}
     leaf.attempts.append(attempt_record(1, "failed", "error", T, T + 0.5, "OSError: refused", 7))
@@ -62,6 +64,7 @@ def _others() -> list[Leaf]:
     running.scheduled_at = T
     sleeping = _leaf("nap", "sleep")
     sleeping.status, sleeping.wake_at, sleeping.dispatched_at = StepStatus.RUNNING, T + 60, T
+    sleeping.scheduled_at = T
     recovered = _succeeded(_leaf())
     recovered.recovered, recovered.attempts[0]["status"] = True, "recovered"
     waiting = _leaf("gate", "wait_for_event")
@@ -74,7 +77,7 @@ def _others() -> list[Leaf]:
     second.attempts.insert(0, attempt_record(1, "interrupted", None, T, T + 0.1))
     slept = _leaf("z", "sleep")  # a code workflow's finished sleep: one attempt, no process
     slept.status, slept.attempt = StepStatus.SUCCEEDED, 1
-    slept.dispatched_at = slept.started_at = T
+    slept.dispatched_at = slept.started_at = slept.scheduled_at = T
     slept.ended_at = T + 5
     slept.attempts.append(attempt_record(1, "succeeded", None, T, T + 5))
     return [running, sleeping, recovered, waiting, beating, second, slept]

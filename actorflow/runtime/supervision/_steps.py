@@ -270,7 +270,9 @@ class Leaf:
             rec["wake_at"] = self.wake_at
         if self.wait is not None:
             rec["wait"] = self.wait
-        if self.scheduled_at is not None:
+        if self.scheduled_at is not None and self.scheduled_at != self.dispatched_at:
+            # Only once a retry moved dispatched_at on: the first attempt's record (most
+            # records, a million items' too) reads it back from dispatched_at.
             rec["scheduled_at"] = self.scheduled_at
         if self.details is not None:
             rec["heartbeat"] = base64.b64encode(self.details).decode()
@@ -297,7 +299,7 @@ class Leaf:
         leaf.child = rec.get("child_run_id")
         leaf.wake_at = rec.get("wake_at")
         leaf.wait = rec.get("wait")
-        leaf.scheduled_at = rec.get("scheduled_at")
+        leaf.scheduled_at = rec.get("scheduled_at", leaf.dispatched_at)
         leaf.input = rec.get("input")
         if rec.get("heartbeat"):
             leaf.details = base64.b64decode(rec["heartbeat"])
