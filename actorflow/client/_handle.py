@@ -211,6 +211,16 @@ class RemoteRunHandle:
         """Awaitable twin of :meth:`inspect`."""
         return C.details(await self._t.asend(C.inspect(self.id)))
 
+    def logs(self, step: str | None = None, *, attempt: int | None = None) -> dict[str, Any]:
+        """What the run's steps logged, as ``engine.logs(run.id, ...)`` gives it."""
+        return dict(self._t.send(C.logs(self.id, step, attempt)).data)
+
+    async def logs_async(
+        self, step: str | None = None, *, attempt: int | None = None
+    ) -> dict[str, Any]:
+        """Awaitable twin of :meth:`logs`."""
+        return dict((await self._t.asend(C.logs(self.id, step, attempt))).data)
+
     def history(self) -> list[dict[str, Any]]:
         """What happened to the run, oldest first, as ``engine.history(run.id)`` lists it."""
         return list(self._t.send(C.history(self.id)).data)

@@ -148,6 +148,11 @@ class RunHandle:
         waiting.check()
         return waiting.out
 
+    def logs(self, step: str | None = None, *, attempt: int | None = None) -> dict[str, Any]:
+        """What this run's steps logged through ``ctx.log``: see :meth:`Engine.logs`."""
+        logs: dict[str, Any] = self._engine.logs(self.id, step, attempt=attempt)
+        return logs
+
     def history(self) -> list[dict[str, Any]]:
         """What happened to this run, oldest first: see :meth:`Engine.history`."""
         history: list[dict[str, Any]] = self._engine.history(self.id)

@@ -28,6 +28,7 @@ def test_the_client_reads_a_runs_logs_per_step_and_attempt(client: af.Client) ->
     run = client.trigger("chatty")
     assert run.result(timeout=60) == "ok"
     found = client.logs(run.id)
+    assert client.run(run.id).logs() == found  # the handle's, too
     assert _said(found) == SAID and found["dropped"] == []
     assert all(isinstance(r["time"], float) for r in found["records"])
     assert _said(client.logs(run.id, "flaky", attempt=2)) == SAID[2:]

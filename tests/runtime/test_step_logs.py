@@ -73,6 +73,9 @@ def test_a_retried_step_keeps_each_attempts_records_under_that_attempt(
     assert found["dropped"] == []
     # The engine is stopped: read from the store.
     assert engine.logs(run.id) == found
+    assert run.logs() == found and run.logs("flaky", attempt=2) == engine.logs(
+        run.id, "flaky", attempt=2
+    )
     assert _said(engine.logs(run.id, "flaky", attempt=2)) == _said(found)[2:]
     assert _said(engine.logs(run.id, attempt=1)) == _said(found)[:2]
     assert engine.logs(run.id, "q") == NOTHING  # it logged nothing
