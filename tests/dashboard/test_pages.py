@@ -135,6 +135,30 @@ def test_the_approvals_inbox_resumes_a_run(browser: Any, site: tuple[af.Engine, 
     assert page.errors == []
 
 
+def test_the_inbox_shows_an_approvals_metadata_and_expiry(
+    browser: Any, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(workers=1)
+    engine.define("refund").human_in_the_loop(
+        "review",
+        description="Refund over the limit",
+        timeout="2h",
+        metadata={"order": "A-7", "amount": 900},
+    )
+    with engine, serve(engine.asgi()) as url:
+        run = engine.trigger("refund", {})
+        wait_until(lambda: bool(engine.approvals(run_id=run.id)))
+        page = _page(browser, f"{url}/#/approvals")
+        page.wait_for_selector(".approval-item .meta-json")
+        card = page.locator(".approval-item").inner_text()
+        assert "Refund over the limit" in card and "refund" in card
+        assert '"order": "A-7"' in card and '"amount": 900' in card
+        assert "expires in 2 h" in card
+        expires = page.locator(".approval-item time").nth(1).get_attribute("title") or ""
+        assert str(time.localtime().tm_year) in expires  # absolute on hover
+        assert page.errors == []
+
+
 def test_token_mode_has_a_login_page(browser: Any, make_engine: MakeEngine) -> None:
     engine = make_engine(workers=1)
     engine.define("w").step("a", lambda ctx: 1)
