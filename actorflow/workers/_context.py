@@ -21,6 +21,7 @@ __all__ = [
     "CURRENT",
     "REF_TAG",
     "Host",
+    "HostLogHandler",
     "RunInfo",
     "StepContext",
     "StepOutput",
@@ -67,8 +68,11 @@ def step_context() -> StepContext:
         ) from None
 
 
-class _HostLogHandler(logging.Handler):
-    """Sends a step's records to the engine through its host (a step on a thread of it)."""
+class HostLogHandler(logging.Handler):
+    """Sends a step's records to its host: the engine (a step on its thread), or a link.
+
+    A remote worker's steps have their link's host (``workers/_link.py``); both ask ``log``.
+    """
 
     def __init__(self, host: Host) -> None:
         super().__init__()
@@ -90,7 +94,7 @@ def _host_logger(ctx: StepContext, level: int) -> logging.Logger:
     assert ctx.host is not None
     logger = logging.Logger("actorflow.step", level)
     logger.propagate = False
-    logger.addHandler(_HostLogHandler(ctx.host))
+    logger.addHandler(HostLogHandler(ctx.host))
     return logger
 
 

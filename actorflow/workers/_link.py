@@ -13,7 +13,8 @@ import threading
 from typing import Any
 
 from actorflow.errors import ClientError
-from actorflow.workers._task import LinkLogHandler, TaskHost, execute
+from actorflow.workers._context import HostLogHandler
+from actorflow.workers._task import TaskHost, execute
 
 __all__ = ["run_remote"]
 
@@ -69,7 +70,7 @@ def run_remote(task: tuple[Any, ...], worker: str) -> tuple[bool, Any, float, fl
     if not host.request("start", (os.getpid(), worker)):
         return None
     # This process is the engine's: its step records go back over the link.
-    _step_logger.handlers[:] = [LinkLogHandler(host)]
+    _step_logger.handlers[:] = [HostLogHandler(host)]
     _step_logger.propagate = False
     _step_logger.setLevel(level)
     return execute(tuple(body), host)

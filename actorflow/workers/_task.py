@@ -12,7 +12,6 @@ engine (``workers/_link.py``); an inline task calls the engine directly.
 from __future__ import annotations
 
 import inspect
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -84,20 +83,6 @@ class TaskHost:
         """An earlier step's encoded output (``ctx.steps[name]``)."""
         value: bytes | None = self.request("output", name)
         return value
-
-
-class LinkLogHandler(logging.Handler):
-    """Sends ``ctx.log`` records over the link (the engine re-emits them with run fields)."""
-
-    def __init__(self, host: TaskHost) -> None:
-        super().__init__()
-        self.host = host
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.host.request("log", (record.levelno, self.format(record), record.created))
-        except Exception:
-            self.handleError(record)
 
 
 def execute(
