@@ -129,10 +129,8 @@ def list_runs(
                 if raw is None:
                     continue
                 rec = load_record(raw, f"run {run_id}")
-            if workflow is not None and rec["workflow"] != workflow:
-                continue
-            if wanted is not None and rec["status"] != wanted.value:
-                continue  # the index moved on since this page was read
+            if not _qualifies(rec, workflow, wanted):
+                continue  # (with an index: it moved on since this page was read)
             out.append(_summary(rec))
             if limit is not None and len(out) >= limit:
                 break
@@ -188,6 +186,13 @@ def _where_runs(
     return out
 
 
+def _qualifies(rec: dict[str, Any], workflow: str | None, wanted: RunStatus | None) -> bool:
+    """Whether a run's record is of ``workflow`` and in status ``wanted`` (None: any)."""
+    if workflow is not None and rec["workflow"] != workflow:
+        return False
+    return wanted is None or rec["status"] == wanted.value
+
+
 def _keyed_runs(store: Store, workflow: str | None, key: str) -> list[str]:
     """The runs triggered with idempotency key ``key``: one per workflow at most, newest first.
 
@@ -220,9 +225,7 @@ def _take(
         if raw is None:
             continue
         rec = load_record(raw, f"run {run_id}")
-        if workflow is not None and rec["workflow"] != workflow:
-            continue
-        if wanted is not None and rec["status"] != wanted.value:
+        if not _qualifies(rec, workflow, wanted):
             continue
         if conds and not matches(rec.get("search_attributes"), conds):
             continue  # another condition, or an entry its run has just replaced
