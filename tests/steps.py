@@ -303,6 +303,13 @@ def tiny_fail_some(ctx: Any) -> Any:
     return ctx.item * 2
 
 
+def item_size(item: Any, ctx: Any) -> int:
+    """An item's length as JSON text (its output says nothing of the item itself)."""
+    import json
+
+    return len(json.dumps(item))
+
+
 def tiny_first(item: Any, ctx: Any) -> Any:
     return {"n": item, "path": ctx.run.step}
 

@@ -35,10 +35,15 @@ apart; :func:`load_step` gives either its full shape, so no reader sees the diff
   ``started_at`` to ``ended_at`` in process P, with no kind or error.
 - ``"in": V`` stands for an input that is JSON of at most ``INLINE_INPUT_MAX`` bytes, as it
   is (its rendering is its text); a larger or pickled input's rendering is in ``input``.
+- A fourth element ``1`` in ``at`` (or, without ``at``, ``"ii": 1``) says the step's input
+  is its for_each item, which its loop keeps (``<loop path>#items`` in ``values``): a
+  million items' records do not each hold a copy. ``load_step`` gives ``input_item: True``
+  and the reader renders the item (``views/_read.py``). Readers of releases before it read
+  the first three elements of ``at`` only.
 
-A trivial item's record is ~70 bytes (~80 with its input)::
+A trivial item's record is ~70 bytes, its input included::
 
-    {"node":1,"at":[1796418264.2412627,1591,10],"pid":2279,"output":144,"in":72}
+    {"node":1,"at":[1796418264.2412627,1591,10,1],"pid":2279,"output":144}
 
 Records of format 4 and earlier (and those of control-flow nodes, which are few) keep the
 full shape, and are read as they are.
@@ -122,10 +127,14 @@ def load_step(data: bytes, path: str, what: str) -> dict[str, Any]:
 def _expand(rec: dict[str, Any], path: str) -> dict[str, Any]:
     at = rec.pop("at", None)
     times: tuple[Any, Any, Any]
+    if rec.pop("ii", 0) == 1:
+        rec["input_item"] = True
     if at is not None:
         dispatched = float(at[0])
         started = dispatched + int(at[1]) / 1e6
         times = (dispatched, started, started + int(at[2]) / 1e6)
+        if len(at) > 3 and at[3] == 1:
+            rec["input_item"] = True
     else:
         times = (rec.get("dispatched_at"), rec.get("started_at"), rec.get("ended_at"))
     attempts = rec.get("attempts")

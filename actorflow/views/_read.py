@@ -39,6 +39,7 @@ from actorflow.views._details import (
     RunDetails,
     StepDetails,
 )
+from actorflow.views._items import LoopItems
 
 __all__ = [
     "ancestry",
@@ -144,6 +145,7 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
     """
     rec = read_run(store, run_id)
     recorded: dict[str, dict[str, Any]] = {}
+    items = LoopItems(store, run_id)
     of_run = K.step_prefix(run_id)
     for key, value in store.scan(K.STEPS, of_run):
         srec = load_step(value, key[len(of_run) :].decode(), f"step of run {run_id}")
@@ -172,6 +174,8 @@ def inspect_run(store: Store, run_id: str) -> RunDetails:
             steps.append(_step({"name": name, "kind": kind, "status": unreached}, None))
     nested = sorted(recorded.items(), key=lambda kv: _path_key(kv[0], position))
     for _, srec in nested:
+        if srec.get("input_item"):
+            srec["input"] = items.render(srec["path"])
         steps.append(_step(srec, output_of(srec, store, run_id)))
     steps.sort(key=lambda s: _path_key(s.path or s.name, position))
     status = RunStatus(rec["status"])

@@ -114,6 +114,33 @@ def test_items_sent_in_chunks_record_their_item_too(
     assert all(s.input == s.path[6:-13] for s in d.steps if s.path.startswith("items["))
 
 
+def test_an_items_record_points_at_its_item_instead_of_copying_it(
+    engine: af.Engine, data_dir: Path
+) -> None:
+    """The for_each keeps its items (``#items``): an item's step says "my item" in a byte,
+    and the reader renders it from there, as it would a copied input."""
+    sku = "sku-" + "x" * 120  # an item of 125 bytes a copy would add to each record
+    engine.define("fan").for_each("lines", lambda ctx: [sku, {"n": 2}, 3], steps.item_size)
+    engine.define("objs").for_each("xs", lambda ctx: [Path("/a"), Path("/b")], steps.tiny_first)
+    with engine:
+        run = engine.trigger("fan", {})
+        run.result(timeout=60)
+        pickled = engine.trigger("objs", {})
+        pickled.result(timeout=60)
+        d = run.inspect()
+        p = pickled.inspect()
+    assert [d.step(f"lines[{i}]/item_size").input for i in range(3)] == [
+        f'"{sku}"',
+        '{"n":2}',
+        "3",
+    ]
+    records = _records(data_dir, run.id)
+    raw = records["lines[0]/item_size"]
+    assert b"sku-" not in raw and len(raw) < 100, raw  # not a copy of the item
+    # Items that are not JSON are never unpickled to be shown: a placeholder says so.
+    assert p.step("xs[0]/tiny_first").input == "(its item, of items that are not JSON)"
+
+
 def test_a_large_input_is_cut_and_its_record_stays_small(engine: af.Engine, data_dir: Path) -> None:
     engine.define("big").step("make", big_text).step("measure", length)
 

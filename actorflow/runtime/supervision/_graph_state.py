@@ -51,9 +51,7 @@ from actorflow.runtime.supervision._nodes import (
     error_info,
 )
 from actorflow.runtime.supervision._run import RunMachine
-from actorflow.runtime.supervision._steps import (
-    Leaf,
-)
+from actorflow.runtime.supervision._steps import FROM_ITEM, Leaf
 from actorflow.store import _keys as K
 from actorflow.store._codec import encode_value
 from actorflow.store._records import (
@@ -236,6 +234,17 @@ class GraphState(RunMachine):
     def _last_key(self, frame: int, owner: int) -> bytes:
         return K.step_key(self.run_id, self.path(frame, owner) + "#last")
 
+    def _item_frame(self, frame: int) -> bool:
+        """Whether ``frame`` is one item of a for_each (its input is that item, kept).
+
+        A batch's chunk is not: its input is a slice of the items, not one of them.
+        """
+        if frame == 0:
+            return False
+        owner = self.frames[frame].owner
+        spec = self.plan.specs[owner]
+        return self.plan.kind[owner] == K_FOR_EACH and getattr(spec, "size", None) is None
+
     def _ctx_item(self, frame: int) -> tuple[bytes | None, int | None]:
         """The item and index a step in ``frame`` sees (the innermost loop's)."""
         fid = frame
@@ -304,7 +313,10 @@ class GraphState(RunMachine):
         frame = leaf.frame
         src = self.plan.last_source[leaf.node]
         value = self.source(frame, src)
-        leaf.input = input_of(b"Jnull" if value is None else value)
+        if src < 0 and self._item_frame(frame):
+            leaf.input = FROM_ITEM  # the loop keeps it: the record need not copy it
+        else:
+            leaf.input = input_of(b"Jnull" if value is None else value)
         if src >= 0 and value is not None and len(value) > LAZY_MAX:
             return b"Rstep:" + self.path(frame, src).encode()
         return value

@@ -20,6 +20,7 @@ from actorflow.store._protocol import Op
 from actorflow.store._records import dump_record
 
 __all__ = [
+    "FROM_ITEM",
     "Leaf",
     "attempt_record",
     "attempt_timeout",
@@ -32,6 +33,20 @@ __all__ = [
 ]
 
 _MAX_ATTEMPT_MESSAGE = 300
+
+
+class _FromItem:
+    """The type of :data:`FROM_ITEM`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FROM_ITEM"
+
+
+#: A leaf's input when it is its for_each item: its record says so in a byte or two, and the
+#: reader renders the item from the loop's ``#items`` value (see store/_records.py).
+FROM_ITEM = _FromItem()
 
 
 def too_interrupted(attempts: list[dict[str, Any]], limit: int) -> ErrorInfo | None:
@@ -213,8 +228,9 @@ class Leaf:
         self.wait: dict[str, Any] | None = None  # a waiting event's name and key, or token
         self.scheduled_at: float | None = None  # first dispatch (schedule_to_close)
         self.details: bytes | None = None  # the last heartbeat's encoded details
-        # What it was given: small JSON as it is, else its rendering (``input_of``).
-        self.input: orjson.Fragment | str | None = None
+        # What it was given: small JSON as it is, else its rendering (``input_of``), or
+        # FROM_ITEM: its for_each item, which the loop keeps (store/_records.py).
+        self.input: orjson.Fragment | str | _FromItem | None = None
 
     def record(self) -> bytes:
         """Its record, compact (store/_records.py says how; ``load_step`` expands it)."""
@@ -228,6 +244,8 @@ class Leaf:
             to_start = round((started - dispatched) * 1e6)
             # The end from the start as written, so that rounding the two does not add up.
             rec["at"] = [dispatched, to_start, round((ended - dispatched) * 1e6) - to_start]
+            if self.input is FROM_ITEM:
+                rec["at"].append(1)
         else:
             if dispatched is not None:
                 rec["dispatched_at"] = dispatched
@@ -258,6 +276,9 @@ class Leaf:
             rec["output"] = self.inline
         if isinstance(self.input, str):
             rec["input"] = self.input
+        elif self.input is FROM_ITEM:
+            if "at" not in rec:
+                rec["ii"] = 1  # (else the fourth element of "at" says it)
         elif self.input is not None:
             rec["in"] = self.input  # (load_step renders it)
         if self.handling:
@@ -300,7 +321,7 @@ class Leaf:
         leaf.wake_at = rec.get("wake_at")
         leaf.wait = rec.get("wait")
         leaf.scheduled_at = rec.get("scheduled_at", leaf.dispatched_at)
-        leaf.input = rec.get("input")
+        leaf.input = FROM_ITEM if rec.get("input_item") else rec.get("input")
         if rec.get("heartbeat"):
             leaf.details = base64.b64decode(rec["heartbeat"])
         if "output" in rec:
