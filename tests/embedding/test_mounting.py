@@ -154,14 +154,25 @@ def test_dashboard_page_assets_and_api_under_a_prefix(
         assert page.status_code == 200 and str(page.url) == f"{url}/flows/"
         assert "text/html" in page.headers["content-type"]
         assets = _asset_urls(page.text)
-        assert len(assets) == 2 and not [u for u in assets if u.startswith("/")], assets
+        # The stylesheet, the layout library and the app's entry module, all relative.
+        assert len(assets) == 3 and not [u for u in assets if u.startswith("/")], assets
         script = ""
-        for asset in assets:
+        todo = list(assets)
+        seen: set[str] = set()
+        while todo:  # the page's assets, and every module the scripts import
+            asset = todo.pop()
+            if asset in seen:
+                continue
+            seen.add(asset)
             r = client.get(urljoin(str(page.url), asset))
             assert r.status_code == 200, asset
-            script = r.text if asset.endswith(".js") else script
-        # Every URL the script requests is relative to the page.
-        requested = re.findall(r'(?:api|fetch|EventSource)\(\s*[`"\']([^`"\'$]+)', script)
+            if asset.endswith(".js"):
+                script += r.text
+                imported = re.findall(r'from "\./([\w.]+\.js)"', r.text)
+                todo += [f"static/{name}" for name in imported]
+        assert "static/run.js" in seen and "static/graph.js" in seen
+        # Every URL the scripts request is relative to the page.
+        requested = re.findall(r'(?:api|post|fetch|EventSource)\(\s*[`"\']([^`"\'$]+)', script)
         assert {"api/runs?", "ui/config", "api/stream"} <= set(requested), requested
         assert not [u for u in requested if u.startswith("/")], requested
         base = str(page.url)

@@ -173,10 +173,13 @@ def test_the_setup_serves_under_its_prefix(setup: str, tmp_path: Path) -> None:
             assert [r["id"] for r in runs] == [run_id]
             page = client.get(f"{base}/")
             assert page.status_code == 200 and "<title>actorflow</title>" in page.text
-            script = re.search(r'src="([^"]+)"', page.text)
-            assert script is not None and not script[1].startswith("/")
-            asset = client.get(urljoin(f"{base}/", script[1]))
+            scripts = re.findall(r'src="([^"]+)"', page.text)
+            assert scripts and not [u for u in scripts if u.startswith("/")], scripts
+            app = next(u for u in scripts if u.endswith("app.js"))  # the entry module
+            asset = client.get(urljoin(f"{base}/", app))
             assert asset.status_code == 200 and "EventSource" in asset.text
+            for other in scripts:  # the layout library too, under the prefix
+                assert client.get(urljoin(f"{base}/", other)).status_code == 200, other
             if setup == "django":  # Mount("/", django_app) takes /flows, as the page says
                 assert client.get(base).status_code == 404
             elif proxied is None:  # the mount point itself is sent on to the page
