@@ -111,7 +111,18 @@ def list_runs(
         starts.append(before)
     if until is not None:
         starts.append(f"{max(0, int(until * 1000)):012x}")
-    after: bytes | None = prefix + min(starts).encode() if starts else None
+    after: bytes | None = None
+    if starts:
+        cursor = min(starts).encode()
+        if db == K.RUNS and prefix:
+            # An id prefix: the cursor is a whole key of ``runs``, not a suffix of the prefix.
+            if not cursor.startswith(prefix):
+                if cursor < prefix:
+                    return out  # every id with the prefix is newer than the cursor
+                cursor = b""  # past the prefix's ids: from the newest of them
+            after = cursor or None
+        else:
+            after = prefix + cursor
     floor = None if since is None else f"{max(0, int(since * 1000)):012x}"
     page = max(64, limit or 0)
     while limit is None or len(out) < limit:

@@ -245,3 +245,31 @@ def test_the_listing_says_duration_parent_and_key_and_finds_runs_by_id_or_key(
         assert kid["parent_run_id"] == mom.id
         by_key = _get(app, "/api/runs?idempotency_key=order-7&workflow=other").json()
         assert [r["id"] for r in by_key] == [same_key.id]
+
+
+def test_an_id_prefix_search_pages_and_takes_a_time_window() -> None:
+    """Found by a user's probe: "Load more" of an id-prefix search (``before=``) and
+    ``until=`` with one both found nothing, the cursor being put after the prefix."""
+    engine = af.Engine(store="memory", workers=1)
+    engine.define("noop").step("x", steps.noop)
+    with engine:
+        runs = [engine.trigger("noop", {}) for _ in range(30)]
+        for run in runs:
+            run.result(timeout=60)
+        prefix = runs[0].id[:6]  # the first hours' worth of ids: all 30
+        newest_first = [r.id for r in reversed(runs)]
+        first = engine.runs(id_prefix=prefix, limit=10)
+        assert [r.id for r in first] == newest_first[:10]
+        second = engine.runs(id_prefix=prefix, limit=10, before=first[-1].id)
+        assert [r.id for r in second] == newest_first[10:20]
+        assert [r.id for r in engine.runs(id_prefix=prefix, until=4e9, limit=None)] == newest_first
+        assert engine.runs(id_prefix=prefix, until=1.0) == []  # before any of them
+        assert engine.runs(id_prefix=prefix, before="0") == []
+        cursor = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # past the prefix's ids
+        assert len(engine.runs(id_prefix=prefix, before=cursor, limit=None)) == 30
+        app = engine.asgi()
+        page = _get(app, f"/api/runs?id_prefix={prefix}&limit=10")
+        more = _get(
+            app, f"/api/runs?id_prefix={prefix}&limit=10&before={page.headers['x-next-cursor']}"
+        )
+        assert [r["id"] for r in more.json()] == newest_first[10:20]

@@ -58,15 +58,21 @@ function markNav(path) {
   }
 }
 
+function decoded(text) {
+  try { return decodeURIComponent(text); } catch (e) { return text; }
+}
+
 async function route() {
   const hash = location.hash || "#/";
-  const [path, query] = hash.slice(1).split("?");
+  const [raw, query] = hash.slice(1).split("?");
+  let path;
+  try { path = decodeURI(raw); } catch (e) { path = raw; }  // (a malformed %-escape: as typed)
   const params = new URLSearchParams(query || "");
   const ctx = context();
   markNav(path);
   try {
-    if (path.startsWith("/run/")) await runPage(ctx, decodeURIComponent(path.slice(5)), params);
-    else if (path.startsWith("/workflow/")) await workflowPage(ctx, decodeURIComponent(path.slice(10)));
+    if (path.startsWith("/run/")) await runPage(ctx, decoded(raw.slice(5)), params);
+    else if (path.startsWith("/workflow/")) await workflowPage(ctx, decoded(raw.slice(10)));
     else if (path === "/workflows") await workflowsPage(ctx);
     else if (path === "/approvals") await approvalsPage(ctx, params);
     else if (path === "/trigger" && !state.readOnly) triggerPage(ctx, params);
@@ -85,6 +91,12 @@ async function start() {
   if (state.readOnly) {
     document.body.classList.add("read-only");
     document.getElementById("mode").textContent = "read-only";
+  }
+  // Back to the page asked for before signing in (login.html kept its address).
+  const after = sessionStorage.getItem("actorflow-after-login");
+  if (after) {
+    sessionStorage.removeItem("actorflow-after-login");
+    if (!location.hash || location.hash === "#/") history.replaceState(null, "", after);
   }
   connect();
   setInterval(() => refreshTimes(main), 15_000);

@@ -16,7 +16,7 @@ function cardHTML(a, readOnly) {
     <div class="approval-head"><b>${esc(a.step)}</b> of <a class="mono" href="#/run/${esc(a.run_id)}">${esc(a.run_id)}</a>
       <span class="muted">(${esc(a.workflow)})</span> <span class="badge s-${esc(a.status)}">${esc(a.status)}</span></div>
     ${a.description ? `<p>${esc(a.description)}</p>` : ""}
-    <p class="muted">asked ${time(a.created_at)}${a.expires_at ? ` · expires ${time(a.expires_at)}` : ""}${
+    <p class="muted">asked ${time(a.created_at)}${a.expires_at && a.status === "waiting" ? ` · expires ${time(a.expires_at)}` : ""}${
       a.resolved_at ? ` · ${esc(a.status)} ${time(a.resolved_at)}` : ""}</p>
     ${meta}${form}</div>`;
 }

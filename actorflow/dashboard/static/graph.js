@@ -6,7 +6,7 @@
 // (a small exit dot), so a body never reads as a branch of the next node. Zoom with the
 // buttons, or the wheel with Ctrl; drag to pan. Node colours are the steps table's badges'
 // (one palette in style.css: --st-<status>).
-import { esc } from "./lib.js";
+import { esc, shownStatus } from "./lib.js";
 
 const LOOPS = new Set(["for_each", "batch", "while"]);
 const NODE_H = 34;
@@ -31,8 +31,11 @@ const RANK = ["failed", "running", "retrying", "waiting", "cancelled", "succeede
 function statusOf(steps, node) {
   const mine = steps.get(node.name);
   if (!mine || !mine.length) return node.kind === "join" ? "" : "pending";
-  let best = mine[0].status;
-  for (const s of mine) if (RANK.indexOf(s.status) < RANK.indexOf(best)) best = s.status;
+  let best = shownStatus(mine[0]);
+  for (const s of mine) {
+    const status = shownStatus(s);
+    if (RANK.indexOf(status) < RANK.indexOf(best)) best = status;
+  }
   return best;
 }
 
@@ -41,24 +44,35 @@ function extraOf(steps, node) {
   const s = mine.find((x) => x.items || x.iterations);
   if (s && s.items) return ` ${s.items.succeeded}/${s.items.total}`;
   if (s && s.iterations) return ` ×${s.iterations}`;
-  if (mine.length > 1) return ` ×${mine.length}`;
+  if (mine.length > 1) {
+    const done = mine.filter((x) => x.status === "succeeded").length;
+    return done === mine.length ? ` ×${mine.length}` : ` ${done}/${mine.length}`;
+  }
   return "";
 }
 
-function byName(run) {
+// A code workflow's step as its graph has it: a ctx.map's items (`name[i]`) are one node.
+const codeKey = (path) => path.replace(/\[\d+\]$/, "");
+
+function byName(run, code) {
   const out = new Map();
   for (const s of run.steps) {
-    if (!out.has(s.name)) out.set(s.name, []);
-    out.get(s.name).push(s);
+    const key = code ? codeKey(s.path) : s.name;
+    if (!out.has(key)) out.set(key, []);
+    out.get(key).push(s);
   }
   return out;
 }
 
 function codeGraph(run) {
-  // A code workflow: its recorded steps, in the order it issued them.
+  // A code workflow: its recorded steps, in the order it issued them; a map's items are
+  // one node (their progress on it), as a for_each is in a graph workflow.
+  const names = [...new Set(run.steps.map((s) => codeKey(s.path)))];
+  const kinds = new Map(run.steps.map((s) => [codeKey(s.path), s.path === codeKey(s.path) ? s.kind : "map"]));
   return {
-    nodes: run.steps.map((s, i) => ({ id: i, name: s.path, kind: s.kind, owner: -1 })),
-    edges: run.steps.slice(1).map((_, i) => ({ from: i, to: i + 1, type: "next" })),
+    code: true,
+    nodes: names.map((name, i) => ({ id: i, name, kind: kinds.get(name), owner: -1 })),
+    edges: names.slice(1).map((_, i) => ({ from: i, to: i + 1, type: "next" })),
   };
 }
 
@@ -114,8 +128,8 @@ function pathOf(points) {
   return points.map((p, i) => `${i ? "L" : "M"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
 }
 
-function svgOf(g, run) {
-  const steps = byName(run);
+function svgOf(g, run, code) {
+  const steps = byName(run, code);
   const { width, height } = g.graph();
   let clusters = "", edges = "", labels = "", boxes = "";
   for (const id of g.nodes()) {
@@ -227,7 +241,8 @@ export function drawGraph(box, graph, run) {
   }
   const g = build(data);
   dagre.layout(g);
-  const { width, height, body } = svgOf(g, run);
+  const { width, height, body } = svgOf(g, run, Boolean(data.code));
+  box._code = Boolean(data.code);
   box._size = { width, height };
   box.innerHTML = `
     <div class="graph-tools"><button class="secondary small zoom-in" title="zoom in">+</button>
@@ -245,7 +260,7 @@ export function drawGraph(box, graph, run) {
 
 // Live: recolour the nodes drawn (the plan does not change while the run runs).
 export function paintGraph(box, run) {
-  const steps = byName(run);
+  const steps = byName(run, box._code);
   for (const el of box.querySelectorAll("g.node")) {
     const node = { name: el.dataset.node, kind: "" };
     const status = statusOf(steps, node);

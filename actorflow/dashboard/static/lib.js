@@ -108,6 +108,15 @@ export function debounce(fn, ms) {
 
 export const FINISHED = ["completed", "failed", "cancelled", "continued"];
 
+// Step kinds that wait (for a person, a time, an event, a signal, a condition).
+export const WAITS = new Set(["approval", "wait", "wait_for_event", "event", "sleep", "signal", "wait_condition"]);
+
+// The status a step shows: a wait in progress is "waiting" (the API says running, as the
+// step is in flight), in the graph, the steps table and the timeline alike.
+export function shownStatus(step) {
+  return step.status === "running" && WAITS.has(step.kind) ? "waiting" : step.status;
+}
+
 // Set an element's HTML only when it changed: a live update leaves untouched what it does not
 // change (a focused control, a text selection, an open <details>).
 export function setHTML(el, html) {

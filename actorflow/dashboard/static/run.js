@@ -3,15 +3,19 @@
 // each live event of the run refetches it and patches what changed in place, so a resume
 // payload being typed, an open traceback or log, and the graph's zoom all stay as they are.
 import {
-  api, badge, debounce, esc, FINISHED, h, jsonInput, keyed, post, seconds, setHTML, time, toast,
+  api, badge, debounce, esc, FINISHED, h, jsonInput, keyed, post, seconds, setHTML, shownStatus,
+  time, toast,
 } from "./lib.js";
 import { drawGraph, paintGraph } from "./graph.js";
 import { Timeline } from "./timeline.js";
 
+// "builtins.ValueError" as Python prints it: "ValueError"; other modules' names stay whole.
+const typeName = (type) => String(type || "").replace(/^builtins\./, "");
+
 function errorHTML(err) {
   if (!err) return "";
   const where = err.step ? ` (step ${esc(err.step)}, attempt ${esc(err.attempt)})` : "";
-  return `<p class="error"><b>${esc(err.type)}</b>: ${esc(err.message)}${where}</p>${tracebackHTML(err)}`;
+  return `<p class="error"><b>${esc(typeName(err.type))}</b>: ${esc(err.message)}${where}</p>${tracebackHTML(err)}`;
 }
 
 // The user's frames first; the whole traceback (engine frames too) a click away.
@@ -45,13 +49,19 @@ function metaHTML(run) {
 }
 
 function stepCells(s, withInput) {
-  const err = s.error ? `<div class="error">${esc(s.error.type)}: ${esc(s.error.message)}</div>
+  const err = s.error ? `<div class="error">${esc(typeName(s.error.type))}: ${esc(s.error.message)}</div>
     ${s.error.traceback ? `<details class="step-tb"><summary>traceback</summary>${tracebackHTML(s.error)}</details>` : ""}` : "";
-  return `<td class="mono">${esc(s.path)}</td><td>${esc(s.kind)}</td><td>${badge(s.status)}</td>
+  return `<td class="mono">${esc(s.path)}</td><td>${esc(s.kind)}</td><td>${badge(shownStatus(s))}</td>
     <td>${s.attempt}</td><td>${seconds(s.duration)}</td>
     ${withInput ? `<td class="mono io">${esc(s.input ?? "")}</td>` : ""}
     <td class="mono io">${esc(s.output ?? "")}${err}</td>
     <td><button class="secondary small logs-toggle" ${s.attempt ? "" : "disabled"}>logs</button></td>`;
+}
+
+// A time of day to the millisecond (the history's events are often within one second).
+function clock(t) {
+  const d = new Date(t * 1000);
+  return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
 }
 
 function historyHTML(events) {
@@ -59,7 +69,7 @@ function historyHTML(events) {
   const t0 = events[0].time;
   return `<table id="history"><thead><tr><th>#</th><th>Time</th><th>+</th><th>Event</th>
       <th>Step</th><th>Attempt</th><th>Detail</th></tr></thead><tbody>${events.map((e, i) => `
-    <tr class="event ev-${esc(e.type)}"><td class="muted">${i + 1}</td><td>${time(e.time)}</td>
+    <tr class="event ev-${esc(e.type)}"><td class="muted">${i + 1}</td><td class="mono" title="${esc(new Date(e.time * 1000).toLocaleString())}">${esc(clock(e.time))}</td>
       <td class="muted">${seconds(e.time - t0)}</td><td><code>${esc(e.type)}</code></td>
       <td class="mono">${esc(e.step ?? "")}</td><td>${esc(e.attempt ?? "")}</td>
       <td class="mono io">${esc(e.detail)}</td></tr>`).join("")}</tbody></table>`;
@@ -83,6 +93,10 @@ async function loadLogs(run, step, cell) {
 
 export async function runPage(ctx, runId) {
   const { main } = ctx;
+  if (!runId) {
+    main.innerHTML = '<p class="error">no run id in the address</p><p><a href="#/">All runs</a></p>';
+    return;
+  }
   main.innerHTML = '<p class="muted">Loading…</p>';
   let run;
   try {
@@ -126,7 +140,8 @@ export async function runPage(ctx, runId) {
     setHTML(main.querySelector("#error"), run.error
       ? `<h2>Error</h2><div class="card error-card">${errorHTML(run.error)}</div>` : "");
     // The graph: laid out once per node set, then only its nodes' statuses change.
-    const shape = graph.code ? run.steps.map((s) => s.path).join("\n") : "plan";
+    // (a code workflow's: its steps, a map's items being one node)
+    const shape = graph.code ? [...new Set(run.steps.map((s) => s.path.replace(/\[\d+\]$/, "")))].join("\n") : "plan";
     if (drawnGraph !== shape) {
       drawnGraph = shape;
       drawGraph(graphBox, graph, run);

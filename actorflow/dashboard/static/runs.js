@@ -33,7 +33,7 @@ function rowHTML(run) {
     ? `<a class="child-of" href="#/run/${esc(run.parent_run_id)}" title="child of run ${esc(run.parent_run_id)}"
          onclick="event.stopPropagation()">↳ child</a>` : "";
   const key = run.idempotency_key ? `<div class="muted key" title="idempotency key">${esc(run.idempotency_key)}</div>` : "";
-  return `<td class="mono">${esc(run.id)} ${child}${key}</td><td>${esc(run.workflow_id)}</td>
+  return `<td class="mono"><a class="run-link" href="#/run/${esc(run.id)}">${esc(run.id)}</a> ${child}${key}</td><td>${esc(run.workflow_id)}</td>
     <td>${badge(run.status)}</td><td>${time(run.created_at)}</td><td class="duration">${duration(run)}</td>`;
 }
 
@@ -111,7 +111,9 @@ export async function runsPage(ctx, params) {
       tr.dataset.status = run.status;
     });
     main.querySelector("#more").hidden = !cursor;
-    main.querySelector("#count").textContent = `${shown.length} run(s) shown`;
+    main.querySelector("#count").textContent = shown.length ? `${shown.length} run(s) shown`
+      : (f.q || f.workflow || f.status || f.search || f.since || f.until)
+        ? "No run matches these filters." : "No run yet: trigger one (Trigger, above), or from your code.";
   }
 
   async function load(reset) {

@@ -7,10 +7,10 @@
 // to a fixed-width break (a zig-zag, labelled with the time it stands for); "linear" draws
 // real proportions, "log" a log scale from the run's start. Zoom: drag across the axis to
 // zoom into a span, "reset" to see the whole run.
-import { esc, seconds } from "./lib.js";
+import { esc, seconds, WAITS } from "./lib.js";
 
-const W = 960, L = 190, R = 16, RH = 22, AXIS = 28;
-const WAITS = new Set(["approval", "wait", "wait_for_event", "event", "sleep", "signal", "wait_condition"]);  // step kinds that wait
+const L = 190, R = 16, RH = 22, AXIS = 28;
+const MAX_ROWS = 200;  // rows drawn; a note says how many more steps there are
 const BREAK = 36;  // pixels a collapsed wait takes
 
 // Round steps of a time axis, in seconds: 1-2-5 below a second, then the clock's own units.
@@ -113,7 +113,12 @@ export class Timeline {
     }).filter(Boolean);
     const began = (s) => Math.min(...s.attempts.map((a) => a.started_at || Infinity), s.dispatched_at || Infinity);
     rows.sort((a, b) => began(a) - began(b));
-    rows.length = Math.min(rows.length, 200);
+    const hidden = Math.max(0, rows.length - MAX_ROWS);
+    rows.length = Math.min(rows.length, MAX_ROWS);
+    // As wide as its card (the width is fixed at the first drawing: a live update or a
+    // resize does not move the bars under the pointer).
+    this.W = this.W || Math.max(720, Math.floor((this.box.clientWidth || 992) - 32));
+    const W = this.W;
     if (!rows.length) {
       this.box.innerHTML = '<p class="muted">No step has started yet.</p>';
       this.box.dataset.html = "";
@@ -143,31 +148,33 @@ export class Timeline {
     const clamp = (v) => Math.min(W - R, Math.max(L, v));
     const H = rows.length * RH;
     let svg = `<svg id="timeline" width="${W}" height="${H + AXIS + 6}" role="img" data-mode="${this.mode}">`;
+    let under = "";  // the breaks and the grid: drawn first, so that no bar is hidden by them
+    for (const [a, b] of gaps) {
+      const xa = x(a), xb = x(b), mid = (xa + xb) / 2;
+      under += `<g class="gap" data-seconds="${(b - a).toFixed(3)}"><rect x="${xa}" y="0" width="${xb - xa}" height="${H}"/>
+        <path d="M${mid - 4},0 ${Array.from({ length: Math.ceil(H / 8) }, (_, k) => `L${mid + (k % 2 ? -4 : 4)},${(k + 1) * 8}`).join(" ")}"/>
+        <text x="${mid}" y="${H + 22}" text-anchor="middle">⋯ ${esc(seconds(b - a))}</text></g>`;
+    }
+    let bars = "";
     rows.forEach((s, i) => {
       const y = i * RH + 4;
       const name = s.path.length > 28 ? `${s.path.slice(0, 27)}…` : s.path;
-      svg += `<text x="4" y="${y + 14}"><title>${esc(s.path)}</title>${esc(name)}</text>`;
+      bars += `<text x="4" y="${y + 14}"><title>${esc(s.path)}</title>${esc(name)}</text>`;
       if (s.dispatched_at && s.started_at && s.started_at > s.dispatched_at) {
         const a = clamp(x(s.dispatched_at)), b = clamp(x(s.started_at));
-        svg += `<rect class="queued" x="${a}" y="${y + 5}" width="${Math.max(1, b - a)}" height="8"><title>queued ${seconds(s.started_at - s.dispatched_at)}</title></rect>`;
+        bars += `<rect class="queued" x="${a}" y="${y + 5}" width="${Math.max(1, b - a)}" height="8"><title>queued ${seconds(s.started_at - s.dispatched_at)}</title></rect>`;
       }
       for (const at of s.attempts) {
         const a0 = at.started_at || s.dispatched_at || t0;
         const a1 = at.ended_at || now;
         if (a1 < t0 || a0 > t1) continue;  // outside the zoomed window
         const a = clamp(x(a0)), b = clamp(x(a1));
-        svg += `<rect class="bar st-${esc(at.status)}" data-step="${esc(s.path)}" x="${a}" y="${y + 2}" width="${Math.max(3, b - a)}"
+        bars += `<rect class="bar st-${esc(at.status)}" data-step="${esc(s.path)}" x="${a}" y="${y + 2}" width="${Math.max(3, b - a)}"
           height="14"><title>${esc(s.path)} attempt ${at.attempt}: ${esc(at.status)} ${seconds(a1 - a0)}${at.error ? " - " + esc(at.error) : ""}</title></rect>`;
       }
     });
-    for (const [a, b] of gaps) {
-      const xa = x(a), xb = x(b), mid = (xa + xb) / 2;
-      svg += `<g class="gap" data-seconds="${(b - a).toFixed(3)}"><rect x="${xa}" y="0" width="${xb - xa}" height="${H}"/>
-        <path d="M${mid - 4},0 ${Array.from({ length: Math.ceil(H / 8) }, (_, k) => `L${mid + (k % 2 ? -4 : 4)},${(k + 1) * 8}`).join(" ")}"/>
-        <text x="${mid}" y="${H + 22}" text-anchor="middle">⋯ ${esc(seconds(b - a))}</text></g>`;
-    }
     // The axis: ticks at round steps of each linear segment (and decades on a log scale).
-    svg += `<line class="axis" x1="${L}" y1="${H + 4}" x2="${W - R}" y2="${H + 4}"/>`;
+    let axis = `<line class="axis" x1="${L}" y1="${H + 4}" x2="${W - R}" y2="${H + 4}"/>`;
     const ticks = [];  // [time, the step it is a multiple of]
     if (this.mode === "log") {
       ticks.push([t0, 1]);
@@ -185,9 +192,11 @@ export class Timeline {
     }
     for (const [t, step] of ticks) {
       const tx = x(t);
-      svg += `<g class="tick"><line x1="${tx}" y1="${H + 4}" x2="${tx}" y2="${H + 9}"/><line class="grid" x1="${tx}" y1="0" x2="${tx}" y2="${H + 4}"/>
+      under += `<line class="grid" x1="${tx}" y1="0" x2="${tx}" y2="${H + 4}"/>`;
+      axis += `<g class="tick"><line x1="${tx}" y1="${H + 4}" x2="${tx}" y2="${H + 9}"/>
         <text x="${tx}" y="${H + 21}" text-anchor="middle">${esc(tickLabel(t - start, step))}</text></g>`;
     }
+    svg += under + bars + axis;
     svg += `<rect class="brush-area" x="${L - 10}" y="${H + 2}" width="${W - L - R + 20}" height="${AXIS}"/><rect class="brush" x="0" y="0" width="0" height="${H + 4}" hidden/></svg>`;
     const tools = `<div class="timeline-tools">
       <label><input type="radio" name="tl-mode" value="collapse" ${this.mode === "collapse" ? "checked" : ""}> collapse long waits</label>
@@ -195,7 +204,8 @@ export class Timeline {
       <label><input type="radio" name="tl-mode" value="log" ${this.mode === "log" ? "checked" : ""}> log scale</label>
       <button class="secondary small tl-reset" ${this.window ? "" : "disabled"}>reset zoom</button>
       <span class="muted">drag across the axis to zoom</span></div>`;
-    const html = tools + svg;
+    const more = hidden ? `<p class="muted timeline-more">The first ${MAX_ROWS} steps to start are drawn; ${hidden} more are in the steps table.</p>` : "";
+    const html = tools + svg + more;
     if (this.box.dataset.html === html) return;
     this.box.innerHTML = html;
     this.box.dataset.html = html;
@@ -204,6 +214,7 @@ export class Timeline {
 
   wire(x, t0, t1, H) {
     const box = this.box;
+    const W = this.W;
     for (const input of box.querySelectorAll("input[name=tl-mode]")) {
       input.onchange = () => { this.mode = input.value; this.draw(this.run); };
     }

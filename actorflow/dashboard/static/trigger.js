@@ -10,6 +10,11 @@ export function triggerPage(ctx, params) {
       <p><label>Payload (JSON)<textarea name="payload">{}</textarea></label></p>
       <p><label>Idempotency key (optional) <input name="key"></label></p>
       <button type="submit">Trigger</button></form>`;
+  if (!ctx.workflows.length) {
+    ctx.main.querySelector("#trigger button").disabled = true;
+    ctx.main.querySelector("#trigger").insertAdjacentHTML("beforeend",
+      '<p class="muted">No workflow is defined in this engine yet.</p>');
+  }
   ctx.main.querySelector("#trigger").onsubmit = async (e) => {
     e.preventDefault();
     const form = new FormData(e.target);

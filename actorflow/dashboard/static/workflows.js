@@ -50,7 +50,8 @@ export async function workflowsPage(ctx) {
     const rows = workflows.map((w, i) => versionRows(w, versions[i])).join("");
     const html = `<h1>Workflows</h1>
       <div class="card"><table id="definitions"><thead><tr><th>Workflow</th><th>Kind</th>
-        <th>Description</th><th>Triggers and schedules</th></tr></thead><tbody>${cards}</tbody></table></div>
+        <th>Description</th><th>Triggers and schedules</th></tr></thead><tbody>${cards ||
+          '<tr><td colspan="4" class="empty">No workflow is defined in this engine yet.</td></tr>'}</tbody></table></div>
       <h2>Schedules</h2>
       <div class="card">${scheduleTable(schedules)}</div>
       <h2>Versions</h2>
@@ -143,5 +144,6 @@ export async function workflowPage(ctx, workflowId) {
     wireSchedules(main, paint);
   }
   await paint();
-  ctx.listen(debounce((event) => { if (event.workflow_id === workflowId) paint().catch(() => {}); }, 1000));
+  const refresh = debounce(() => paint().catch(() => {}), 1000);
+  ctx.listen((event) => { if (event.workflow_id === workflowId) refresh(); });
 }
