@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actorflow._types import ParentClosePolicy
+from actorflow.code._signals import RESERVED_PREFIX
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._cache import Cache
 from actorflow.definition._options import Retry, parse_duration
@@ -494,6 +495,11 @@ class WorkflowContext:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise DefinitionError(f"ctx.{what}: name: expected a non-empty str, got {name!r}")
+        if name.startswith(RESERVED_PREFIX):
+            raise DefinitionError(
+                f"ctx.{what}: name: {name!r} begins with {RESERVED_PREFIX!r}, which is kept for "
+                "actorflow's built-in queries"
+            )
         if not callable(fn):
             raise DefinitionError(f"ctx.{what} {name!r}: fn: expected a callable, got {fn!r}")
         table[name] = fn

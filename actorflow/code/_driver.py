@@ -25,7 +25,13 @@ from typing import Any, Protocol
 from actorflow.code._context import ContinueAsNew, WorkflowContext
 from actorflow.code._history import describe
 from actorflow.code._loop import DeterministicLoop
-from actorflow.code._signals import Sent, fit_args, sent_from
+from actorflow.code._signals import (
+    HANDLERS_QUERY,
+    Sent,
+    describe_handlers,
+    fit_args,
+    sent_from,
+)
 from actorflow.errors import ClientError, NondeterminismError, RunError, WaitTimeout
 
 __all__ = ["Command", "Driver", "Host", "Outcome"]
@@ -490,6 +496,14 @@ class Driver:
         return True
 
     def query(self, name: str, args: Sequence[Any]) -> Any:
+        if name == HANDLERS_QUERY and not args:
+            return describe_handlers(
+                {
+                    "queries": self.query_handlers,
+                    "signals": self.signal_handlers,
+                    "updates": self.update_handlers,
+                }
+            )
         handler = self.query_handlers.get(name)
         if handler is None:
             raise ClientError(

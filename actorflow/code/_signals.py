@@ -16,6 +16,11 @@ decides how a payload-only signal fits it, so that both ``ctx.on_signal("exit", 
   goes on (a client's mistake must not stop a run).
 
 ``ctx.wait_for_signal(name)`` returns the payload, or the list of arguments.
+
+A run also answers one query it never registered, ``HANDLERS_QUERY``: the names, parameters
+and first docstring lines of the handlers it has registered so far (as Temporal's built-in
+``__temporal_workflow_metadata``), so a dashboard or a client can offer them without
+knowing the code. Names beginning ``__actorflow`` are reserved for such built-ins.
 """
 
 from __future__ import annotations
@@ -25,7 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Sent", "fit_args", "sent_from"]
+__all__ = [
+    "HANDLERS_QUERY",
+    "RESERVED_PREFIX",
+    "Sent",
+    "describe_handlers",
+    "fit_args",
+    "sent_from",
+]
+
+RESERVED_PREFIX = "__actorflow"
+HANDLERS_QUERY = "__actorflow_handlers"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +87,29 @@ def fit_args(handler: Callable[..., Any], sent: Sent) -> tuple[Any, ...] | str:
             pass
     shown = "one payload" if sent.one else f"{len(sent.args)} argument(s)"
     return f"the handler takes {sig} but the signal carried {shown}"
+
+
+def describe_handlers(
+    tables: dict[str, dict[str, Callable[..., Any]]],
+) -> dict[str, list[dict[str, Any]]]:
+    """``HANDLERS_QUERY``'s answer: per kind, the handlers by name.
+
+    Each is ``{"name", "params", "doc"}``: the parameter names (None where the handler has
+    no signature Python can read) and the first line of its docstring ("" without one).
+    """
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, table in tables.items():
+        rows = []
+        for name in sorted(table):
+            fn = table[name]
+            try:
+                params: list[str] | None = list(inspect.signature(fn).parameters)
+            except (TypeError, ValueError):
+                params = None
+            doc = (inspect.getdoc(fn) or "").strip().splitlines()
+            # Only a def's (or method's) docstring is the user's: a builtin's (list.append)
+            # or a partial's is its type's.
+            own = inspect.isfunction(fn) or inspect.ismethod(fn)
+            rows.append({"name": name, "params": params, "doc": doc[0] if doc and own else ""})
+        out[kind] = rows
+    return out

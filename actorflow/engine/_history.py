@@ -145,7 +145,8 @@ def _approvals(out: _Events, store: Store, run_id: str) -> None:
         out.add(a.get("created_at"), "approval_requested", step, None, detail)
         status = a.get("status")
         if status and status != "waiting":
-            out.add(a.get("resolved_at"), f"approval_{status}", step)
+            shown = f"payload {a['payload']}" if a.get("payload") is not None else ""
+            out.add(a.get("resolved_at"), f"approval_{status}", step, None, shown)
 
 
 def _activations(out: _Events, store: Store, run_id: str) -> None:

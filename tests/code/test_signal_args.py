@@ -112,6 +112,74 @@ def test_signal_args_over_rest(make_engine: MakeEngine) -> None:
     assert result["three"] == [[1, 2, 3]] and result["pair"] == ["x", "y"]
 
 
+def test_a_run_answers_which_handlers_it_has(make_engine: MakeEngine) -> None:
+    """The built-in query the dashboard's signal form reads: names, parameters, docstrings,
+    from a running run and from a finished one (rebuilt by replay in a new engine)."""
+    from tests.serving import serve
+
+    async def documented(ctx: af.WorkflowContext) -> int:
+        def add(n: int) -> None:
+            """Add n to the total.
+
+            More lines are not shown."""
+            got.append(n)
+
+        got: list[int] = []
+        ctx.on_signal("add", add)
+        ctx.on_update("reset", lambda _: got.clear())
+        await ctx.wait_for_signal("stop")
+        ctx.on_query("total", lambda: sum(got))  # registered late: answered after the end
+        return sum(got)
+
+    engine = make_engine()
+    engine.workflow("documented")(documented)
+    _handlers(engine)
+    with engine:
+        run = engine.trigger("documented")
+        wait_until(lambda: run.query("__actorflow_handlers")["signals"] != [])
+        assert run.query("__actorflow_handlers") == {
+            "queries": [],
+            "signals": [{"name": "add", "params": ["n"], "doc": "Add n to the total."}],
+            "updates": [{"name": "reset", "params": ["_"], "doc": ""}],
+        }
+        other = engine.trigger("handlers")
+        wait_until(lambda: len(other.query("__actorflow_handlers")["signals"]) == 4)
+        signals = other.query("__actorflow_handlers")["signals"]
+        assert [(s["name"], s["params"]) for s in signals] == [
+            ("exit", []),
+            ("one", ["object"]),
+            ("opt", ["a", "b"]),
+            ("three", ["a", "b", "c"]),
+        ]
+        assert all(s["doc"] == "" for s in signals)  # list.append's docstring is not the user's
+        run.signal("add", 2)
+        run.signal("stop")
+        assert run.result(timeout=30) == 2
+        other.cancel()
+    again = make_engine()
+    again.workflow("documented")(documented)
+    _handlers(again)
+    with again, serve(again.asgi()) as base:
+        answer = httpx.get(f"{base}/api/runs/{run.id}/queries/__actorflow_handlers").json()
+        assert answer["result"]["queries"] == [{"name": "total", "params": [], "doc": ""}]
+        assert again.run(run.id).query("total") == 2
+
+
+def test_handler_names_of_the_builtin_prefix_are_refused(make_engine: MakeEngine) -> None:
+    engine = make_engine()
+
+    @engine.workflow("squatter")
+    async def squatter(ctx: af.WorkflowContext) -> None:
+        ctx.on_query("__actorflow_handlers", lambda: {"fake": True})
+
+    with engine:
+        run = engine.trigger("squatter")
+        wait_until(lambda: run.status() == af.RunStatus.PANICKED)
+        error = run.inspect().error
+        assert error is not None and "__actorflow" in error.message
+        assert "kept for actorflow's built-in queries" in error.message
+
+
 def test_a_panic_is_shown_by_inspect_and_show(make_engine: MakeEngine, data_dir: Path) -> None:
     engine = make_engine()
 

@@ -131,6 +131,8 @@ def test_the_approvals_inbox_resumes_a_run(browser: Any, site: tuple[af.Engine, 
     page.select_option("#approval-filter select", "resumed")
     page.wait_for_selector(".approval-item[data-status=resumed]")
     assert big.id in page.inner_text("#inbox")
+    resumed = page.locator(f".approval-item:has(a[href='#/run/{big.id}'])")
+    assert 'resumed with {"approved_by":"ada"}' in resumed.inner_text()
     engine.run(second.id).cancel()
     assert page.errors == []
 

@@ -65,6 +65,8 @@ def test_a_graph_runs_history_in_time_order(make_engine: MakeEngine, tmp_path: A
         assert ("branch_taken", "big") in [(e["type"], e["step"]) for e in events]
         approval = [e["type"] for e in events if e["step"] == "approve"]
         assert approval.index("approval_requested") < approval.index("approval_resumed")
+        resumed = next(e for e in events if e["type"] == "approval_resumed")
+        assert resumed["detail"] == 'payload {"ok":true}'
         asked = types.index("approval_requested")
         assert asked < types.index("approval_resumed") < types.index("run_completed")
         with pytest.raises(af.RunNotFound):

@@ -144,7 +144,10 @@ def test_approval_resume_and_second_resume(make_engine: Callable[..., af.Engine]
         with pytest.raises(af.ApprovalNotFound):
             engine.resume("not-a-token", {})
         assert engine.approvals() == []
-        assert engine.approvals(status="resumed")[0]["token"] == token
+        [resumed] = engine.approvals(status="resumed")
+        assert resumed["token"] == token
+        assert resumed["payload"] == '{"ok":true,"by":"ada"}'  # what it was resumed with
+        assert "payload" not in pending[0]
         with pytest.raises(af.ClientError, match="status"):
             engine.approvals(status="bogus")
 

@@ -18,6 +18,7 @@ function cardHTML(a, readOnly) {
     ${a.description ? `<p>${esc(a.description)}</p>` : ""}
     <p class="muted">asked ${time(a.created_at)}${a.expires_at && a.status === "waiting" ? ` · expires ${time(a.expires_at)}` : ""}${
       a.resolved_at ? ` · ${esc(a.status)} ${time(a.resolved_at)}` : ""}</p>
+    ${a.payload != null ? `<p class="resumed-with">resumed with <code class="mono">${esc(a.payload)}</code></p>` : ""}
     ${meta}${form}</div>`;
 }
 

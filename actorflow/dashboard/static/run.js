@@ -7,6 +7,7 @@ import {
   time, toast,
 } from "./lib.js";
 import { drawGraph, paintGraph } from "./graph.js";
+import { Interact } from "./interact.js";
 import { Timeline } from "./timeline.js";
 
 // "builtins.ValueError" as Python prints it: "ValueError"; other modules' names stay whole.
@@ -118,6 +119,7 @@ export async function runPage(ctx, runId) {
       <button class="secondary" id="retry">Retry</button>
     </div></div>
     <div id="approvals"></div>
+    ${graph.code ? '<h2>Signal, query or update</h2><div class="card" id="interact-box"></div>' : ""}
     <div id="error"></div>
     <h2>Graph</h2><div class="card graph-card" id="graph-box"></div>
     <h2>Timeline</h2><div class="card" id="timeline-box"></div>
@@ -127,6 +129,7 @@ export async function runPage(ctx, runId) {
     <p><a href="#/">All runs</a></p>`;
   const timeline = new Timeline(main.querySelector("#timeline-box"));
   const graphBox = main.querySelector("#graph-box");
+  const interact = graph.code ? new Interact(main.querySelector("#interact-box"), run.id, ctx.readOnly) : null;
   let drawnGraph = null;  // the node set drawn (a code workflow's grows as it runs)
   let approvals = [];
 
@@ -149,6 +152,7 @@ export async function runPage(ctx, runId) {
       paintGraph(graphBox, run);
     }
     timeline.draw(run);
+    if (interact) interact.update(run);
     const kids = run.steps.filter((s) => s.child_run_id).map((s) =>
       `<li><a href="#/run/${esc(s.child_run_id)}">${esc(s.name)}: ${esc(s.child_run_id)}</a></li>`).join("");
     setHTML(main.querySelector("#children"), kids ? `<h2>Child runs</h2><div class="card"><ul>${kids}</ul></div>` : "");

@@ -140,7 +140,8 @@ def list_approvals(store: Store, status: str | None, run_id: str | None) -> list
     """Approvals in the store, oldest first, filtered by status and run.
 
     Each is a dict: token, run_id, workflow, step, status, created_at, expires_at,
-    description, metadata (and resolved_at once resolved).
+    description, metadata (and resolved_at once resolved; payload, the short rendering of
+    what it was resumed with, once resumed).
     """
     if status is not None and status not in _APPROVAL_STATUSES:
         raise ClientError(

@@ -34,7 +34,7 @@ from actorflow.graph._codes import C_SLEEP
 from actorflow.runtime.kernel._messages import ErrorInfo, EventDelivered, ResumeApproval
 from actorflow.runtime.supervision._nodes import call_user, error_info
 from actorflow.store import _keys as K
-from actorflow.store._codec import encode_value
+from actorflow.store._codec import describe_value, encode_value
 from actorflow.store._protocol import Op, Store
 from actorflow.store._records import dump_record, load_record
 
@@ -300,7 +300,7 @@ def on_resume(sup: Supervisor, msg: ResumeApproval) -> str | None:
         or (leaf.wait or {}).get("token") != msg.token
     ):
         return "resolved"
-    _set_approval(sup, msg.token, "resumed")
+    _set_approval(sup, msg.token, "resumed", msg.payload)
     _complete(sup, leaf, msg.payload, "resumed")
     return None
 
@@ -385,13 +385,17 @@ def find_approval(store: Store, token: str) -> tuple[bytes, dict[str, Any]] | No
     return None
 
 
-def _set_approval(sup: GraphState, token: str, status: str) -> None:
+def _set_approval(sup: GraphState, token: str, status: str, payload: bytes | None = None) -> None:
     found = find_approval(sup.core.store, token)
     if found is None:
         return
     key, rec = found
     rec["status"] = status
     rec["resolved_at"] = sup.core.clock.now()
+    if payload is not None:
+        # What it was resumed with, as the short rendering a step's output has: the inbox
+        # and the history show it without reading (or unpickling) the run's values.
+        rec["payload"] = describe_value(payload)
     sup.fx.ops.append((K.APPROVALS, key, dump_record(rec)))
 
 
