@@ -9,6 +9,9 @@ found, each driven as that user did (issue 25).
 - Signing in (token mode) goes back to the page that was asked for; a wrong token does not
   stay in the address bar.
 - A timeline with more steps than it draws says how many more there are.
+- A big run's page draws its steps and its history 200 rows at a time (a 5,000-item run's
+  page took 11 s to load with every row drawn), with "show more", "show all", and a filter
+  of the steps by name and status.
 """
 
 from __future__ import annotations
@@ -113,4 +116,53 @@ def test_signing_in_goes_back_to_the_page_asked_for(browser: Any, make_engine: M
         page.click("form#login button")
         page.wait_for_selector("#graph g.node[data-node=a]")  # the run's page, as asked
         assert page.url.endswith(f"#/run/{run.id}") and "token=" not in page.url
+        assert page.errors == []
+
+
+def test_a_big_runs_steps_and_history_are_paged_and_filtered(
+    browser: Any, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(workers=2)
+    engine.define("big").for_each("items", lambda ctx: list(range(450)), lambda i, c: i).step(
+        "done", lambda ctx: 1
+    )
+    with engine, serve(engine.asgi()) as url:
+        run = engine.trigger("big", {})
+        run.result(timeout=120)
+        total = len(run.inspect().steps)
+        assert total == 452  # the loop, its 450 items, done
+        page = _page(browser, f"{url}/#/run/{run.id}")
+        rows = "document.querySelectorAll('#steps tr.step-row').length"
+        page.wait_for_selector("#steps-more button.more")
+        assert page.evaluate(rows) == 200
+        assert f"Showing 200 of {total} matching steps" in page.inner_text("#steps-more")
+        assert page.inner_text("#steps-count") == f"{total} step(s)"
+        page.click("#steps-more button.more")
+        page.wait_for_function(f"{rows} === 400")
+        page.click("#steps-more button.all")
+        page.wait_for_function(f"{rows} === {total}")
+        assert not page.is_visible("#steps-more")
+
+        # The filter: by name (the last step, beyond the first page), then by status.
+        page.fill("#step-filter [name=q]", "done")
+        page.wait_for_function(f"{rows} === 1")
+        assert page.get_attribute("#steps tr.step-row", "data-step") == "done"
+        assert page.inner_text("#steps-count") == f"1 of {total} step(s) match"
+        page.fill("#step-filter [name=q]", "")
+        page.select_option("#step-filter [name=status]", "failed")
+        page.wait_for_selector("#steps td.empty")
+        assert page.inner_text("#steps td.empty") == "No step matches."
+        page.select_option("#step-filter [name=status]", "succeeded")
+        page.wait_for_function(f"{rows} === 200")  # a new filter starts at one page again
+
+        # The history: 200 events, then more.
+        events = len(engine.history(run.id))
+        assert events > 900
+        history = "document.querySelectorAll('#history tbody tr').length"
+        page.wait_for_function(f"{history} === 200")
+        assert f"Showing 200 of {events} events" in page.inner_text("#history-more")
+        page.click("#history-more button.more")
+        page.wait_for_function(f"{history} === 400")
+        page.click("#history-more button.all")
+        page.wait_for_function(f"{history} === {events}")
         assert page.errors == []

@@ -14,8 +14,23 @@ export function h(html) {
   return t.content.firstElementChild;
 }
 
+// Formatters made once: toLocaleString() builds one per call, which a page of thousands of
+// times (a big run's history) pays for in seconds.
+const FULL = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "numeric", day: "numeric", hour: "numeric", minute: "numeric", second: "numeric",
+});
+const CLOCK = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+});
+
 export function when(t) {
-  return t ? new Date(t * 1000).toLocaleString() : "-";
+  return t ? FULL.format(new Date(t * 1000)) : "-";
+}
+
+// A time of day to the millisecond (a run's history has many events within one second).
+export function clock(t) {
+  const d = new Date(t * 1000);
+  return `${CLOCK.format(d)}.${String(d.getMilliseconds()).padStart(3, "0")}`;
 }
 
 // "3 min ago", "in 2 h": relative to now; the absolute time goes in the title attribute.
@@ -129,9 +144,11 @@ export function setHTML(el, html) {
 // Keep `container`'s children in step with `items`: one child per key, created by `make`,
 // updated by `update`, in the items' order; children of keys gone are removed. Children that
 // stay are the same nodes, so whatever the user typed into them stays.
+// Linear in the children: it walks siblings (indexing `children` while inserting is
+// quadratic, as the live collection is recomputed after each change).
 export function keyed(container, items, key, make, update) {
   const old = new Map([...container.children].map((el) => [el.dataset.key, el]));
-  let at = 0;
+  let prev = null;
   for (const item of items) {
     const k = String(key(item));
     let el = old.get(k);
@@ -141,8 +158,9 @@ export function keyed(container, items, key, make, update) {
       el.dataset.key = k;
     }
     update(el, item);
-    if (container.children[at] !== el) container.insertBefore(el, container.children[at] || null);
-    at += 1;
+    const here = prev ? prev.nextElementSibling : container.firstElementChild;
+    if (here !== el) container.insertBefore(el, here);
+    prev = el;
   }
   for (const el of old.values()) el.remove();
 }

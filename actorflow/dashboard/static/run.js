@@ -3,8 +3,8 @@
 // each live event of the run refetches it and patches what changed in place, so a resume
 // payload being typed, an open traceback or log, and the graph's zoom all stay as they are.
 import {
-  api, badge, debounce, esc, FINISHED, h, jsonInput, keyed, post, seconds, setHTML, shownStatus,
-  time, toast,
+  api, badge, clock, debounce, esc, FINISHED, h, jsonInput, keyed, post, seconds, setHTML,
+  shownStatus, time, toast, when,
 } from "./lib.js";
 import { drawGraph, paintGraph } from "./graph.js";
 import { Interact } from "./interact.js";
@@ -59,22 +59,31 @@ function stepCells(s, withInput) {
     <td><button class="secondary small logs-toggle" ${s.attempt ? "" : "disabled"}>logs</button></td>`;
 }
 
-// A time of day to the millisecond (the history's events are often within one second).
-function clock(t) {
-  const d = new Date(t * 1000);
-  return `${d.toLocaleTimeString([], { hour12: false })}.${String(d.getMilliseconds()).padStart(3, "0")}`;
+
+// A big run's page draws its steps and its history a page at a time (thousands of rows
+// would take the browser seconds to lay out, on every update); "show more" adds a page.
+const PAGE = 200;
+
+function moreHTML(shown, total, what) {
+  return shown < total ? `Showing ${shown} of ${total} ${what}.
+    <button type="button" class="secondary small more">Show ${Math.min(PAGE, total - shown)} more</button>
+    <button type="button" class="secondary small all">Show all</button>` : "";
 }
 
-function historyHTML(events) {
-  if (!events.length) return '<p class="muted">Nothing recorded yet.</p>';
-  const t0 = events[0].time;
+function historyHTML(all, limit) {
+  if (!all.length) return '<p class="muted">Nothing recorded yet.</p>';
+  const t0 = all[0].time;
+  const events = all.slice(0, limit);
   return `<table id="history"><thead><tr><th>#</th><th>Time</th><th>+</th><th>Event</th>
       <th>Step</th><th>Attempt</th><th>Detail</th></tr></thead><tbody>${events.map((e, i) => `
-    <tr class="event ev-${esc(e.type)}"><td class="muted">${i + 1}</td><td class="mono" title="${esc(new Date(e.time * 1000).toLocaleString())}">${esc(clock(e.time))}</td>
+    <tr class="event ev-${esc(e.type)}"><td class="muted">${i + 1}</td><td class="mono" title="${esc(when(e.time))}">${esc(clock(e.time))}</td>
       <td class="muted">${seconds(e.time - t0)}</td><td><code>${esc(e.type)}</code></td>
       <td class="mono">${esc(e.step ?? "")}</td><td>${esc(e.attempt ?? "")}</td>
-      <td class="mono io">${esc(e.detail)}</td></tr>`).join("")}</tbody></table>`;
+      <td class="mono io">${esc(e.detail)}</td></tr>`).join("")}</tbody></table>
+    <p class="more" id="history-more">${moreHTML(events.length, all.length, "events")}</p>`;
 }
+
+const STEP_STATUSES = ["pending", "running", "waiting", "retrying", "succeeded", "failed", "cancelled", "skipped"];
 
 async function loadLogs(run, step, cell) {
   cell.innerHTML = '<span class="muted">Loading…</span>';
@@ -124,10 +133,35 @@ export async function runPage(ctx, runId) {
     <h2>Graph</h2><div class="card graph-card" id="graph-box"></div>
     <h2>Timeline</h2><div class="card" id="timeline-box"></div>
     <div id="children"></div>
-    <h2>Steps</h2><div class="card"><table id="steps"><thead></thead><tbody></tbody></table></div>
+    <h2>Steps</h2><div class="card">
+      <form class="filters" id="step-filter">
+        <label>Step<input name="q" placeholder="name contains" autocomplete="off"></label>
+        <label>Status<select name="status"><option value="">any</option>${
+          STEP_STATUSES.map((st) => `<option>${st}</option>`).join("")}</select></label>
+        <span class="muted" id="steps-count"></span>
+      </form>
+      <table id="steps"><thead></thead><tbody></tbody></table>
+      <p class="more" id="steps-more"></p></div>
     <h2>History</h2><div class="card" id="history-box"><p class="muted">Loading…</p></div>
     <p><a href="#/">All runs</a></p>`;
   const timeline = new Timeline(main.querySelector("#timeline-box"));
+  const filter = main.querySelector("#step-filter").elements;
+  let stepLimit = PAGE;
+  let historyLimit = PAGE;
+  main.querySelector("#step-filter").onsubmit = (e) => e.preventDefault();
+  const refilter = () => { stepLimit = PAGE; paint(); };
+  filter.q.oninput = debounce(refilter, 150);
+  filter.status.onchange = refilter;
+  main.querySelector("#steps-more").onclick = (e) => {
+    if (!e.target.matches("button")) return;
+    stepLimit = e.target.classList.contains("all") ? Infinity : stepLimit + PAGE;
+    paint();
+  };
+  main.querySelector("#history-box").onclick = (e) => {
+    if (!e.target.matches("#history-more button")) return;
+    historyLimit = e.target.classList.contains("all") ? Infinity : historyLimit + PAGE;
+    loadHistory();
+  };
   const graphBox = main.querySelector("#graph-box");
   const interact = graph.code ? new Interact(main.querySelector("#interact-box"), run.id, ctx.readOnly) : null;
   let drawnGraph = null;  // the node set drawn (a code workflow's grows as it runs)
@@ -160,7 +194,21 @@ export async function runPage(ctx, runId) {
     setHTML(main.querySelector("#steps thead"), `<tr><th>Step</th><th>Kind</th><th>Status</th>
       <th>Attempt</th><th>Duration</th>${withInput ? "<th>Input</th>" : ""}<th>Output / error</th><th></th></tr>`);
     const body = main.querySelector("#steps tbody");
-    const rows = run.steps.flatMap((s) => [{ s, kind: "step" }, { s, kind: "logs" }]);
+    const q = filter.q.value.trim().toLowerCase();
+    const status = filter.status.value;
+    const matching = run.steps.filter((s) => (!q || s.path.toLowerCase().includes(q))
+      && (!status || shownStatus(s) === status));
+    const shown = matching.slice(0, stepLimit);
+    setHTML(main.querySelector("#steps-count"), matching.length === run.steps.length
+      ? `${run.steps.length} step(s)` : `${matching.length} of ${run.steps.length} step(s) match`);
+    setHTML(main.querySelector("#steps-more"), moreHTML(shown.length, matching.length, "matching steps"));
+    if (!matching.length) {
+      body.innerHTML = `<tr class="empty-row"><td colspan="9" class="empty">${
+        run.steps.length ? "No step matches." : "No step recorded yet."}</td></tr>`;
+      return;
+    }
+    body.querySelector("tr.empty-row")?.remove();
+    const rows = shown.flatMap((s) => [{ s, kind: "step" }, { s, kind: "logs" }]);
     keyed(body, rows, (r) => `${r.kind}:${r.s.path}`, (r) => h(r.kind === "step"
       ? '<tr class="step-row"></tr>' : '<tr class="logs-row" hidden><td colspan="9" class="logs-cell"></td></tr>'),
     (tr, r) => {
@@ -206,7 +254,7 @@ export async function runPage(ctx, runId) {
   async function loadHistory() {
     try {
       const { data } = await api(`api/runs/${encodeURIComponent(run.id)}/history`);
-      if (ctx.current()) setHTML(main.querySelector("#history-box"), historyHTML(data));
+      if (ctx.current()) setHTML(main.querySelector("#history-box"), historyHTML(data, historyLimit));
     } catch (e) {
       setHTML(main.querySelector("#history-box"), `<p class="error">${esc(e.message)}</p>`);
     }

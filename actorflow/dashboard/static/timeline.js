@@ -204,7 +204,7 @@ export class Timeline {
       <label><input type="radio" name="tl-mode" value="log" ${this.mode === "log" ? "checked" : ""}> log scale</label>
       <button class="secondary small tl-reset" ${this.window ? "" : "disabled"}>reset zoom</button>
       <span class="muted">drag across the axis to zoom</span></div>`;
-    const more = hidden ? `<p class="muted timeline-more">The first ${MAX_ROWS} steps to start are drawn; ${hidden} more are in the steps table.</p>` : "";
+    const more = hidden ? `<p class="muted timeline-more">The first ${MAX_ROWS} steps to start are drawn; ${hidden} more are in the steps table below (filter it by name or status).</p>` : "";
     const html = tools + svg + more;
     if (this.box.dataset.html === html) return;
     this.box.innerHTML = html;
