@@ -176,8 +176,12 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
         out.note(f"({hidden} steps of items past the first {args.items} not shown: --items N)")
     if run.error is not None:
         out.line(f"\nerror: {run.error.type}: {run.error.message}")
-        if run.error.traceback:
-            out.line(run.error.traceback.rstrip())
+        # Your code's frames, as the dashboard shows them; the engine's on request.
+        shown = run.error.traceback if args.full_traceback else run.error.user_traceback
+        if shown:
+            out.line(shown.rstrip())
+            if shown != run.error.traceback:
+                out.note("(the engine's frames are left out: --full-traceback shows them)")
     return Exit.OK
 
 
@@ -361,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         metavar="N",
         help="show the steps of the first N items of each fan-out (default 10)",
+    )
+    show.add_argument(
+        "--full-traceback",
+        action="store_true",
+        help="print the error's whole traceback, the engine's frames too",
     )
     show.set_defaults(func=cmd_show)
 

@@ -49,6 +49,14 @@ def test_runs_and_show_while_the_engine_runs(engine: af.Engine, data_dir: Path) 
         assert detail["status"] == "failed"
         assert detail["error"]["type"] == "tests.steps.Boom"
         assert "fail_always" in detail["error"]["traceback"]
+        assert "fail_always" in detail["error"]["user_traceback"]
+        # The traceback printed is the user's frames; the engine's are one flag away.
+        table = cli(data_dir, "show", bad.id)
+        assert "fail_always" in table.stdout and "tests/steps.py" in table.stdout
+        assert "actorflow/workers" not in table.stdout, table.stdout
+        assert "--full-traceback" in table.stderr
+        full = cli(data_dir, "show", bad.id, "--full-traceback")
+        assert "fail_always" in full.stdout and "actorflow/workers" in full.stdout
         missing = cli(data_dir, "show", "ffffffff")
         assert missing.returncode == 1 and "no run with id" in missing.stderr
 
