@@ -2,8 +2,9 @@
 
 Starts an engine on a temporary store with a few runs (one waiting for approval, one failed,
 one child run), serves it on loopback and drives Debian's chromium through Playwright, as
-the browser tests do: the runs list, a run, an approval, a failure, the workflows and
-schedules page, and the approvals inbox.
+the browser tests do: the runs list, a run, an approval, a failure, a code workflow's run
+with its signal, query and update form, the workflows and schedules page, and the approvals
+inbox.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ def main() -> None:
         .step("done", lambda ctx: "done")
     )
     engine.define("payments").step("charge", boom, retry=af.Retry(attempts=2, delay="50ms"))
+
+    @engine.workflow("cart", description="A shopping cart (a code workflow)")
+    async def cart(ctx: af.WorkflowContext, start: dict) -> dict:
+        items = [await ctx.step("price", str.upper, item) for item in start["items"]]
+
+        def add(item: str) -> int:
+            """Add an item to the cart."""
+            items.append(item)
+            return len(items)
+
+        ctx.on_query("count", lambda: len(items))
+        ctx.on_update("add", add)
+        ctx.on_signal("coupon", lambda code: items.append(f"coupon:{code}"))
+        await ctx.wait_for_signal("checkout")
+        return {"items": items}
+
     engine.define("report", description="The nightly report").on_schedule("0 3 * * *").step(
         "write", lambda ctx: "written"
     )
@@ -63,6 +80,9 @@ def main() -> None:
         except af.StepFailed:
             pass
         done = engine.runs("orders", status="completed", limit=1)[0]
+        shopping = engine.trigger("cart", {"items": ["tea", "milk"]})
+        while not shopping.query("__actorflow_handlers")["queries"]:  # its handlers are set
+            time.sleep(0.05)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -88,12 +108,19 @@ def main() -> None:
                 ("run", f"/#/run/{done.id}", "#timeline"),
                 ("approval", f"/#/run/{waiting.id}", ".approval"),
                 ("failed", f"/#/run/{failed.id}", ".error-card"),
+                ("code", f"/#/run/{shopping.id}", "#handler-names option"),
                 ("workflows", "/#/workflows", "#schedules"),
                 ("approvals", "/#/approvals", ".approval-item"),
             ):
                 page.goto(url + path)
-                page.wait_for_selector(ready)
+                page.wait_for_selector(ready, state="attached")
                 page.wait_for_timeout(300)  # the page's second fetches (history, approvals)
+                if name == "code":  # an update sent from the form, and its result
+                    page.select_option("#interact-form select[name=kind]", "update")
+                    page.fill("#interact-form [name=handler]", "add")
+                    page.fill("#interact-form [name=body]", '"bread"')
+                    page.click("#interact-form button[type=submit]")
+                    page.wait_for_selector("#interact-result:not([hidden])")
                 page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=True)
             browser.close()
         server.should_exit = True

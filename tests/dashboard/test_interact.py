@@ -70,6 +70,8 @@ def test_a_code_runs_page_signals_queries_and_updates_it(
         assert page.inner_text("#handler-hint") == "signal move(x, y)"
         assert page.is_checked("#interact-form [name=spread]")
         assert "delivered" in _send(page, "signal", "move", "[3, 4]")
+        # A signal runs no step, so no live event: the page refetches the run after sending.
+        page.wait_for_selector("#history tr.ev-signal_received")
 
         # A query: its arguments are a list; the hint carries the handler's docstring.
         page.locator("#interact-form select[name=kind]").select_option("query")

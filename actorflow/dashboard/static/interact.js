@@ -14,8 +14,11 @@ const BODY_LABEL = {
 };
 
 export class Interact {
-  constructor(box, runId, readOnly) {
+  // `sent` is called after each send that worked: the page refetches the run, as a signal
+  // or an update that runs no step sends no live event.
+  constructor(box, runId, readOnly, sent = () => {}) {
     this.box = box;
+    this.sent = sent;
     this.runId = runId;
     this.readOnly = readOnly;
     this.handlers = { signals: [], queries: [], updates: [] };
@@ -138,6 +141,7 @@ export class Interact {
       out.classList.remove("error");
       out.textContent = `${kind} ${name} → ${shown}`;
       toast(`${kind} ${name} sent`);
+      if (kind !== "query") this.sent();
     } catch (e) {
       out.classList.add("error");
       out.textContent = `${kind} ${name}: ${e.message}`;

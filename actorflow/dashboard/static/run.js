@@ -163,7 +163,8 @@ export async function runPage(ctx, runId) {
     loadHistory();
   };
   const graphBox = main.querySelector("#graph-box");
-  const interact = graph.code ? new Interact(main.querySelector("#interact-box"), run.id, ctx.readOnly) : null;
+  const interact = graph.code ? new Interact(main.querySelector("#interact-box"), run.id, ctx.readOnly, () => refresh())
+    : null;
   let drawnGraph = null;  // the node set drawn (a code workflow's grows as it runs)
   let approvals = [];
 
