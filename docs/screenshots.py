@@ -121,6 +121,7 @@ def main() -> None:
                     page.fill("#interact-form [name=body]", '"bread"')
                     page.click("#interact-form button[type=submit]")
                     page.wait_for_selector("#interact-result:not([hidden])")
+                    page.wait_for_selector("#history tr.ev-update_received")
                 page.screenshot(path=str(OUT / f"dashboard-{name}.png"), full_page=True)
             browser.close()
         server.should_exit = True
