@@ -175,7 +175,9 @@ def cmd_show(args: argparse.Namespace, out: Output) -> int:
     if hidden:
         out.note(f"({hidden} steps of items past the first {args.items} not shown: --items N)")
     if run.error is not None:
-        out.line(f"\nerror: {run.error.type}: {run.error.message}")
+        # "ValueError" as Python prints it (and the steps above, and the dashboard).
+        shown_type = run.error.type.removeprefix("builtins.")
+        out.line(f"\nerror: {shown_type}: {run.error.message}")
         # Your code's frames, as the dashboard shows them; the engine's on request.
         shown = run.error.traceback if args.full_traceback else run.error.user_traceback
         if shown:

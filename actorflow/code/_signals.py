@@ -94,22 +94,59 @@ def describe_handlers(
 ) -> dict[str, list[dict[str, Any]]]:
     """``HANDLERS_QUERY``'s answer: per kind, the handlers by name.
 
-    Each is ``{"name", "params", "doc"}``: the parameter names (None where the handler has
-    no signature Python can read) and the first line of its docstring ("" without one).
+    Each is ``{"name", "params", "signature", "takes", "doc"}``: the parameter names, the
+    signature as Python prints it (``"(x, y=None, *rest)"``), how many positional
+    arguments it takes (``[least, most]``, most None with ``*args``), all three None where
+    Python cannot read the handler's signature, and the first line of its docstring (""
+    without one).
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for kind, table in tables.items():
         rows = []
         for name in sorted(table):
             fn = table[name]
-            try:
-                params: list[str] | None = list(inspect.signature(fn).parameters)
-            except (TypeError, ValueError):
-                params = None
+            sig = _signature(fn)
             doc = (inspect.getdoc(fn) or "").strip().splitlines()
             # Only a def's (or method's) docstring is the user's: a builtin's (list.append)
             # or a partial's is its type's.
             own = inspect.isfunction(fn) or inspect.ismethod(fn)
-            rows.append({"name": name, "params": params, "doc": doc[0] if doc and own else ""})
+            rows.append(
+                {
+                    "name": name,
+                    "params": None if sig is None else list(sig.parameters),
+                    "signature": None if sig is None else str(sig),
+                    "takes": None if sig is None else _takes(sig),
+                    "doc": doc[0] if doc and own else "",
+                }
+            )
         out[kind] = rows
     return out
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """``fn``'s signature, its annotations evaluated (or dropped if they cannot be).
+
+    Evaluated, ``x: int`` shows as such, not as ``x: 'int'`` (``from __future__ import
+    annotations`` keeps them as strings).
+    """
+    try:
+        return inspect.signature(fn, eval_str=True)
+    except (TypeError, ValueError):
+        return None  # a builtin without a signature
+    except Exception:
+        sig = inspect.signature(fn)
+        bare = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
+        return sig.replace(parameters=bare, return_annotation=sig.empty)
+
+
+def _takes(sig: inspect.Signature) -> list[int | None]:
+    """``[least, most]`` positional arguments ``sig`` binds (most None: any number)."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    least = most = 0
+    for p in sig.parameters.values():
+        if p.kind in positional:
+            most += 1
+            least += p.default is inspect.Parameter.empty
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            return [least, None]
+    return [least, most]

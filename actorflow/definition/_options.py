@@ -329,4 +329,16 @@ def validate_name(name: Any, what: str) -> str | None:
         return (
             f"{what}: must not contain '/' (it separates the parts of a step's path), got {name!r}"
         )
+    return dots_problem(name, what)
+
+
+def dots_problem(name: str, what: str) -> str | None:
+    """Why ``name`` cannot be one segment of a URL path ("." or ".."), or None.
+
+    Workflow ids, event names and handler names are segments of the REST API's paths
+    (``/api/workflows/{id}/trigger``); a browser or an HTTP client resolves "." and ".."
+    (percent-encoded too) before sending, so such a name could never be addressed.
+    """
+    if name in (".", ".."):
+        return f"{what}: must not be {name!r} (a URL path cannot address it)"
     return None

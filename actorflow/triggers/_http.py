@@ -74,8 +74,10 @@ from starlette.routing import Route
 
 from actorflow._hosts import host_problems
 from actorflow.errors import (
-    ActorflowError,
+    ClientError,
     ConfigError,
+    NondeterminismError,
+    StoreError,
 )
 from actorflow.triggers._lifespan import lifespan
 from actorflow.triggers._origin import HostGuard
@@ -103,10 +105,15 @@ log = logging.getLogger("actorflow.http")
 
 
 async def _handled(call: Awaitable[Any], what: str) -> Any:
-    """Await a query or update; an exception its handler raised is a 422, not a 500."""
+    """Await a query or update; an exception its handler raised is a 422, not a 500.
+
+    What the handler raised includes actorflow's own run errors (a step the update awaited
+    failed: ``StepFailed``); the request's errors (``ClientError``: no such run or handler),
+    the store's, and a diverged history (``NondeterminismError``) are the engine's answer.
+    """
     try:
         return await call
-    except ActorflowError:
+    except (ClientError, StoreError, NondeterminismError):
         raise
     except Exception as exc:  # the handler raised
         raise _HttpError(422, f"{what}_failed", f"{type(exc).__name__}: {exc}") from None
@@ -453,9 +460,9 @@ def build_app(
         Route("/api/schedules/{name:path}/pause", pause_schedule, methods=["POST"]),
         Route("/api/schedules/{name:path}/resume", resume_schedule, methods=["POST"]),
         Route("/api/schedules/{name:path}/trigger", trigger_schedule, methods=["POST"]),
-        Route("/api/runs/{run_id}/signals/{name}", signal, methods=["POST"]),
-        Route("/api/runs/{run_id}/queries/{name}", query, methods=["GET"]),
-        Route("/api/runs/{run_id}/updates/{name}", update, methods=["POST"]),
+        Route("/api/runs/{run_id}/signals/{name:path}", signal, methods=["POST"]),
+        Route("/api/runs/{run_id}/queries/{name:path}", query, methods=["GET"]),
+        Route("/api/runs/{run_id}/updates/{name:path}", update, methods=["POST"]),
         Route("/api/runs/{run_id}/restart", restart, methods=["POST"]),
         Route("/api/runs/{run_id}/progress", progress, methods=["GET"]),
         Route("/api/runs/{run_id}/logs", logs, methods=["GET"]),

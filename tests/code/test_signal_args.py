@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,17 +140,27 @@ def test_a_run_answers_which_handlers_it_has(make_engine: MakeEngine) -> None:
         wait_until(lambda: run.query("__actorflow_handlers")["signals"] != [])
         assert run.query("__actorflow_handlers") == {
             "queries": [],
-            "signals": [{"name": "add", "params": ["n"], "doc": "Add n to the total."}],
-            "updates": [{"name": "reset", "params": ["_"], "doc": ""}],
+            "signals": [
+                {
+                    "name": "add",
+                    "params": ["n"],
+                    "signature": "(n: int) -> None",
+                    "takes": [1, 1],
+                    "doc": "Add n to the total.",
+                }
+            ],
+            "updates": [
+                {"name": "reset", "params": ["_"], "signature": "(_)", "takes": [1, 1], "doc": ""}
+            ],
         }
         other = engine.trigger("handlers")
         wait_until(lambda: len(other.query("__actorflow_handlers")["signals"]) == 4)
         signals = other.query("__actorflow_handlers")["signals"]
-        assert [(s["name"], s["params"]) for s in signals] == [
-            ("exit", []),
-            ("one", ["object"]),
-            ("opt", ["a", "b"]),
-            ("three", ["a", "b", "c"]),
+        assert [(s["name"], s["params"], s["takes"]) for s in signals] == [
+            ("exit", [], [0, 0]),
+            ("one", ["object"], [1, 1]),
+            ("opt", ["a", "b"], [1, 2]),  # b has a default
+            ("three", ["a", "b", "c"], [3, 3]),
         ]
         assert all(s["doc"] == "" for s in signals)  # list.append's docstring is not the user's
         run.signal("add", 2)
@@ -161,8 +172,57 @@ def test_a_run_answers_which_handlers_it_has(make_engine: MakeEngine) -> None:
     _handlers(again)
     with again, serve(again.asgi()) as base:
         answer = httpx.get(f"{base}/api/runs/{run.id}/queries/__actorflow_handlers").json()
-        assert answer["result"]["queries"] == [{"name": "total", "params": [], "doc": ""}]
+        assert answer["result"]["queries"] == [
+            {"name": "total", "params": [], "signature": "()", "takes": [0, 0], "doc": ""}
+        ]
         assert again.run(run.id).query("total") == 2
+
+
+def test_handler_names_with_a_slash_and_a_failing_update_over_rest(
+    make_engine: MakeEngine,
+) -> None:
+    """A handler named "a/b" is addressed over REST as a%2Fb (by the client and the
+    dashboard); an update whose awaited step fails is the handler's failure (422), not the
+    engine's (it was a 500)."""
+    from tests.serving import serve
+
+    engine = make_engine()
+
+    @engine.workflow("slashes")
+    async def slashes(ctx: af.WorkflowContext) -> list[Any]:
+        got: list[Any] = []
+
+        async def checked(n: Any) -> int:
+            return int(await ctx.step("double", operator.mul, n, 2))
+
+        ctx.on_signal("orders/add", got.append)
+        ctx.on_query("orders/count", lambda: len(got))
+        ctx.on_update("orders/checked", checked)
+        await ctx.wait_for_signal("stop")
+        return got
+
+    with engine, serve(engine.asgi()) as base, af.Client(base) as client:
+        run = engine.trigger("slashes")
+        wait_until(lambda: bool(run.query("__actorflow_handlers")["updates"]))
+        sent = httpx.post(f"{base}/api/runs/{run.id}/signals/orders%2Fadd", json=5)
+        assert sent.status_code == 202, sent.text
+        client.signal(run.id, "orders/add", 6)
+        wait_until(lambda: client.query(run.id, "orders/count") == 2)
+        assert client.update(run.id, "orders/checked", 4) == 8
+        failed = httpx.post(  # its step: None * 2, a TypeError
+            f"{base}/api/runs/{run.id}/updates/orders%2Fchecked",
+            content=b"null",
+            headers={"Content-Type": "application/json"},
+        )
+        assert failed.status_code == 422, failed.text
+        assert failed.json()["error"] == "update_failed"
+        assert failed.json()["detail"].startswith("StepFailed: ")
+        with pytest.raises(af.RemoteError, match="StepFailed"):
+            client.update(run.id, "orders/checked", None)
+        missing = httpx.post(f"{base}/api/runs/{run.id}/updates/nope", json=1)
+        assert missing.status_code == 400  # the request's error stays the engine's answer
+        client.signal(run.id, "stop")
+        assert run.result(timeout=30) == [5, 6]
 
 
 def test_handler_names_of_the_builtin_prefix_are_refused(make_engine: MakeEngine) -> None:
@@ -178,6 +238,58 @@ def test_handler_names_of_the_builtin_prefix_are_refused(make_engine: MakeEngine
         error = run.inspect().error
         assert error is not None and "__actorflow" in error.message
         assert "kept for actorflow's built-in queries" in error.message
+    # Names no sender could address are refused too: "." and ".." (a URL path resolves
+    # them), past the name limit, NUL. One with '/' is fine: REST sends it as %2F.
+    for bad, why in (
+        (".", "a URL path cannot address it"),
+        ("x" * 300, "at most"),
+        ("a\x00b", "NUL"),
+    ):
+        with pytest.raises(af.DefinitionError, match=why):
+            af.WorkflowContext.on_signal(_bare_context(), bad, print)
+
+
+def test_a_signal_handler_and_a_wait_for_the_same_name_are_refused(
+    make_engine: MakeEngine,
+) -> None:
+    """The handler would take every signal and the wait never end (a silent hang): either
+    order raises, and the run panics with the reason instead of waiting forever."""
+    engine = make_engine()
+
+    @engine.workflow("handler_first")
+    async def handler_first(ctx: af.WorkflowContext) -> None:
+        ctx.on_signal("stop", lambda: None)
+        await ctx.wait_for_signal("stop")
+
+    @engine.workflow("wait_first")
+    async def wait_first(ctx: af.WorkflowContext) -> Any:
+        waiting = asyncio.ensure_future(ctx.wait_for_signal("stop"))
+        await asyncio.sleep(0)
+        ctx.on_signal("stop", lambda: None)
+        return await waiting
+
+    with engine:
+        for wf, why in (
+            ("handler_first", "this wait would never end"),
+            ("wait_first", "is waiting"),
+        ):
+            run = engine.trigger(wf)
+            wait_until(lambda run=run: run.status() == af.RunStatus.PANICKED)
+            error = run.inspect().error
+            assert error is not None and why in error.message, error
+
+
+def _bare_context() -> Any:
+    """A context whose handler tables are plain dicts (only the name checks run)."""
+
+    class Driver:
+        signal_handlers: dict[str, Any] = {}
+        signal_waits: dict[str, Any] = {}
+        signals: dict[str, Any] = {}
+
+    ctx = object.__new__(af.WorkflowContext)
+    ctx._driver = Driver()  # type: ignore[attr-defined]
+    return ctx
 
 
 def test_a_panic_is_shown_by_inspect_and_show(make_engine: MakeEngine, data_dir: Path) -> None:
@@ -203,5 +315,6 @@ def test_a_panic_is_shown_by_inspect_and_show(make_engine: MakeEngine, data_dir:
         shown = cli(data_dir, "show", run.id)
         assert shown.returncode == 0, shown.stderr
         assert "ValueError" in shown.stdout and "handler cannot take 7" in shown.stdout
+        assert "error: ValueError: handler cannot take 7" in shown.stdout  # not builtins.
         detail = json.loads(cli(data_dir, "show", run.id, "--json").stdout)
         assert detail["error"]["kind"] == "panic" and "in boom" in detail["error"]["traceback"]

@@ -12,10 +12,13 @@ found, each driven as that user did (issue 25).
 - A big run's page draws its steps and its history 200 rows at a time (a 5,000-item run's
   page took 11 s to load with every row drawn), with "show more", "show all", and a filter
   of the steps by name and status.
+- A busy run's page, and the approvals inbox beside it, follow it while it runs: a steady
+  stream of events no longer postpones their refresh until the run goes quiet.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -166,3 +169,36 @@ def test_a_big_runs_steps_and_history_are_paged_and_filtered(
         page.click("#history-more button.all")
         page.wait_for_function(f"{history} === {events}")
         assert page.errors == []
+
+
+def _nap(item: Any, ctx: Any) -> Any:
+    time.sleep(0.01)
+    return item
+
+
+def test_a_busy_runs_page_and_the_inbox_follow_it_live(
+    browser: Any, make_engine: MakeEngine
+) -> None:
+    engine = make_engine(workers=2)
+    # About 20 s of items, an event every few milliseconds: the test ends it far sooner.
+    engine.define("busy").for_each("items", lambda ctx: list(range(4000)), _nap)
+    engine.define("ask").human_in_the_loop("sign", timeout="1h")
+    with engine, serve(engine.asgi()) as url:
+        busy = engine.trigger("busy", {})
+        wait_until(lambda: len(busy.inspect().steps) > 20)
+        page = _page(browser, f"{url}/#/run/{busy.id}")
+        page.wait_for_selector("#steps-count:not(:empty)")
+        count = "parseInt(document.querySelector('#steps-count').textContent)"
+        first = page.evaluate(count)
+        page.wait_for_function(f"{count} > {first} + 50", timeout=15_000)
+        assert busy.status() == af.RunStatus.RUNNING  # followed while it runs, not after
+
+        inbox = _page(browser, f"{url}/#/approvals")
+        inbox.wait_for_selector("#inbox-count:not(:empty)")
+        asked = engine.trigger("ask", {})
+        wait_until(lambda: bool(engine.approvals(run_id=asked.id)))
+        inbox.wait_for_selector(f".approval-item:has(a[href='#/run/{asked.id}'])", timeout=15_000)
+        assert busy.status() == af.RunStatus.RUNNING
+        busy.cancel()
+        asked.cancel()
+        assert page.errors == [] and inbox.errors == []

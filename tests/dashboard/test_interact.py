@@ -6,6 +6,7 @@ resumed with.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,19 +29,27 @@ def _cart(engine: af.Engine) -> None:
 
         async def add(item: str) -> int:
             items.append(await ctx.step("shout", str.upper, item))
+            ctx.on_query("last", lambda: items[-1])  # registered late: offered once it is
             return len(items)
+
+        async def nap(seconds: float) -> float:
+            await ctx.step("nap", time.sleep, seconds)
+            return seconds
 
         ctx.on_query("count", count)
         ctx.on_update("add", add)
+        ctx.on_update("nap", nap)
         ctx.on_signal("move", lambda x, y: moves.append([x, y]))
         await ctx.wait_for_signal("checkout")
         return {"items": items, "moves": moves}
 
 
-def _send(page: Any, kind: str, handler: str, body: str) -> str:
+def _send(page: Any, kind: str, handler: str, body: str, spread: bool | None = None) -> str:
     form = page.locator("#interact-form")
     form.locator("select[name=kind]").select_option(kind)
-    form.locator("[name=handler]").fill(handler)
+    form.locator("[name=handler]").fill(handler)  # ticks "a list of arguments" as it fits
+    if spread is not None:
+        form.locator("[name=spread]").set_checked(spread)
     form.locator("[name=body]").fill(body)
     before = page.inner_text("#interact-result") if page.is_visible("#interact-result") else ""
     form.locator("button[type=submit]").click()
@@ -64,12 +73,18 @@ def test_a_code_runs_page_signals_queries_and_updates_it(
         page.wait_for_selector("#interact-form")
         # The run's registered signal handlers are offered; the hint gives the parameters,
         # and a two-parameter handler's signal is sent as a list of arguments.
-        page.wait_for_function("document.querySelectorAll('#handler-names option').length === 1")
-        assert page.get_attribute("#handler-names option", "value") == "move"
+        offered = "[...document.querySelectorAll('#handler-names option')].map(o => o.value)"
+        # The signal handler, and the signal a ctx.wait_for_signal is waiting for.
+        page.wait_for_function(f"{offered}.join() === 'move,checkout'")
+        page.fill("#interact-form [name=handler]", "checkout")
+        assert "a ctx.wait_for_signal is waiting for it" in page.inner_text("#handler-hint")
         page.fill("#interact-form [name=handler]", "move")
         assert page.inner_text("#handler-hint") == "signal move(x, y)"
         assert page.is_checked("#interact-form [name=spread]")
-        assert "delivered" in _send(page, "signal", "move", "[3, 4]")
+        # A signal that does not fit its handler is not sent (the engine would drop it).
+        refused = _send(page, "signal", "move", "5", spread=False)
+        assert "not sent" in refused and "takes 2 argument(s); this sends 1" in refused
+        assert "its handler takes it" in _send(page, "signal", "move", "[3, 4]")
         # A signal runs no step, so no live event: the page refetches the run after sending.
         page.wait_for_selector("#history tr.ev-signal_received")
 
@@ -92,11 +107,25 @@ def test_a_code_runs_page_signals_queries_and_updates_it(
         assert form.locator("[name=handler]").input_value() == "add"
         assert page.evaluate("document.querySelector('#interact-form').dataset.mark") == "typed"
         assert _send(page, "update", "add", '"b"').endswith("→ 3")
+        # The query the update's handler registered is offered now.
+        page.locator("#interact-form select[name=kind]").select_option("query")
+        page.wait_for_function(f"{offered}.includes('last')")
+
+        # Send is disabled while an update is in flight: a second click cannot run it twice.
+        form.locator("select[name=kind]").select_option("update")
+        form.locator("[name=handler]").fill("nap")
+        form.locator("[name=body]").fill("1")
+        form.locator("button[type=submit]").click()
+        assert form.locator("button[type=submit]").is_disabled()
+        page.wait_for_function("!document.querySelector('#interact-form button').disabled")
+        assert page.inner_text("#interact-result").endswith("→ 1")
+        assert [s.name for s in run.inspect().steps].count("nap") == 1
 
         # Errors are shown, and nothing is sent.
         bad = _send(page, "query", "nope", "[]")
         assert "no such query handler" in bad and "count" in bad
         assert page.locator("#interact-result.error").count() == 1
+        assert "not sent: payload: " in _send(page, "update", "add", "{bad json")
 
         # A signal with no payload ends the run; a finished run only answers queries.
         assert "delivered" in _send(page, "signal", "checkout", "")

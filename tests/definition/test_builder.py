@@ -221,3 +221,14 @@ def test_a_non_structural_problem_is_a_definition_error_not_a_graph_error() -> N
     with pytest.raises(af.DefinitionError) as info:
         af.Workflow("w").step("a", steps.noop, timeout=-1).build()
     assert not isinstance(info.value, af.GraphError)
+
+
+def test_names_no_url_path_can_address_are_refused() -> None:
+    """A workflow id, a node name or an event is one segment of the REST API's paths
+    (``/api/workflows/{id}/trigger``): "." and ".." would be resolved away by any client."""
+    for bad in (".", ".."):
+        with pytest.raises(DefinitionError, match="a URL path cannot address it"):
+            af.Workflow(bad).step("x", steps.noop).build()
+        with pytest.raises(DefinitionError, match="a URL path cannot address it"):
+            af.Workflow("w").step(bad, steps.noop).build()  # names follow one rule
+    af.Workflow("w...").step("...", steps.noop).build()  # other dots are fine

@@ -2,7 +2,7 @@
 // oldest first, with its run, step, description, metadata, age and expiry, and a resume form.
 // Live: cards come and go as approvals are asked for and resolved; a card stays the same
 // element while it waits, so a payload being typed into it survives the updates.
-import { api, debounce, esc, h, jsonInput, keyed, post, time, toast } from "./lib.js";
+import { api, esc, h, jsonInput, keyed, live, post, time, toast } from "./lib.js";
 
 const STATUSES = ["waiting", "resumed", "expired", "cancelled", "all"];
 
@@ -57,5 +57,5 @@ export async function approvalsPage(ctx, params) {
       ? `${data.length} approval(s)` : `No approval is ${status === "all" ? "recorded" : status}.`;
   }
   await paint();
-  ctx.listen(debounce(() => paint().catch(() => {}), 300));
+  ctx.listen(live(paint, 300));
 }

@@ -102,7 +102,13 @@ export async function api(path, options = {}) {
     throw new Error("unauthorized");
   }
   const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    // Not the API's JSON (a proxy's error page, a route that is not there): say what came.
+    throw new Error(`${response.status} ${response.statusText}: ${text.slice(0, 200)}`.trim());
+  }
   if (!response.ok) {
     throw new Error((data && (data.detail || data.error)) || `${response.status}`);
   }
@@ -113,6 +119,35 @@ export function post(path, body, headers = {}) {
   return api(path, { method: "POST", headers, body: body === undefined ? undefined : JSON.stringify(body) });
 }
 
+// Follow live events with `fn` (async). The first event runs it `ms` later; events that
+// arrive meanwhile, or while it runs, are folded into one more run after it. Unlike a
+// debounce, a steady stream of events (a busy run sends one every few milliseconds) cannot
+// put it off until the stream stops; and the next run waits at least three times as long
+// as the last took, so a big page refetched while its run is busy costs the engine at most
+// a quarter of its time.
+export function live(fn, ms) {
+  let timer = null;
+  let running = false;
+  let again = false;
+  let next = 0;  // the earliest time of the next run
+  const start = async () => {
+    timer = null;
+    running = true;
+    again = false;
+    const began = performance.now();
+    try { await fn(); } catch { /* the next event tries again */ }
+    running = false;
+    next = performance.now() + Math.max(ms, 3 * (performance.now() - began));
+    if (again) call();
+  };
+  const call = () => {
+    if (running) again = true;
+    else if (!timer) timer = setTimeout(start, Math.max(ms, next - performance.now()));
+  };
+  return call;
+}
+
+// Run `fn` once the calls have stopped for `ms` (typing in a search box).
 export function debounce(fn, ms) {
   let timer = null;
   return (...args) => {

@@ -3,7 +3,7 @@
 // each live event of the run refetches it and patches what changed in place, so a resume
 // payload being typed, an open traceback or log, and the graph's zoom all stay as they are.
 import {
-  api, badge, clock, debounce, esc, FINISHED, h, jsonInput, keyed, post, seconds, setHTML,
+  api, badge, clock, debounce, esc, FINISHED, h, jsonInput, keyed, live, post, seconds, setHTML,
   shownStatus, time, toast, when,
 } from "./lib.js";
 import { drawGraph, paintGraph } from "./graph.js";
@@ -187,7 +187,6 @@ export async function runPage(ctx, runId) {
       paintGraph(graphBox, run);
     }
     timeline.draw(run);
-    if (interact) interact.update(run);
     const kids = run.steps.filter((s) => s.child_run_id).map((s) =>
       `<li><a href="#/run/${esc(s.child_run_id)}">${esc(s.name)}: ${esc(s.child_run_id)}</a></li>`).join("");
     setHTML(main.querySelector("#children"), kids ? `<h2>Child runs</h2><div class="card"><ul>${kids}</ul></div>` : "");
@@ -274,9 +273,10 @@ export async function runPage(ctx, runId) {
     approvals = FINISHED.includes(run.status) ? [] : waiting;
     paint();
     paintApprovals();
-    loadHistory();
+    // Awaited: the live refresh spaces its runs by what they cost (lib.live).
+    await Promise.all([loadHistory(), interact && interact.update(run)]);
   }
-  const refresh = debounce(() => reload().catch(() => {}), 250);
+  const refresh = live(reload, 250);
 
   async function act(path, body, done) {
     try {
@@ -299,5 +299,6 @@ export async function runPage(ctx, runId) {
   paint();
   paintApprovals();
   loadHistory();
+  if (interact) interact.update(run);
   ctx.listen((event) => { if (event.run_id === run.id) refresh(); });
 }

@@ -1,6 +1,6 @@
 // The runs list: filters (workflow, status, trigger time, search attributes), a search by
 // run id prefix or idempotency key, pages by cursor, rows kept up to date by live events.
-import { api, badge, debounce, esc, h, keyed, seconds, time, toast } from "./lib.js";
+import { api, badge, esc, h, keyed, live, seconds, time, toast } from "./lib.js";
 
 const STATUSES = ["queued", "running", "waiting_for_definition", "completed", "failed",
   "cancelled", "panicked", "continued"];
@@ -134,7 +134,7 @@ export async function runsPage(ctx, params) {
 
   main.querySelector("#more").onclick = () => load(false).catch((e) => toast(e.message, true));
   await load(true).catch((e) => toast(e.message, true));  // (a search the API refuses, say)
-  const refresh = debounce(() => load(true).catch(() => {}), 300);
+  const refresh = live(() => load(true), 300);
   ctx.listen((event) => {
     if (event.type === "RunStarted" || event.type === "RunFinished") refresh();
   });

@@ -2,7 +2,7 @@
 // next fire times; each version defined or still run, with its runs in flight. A workflow's
 // page (#/workflow/ID) adds its schedules' actions (pause, resume, trigger now), its versions
 // and its recent runs.
-import { api, badge, debounce, esc, post, setHTML, time, toast } from "./lib.js";
+import { api, badge, esc, live, post, setHTML, time, toast } from "./lib.js";
 
 function triggersHTML(w, schedules) {
   const parts = [];
@@ -63,7 +63,7 @@ export async function workflowsPage(ctx) {
     wireSchedules(main, paint);
   }
   await paint();
-  ctx.listen(debounce(() => paint().catch(() => {}), 1000));
+  ctx.listen(live(paint, 1000));
 }
 
 function scheduleTable(schedules) {
@@ -144,6 +144,6 @@ export async function workflowPage(ctx, workflowId) {
     wireSchedules(main, paint);
   }
   await paint();
-  const refresh = debounce(() => paint().catch(() => {}), 1000);
+  const refresh = live(paint, 1000);
   ctx.listen((event) => { if (event.workflow_id === workflowId) refresh(); });
 }
