@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actorflow._types import ParentClosePolicy
-from actorflow.code._signals import RESERVED_PREFIX
+from actorflow.code._signals import handler_problem, taken_problem
 from actorflow.definition._breaker import CircuitBreaker
 from actorflow.definition._cache import Cache
-from actorflow.definition._options import Retry, dots_problem, parse_duration
+from actorflow.definition._options import Retry, parse_duration
 from actorflow.definition._queue import Queue
 from actorflow.errors import ClientError, DefinitionError, WaitTimeout
 from actorflow.store import _keys as K
@@ -337,13 +337,8 @@ class WorkflowContext:
         opts: dict[str, Any] = {"timeout": _timeout(timeout, f"wait_for_signal {name!r}: timeout")}
         if default is not _MISSING:
             opts["default"] = default
-        # A handler takes every signal of its name: the wait would never end (a silent hang).
         if isinstance(name, str) and name in self._driver.signal_handlers:
-            raise DefinitionError(
-                f"ctx.wait_for_signal {name!r}: a handler (ctx.on_signal) takes every signal "
-                f"{name!r}, so this wait would never end; await ctx.wait_condition(...) on "
-                "what the handler sets instead"
-            )
+            raise DefinitionError(taken_problem(name, waiting_first=False))
         return self._future("signal", _name(name, "ctx.wait_for_signal: name"), opts)
 
     def wait_for_event(
@@ -485,10 +480,7 @@ class WorkflowContext:
         arrived before the handler was registered are delivered to it at once.
         """
         if self._driver.signal_waits.get(name):
-            raise DefinitionError(
-                f"ctx.on_signal {name!r}: a ctx.wait_for_signal({name!r}) is waiting; the "
-                "handler would take every signal and the wait would never end"
-            )
+            raise DefinitionError(taken_problem(name, waiting_first=True))
         self._handler(self._driver.signal_handlers, "on_signal", name, fn)
         buffered = self._driver.signals.pop(name, None)
         for sent in buffered or ():
@@ -505,22 +497,9 @@ class WorkflowContext:
     def _handler(
         self, table: dict[str, Callable[..., Any]], what: str, name: str, fn: Callable[..., Any]
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise DefinitionError(f"ctx.{what}: name: expected a non-empty str, got {name!r}")
-        # The names a sender can address (handle.signal's rule, and one URL path segment:
-        # the REST API's /api/runs/{id}/signals/{name}, where a '/' is sent as %2F).
-        problem = K.part_problem(name, f"ctx.{what}: name", K.MAX_NAME) or dots_problem(
-            name, f"ctx.{what}: name"
-        )
+        problem = handler_problem(f"ctx.{what}", name, fn)
         if problem is not None:
             raise DefinitionError(problem)
-        if name.startswith(RESERVED_PREFIX):
-            raise DefinitionError(
-                f"ctx.{what}: name: {name!r} begins with {RESERVED_PREFIX!r}, which is kept for "
-                "actorflow's built-in queries"
-            )
-        if not callable(fn):
-            raise DefinitionError(f"ctx.{what} {name!r}: fn: expected a callable, got {fn!r}")
         table[name] = fn
 
     # -- helpers -------------------------------------------------------------------------------

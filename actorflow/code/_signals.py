@@ -30,13 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from actorflow.definition._options import dots_problem
+from actorflow.store import _keys as K
+
 __all__ = [
     "HANDLERS_QUERY",
     "RESERVED_PREFIX",
     "Sent",
     "describe_handlers",
     "fit_args",
+    "handler_problem",
     "sent_from",
+    "taken_problem",
 ]
 
 RESERVED_PREFIX = "__actorflow"
@@ -87,6 +92,49 @@ def fit_args(handler: Callable[..., Any], sent: Sent) -> tuple[Any, ...] | str:
             pass
     shown = "one payload" if sent.one else f"{len(sent.args)} argument(s)"
     return f"the handler takes {sig} but the signal carried {shown}"
+
+
+def handler_problem(what: str, name: Any, fn: Any) -> str | None:
+    """What is wrong with registering ``fn`` as the handler ``name`` (None if nothing).
+
+    A handler's name is one a sender can address: ``handle.signal``'s rule (a key part of
+    at most ``MAX_NAME`` bytes) and one URL path segment (the REST API's
+    ``/api/runs/{id}/signals/{name}``, where a '/' is sent as %2F, but "." and ".." cannot
+    be); the ``__actorflow`` prefix is kept for built-in queries.
+    """
+    if not isinstance(name, str) or not name:
+        return f"{what}: name: expected a non-empty str, got {name!r}"
+    problem = K.part_problem(name, f"{what}: name", K.MAX_NAME) or dots_problem(
+        name, f"{what}: name"
+    )
+    if problem is not None:
+        return problem
+    if name.startswith(RESERVED_PREFIX):
+        return (
+            f"{what}: name: {name!r} begins with {RESERVED_PREFIX!r}, which is kept for "
+            "actorflow's built-in queries"
+        )
+    if not callable(fn):
+        return f"{what} {name!r}: fn: expected a callable, got {fn!r}"
+    return None
+
+
+def taken_problem(name: str, waiting_first: bool) -> str:
+    """Why a signal handler and a ``ctx.wait_for_signal`` may not share ``name``.
+
+    The handler takes every signal of its name, so the wait would never end: a silent hang
+    becomes an error at the line that makes it.
+    """
+    if waiting_first:
+        return (
+            f"ctx.on_signal {name!r}: a ctx.wait_for_signal({name!r}) is waiting; the "
+            "handler would take every signal and the wait would never end"
+        )
+    return (
+        f"ctx.wait_for_signal {name!r}: a handler (ctx.on_signal) takes every signal "
+        f"{name!r}, so this wait would never end; await ctx.wait_condition(...) on what the "
+        "handler sets instead"
+    )
 
 
 def describe_handlers(
