@@ -102,11 +102,10 @@ def handler_problem(what: str, name: Any, fn: Any) -> str | None:
     ``/api/runs/{id}/signals/{name}``, where a '/' is sent as %2F, but "." and ".." cannot
     be); the ``__actorflow`` prefix is kept for built-in queries.
     """
-    if not isinstance(name, str) or not name:
-        return f"{what}: name: expected a non-empty str, got {name!r}"
-    problem = K.part_problem(name, f"{what}: name", K.MAX_NAME) or dots_problem(
-        name, f"{what}: name"
-    )
+    problem = K.part_problem(name, f"{what}: name", K.MAX_NAME)  # a non-empty str, too
+    if problem is not None:
+        return problem
+    problem = dots_problem(name, f"{what}: name")
     if problem is not None:
         return problem
     if name.startswith(RESERVED_PREFIX):

@@ -59,7 +59,6 @@ function stepCells(s, withInput) {
     <td><button class="secondary small logs-toggle" ${s.attempt ? "" : "disabled"}>logs</button></td>`;
 }
 
-
 // A big run's page draws its steps and its history a page at a time (thousands of rows
 // would take the browser seconds to lay out, on every update); "show more" adds a page.
 const PAGE = 200;
